@@ -1,0 +1,379 @@
+"""The `redesk` command: run the server, workers and scheduler, and the admin verbs."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from enum import IntEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from storage import queries
+from storage.db import get_engine, session_scope, upgrade
+from storage.models import Department, DepartmentKind, utcnow
+from storage.settings import Settings, SettingsError, get_settings
+from workflow import service
+from workflow.errors import WorkflowError
+
+
+class Exit(IntEnum):
+    """Exit codes scripts can rely on."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    CONFIG = 3
+    NOT_FOUND = 4
+    UNAVAILABLE = 5
+
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    help="redesk: the request desk of a party–mass service centre (党群服务中心).",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+departments_app = typer.Typer(help="Departments requests are forwarded to.", no_args_is_help=True)
+categories_app = typer.Typer(help="Request categories: keywords, route, deadlines.",
+                             no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(departments_app, name="departments")
+app.add_typer(categories_app, name="categories")
+
+
+class CliError(Exception):
+    """A failure explained in one sentence, with its exit code."""
+
+    def __init__(self, message: str, code: Exit = Exit.FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise CliError(str(exc), Exit.CONFIG) from None
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _prepare_database(settings: Settings, *, auto_upgrade: bool) -> None:
+    """Upgrades an embedded SQLite database; checks that any other is reachable and current."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    try:
+        if auto_upgrade:
+            upgrade(settings.database_url)
+            return
+        engine = get_engine(settings.database_url)
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    except OperationalError as exc:
+        raise CliError(f"The database at REDESK_DATABASE_URL does not answer: {exc.orig}",
+                       Exit.UNAVAILABLE) from None
+    if current != head:
+        raise CliError("The database schema is not current: run `redesk db upgrade` first.",
+                       Exit.CONFIG)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def run() -> None:
+    """Run the server: channels, web desk (/desk), health and metrics.
+
+    On the embedded default (no REDESK_REDIS_URL) the worker and scheduler run inside it too.
+
+    Example: redesk run
+    """
+    settings = _settings()
+    _setup_logging()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    from workflow import broker
+
+    broker.configure(settings.redis_url)
+    import uvicorn
+
+    from bot import actors  # noqa: F401  (declares the actors on the broker)
+    from bot.app import create_app
+
+    embedded = broker.is_in_process()
+    console.print(f"redesk listens on http://{settings.host}:{settings.port}"
+                  f"  (web desk: http://{settings.host}:{settings.port}/desk)")
+    console.print(f"database: {_safe_url(settings.database_url)}")
+    console.print("queue: " + ("in-process worker and scheduler (embedded)" if embedded
+                               else "Redis; run `redesk worker` and `redesk scheduler`"))
+    console.print("channel web: on")
+    console.print("channel telegram: " + ("on" if settings.telegram_on else
+                                          "off (set REDESK_TELEGRAM_TOKEN to switch it on)"))
+    console.print("channel wechat: " + ("on" if settings.wechat_on else
+                                        "off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
+                                        "and REDESK_WECHAT_TOKEN to switch it on)"))
+    worker = None
+    stop = threading.Event()
+    if embedded:
+        worker = _start_worker(settings)
+        threading.Thread(target=_schedule, args=(settings, stop), name="scheduler",
+                         daemon=True).start()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host=settings.host, port=settings.port,
+                                           log_level="warning", timeout_graceful_shutdown=30))
+    try:
+        server.run()
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop()
+
+
+@app.command()
+def worker() -> None:
+    """Run a queue worker (needs REDESK_REDIS_URL). Start as many as the load needs.
+
+    Example: REDESK_REDIS_URL=redis://127.0.0.1:6379/0 redesk worker
+    """
+    settings = _settings()
+    if not settings.redis_url:
+        raise CliError("`redesk worker` needs REDESK_REDIS_URL; on the embedded default "
+                       "`redesk run` has its own worker.", Exit.CONFIG)
+    _setup_logging()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    from workflow import broker
+
+    broker.configure(settings.redis_url)
+    from bot import actors  # noqa: F401
+
+    running = _start_worker(settings)
+    console.print(f"redesk worker: {settings.worker_threads} threads on {settings.redis_url}")
+    _wait_for_signal()
+    running.stop()
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler: enqueues the periodic sweep of unfinished work. Run one.
+
+    Example: REDESK_REDIS_URL=redis://127.0.0.1:6379/0 redesk scheduler
+    """
+    settings = _settings()
+    _setup_logging()
+    from workflow import broker
+
+    broker.configure(settings.redis_url)
+    from bot import actors  # noqa: F401
+
+    stop = threading.Event()
+    thread = threading.Thread(target=_schedule, args=(settings, stop), daemon=True)
+    thread.start()
+    console.print(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s")
+    _wait_for_signal()
+    stop.set()
+
+
+def _start_worker(settings: Settings) -> object:
+    from dramatiq import Worker
+
+    from workflow import broker
+
+    running = Worker(broker.current(), worker_threads=settings.worker_threads, worker_timeout=100)
+    running.start()
+    return running
+
+
+def _schedule(settings: Settings, stop: threading.Event) -> None:
+    from bot import actors
+
+    while not stop.is_set():
+        try:
+            actors.sweep.send()
+        except Exception:  # noqa: BLE001 - a broker outage must not end the scheduler
+            logging.getLogger(__name__).warning("Could not enqueue the sweep", exc_info=True)
+        stop.wait(settings.sweep_interval)
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- database -------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the database schema to the newest revision.
+
+    Example: REDESK_DATABASE_URL=postgresql+psycopg://redesk@db/redesk redesk db upgrade
+    """
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as exc:
+        raise CliError(f"The database does not answer: {exc.orig}", Exit.UNAVAILABLE) from None
+    console.print("database schema is current")
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+@app.command()
+def invite(
+    role: Annotated[str, typer.Argument(help="worker, leader or department")],
+    department: Annotated[str | None, typer.Argument(help="the department (for department)")]
+    = None,
+) -> None:
+    """Print a one-time invitation code; `绑定 <code>` in any chat gives that role.
+
+    The code is alone on the last line and expires after REDESK_INVITATION_DAYS (7) days.
+
+    Example: redesk invite department 城管执法
+    """
+    if role not in ("worker", "leader", "department"):
+        raise CliError("ROLE must be worker, leader or department.", Exit.USAGE)
+    if role == "department" and not department:
+        raise CliError("Name the department: redesk invite department NAME", Exit.USAGE)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            code = service.create_invitation(
+                session=session, role=role, department_name=department, now=utcnow(),
+                days=settings.invitation_days,
+            )
+        except WorkflowError:
+            raise CliError(f"No active department is called {department!r} "
+                           "(see `redesk departments list`).", Exit.NOT_FOUND) from None
+    what = {"worker": "党务工作者", "leader": "党委负责人"}.get(role, f"{department} 工作人员")
+    console.print(f"Invitation for {role} ({what}), valid {settings.invitation_days} days.")
+    console.print("Send 「绑定 CODE」 (or /bind CODE) to the bot from the chat to bind:")
+    print(code)
+
+
+# --- departments and categories -------------------------------------------------------------
+
+
+@departments_app.command("list")
+def departments_list() -> None:
+    """List departments.
+
+    Example: redesk departments list
+    """
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        rows = queries.list_departments(session=session, active_only=False)
+        table = Table("名称", "类型", "办结时限（工作日）", "状态")
+        for row in rows:
+            table.add_row(row.name, row.kind,
+                          "—" if row.resolution_days is None else str(row.resolution_days),
+                          "启用" if row.active else "停用")
+    console.print(table)
+
+
+@departments_app.command("add")
+def departments_add(
+    name: Annotated[str, typer.Argument(help="the department's name")],
+    kind: Annotated[str, typer.Option(help="街道, 职能部门 or 社会组织")] = "职能部门",
+) -> None:
+    """Add a department.
+
+    Example: redesk departments add 城管执法 --kind 职能部门
+    """
+    kinds = [k.value for k in DepartmentKind]
+    if kind not in kinds:
+        raise CliError(f"--kind must be one of {', '.join(kinds)}.", Exit.USAGE)
+    if not name.strip() or len(name) > 100:
+        raise CliError("NAME must be 1 to 100 characters.", Exit.USAGE)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        if queries.get_department_by_name(session=session, name=name.strip()) is not None:
+            raise CliError(f"A department called {name!r} exists already.", Exit.FAILURE)
+        session.add(Department(name=name.strip(), kind=kind))
+    console.print(f"added department {name.strip()} ({kind})")
+
+
+@categories_app.command("list")
+def categories_list() -> None:
+    """List categories with their keywords, route and deadlines.
+
+    Example: redesk categories list
+    """
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        departments = {d.id: d.name for d in queries.list_departments(session=session,
+                                                                      active_only=False)}
+        table = Table("类别", "关键词", "默认去向", "响应（工作小时）", "办结（工作日）")
+        for row in queries.list_categories(session=session, active_only=False):
+            route = departments.get(row.department_id, "党委") if row.route == "department" \
+                else "党委"
+            table.add_row(row.name + (" (兜底)" if row.is_fallback else ""),
+                          "、".join(row.keywords) or "—", route, str(row.response_hours),
+                          str(row.resolution_days))
+    console.print(table)
+
+
+@app.command()
+def demo() -> None:
+    """Load demo departments and categories (skips those that exist).
+
+    Example: redesk demo
+    """
+    from admin_scripts.demo import load_demo
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        departments, categories = load_demo(session)
+    console.print(f"demo data loaded: {departments} departments and {categories} categories added")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    try:
+        app(args=args, prog_name="redesk", standalone_mode=False)
+    except CliError as exc:
+        err.print(f"error: {exc}")
+        return int(exc.code)
+    except SQLAlchemyError as exc:
+        err.print(f"error: database failure: {type(exc).__name__}: {exc}")
+        return int(Exit.UNAVAILABLE)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            return int(Exit.FAILURE)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return int(Exit.USAGE)
+        raise
+    return int(Exit.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The ASGI app: channel endpoints, the web desk, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot import actors, metrics
+from bot.channels import web
+from bot.runtime import Runtime, get_runtime
+from bot.texts import text as t
+from storage import queries
+from storage.db import session_scope
+from storage.models import utcnow
+
+logger = logging.getLogger(__name__)
+
+#: Where the desk page and its script live.
+STATIC_DIR = Path(__file__).parent / "static"
+
+#: Largest body accepted by the web API, in bytes.
+WEB_BODY_LIMIT = 64 * 1024
+
+#: Longest long poll, in seconds.
+MAX_WAIT = 30.0
+
+#: How often a long poll looks for new messages, in seconds.
+POLL_INTERVAL = 0.2
+
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the endpoint's limit."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error(status: int, key: str, **params: Any) -> JSONResponse:
+    """A JSON error answer with a sentence from the catalogue."""
+    return JSONResponse({"error": t(key, **params)}, status_code=status)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    raw = await read_body(request, limit)
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def web_session(request: Request) -> Response:
+    """POST /api/web/session: a new web chat identity and its token."""
+    runtime = _runtime(request)
+    try:
+        body = await _json_body(request, WEB_BODY_LIMIT)
+    except BodyTooLarge:
+        return error(413, "api.too_large")
+    if not isinstance(body, dict):
+        return error(400, "api.bad_json")
+    name = body.get("name") or ""
+    if not isinstance(name, str) or len(name) > 100:
+        return error(400, "api.bad_field", field="name")
+
+    def create() -> str:
+        with session_scope(runtime.engine) as session:
+            return web.create_identity(session, name=name,
+                                       days=runtime.settings.web_session_days)
+
+    try:
+        token = await asyncio.to_thread(create)
+    except Exception:
+        logger.exception("Could not create a web identity")
+        return error(503, "api.unavailable")
+    return JSONResponse({"token": token}, status_code=201)
+
+
+def _identity(runtime: Runtime, token: str) -> tuple[int, str] | None:
+    with session_scope(runtime.engine) as session:
+        person = queries.person_for_web_token(session=session, token=token, now=utcnow())
+        if person is None or person.id is None:
+            return None
+        return person.id, person.external_id
+
+
+async def web_post_message(request: Request) -> Response:
+    """POST /api/web/messages: stores the message in the inbox, then answers 202."""
+    runtime = _runtime(request)
+    token = _bearer(request)
+    if token is None:
+        return error(401, "api.unauthorized")
+    try:
+        body = await _json_body(request, WEB_BODY_LIMIT)
+    except BodyTooLarge:
+        metrics.INBOUND.labels("web", "too_large").inc()
+        return error(413, "api.too_large")
+    if body is None:
+        return error(400, "api.bad_json")
+    try:
+        client_id, payload = web.parse_body(body, runtime.settings.max_text_length)
+    except web.BadMessage as exc:
+        metrics.INBOUND.labels("web", "bad").inc()
+        return error(400, "api.bad_field", field=str(exc))
+
+    def store() -> tuple[str, bool] | None:
+        identity = _identity(runtime, token)
+        if identity is None:
+            return None
+        _, chat_id = identity
+        with session_scope(runtime.engine) as session:
+            inbox_id = queries.add_inbox(session=session, channel=web.CHANNEL,
+                                         natural_key=f"{chat_id}:{client_id}", chat_id=chat_id,
+                                         payload=payload)
+        return chat_id, inbox_id is not None
+
+    try:
+        stored = await asyncio.to_thread(store)
+    except Exception:
+        logger.exception("Could not store a web message")
+        return error(503, "api.unavailable")
+    if stored is None:
+        return error(401, "api.unauthorized")
+    chat_id, is_new = stored
+    metrics.INBOUND.labels("web", "stored" if is_new else "duplicate").inc()
+    if is_new:
+        await asyncio.to_thread(actors.enqueue_inbound, web.CHANNEL, chat_id)
+    return JSONResponse({"id": client_id}, status_code=202)
+
+
+async def web_get_messages(request: Request) -> Response:
+    """GET /api/web/messages?after=N&wait=S: the identity's messages after N (long poll)."""
+    runtime = _runtime(request)
+    token = _bearer(request)
+    if token is None:
+        return error(401, "api.unauthorized")
+    try:
+        after = int(request.query_params.get("after", "0"))
+        wait = min(max(float(request.query_params.get("wait", "0")), 0.0), MAX_WAIT)
+    except ValueError:
+        return error(400, "api.bad_field", field="after/wait")
+    identity = await asyncio.to_thread(_identity, runtime, token)
+    if identity is None:
+        return error(401, "api.unauthorized")
+    person_id, _ = identity
+
+    def fetch() -> list[dict[str, Any]]:
+        with session_scope(runtime.engine) as session:
+            rows = queries.web_messages_after(session=session, person_id=person_id, after=after)
+            return [{"seq": r.seq, "text": r.text, "buttons": r.buttons} for r in rows]
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        messages = await asyncio.to_thread(fetch)
+        if messages or loop.time() >= deadline or await request.is_disconnected():
+            return JSONResponse({"messages": messages})
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def desk(request: Request) -> Response:
+    """GET /desk: the web desk page."""
+    return FileResponse(STATIC_DIR / "desk.html", media_type="text/html; charset=utf-8")
+
+
+async def root(request: Request) -> Response:
+    """GET /: to the desk."""
+    return RedirectResponse("/desk")
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: 200 when the database (and Redis, when configured) answer."""
+    runtime = _runtime(request)
+
+    def check() -> dict[str, str]:
+        status = {"database": "ok"}
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        if runtime.settings.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(runtime.settings.redis_url, socket_timeout=2)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            status["redis"] = "ok"
+        return status
+
+    try:
+        status = await asyncio.to_thread(check)
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        logger.warning("Health check failed: %s", type(exc).__name__)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok", **status})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus text format."""
+    body = await asyncio.to_thread(metrics.render_metrics, _runtime(request))
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(runtime: Runtime | None = None) -> Starlette:
+    """The ASGI application for `runtime` (the process's own by default)."""
+    routes = [
+        Route("/", root),
+        Route("/desk", desk),
+        Route("/api/web/session", web_session, methods=["POST"]),
+        Route("/api/web/messages", web_post_message, methods=["POST"]),
+        Route("/api/web/messages", web_get_messages, methods=["GET"]),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app.state.runtime = runtime or get_runtime()
+    return app

@@ -1,0 +1,43 @@
+"""What a channel adapter provides to the dispatcher: sending a rendered message."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlmodel import Session
+
+from bot.texts import Rendered
+from storage.models import OutboxMessage, Person
+
+
+class SendError(Exception):
+    """Base class for failures to send."""
+
+
+class TransientSendError(SendError):
+    """Try again later (network error, 5xx, rate limit); `retry_after` seconds if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Never try again (a malformed message, a rejected request)."""
+
+
+class Unreachable(SendError):
+    """The person cannot be reached on this channel any more (blocked, unsubscribed)."""
+
+
+class Sender(Protocol):
+    """Sends one rendered outbox message to a person of the sender's channel."""
+
+    def send(
+        self, session: Session, person: Person, message: Rendered, row: OutboxMessage
+    ) -> None:
+        """Sends `message`; a sender writing to the database uses `session` (same commit).
+
+        Raises:
+            TransientSendError, PermanentSendError, Unreachable.
+        """

@@ -1,0 +1,186 @@
+"""The work the actors do: answer a chat's inbox in order, deliver a person's outbox in order,
+and sweep up what was left unfinished."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from bot import handlers
+from bot.channels import web
+from bot.channels.base import (
+    PermanentSendError,
+    Sender,
+    TransientSendError,
+    Unreachable,
+)
+from bot.inbound import Inbound
+from bot.runtime import Runtime
+from bot.texts import render
+from storage import queries
+from storage.db import session_scope
+from storage.models import InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
+from workflow.service import DESK_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+#: An inbound message that failed this many times is given up (the person is told).
+MAX_INBOX_ATTEMPTS = 3
+
+#: An outbound message that failed this many times is marked failed.
+MAX_OUTBOX_ATTEMPTS = 12
+
+#: Channel -> inbox payload parser.
+PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {web.CHANNEL: web.to_inbound}
+
+#: Channel -> sender. Other channels register theirs when they are switched on.
+SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
+
+
+class InboxRetry(Exception):
+    """A message could not be handled this time; the actor retries it later."""
+
+
+def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
+    """Handles every pending inbox message of one chat, oldest first, each in one transaction.
+
+    The chat's person row is locked while a message is handled, so two workers never handle
+    one chat at once and its messages keep their order.
+
+    Returns:
+        Ids of the outbox rows written (their delivery is to be enqueued).
+    """
+    written: list[int] = []
+    while True:
+        with session_scope(runtime.engine) as session:
+            person = queries.get_or_create_person(session=session, channel=channel,
+                                                  external_id=chat_id)
+            row = queries.next_pending_inbox(session=session, channel=channel, chat_id=chat_id)
+            if row is None:
+                break
+            row.attempts += 1
+            tx = runtime.tx(session, f"in:{row.id}")
+            inbound = PARSERS[channel](chat_id, row.payload)
+            if inbound.display_name and not person.display_name:
+                person.display_name = inbound.display_name[:100]
+            failure: Exception | None = None
+            try:
+                with session.begin_nested():
+                    handlers.handle(tx, person, inbound, natural_key=f"{channel}:{row.natural_key}")
+            except Exception as exc:  # noqa: BLE001 - one bad message must not block the chat
+                logger.exception("Handling inbox message %s failed", row.id)
+                failure = exc
+                tx.outbox.clear()
+            if failure is None:
+                row.status = InboxStatus.DONE
+                row.processed_at = tx.now
+            else:
+                row.error = f"{type(failure).__name__}: {failure}"[:500]
+                if row.attempts >= MAX_INBOX_ATTEMPTS:
+                    row.status = InboxStatus.FAILED
+                    tx.notify(person, "error.internal")
+            session.add(row)
+            session.flush()
+            written.extend(tx.outbox_ids())
+        if failure is not None and row.attempts < MAX_INBOX_ATTEMPTS:
+            raise InboxRetry(f"inbox message {row.id} will be retried")
+    return written
+
+
+def first_per_person(runtime: Runtime, outbox_ids: list[int]) -> list[int]:
+    """One outbox id per recipient: delivering it drains that recipient's queue in order."""
+    if not outbox_ids:
+        return []
+    seen: set[int] = set()
+    chosen: list[int] = []
+    with session_scope(runtime.engine) as session:
+        for outbox_id in outbox_ids:
+            row = queries.get_outbox(session=session, outbox_id=outbox_id)
+            if row is not None and row.person_id not in seen:
+                seen.add(row.person_id)
+                chosen.append(outbox_id)
+    return chosen
+
+
+def deliver(runtime: Runtime, outbox_id: int) -> float | None:
+    """Sends every due message of the recipient of `outbox_id`, oldest first.
+
+    Returns:
+        Seconds after which to try again when something is left for later, else None.
+    """
+    with session_scope(runtime.engine) as session:
+        row = queries.get_outbox(session=session, outbox_id=outbox_id)
+        if row is None:
+            return None
+        person_id = row.person_id
+    retry_in: float | None = None
+    while True:
+        with session_scope(runtime.engine) as session:
+            person = queries.get_person(session=session, person_id=person_id, lock=True)
+            assert person is not None
+            now = utcnow()
+            rows = queries.pending_outbox_for(session=session, person_id=person_id, now=now,
+                                              limit=1)
+            if not rows:
+                break
+            row = rows[0]
+            retry_in = _deliver_one(session, person, row)
+            if retry_in is not None:
+                break
+    return retry_in
+
+
+def _deliver_one(session: Any, person: Person, row: OutboxMessage) -> float | None:
+    row.attempts += 1
+    now = utcnow()
+    if person.channel == DESK_CHANNEL or person.unreachable:
+        row.status = OutboxStatus.SKIPPED
+        row.last_error = "no chat" if person.channel == DESK_CHANNEL else "unreachable"
+        session.add(row)
+        return None
+    sender = SENDERS.get(person.channel)
+    if sender is None:
+        # The channel is switched off here; keep the message for when it is switched on.
+        row.next_attempt_at = now + timedelta(minutes=5)
+        row.last_error = f"channel {person.channel} is off"
+        session.add(row)
+        return 300.0
+    try:
+        sender.send(session, person, render(row.key, row.params), row)
+    except TransientSendError as exc:
+        delay = exc.retry_after or min(2 ** row.attempts, 300)
+        row.last_error = str(exc)[:500]
+        if row.attempts >= MAX_OUTBOX_ATTEMPTS:
+            row.status = OutboxStatus.FAILED
+        else:
+            row.next_attempt_at = now + timedelta(seconds=delay)
+        session.add(row)
+        return None if row.status == OutboxStatus.FAILED else float(delay)
+    except Unreachable as exc:
+        row.status = OutboxStatus.SKIPPED
+        row.last_error = str(exc)[:500]
+        person.unreachable = True
+        session.add(person)
+    except PermanentSendError as exc:
+        row.status = OutboxStatus.FAILED
+        row.last_error = str(exc)[:500]
+    else:
+        row.status = OutboxStatus.SENT
+        row.sent_at = now
+    session.add(row)
+    return None
+
+
+def stale_work(runtime: Runtime) -> tuple[list[tuple[str, str]], list[int]]:
+    """Chats with unfinished inbox rows and outbox rows whose delivery is overdue."""
+    before = utcnow() - timedelta(seconds=runtime.settings.sweep_grace)
+    with session_scope(runtime.engine) as session:
+        chats = list(dict.fromkeys(
+            (row.channel, row.chat_id) for row in queries.stale_inbox(session=session,
+                                                                      before=before)
+        ))
+        outbox = [row.id for row in queries.stale_outbox(session=session, before=before)
+                  if row.id is not None]
+    return chats, outbox

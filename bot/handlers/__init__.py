@@ -1,0 +1,103 @@
+"""Channel-neutral conversation logic: one Inbound in, workflow commands and replies out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bot.handlers import common, department, resident, worker
+from bot.handlers.commands import Command, parse
+from bot.inbound import Inbound
+from storage.models import Person, Role
+from workflow.errors import WorkflowError
+from workflow.service import Tx
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Tx, Person, Command], None]
+
+#: Command name -> handler. Rights are checked by the workflow, so a requester trying 受理
+#: reaches the same code and is refused there (and the refusal is recorded).
+HANDLERS: dict[str, Handler] = {
+    "bind": common.bind,
+    "status": common.status,
+    "complete": common.complete,
+    "supplement": resident.supplement,
+    "cancel": resident.cancel,
+    "rate": resident.rate,
+    "accept": worker.accept,
+    "forward": worker.forward,
+    "reject": worker.reject,
+    "approve": worker.approve,
+    "send_back": worker.send_back,
+    "take": department.take,
+    "return": department.return_,
+}
+
+
+def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
+    """Answers one inbound message: runs its command, continues a dialogue, or submits."""
+    command: Command | None = None
+    try:
+        if inbound.intake is not None:
+            worker.intake(tx, person, inbound.intake, natural_key)
+            return
+        if inbound.unsupported:
+            common.reply(tx, person, "error.unsupported")
+            return
+        command = parse(inbound.text)
+        if command is not None:
+            _clear_dialogue(tx, person)
+            _run(tx, person, command)
+            return
+        if person.dialogue:
+            command = _continue_dialogue(tx, person, inbound.text)
+            if command is not None:
+                _run(tx, person, command)
+            return
+        if person.role == Role.REQUESTER:
+            resident.submit(tx, person, inbound.text)
+        else:
+            common.help_(tx, person)
+    except WorkflowError as error:
+        common.report_error(tx, person, error, command)
+
+
+def _run(tx: Tx, person: Person, command: Command) -> None:
+    if command.name in ("help", "unknown"):
+        common.help_(tx, person)
+    elif command.name == "abort":
+        common.reply(tx, person, "reply.dialogue_cancelled")
+    elif command.name == "inbox":
+        common.todo(tx, person)
+    elif command.name in common.TEXT_ARGUMENT and command.first and not command.rest:
+        _open_dialogue(tx, person, command)
+    else:
+        HANDLERS[command.name](tx, person, command)
+
+
+def _open_dialogue(tx: Tx, person: Person, command: Command) -> None:
+    """Asks for the missing free-text argument, after checking the command could succeed."""
+    from workflow import service
+    from workflow.machine import Action
+
+    action = Action(command.name)
+    request = service.check(tx, person, action, command.first)
+    person.dialogue = {"command": command.name, "number": request.number}
+    tx.session.add(person)
+    common.reply(tx, person, f"ask.{command.name}", number=request.number)
+
+
+def _continue_dialogue(tx: Tx, person: Person, text: str) -> Command | None:
+    dialogue = person.dialogue or {}
+    _clear_dialogue(tx, person)
+    if text.strip() in ("取消", "/abort"):
+        common.reply(tx, person, "reply.dialogue_cancelled")
+        return None
+    return Command(str(dialogue.get("command")), str(dialogue.get("number")), text.strip())
+
+
+def _clear_dialogue(tx: Tx, person: Person) -> None:
+    if person.dialogue is not None:
+        person.dialogue = None
+        tx.session.add(person)

@@ -1,0 +1,334 @@
+"""Every user-facing sentence, in one catalogue (zh_CN), and the rendering of outbox messages.
+
+Messages are stored in the outbox as a catalogue key with parameters and rendered here at
+delivery, so the workflow never holds a sentence and a wording change reaches queued messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: How each state is called in messages.
+STATE_LABELS: dict[str, str] = {
+    "new": "待受理",
+    "handling": "办理中（党委做单）",
+    "forwarded": "已转单，待部门接收",
+    "dept_handling": "部门办理中",
+    "review": "待审核回单",
+    "replied": "已回单，待评价",
+    "closed": "已办结",
+    "rejected": "不予受理",
+    "cancelled": "已撤销",
+}
+
+#: How each action is called in messages.
+ACTION_LABELS: dict[str, str] = {
+    "submit": "接单",
+    "accept": "受理",
+    "forward": "转单",
+    "reject": "驳回",
+    "take": "接收",
+    "return": "退单",
+    "complete": "办结",
+    "approve": "回单",
+    "send_back": "返工",
+    "rate": "评价",
+    "reopen": "重办",
+    "auto_close": "自动办结",
+    "cancel": "撤销",
+    "supplement": "补充",
+    "comment": "备注",
+    "remind": "提醒",
+    "escalate": "督办",
+    "inbox": "查看待办",
+    "intake": "接待台登记",
+}
+
+#: How each role is called.
+ROLE_LABELS: dict[str, str] = {
+    "requester": "群众",
+    "worker": "党务工作者",
+    "leader": "党委负责人",
+    "department": "部门工作人员",
+}
+
+HELP_REQUESTER = """您好，这里是党群服务中心诉求受理平台。
+直接发送文字，即可提交一件诉求（接单），我们会告诉您编号和预计响应时间。
+常用指令：
+· 查询 [编号] —— 查看诉求进度（不带编号则列出您最近的诉求）
+· 补充 <编号> <内容> —— 补充说明
+· 撤销 <编号> —— 撤销诉求
+· 评价 <编号> 已解决/未解决 满意/基本满意/不满意 —— 对回单进行评价
+· 绑定 <邀请码> —— 工作人员绑定身份
+· 帮助 —— 显示本说明"""
+
+HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
+· 待办 —— 待受理、待审核回单及您正在办理的诉求
+· 受理 <编号> —— 党委直接做单
+· 转单 <编号> <部门> —— 转交部门办理（不带部门则列出可选部门）
+· 驳回 <编号> <原因> —— 不予受理
+· 办结 <编号> <结果> —— 报告办理结果
+· 回单 <编号> —— 审核通过，把结果回复群众
+· 返工 <编号> <原因> —— 审核不通过，退回重新办理
+· 查询 <编号> —— 查看诉求详情和办理记录
+· 取消 —— 放弃正在填写的指令"""
+
+HELP_DEPARTMENT = """您是{department}的工作人员。转交给本部门的诉求会推送给您。
+· 待办 —— 本部门待接收、办理中的诉求
+· 接收 <编号> —— 接收诉求
+· 退单 <编号> <原因> —— 不属于本部门，退回党委
+· 办结 <编号> <结果> —— 报告办理结果，由党委审核后回复群众
+· 查询 <编号> —— 查看诉求详情和办理记录
+· 取消 —— 放弃正在填写的指令"""
+
+#: Fixed sentences, by key.
+TEXTS: dict[str, str] = {
+    # requester notices
+    "requester.receipt": (
+        "【{number}】您的诉求已受理登记（接单）。\n类别：{category}\n预计响应时间：{response_due} 前\n"
+        "我们会在每个环节通知您。发送「查询 {number}」可随时查看进度。"
+    ),
+    "requester.accepted": "【{number}】党委已受理您的诉求，正在办理中。",
+    "requester.forwarded": "【{number}】您的诉求已转交「{department}」办理。",
+    "requester.taken": "【{number}】「{department}」已接收您的诉求，正在办理。",
+    "requester.rejected": "【{number}】很抱歉，您的诉求不予受理。\n原因：{reason}",
+    "requester.replied": (
+        "【{number}】您的诉求已办结，办理结果如下：\n{result}\n\n"
+        "请对办理结果进行评价：问题是否已解决？是否满意？"
+    ),
+    "requester.closed": "【{number}】感谢您的评价（{rating}），本诉求已办结。",
+    "requester.reopened": "【{number}】收到您的评价，诉求已重新办理（重办），我们会尽快处理。",
+    "requester.cancelled": "【{number}】您的诉求已撤销。",
+    # cards for workers and departments
+    "card.new": (
+        "【{number}】新诉求 · {category}\n{text}\n—— 来自：{requester}{phone_part}（{channel_label}）\n"
+        "响应时限：{response_due}　办结时限：{resolution_due}"
+    ),
+    "card.auto_forwarded": (
+        "【{number}】新诉求 · {category}，已按类别自动转交「{department}」\n{text}\n"
+        "—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
+    ),
+    "card.forwarded": (
+        "【{number}】转单 · {category}（{by}转交「{department}」）\n{text}\n"
+        "—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
+    ),
+    "card.returned": (
+        "【{number}】「{department}」退单，诉求回到待受理。\n原因：{reason}\n诉求内容：{text}"
+    ),
+    "card.review": (
+        "【{number}】待审核回单（{department} · {by} 办结）\n诉求：{text}\n办理结果：{result}"
+    ),
+    "card.sent_back": "【{number}】回单被返工（{by}），请重新办理。\n原因：{reason}",
+    "card.supplemented": "【{number}】群众补充了信息：\n{supplement}",
+    "card.cancelled": "【{number}】群众已撤销该诉求，无需继续办理。",
+    "card.reopened": (
+        "【{number}】重办：群众评价为「{rating}」，诉求回到待受理。\n诉求内容：{text}"
+    ),
+    "worker.acted": "【{number}】{by}已{action}。",
+    "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
+    "desk.relay": "【{number}】接待台登记的群众 {contact_name} {contact_phone}，请电话告知：\n{inner_text}",
+    # replies to the actor
+    "reply.accepted": "【{number}】已受理（做单）。办理完成后请发送「办结 {number} 结果」。",
+    "reply.forwarded": "【{number}】已转交「{department}」。{staff_note}",
+    "reply.rejected": "【{number}】已驳回，群众会收到原因。",
+    "reply.approved": "【{number}】已回单，群众会收到办理结果并被邀请评价。",
+    "reply.sent_back": "【{number}】已返工，办理人会收到原因。",
+    "reply.taken": "【{number}】已接收。办理完成后请发送「办结 {number} 结果」。",
+    "reply.returned": "【{number}】已退单，诉求回到党委。",
+    "reply.completed": "【{number}】已办结，待党委审核后回复群众。",
+    "reply.supplemented": "【{number}】补充信息已收到，已转告办理人员。",
+    "reply.bound": "绑定成功！您的身份是：{role_label}{department_part}。\n\n{help}",
+    "reply.desk_registered": "接待台登记成功：{contact_name} {contact_phone}。",
+    "reply.dialogue_cancelled": "已取消。",
+    "reply.no_requests": "您还没有提交过诉求。直接发送文字即可提交。",
+    "reply.empty_todo": "暂无待办诉求。",
+    "ask.reject": "【{number}】请输入驳回原因（发送「取消」放弃）：",
+    "ask.complete": "【{number}】请输入办理结果（发送「取消」放弃）：",
+    "ask.send_back": "【{number}】请输入返工原因（发送「取消」放弃）：",
+    "ask.return": "【{number}】请输入退单原因（发送「取消」放弃）：",
+    "ask.supplement": "【{number}】请输入补充内容（发送「取消」放弃）：",
+    "ask.forward": "【{number}】请选择转交的部门：",
+    "ask.forward_none": "【{number}】还没有可转交的部门，请管理员先添加部门。",
+    "ask.rate": "【{number}】请评价：问题是否已解决？是否满意？",
+    # errors
+    "error.unknown_request": "没有找到编号为「{number}」的诉求，请检查编号（格式如 SQ-20260101-0001）。",
+    "error.missing_number": "请附上诉求编号，例如：{example}",
+    "error.not_permitted": "您没有权限执行「{action_label}」。如您是工作人员，请先发送「绑定 邀请码」。",
+    "error.not_yours": "该诉求不由您负责，不能执行「{action_label}」。",
+    "error.transition": "【{number}】诉求当前状态为「{state_label}」，不能{action_label}。",
+    "error.empty": "内容不能为空，请输入文字。",
+    "error.too_long": "内容过长（{length} 字），请控制在 {limit} 字以内，可分多次「补充」。",
+    "error.reason_required": "请填写原因。",
+    "error.result_required": "请填写办理结果。",
+    "error.content_required": "请填写补充内容。",
+    "error.satisfaction": "评价格式：评价 <编号> 已解决/未解决 满意/基本满意/不满意",
+    "error.unknown_department": "没有名为「{name}」的部门。可选部门：{departments}",
+    "error.invitation_unknown": "邀请码无效，请核对后重试。",
+    "error.invitation_used": "该邀请码已被使用，请向管理员申请新的邀请码。",
+    "error.invitation_expired": "该邀请码已过期，请向管理员申请新的邀请码。",
+    "error.bind_usage": "请发送「绑定 邀请码」，邀请码由管理员提供。",
+    "error.desk_not_worker": "只有已绑定的党务工作者可以在接待台代群众登记诉求。",
+    "error.role_no_request": "工作人员身份不能直接提交诉求。如需代群众登记，请使用接待台登记。",
+    "error.unsupported": "暂不支持这种消息，请发送文字。",
+    "error.internal": "抱歉，系统处理您的消息时出错，工作人员已收到通知。请稍后再试。",
+    # web API errors (HTTP answers)
+    "api.bad_json": "请求格式错误：需要 JSON 对象。",
+    "api.bad_field": "请求格式错误：{field}",
+    "api.unauthorized": "身份无效或已过期，请重新创建身份。",
+    "api.too_large": "请求内容过大。",
+    "api.unavailable": "服务暂时不可用，请稍后重试。",
+    "api.rate_limited": "您发送得太快了，请稍后再试。",
+}
+
+#: Channel names as people read them.
+CHANNEL_LABELS: dict[str, str] = {
+    "web": "网页", "telegram": "Telegram", "wechat": "微信", "desk": "接待台",
+}
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button under a message: what it says and the command it sends."""
+
+    label: str
+    action: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form of the web API."""
+        return {"label": self.label, "action": self.action}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for a channel."""
+
+    text: str
+    buttons: list[Button] = field(default_factory=list)
+
+
+def _rating_buttons(number: str) -> list[Button]:
+    return [
+        Button(f"{solved} · {level}", f"评价 {number} {solved} {level}")
+        for solved in ("已解决", "未解决")
+        for level in ("满意", "基本满意", "不满意")
+    ]
+
+
+def _committee_buttons(number: str) -> list[Button]:
+    return [
+        Button("受理", f"受理 {number}"),
+        Button("转单", f"转单 {number}"),
+        Button("驳回", f"驳回 {number}"),
+    ]
+
+
+#: Buttons that go with a message key, from its parameters.
+BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
+    "card.new": lambda p: _committee_buttons(p["number"]),
+    "card.returned": lambda p: _committee_buttons(p["number"]),
+    "card.reopened": lambda p: _committee_buttons(p["number"]),
+    "card.forwarded": lambda p: [
+        Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}")
+    ],
+    "card.review": lambda p: [
+        Button("回单", f"回单 {p['number']}"), Button("返工", f"返工 {p['number']}")
+    ],
+    "card.sent_back": lambda p: [Button("办结", f"办结 {p['number']}")],
+    "reply.accepted": lambda p: [
+        Button("办结", f"办结 {p['number']}"), Button("转单", f"转单 {p['number']}")
+    ],
+    "reply.taken": lambda p: [
+        Button("办结", f"办结 {p['number']}"), Button("退单", f"退单 {p['number']}")
+    ],
+    "requester.replied": lambda p: _rating_buttons(p["number"]),
+    "ask.rate": lambda p: _rating_buttons(p["number"]),
+    "ask.forward": lambda p: [
+        Button(name, f"转单 {p['number']} {name}") for name in p.get("departments", [])
+    ],
+    "requester.receipt": lambda p: [Button("查询进度", f"查询 {p['number']}")],
+}
+
+
+class _Defaults(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def text(key: str, **params: Any) -> str:
+    """One catalogue sentence with its parameters filled in (missing ones left empty)."""
+    return TEXTS[key].format_map(_Defaults(params))
+
+
+def render(key: str, params: Mapping[str, Any]) -> Rendered:
+    """An outbox message's text and buttons."""
+    values = _Defaults(params)
+    values.setdefault("phone_part", f" {params['phone']}" if params.get("phone") else "")
+    values.setdefault("channel_label", CHANNEL_LABELS.get(str(params.get("channel")), ""))
+    if key == "desk.relay":
+        inner = render(str(params["inner"]), {k: v for k, v in params.items() if k != "inner"})
+        values["inner_text"] = inner.text
+        return Rendered(TEXTS[key].format_map(values), inner.buttons)
+    if key in BODIES:
+        body = BODIES[key](params)
+    else:
+        body = TEXTS[key].format_map(values)
+    buttons = BUTTONS[key](params) if key in BUTTONS else []
+    return Rendered(body, buttons)
+
+
+def _help(params: Mapping[str, Any]) -> str:
+    role = params.get("role", "requester")
+    if role in ("worker", "leader"):
+        return HELP_WORKER.format(role=ROLE_LABELS[role])
+    if role == "department":
+        return HELP_DEPARTMENT.format(department=params.get("department") or "部门")
+    return HELP_REQUESTER
+
+
+def _status(params: Mapping[str, Any]) -> str:
+    lines = [
+        f"【{params['number']}】{STATE_LABELS.get(params['state'], params['state'])}",
+        f"类别：{params.get('category', '其他')}　提交：{params.get('created')}",
+        f"诉求：{params.get('text', '')}",
+    ]
+    if params.get("department"):
+        lines.append(f"承办部门：{params['department']}")
+    if params.get("result"):
+        lines.append(f"办理结果：{params['result']}")
+    if params.get("response_due"):
+        lines.append(f"响应时限：{params['response_due']}　办结时限：{params.get('resolution_due')}")
+    history = params.get("history") or []
+    if history:
+        lines.append("办理记录：")
+        for when, action, note in history:
+            label = ACTION_LABELS.get(action, action)
+            lines.append(f"· {when} {label}" + (f"：{note}" if note else ""))
+    return "\n".join(lines)
+
+
+def _listing(params: Mapping[str, Any]) -> str:
+    title = params.get("title", "")
+    lines = [title] if title else []
+    for number, state, summary in params.get("items", []):
+        lines.append(f"【{number}】{STATE_LABELS.get(state, state)}　{summary}")
+    return "\n".join(lines)
+
+
+#: Messages whose body is assembled from structured parameters.
+BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "help": _help,
+    "reply.status": _status,
+    "reply.listing": _listing,
+}
+
+
+def state_label(state: str) -> str:
+    """A state as people read it."""
+    return STATE_LABELS.get(state, state)
+
+
+def action_label(action: str) -> str:
+    """An action as people read it."""
+    return ACTION_LABELS.get(action, action)

@@ -1,0 +1,293 @@
+"""The tables. Every timestamp is timezone-aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC; SQLite's naive values come back tagged as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def ts(nullable: bool = True, index: bool = False) -> Any:
+    """A UTC timestamp column."""
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def created() -> Any:
+    """A creation timestamp, filled in with the current UTC time."""
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Role(StrEnum):
+    """What a chat identity may do."""
+
+    REQUESTER = "requester"
+    WORKER = "worker"
+    LEADER = "leader"
+    DEPARTMENT = "department"
+
+
+class DepartmentKind(StrEnum):
+    """The three kinds of unit a request is forwarded to."""
+
+    STREET = "街道"
+    FUNCTIONAL = "职能部门"
+    SOCIAL = "社会组织"
+
+
+class Route(StrEnum):
+    """Where a new request of a category goes first."""
+
+    COMMITTEE = "committee"
+    DEPARTMENT = "department"
+
+
+class InboxStatus(StrEnum):
+    """Progress of one inbound platform message."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutboxStatus(StrEnum):
+    """Progress of one message to send."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Department(SQLModel, table=True):
+    """A street office, functional department or social organisation."""
+
+    __tablename__ = "departments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    kind: str = Field(default=DepartmentKind.FUNCTIONAL, max_length=20)
+    active: bool = True
+    #: Resolution deadline (working days) when a request is forwarded here; None: the category's.
+    resolution_days: int | None = None
+    created_at: datetime = created()
+
+
+class Category(SQLModel, table=True):
+    """A kind of request, recognised by keywords, with its route and deadlines."""
+
+    __tablename__ = "categories"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    route: str = Field(default=Route.COMMITTEE, max_length=20)
+    department_id: int | None = Field(default=None, foreign_key="departments.id")
+    #: First action expected within this many working hours (0: the same working day).
+    response_hours: int = 8
+    #: Resolution expected within this many working days (0: the same working day).
+    resolution_days: int = 5
+    urgent: bool = False
+    #: The category used when no keyword matches.
+    is_fallback: bool = False
+    active: bool = True
+
+
+class Person(SQLModel, table=True):
+    """One chat identity on one channel (a Telegram user, a WeChat openid, a web session)."""
+
+    __tablename__ = "people"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_people_identity"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    external_id: str = Field(max_length=128)
+    display_name: str = Field(default="", max_length=100)
+    phone: str | None = Field(default=None, max_length=30)
+    role: str = Field(default=Role.REQUESTER, max_length=20, index=True)
+    department_id: int | None = Field(default=None, foreign_key="departments.id")
+    #: The platform said the person cannot be reached (blocked the bot, unsubscribed).
+    unreachable: bool = False
+    #: An open dialogue: the command waiting for its missing argument, e.g. {"command": "reject",
+    #: "number": "SQ-..."}.
+    dialogue: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: Sequence of the last web message delivered to this identity.
+    web_seq: int = 0
+    #: The request most recently submitted, for attaching follow-up media.
+    last_request_id: int | None = None
+    created_at: datetime = created()
+
+
+class WebSession(SQLModel, table=True):
+    """A bearer token of the web channel; only its hash is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    person_id: int = Field(foreign_key="people.id", index=True)
+    created_at: datetime = created()
+    expires_at: datetime = ts(nullable=False)
+
+
+class Invitation(SQLModel, table=True):
+    """A one-time code that gives the chat identity binding it a role."""
+
+    __tablename__ = "invitations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    role: str = Field(max_length=20)
+    department_id: int | None = Field(default=None, foreign_key="departments.id")
+    created_at: datetime = created()
+    expires_at: datetime = ts(nullable=False)
+    used_at: datetime | None = ts()
+    used_by_id: int | None = Field(default=None, foreign_key="people.id")
+
+
+class Request(SQLModel, table=True):
+    """A resident's request (诉求) and where it stands."""
+
+    __tablename__ = "requests"
+    __table_args__ = (Index("ix_requests_state_created", "state", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    requester_id: int = Field(foreign_key="people.id", index=True)
+    channel: str = Field(max_length=20)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    category_id: int | None = Field(default=None, foreign_key="categories.id")
+    state: str = Field(max_length=20)
+    #: The department the request is forwarded to (None while the committee holds it).
+    department_id: int | None = Field(default=None, foreign_key="departments.id", index=True)
+    #: The worker who accepted (做单) it.
+    handler_id: int | None = Field(default=None, foreign_key="people.id")
+    #: Who registered a walk-in's request at the reception desk, with the walk-in's contact.
+    registered_by_id: int | None = Field(default=None, foreign_key="people.id")
+    contact_name: str | None = Field(default=None, max_length=100)
+    contact_phone: str | None = Field(default=None, max_length=30)
+    result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    solved: bool | None = None
+    satisfaction: str | None = Field(default=None, max_length=20)
+    reopen_count: int = 0
+    created_at: datetime = created()
+    updated_at: datetime = created()
+    first_action_at: datetime | None = ts()
+    response_due_at: datetime | None = ts()
+    resolution_due_at: datetime | None = ts()
+    replied_at: datetime | None = ts()
+    closed_at: datetime | None = ts()
+
+
+class Event(SQLModel, table=True):
+    """One thing that happened to a request: its history, row by row."""
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int | None = Field(default=None, foreign_key="requests.id", index=True)
+    actor_id: int | None = Field(default=None, foreign_key="people.id")
+    action: str = Field(max_length=30)
+    from_state: str | None = Field(default=None, max_length=20)
+    to_state: str | None = Field(default=None, max_length=20)
+    #: "ok", or "refused" for an attempt that was not allowed (nothing changed).
+    outcome: str = Field(default="ok", max_length=20)
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = created()
+
+
+class RequestCounter(SQLModel, table=True):
+    """The day's last request sequence number, for SQ-YYYYMMDD-NNNN."""
+
+    __tablename__ = "request_counters"
+
+    day: str = Field(primary_key=True, max_length=8)
+    last: int = 0
+
+
+class InboxMessage(SQLModel, table=True):
+    """Every inbound platform message, stored before the platform gets its answer."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("channel", "natural_key", name="uq_inbox_natural_key"),
+        Index("ix_inbox_chat_status", "channel", "chat_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    natural_key: str = Field(max_length=200)
+    #: The sender's identity on the channel; messages of one chat are handled in order.
+    chat_id: str = Field(max_length=128)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=InboxStatus.PENDING, max_length=20, index=True)
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    received_at: datetime = created()
+    processed_at: datetime | None = ts()
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Every message to send: a catalogue key and its parameters, rendered at delivery."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_person_status", "person_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(sa_column=Column(String(120), nullable=False, unique=True))
+    person_id: int = Field(foreign_key="people.id")
+    request_id: int | None = Field(default=None, foreign_key="requests.id")
+    key: str = Field(max_length=60)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=OutboxStatus.PENDING, max_length=20, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = created()
+    next_attempt_at: datetime | None = ts()
+    sent_at: datetime | None = ts()
+
+
+class WebMessage(SQLModel, table=True):
+    """A message delivered to a web chat identity, read by long polling."""
+
+    __tablename__ = "web_messages"
+    __table_args__ = (UniqueConstraint("person_id", "seq", name="uq_web_messages_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="people.id")
+    seq: int
+    outbox_id: int = Field(sa_column=Column("outbox_id", Integer, nullable=False, unique=True))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    buttons: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime = created()

@@ -1,0 +1,444 @@
+"""Query functions: keyword-only, typed; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from storage.models import (
+    Category,
+    Department,
+    Event,
+    InboxMessage,
+    InboxStatus,
+    Invitation,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    Request,
+    RequestCounter,
+    Role,
+    WebMessage,
+    WebSession,
+    utcnow,
+)
+
+
+def digest(secret: str) -> str:
+    """The stored form of a token or code: its SHA-256 hex digest."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+# --- people -------------------------------------------------------------------------------
+
+
+def get_person(*, session: Session, person_id: int, lock: bool = False) -> Person | None:
+    """A person by id, optionally locked for the rest of the transaction."""
+    statement = select(Person).where(Person.id == person_id)
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+def get_or_create_person(
+    *, session: Session, channel: str, external_id: str, display_name: str = ""
+) -> Person:
+    """The person behind a chat identity, created on first contact and locked.
+
+    The row lock serialises everything done for one chat, which keeps its messages in order.
+    """
+    statement = (
+        _insert(session, Person)
+        .values(channel=channel, external_id=external_id, display_name=display_name[:100],
+                role=Role.REQUESTER, unreachable=False, web_seq=0, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    )
+    session.execute(statement)
+    person = session.exec(
+        select(Person)
+        .where(Person.channel == channel, Person.external_id == external_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if display_name and person.display_name != display_name[:100]:
+        person.display_name = display_name[:100]
+        session.add(person)
+    return person
+
+
+def find_person(*, session: Session, channel: str, external_id: str) -> Person | None:
+    """The person behind a chat identity, if they ever wrote."""
+    return session.exec(
+        select(Person).where(Person.channel == channel, Person.external_id == external_id)
+    ).first()
+
+
+def list_people(*, session: Session, roles: Sequence[str] | None = None) -> Sequence[Person]:
+    """People, optionally only those with one of `roles`, oldest first."""
+    statement = select(Person).order_by(col(Person.id))
+    if roles:
+        statement = statement.where(col(Person.role).in_(list(roles)))
+    return session.exec(statement).all()
+
+
+def reachable_people(
+    *, session: Session, roles: Sequence[str], department_id: int | None = None
+) -> Sequence[Person]:
+    """People with one of `roles` (of one department, if given) who can still be reached."""
+    statement = select(Person).where(
+        col(Person.role).in_(list(roles)), col(Person.unreachable).is_(False)
+    )
+    if department_id is not None:
+        statement = statement.where(Person.department_id == department_id)
+    return session.exec(statement.order_by(col(Person.id))).all()
+
+
+# --- departments and categories -----------------------------------------------------------
+
+
+def list_departments(*, session: Session, active_only: bool = True) -> Sequence[Department]:
+    """Departments by name."""
+    statement = select(Department).order_by(col(Department.id))
+    if active_only:
+        statement = statement.where(col(Department.active).is_(True))
+    return session.exec(statement).all()
+
+
+def get_department(*, session: Session, department_id: int) -> Department | None:
+    """A department by id."""
+    return session.get(Department, department_id)
+
+
+def get_department_by_name(*, session: Session, name: str) -> Department | None:
+    """A department by its exact name."""
+    return session.exec(select(Department).where(Department.name == name)).first()
+
+
+def list_categories(*, session: Session, active_only: bool = True) -> Sequence[Category]:
+    """Categories in the order they were defined."""
+    statement = select(Category).order_by(col(Category.id))
+    if active_only:
+        statement = statement.where(col(Category.active).is_(True))
+    return session.exec(statement).all()
+
+
+def get_category(*, session: Session, category_id: int) -> Category | None:
+    """A category by id."""
+    return session.get(Category, category_id)
+
+
+# --- requests and events ------------------------------------------------------------------
+
+
+def next_request_sequence(*, session: Session, day: str) -> int:
+    """The next number of the day, atomically, even with many processes submitting at once."""
+    statement = (
+        _insert(session, RequestCounter)
+        .values(day=day, last=1)
+        .on_conflict_do_update(
+            index_elements=["day"], set_={"last": RequestCounter.__table__.c.last + 1}
+        )
+        .returning(RequestCounter.__table__.c.last)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def get_request_by_number(
+    *, session: Session, number: str, lock: bool = False
+) -> Request | None:
+    """A request by its number, optionally locked for the rest of the transaction."""
+    statement = select(Request).where(Request.number == number)
+    if lock:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return session.exec(statement).first()
+
+
+def get_request(*, session: Session, request_id: int) -> Request | None:
+    """A request by id."""
+    return session.get(Request, request_id)
+
+
+def requests_of_requester(
+    *, session: Session, requester_id: int, limit: int = 5
+) -> Sequence[Request]:
+    """A requester's most recent requests, newest first."""
+    return session.exec(
+        select(Request)
+        .where(Request.requester_id == requester_id)
+        .order_by(col(Request.id).desc())
+        .limit(limit)
+    ).all()
+
+
+def committee_todo(*, session: Session, handler_id: int, limit: int = 20) -> Sequence[Request]:
+    """What waits for the committee: new, in review, and what this worker handles."""
+    return session.exec(
+        select(Request)
+        .where(
+            or_(
+                col(Request.state).in_(["new", "review"]),
+                (Request.state == "handling") & (Request.handler_id == handler_id),
+            )
+        )
+        .order_by(col(Request.id))
+        .limit(limit)
+    ).all()
+
+
+def department_todo(
+    *, session: Session, department_id: int, limit: int = 20
+) -> Sequence[Request]:
+    """What waits for a department: forwarded to it and being handled by it."""
+    return session.exec(
+        select(Request)
+        .where(
+            Request.department_id == department_id,
+            col(Request.state).in_(["forwarded", "dept_handling"]),
+        )
+        .order_by(col(Request.id))
+        .limit(limit)
+    ).all()
+
+
+def add_event(
+    *,
+    session: Session,
+    request_id: int | None,
+    actor_id: int | None,
+    action: str,
+    from_state: str | None,
+    to_state: str | None,
+    note: str | None = None,
+    outcome: str = "ok",
+    at: datetime,
+) -> Event:
+    """Records one event in a request's history."""
+    event = Event(
+        request_id=request_id, actor_id=actor_id, action=action, from_state=from_state,
+        to_state=to_state, note=note, outcome=outcome, created_at=at,
+    )
+    session.add(event)
+    return event
+
+
+def events_of_request(*, session: Session, request_id: int) -> Sequence[Event]:
+    """A request's history, oldest first."""
+    return session.exec(
+        select(Event).where(Event.request_id == request_id).order_by(col(Event.id))
+    ).all()
+
+
+def count_requests_by_state(*, session: Session) -> dict[str, int]:
+    """How many requests are in each state."""
+    rows = session.exec(select(Request.state, func.count()).group_by(Request.state)).all()
+    return {state: int(count) for state, count in rows}
+
+
+# --- invitations --------------------------------------------------------------------------
+
+
+def add_invitation(
+    *, session: Session, code: str, role: str, department_id: int | None, expires_at: datetime
+) -> Invitation:
+    """Stores a new invitation (only the code's digest)."""
+    invitation = Invitation(
+        code_hash=digest(code), role=role, department_id=department_id, expires_at=expires_at
+    )
+    session.add(invitation)
+    return invitation
+
+
+def get_invitation(*, session: Session, code: str) -> Invitation | None:
+    """The invitation with this code, locked."""
+    return session.exec(
+        select(Invitation).where(Invitation.code_hash == digest(code)).with_for_update()
+    ).first()
+
+
+# --- inbox --------------------------------------------------------------------------------
+
+
+def add_inbox(
+    *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any]
+) -> int | None:
+    """Stores an inbound message; None when this natural key was stored before."""
+    statement = (
+        _insert(session, InboxMessage)
+        .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
+                status=InboxStatus.PENDING, attempts=0, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
+        .returning(InboxMessage.__table__.c.id)
+    )
+    value = session.execute(statement).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+def get_inbox(*, session: Session, inbox_id: int) -> InboxMessage | None:
+    """An inbox row by id."""
+    return session.get(InboxMessage, inbox_id)
+
+
+def next_pending_inbox(*, session: Session, channel: str, chat_id: str) -> InboxMessage | None:
+    """The oldest unfinished message of one chat."""
+    return session.exec(
+        select(InboxMessage)
+        .where(
+            InboxMessage.channel == channel,
+            InboxMessage.chat_id == chat_id,
+            InboxMessage.status == InboxStatus.PENDING,
+        )
+        .order_by(col(InboxMessage.id))
+        .limit(1)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def stale_inbox(*, session: Session, before: datetime, limit: int = 500) -> Sequence[InboxMessage]:
+    """Unfinished inbox rows received before `before`, one per chat is enough to drain it."""
+    return session.exec(
+        select(InboxMessage)
+        .where(InboxMessage.status == InboxStatus.PENDING, InboxMessage.received_at < before)
+        .order_by(col(InboxMessage.id))
+        .limit(limit)
+    ).all()
+
+
+# --- outbox -------------------------------------------------------------------------------
+
+
+def add_outbox(
+    *,
+    session: Session,
+    idempotency_key: str,
+    person_id: int,
+    key: str,
+    params: dict[str, Any],
+    request_id: int | None,
+    at: datetime,
+) -> OutboxMessage:
+    """Queues one message to send."""
+    row = OutboxMessage(
+        idempotency_key=idempotency_key, person_id=person_id, key=key, params=params,
+        request_id=request_id, created_at=at, status=OutboxStatus.PENDING,
+    )
+    session.add(row)
+    return row
+
+
+def get_outbox(*, session: Session, outbox_id: int) -> OutboxMessage | None:
+    """An outbox row by id."""
+    return session.get(OutboxMessage, outbox_id)
+
+
+def pending_outbox_for(
+    *, session: Session, person_id: int, now: datetime, limit: int = 50
+) -> Sequence[OutboxMessage]:
+    """A person's unsent messages that are due, oldest first."""
+    return session.exec(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.person_id == person_id,
+            OutboxMessage.status == OutboxStatus.PENDING,
+            or_(col(OutboxMessage.next_attempt_at).is_(None), OutboxMessage.next_attempt_at <= now),
+        )
+        .order_by(col(OutboxMessage.id))
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    ).all()
+
+
+def stale_outbox(
+    *, session: Session, before: datetime, limit: int = 500
+) -> Sequence[OutboxMessage]:
+    """Unsent messages created before `before` whose retry time has come."""
+    return session.exec(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.status == OutboxStatus.PENDING,
+            OutboxMessage.created_at < before,
+            or_(col(OutboxMessage.next_attempt_at).is_(None),
+                OutboxMessage.next_attempt_at <= before),
+        )
+        .order_by(col(OutboxMessage.id))
+        .limit(limit)
+    ).all()
+
+
+def count_backlog(*, session: Session) -> dict[str, int]:
+    """Unfinished inbox and outbox rows."""
+    inbox = session.exec(
+        select(func.count()).select_from(InboxMessage).where(
+            InboxMessage.status == InboxStatus.PENDING)
+    ).one()
+    outbox = session.exec(
+        select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.status == OutboxStatus.PENDING)
+    ).one()
+    return {"inbox": int(inbox), "outbox": int(outbox)}
+
+
+# --- web channel --------------------------------------------------------------------------
+
+
+def add_web_session(
+    *, session: Session, token: str, person_id: int, expires_at: datetime
+) -> WebSession:
+    """Stores a web chat token (its digest)."""
+    row = WebSession(token_hash=digest(token), person_id=person_id, expires_at=expires_at)
+    session.add(row)
+    return row
+
+
+def person_for_web_token(*, session: Session, token: str, now: datetime) -> Person | None:
+    """The identity a valid, unexpired web token belongs to."""
+    row = session.exec(
+        select(WebSession).where(WebSession.token_hash == digest(token))
+    ).first()
+    if row is None or row.expires_at <= now:
+        return None
+    return session.get(Person, row.person_id)
+
+
+def add_web_message(
+    *, session: Session, person_id: int, outbox_id: int, text: str,
+    buttons: list[dict[str, str]], at: datetime,
+) -> WebMessage:
+    """Delivers a message to a web identity with the next sequence number.
+
+    The UPDATE locks the person row until commit, so sequence order is commit order and a
+    reader never skips a message.
+    """
+    seq = session.execute(
+        update(Person)
+        .where(col(Person.id) == person_id)
+        .values(web_seq=Person.web_seq + 1)
+        .returning(Person.web_seq)
+    ).scalar_one()
+    row = WebMessage(person_id=person_id, seq=int(seq), outbox_id=outbox_id, text=text,
+                     buttons=buttons, created_at=at)
+    session.add(row)
+    return row
+
+
+def web_messages_after(
+    *, session: Session, person_id: int, after: int, limit: int = 100
+) -> Sequence[WebMessage]:
+    """A web identity's messages with seq > after, in order."""
+    return session.exec(
+        select(WebMessage)
+        .where(WebMessage.person_id == person_id, WebMessage.seq > after)
+        .order_by(col(WebMessage.seq))
+        .limit(limit)
+    ).all()

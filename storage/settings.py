@@ -1,0 +1,135 @@
+"""Settings: one class, read from REDESK_* environment variables and a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+#: Where the embedded default keeps its SQLite file.
+DEFAULT_DATA_DIR = Path("data")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Every knob of redesk, as documented in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REDESK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR / 'redesk.db'}"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+
+    telegram_token: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_secret: str | None = None
+    telegram_committee_chat: str | None = None
+
+    wechat_app_id: str | None = None
+    wechat_app_secret: str | None = None
+    wechat_token: str | None = None
+    wechat_aes_key: str | None = None
+    wechat_api_url: str = "https://api.weixin.qq.com"
+
+    #: Longest request or supplement text accepted, in characters.
+    max_text_length: int = 2000
+    #: How long a web chat identity's token stays valid, in days.
+    web_session_days: int = 30
+    #: How long an invitation code stays valid, in days.
+    invitation_days: int = 7
+    #: Seconds between two sweeps of unfinished inbox and outbox rows.
+    sweep_interval: float = 15.0
+    #: An inbox/outbox row untouched this many seconds is re-enqueued by the sweeper.
+    sweep_grace: float = 10.0
+    #: Worker threads of the in-process (embedded) worker and of `redesk worker`.
+    worker_threads: int = 4
+    #: Daily working hours used for response deadlines (Asia/Shanghai).
+    workday_start_hour: int = 9
+    workday_end_hour: int = 18
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite:/// and postgresql:// URLs are supported")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.public_url and self.telegram_token and not self.telegram_webhook_secret:
+            raise ValueError(
+                "REDESK_TELEGRAM_WEBHOOK_SECRET is required when REDESK_PUBLIC_URL is set"
+            )
+        if not 0 <= self.workday_start_hour < self.workday_end_hour <= 24:
+            raise ValueError("REDESK_WORKDAY_START_HOUR must be before REDESK_WORKDAY_END_HOUR")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is an (embedded) SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def telegram_on(self) -> bool:
+        """Whether the Telegram channel is configured."""
+        return bool(self.telegram_token)
+
+    @property
+    def wechat_on(self) -> bool:
+        """Whether the WeChat channel is configured."""
+        return bool(self.wechat_app_id and self.wechat_app_secret and self.wechat_token)
+
+
+def load_settings() -> Settings:
+    """Reads the settings, turning a validation error into one readable sentence per setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"REDESK_{field.upper()}" if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise SettingsError("Invalid setting — " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear the cache)."""
+    return load_settings()

@@ -1,0 +1,83 @@
+"""Working-day arithmetic on the Chinese calendar (holidays and make-up working days)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import chinese_calendar
+
+#: Every date shown to people, and every working day, is in this zone.
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def is_working_day(day: date) -> bool:
+    """Whether `day` is a working day: the official calendar, or Monday to Friday beyond it."""
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError:
+        # The package covers the years the State Council has published; later, weekdays work.
+        return day.weekday() < 5
+
+
+def next_working_start(moment: datetime, start_hour: int, end_hour: int) -> datetime:
+    """The first working instant at or after `moment` (local working hours)."""
+    local = moment.astimezone(LOCAL_TZ)
+    day = local.date()
+    while True:
+        opens = datetime.combine(day, time(start_hour), LOCAL_TZ)
+        closes = datetime.combine(day, time(end_hour % 24), LOCAL_TZ)
+        if end_hour == 24:
+            closes = datetime.combine(day + timedelta(days=1), time(0), LOCAL_TZ)
+        if is_working_day(day) and local < closes:
+            return max(local, opens)
+        day += timedelta(days=1)
+        local = datetime.combine(day, time(0), LOCAL_TZ)
+
+
+def add_working_hours(
+    moment: datetime, hours: float, *, start_hour: int = 9, end_hour: int = 18
+) -> datetime:
+    """`moment` plus `hours` of working time; 0 hours means the end of the working day."""
+    current = next_working_start(moment, start_hour, end_hour)
+    if hours <= 0:
+        return _day_end(current, end_hour).astimezone(UTC)
+    remaining = timedelta(hours=hours)
+    while True:
+        day_end = _day_end(current, end_hour)
+        available = day_end - current
+        if remaining <= available:
+            return (current + remaining).astimezone(UTC)
+        remaining -= available
+        current = next_working_start(day_end, start_hour, end_hour)
+
+
+def add_working_days(
+    moment: datetime, days: int, *, start_hour: int = 9, end_hour: int = 18
+) -> datetime:
+    """The end of the working day `days` working days after `moment`'s (0: the same day)."""
+    current = next_working_start(moment, start_hour, end_hour)
+    day = current.date()
+    for _ in range(max(days, 0)):
+        day += timedelta(days=1)
+        while not is_working_day(day):
+            day += timedelta(days=1)
+    return _day_end(datetime.combine(day, time(start_hour), LOCAL_TZ), end_hour).astimezone(UTC)
+
+
+def _day_end(local: datetime, end_hour: int) -> datetime:
+    if end_hour == 24:
+        return datetime.combine(local.date() + timedelta(days=1), time(0), LOCAL_TZ)
+    return datetime.combine(local.date(), time(end_hour), LOCAL_TZ)
+
+
+def local_day(moment: datetime) -> date:
+    """The Asia/Shanghai calendar day of a UTC moment."""
+    return moment.astimezone(LOCAL_TZ).date()
+
+
+def format_local(moment: datetime | None) -> str:
+    """A moment as people read it: 2026-11-23 18:00 (Asia/Shanghai)."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")

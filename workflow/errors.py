@@ -1,0 +1,58 @@
+"""The workflow's error hierarchy."""
+
+from __future__ import annotations
+
+
+class WorkflowError(Exception):
+    """Base class for all workflow errors."""
+
+
+class TransitionNotAllowed(WorkflowError):
+    """The action cannot happen in the request's current state."""
+
+    def __init__(self, action: str, state: str) -> None:
+        super().__init__(f"Can't {action} when in {state}.")
+        self.action = action
+        self.state = state
+
+
+class NotPermitted(WorkflowError):
+    """The actor may not perform this action on this request."""
+
+    def __init__(self, action: str, reason: str = "role") -> None:
+        super().__init__(f"Not permitted to {action} ({reason}).")
+        self.action = action
+        self.reason = reason
+
+
+class UnknownRequest(WorkflowError):
+    """No request has this number (or the number is malformed)."""
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"Unknown request {number!r}.")
+        self.number = number
+
+
+class InvalidInput(WorkflowError):
+    """An argument is missing, too long or not one of the allowed values."""
+
+    def __init__(self, what: str, **params: object) -> None:
+        super().__init__(f"Invalid input: {what}.")
+        self.what = what
+        self.params = params
+
+
+class UnknownDepartment(WorkflowError):
+    """No active department has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown department {name!r}.")
+        self.name = name
+
+
+class InvitationInvalid(WorkflowError):
+    """The invitation code is unknown, used or expired."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Invitation {reason}.")
+        self.reason = reason

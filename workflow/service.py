@@ -1,0 +1,645 @@
+"""Commands on requests. Each one loads, checks, transitions and writes the new state, its
+event and its outbox rows through the caller's session: the caller commits them together."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from storage import queries
+from storage.models import Category, Department, OutboxMessage, Person, Request, Role
+from workflow import deadlines
+from workflow.errors import (
+    InvalidInput,
+    InvitationInvalid,
+    NotPermitted,
+    TransitionNotAllowed,
+    UnknownDepartment,
+    UnknownRequest,
+)
+from workflow.machine import Action, State, transition
+from workflow.permissions import COMMITTEE_ROLES, may_view, permitted
+from workflow.routing import detect_category
+
+#: SQ-YYYYMMDD-NNNN; the sequence may grow past four digits.
+NUMBER_PATTERN = re.compile(r"^SQ-\d{8}-\d{4,}$")
+
+#: The three answers to "how satisfied are you".
+SATISFACTION_LEVELS: tuple[str, ...] = ("满意", "基本满意", "不满意")
+
+#: Channel name of walk-in requesters registered at the reception desk (no chat of their own).
+DESK_CHANNEL = "desk"
+
+
+@dataclass
+class Tx:
+    """One unit of work: the session, the clock, and the outbox rows it queued."""
+
+    session: Session
+    now: datetime
+    #: Prefix of the outbox idempotency keys, unique per unit of work (e.g. "in:42").
+    source: str
+    workday_start: int = 9
+    workday_end: int = 18
+    max_text: int = 2000
+    outbox: list[OutboxMessage] = field(default_factory=list)
+
+    def notify(
+        self, person: Person, key: str, request: Request | None = None, **params: Any
+    ) -> None:
+        """Queues the catalogue message `key` for `person`."""
+        assert person.id is not None
+        if request is not None:
+            params.setdefault("number", request.number)
+        row = queries.add_outbox(
+            session=self.session,
+            idempotency_key=f"{self.source}:{len(self.outbox) + 1}",
+            person_id=person.id,
+            key=key,
+            params=params,
+            request_id=request.id if request is not None else None,
+            at=self.now,
+        )
+        self.outbox.append(row)
+
+    def outbox_ids(self) -> list[int]:
+        """Ids of the queued rows (after flush or commit)."""
+        return [row.id for row in self.outbox if row.id is not None]
+
+
+def person_label(person: Person | None) -> str:
+    """How a person is named in messages to others."""
+    if person is None:
+        return "系统"
+    return person.display_name or f"用户{person.id}"
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def parse_number(text: str) -> str:
+    """A request number in canonical form.
+
+    Raises:
+        UnknownRequest: `text` is not of the form SQ-YYYYMMDD-NNNN.
+    """
+    number = text.strip().upper()
+    if not NUMBER_PATTERN.match(number):
+        raise UnknownRequest(text.strip())
+    return number
+
+
+def load(tx: Tx, number: str, *, lock: bool = True) -> Request:
+    """A request by number, locked for the rest of the unit of work.
+
+    Raises:
+        UnknownRequest: The number is malformed or unknown.
+    """
+    request = queries.get_request_by_number(
+        session=tx.session, number=parse_number(number), lock=lock
+    )
+    if request is None:
+        raise UnknownRequest(number.strip())
+    return request
+
+
+def view(tx: Tx, actor: Person, number: str) -> tuple[Request, Sequence[Any]]:
+    """A request and its history, for someone allowed to see it.
+
+    Raises:
+        UnknownRequest: No such request, or one the actor may not see (same answer, so numbers
+            cannot be probed).
+    """
+    request = load(tx, number, lock=False)
+    if not may_view(
+        role=actor.role,
+        is_requester=_is_requester(tx, actor, request),
+        in_department=_in_department(actor, request),
+    ):
+        raise UnknownRequest(number.strip())
+    assert request.id is not None
+    return request, queries.events_of_request(session=tx.session, request_id=request.id)
+
+
+def my_requests(tx: Tx, actor: Person) -> Sequence[Request]:
+    """The requester's recent requests."""
+    assert actor.id is not None
+    return queries.requests_of_requester(session=tx.session, requester_id=actor.id)
+
+
+def todo(tx: Tx, actor: Person) -> Sequence[Request]:
+    """What waits for a worker (committee) or for a department's staff."""
+    assert actor.id is not None
+    if actor.role in COMMITTEE_ROLES:
+        return queries.committee_todo(session=tx.session, handler_id=actor.id)
+    if actor.role == Role.DEPARTMENT and actor.department_id is not None:
+        return queries.department_todo(session=tx.session, department_id=actor.department_id)
+    raise NotPermitted("inbox")
+
+
+# --- submitting ---------------------------------------------------------------------------
+
+
+def check_text(tx: Tx, text: str) -> str:
+    """The text stripped, if it is neither empty nor too long.
+
+    Raises:
+        InvalidInput: "empty" or "too_long" (with the limit).
+    """
+    text = text.strip()
+    if not text:
+        raise InvalidInput("empty")
+    if len(text) > tx.max_text:
+        raise InvalidInput("too_long", limit=tx.max_text, length=len(text))
+    return text
+
+
+def submit(
+    tx: Tx,
+    requester: Person,
+    text: str,
+    *,
+    contact_name: str | None = None,
+    contact_phone: str | None = None,
+    registered_by: Person | None = None,
+) -> Request:
+    """接单: a new request gets its number, category and deadlines; the right people hear."""
+    text = check_text(tx, text)
+    categories = queries.list_categories(session=tx.session)
+    category = detect_category(text, categories)
+    day = deadlines.local_day(tx.now).strftime("%Y%m%d")
+    sequence = queries.next_request_sequence(session=tx.session, day=day)
+    response_hours = category.response_hours if category else 8
+    resolution_days = category.resolution_days if category else 5
+    request = Request(
+        number=f"SQ-{day}-{sequence:04d}",
+        requester_id=requester.id,
+        channel=requester.channel,
+        text=text,
+        category_id=category.id if category else None,
+        state=State.NEW,
+        registered_by_id=registered_by.id if registered_by else None,
+        contact_name=contact_name,
+        contact_phone=contact_phone,
+        created_at=tx.now,
+        updated_at=tx.now,
+        response_due_at=_working_hours(tx, response_hours),
+        resolution_due_at=_working_days(tx, resolution_days),
+    )
+    tx.session.add(request)
+    tx.session.flush()
+    queries.add_event(
+        session=tx.session, request_id=request.id, actor_id=(registered_by or requester).id,
+        action=Action.SUBMIT, from_state=None, to_state=State.NEW, at=tx.now,
+        note=f"接待台代登记：{contact_name or ''} {contact_phone or ''}".strip()
+        if registered_by else None,
+    )
+    requester.last_request_id = request.id
+    tx.session.add(requester)
+    _tell_requester(
+        tx, request, "requester.receipt",
+        category=category.name if category else "其他",
+        response_due=deadlines.format_local(request.response_due_at),
+    )
+    department = _default_department(tx, category)
+    if department is not None:
+        _do_forward(tx, request, None, department, note="按类别自动转单")
+    else:
+        for worker in _workers(tx):
+            tx.notify(worker, "card.new", request, **_card(tx, request, category))
+    return request
+
+
+def _default_department(tx: Tx, category: Category | None) -> Department | None:
+    if category is None or category.route != "department" or category.department_id is None:
+        return None
+    department = queries.get_department(session=tx.session, department_id=category.department_id)
+    return department if department is not None and department.active else None
+
+
+# --- committee ----------------------------------------------------------------------------
+
+
+def accept(tx: Tx, actor: Person, number: str) -> Request:
+    """做单: the committee handles the request itself."""
+    request = _begin(tx, actor, Action.ACCEPT, number)
+    _move(tx, request, actor, Action.ACCEPT)
+    request.handler_id = actor.id
+    _mark_first_action(tx, request)
+    _tell_requester(tx, request, "requester.accepted")
+    _tell_other_workers(tx, actor, request, "worker.acted", action="受理")
+    return request
+
+
+def forward(tx: Tx, actor: Person, number: str, department_name: str) -> Request:
+    """转单: the committee forwards the request to a department."""
+    request = _begin(tx, actor, Action.FORWARD, number)
+    department = queries.get_department_by_name(session=tx.session, name=department_name.strip())
+    if department is None or not department.active:
+        raise UnknownDepartment(department_name.strip())
+    _do_forward(tx, request, actor, department)
+    _tell_other_workers(tx, actor, request, "worker.acted", action=f"转单至{department.name}")
+    return request
+
+
+def _do_forward(
+    tx: Tx, request: Request, actor: Person | None, department: Department, note: str | None = None
+) -> None:
+    _move(tx, request, actor, Action.FORWARD, note=note or department.name)
+    request.department_id = department.id
+    request.handler_id = None
+    if department.resolution_days is not None:
+        request.resolution_due_at = _working_days(tx, department.resolution_days)
+    if actor is not None:
+        _mark_first_action(tx, request)
+    _tell_requester(tx, request, "requester.forwarded", department=department.name)
+    category = _category(tx, request)
+    staff = queries.reachable_people(
+        session=tx.session, roles=[Role.DEPARTMENT], department_id=department.id
+    )
+    for person in staff:
+        tx.notify(person, "card.forwarded", request, department=department.name,
+                  by=person_label(actor), **_card(tx, request, category))
+    if actor is None:
+        for worker in _workers(tx):
+            tx.notify(worker, "card.auto_forwarded", request, department=department.name,
+                      **_card(tx, request, category))
+
+
+def reject(tx: Tx, actor: Person, number: str, reason: str) -> Request:
+    """不予受理: the committee refuses the request, with a reason."""
+    request = _begin(tx, actor, Action.REJECT, number)
+    reason = _required(tx, reason, "reason_required")
+    _move(tx, request, actor, Action.REJECT, note=reason)
+    _mark_first_action(tx, request)
+    request.closed_at = tx.now
+    _tell_requester(tx, request, "requester.rejected", reason=reason)
+    _tell_other_workers(tx, actor, request, "worker.acted", action="驳回")
+    return request
+
+
+def approve(tx: Tx, actor: Person, number: str) -> Request:
+    """审核回单: a worker approves the result and it goes back to the requester."""
+    request = _begin(tx, actor, Action.APPROVE, number)
+    _move(tx, request, actor, Action.APPROVE)
+    request.replied_at = tx.now
+    _tell_requester(tx, request, "requester.replied", result=request.result or "")
+    _tell_other_workers(tx, actor, request, "worker.acted", action="回单")
+    return request
+
+
+def send_back(tx: Tx, actor: Person, number: str, reason: str) -> Request:
+    """返工: a worker sends the result back to whoever completed it."""
+    request = _begin(tx, actor, Action.SEND_BACK, number)
+    reason = _required(tx, reason, "reason_required")
+    _move(tx, request, actor, Action.SEND_BACK, note=reason,
+          with_department=request.department_id is not None)
+    for person in _current_handlers(tx, request):
+        tx.notify(person, "card.sent_back", request, reason=reason, by=person_label(actor))
+    _tell_other_workers(tx, actor, request, "worker.acted", action="返工")
+    return request
+
+
+# --- departments --------------------------------------------------------------------------
+
+
+def take(tx: Tx, actor: Person, number: str) -> Request:
+    """接收: the department accepts a forwarded request."""
+    request = _begin(tx, actor, Action.TAKE, number)
+    _move(tx, request, actor, Action.TAKE)
+    department = _department(tx, request)
+    _tell_requester(tx, request, "requester.taken", department=department)
+    return request
+
+
+def return_(tx: Tx, actor: Person, number: str, reason: str) -> Request:
+    """退单: the department hands the request back to the committee."""
+    request = _begin(tx, actor, Action.RETURN, number)
+    reason = _required(tx, reason, "reason_required")
+    department = _department(tx, request)
+    _move(tx, request, actor, Action.RETURN, note=reason)
+    request.department_id = None
+    for worker in _workers(tx):
+        tx.notify(worker, "card.returned", request, department=department, reason=reason,
+                  **_card(tx, request, _category(tx, request)))
+    return request
+
+
+def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
+    """办结: whoever handles the request reports the result; it waits for review."""
+    request = _begin(tx, actor, Action.COMPLETE, number)
+    result = _required(tx, result, "result_required")
+    by_department = request.state == State.DEPT_HANDLING
+    _move(tx, request, actor, Action.COMPLETE, note=result)
+    request.result = result
+    for worker in _workers(tx):
+        tx.notify(worker, "card.review", request, result=result, by=person_label(actor),
+                  department=_department(tx, request) if by_department else "党委",
+                  text=request.text)
+    return request
+
+
+# --- requesters ---------------------------------------------------------------------------
+
+
+def supplement(tx: Tx, actor: Person, number: str, text: str) -> Request:
+    """补充: the requester adds information; whoever holds the request hears it."""
+    request = _begin(tx, actor, Action.SUPPLEMENT, number)
+    text = _required(tx, text, "content_required")
+    _move(tx, request, actor, Action.SUPPLEMENT, note=text)
+    for person in _current_handlers(tx, request):
+        tx.notify(person, "card.supplemented", request, supplement=text)
+    return request
+
+
+def cancel(tx: Tx, actor: Person, number: str) -> Request:
+    """撤销: the requester withdraws an open request."""
+    request = _begin(tx, actor, Action.CANCEL, number)
+    holders = _current_handlers(tx, request)
+    _move(tx, request, actor, Action.CANCEL)
+    request.closed_at = tx.now
+    _tell_requester(tx, request, "requester.cancelled")
+    for person in holders:
+        tx.notify(person, "card.cancelled", request)
+    return request
+
+
+def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) -> Request:
+    """评价: solved and (basically) satisfied closes; anything else reopens (重办)."""
+    if satisfaction not in SATISFACTION_LEVELS:
+        raise InvalidInput("satisfaction")
+    positive = solved and satisfaction != "不满意"
+    action = Action.RATE if positive else Action.REOPEN
+    request = _begin(tx, actor, action, number)
+    rating = f"{'已解决' if solved else '未解决'} {satisfaction}"
+    _move(tx, request, actor, action, note=rating)
+    request.solved = solved
+    request.satisfaction = satisfaction
+    if positive:
+        request.closed_at = tx.now
+        _tell_requester(tx, request, "requester.closed", rating=rating)
+        for worker in _workers(tx):
+            tx.notify(worker, "worker.rated", request, rating=rating)
+    else:
+        request.reopen_count += 1
+        request.department_id = None
+        request.handler_id = None
+        request.result = None
+        request.replied_at = None
+        _tell_requester(tx, request, "requester.reopened")
+        for worker in _workers(tx):
+            tx.notify(worker, "card.reopened", request, rating=rating,
+                      **_card(tx, request, _category(tx, request)))
+    return request
+
+
+# --- invitations --------------------------------------------------------------------------
+
+
+def create_invitation(
+    *, session: Session, role: str, department_name: str | None, now: datetime, days: int = 7
+) -> str:
+    """A new one-time invitation code for `role` (department staff name their department).
+
+    Raises:
+        UnknownDepartment: The department does not exist or is inactive.
+        InvalidInput: The role is not one that can be invited.
+    """
+    if role not in (Role.WORKER, Role.LEADER, Role.DEPARTMENT):
+        raise InvalidInput("role")
+    department_id = None
+    if role == Role.DEPARTMENT:
+        department = queries.get_department_by_name(session=session, name=department_name or "")
+        if department is None or not department.active:
+            raise UnknownDepartment(department_name or "")
+        department_id = department.id
+    code = secrets.token_hex(4).upper()
+    queries.add_invitation(session=session, code=code, role=role, department_id=department_id,
+                           expires_at=now + timedelta(days=days))
+    return code
+
+
+def bind(tx: Tx, person: Person, code: str) -> tuple[str, str | None]:
+    """绑定: a one-time code gives this chat identity its role.
+
+    Returns:
+        The role, and the department's name for department staff.
+
+    Raises:
+        InvitationInvalid: "unknown", "used" or "expired".
+    """
+    invitation = queries.get_invitation(session=tx.session, code=code.strip().upper())
+    if invitation is None:
+        raise InvitationInvalid("unknown")
+    if invitation.used_at is not None:
+        raise InvitationInvalid("used")
+    if invitation.expires_at <= tx.now:
+        raise InvitationInvalid("expired")
+    invitation.used_at = tx.now
+    invitation.used_by_id = person.id
+    person.role = invitation.role
+    person.department_id = invitation.department_id
+    tx.session.add(invitation)
+    tx.session.add(person)
+    department = None
+    if invitation.department_id is not None:
+        found = queries.get_department(session=tx.session, department_id=invitation.department_id)
+        department = found.name if found else None
+    queries.add_event(session=tx.session, request_id=None, actor_id=person.id, action="bind",
+                      from_state=None, to_state=None, note=invitation.role, at=tx.now)
+    return invitation.role, department
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def check(tx: Tx, actor: Person, action: Action, number: str) -> Request:
+    """The request, if the actor may take `action` on it now; a refusal is recorded.
+
+    Raises:
+        UnknownRequest, NotPermitted, TransitionNotAllowed.
+    """
+    return _begin(tx, actor, action, number)
+
+
+def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:
+    """Loads and locks the request, checks the actor's right and the state, changes nothing."""
+    try:
+        request = load(tx, number)
+    except UnknownRequest:
+        if not _role_could(actor, action):
+            _refuse(tx, actor, action, None, note=number.strip()[:40])
+            raise NotPermitted(action) from None
+        raise
+    if not permitted(
+        action,
+        State(request.state),
+        role=actor.role,
+        is_requester=_is_requester(tx, actor, request),
+        in_department=_in_department(actor, request),
+    ):
+        _refuse(tx, actor, action, request)
+        if actor.role not in COMMITTEE_ROLES and not _role_could(actor, action):
+            raise NotPermitted(action)
+        # Someone of the right kind, but not for this request (another department, not theirs).
+        raise NotPermitted(action, "not_yours")
+    transition(State(request.state), action, with_department=request.department_id is not None)
+    return request
+
+
+def _role_could(actor: Person, action: Action) -> bool:
+    """Whether the actor's role can ever take `action` (on some request)."""
+    if actor.role in COMMITTEE_ROLES:
+        return action not in (Action.TAKE, Action.RETURN)
+    if actor.role == Role.DEPARTMENT:
+        return action in (Action.TAKE, Action.RETURN, Action.COMPLETE, Action.SUPPLEMENT,
+                          Action.CANCEL, Action.RATE, Action.REOPEN)
+    return action in (Action.SUPPLEMENT, Action.CANCEL, Action.RATE, Action.REOPEN)
+
+
+def _refuse(
+    tx: Tx, actor: Person, action: Action, request: Request | None, note: str | None = None
+) -> None:
+    state = request.state if request else None
+    queries.add_event(session=tx.session, request_id=request.id if request else None,
+                      actor_id=actor.id, action=action, from_state=state, to_state=state,
+                      outcome="refused", note=note, at=tx.now)
+
+
+def _move(
+    tx: Tx,
+    request: Request,
+    actor: Person | None,
+    action: Action,
+    note: str | None = None,
+    with_department: bool = False,
+) -> None:
+    source = State(request.state)
+    target = transition(source, action, with_department=with_department)
+    queries.add_event(session=tx.session, request_id=request.id,
+                      actor_id=actor.id if actor else None, action=action, from_state=source,
+                      to_state=target, note=note, at=tx.now)
+    request.state = target
+    request.updated_at = tx.now
+    tx.session.add(request)
+
+
+def _mark_first_action(tx: Tx, request: Request) -> None:
+    if request.first_action_at is None:
+        request.first_action_at = tx.now
+
+
+def _required(tx: Tx, text: str, what: str) -> str:
+    try:
+        return check_text(tx, text)
+    except InvalidInput as exc:
+        if exc.what == "empty":
+            raise InvalidInput(what) from None
+        raise
+
+
+def _is_requester(tx: Tx, actor: Person, request: Request) -> bool:
+    if actor.id == request.requester_id:
+        return True
+    # A walk-in has no chat: the worker who registered them acts for them.
+    return request.channel == DESK_CHANNEL and actor.id == request.registered_by_id
+
+
+def _in_department(actor: Person, request: Request) -> bool:
+    return (
+        actor.role == Role.DEPARTMENT
+        and actor.department_id is not None
+        and actor.department_id == request.department_id
+    )
+
+
+def _workers(tx: Tx) -> Sequence[Person]:
+    return queries.reachable_people(session=tx.session, roles=[Role.WORKER])
+
+
+def _tell_other_workers(
+    tx: Tx, actor: Person, request: Request, key: str, **params: Any
+) -> None:
+    for worker in _workers(tx):
+        if worker.id != actor.id:
+            tx.notify(worker, key, request, by=person_label(actor), **params)
+
+
+def _current_handlers(tx: Tx, request: Request) -> list[Person]:
+    """Who holds the request now: the department's staff, the handling worker, or all workers."""
+    if request.department_id is not None:
+        return list(queries.reachable_people(
+            session=tx.session, roles=[Role.DEPARTMENT], department_id=request.department_id
+        ))
+    if request.handler_id is not None:
+        handler = queries.get_person(session=tx.session, person_id=request.handler_id)
+        if handler is not None and not handler.unreachable:
+            return [handler]
+    return list(_workers(tx))
+
+
+def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
+    requester = queries.get_person(session=tx.session, person_id=request.requester_id)
+    assert requester is not None
+    if requester.channel == DESK_CHANNEL:
+        # A walk-in is told by phone: the worker who registered them gets the message.
+        if request.registered_by_id is not None:
+            registrar = queries.get_person(session=tx.session, person_id=request.registered_by_id)
+            if registrar is not None:
+                tx.notify(registrar, "desk.relay", request, inner=key,
+                          contact_name=request.contact_name or "",
+                          contact_phone=request.contact_phone or "", **params)
+        return
+    tx.notify(requester, key, request, **params)
+
+
+def _category(tx: Tx, request: Request) -> Category | None:
+    if request.category_id is None:
+        return None
+    return queries.get_category(session=tx.session, category_id=request.category_id)
+
+
+def _department(tx: Tx, request: Request) -> str:
+    if request.department_id is None:
+        return ""
+    department = queries.get_department(session=tx.session, department_id=request.department_id)
+    return department.name if department else ""
+
+
+def _card(tx: Tx, request: Request, category: Category | None) -> dict[str, Any]:
+    requester = queries.get_person(session=tx.session, person_id=request.requester_id)
+    return {
+        "text": request.text,
+        "category": category.name if category else "其他",
+        "requester": request.contact_name or person_label(requester),
+        "phone": request.contact_phone or (requester.phone if requester else None) or "",
+        "channel": request.channel,
+        "response_due": deadlines.format_local(request.response_due_at),
+        "resolution_due": deadlines.format_local(request.resolution_due_at),
+    }
+
+
+def _working_hours(tx: Tx, hours: int) -> datetime:
+    return deadlines.add_working_hours(
+        tx.now, hours, start_hour=tx.workday_start, end_hour=tx.workday_end
+    )
+
+
+def _working_days(tx: Tx, days: int) -> datetime:
+    return deadlines.add_working_days(
+        tx.now, days, start_hour=tx.workday_start, end_hour=tx.workday_end
+    )
+
+
+__all__ = [
+    "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
+    "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
+    "parse_number", "rate", "reject", "return_", "send_back", "submit", "supplement", "take",
+    "todo", "view",
+]
