@@ -184,3 +184,16 @@ def stale_work(runtime: Runtime) -> tuple[list[tuple[str, str]], list[int]]:
         outbox = [row.id for row in queries.stale_outbox(session=session, before=before)
                   if row.id is not None]
     return chats, outbox
+
+
+def stale_work_now(runtime: Runtime) -> tuple[list[tuple[str, str]], list[int]]:
+    """Every chat with pending inbox rows and every pending outbox row, regardless of age."""
+    with session_scope(runtime.engine) as session:
+        cutoff = utcnow() + timedelta(days=1)
+        chats = list(dict.fromkeys(
+            (row.channel, row.chat_id) for row in queries.stale_inbox(session=session,
+                                                                      before=cutoff)
+        ))
+        outbox = [row.id for row in queries.stale_outbox(session=session, before=cutoff)
+                  if row.id is not None]
+    return chats, outbox

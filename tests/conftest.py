@@ -1,0 +1,122 @@
+"""Fixtures: real SQLite and PostgreSQL databases, real Redis, and a chat harness.
+
+Locally a missing PostgreSQL or Redis skips the tests that need it; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.runtime import Runtime
+from storage.db import dispose_engines, get_engine, upgrade
+from storage.settings import Settings
+from tests.utils.harness import Desk
+
+#: Whether this run is CI's: a missing service fails instead of skipping.
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: A PostgreSQL URL with the right to create databases (each test run makes its own).
+PG_ADMIN_URL = os.environ.get(
+    "REDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+#: A Redis database the tests may empty.
+REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+#: Tables emptied between PostgreSQL tests, children first.
+TABLES = [
+    "web_messages", "web_sessions", "outbox", "inbox", "events", "requests",
+    "request_counters", "invitations", "people", "categories", "departments",
+]
+
+
+def missing_service(name: str, reason: object) -> None:
+    """Skips the test locally, fails it on CI."""
+    message = f"{name} is not available: {reason}"
+    if ON_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, upgraded to the newest schema."""
+    name = f"redesk_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        missing_service("PostgreSQL", exc)
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    dispose_engines()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An upgraded SQLite file that each test copies (faster than migrating every time)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    dispose_engines()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty, upgraded database: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "redesk.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_url")
+    with get_engine(url).begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return url
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Settings for the database under test, ignoring the environment's .env."""
+    return Settings(database_url=db_url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    """A runtime on the database under test."""
+    return Runtime(settings=settings, engine=get_engine(settings.database_url))
+
+
+@pytest.fixture
+def desk(runtime: Runtime) -> Desk:
+    """A chat harness: web identities talking to redesk, processed synchronously."""
+    return Desk(runtime)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real, emptied Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.flushdb()
+    except Exception as exc:  # noqa: BLE001
+        client.close()
+        missing_service("Redis", exc)
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
