@@ -22,7 +22,7 @@ from bot.channels import web
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
-from storage.db import session_scope
+from storage.db import read_engine, session_scope
 from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ async def web_session(request: Request) -> Response:
 
 
 def _identity(runtime: Runtime, token: str) -> tuple[int, str] | None:
-    with session_scope(runtime.engine) as session:
+    with session_scope(read_engine(runtime.engine)) as session:
         person = queries.person_for_web_token(session=session, token=token, now=utcnow())
         if person is None or person.id is None:
             return None
@@ -172,11 +172,11 @@ async def web_post_message(request: Request) -> Response:
         return error(400, "api.bad_field", field=str(exc))
 
     def store() -> tuple[str, bool] | None:
-        identity = _identity(runtime, token)
-        if identity is None:
-            return None
-        _, chat_id = identity
         with session_scope(runtime.engine) as session:
+            person = queries.person_for_web_token(session=session, token=token, now=utcnow())
+            if person is None:
+                return None
+            chat_id = person.external_id
             inbox_id = queries.add_inbox(session=session, channel=web.CHANNEL,
                                          natural_key=f"{chat_id}:{client_id}", chat_id=chat_id,
                                          payload=payload)
@@ -213,7 +213,7 @@ async def web_get_messages(request: Request) -> Response:
     person_id, _ = identity
 
     def fetch() -> list[dict[str, Any]]:
-        with session_scope(runtime.engine) as session:
+        with session_scope(read_engine(runtime.engine)) as session:
             rows = queries.web_messages_after(session=session, person_id=person_id, after=after)
             return [{"seq": r.seq, "text": r.text, "buttons": r.buttons} for r in rows]
 

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 #: The Alembic scripts, shipped inside the package.
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
+#: Execution option marking connections that only read.
+READ_ONLY_OPTION = "redesk_read_only"
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -44,8 +47,12 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Writers queue up at BEGIN instead of failing half-way with "database is locked".
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers queue up at BEGIN instead of failing half-way with "database is locked";
+        # readers (see read_engine) start a plain transaction and run beside the writer (WAL).
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -61,6 +68,11 @@ def get_engine(url: str) -> Engine:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             _engines[url] = engine
         return engine
+
+
+def read_engine(engine: Engine) -> Engine:
+    """The same database for work that only reads: on SQLite it does not take the write lock."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def dispose_engines() -> None:

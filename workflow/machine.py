@@ -69,7 +69,7 @@ TRANSITIONS: dict[tuple[Action, State], State] = {
     (Action.RATE, State.REPLIED): State.CLOSED,
     (Action.REOPEN, State.REPLIED): State.NEW,
     (Action.AUTO_CLOSE, State.REPLIED): State.CLOSED,
-    **{(Action.CANCEL, state): State.CANCELLED for state in CANCELLABLE},
+    **{(Action.CANCEL, state): State.CANCELLED for state in State if state in CANCELLABLE},
 }
 
 #: Actions that record an event without moving the request, and the states they may occur in.
@@ -110,3 +110,15 @@ def allowed_actions(state: State) -> list[Action]:
     actions = [action for (action, source) in TRANSITIONS if source is state]
     actions += [action for action, states in NON_TRANSITIONS.items() if state in states]
     return actions
+
+
+def table_markdown() -> str:
+    """The transition table as a Markdown table (docs/architecture.md shows it)."""
+    lines = ["| action | from | to |", "|---|---|---|"]
+    for (action, source), target in TRANSITIONS.items():
+        to = f"{target} or {State.DEPT_HANDLING}" if action is Action.SEND_BACK else str(target)
+        lines.append(f"| {action} | {source} | {to} |")
+    for action, states in NON_TRANSITIONS.items():
+        names = ", ".join(state for state in State if state in states)
+        lines.append(f"| {action} | {names} | (unchanged) |")
+    return "\n".join(lines)
