@@ -10,8 +10,9 @@ from enum import IntEnum
 from typing import Annotated
 
 import typer
+from dramatiq import Worker
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage import queries
@@ -34,7 +35,8 @@ class Exit(IntEnum):
 
 
 console = Console()
-err = Console(stderr=True)
+#: Errors stay on one line and are printed as they are (no wrapping, no markup), for scripts.
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 app = typer.Typer(
     help="redesk: the request desk of a party–mass service centre (党群服务中心).",
@@ -186,9 +188,7 @@ def scheduler() -> None:
     stop.set()
 
 
-def _start_worker(settings: Settings) -> object:
-    from dramatiq import Worker
-
+def _start_worker(settings: Settings) -> Worker:
     from workflow import broker
 
     running = Worker(broker.current(), worker_threads=settings.worker_threads, worker_timeout=100)
@@ -328,7 +328,9 @@ def categories_list() -> None:
     with session_scope(get_engine(settings.database_url)) as session:
         departments = {d.id: d.name for d in queries.list_departments(session=session,
                                                                       active_only=False)}
-        table = Table("类别", "关键词", "默认去向", "响应（工作小时）", "办结（工作日）")
+        # Keywords fold rather than end in "…": unspaced Chinese cannot wrap at words.
+        table = Table("类别", Column("关键词", overflow="fold"), "默认去向", "响应（工作小时）",
+                      "办结（工作日）")
         for row in queries.list_categories(session=session, active_only=False):
             route = departments.get(row.department_id, "党委") if row.route == "department" \
                 else "党委"

@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 broker_module.current()
 
 #: Retries of a failed actor run, with exponential backoff between 0.5 s and 1 min.
-RETRY_OPTIONS: dict[str, int] = {"max_retries": 20, "min_backoff": 500, "max_backoff": 60_000}
+MAX_RETRIES = 20
+MIN_BACKOFF_MS = 500
+MAX_BACKOFF_MS = 60_000
 
 
-@dramatiq.actor(queue_name="inbound", **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
+@dramatiq.actor(queue_name="inbound", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS)
 def handle_inbound(channel: str, chat_id: str) -> None:
     """Handles every pending inbox message of one chat, in order, then enqueues deliveries."""
     runtime = get_runtime()
@@ -30,7 +33,8 @@ def handle_inbound(channel: str, chat_id: str) -> None:
     enqueue_deliveries(written)
 
 
-@dramatiq.actor(queue_name="outbound", **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
+@dramatiq.actor(queue_name="outbound", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS)
 def deliver(outbox_id: int) -> None:
     """Sends the recipient's due messages in order; schedules itself again for what must wait."""
     retry_in = dispatch.deliver(get_runtime(), outbox_id)
@@ -38,7 +42,7 @@ def deliver(outbox_id: int) -> None:
         deliver.send_with_options(args=(outbox_id,), delay=int(retry_in * 1000))
 
 
-@dramatiq.actor(queue_name="maintenance", max_retries=0)  # type: ignore[untyped-decorator]
+@dramatiq.actor(queue_name="maintenance", max_retries=0)
 def sweep() -> None:
     """Re-enqueues inbox and outbox rows left unfinished (a crash, an emptied Redis)."""
     chats, outbox = dispatch.stale_work(get_runtime())

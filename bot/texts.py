@@ -156,7 +156,7 @@ TEXTS: dict[str, str] = {
     "error.unknown_request": "没有找到编号为「{number}」的诉求，请检查编号（格式如 SQ-20260101-0001）。",
     "error.missing_number": "请附上诉求编号，例如：{example}",
     "error.not_permitted": "您没有权限执行「{action_label}」。如您是工作人员，请先发送「绑定 邀请码」。",
-    "error.not_yours": "该诉求不由您负责，不能执行「{action_label}」。",
+    "error.not_yours": "【{number}】该诉求不由您负责，不能执行「{action_label}」。",
     "error.transition": "【{number}】诉求当前状态为「{state_label}」，不能{action_label}。",
     "error.empty": "内容不能为空，请输入文字。",
     "error.too_long": "内容过长（{length} 字），请控制在 {limit} 字以内，可分多次「补充」。",

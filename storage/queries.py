@@ -148,9 +148,9 @@ def next_request_sequence(*, session: Session, day: str) -> int:
         _insert(session, RequestCounter)
         .values(day=day, last=1)
         .on_conflict_do_update(
-            index_elements=["day"], set_={"last": RequestCounter.__table__.c.last + 1}
+            index_elements=["day"], set_={"last": col(RequestCounter.last) + 1}
         )
-        .returning(RequestCounter.__table__.c.last)
+        .returning(col(RequestCounter.last))
     )
     return int(session.execute(statement).scalar_one())
 
@@ -189,7 +189,7 @@ def committee_todo(*, session: Session, handler_id: int, limit: int = 20) -> Seq
         .where(
             or_(
                 col(Request.state).in_(["new", "review"]),
-                (Request.state == "handling") & (Request.handler_id == handler_id),
+                (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
             )
         )
         .order_by(col(Request.id))
@@ -279,7 +279,7 @@ def add_inbox(
         .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
                 status=InboxStatus.PENDING, attempts=0, received_at=utcnow())
         .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
-        .returning(InboxMessage.__table__.c.id)
+        .returning(col(InboxMessage.id))
     )
     value = session.execute(statement).scalar_one_or_none()
     return int(value) if value is not None else None
@@ -351,7 +351,8 @@ def pending_outbox_for(
         .where(
             OutboxMessage.person_id == person_id,
             OutboxMessage.status == OutboxStatus.PENDING,
-            or_(col(OutboxMessage.next_attempt_at).is_(None), OutboxMessage.next_attempt_at <= now),
+            or_(col(OutboxMessage.next_attempt_at).is_(None),
+                col(OutboxMessage.next_attempt_at) <= now),
         )
         .order_by(col(OutboxMessage.id))
         .limit(limit)
@@ -369,7 +370,7 @@ def stale_outbox(
             OutboxMessage.status == OutboxStatus.PENDING,
             OutboxMessage.created_at < before,
             or_(col(OutboxMessage.next_attempt_at).is_(None),
-                OutboxMessage.next_attempt_at <= before),
+                col(OutboxMessage.next_attempt_at) <= before),
         )
         .order_by(col(OutboxMessage.id))
         .limit(limit)
@@ -423,8 +424,8 @@ def add_web_message(
     seq = session.execute(
         update(Person)
         .where(col(Person.id) == person_id)
-        .values(web_seq=Person.web_seq + 1)
-        .returning(Person.web_seq)
+        .values(web_seq=col(Person.web_seq) + 1)
+        .returning(col(Person.web_seq))
     ).scalar_one()
     row = WebMessage(person_id=person_id, seq=int(seq), outbox_id=outbox_id, text=text,
                      buttons=buttons, created_at=at)

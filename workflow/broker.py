@@ -22,14 +22,17 @@ def configure(redis_url: str | None) -> dramatiq.Broker:
     global _configured
     broker: dramatiq.Broker
     if redis_url:
-        broker = RedisBroker(url=redis_url)
+        broker = RedisBroker(url=redis_url)  # type: ignore[no-untyped-call]
     else:
         broker = StubBroker()
         broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
-    for actor_name in list(_configured.actors) if _configured is not None else []:
+    previous = _configured
+    names = list(previous.actors) if previous is not None else []
+    for actor_name in names:
         # Actors declared on an earlier broker (tests switch brokers) move to the new one.
-        actor = _configured.get_actor(actor_name)
+        assert previous is not None
+        actor = previous.get_actor(actor_name)
         actor.broker = broker
         broker.declare_actor(actor)
     _configured = broker

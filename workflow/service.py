@@ -171,6 +171,7 @@ def submit(
 ) -> Request:
     """接单: a new request gets its number, category and deadlines; the right people hear."""
     text = check_text(tx, text)
+    assert requester.id is not None
     categories = queries.list_categories(session=tx.session)
     category = detect_category(text, categories)
     day = deadlines.local_day(tx.now).strftime("%Y%m%d")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.handlers.commands import Command
 from bot.texts import action_label, state_label
 from storage import queries
@@ -28,7 +30,7 @@ TEXT_ARGUMENT: frozenset[str] = frozenset(
 EXAMPLE_NUMBER = "SQ-20260101-0001"
 
 
-def reply(tx: Tx, person: Person, key: str, **params: object) -> None:
+def reply(tx: Tx, person: Person, key: str, **params: Any) -> None:
     """Queues an answer to the person who wrote."""
     tx.notify(person, key, **params)
 
@@ -141,7 +143,8 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
             reply(tx, person, "error.unknown_request", number=error.number[:40])
     elif isinstance(error, NotPermitted):
         key = "error.not_yours" if error.reason == "not_yours" else "error.not_permitted"
-        reply(tx, person, key, action_label=label or action_label(error.action))
+        number = command.first.strip().upper() if command else ""
+        reply(tx, person, key, action_label=label or action_label(error.action), number=number)
     elif isinstance(error, TransitionNotAllowed):
         number = command.first.strip().upper() if command else ""
         reply(tx, person, "error.transition", number=number,
