@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot import handlers
 from bot.channels import web
 from bot.channels.base import (
@@ -69,6 +71,9 @@ def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
             try:
                 with session.begin_nested():
                     handlers.handle(tx, person, inbound, natural_key=f"{channel}:{row.natural_key}")
+            except SQLAlchemyError:
+                # The database failed, not the message: roll everything back, retry later.
+                raise
             except Exception as exc:  # noqa: BLE001 - one bad message must not block the chat
                 logger.exception("Handling inbox message %s failed", row.id)
                 failure = exc

@@ -48,7 +48,7 @@ def get_person(*, session: Session, person_id: int, lock: bool = False) -> Perso
     """A person by id, optionally locked for the rest of the transaction."""
     statement = select(Person).where(Person.id == person_id)
     if lock:
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(key_share=True)
     return session.exec(statement).first()
 
 
@@ -58,6 +58,9 @@ def get_or_create_person(
     """The person behind a chat identity, created on first contact and locked.
 
     The row lock serialises everything done for one chat, which keeps its messages in order.
+    It is FOR NO KEY UPDATE: other transactions may still insert rows that reference this person
+    (outbox rows for them) without waiting, which rules out deadlocks between two chats that
+    notify each other.
     """
     statement = (
         _insert(session, Person)
@@ -69,7 +72,7 @@ def get_or_create_person(
     person = session.exec(
         select(Person)
         .where(Person.channel == channel, Person.external_id == external_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one()
     if display_name and person.display_name != display_name[:100]:
@@ -161,7 +164,8 @@ def get_request_by_number(
     """A request by its number, optionally locked for the rest of the transaction."""
     statement = select(Request).where(Request.number == number)
     if lock:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
+        statement = statement.with_for_update(key_share=True).execution_options(
+            populate_existing=True)
     return session.exec(statement).first()
 
 
