@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from enum import IntEnum
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -134,11 +135,25 @@ def run() -> None:
         worker = _start_worker(settings)
         threading.Thread(target=_schedule, args=(settings, stop), name="scheduler",
                          daemon=True).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host=settings.host, port=settings.port,
-                                           log_level="warning", timeout_graceful_shutdown=30))
+    asgi = create_app()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Long polls answer now instead of holding the shutdown for up to 30 s.
+            asgi.state.stopping = True
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(asgi, host=settings.host, port=settings.port,
+                                   log_level="warning", timeout_graceful_shutdown=30))
+    # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown with the handlers it found;
+    # with the default ones the process would die there, before the embedded worker is stopped.
+    previous = {signum: signal.signal(signum, lambda *_: None)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         stop.set()
         if worker is not None:
             worker.stop()
@@ -368,10 +383,15 @@ def main(args: list[str] | None = None) -> int:
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.Abort):
+        # Newer typer vendors click: its exceptions are typer's, not click's.
+        if isinstance(exc, click.exceptions.Abort | typer.Abort):
             return int(Exit.FAILURE)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, click.ClickException | getattr(typer, "TyperException",
+                                                          click.ClickException)):
+            if hasattr(exc, "show"):
+                exc.show()
+            else:
+                err.print(f"error: {exc}")
             return int(Exit.USAGE)
         raise
     return int(Exit.OK)

@@ -36,6 +36,9 @@ WEB_BODY_LIMIT = 64 * 1024
 #: Longest long poll, in seconds.
 MAX_WAIT = 30.0
 
+#: Largest `after` a long poll accepts: seq is a 64-bit integer at most.
+MAX_SEQ = 2**63 - 1
+
 #: How often a long poll looks for new messages, in seconds.
 POLL_INTERVAL = 0.2
 
@@ -114,7 +117,8 @@ async def _json_body(request: Request, limit: int) -> Any:
     raw = await read_body(request, limit)
     try:
         return json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: deeply nested arrays, which fit well within the body limit.
         return None
 
 
@@ -204,7 +208,14 @@ async def web_get_messages(request: Request) -> Response:
         return error(401, "api.unauthorized")
     try:
         after = int(request.query_params.get("after", "0"))
-        wait = min(max(float(request.query_params.get("wait", "0")), 0.0), MAX_WAIT)
+        if not -MAX_SEQ <= after <= MAX_SEQ:
+            # Beyond a 64-bit integer the database driver fails (a 500) instead of answering.
+            raise ValueError("after is out of range")
+        wait = float(request.query_params.get("wait", "0"))
+        if wait != wait:
+            # NaN passes min/max unchanged and would make the long poll endless.
+            raise ValueError("wait is not a number")
+        wait = min(max(wait, 0.0), MAX_WAIT)
     except ValueError:
         return error(400, "api.bad_field", field="after/wait")
     identity = await asyncio.to_thread(_identity, runtime, token)
@@ -221,7 +232,8 @@ async def web_get_messages(request: Request) -> Response:
     deadline = loop.time() + wait
     while True:
         messages = await asyncio.to_thread(fetch)
-        if messages or loop.time() >= deadline or await request.is_disconnected():
+        if (messages or loop.time() >= deadline or request.app.state.stopping
+                or await request.is_disconnected()):
             return JSONResponse({"messages": messages})
         await asyncio.sleep(POLL_INTERVAL)
 
@@ -283,4 +295,6 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     app.state.runtime = runtime or get_runtime()
+    #: Set when the server is asked to stop: open long polls answer at once.
+    app.state.stopping = False
     return app

@@ -42,12 +42,10 @@ class DatabaseCollector(Collector):
         yield pending
 
 
-_registered: set[int] = set()
-
-
 def render_metrics(runtime: Runtime) -> bytes:
     """The Prometheus text exposition of every metric."""
-    if id(runtime) not in _registered:
-        REGISTRY.register(DatabaseCollector(runtime))
-        _registered.add(id(runtime))
-    return generate_latest(REGISTRY)
+    # The gauges are read from this runtime's database only; a collector registered globally
+    # per runtime would repeat them (and keep stale databases) once a second app exists.
+    gauges = CollectorRegistry()
+    gauges.register(DatabaseCollector(runtime))
+    return generate_latest(REGISTRY) + generate_latest(gauges)

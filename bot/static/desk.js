@@ -17,7 +17,8 @@
   const POST_MAX_ATTEMPTS = 6;
   const BACKOFF_MAX_MS = 30000;
   const HISTORY_LIMIT = 300;
-  const PHONE_RE = /^[0-9+\-\s]{5,20}$/;
+  const PHONE_RE = /^[0-9+\- ]{5,20}$/; // digits with +, - or spaces ...
+  const PHONE_DIGITS_MIN = 5; // ... of which at least this many are digits
 
   const KEYS = {
     token: "redesk.token",
@@ -257,6 +258,17 @@
     el.messages.scrollTop = el.messages.scrollHeight;
   }
 
+  // Keep the newest message in view when the list changes size (window resize, phone
+  // rotation, on-screen keyboard, a taller composer) while the reader was at the bottom;
+  // without this the list keeps its scrollTop and the latest messages slide out of view.
+  function watchScroll() {
+    let stuck = true;
+    el.messages.addEventListener("scroll", () => { stuck = isNearBottom(); }, { passive: true });
+    if (typeof window.ResizeObserver === "function") {
+      new window.ResizeObserver(() => { if (stuck) scrollToBottom(); }).observe(el.messages);
+    }
+  }
+
   // Build the <li> for a bot message, with its buttons underneath.
   function buildBot(entry) {
     const li = make("li", "msg msg-bot");
@@ -452,7 +464,7 @@
       }
       if (res && res.status === 401) {
         setEntryState(entry, "failed", "身份已失效");
-        showAuthExpired(errorText(res));
+        showAuthExpired(res);
         return;
       }
       if (res && res.status >= 400 && res.status < 500) {
@@ -545,7 +557,7 @@
       }
       if (res && res.status === 401) {
         setStatus("expired");
-        showAuthExpired(errorText(res));
+        showAuthExpired(res);
         return;
       }
       failures += 1;
@@ -586,11 +598,14 @@
   }
 
   // Tell the user (once per token) that the identity is gone, and offer a new one.
-  function showAuthExpired(message) {
+  // `res` is the 401 answer: its own sentence already says what to do, so it is shown
+  // as is; only a bare 401 (no JSON) gets the local wording.
+  function showAuthExpired(res) {
     if (state.authNoticeFor === state.token) return;
     state.authNoticeFor = state.token;
     setStatus("expired");
-    addNotice(`${message}（身份已失效或已过期，请创建新身份。）`, "new-identity");
+    const own = res && res.data && typeof res.data.error === "string" && res.data.error;
+    addNotice(own || "身份已失效或已过期，请创建新身份。", "new-identity");
   }
 
   // ---------------------------------------------------------------------
@@ -599,18 +614,27 @@
 
   // Show the "new identity" dialog asking for an optional display name.
   function openIdentityDialog() {
+    if (el.identityDialog.hidden) el.returnFocus = document.activeElement;
     el.identityInput.value = "";
     el.identityError.hidden = true;
     el.identitySubmit.disabled = false;
     el.identityCancel.hidden = !state.token;
-    el.identityDialog.hidden = false;
+    showDialog(true);
     el.identityInput.focus();
+  }
+
+  // Show or hide the identity dialog; the page behind it is inert while it is open,
+  // so Tab and screen readers stay inside the dialog.
+  function showDialog(open) {
+    el.identityDialog.hidden = !open;
+    if (el.app) el.app.inert = open;
+    if (!open && el.returnFocus && document.contains(el.returnFocus)) el.returnFocus.focus();
   }
 
   // Hide the identity dialog (only allowed once an identity exists).
   function closeIdentityDialog() {
     if (!state.token) return;
-    el.identityDialog.hidden = true;
+    showDialog(false);
   }
 
   // Show an error inside the identity dialog.
@@ -643,7 +667,8 @@
       identityError(errorText(res));
       return;
     }
-    el.identityDialog.hidden = true;
+    el.returnFocus = null; // switchIdentity focuses the composer itself
+    showDialog(false);
     switchIdentity(res.data.token, name);
   }
 
@@ -769,7 +794,8 @@
     const text = el.intakeText.value.trim();
     let ok = true;
 
-    if (phone && !PHONE_RE.test(phone)) {
+    const phoneDigits = phone.replace(/[^0-9]/g, "").length;
+    if (phone && (!PHONE_RE.test(phone) || phoneDigits < PHONE_DIGITS_MIN)) {
       fieldError(el.intakePhone, el.intakePhoneError, "联系电话格式不正确：应为 5–20 位数字，可含 +、- 或空格。");
       ok = false;
     } else {
@@ -846,6 +872,7 @@
     };
     Object.entries(ids).forEach(([k, id]) => { el[k] = document.getElementById(id); });
     el.quick = document.querySelector(".quick");
+    el.app = document.querySelector(".app");
   }
 
   // Wire up every event listener.
@@ -871,6 +898,8 @@
     el.identityDialog.addEventListener("keydown", (e) => {
       if (e.key === "Escape") closeIdentityDialog();
     });
+
+    watchScroll();
 
     // Coming back online: skip the remaining back-off and poll right away.
     window.addEventListener("online", () => { if (state.wake) state.wake(); });
