@@ -110,7 +110,8 @@ def first_per_person(runtime: Runtime, outbox_ids: list[int]) -> list[int]:
 
 
 def deliver(runtime: Runtime, outbox_id: int) -> float | None:
-    """Sends every due message of the recipient of `outbox_id`, oldest first.
+    """Sends every due message of the recipient of `outbox_id`, oldest first; a message
+    waiting for its retry holds back the later ones, so they never arrive out of order.
 
     Returns:
         Seconds after which to try again when something is left for later, else None.
@@ -126,11 +127,13 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
             person = queries.get_person(session=session, person_id=person_id, lock=True)
             assert person is not None
             now = utcnow()
-            rows = queries.pending_outbox_for(session=session, person_id=person_id, now=now,
-                                              limit=1)
-            if not rows:
+            row = queries.next_outbox_for(session=session, person_id=person_id)
+            if row is None:
                 break
-            row = rows[0]
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                # The oldest message waits for its retry; the later ones must not overtake it.
+                retry_in = (row.next_attempt_at - now).total_seconds()
+                break
             retry_in = _deliver_one(session, person, row)
             if retry_in is not None:
                 break

@@ -346,22 +346,15 @@ def get_outbox(*, session: Session, outbox_id: int) -> OutboxMessage | None:
     return session.get(OutboxMessage, outbox_id)
 
 
-def pending_outbox_for(
-    *, session: Session, person_id: int, now: datetime, limit: int = 50
-) -> Sequence[OutboxMessage]:
-    """A person's unsent messages that are due, oldest first."""
+def next_outbox_for(*, session: Session, person_id: int) -> OutboxMessage | None:
+    """A person's oldest unsent message, due or not (later ones must not overtake it)."""
     return session.exec(
         select(OutboxMessage)
-        .where(
-            OutboxMessage.person_id == person_id,
-            OutboxMessage.status == OutboxStatus.PENDING,
-            or_(col(OutboxMessage.next_attempt_at).is_(None),
-                col(OutboxMessage.next_attempt_at) <= now),
-        )
+        .where(OutboxMessage.person_id == person_id, OutboxMessage.status == OutboxStatus.PENDING)
         .order_by(col(OutboxMessage.id))
-        .limit(limit)
+        .limit(1)
         .execution_options(populate_existing=True)
-    ).all()
+    ).first()
 
 
 def stale_outbox(

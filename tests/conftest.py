@@ -83,8 +83,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_url")
+    # DELETE is several times faster than TRUNCATE on tables this small.
     with get_engine(url).begin() as connection:
-        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        for table in TABLES:
+            connection.execute(text(f"DELETE FROM {table}"))
+        for table in TABLES:
+            if table != "request_counters":
+                connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
     return url
 
 

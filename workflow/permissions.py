@@ -46,9 +46,14 @@ def permitted(
     if action in REQUESTER_ACTIONS:
         return is_requester
     if action is Action.COMPLETE:
+        # Whoever holds the request reports: the department while it is forwarded to it, the
+        # committee otherwise. In other states the machine refuses with "cannot ... now".
+        staff = role == "department" and in_department
         if state is State.DEPT_HANDLING:
-            return role == "department" and in_department
-        return role in COMMITTEE_ROLES
+            return staff
+        if state is State.HANDLING:
+            return role in COMMITTEE_ROLES
+        return staff or role in COMMITTEE_ROLES
     # SUBMIT is open to anyone; REMIND, ESCALATE and AUTO_CLOSE are the system's own.
     return action is Action.SUBMIT
 

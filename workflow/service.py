@@ -389,6 +389,9 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
             tx.notify(worker, "worker.rated", request, rating=rating)
     else:
         request.reopen_count += 1
+        category = _category(tx, request)
+        request.response_due_at = _working_hours(tx, category.response_hours if category else 8)
+        request.resolution_due_at = _working_days(tx, category.resolution_days if category else 5)
         request.department_id = None
         request.handler_id = None
         request.result = None
@@ -442,6 +445,10 @@ def bind(tx: Tx, person: Person, code: str) -> tuple[str, str | None]:
         raise InvitationInvalid("used")
     if invitation.expires_at <= tx.now:
         raise InvitationInvalid("expired")
+    if invitation.department_id is not None:
+        unit = queries.get_department(session=tx.session, department_id=invitation.department_id)
+        if unit is None or not unit.active:
+            raise InvitationInvalid("expired")
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
     person.role = invitation.role
@@ -486,7 +493,7 @@ def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:
         in_department=_in_department(actor, request),
     ):
         _refuse(tx, actor, action, request)
-        if actor.role not in COMMITTEE_ROLES and not _role_could(actor, action):
+        if not _role_could(actor, action):
             raise NotPermitted(action)
         # Someone of the right kind, but not for this request (another department, not theirs).
         raise NotPermitted(action, "not_yours")

@@ -26,6 +26,16 @@ TEXT_ARGUMENT: frozenset[str] = frozenset(
     {"reject", "complete", "send_back", "return", "supplement"}
 )
 
+#: What a requester sees of their request's history: no internal steps (a result before its
+#: review, 返工 and 退单 reasons, notes).
+REQUESTER_EVENTS: frozenset[str] = frozenset(
+    {"submit", "accept", "forward", "take", "reject", "approve", "rate", "reopen", "cancel",
+     "supplement", "auto_close"}
+)
+
+#: Of those, the events whose note the requester may read (they were told it, or wrote it).
+REQUESTER_NOTES: frozenset[str] = frozenset({"forward", "reject", "supplement", "rate", "reopen"})
+
 #: An example number for usage hints.
 EXAMPLE_NUMBER = "SQ-20260101-0001"
 
@@ -82,10 +92,13 @@ def status(tx: Tx, person: Person, command: Command) -> None:
         todo(tx, person)
         return
     request, events = service.view(tx, person, command.first)
+    staff_view = is_committee(person) or person.role == Role.DEPARTMENT
     history = [
-        [deadlines.format_local(event.created_at), event.action, _public_note(event.note)]
+        [deadlines.format_local(event.created_at), event.action,
+         _summary(event.note, 60) if event.note and
+         (staff_view or event.action in REQUESTER_NOTES) else ""]
         for event in events
-        if event.outcome == "ok"
+        if event.outcome == "ok" and (staff_view or event.action in REQUESTER_EVENTS)
     ]
     department = ""
     if request.department_id is not None:
@@ -126,10 +139,6 @@ def _summary(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _public_note(note: str | None) -> str:
-    return _summary(note, 60) if note else ""
-
-
 def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command | None) -> None:
     """Answers a refused or impossible command in plain words; nothing else changes."""
     label = action_label(command.name) if command else ""
@@ -148,7 +157,8 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
     elif isinstance(error, TransitionNotAllowed):
         number = command.first.strip().upper() if command else ""
         reply(tx, person, "error.transition", number=number,
-              state_label=state_label(error.state), action_label=action_label(error.action))
+              state_label=state_label(error.state),
+              action_label=label or action_label(error.action))
     elif isinstance(error, UnknownDepartment):
         names = [d.name for d in queries.list_departments(session=tx.session)]
         reply(tx, person, "error.unknown_department", name=error.name[:40],

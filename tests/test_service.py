@@ -1,0 +1,1243 @@
+"""The workflow commands on real databases: every test runs on SQLite and on PostgreSQL.
+
+Commands are driven through a Tx on a session_scope, as the chat handlers drive them, with a
+fixed clock; a few stories go through the chat harness to show the same from the outside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, SQLModel, col, select
+
+from bot.runtime import Runtime
+from storage.db import session_scope
+from storage.models import (
+    Category,
+    Department,
+    Event,
+    Invitation,
+    OutboxMessage,
+    Person,
+    Request,
+    RequestCounter,
+)
+from tests.utils.harness import Desk
+from workflow import service
+from workflow.deadlines import LOCAL_TZ
+from workflow.errors import (
+    InvalidInput,
+    InvitationInvalid,
+    NotPermitted,
+    TransitionNotAllowed,
+    UnknownDepartment,
+    UnknownRequest,
+    WorkflowError,
+)
+from workflow.machine import State
+from workflow.service import Tx
+
+#: Monday 2026-03-02, 10:00 in Shanghai: a working morning.
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+_sources = itertools.count(1)
+
+
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """A moment on the Asia/Shanghai wall clock."""
+    return datetime(year, month, day, hour, minute, tzinfo=LOCAL_TZ)
+
+
+class World:
+    """The service on one database, with a fixed clock and direct looks at the tables."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.engine = runtime.engine
+        #: (person id, key, params) of the outbox rows the last command queued.
+        self.queued: list[tuple[int, str, dict[str, Any]]] = []
+
+    def tx(self, session: Session, now: datetime = NOW) -> Tx:
+        """A unit of work at `now` with a unique outbox source."""
+        return dataclasses.replace(self.runtime.tx(session, f"test:{next(_sources)}"), now=now)
+
+    # --- setting up ---
+
+    def department(self, name: str, *, resolution_days: int | None = None,
+                   active: bool = True) -> Department:
+        with session_scope(self.engine) as session:
+            department = Department(name=name, resolution_days=resolution_days, active=active)
+            session.add(department)
+            session.flush()
+            return department
+
+    def category(self, name: str, keywords: list[str], *, department: Department | None = None,
+                 fallback: bool = False, response_hours: int = 8,
+                 resolution_days: int = 5) -> Category:
+        with session_scope(self.engine) as session:
+            category = Category(
+                name=name, keywords=keywords, is_fallback=fallback,
+                route="department" if department else "committee",
+                department_id=department.id if department else None,
+                response_hours=response_hours, resolution_days=resolution_days,
+            )
+            session.add(category)
+            session.flush()
+            return category
+
+    def person(self, role: str = "requester", *, name: str = "",
+               department: Department | None = None, channel: str = "web") -> Person:
+        with session_scope(self.engine) as session:
+            person = Person(channel=channel, external_id=f"x{next(_sources)}",
+                            display_name=name, role=role,
+                            department_id=department.id if department else None)
+            session.add(person)
+            session.flush()
+            return person
+
+    # --- acting ---
+
+    def do(self, command: Callable[..., Any], actor: Person, *args: Any,
+           now: datetime = NOW, **kwargs: Any) -> Any:
+        """Runs one command in its own committed unit of work."""
+        with session_scope(self.engine) as session:
+            tx = self.tx(session, now)
+            me = session.get(Person, actor.id)
+            result = command(tx, me, *args, **kwargs)
+            session.flush()
+            self.queued = [(row.person_id, row.key, dict(row.params)) for row in tx.outbox]
+            return result
+
+    def refused(self, command: Callable[..., Any], actor: Person, *args: Any,
+                now: datetime = NOW, **kwargs: Any) -> WorkflowError:
+        """Runs a command that must fail; like the chat handler, commits what it recorded."""
+        with session_scope(self.engine) as session:
+            tx = self.tx(session, now)
+            me = session.get(Person, actor.id)
+            try:
+                command(tx, me, *args, **kwargs)
+            except WorkflowError as error:
+                return error
+        raise AssertionError(f"{command.__name__} was not refused")
+
+    # --- looking ---
+
+    def request(self, number: str) -> Request:
+        with Session(self.engine) as session:
+            found = session.exec(select(Request).where(Request.number == number)).first()
+            assert found is not None
+            return found
+
+    def events(self, number: str | None = None) -> list[Event]:
+        with Session(self.engine) as session:
+            statement = select(Event).order_by(col(Event.id))
+            if number is not None:
+                statement = statement.where(Event.request_id == self.request(number).id)
+            return list(session.exec(statement).all())
+
+    def outbox(self) -> list[OutboxMessage]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all())
+
+    def count(self, model: type[SQLModel]) -> int:
+        with Session(self.engine) as session:
+            return int(session.exec(select(func.count()).select_from(model)).one())
+
+    def keys_for(self, person: Person) -> list[str]:
+        """Catalogue keys the last command queued for `person`."""
+        return [key for person_id, key, _ in self.queued if person_id == person.id]
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        """Row counts that a refused or invalid command must leave alone."""
+        with Session(self.engine) as session:
+            counts = [session.exec(select(func.count()).select_from(model)).one()
+                      for model in (Request, Event, OutboxMessage, RequestCounter)]
+        return (int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3]))
+
+
+@dataclass
+class Cast:
+    """The usual people: a resident, two workers, a leader and two departments' staff."""
+
+    world: World
+    lamps: Department
+    market: Department
+    requester: Person
+    neighbour: Person
+    worker: Person
+    worker2: Person
+    leader: Person
+    staff: Person
+    market_staff: Person
+
+    def submit(self, text: str = "我家门口的路灯坏了", *, now: datetime = NOW) -> str:
+        request = self.world.do(service.submit, self.requester, text, now=now)
+        return str(request.number)
+
+    def bring(self, state: State) -> str:
+        """A new request of the requester's, brought to `state` the ordinary way.
+
+        The steps share one database transaction (each with its own Tx), which keeps setup fast.
+        """
+        with session_scope(self.world.engine) as session:
+
+            def act(command: Callable[..., Any], actor: Person, *args: Any) -> Any:
+                return command(self.world.tx(session), session.get(Person, actor.id), *args)
+
+            number = str(act(service.submit, self.requester, "我家门口的路灯坏了").number)
+            if state is State.REJECTED:
+                act(service.reject, self.worker, number, "不属于受理范围")
+            elif state is State.CANCELLED:
+                act(service.cancel, self.requester, number)
+            elif state in (State.FORWARDED, State.DEPT_HANDLING):
+                act(service.forward, self.worker, number, "城管执法")
+                if state is State.DEPT_HANDLING:
+                    act(service.take, self.staff, number)
+            elif state is not State.NEW:
+                act(service.accept, self.worker, number)
+                if state is not State.HANDLING:
+                    act(service.complete, self.worker, number, "已联系修复")
+                    if state is not State.REVIEW:
+                        act(service.approve, self.worker, number)
+                        if state is State.CLOSED:
+                            act(service.rate, self.requester, number, True, "满意")
+        assert self.world.request(number).state == state
+        return number
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> World:
+    return World(runtime)
+
+
+@pytest.fixture
+def cast(world: World) -> Cast:
+    # One transaction for the whole cast keeps every test's setup short.
+    with session_scope(world.engine) as session:
+        lamps, market = Department(name="城管执法"), Department(name="市场监管")
+        session.add_all([lamps, market])
+        session.add_all([
+            Category(name="市政设施", keywords=["路灯", "井盖"], response_hours=4,
+                     resolution_days=5),
+            Category(name="其他", keywords=[], is_fallback=True),
+        ])
+        session.flush()
+        people = {
+            field: Person(channel="web", external_id=f"x{next(_sources)}", display_name=name,
+                          role=role, department_id=department.id if department else None)
+            for field, name, role, department in [
+                ("requester", "张三", "requester", None),
+                ("neighbour", "李四", "requester", None),
+                ("worker", "王书记", "worker", None),
+                ("worker2", "赵委员", "worker", None),
+                ("leader", "刘主任", "leader", None),
+                ("staff", "城管小陈", "department", lamps),
+                ("market_staff", "市监小周", "department", market),
+            ]
+        }
+        session.add_all(people.values())
+        session.flush()
+    return Cast(world=world, lamps=lamps, market=market, **people)
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+
+def test_submit_numbers_requests_by_the_shanghai_day_and_counts_up(cast: Cast) -> None:
+    # Given moments either side of midnight in Shanghai (16:00 UTC)
+    before_midnight = datetime(2026, 3, 1, 15, 59, tzinfo=UTC)
+    after_midnight = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
+
+    # When requests are submitted at them
+    numbers = [
+        cast.submit(now=before_midnight),
+        cast.submit(now=after_midnight),
+        cast.submit(now=after_midnight + timedelta(hours=1)),
+        cast.submit(now=NOW),
+        cast.submit(now=before_midnight + timedelta(seconds=30)),
+    ]
+
+    # Then each Shanghai day has its own sequence
+    assert numbers == [
+        "SQ-20260301-0001", "SQ-20260302-0001", "SQ-20260302-0002", "SQ-20260302-0003",
+        "SQ-20260301-0002",
+    ]
+    assert all(service.NUMBER_PATTERN.match(number) for number in numbers)
+
+
+def test_the_days_sequence_grows_past_four_digits(cast: Cast, world: World) -> None:
+    # Given a day that already had 9999 requests
+    with session_scope(world.engine) as session:
+        session.add(RequestCounter(day="20260302", last=9999))
+
+    # When one more comes
+    number = cast.submit()
+
+    # Then it is number 10000, and it can be found again
+    assert number == "SQ-20260302-10000"
+    assert world.request(number).text == "我家门口的路灯坏了"
+    with session_scope(world.engine) as session:
+        assert service.load(world.tx(session), number.lower()).number == number
+
+
+def submit_from_threads(world: World, threads: int, each: int) -> list[str]:
+    """Submits threads x each requests at once, each thread with its own sessions."""
+    requesters = [world.person(name=f"居民{i}") for i in range(threads)]
+    barrier = threading.Barrier(threads, timeout=60)
+    numbers: list[str] = []
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def run(requester: Person) -> None:
+        try:
+            barrier.wait()
+            for _ in range(each):
+                with session_scope(world.engine) as session:
+                    tx = world.tx(session)
+                    me = session.get(Person, requester.id)
+                    assert me is not None
+                    number = service.submit(tx, me, "井盖丢了").number
+                with guard:
+                    numbers.append(number)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            with guard:
+                errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(r,)) for r in requesters]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in workers)
+    assert errors == []
+    return numbers
+
+
+def test_numbers_stay_unique_when_many_threads_submit_at_once(cast: Cast, world: World) -> None:
+    # Given 8 threads with their own sessions
+    # When each submits 10 requests at the same moment
+    numbers = submit_from_threads(world, threads=8, each=10)
+
+    # Then 80 distinct numbers, with no gap, were given out
+    assert len(numbers) == 80
+    assert sorted(numbers) == [f"SQ-20260302-{n:04d}" for n in range(1, 81)]
+    assert world.count(Request) == 80
+    assert {r.number for r in (world.request(n) for n in numbers)} == set(numbers)
+
+
+# --- one transaction ---------------------------------------------------------------------
+
+
+def test_a_failure_after_submit_rolls_back_request_event_outbox_and_counter(
+    cast: Cast, world: World,
+) -> None:
+    # Given a submit inside a unit of work that then fails
+    with pytest.raises(RuntimeError, match="crash after the command"):
+        with session_scope(world.engine) as session:
+            tx = world.tx(session)
+            request = service.submit(tx, session.get(Person, cast.requester.id), "路灯坏了")
+            session.flush()
+            assert request.id is not None and tx.outbox_ids()
+            raise RuntimeError("crash after the command")
+
+    # Then nothing of it is left
+    assert world.snapshot() == (0, 0, 0, 0)
+
+
+def test_a_failure_after_accept_leaves_the_request_as_it_was(cast: Cast, world: World) -> None:
+    # Given a new request
+    number = cast.submit()
+    before = world.snapshot()
+
+    # When accepting it fails afterwards in the same unit of work
+    with pytest.raises(RuntimeError):
+        with session_scope(world.engine) as session:
+            service.accept(world.tx(session), session.get(Person, cast.worker.id), number)
+            raise RuntimeError("crash")
+
+    # Then neither state, handler, event nor outbox row was written
+    request = world.request(number)
+    assert (request.state, request.handler_id, request.first_action_at) == ("new", None, None)
+    assert world.snapshot() == before
+
+
+def test_state_event_and_outbox_rows_of_a_command_commit_together(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.submit()
+    events, outbox = world.count(Event), world.count(OutboxMessage)
+
+    world.do(service.accept, cast.worker, number)
+
+    assert world.request(number).state == "handling"
+    assert world.count(Event) == events + 1
+    assert world.count(OutboxMessage) == outbox + len(world.queued) > outbox
+
+
+# --- submit and routing ------------------------------------------------------------------
+
+
+def test_submit_records_category_deadlines_event_and_notices(cast: Cast, world: World) -> None:
+    # When the resident reports a broken lamp on a Monday at 10:00
+    number = cast.submit("我家门口的路灯坏了")
+
+    # Then the request is NEW in the lamp category with its deadlines
+    request = world.request(number)
+    assert request.state == "new"
+    assert request.requester_id == cast.requester.id
+    assert request.channel == "web"
+    assert request.created_at == NOW
+    assert request.response_due_at == local(2026, 3, 2, 14)  # 4 working hours
+    assert request.resolution_due_at == local(2026, 3, 9, 18)  # 5 working days
+    # And its history starts with the submit
+    [event] = world.events(number)
+    assert (event.actor_id, event.action, event.from_state, event.to_state, event.note,
+            event.outcome) == (cast.requester.id, "submit", None, "new", None, "ok")
+    # And the requester gets a receipt, every worker a card, nobody else anything
+    assert world.keys_for(cast.requester) == ["requester.receipt"]
+    assert world.keys_for(cast.worker) == ["card.new"]
+    assert world.keys_for(cast.worker2) == ["card.new"]
+    assert {pid for pid, _, _ in world.queued} == {cast.requester.id, cast.worker.id,
+                                                    cast.worker2.id}
+    receipt = world.queued[0][2]
+    assert receipt["number"] == number and receipt["category"] == "市政设施"
+    assert receipt["response_due"] == "2026-03-02 14:00"
+    with Session(world.engine) as session:
+        requester = session.get(Person, cast.requester.id)
+        assert requester is not None and requester.last_request_id == request.id
+
+
+def test_a_text_without_keywords_goes_to_the_fallback_category(cast: Cast, world: World) -> None:
+    number = cast.submit("想咨询一下社保政策")
+    with Session(world.engine) as session:
+        category = session.get(Category, world.request(number).category_id)
+        assert category is not None and category.name == "其他"
+
+
+def test_without_any_category_the_default_deadlines_apply(world: World) -> None:
+    # Given no categories at all
+    requester = world.person()
+
+    # When a request comes
+    request = world.do(service.submit, requester, "想咨询一下")
+
+    # Then it has no category, 8 working hours and 5 working days
+    assert request.category_id is None
+    assert request.response_due_at == local(2026, 3, 2, 18)
+    assert request.resolution_due_at == local(2026, 3, 9, 18)
+    assert world.queued[0][2]["category"] == "其他"
+
+
+def test_a_category_routed_to_a_department_is_forwarded_automatically(
+    cast: Cast, world: World,
+) -> None:
+    # Given a category routed to the market department
+    world.category("食品安全", ["过期"], department=cast.market)
+
+    # When a matching request comes
+    number = cast.submit("超市卖过期牛奶")
+
+    # Then it is forwarded there straight away, by nobody
+    request = world.request(number)
+    assert (request.state, request.department_id, request.handler_id) == (
+        "forwarded", cast.market.id, None)
+    assert request.first_action_at is None  # the system's move is not a first response
+    submit, forward = world.events(number)
+    assert (submit.action, submit.to_state) == ("submit", "new")
+    assert (forward.actor_id, forward.action, forward.from_state, forward.to_state,
+            forward.note) == (None, "forward", "new", "forwarded", "按类别自动转单")
+    # And the requester, the department's staff and the workers hear of it
+    assert world.keys_for(cast.requester) == ["requester.receipt", "requester.forwarded"]
+    assert world.keys_for(cast.market_staff) == ["card.forwarded"]
+    assert world.keys_for(cast.worker) == ["card.auto_forwarded"]
+    assert world.keys_for(cast.staff) == []
+
+
+def test_a_route_to_an_inactive_department_leaves_the_request_with_the_committee(
+    cast: Cast, world: World,
+) -> None:
+    closed = world.department("已撤并部门", active=False)
+    world.category("旧类别", ["旧事"], department=closed)
+
+    number = cast.submit("一件旧事")
+
+    assert world.request(number).state == "new"
+    assert world.keys_for(cast.worker) == ["card.new"]
+
+
+def test_a_departments_resolution_days_override_the_categorys(world: World) -> None:
+    # Given a department that promises 2 working days, one that does not, and a 5-day category
+    fast = world.department("快速处置", resolution_days=2)
+    slow = world.department("普通处置")
+    world.category("市政设施", ["路灯"], resolution_days=5)
+    requester, worker = world.person(), world.person("worker")
+    first = world.do(service.submit, requester, "路灯坏了").number
+    second = world.do(service.submit, requester, "路灯又坏了").number
+    assert world.request(first).resolution_due_at == local(2026, 3, 9, 18)
+
+    # When one is forwarded to each, on Tuesday at 11:00
+    tuesday = local(2026, 3, 3, 11)
+    world.do(service.forward, worker, first, fast.name, now=tuesday)
+    world.do(service.forward, worker, second, slow.name, now=tuesday)
+
+    # Then the first is due in 2 working days from then, the second keeps its category's date
+    assert world.request(first).resolution_due_at == local(2026, 3, 5, 18)
+    assert world.request(second).resolution_due_at == local(2026, 3, 9, 18)
+
+
+def test_an_automatic_forward_also_takes_the_departments_resolution_days(world: World) -> None:
+    fast = world.department("快速处置", resolution_days=1)
+    world.category("市政设施", ["路灯"], department=fast, resolution_days=5)
+    request = world.do(service.submit, world.person(), "路灯坏了")
+    assert request.resolution_due_at == local(2026, 3, 3, 18)
+
+
+# --- every command's event ---------------------------------------------------------------
+
+
+def test_every_step_of_a_department_story_is_an_event_row(cast: Cast, world: World) -> None:
+    # Given moments one minute apart
+    at = [NOW + timedelta(minutes=i) for i in range(9)]
+    w, c = world, cast
+
+    # When the request goes the whole way through a department, with one rework
+    number = c.submit(now=at[0])
+    w.do(service.accept, c.worker, number, now=at[1])
+    w.do(service.forward, c.worker, number, "城管执法", now=at[2])
+    w.do(service.take, c.staff, number, now=at[3])
+    w.do(service.complete, c.staff, number, "已更换灯泡", now=at[4])
+    w.do(service.send_back, c.worker, number, "请附照片", now=at[5])
+    w.do(service.complete, c.staff, number, "已更换灯泡，附照片", now=at[6])
+    w.do(service.approve, c.worker, number, now=at[7])
+    w.do(service.rate, c.requester, number, True, "基本满意", now=at[8])
+
+    # Then each step is one event: who, what, from, to, note, when
+    assert [(e.actor_id, e.action, e.from_state, e.to_state, e.note, e.outcome, e.created_at)
+            for e in w.events(number)] == [
+        (c.requester.id, "submit", None, "new", None, "ok", at[0]),
+        (c.worker.id, "accept", "new", "handling", None, "ok", at[1]),
+        (c.worker.id, "forward", "handling", "forwarded", "城管执法", "ok", at[2]),
+        (c.staff.id, "take", "forwarded", "dept_handling", None, "ok", at[3]),
+        (c.staff.id, "complete", "dept_handling", "review", "已更换灯泡", "ok", at[4]),
+        (c.worker.id, "send_back", "review", "dept_handling", "请附照片", "ok", at[5]),
+        (c.staff.id, "complete", "dept_handling", "review", "已更换灯泡，附照片", "ok", at[6]),
+        (c.worker.id, "approve", "review", "replied", None, "ok", at[7]),
+        (c.requester.id, "rate", "replied", "closed", "已解决 基本满意", "ok", at[8]),
+    ]
+    # And the request carries the outcome
+    request = w.request(number)
+    assert request.state == "closed"
+    assert request.department_id == c.lamps.id
+    assert request.result == "已更换灯泡，附照片"
+    assert (request.solved, request.satisfaction) == (True, "基本满意")
+    assert (request.first_action_at, request.replied_at, request.closed_at) == (at[1], at[7], at[8])
+    assert request.updated_at == at[8]
+
+
+def test_every_step_of_a_committee_story_is_an_event_row(cast: Cast, world: World) -> None:
+    w, c = world, cast
+    number = c.submit()
+    w.do(service.accept, c.worker, number)
+    w.do(service.supplement, c.requester, number, "灯杆编号 A-17")
+    w.do(service.complete, c.worker, number, "已报修")
+    w.do(service.send_back, c.leader, number, "需确认修好")
+
+    # A committee-handled request goes back to HANDLING, still with its handler
+    request = w.request(number)
+    assert (request.state, request.handler_id, request.department_id) == (
+        "handling", c.worker.id, None)
+    assert w.keys_for(c.worker) == ["card.sent_back", "worker.acted"]
+
+    w.do(service.complete, c.worker, number, "已修好")
+    w.do(service.approve, c.worker2, number)
+    assert [(e.actor_id, e.action, e.from_state, e.to_state, e.note)
+            for e in w.events(number)] == [
+        (c.requester.id, "submit", None, "new", None),
+        (c.worker.id, "accept", "new", "handling", None),
+        (c.requester.id, "supplement", "handling", "handling", "灯杆编号 A-17"),
+        (c.worker.id, "complete", "handling", "review", "已报修"),
+        (c.leader.id, "send_back", "review", "handling", "需确认修好"),
+        (c.worker.id, "complete", "handling", "review", "已修好"),
+        (c.worker2.id, "approve", "review", "replied", None),
+    ]
+
+
+def test_accept_makes_the_worker_the_handler_and_tells_the_others(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.submit()
+
+    request = world.do(service.accept, cast.worker, number)
+
+    assert (request.state, request.handler_id, request.first_action_at) == (
+        "handling", cast.worker.id, NOW)
+    assert world.keys_for(cast.requester) == ["requester.accepted"]
+    assert world.keys_for(cast.worker) == []
+    assert world.keys_for(cast.worker2) == ["worker.acted"]
+
+
+def test_a_leader_can_do_what_a_worker_does(cast: Cast, world: World) -> None:
+    number = cast.submit()
+    world.do(service.accept, cast.leader, number)
+    world.do(service.complete, cast.leader, number, "已处理")
+    world.do(service.approve, cast.leader, number)
+    assert world.request(number).state == "replied"
+    assert world.request(number).handler_id == cast.leader.id
+
+
+def test_reject_closes_the_request_with_the_reason(cast: Cast, world: World) -> None:
+    number = cast.submit()
+
+    world.do(service.reject, cast.worker, number, "  不属于受理范围  ")
+
+    request = world.request(number)
+    assert (request.state, request.closed_at, request.first_action_at) == ("rejected", NOW, NOW)
+    event = world.events(number)[-1]
+    assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
+        cast.worker.id, "reject", "new", "rejected", "不属于受理范围")
+    assert world.keys_for(cast.requester) == ["requester.rejected"]
+    assert world.queued[0][2]["reason"] == "不属于受理范围"
+
+
+def test_a_department_returns_a_request_to_the_committee_before_or_after_taking_it(
+    cast: Cast, world: World,
+) -> None:
+    for state in (State.FORWARDED, State.DEPT_HANDLING):
+        # Given a request forwarded to (or taken by) the lamp department
+        number = cast.bring(state)
+
+        # When its staff hand it back
+        world.do(service.return_, cast.staff, number, "不属于本部门")
+
+        # Then it is NEW again, with no department, and every worker gets it back
+        request = world.request(number)
+        assert (request.state, request.department_id) == ("new", None), state
+        event = world.events(number)[-1]
+        assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
+            cast.staff.id, "return", state.value, "new", "不属于本部门")
+        assert world.keys_for(cast.worker) == ["card.returned"]
+        assert world.keys_for(cast.worker2) == ["card.returned"]
+        assert world.queued[0][2]["department"] == "城管执法"
+
+
+def test_forward_to_an_unknown_or_inactive_department_changes_nothing(
+    cast: Cast, world: World,
+) -> None:
+    world.department("已撤并部门", active=False)
+    number = cast.submit()
+    before = world.snapshot()
+
+    for name in ("不存在的部门", "已撤并部门"):
+        error = world.refused(service.forward, cast.worker, number, name)
+        assert isinstance(error, UnknownDepartment) and error.name == name
+
+    assert world.request(number).state == "new"
+    assert world.snapshot() == before
+
+
+def test_supplement_reaches_whoever_holds_the_request(cast: Cast, world: World) -> None:
+    number = cast.bring(State.DEPT_HANDLING)
+
+    world.do(service.supplement, cast.requester, number, "晚上八点后才不亮")
+
+    assert world.request(number).state == "dept_handling"
+    event = world.events(number)[-1]
+    assert (event.action, event.from_state, event.to_state, event.note) == (
+        "supplement", "dept_handling", "dept_handling", "晚上八点后才不亮")
+    assert world.keys_for(cast.staff) == ["card.supplemented"]
+    assert world.keys_for(cast.worker) == []
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+
+def assert_refusal_recorded(world: World, number: str, actor: Person, action: str,
+                            state: str) -> None:
+    event = world.events(number)[-1]
+    assert (event.actor_id, event.action, event.from_state, event.to_state, event.outcome) == (
+        actor.id, action, state, state, "refused")
+
+
+def test_a_requester_cannot_accept_and_the_attempt_is_recorded(cast: Cast, world: World) -> None:
+    # Given a new request
+    number = cast.submit()
+    before = world.request(number)
+    requests, events, outbox, counters = world.snapshot()
+
+    # When its own requester tries to accept it
+    error = world.refused(service.accept, cast.requester, number)
+
+    # Then it is refused for their role, one refused event is written, nothing else changes
+    assert isinstance(error, NotPermitted) and error.reason == "role"
+    assert_refusal_recorded(world, number, cast.requester, "accept", "new")
+    assert world.snapshot() == (requests, events + 1, outbox, counters)
+    after = world.request(number)
+    assert (after.state, after.handler_id, after.updated_at, after.first_action_at) == (
+        before.state, before.handler_id, before.updated_at, before.first_action_at)
+
+
+def test_a_worker_cannot_take_a_forwarded_request(cast: Cast, world: World) -> None:
+    number = cast.bring(State.FORWARDED)
+    before = world.snapshot()
+
+    error = world.refused(service.take, cast.worker, number)
+
+    assert isinstance(error, NotPermitted)
+    assert_refusal_recorded(world, number, cast.worker, "take", "forwarded")
+    assert world.request(number).state == "forwarded"
+    assert world.snapshot()[1:] == (before[1] + 1, before[2], before[3])
+
+
+def test_staff_of_another_department_cannot_take_or_complete_it(
+    cast: Cast, world: World,
+) -> None:
+    # Given a request forwarded to the lamp department
+    number = cast.bring(State.FORWARDED)
+
+    # When the market department's staff try to take it
+    error = world.refused(service.take, cast.market_staff, number)
+
+    # Then it is not theirs
+    assert isinstance(error, NotPermitted) and error.reason == "not_yours"
+    assert_refusal_recorded(world, number, cast.market_staff, "take", "forwarded")
+
+    # And once the right department took it, the other cannot complete it either
+    world.do(service.take, cast.staff, number)
+    error = world.refused(service.complete, cast.market_staff, number, "办完了")
+    assert isinstance(error, NotPermitted) and error.reason == "not_yours"
+    assert_refusal_recorded(world, number, cast.market_staff, "complete", "dept_handling")
+    assert world.request(number).result is None
+
+
+def test_a_worker_cannot_complete_what_a_department_handles(cast: Cast, world: World) -> None:
+    number = cast.bring(State.DEPT_HANDLING)
+    error = world.refused(service.complete, cast.worker, number, "党委代办结")
+    assert isinstance(error, NotPermitted)
+    assert_refusal_recorded(world, number, cast.worker, "complete", "dept_handling")
+    assert world.request(number).state == "dept_handling"
+
+
+def test_department_staff_cannot_approve(cast: Cast, world: World) -> None:
+    number = cast.bring(State.DEPT_HANDLING)
+    world.do(service.complete, cast.staff, number, "已修好")
+
+    error = world.refused(service.approve, cast.staff, number)
+
+    assert isinstance(error, NotPermitted) and error.reason == "role"
+    assert_refusal_recorded(world, number, cast.staff, "approve", "review")
+    assert world.request(number).state == "review"
+
+
+def test_another_resident_cannot_cancel_or_rate_someone_elses_request(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.bring(State.REPLIED)
+
+    for command, args, action in ((service.cancel, (), "cancel"),
+                                  (service.rate, (True, "满意"), "rate")):
+        error = world.refused(command, cast.neighbour, number, *args)
+        assert isinstance(error, NotPermitted) and error.reason == "not_yours"
+        assert_refusal_recorded(world, number, cast.neighbour, action, "replied")
+    assert world.request(number).state == "replied"
+
+
+def test_a_requester_acting_on_an_unknown_number_is_refused_and_recorded(
+    cast: Cast, world: World,
+) -> None:
+    error = world.refused(service.accept, cast.requester, "SQ-20260302-0042")
+
+    assert isinstance(error, NotPermitted)
+    [event] = world.events()
+    assert (event.request_id, event.actor_id, event.action, event.outcome, event.note) == (
+        None, cast.requester.id, "accept", "refused", "SQ-20260302-0042")
+
+
+def test_a_worker_acting_on_an_unknown_or_malformed_number_gets_unknown_request(
+    cast: Cast, world: World,
+) -> None:
+    for number in ("SQ-20260302-0042", "SQ-1", "随便写的", " "):
+        error = world.refused(service.accept, cast.worker, number)
+        assert isinstance(error, UnknownRequest) and error.number == number.strip()
+    assert world.snapshot() == (0, 0, 0, 0)
+
+
+def test_an_impossible_step_is_refused_by_the_machine_and_changes_nothing(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.bring(State.HANDLING)
+    before = world.snapshot()
+
+    error = world.refused(service.approve, cast.worker, number)
+
+    assert isinstance(error, TransitionNotAllowed)
+    assert str(error) == "Can't approve when in handling."
+    assert world.request(number).state == "handling"
+    assert world.snapshot()[2:] == before[2:]
+    assert [e.outcome for e in world.events(number)] == ["ok", "ok"]
+
+
+# --- required and too-long text ----------------------------------------------------------
+
+
+#: Commands whose last argument is required text: (state, command, actor, what is missing).
+TEXT_COMMANDS: list[tuple[State, Callable[..., Any], str, str]] = [
+    (State.NEW, service.reject, "worker", "reason_required"),
+    (State.FORWARDED, service.return_, "staff", "reason_required"),
+    (State.DEPT_HANDLING, service.return_, "staff", "reason_required"),
+    (State.REVIEW, service.send_back, "worker", "reason_required"),
+    (State.HANDLING, service.complete, "worker", "result_required"),
+    (State.DEPT_HANDLING, service.complete, "staff", "result_required"),
+    (State.NEW, service.supplement, "requester", "content_required"),
+]
+
+
+def test_commands_that_need_a_reason_or_result_refuse_blank_or_too_long_text(
+    cast: Cast, world: World,
+) -> None:
+    limit = world.runtime.settings.max_text_length
+    for state, command, actor, what in TEXT_COMMANDS:
+        # Given a request where the command could happen
+        number = cast.bring(state)
+        before = world.snapshot()
+        case = f"{command.__name__} in {state}"
+
+        # When it is given no text, Then it says what is missing
+        for blank in ("", "  \n\t "):
+            error = world.refused(command, getattr(cast, actor), number, blank)
+            assert isinstance(error, InvalidInput) and error.what == what, case
+
+        # When it is given too much, Then it says so with the limit
+        error = world.refused(command, getattr(cast, actor), number, "长" * (limit + 1))
+        assert isinstance(error, InvalidInput) and error.what == "too_long", case
+        assert error.params == {"limit": limit, "length": limit + 1}
+
+        # And nothing is stored
+        assert world.request(number).state == state, case
+        assert world.snapshot() == before, case
+
+
+def test_a_request_text_over_the_limit_is_refused_and_nothing_is_stored(
+    cast: Cast, world: World,
+) -> None:
+    limit = world.runtime.settings.max_text_length
+    error = world.refused(service.submit, cast.requester, "路" * (limit + 1))
+
+    assert isinstance(error, InvalidInput) and error.what == "too_long"
+    assert error.params == {"limit": limit, "length": limit + 1}
+    assert world.snapshot() == (0, 0, 0, 0)
+
+
+def test_a_request_text_of_exactly_the_limit_is_accepted(cast: Cast, world: World) -> None:
+    limit = world.runtime.settings.max_text_length
+    number = cast.submit("  " + "路" * limit + "  ")
+    assert world.request(number).text == "路" * limit
+
+
+def test_an_empty_request_is_refused(cast: Cast, world: World) -> None:
+    error = world.refused(service.submit, cast.requester, " \n ")
+    assert isinstance(error, InvalidInput) and error.what == "empty"
+    assert world.snapshot() == (0, 0, 0, 0)
+
+
+# --- rating and reopening ----------------------------------------------------------------
+
+
+def test_a_solved_and_satisfied_rating_closes_the_request(cast: Cast, world: World) -> None:
+    for satisfaction in ("满意", "基本满意"):
+        number = cast.bring(State.REPLIED)
+
+        world.do(service.rate, cast.requester, number, True, satisfaction)
+
+        request = world.request(number)
+        assert (request.state, request.solved, request.satisfaction, request.closed_at,
+                request.reopen_count) == ("closed", True, satisfaction, NOW, 0)
+        event = world.events(number)[-1]
+        assert (event.action, event.from_state, event.to_state, event.note) == (
+            "rate", "replied", "closed", f"已解决 {satisfaction}")
+        assert world.keys_for(cast.requester) == ["requester.closed"]
+        assert world.keys_for(cast.worker) == ["worker.rated"]
+
+
+def test_unsolved_or_unsatisfied_reopens_the_request(cast: Cast, world: World) -> None:
+    for solved, satisfaction in ((False, "满意"), (False, "基本满意"), (False, "不满意"),
+                                 (True, "不满意")):
+        # Given a department-handled request that was answered
+        number = cast.submit()
+        world.do(service.forward, cast.worker, number, "城管执法")
+        world.do(service.take, cast.staff, number)
+        world.do(service.complete, cast.staff, number, "已处理")
+        world.do(service.approve, cast.worker, number)
+
+        # When the requester says it is not solved or they are not satisfied
+        world.do(service.rate, cast.requester, number, solved, satisfaction)
+
+        # Then it is NEW again, back with the committee, its old answer cleared
+        request = world.request(number)
+        assert (request.state, request.reopen_count, request.department_id,
+                request.handler_id, request.result, request.replied_at, request.closed_at) == (
+            "new", 1, None, None, None, None, None)
+        assert (request.solved, request.satisfaction) == (solved, satisfaction)
+        event = world.events(number)[-1]
+        assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
+            cast.requester.id, "reopen", "replied", "new",
+            f"{'已解决' if solved else '未解决'} {satisfaction}")
+        assert world.keys_for(cast.requester) == ["requester.reopened"]
+        assert world.keys_for(cast.worker) == ["card.reopened"]
+
+
+def test_a_request_can_be_reopened_twice_and_then_closed(cast: Cast, world: World) -> None:
+    w, c = world, cast
+    number = c.bring(State.REPLIED)
+
+    # First 重办: not solved
+    w.do(service.rate, c.requester, number, False, "不满意")
+    # Second round through a department, then not satisfied
+    w.do(service.forward, c.worker, number, "城管执法")
+    w.do(service.take, c.staff, number)
+    w.do(service.complete, c.staff, number, "再次处理")
+    w.do(service.approve, c.worker, number)
+    w.do(service.rate, c.requester, number, True, "不满意")
+    assert (w.request(number).state, w.request(number).reopen_count) == ("new", 2)
+    assert w.request(number).department_id is None
+
+    # Third round by the committee, finally satisfied
+    w.do(service.accept, c.worker2, number)
+    w.do(service.complete, c.worker2, number, "彻底修好")
+    w.do(service.approve, c.worker, number)
+    w.do(service.rate, c.requester, number, True, "满意")
+
+    request = w.request(number)
+    assert (request.state, request.reopen_count, request.result) == ("closed", 2, "彻底修好")
+    assert [e.action for e in w.events(number)].count("reopen") == 2
+
+
+def test_an_unknown_satisfaction_is_invalid_and_changes_nothing(cast: Cast, world: World) -> None:
+    number = cast.bring(State.REPLIED)
+    before = world.snapshot()
+
+    error = world.refused(service.rate, cast.requester, number, True, "非常满意")
+
+    assert isinstance(error, InvalidInput) and error.what == "satisfaction"
+    assert world.request(number).state == "replied"
+    assert world.snapshot() == before
+
+
+def test_a_request_cannot_be_rated_before_it_is_answered(cast: Cast, world: World) -> None:
+    number = cast.bring(State.REVIEW)
+    error = world.refused(service.rate, cast.requester, number, True, "满意")
+    assert isinstance(error, TransitionNotAllowed)
+    assert world.request(number).state == "review"
+
+
+# --- cancelling --------------------------------------------------------------------------
+
+
+def test_the_requester_can_cancel_an_open_request_and_its_holders_are_told(
+    cast: Cast, world: World,
+) -> None:
+    holders = {
+        State.NEW: {cast.worker.id, cast.worker2.id},
+        State.HANDLING: {cast.worker.id},
+        State.FORWARDED: {cast.staff.id},
+        State.DEPT_HANDLING: {cast.staff.id},
+        State.REVIEW: {cast.worker.id},
+    }
+    for state, told in holders.items():
+        # Given a request in a cancellable state
+        number = cast.bring(state)
+
+        # When the requester cancels it
+        world.do(service.cancel, cast.requester, number)
+
+        # Then it is cancelled, and whoever held it is told
+        request = world.request(number)
+        assert (request.state, request.closed_at) == ("cancelled", NOW), state
+        event = world.events(number)[-1]
+        assert (event.actor_id, event.action, event.from_state, event.to_state) == (
+            cast.requester.id, "cancel", state.value, "cancelled")
+        assert world.keys_for(cast.requester) == ["requester.cancelled"]
+        assert {pid for pid, key, _ in world.queued if key == "card.cancelled"} == told, state
+
+
+def test_an_answered_or_finished_request_cannot_be_cancelled(cast: Cast, world: World) -> None:
+    for state in (State.REPLIED, State.CLOSED, State.REJECTED, State.CANCELLED):
+        number = cast.bring(state)
+        before = world.snapshot()
+
+        error = world.refused(service.cancel, cast.requester, number)
+
+        assert isinstance(error, TransitionNotAllowed), state
+        assert str(error) == f"Can't cancel when in {state.value}."
+        assert world.request(number).state == state
+        assert world.snapshot()[2:] == before[2:]
+
+
+def test_only_the_requester_can_cancel(cast: Cast, world: World) -> None:
+    number = cast.submit()
+    for actor in (cast.worker, cast.staff):
+        assert isinstance(world.refused(service.cancel, actor, number), NotPermitted)
+    assert world.request(number).state == "new"
+
+
+# --- walk-ins at the reception desk -------------------------------------------------------
+
+
+def test_a_walk_ins_notices_go_to_the_registering_worker_who_may_rate(
+    cast: Cast, world: World,
+) -> None:
+    # Given a walk-in registered at the desk by a worker
+    walk_in = world.person(name="李大爷", channel=service.DESK_CHANNEL)
+    request = world.do(service.submit, walk_in, "楼道路灯坏了", contact_name="李大爷",
+                       contact_phone="13800000000", registered_by=cast.worker)
+    number = request.number
+
+    # Then the submit is the registrar's, and the receipt is relayed to them
+    [event] = world.events(number)
+    assert (event.actor_id, event.note) == (cast.worker.id, "接待台代登记：李大爷 13800000000")
+    assert (request.channel, request.registered_by_id) == ("desk", cast.worker.id)
+    assert world.keys_for(walk_in) == []
+    relays = [params for pid, key, params in world.queued
+              if pid == cast.worker.id and key == "desk.relay"]
+    assert [r["inner"] for r in relays] == ["requester.receipt"]
+    assert relays[0]["contact_name"] == "李大爷" and relays[0]["contact_phone"] == "13800000000"
+
+    # When another worker handles it to the end
+    world.do(service.accept, cast.worker2, number)
+    assert [(key, params.get("inner")) for pid, key, params in world.queued
+            if pid == cast.worker.id] == [("desk.relay", "requester.accepted"),
+                                          ("worker.acted", None)]
+    world.do(service.complete, cast.worker2, number, "已修好")
+    world.do(service.approve, cast.worker2, number)
+
+    # Then only the registering worker may rate for the walk-in
+    error = world.refused(service.rate, cast.worker2, number, True, "满意")
+    assert isinstance(error, NotPermitted)
+    world.do(service.rate, cast.worker, number, True, "满意")
+    assert world.request(number).state == "closed"
+    assert [params["inner"] for pid, key, params in world.queued if key == "desk.relay"] == [
+        "requester.closed"]
+    assert not any(row.person_id == walk_in.id for row in world.outbox())
+
+
+def test_a_walk_in_registered_and_rated_through_the_desk_chat(desk: Desk) -> None:
+    # Given a worker at the reception desk
+    worker = desk.worker("王书记")
+
+    # When they register a walk-in
+    worker.intake("李大爷", "13800000000", "楼道路灯坏了")
+
+    # Then they are told, for the walk-in, the number to pass on
+    number = desk.requests()[0].number
+    relay = [m for m in worker.received if "接待台登记的群众 李大爷" in m.text]
+    assert relay and number in relay[0].text
+
+    # And after handling it themselves, they rate it for the walk-in
+    worker.send(f"受理 {number}")
+    worker.send(f"办结 {number} 已更换灯泡")
+    replied = worker.send(f"回单 {number}")
+    assert any(f"评价 {number} 已解决 满意" in m.actions for m in replied)
+    worker.press(f"评价 {number} 已解决 满意")
+    assert desk.request(number).state == "closed"
+    assert desk.events(number)[-1].actor_id == worker.person_id
+
+
+def test_a_refusal_in_chat_is_answered_and_stays_recorded(desk: Desk) -> None:
+    # Given a resident's new request
+    resident = desk.identity("张三")
+    resident.send("路灯坏了")
+    number = desk.requests()[0].number
+
+    # When the resident tries to accept it themselves
+    answer = resident.send(f"受理 {number}")
+
+    # Then they are told they may not, and the refusal is in the history
+    assert len(answer) == 1 and "没有权限" in answer[0].text
+    assert desk.request(number).state == "new"
+    assert [(e.action, e.outcome) for e in desk.events(number)] == [
+        ("submit", "ok"), ("accept", "refused")]
+
+
+# --- invitations -------------------------------------------------------------------------
+
+
+def invite(world: World, role: str, department: str | None = None) -> str:
+    with session_scope(world.engine) as session:
+        return service.create_invitation(session=session, role=role, department_name=department,
+                                         now=NOW)
+
+
+def test_binding_a_department_invitation_gives_the_role_and_department(
+    cast: Cast, world: World,
+) -> None:
+    # Given an invitation for the lamp department and a new chat identity
+    code = invite(world, "department", "城管执法")
+    person = world.person(name="新同事")
+
+    # When they bind it (in any letter case)
+    role, department = world.do(service.bind, person, f"  {code.lower()} ")
+
+    # Then they are that department's staff, and the code is spent
+    assert (role, department) == ("department", "城管执法")
+    with Session(world.engine) as session:
+        bound = session.get(Person, person.id)
+        assert bound is not None
+        assert (bound.role, bound.department_id) == ("department", cast.lamps.id)
+        [invitation] = session.exec(select(Invitation)).all()
+        assert (invitation.used_at, invitation.used_by_id) == (NOW, person.id)
+    event = world.events()[-1]
+    assert (event.request_id, event.actor_id, event.action, event.note) == (
+        None, person.id, "bind", "department")
+
+
+def test_binding_a_committee_invitation_gives_the_role(world: World) -> None:
+    for role in ("worker", "leader"):
+        person = world.person()
+        assert world.do(service.bind, person, invite(world, role)) == (role, None)
+        with Session(world.engine) as session:
+            bound = session.get(Person, person.id)
+            assert bound is not None and (bound.role, bound.department_id) == (role, None)
+
+
+def test_a_used_invitation_is_refused(world: World) -> None:
+    code = invite(world, "worker")
+    world.do(service.bind, world.person(), code)
+    latecomer = world.person()
+
+    error = world.refused(service.bind, latecomer, code)
+
+    assert isinstance(error, InvitationInvalid) and error.reason == "used"
+    with Session(world.engine) as session:
+        person = session.get(Person, latecomer.id)
+        assert person is not None and person.role == "requester"
+
+
+def test_an_expired_invitation_is_refused(world: World) -> None:
+    # Given an invitation whose expiry has been moved to the past
+    code = invite(world, "worker")
+    expired_at = NOW - timedelta(seconds=1)
+    with session_scope(world.engine) as session:
+        invitation = session.exec(select(Invitation)).one()
+        invitation.expires_at = expired_at
+        session.add(invitation)
+    person = world.person()
+
+    # When it is bound now, or at the very moment it expired
+    for now in (NOW, expired_at):
+        error = world.refused(service.bind, person, code, now=now)
+
+        # Then it is expired
+        assert isinstance(error, InvitationInvalid) and error.reason == "expired"
+
+    # And it stays unused, and the person keeps their role
+    with Session(world.engine) as session:
+        assert session.exec(select(Invitation)).one().used_at is None
+        refreshed = session.get(Person, person.id)
+        assert refreshed is not None and refreshed.role == "requester"
+
+
+def test_an_invitation_is_valid_until_it_expires(world: World) -> None:
+    code = invite(world, "worker")  # 7 days from NOW
+    person = world.person()
+    role, _ = world.do(service.bind, person, code, now=NOW + timedelta(days=7, seconds=-1))
+    assert role == "worker"
+
+
+def test_an_unknown_invitation_is_refused(world: World) -> None:
+    person = world.person()
+    error = world.refused(service.bind, person, "DEADBEEF")
+    assert isinstance(error, InvitationInvalid) and error.reason == "unknown"
+    assert world.count(Event) == 0
+
+
+def test_invitations_are_only_for_staff_roles_and_active_departments(world: World) -> None:
+    world.department("已撤并部门", active=False)
+    with session_scope(world.engine) as session:
+        with pytest.raises(InvalidInput):
+            service.create_invitation(session=session, role="requester", department_name=None,
+                                      now=NOW)
+        for name in ("不存在的部门", "已撤并部门", None):
+            with pytest.raises(UnknownDepartment):
+                service.create_invitation(session=session, role="department",
+                                          department_name=name, now=NOW)
+    assert world.count(Invitation) == 0
+
+
+# --- viewing -----------------------------------------------------------------------------
+
+
+def view(world: World, actor: Person, number: str) -> tuple[Request, list[Event]]:
+    with session_scope(world.engine) as session:
+        me = session.get(Person, actor.id)
+        assert me is not None
+        request, events = service.view(world.tx(session), me, number)
+        return request, list(events)
+
+
+def test_a_requester_sees_their_own_request_and_its_history(cast: Cast, world: World) -> None:
+    number = cast.bring(State.HANDLING)
+    request, events = view(world, cast.requester, number.lower())
+    assert request.number == number
+    assert [e.action for e in events] == ["submit", "accept"]
+
+
+def test_another_requesters_request_looks_unknown(cast: Cast, world: World) -> None:
+    number = cast.submit()
+    with session_scope(world.engine) as session:
+        me = session.get(Person, cast.neighbour.id)
+        assert me is not None
+        with pytest.raises(UnknownRequest) as caught:
+            service.view(world.tx(session), me, number)
+    assert caught.value.number == number
+
+
+def test_the_committee_and_the_holding_department_see_a_request_others_do_not(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.bring(State.FORWARDED)
+    for actor in (cast.worker, cast.leader, cast.staff):
+        assert view(world, actor, number)[0].number == number
+    with pytest.raises(UnknownRequest):
+        view(world, cast.market_staff, number)
+
+
+def test_a_department_no_longer_sees_a_request_it_returned(cast: Cast, world: World) -> None:
+    number = cast.bring(State.FORWARDED)
+    world.do(service.return_, cast.staff, number, "不属于本部门")
+    with pytest.raises(UnknownRequest):
+        view(world, cast.staff, number)
+
+
+# --- to-do lists -------------------------------------------------------------------------
+
+
+def test_todo_lists_what_waits_for_the_committee_and_for_a_department(
+    cast: Cast, world: World,
+) -> None:
+    new = cast.submit()
+    handled_by_worker = cast.bring(State.HANDLING)
+    forwarded = cast.bring(State.FORWARDED)
+    in_review = cast.bring(State.REVIEW)
+    cast.bring(State.CLOSED)
+
+    with session_scope(world.engine) as session:
+        tx = world.tx(session)
+
+        def numbers(actor: Person) -> list[str]:
+            me = session.get(Person, actor.id)
+            assert me is not None
+            return [r.number for r in service.todo(tx, me)]
+
+        assert numbers(cast.worker) == [new, handled_by_worker, in_review]
+        assert numbers(cast.worker2) == [new, in_review]
+        assert numbers(cast.staff) == [forwarded]
+        assert numbers(cast.market_staff) == []
+        with pytest.raises(NotPermitted):
+            numbers(cast.requester)

@@ -1,0 +1,204 @@
+"""Settings: the documented defaults, REDESK_* variables, and readable refusals."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from storage.settings import Settings, SettingsError, get_settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No REDESK_* variable and no .env file leaks in from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_defaults_are_the_documented_embedded_ones() -> None:
+    # When nothing is configured
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then redesk is the embedded default of DESIGN §5
+    url = make_url(settings.database_url)
+    assert url.get_backend_name() == "sqlite"
+    assert url.database is not None and Path(url.database).parent == Path("data")
+    assert settings.is_sqlite
+    assert settings.redis_url is None
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.public_url is None
+    assert settings.telegram_token is None
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.wechat_api_url == "https://api.weixin.qq.com"
+    assert settings.wechat_aes_key is None
+    assert not settings.telegram_on
+    assert not settings.wechat_on
+
+
+def test_redesk_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given every documented variable set
+    values = {
+        "REDESK_DATABASE_URL": "postgresql+psycopg://redesk@db.example/redesk",
+        "REDESK_REDIS_URL": "redis://cache.example:6379/2",
+        "REDESK_HOST": "0.0.0.0",
+        "REDESK_PORT": "9090",
+        "REDESK_PUBLIC_URL": "https://desk.example.cn/",
+        "REDESK_TELEGRAM_TOKEN": "123:abc",
+        "REDESK_TELEGRAM_API_URL": "http://127.0.0.1:8081",
+        "REDESK_TELEGRAM_WEBHOOK_SECRET": "s3cret",
+        "REDESK_TELEGRAM_COMMITTEE_CHAT": "-100123",
+        "REDESK_WECHAT_APP_ID": "wx123",
+        "REDESK_WECHAT_APP_SECRET": "appsecret",
+        "REDESK_WECHAT_TOKEN": "wxtoken",
+        "REDESK_WECHAT_AES_KEY": "k" * 43,
+        "REDESK_WECHAT_API_URL": "http://127.0.0.1:8082",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+    # When the settings are read
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then each one is taken
+    assert settings.database_url == values["REDESK_DATABASE_URL"]
+    assert not settings.is_sqlite
+    assert settings.redis_url == values["REDESK_REDIS_URL"]
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 9090
+    assert settings.public_url == "https://desk.example.cn"
+    assert settings.telegram_token == "123:abc"
+    assert settings.telegram_api_url == "http://127.0.0.1:8081"
+    assert settings.telegram_webhook_secret == "s3cret"
+    assert settings.telegram_committee_chat == "-100123"
+    assert settings.wechat_app_id == "wx123"
+    assert settings.wechat_app_secret == "appsecret"
+    assert settings.wechat_token == "wxtoken"
+    assert settings.wechat_aes_key == "k" * 43
+    assert settings.wechat_api_url == "http://127.0.0.1:8082"
+    assert settings.telegram_on
+    assert settings.wechat_on
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
+    # Given a .env file (the fixture made tmp_path the working directory)
+    (tmp_path / ".env").write_text("REDESK_PORT=8123\nREDESK_HOST=192.168.1.5\n",
+                                   encoding="utf-8")
+
+    # When the settings are loaded
+    settings = load_settings()
+
+    # Then its values are taken
+    assert settings.port == 8123
+    assert settings.host == "192.168.1.5"
+
+
+def test_an_empty_redis_url_means_the_in_process_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_REDIS_URL", "")
+
+    assert Settings(_env_file=None).redis_url is None  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDESK_DATABASE_URL", "not a database url"),
+        ("REDESK_DATABASE_URL", "mysql://redesk@db.example/redesk"),
+        ("REDESK_REDIS_URL", "http://127.0.0.1:6379/0"),
+        ("REDESK_PUBLIC_URL", "http://desk.example.cn"),
+        ("REDESK_PORT", "eighty"),
+    ],
+    ids=["malformed-database", "unsupported-backend", "bad-redis", "plain-http-public",
+         "non-numeric-port"],
+)
+def test_a_bad_setting_is_refused_with_a_message_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # Given a malformed value
+    monkeypatch.setenv(name, value)
+
+    # When the settings are loaded
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    # Then the error names the setting, on one line, without pydantic's noise
+    message = str(raised.value)
+    assert name in message
+    assert "\n" not in message
+    assert "errors.pydantic.dev" not in message
+
+
+def test_an_unsupported_backend_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_DATABASE_URL", "mysql://redesk@db/redesk")
+
+    with pytest.raises(SettingsError, match="sqlite.*postgresql"):
+        load_settings()
+
+
+def test_get_settings_raises_the_same_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_REDIS_URL", "localhost:6379")
+
+    with pytest.raises(SettingsError, match="REDESK_REDIS_URL"):
+        get_settings()
+
+
+def test_a_public_url_with_a_telegram_token_needs_a_webhook_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a webhook setup without its secret
+    monkeypatch.setenv("REDESK_PUBLIC_URL", "https://desk.example.cn")
+    monkeypatch.setenv("REDESK_TELEGRAM_TOKEN", "123:abc")
+
+    # Then it is refused, naming the missing secret
+    with pytest.raises(SettingsError, match="REDESK_TELEGRAM_WEBHOOK_SECRET"):
+        load_settings()
+
+    # And with the secret it is accepted
+    monkeypatch.setenv("REDESK_TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    assert load_settings().telegram_webhook_secret == "s3cret"
+
+
+def test_a_public_url_without_telegram_needs_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_PUBLIC_URL", "https://desk.example.cn")
+
+    assert load_settings().public_url == "https://desk.example.cn"
+
+
+def test_telegram_is_on_exactly_when_its_token_is_set() -> None:
+    assert not Settings(_env_file=None).telegram_on  # type: ignore[call-arg]
+    assert Settings(telegram_token="123:abc", _env_file=None).telegram_on  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("app_id", "secret", "token", "on"),
+    [
+        ("wx123", "appsecret", "wxtoken", True),
+        ("wx123", "appsecret", None, False),
+        ("wx123", None, "wxtoken", False),
+        (None, "appsecret", "wxtoken", False),
+    ],
+)
+def test_wechat_is_on_only_with_app_id_secret_and_token(
+    app_id: str | None, secret: str | None, token: str | None, on: bool
+) -> None:
+    settings = Settings(wechat_app_id=app_id, wechat_app_secret=secret,  # type: ignore[call-arg]
+                        wechat_token=token, _env_file=None)
+
+    assert settings.wechat_on is on
+
+
+def test_working_hours_must_be_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_WORKDAY_START_HOUR", "18")
+    monkeypatch.setenv("REDESK_WORKDAY_END_HOUR", "9")
+
+    with pytest.raises(SettingsError, match="REDESK_WORKDAY_START_HOUR"):
+        load_settings()

@@ -1,0 +1,295 @@
+"""bot/texts: every catalogue sentence renders, shows the request's number, and its buttons
+send commands the chat understands."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from bot.handlers.commands import parse
+from bot.texts import (
+    ACTION_LABELS,
+    BODIES,
+    BUTTONS,
+    STATE_LABELS,
+    TEXTS,
+    Rendered,
+    render,
+    text,
+)
+from storage.models import OutboxMessage, Request
+from tests.utils.harness import Desk
+from workflow.machine import Action, State
+
+NUMBER = "SQ-20260101-0042"
+
+#: Parameters as the workflow and the handlers pass them.
+TYPICAL: dict[str, Any] = {
+    "number": NUMBER,
+    "category": "市政设施",
+    "response_due": "2026-01-02 18:00",
+    "resolution_due": "2026-01-08 18:00",
+    "department": "城管执法",
+    "departments": ["城管执法", "春熙路街道"],
+    "reason": "不属于本部门",
+    "result": "已更换灯泡",
+    "rating": "已解决 满意",
+    "text": "我家门口的路灯坏了",
+    "requester": "张三",
+    "phone": "13800000000",
+    "channel": "web",
+    "by": "王书记",
+    "supplement": "晚上七点以后最明显",
+    "action": "受理",
+    "contact_name": "李四",
+    "contact_phone": "13900000000",
+    "inner": "requester.accepted",
+    "role_label": "党务工作者",
+    "department_part": "",
+    "help": "帮助说明",
+    "length": 2001,
+    "limit": 2000,
+    "state_label": "待受理",
+    "action_label": "受理",
+    "example": f"办结 {NUMBER}",
+    "name": "不存在的部门",
+    "field": "text",
+    "staff_note": "",
+    "role": "worker",
+    "title": "您最近的诉求：",
+    "items": [[NUMBER, "new", "我家门口的路灯坏了"]],
+    "state": "new",
+    "created": "2026-01-01 10:00",
+    "history": [["2026-01-01 10:00", "submit", ""]],
+}
+
+#: Keys whose message is about one request.
+ABOUT_A_REQUEST = [
+    key for key in TEXTS
+    if key.split(".")[0] in ("requester", "card", "worker", "desk", "ask")
+    or (key.startswith("reply.") and key not in (
+        "reply.bound", "reply.desk_registered", "reply.dialogue_cancelled",
+        "reply.no_requests", "reply.empty_todo",
+    ))
+    or key in ("error.transition", "error.not_yours", "error.unknown_request")
+]
+
+#: Placeholders render() fills in itself, from other parameters.
+DERIVED = {"phone_part", "channel_label", "inner_text"}
+
+
+def placeholders(template: str) -> set[str]:
+    """The names a format string refers to."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+@pytest.mark.parametrize("key", sorted(TEXTS))
+def test_every_sentence_renders_with_typical_parameters(key: str) -> None:
+    # Given the parameters the code passes
+    missing = placeholders(TEXTS[key]) - set(TYPICAL) - DERIVED
+
+    # When it is rendered
+    rendered = render(key, TYPICAL)
+
+    # Then every placeholder was known and filled in
+    assert not missing, f"{key} refers to {missing}"
+    assert rendered.text.strip()
+    assert "{" not in rendered.text and "}" not in rendered.text
+
+
+@pytest.mark.parametrize("key", sorted(TEXTS))
+def test_every_sentence_renders_through_text_too(key: str) -> None:
+    assert "{" not in text(key, **TYPICAL)
+
+
+@pytest.mark.parametrize("key", sorted(BODIES))
+def test_every_assembled_body_renders(key: str) -> None:
+    rendered = render(key, TYPICAL)
+
+    assert rendered.text.strip()
+
+
+@pytest.mark.parametrize("key", ABOUT_A_REQUEST)
+def test_every_message_about_a_request_shows_its_number(key: str) -> None:
+    assert NUMBER in render(key, TYPICAL).text
+
+
+def test_the_status_message_shows_number_state_and_history() -> None:
+    rendered = render("reply.status", {**TYPICAL, "history": [
+        ["2026-01-01 10:00", "submit", ""], ["2026-01-01 11:00", "forward", "城管执法"],
+    ]})
+
+    assert NUMBER in rendered.text
+    assert "待受理" in rendered.text
+    assert "· 2026-01-01 11:00 转单：城管执法" in rendered.text
+
+
+def test_a_listing_shows_each_number() -> None:
+    rendered = render("reply.listing", {"title": "t", "items": [
+        ["SQ-20260101-0001", "new", "a"], ["SQ-20260101-0002", "closed", "b"],
+    ]})
+
+    assert "SQ-20260101-0001" in rendered.text and "SQ-20260101-0002" in rendered.text
+    assert "已办结" in rendered.text
+
+
+def test_help_differs_by_role() -> None:
+    requester = render("help", {"role": "requester"}).text
+    worker = render("help", {"role": "worker"}).text
+    leader = render("help", {"role": "leader"}).text
+    staff = render("help", {"role": "department", "department": "城管执法"}).text
+
+    assert len({requester, worker, staff}) == 3
+    assert "党委负责人" in leader
+    assert "城管执法" in staff and "接收" in staff
+    assert "受理" in worker and "转单" in worker
+    assert "评价" in requester
+
+
+def test_a_desk_relay_wraps_the_inner_message_and_keeps_its_buttons() -> None:
+    rendered = render("desk.relay", {**TYPICAL, "inner": "requester.replied"})
+
+    assert "李四" in rendered.text and "13900000000" in rendered.text
+    assert "已更换灯泡" in rendered.text
+    assert f"评价 {NUMBER} 已解决 满意" in [b.action for b in rendered.buttons]
+
+
+def test_every_state_and_action_has_a_label() -> None:
+    assert set(STATE_LABELS) == {state.value for state in State}
+    assert {action.value for action in Action} <= set(ACTION_LABELS)
+
+
+#: The commands each message's buttons send.
+EXPECTED_BUTTONS: dict[str, set[str]] = {
+    "card.new": {"accept", "forward", "reject"},
+    "card.returned": {"accept", "forward", "reject"},
+    "card.reopened": {"accept", "forward", "reject"},
+    "card.forwarded": {"take", "return"},
+    "card.review": {"approve", "send_back"},
+    "card.sent_back": {"complete"},
+    "reply.accepted": {"complete", "forward"},
+    "reply.taken": {"complete", "return"},
+    "requester.replied": {"rate"},
+    "ask.rate": {"rate"},
+    "ask.forward": {"forward"},
+    "requester.receipt": {"status"},
+}
+
+
+def test_every_message_with_buttons_is_listed_here() -> None:
+    assert set(BUTTONS) == set(EXPECTED_BUTTONS)
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_BUTTONS))
+def test_button_actions_parse_back_to_their_commands(key: str) -> None:
+    # When the buttons are rendered and their actions parsed as chat text
+    rendered: Rendered = render(key, TYPICAL)
+    commands = [parse(button.action) for button in rendered.buttons]
+
+    # Then each is a known command on the message's request
+    assert rendered.buttons
+    assert all(command is not None for command in commands)
+    assert {command.name for command in commands if command} == EXPECTED_BUTTONS[key]
+    assert all(command.first == NUMBER for command in commands if command)
+
+
+def test_forward_buttons_name_each_department() -> None:
+    rendered = render("ask.forward", TYPICAL)
+
+    parsed = [parse(button.action) for button in rendered.buttons]
+    assert [command.rest for command in parsed if command] == ["城管执法", "春熙路街道"]
+    assert [button.label for button in rendered.buttons] == ["城管执法", "春熙路街道"]
+
+
+def test_rating_buttons_offer_every_answer_once() -> None:
+    rendered = render("requester.replied", TYPICAL)
+
+    answers = [parse(button.action).rest for button in rendered.buttons]  # type: ignore[union-attr]
+    assert len(answers) == len(set(answers)) == 6
+    assert "未解决 不满意" in answers
+
+
+def _story(desk: Desk) -> None:
+    """A day at the desk touching most messages: forwarding, returning, review, rework,
+    reopening, supplements, cancellation and a walk-in."""
+    desk.add_department("城管执法")
+    desk.add_department("春熙路街道")
+    desk.add_category("市政设施", ["路灯"])
+    desk.add_category("其他", [], fallback=True)
+    worker = desk.worker("王书记")
+    desk.worker("李干事")
+    staff = desk.staff("城管执法", "赵科长")
+    resident = desk.identity("张三")
+
+    resident.send("我家门口的路灯坏了")
+    first = desk.requests()[-1].number
+    resident.send(f"补充 {first} 晚上最明显")
+    worker.send(f"转单 {first} 城管执法")
+    staff.send(f"退单 {first} 不属于本部门")
+    worker.send(f"转单 {first}")
+    worker.press(f"转单 {first} 城管执法")
+    staff.press(f"接收 {first}")
+    staff.send(f"办结 {first} 已更换灯泡")
+    worker.send(f"返工 {first} 请附照片")
+    staff.send(f"办结 {first} 已更换灯泡，附照片")
+    worker.press(f"回单 {first}")
+    resident.press(f"评价 {first} 未解决 不满意")
+    worker.send(f"受理 {first}")
+    worker.send(f"办结 {first} 党委协调处理完毕")
+    worker.send(f"回单 {first}")
+    resident.send(f"评价 {first}")
+    resident.press(f"评价 {first} 已解决 满意")
+    resident.send(f"查询 {first}")
+
+    resident.send("楼下噪音太大")
+    second = desk.requests()[-1].number
+    worker.send(f"驳回 {second} 不属于受理范围")
+    resident.send("小区垃圾没人清理")
+    third = desk.requests()[-1].number
+    resident.send(f"撤销 {third}")
+    worker.intake("李四", "13900000000", "路灯不亮")
+    fourth = desk.requests()[-1].number
+    worker.send(f"受理 {fourth}")
+    worker.send(f"受理 {fourth}")
+
+
+def test_every_message_sent_in_a_whole_story_got_all_its_parameters(desk: Desk) -> None:
+    # Given a story that sends most kinds of message
+    _story(desk)
+
+    # When every outbox row is compared with its sentence
+    with Session(desk.runtime.engine) as session:
+        rows = list(session.exec(select(OutboxMessage)).all())
+
+    # Then no sentence was rendered with a placeholder left empty
+    assert len({row.key for row in rows}) >= 20
+    for row in rows:
+        if row.key not in TEXTS:
+            continue
+        template = TEXTS[row.key]
+        if row.key == "desk.relay":
+            template = TEXTS[str(row.params["inner"])]
+        given = set(row.params) | DERIVED
+        assert placeholders(template) <= given, (row.key, placeholders(template) - given)
+
+
+def test_every_message_about_a_request_in_a_whole_story_shows_its_number(desk: Desk) -> None:
+    # Given a story that sends most kinds of message
+    _story(desk)
+
+    # Then every delivered message tied to a request, or carrying a number, shows it
+    with Session(desk.runtime.engine) as session:
+        numbers = {r.id: r.number for r in session.exec(select(Request)).all()}
+        rows = list(session.exec(select(OutboxMessage)).all())
+    checked = 0
+    for row in rows:
+        number = numbers.get(row.request_id) if row.request_id else row.params.get("number")
+        if not number:
+            continue
+        checked += 1
+        assert re.search(re.escape(str(number)), render(row.key, row.params).text), row.key
+    assert checked >= 40
