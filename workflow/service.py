@@ -301,9 +301,11 @@ def send_back(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     reason = _required(tx, reason, "reason_required")
     _move(tx, request, actor, Action.SEND_BACK, note=reason,
           with_department=request.department_id is not None)
-    for person in _current_handlers(tx, request):
+    holders = _current_handlers(tx, request)
+    for person in holders:
         tx.notify(person, "card.sent_back", request, reason=reason, by=person_label(actor))
-    _tell_other_workers(tx, actor, request, "worker.acted", action="返工")
+    _tell_other_workers(tx, actor, request, "worker.acted", action="返工",
+                        skip={person.id for person in holders})
     return request
 
 
@@ -572,10 +574,12 @@ def _workers(tx: Tx) -> Sequence[Person]:
 
 
 def _tell_other_workers(
-    tx: Tx, actor: Person, request: Request, key: str, **params: Any
+    tx: Tx, actor: Person, request: Request, key: str, skip: set[int | None] | None = None,
+    **params: Any,
 ) -> None:
+    """Tells every worker but the actor (and those in `skip`, told otherwise) who did what."""
     for worker in _workers(tx):
-        if worker.id != actor.id:
+        if worker.id != actor.id and worker.id not in (skip or set()):
             tx.notify(worker, key, request, by=person_label(actor), **params)
 
 
