@@ -181,27 +181,23 @@ def _deliver_one(session: Any, person: Person, row: OutboxMessage) -> float | No
     return None
 
 
-def stale_work(runtime: Runtime) -> tuple[list[tuple[str, str]], list[int]]:
-    """Chats with unfinished inbox rows and outbox rows whose delivery is overdue."""
-    before = utcnow() - timedelta(seconds=runtime.settings.sweep_grace)
+def stale_work(
+    runtime: Runtime, *, grace: float | None = None
+) -> tuple[list[tuple[str, str]], list[int]]:
+    """Chats with unfinished inbox rows and outbox rows whose delivery is overdue.
+
+    Args:
+        runtime: The process runtime.
+        grace: Only rows older than this many seconds (default REDESK_SWEEP_GRACE); a
+            negative grace takes every pending row (tests drain with it).
+    """
+    seconds = runtime.settings.sweep_grace if grace is None else grace
+    before = utcnow() - timedelta(seconds=seconds)
     with session_scope(runtime.engine) as session:
         chats = list(dict.fromkeys(
             (row.channel, row.chat_id) for row in queries.stale_inbox(session=session,
                                                                       before=before)
         ))
         outbox = [row.id for row in queries.stale_outbox(session=session, before=before)
-                  if row.id is not None]
-    return chats, outbox
-
-
-def stale_work_now(runtime: Runtime) -> tuple[list[tuple[str, str]], list[int]]:
-    """Every chat with pending inbox rows and every pending outbox row, regardless of age."""
-    with session_scope(runtime.engine) as session:
-        cutoff = utcnow() + timedelta(days=1)
-        chats = list(dict.fromkeys(
-            (row.channel, row.chat_id) for row in queries.stale_inbox(session=session,
-                                                                      before=cutoff)
-        ))
-        outbox = [row.id for row in queries.stale_outbox(session=session, before=cutoff)
                   if row.id is not None]
     return chats, outbox

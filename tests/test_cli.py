@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect
 
 from admin_scripts import demo
 from admin_scripts.cli import Exit, app, main
@@ -21,7 +19,7 @@ from bot.runtime import Runtime
 from storage.db import get_engine
 from storage.models import Role
 from storage.settings import Settings
-from tests.conftest import PG_ADMIN_URL, missing_service
+from tests.conftest import fresh_pg_database
 from tests.utils.harness import Desk
 
 
@@ -228,16 +226,7 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_postgresql_database(
     cli_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an empty PostgreSQL database
-    name = f"redesk_cli_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        missing_service("PostgreSQL", exc)
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_pg_database("redesk_cli") as url:
         use_database(monkeypatch, url)
 
         # When the schema is upgraded, twice
@@ -254,11 +243,6 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_postgresql_database(
         assert main(["demo"]) == Exit.OK
         assert main(["departments", "list"]) == Exit.OK
         assert "城管执法" in capsys.readouterr().out
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_db_upgrade_on_an_unreachable_database_exits_unavailable(

@@ -4,7 +4,6 @@ models."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import TypeVar
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import StatementError
 from sqlmodel import Session, SQLModel, func, select
 
@@ -23,7 +22,7 @@ from bot.runtime import Runtime
 from storage import queries
 from storage.db import get_engine, session_scope, upgrade
 from storage.models import Event, InboxMessage, Person, UTCDateTime, WebMessage, utcnow
-from tests.conftest import PG_ADMIN_URL, missing_service
+from tests.conftest import fresh_pg_database
 
 T = TypeVar("T")
 
@@ -309,23 +308,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    name = f"redesk_fresh_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        missing_service("PostgreSQL", exc)
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_pg_database("redesk_fresh") as url:
         yield url
-    finally:
-        engine = get_engine(url)
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_migrations_on_a_fresh_database_match_the_models(fresh_url: str) -> None:

@@ -119,7 +119,7 @@ class Desk:
     def work(self) -> None:
         """Handles every pending inbox row and delivers every due outbox row."""
         for _ in range(20):
-            chats, _ = dispatch.stale_work_now(self.runtime)
+            chats, _ = dispatch.stale_work(self.runtime, grace=-86400)
             for channel, chat_id in chats:
                 dispatch.process_chat(self.runtime, channel, chat_id)
             with Session(self.runtime.engine) as session:
