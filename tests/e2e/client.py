@@ -7,11 +7,12 @@ type text or press a button, GET /api/web/messages?after=N&wait=S (long poll) to
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from tests.utils.harness import Message
 
 #: Seconds one long poll may wait for a new message.
 POLL_WAIT = 2.0
@@ -22,43 +23,7 @@ EMPTY_POLLS = 10
 #: Polls in all (empty or not) before a wait gives up, so a chatty identity cannot loop forever.
 MAX_POLLS = 200
 
-#: A request number in a message.
-NUMBER = re.compile(r"SQ-\d{8}-\d{4,}")
-
 _ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message an identity received."""
-
-    seq: int
-    text: str
-    buttons: list[dict[str, str]]
-
-    @property
-    def actions(self) -> list[str]:
-        """The actions of its buttons."""
-        return [button["action"] for button in self.buttons]
-
-    @property
-    def labels(self) -> list[str]:
-        """The labels of its buttons."""
-        return [button["label"] for button in self.buttons]
-
-    def action(self, label: str) -> str:
-        """The action of the button labelled `label`."""
-        for button in self.buttons:
-            if button["label"] == label:
-                return button["action"]
-        raise AssertionError(f"no button {label!r} under {self.text!r} (buttons: {self.labels})")
-
-    @property
-    def number(self) -> str:
-        """The first request number the message mentions."""
-        found = NUMBER.search(self.text)
-        assert found, f"no request number in {self.text!r}"
-        return found.group(0)
 
 
 @dataclass

@@ -4,6 +4,7 @@ through synchronously (the same functions the actors call), so tests read as con
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,13 @@ from workflow import service
 
 _ids = itertools.count(1)
 
+#: A request number in a message.
+NUMBER = re.compile(r"SQ-\d{8}-\d{4,}")
 
-@dataclass
+
+@dataclass(frozen=True)
 class Message:
-    """A message a web identity received."""
+    """A message a web identity received (as GET /api/web/messages returns it)."""
 
     seq: int
     text: str
@@ -41,6 +45,25 @@ class Message:
     def actions(self) -> list[str]:
         """The actions of its buttons."""
         return [button["action"] for button in self.buttons]
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels of its buttons."""
+        return [button["label"] for button in self.buttons]
+
+    def action(self, label: str) -> str:
+        """The action of the button labelled `label`."""
+        for button in self.buttons:
+            if button["label"] == label:
+                return button["action"]
+        raise AssertionError(f"no button {label!r} under {self.text!r} (buttons: {self.labels})")
+
+    @property
+    def number(self) -> str:
+        """The first request number the message mentions."""
+        found = NUMBER.search(self.text)
+        assert found, f"no request number in {self.text!r}"
+        return found.group(0)
 
 
 @dataclass
