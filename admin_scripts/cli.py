@@ -8,7 +8,7 @@ import sys
 import threading
 from enum import IntEnum
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from dramatiq import Worker
@@ -124,8 +124,9 @@ def run() -> None:
     console.print("queue: " + ("in-process worker and scheduler (embedded)" if embedded
                                else "Redis; run `redesk worker` and `redesk scheduler`"))
     console.print("channel web: on")
-    console.print("channel telegram: " + ("on" if settings.telegram_on else
-                                          "off (set REDESK_TELEGRAM_TOKEN to switch it on)"))
+    poller = _start_telegram(settings) if settings.telegram_on else None
+    if not settings.telegram_on:
+        console.print("channel telegram: off (set REDESK_TELEGRAM_TOKEN to switch it on)")
     console.print("channel wechat: " + ("on" if settings.wechat_on else
                                         "off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
                                         "and REDESK_WECHAT_TOKEN to switch it on)"))
@@ -155,6 +156,8 @@ def run() -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         stop.set()
+        if poller is not None:
+            poller.stop()
         if worker is not None:
             worker.stop()
 
@@ -201,6 +204,34 @@ def scheduler() -> None:
     console.print(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s")
     _wait_for_signal()
     stop.set()
+
+
+def _start_telegram(settings: Settings) -> Any:
+    """Checks the token; sets the webhook (public URL) or starts polling; returns the poller."""
+    from bot import actors
+    from bot.channels import telegram
+    from bot.runtime import get_runtime
+
+    try:
+        me = telegram.check_token(settings)
+    except ValueError as exc:
+        raise CliError(str(exc), Exit.CONFIG) from None
+    runtime = get_runtime()
+    if settings.telegram_committee_chat:
+        with session_scope(runtime.engine) as session:
+            telegram.ensure_committee_chat(session, settings.telegram_committee_chat)
+    client = telegram.get_client(settings)
+    if settings.public_url:
+        url = f"{settings.public_url}/telegram/webhook"
+        client.run(client.bot.set_webhook(url, secret_token=settings.telegram_webhook_secret,
+                                          allowed_updates=list(telegram.ALLOWED_UPDATES)))
+        console.print(f"channel telegram: on as @{me['username']} (webhook {url})")
+        return None
+    client.run(client.bot.delete_webhook())
+    poller = telegram.Poller(runtime, actors.enqueue_inbound)
+    poller.start()
+    console.print(f"channel telegram: on as @{me['username']} (polling getUpdates)")
+    return poller
 
 
 def _start_worker(settings: Settings) -> Worker:

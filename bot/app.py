@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -18,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import actors, metrics
-from bot.channels import web
+from bot.channels import telegram, web
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
@@ -238,6 +239,48 @@ async def web_get_messages(request: Request) -> Response:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def telegram_webhook(request: Request) -> Response:
+    """POST /telegram/webhook: checks the secret, stores the update, then answers 200.
+
+    403 for a wrong or missing secret, 413 over 1 MB, 400 for what is not an Update, 503 when
+    the update cannot be stored (Telegram retries). Update types redesk does not handle are
+    stored and answered 200.
+    """
+    runtime = _runtime(request)
+    secret = runtime.settings.telegram_webhook_secret or ""
+    given = request.headers.get("x-telegram-bot-api-secret-token", "")
+    if not runtime.settings.telegram_on or not secret or \
+            not hmac.compare_digest(given.encode(), secret.encode()):
+        metrics.INBOUND.labels("telegram", "forbidden").inc()
+        return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
+    try:
+        raw = await read_body(request, telegram.WEBHOOK_BODY_LIMIT)
+    except BodyTooLarge:
+        metrics.INBOUND.labels("telegram", "too_large").inc()
+        return JSONResponse({"ok": False, "error": "body too large"}, status_code=413)
+    try:
+        data = json.loads(raw)
+        telegram.classify(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        metrics.INBOUND.labels("telegram", "bad").inc()
+        logger.warning("Telegram webhook: a body that is not an Update (%d bytes)", len(raw))
+        return JSONResponse({"ok": False, "error": "not an Update"}, status_code=400)
+
+    def store() -> tuple[str | None, bool]:
+        with session_scope(runtime.engine) as session:
+            return telegram.store_update(session, data)
+
+    try:
+        chat, is_new = await asyncio.to_thread(store)
+    except Exception:
+        logger.exception("Could not store a Telegram update")
+        return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
+    metrics.INBOUND.labels("telegram", "stored" if is_new else "duplicate").inc()
+    if chat is not None and is_new:
+        await asyncio.to_thread(actors.enqueue_inbound, telegram.CHANNEL, chat)
+    return JSONResponse({"ok": True})
+
+
 async def desk(request: Request) -> Response:
     """GET /desk: the web desk page."""
     return FileResponse(STATIC_DIR / "desk.html", media_type="text/html; charset=utf-8")
@@ -289,6 +332,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/api/web/session", web_session, methods=["POST"]),
         Route("/api/web/messages", web_post_message, methods=["POST"]),
         Route("/api/web/messages", web_get_messages, methods=["GET"]),
+        Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -4,27 +4,29 @@ and sweep up what was left unfinished."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import handlers
-from bot.channels import web
+from bot.channels import telegram, web
 from bot.channels.base import (
     PermanentSendError,
     Sender,
     TransientSendError,
     Unreachable,
 )
+from bot.handlers import Outcome
 from bot.inbound import Inbound
 from bot.runtime import Runtime
 from bot.texts import render
 from storage import queries
 from storage.db import session_scope
 from storage.models import InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
-from workflow.service import DESK_CHANNEL
+from workflow.service import DESK_CHANNEL, Tx
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,43 @@ MAX_INBOX_ATTEMPTS = 3
 MAX_OUTBOX_ATTEMPTS = 12
 
 #: Channel -> inbox payload parser.
-PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {web.CHANNEL: web.to_inbound}
+PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {
+    web.CHANNEL: web.to_inbound, telegram.CHANNEL: telegram.to_inbound,
+}
+
+
+class Hooks(Protocol):
+    """Channel work around the handlers (e.g. resolving and answering platform buttons)."""
+
+    def prepare(self, tx: Tx, person: Person, inbound: Inbound) -> Inbound | None:
+        """The Inbound to handle, or None when the channel answered it itself."""
+
+    def finish(self, tx: Tx, person: Person, inbound: Inbound, outcome: Outcome) -> None:
+        """What the channel does once the handlers are done."""
+
+
+#: Channel -> hooks.
+HOOKS: dict[str, Hooks] = {telegram.CHANNEL: telegram.TelegramHooks()}
 
 #: Channel -> sender. Other channels register theirs when they are switched on.
 SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
+
+_lazy_senders: dict[tuple[str, int], Sender] = {}
+_lazy_lock = threading.Lock()
+
+
+def sender_for(runtime: Runtime, channel: str) -> Sender | None:
+    """The sender of a channel: a registered one, or the configured platform's (made once)."""
+    sender = SENDERS.get(channel)
+    if sender is not None:
+        return sender
+    if channel == telegram.CHANNEL and runtime.settings.telegram_on:
+        with _lazy_lock:
+            key = (channel, id(runtime.settings))
+            if key not in _lazy_senders:
+                _lazy_senders[key] = telegram.TelegramSender(runtime.settings)
+            return _lazy_senders[key]
+    return None
 
 
 class InboxRetry(Exception):
@@ -70,7 +105,13 @@ def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
             failure: Exception | None = None
             try:
                 with session.begin_nested():
-                    handlers.handle(tx, person, inbound, natural_key=f"{channel}:{row.natural_key}")
+                    hooks = HOOKS.get(channel)
+                    prepared = hooks.prepare(tx, person, inbound) if hooks else inbound
+                    if prepared is not None:
+                        outcome = handlers.handle(tx, person, prepared,
+                                                  natural_key=f"{channel}:{row.natural_key}")
+                        if hooks:
+                            hooks.finish(tx, person, prepared, outcome)
             except SQLAlchemyError:
                 # The database failed, not the message: roll everything back, retry later.
                 raise
@@ -134,13 +175,15 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
                 # The oldest message waits for its retry; the later ones must not overtake it.
                 retry_in = (row.next_attempt_at - now).total_seconds()
                 break
-            retry_in = _deliver_one(session, person, row)
+            retry_in = _deliver_one(session, person, row, sender_for(runtime, person.channel))
             if retry_in is not None:
                 break
     return retry_in
 
 
-def _deliver_one(session: Any, person: Person, row: OutboxMessage) -> float | None:
+def _deliver_one(
+    session: Any, person: Person, row: OutboxMessage, sender: Sender | None
+) -> float | None:
     row.attempts += 1
     now = utcnow()
     if person.channel == DESK_CHANNEL or person.unreachable:
@@ -148,7 +191,6 @@ def _deliver_one(session: Any, person: Person, row: OutboxMessage) -> float | No
         row.last_error = "no chat" if person.channel == DESK_CHANNEL else "unreachable"
         session.add(row)
         return None
-    sender = SENDERS.get(person.channel)
     if sender is None:
         # The channel is switched off here; keep the message for when it is switched on.
         row.next_attempt_at = now + timedelta(minutes=5)

@@ -26,7 +26,26 @@ class Inbound:
     pressed: bool = False
     intake: Intake | None = None
     display_name: str = ""
-    #: Media and locations (later channels); kept as plain dicts.
+    #: Media and locations, as dicts of attachment fields (kind, file_id, latitude, ...).
     attachments: list[dict[str, Any]] = field(default_factory=list)
     #: The platform sent something redesk does not handle (kept, answered politely).
     unsupported: bool = False
+    #: The platform message this is ("<chat>:<message id>"), where the platform has edits.
+    origin: str | None = None
+    #: For an edited message: the origin of the message that was edited.
+    edit_of: str | None = None
+    #: For a pressed platform button: the callback to answer and the card to edit.
+    callback: Callback | None = None
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A pressed button on a platform that answers presses (Telegram callback queries)."""
+
+    id: str
+    #: The button's token (resolved to its action by the channel before handling).
+    token: str
+    chat_id: str
+    message_id: int
+    #: The text of the card the button is under.
+    message_text: str

@@ -142,6 +142,10 @@ TEXTS: dict[str, str] = {
     "reply.bound": "绑定成功！您的身份是：{role_label}{department_part}。\n\n{help}",
     "reply.desk_registered": "接待台登记成功：{contact_name} {contact_phone}。",
     "reply.dialogue_cancelled": "已取消。",
+    "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
+    "tg.pressed": "已收到",
+    "line.acted": "—— {by} 已{action}（当前状态：{state}）",
+    "line.attachments": "附件：{items}",
     "reply.no_requests": "您还没有提交过诉求。直接发送文字即可提交。",
     "reply.empty_todo": "暂无待办诉求。",
     "ask.reject": "【{number}】请输入驳回原因（发送「取消」放弃）：",
@@ -274,8 +278,34 @@ def render(key: str, params: Mapping[str, Any]) -> Rendered:
         body = BODIES[key](params)
     else:
         body = TEXTS[key].format_map(values)
+    if params.get("attachments"):
+        body += "\n" + TEXTS["line.attachments"].format(
+            items=describe_attachments(params["attachments"]))
     buttons = BUTTONS[key](params) if key in BUTTONS else []
     return Rendered(body, buttons)
+
+
+#: How attachments are named in messages.
+ATTACHMENT_LABELS: dict[str, str] = {
+    "photo": "图片", "voice": "语音", "video": "视频", "document": "文件", "location": "位置",
+}
+
+
+def describe_attachments(attachments: Any) -> str:
+    """A short text for attachments, e.g. "[图片][位置：春熙路]"."""
+    parts = []
+    for item in attachments or []:
+        label = ATTACHMENT_LABELS.get(str(item.get("kind")), "附件")
+        if item.get("kind") == "location":
+            place = item.get("label") or f"{item.get('latitude')}, {item.get('longitude')}"
+            label += f"：{place}"
+        parts.append(f"[{label}]")
+    return "".join(parts)
+
+
+def _callback(params: Mapping[str, Any]) -> str:
+    return render(str(params.get("message_key", "tg.pressed")),
+                  params.get("message_params") or {}).text
 
 
 def _help(params: Mapping[str, Any]) -> str:
@@ -321,6 +351,8 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "help": _help,
     "reply.status": _status,
     "reply.listing": _listing,
+    "tg.callback": _callback,
+    "tg.edit": lambda params: str(params.get("text", "")),
 }
 
 

@@ -54,6 +54,9 @@ class Role(StrEnum):
     WORKER = "worker"
     LEADER = "leader"
     DEPARTMENT = "department"
+    #: A committee group chat (e.g. a Telegram group): it receives the committee's cards and
+    #: never acts itself; presses in it are checked against the person who pressed.
+    GROUP = "group"
 
 
 class DepartmentKind(StrEnum):
@@ -199,6 +202,8 @@ class Request(SQLModel, table=True):
     solved: bool | None = None
     satisfaction: str | None = Field(default=None, max_length=20)
     reopen_count: int = 0
+    #: The platform message the request came from ("<chat>:<message id>"), to apply edits.
+    origin: str | None = Field(default=None, max_length=100, index=True)
     created_at: datetime = created()
     updated_at: datetime = created()
     first_action_at: datetime | None = ts()
@@ -291,3 +296,44 @@ class WebMessage(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     created_at: datetime = created()
+
+
+class Attachment(SQLModel, table=True):
+    """A photo, voice, video, document or location that came with a request or a supplement."""
+
+    __tablename__ = "attachments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="requests.id", index=True)
+    #: photo, voice, video, document or location.
+    kind: str = Field(max_length=20)
+    channel: str = Field(max_length=20)
+    #: The platform's id of the file (Telegram file_id, WeChat MediaId), if a file.
+    file_id: str | None = Field(default=None, max_length=255)
+    file_name: str | None = Field(default=None, max_length=255)
+    mime_type: str | None = Field(default=None, max_length=100)
+    latitude: float | None = None
+    longitude: float | None = None
+    label: str | None = Field(default=None, max_length=255)
+    created_at: datetime = created()
+
+
+class ButtonToken(SQLModel, table=True):
+    """What a button sent on a platform stands for: short, random, checked again when pressed."""
+
+    __tablename__ = "button_tokens"
+
+    token: str = Field(primary_key=True, max_length=32)
+    #: Who the button was sent to (a person, or a committee group chat).
+    person_id: int = Field(foreign_key="people.id")
+    action: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = created()
+
+
+class ChannelState(SQLModel, table=True):
+    """Small durable values a channel keeps, e.g. the Telegram getUpdates offset."""
+
+    __tablename__ = "channel_state"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))

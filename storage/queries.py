@@ -13,7 +13,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from storage.models import (
+    Attachment,
+    ButtonToken,
     Category,
+    ChannelState,
     Department,
     Event,
     InboxMessage,
@@ -169,6 +172,23 @@ def get_request_by_number(
     return session.exec(statement).first()
 
 
+def get_request_by_origin(
+    *, session: Session, origin: str, requester_id: int | None
+) -> Request | None:
+    """The request a requester sent as platform message `origin`."""
+    return session.exec(
+        select(Request).where(Request.origin == origin, Request.requester_id == requester_id)
+    ).first()
+
+
+def attachments_of(*, session: Session, request_id: int) -> Sequence[Attachment]:
+    """A request's attachments, oldest first."""
+    return session.exec(
+        select(Attachment).where(Attachment.request_id == request_id)
+        .order_by(col(Attachment.id))
+    ).all()
+
+
 def get_request(*, session: Session, request_id: int) -> Request | None:
     """A request by id."""
     return session.get(Request, request_id)
@@ -275,13 +295,17 @@ def get_invitation(*, session: Session, code: str) -> Invitation | None:
 
 
 def add_inbox(
-    *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any]
+    *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any],
+    status: str = InboxStatus.PENDING,
 ) -> int | None:
-    """Stores an inbound message; None when this natural key was stored before."""
+    """Stores an inbound message; None when this natural key was stored before.
+
+    A message redesk does not handle is stored with status done (kept, ignored).
+    """
     statement = (
         _insert(session, InboxMessage)
         .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
-                status=InboxStatus.PENDING, attempts=0, received_at=utcnow())
+                status=status, attempts=0, received_at=utcnow())
         .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
         .returning(col(InboxMessage.id))
     )
@@ -440,3 +464,35 @@ def web_messages_after(
         .order_by(col(WebMessage.seq))
         .limit(limit)
     ).all()
+
+
+# --- platform buttons and channel state ---------------------------------------------------
+
+
+def add_button_token(*, session: Session, token: str, person_id: int, action: str,
+                     at: datetime) -> ButtonToken:
+    """Stores what a platform button stands for."""
+    row = ButtonToken(token=token, person_id=person_id, action=action, created_at=at)
+    session.add(row)
+    return row
+
+
+def get_button_token(*, session: Session, token: str) -> ButtonToken | None:
+    """A button by its token."""
+    return session.get(ButtonToken, token)
+
+
+def get_channel_state(*, session: Session, key: str) -> str | None:
+    """A channel's stored value."""
+    row = session.get(ChannelState, key)
+    return row.value if row is not None else None
+
+
+def set_channel_state(*, session: Session, key: str, value: str) -> None:
+    """Stores a channel's value."""
+    row = session.get(ChannelState, key)
+    if row is None:
+        session.add(ChannelState(key=key, value=value))
+    else:
+        row.value = value
+        session.add(row)

@@ -34,9 +34,13 @@ REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 #: Tables emptied between PostgreSQL tests, children first.
 TABLES = [
-    "web_messages", "web_sessions", "outbox", "inbox", "events", "requests",
-    "request_counters", "invitations", "people", "categories", "departments",
+    "web_messages", "web_sessions", "button_tokens", "attachments", "outbox", "inbox", "events",
+    "requests", "request_counters", "channel_state", "invitations", "people", "categories",
+    "departments",
 ]
+
+#: Tables without an id sequence.
+NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state"}
 
 
 def missing_service(name: str, reason: object) -> None:
@@ -99,7 +103,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         for table in TABLES:
             connection.execute(text(f"DELETE FROM {table}"))
         for table in TABLES:
-            if table != "request_counters":
+            if table not in NO_SEQUENCE:
                 connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
     return url
 

@@ -13,7 +13,15 @@ from typing import Any
 from sqlmodel import Session
 
 from storage import queries
-from storage.models import Category, Department, OutboxMessage, Person, Request, Role
+from storage.models import (
+    Attachment,
+    Category,
+    Department,
+    OutboxMessage,
+    Person,
+    Request,
+    Role,
+)
 from workflow import deadlines
 from workflow.errors import (
     InvalidInput,
@@ -23,7 +31,7 @@ from workflow.errors import (
     UnknownDepartment,
     UnknownRequest,
 )
-from workflow.machine import Action, State, transition
+from workflow.machine import TERMINAL, Action, State, transition
 from workflow.permissions import COMMITTEE_ROLES, may_view, permitted
 from workflow.routing import detect_category
 
@@ -49,6 +57,8 @@ class Tx:
     workday_end: int = 18
     max_text: int = 2000
     outbox: list[OutboxMessage] = field(default_factory=list)
+    #: State changes made in this unit of work: (number, action, new state, actor id).
+    moved: list[tuple[str, str, str, int | None]] = field(default_factory=list)
 
     def notify(
         self, person: Person, key: str, request: Request | None = None, **params: Any
@@ -168,8 +178,14 @@ def submit(
     contact_name: str | None = None,
     contact_phone: str | None = None,
     registered_by: Person | None = None,
+    attachments: Sequence[dict[str, Any]] = (),
+    origin: str | None = None,
 ) -> Request:
-    """接单: a new request gets its number, category and deadlines; the right people hear."""
+    """接单: a new request gets its number, category and deadlines; the right people hear.
+
+    `attachments` are dicts of Attachment fields (kind, file_id, latitude, ...); `origin` is the
+    platform message it came from, so that an edit of that message becomes a supplement.
+    """
     text = check_text(tx, text)
     assert requester.id is not None
     categories = queries.list_categories(session=tx.session)
@@ -192,9 +208,11 @@ def submit(
         updated_at=tx.now,
         response_due_at=_working_hours(tx, response_hours),
         resolution_due_at=_working_days(tx, resolution_days),
+        origin=origin,
     )
     tx.session.add(request)
     tx.session.flush()
+    _store_attachments(tx, request, attachments)
     queries.add_event(
         session=tx.session, request_id=request.id, actor_id=(registered_by or requester).id,
         action=Action.SUBMIT, from_state=None, to_state=State.NEW, at=tx.now,
@@ -351,14 +369,55 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
 # --- requesters ---------------------------------------------------------------------------
 
 
-def supplement(tx: Tx, actor: Person, number: str, text: str) -> Request:
-    """补充: the requester adds information; whoever holds the request hears it."""
+def supplement(
+    tx: Tx, actor: Person, number: str, text: str,
+    attachments: Sequence[dict[str, Any]] = (),
+) -> Request:
+    """补充: the requester adds information (text and/or attachments); its holders hear it."""
     request = _begin(tx, actor, Action.SUPPLEMENT, number)
     text = _required(tx, text, "content_required")
     _move(tx, request, actor, Action.SUPPLEMENT, note=text)
+    _store_attachments(tx, request, attachments)
     for person in _current_handlers(tx, request):
-        tx.notify(person, "card.supplemented", request, supplement=text)
+        tx.notify(person, "card.supplemented", request, supplement=text,
+                  attachments=[dict(item) for item in attachments])
     return request
+
+
+def request_from_origin(tx: Tx, actor: Person, origin: str) -> Request | None:
+    """The actor's request that came from platform message `origin`, if any."""
+    return queries.get_request_by_origin(session=tx.session, origin=origin,
+                                         requester_id=actor.id)
+
+
+def recent_open_request(tx: Tx, actor: Person, minutes: float) -> Request | None:
+    """The actor's last request if it is still open and younger than `minutes`."""
+    if actor.last_request_id is None:
+        return None
+    request = queries.get_request(session=tx.session, request_id=actor.last_request_id)
+    if request is None or State(request.state) in TERMINAL:
+        return None
+    if request.created_at < tx.now - timedelta(minutes=minutes):
+        return None
+    return request
+
+
+def _store_attachments(tx: Tx, request: Request, attachments: Sequence[dict[str, Any]]) -> None:
+    assert request.id is not None
+    for item in attachments:
+        tx.session.add(Attachment(
+            request_id=request.id, channel=request.channel, created_at=tx.now,
+            kind=str(item.get("kind", "document")), file_id=item.get("file_id"),
+            file_name=item.get("file_name"), mime_type=item.get("mime_type"),
+            latitude=item.get("latitude"), longitude=item.get("longitude"),
+            label=item.get("label"),
+        ))
+
+
+#: The fields of an attachment dict that are stored.
+ATTACHMENT_FIELDS: tuple[str, ...] = (
+    "kind", "file_id", "file_name", "mime_type", "latitude", "longitude", "label",
+)
 
 
 def cancel(tx: Tx, actor: Person, number: str) -> Request:
@@ -538,6 +597,9 @@ def _move(
     request.state = target
     request.updated_at = tx.now
     tx.session.add(request)
+    if source is not target:
+        tx.moved.append((request.number, action.value, target.value,
+                         actor.id if actor else None))
 
 
 def _mark_first_action(tx: Tx, request: Request) -> None:
@@ -570,7 +632,8 @@ def _in_department(actor: Person, request: Request) -> bool:
 
 
 def _workers(tx: Tx) -> Sequence[Person]:
-    return queries.reachable_people(session=tx.session, roles=[Role.WORKER])
+    """The committee's audience: every worker, and committee group chats."""
+    return queries.reachable_people(session=tx.session, roles=[Role.WORKER, Role.GROUP])
 
 
 def _tell_other_workers(
@@ -626,7 +689,13 @@ def _department(tx: Tx, request: Request) -> str:
 
 def _card(tx: Tx, request: Request, category: Category | None) -> dict[str, Any]:
     requester = queries.get_person(session=tx.session, person_id=request.requester_id)
+    assert request.id is not None
+    attachments = [
+        {key: getattr(row, key) for key in ATTACHMENT_FIELDS if getattr(row, key) is not None}
+        for row in queries.attachments_of(session=tx.session, request_id=request.id)
+    ]
     return {
+        "attachments": attachments,
         "text": request.text,
         "category": category.name if category else "其他",
         "requester": request.contact_name or person_label(requester),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot.handlers import common, department, resident, worker
 from bot.handlers.commands import Command, parse
 from bot.inbound import Inbound
+from bot.texts import describe_attachments
 from storage.models import Person, Role
+from workflow import service
 from workflow.errors import WorkflowError
 from workflow.service import Tx
 
@@ -35,32 +38,74 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
+#: A photo or location sent this many minutes after a request is attached to it.
+ATTACH_WINDOW_MINUTES = 10.0
+
+
+@dataclass
+class Outcome:
+    """How handling went: the error answered (if any)."""
+
+    error: WorkflowError | None = None
+
+
+def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcome:
     """Answers one inbound message: runs its command, continues a dialogue, or submits."""
     command: Command | None = None
     try:
+        if inbound.edit_of is not None:
+            _edited(tx, person, inbound)
+            return Outcome()
+        if inbound.attachments and person.role == Role.REQUESTER:
+            _media(tx, person, inbound)
+            return Outcome()
         if inbound.intake is not None:
             worker.intake(tx, person, inbound.intake, natural_key)
-            return
+            return Outcome()
         if inbound.unsupported:
             common.reply(tx, person, "error.unsupported")
-            return
+            return Outcome()
         command = parse(inbound.text)
         if command is not None:
             _clear_dialogue(tx, person)
             _run(tx, person, command)
-            return
+            return Outcome()
         if person.dialogue:
             command = _continue_dialogue(tx, person, inbound.text)
             if command is not None:
                 _run(tx, person, command)
-            return
+            return Outcome()
         if person.role == Role.REQUESTER:
-            resident.submit(tx, person, inbound.text)
+            service.submit(tx, person, inbound.text, origin=inbound.origin)
         else:
             common.help_(tx, person)
     except WorkflowError as error:
         common.report_error(tx, person, error, command)
+        return Outcome(error)
+    return Outcome()
+
+
+def _edited(tx: Tx, person: Person, inbound: Inbound) -> None:
+    """An edited message: a supplement to the request it created (other edits are ignored)."""
+    assert inbound.edit_of is not None
+    request = service.request_from_origin(tx, person, inbound.edit_of)
+    if request is not None and inbound.text.strip():
+        service.supplement(tx, person, request.number, f"（修改后）{inbound.text.strip()}")
+        common.reply(tx, person, "reply.supplemented", number=request.number)
+
+
+def _media(tx: Tx, person: Person, inbound: Inbound) -> None:
+    """Media with a caption is a new request; without one, it joins a request just sent."""
+    recent = None
+    if not inbound.text.strip():
+        recent = service.recent_open_request(tx, person, ATTACH_WINDOW_MINUTES)
+    described = describe_attachments(inbound.attachments)
+    if recent is not None:
+        service.supplement(tx, person, recent.number, described, attachments=inbound.attachments)
+        common.reply(tx, person, "reply.supplemented", number=recent.number)
+        return
+    text = inbound.text.strip() or described
+    service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
 
 
 def _run(tx: Tx, person: Person, command: Command) -> None:

@@ -1,4 +1,4 @@
-"""What requesters do: submit, supplement, cancel, rate."""
+"""What requesters do: supplement, cancel, rate (free text becomes a request in the router)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,6 @@ from workflow.service import Tx
 
 #: Accepted spellings of the two rating answers.
 SOLVED_WORDS: dict[str, bool] = {"已解决": True, "解决": True, "未解决": False, "没解决": False}
-
-
-def submit(tx: Tx, person: Person, text: str) -> None:
-    """Free text outside a dialogue: a new request (the receipt is queued by the workflow)."""
-    service.submit(tx, person, text)
 
 
 def supplement(tx: Tx, person: Person, command: Command) -> None:

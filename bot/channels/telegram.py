@@ -1,0 +1,522 @@
+"""The Telegram channel, on python-telegram-bot's Bot client and types.
+
+- Updates (webhook or getUpdates polling) are stored in the inbox under their update_id before
+  anything else happens; `to_inbound` turns one into the channel-neutral Inbound.
+- Buttons carry short random tokens (table button_tokens) instead of actions: a pressed button
+  is resolved and checked again on the server, answered (an alert when refused) and, when it
+  moved the request, its card is edited in place to show the new state and who acted.
+- Sending respects Telegram's limits for all processes together (bot.ratelimit), waits out
+  429s, marks people who blocked the bot unreachable, retries network errors and 5xx, and
+  splits texts over 4,096 characters, remembering which parts went out.
+
+All Bot API calls go to REDESK_TELEGRAM_API_URL. The Bot is asynchronous; redesk's workers are
+threads, so each process runs one event loop thread for it (TelegramClient).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Telegram durations (RetryAfter.retry_after) as timedelta, without the deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+import asyncio  # noqa: E402
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+from bot.channels.base import PermanentSendError, TransientSendError, Unreachable
+from bot.handlers import Outcome
+from bot.inbound import Callback, Inbound
+from bot.ratelimit import RateLimiter, make_limiter, telegram_slots
+from bot.texts import Button, Rendered, action_label, state_label, text
+from storage import queries
+from storage.db import session_scope
+from storage.models import OutboxMessage, Person, Role, utcnow
+from storage.settings import Settings
+from workflow.service import Tx, person_label
+
+logger = logging.getLogger(__name__)
+
+#: The channel's name in people and inbox rows.
+CHANNEL = "telegram"
+
+#: Update types redesk asks Telegram for.
+ALLOWED_UPDATES: tuple[str, ...] = ("message", "edited_message", "callback_query")
+
+#: Longest text of one Telegram message.
+MAX_MESSAGE = 4096
+
+#: Largest webhook body accepted, in bytes.
+WEBHOOK_BODY_LIMIT = 1024 * 1024
+
+#: Buttons per keyboard row.
+BUTTONS_PER_ROW = 3
+
+#: Seconds of one getUpdates long poll.
+POLL_TIMEOUT = 25
+
+#: The channel_state key of the getUpdates offset.
+OFFSET_KEY = "telegram.offset"
+
+T = TypeVar("T")
+
+
+class BadUpdate(ValueError):
+    """A webhook body that is not a Telegram Update."""
+
+
+class TelegramClient:
+    """python-telegram-bot's Bot on its own event loop thread, called from worker threads."""
+
+    def __init__(self, token: str, api_url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="telegram",
+                                        daemon=True)
+        self._thread.start()
+        base = api_url.rstrip("/")
+        self.bot = Bot(
+            token,
+            base_url=f"{base}/bot",
+            base_file_url=f"{base}/file/bot",
+            request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15,
+                                 connect_timeout=10, pool_timeout=10),
+            get_updates_request=HTTPXRequest(connection_pool_size=2,
+                                             read_timeout=POLL_TIMEOUT + 15),
+        )
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
+        """Runs a Bot coroutine on the client's loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def get_me(self) -> dict[str, Any]:
+        """The bot's own user (checks the token)."""
+        me = self.run(self.bot.get_me())
+        return {"id": me.id, "username": me.username or "", "name": me.full_name}
+
+    def close(self) -> None:
+        """Closes the HTTP connections and stops the loop thread."""
+        try:
+            self.run(self.bot.shutdown(), timeout=10)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            logger.debug("Telegram client shutdown failed", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+_clients: dict[tuple[str, str], TelegramClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(settings: Settings) -> TelegramClient:
+    """This process's client for the configured bot."""
+    assert settings.telegram_token
+    key = (settings.telegram_token, settings.telegram_api_url)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = TelegramClient(*key)
+        return client
+
+
+def close_clients() -> None:
+    """Closes every client of this process (shutdown, tests)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+def check_token(settings: Settings) -> dict[str, Any]:
+    """getMe with the configured token.
+
+    Raises:
+        ValueError: Telegram refused the token, or could not be reached (message says which).
+    """
+    try:
+        return get_client(settings).get_me()
+    except (InvalidToken, Forbidden) as exc:
+        raise ValueError(f"REDESK_TELEGRAM_TOKEN was refused by Telegram ({exc})") from None
+    except TelegramError as exc:
+        raise ValueError(
+            f"Telegram at REDESK_TELEGRAM_API_URL could not be reached ({exc})") from None
+
+
+# --- receiving ------------------------------------------------------------------------------
+
+
+def classify(data: Any) -> tuple[str, str | None]:
+    """The natural key and the chat (ordering key) of an update; chat None: stored, ignored.
+
+    Raises:
+        BadUpdate: `data` is not an Update.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int) \
+            or isinstance(data.get("update_id"), bool):
+        raise BadUpdate("not an Update")
+    try:
+        update = Update.de_json(data, None)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadUpdate(str(exc)) from None
+    key = str(update.update_id)
+    if update.callback_query is not None:
+        return key, str(update.callback_query.from_user.id)
+    message = update.message or update.edited_message
+    if message is None or message.from_user is None or message.from_user.is_bot:
+        return key, None
+    if message.chat.type != "private" and not (message.text or "").startswith("/"):
+        # In a group only commands are for redesk; the rest is the members' conversation.
+        return key, None
+    return key, str(message.from_user.id)
+
+
+def store_update(session: Session, data: dict[str, Any]) -> tuple[str | None, bool]:
+    """Stores an update in the inbox (a repeat is a no-op).
+
+    Returns:
+        The chat to handle (None when the update is ignored) and whether it was new.
+    """
+    key, chat = classify(data)
+    inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=key,
+                                 chat_id=chat or "-", payload=data,
+                                 status="pending" if chat else "done")
+    return chat, inbox_id is not None
+
+
+def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
+    """An inbox row's update as the channel-neutral Inbound."""
+    update = Update.de_json(payload, None)
+    query = update.callback_query
+    if query is not None:
+        message = query.message
+        card_text = getattr(message, "text", None) or ""
+        return Inbound(
+            channel=CHANNEL, chat_id=chat_id, pressed=True,
+            display_name=query.from_user.full_name,
+            callback=Callback(
+                id=query.id, token=query.data or "",
+                chat_id=str(message.chat.id) if message is not None else chat_id,
+                message_id=message.message_id if message is not None else 0,
+                message_text=card_text,
+            ),
+        )
+    edited = update.edited_message
+    if edited is not None:
+        return Inbound(channel=CHANNEL, chat_id=chat_id,
+                       text=edited.text or edited.caption or "",
+                       edit_of=f"{edited.chat.id}:{edited.message_id}",
+                       display_name=edited.from_user.full_name if edited.from_user else "")
+    message = update.message
+    if message is None:
+        return Inbound(channel=CHANNEL, chat_id=chat_id, unsupported=True)
+    attachments = _attachments(message)
+    words = message.text or message.caption or ""
+    return Inbound(
+        channel=CHANNEL, chat_id=chat_id, text=words, attachments=attachments,
+        origin=f"{message.chat.id}:{message.message_id}",
+        display_name=message.from_user.full_name if message.from_user else "",
+        unsupported=not words and not attachments,
+    )
+
+
+def _attachments(message: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if message.photo:
+        largest = max(message.photo, key=lambda size: (size.width * size.height,
+                                                       size.file_size or 0))
+        found.append({"kind": "photo", "file_id": largest.file_id})
+    for kind in ("voice", "video", "document", "audio"):
+        media = getattr(message, kind, None)
+        if media is not None:
+            found.append({"kind": "document" if kind == "audio" else kind,
+                          "file_id": media.file_id,
+                          "file_name": getattr(media, "file_name", None),
+                          "mime_type": getattr(media, "mime_type", None)})
+    venue = message.venue
+    location = venue.location if venue is not None else message.location
+    if location is not None:
+        found.append({"kind": "location", "latitude": location.latitude,
+                      "longitude": location.longitude,
+                      "label": f"{venue.title} {venue.address}".strip() if venue else None})
+    return found
+
+
+class TelegramHooks:
+    """Button presses: resolve the token before handling; answer and edit the card after."""
+
+    def prepare(self, tx: Tx, person: Person, inbound: Inbound) -> Inbound | None:
+        """The pressed button's action as the Inbound's text, or None for a forged/stale one."""
+        callback = inbound.callback
+        if callback is None:
+            return inbound
+        row = queries.get_button_token(session=tx.session, token=callback.token[:64])
+        if row is not None and row.person_id != person.id:
+            owner = queries.get_person(session=tx.session, person_id=row.person_id)
+            # A button in a committee group may be pressed by anyone in it (rights are
+            # checked by the workflow); any other button only by the person it was sent to.
+            if owner is None or owner.role != Role.GROUP or owner.external_id != callback.chat_id:
+                row = None
+        if row is None:
+            tx.notify(person, "tg.callback", callback_id=callback.id,
+                      message_key="error.stale_button", message_params={}, alert=True)
+            return None
+        return replace(inbound, text=row.action)
+
+    def finish(self, tx: Tx, person: Person, inbound: Inbound, outcome: Outcome) -> None:
+        """Answers the callback (an alert with the reason when refused) and edits the card."""
+        callback = inbound.callback
+        if callback is None:
+            return
+        if outcome.error is not None:
+            refusal = next((row for row in tx.outbox if row.person_id == person.id
+                            and row.key.startswith("error.")), None)
+            key, params = ("error.stale_button", {}) if refusal is None else \
+                (refusal.key, dict(refusal.params))
+            if refusal is not None:
+                # The refusal is shown as an alert on the button instead of a chat message.
+                tx.outbox.remove(refusal)
+                tx.session.expunge(refusal) if refusal.id is None else tx.session.delete(refusal)
+            tx.notify(person, "tg.callback", callback_id=callback.id, message_key=key,
+                      message_params=params, alert=True)
+            return
+        tx.notify(person, "tg.callback", callback_id=callback.id, message_key="tg.pressed",
+                  message_params={}, alert=False)
+        if tx.moved and callback.message_id:
+            number, action, state, _ = tx.moved[-1]
+            line = text("line.acted", by=person_label(person),
+                        action=action_label(action), state=state_label(state))
+            tx.notify(person, "tg.edit", chat_id=callback.chat_id, message_id=callback.message_id,
+                      text=f"{callback.message_text}\n\n{line}"[:MAX_MESSAGE])
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+def split_text(message: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """A text cut into Telegram-sized parts, at line breaks where possible."""
+    if len(message) <= limit:
+        return [message]
+    parts: list[str] = []
+    rest = message
+    while len(rest) > limit:
+        cut = rest.rfind("\n", 0, limit)
+        if cut <= limit // 2:
+            cut = limit
+        parts.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n")
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def _seconds(value: int | float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramSender:
+    """Sends outbox messages through the Bot API within Telegram's limits."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
+        self.settings = settings
+        self.limiter = limiter or make_limiter(settings.redis_url)
+
+    @property
+    def client(self) -> TelegramClient:
+        """This process's client (created on first use)."""
+        return get_client(self.settings)
+
+    def send(
+        self, session: Session, person: Person, message: Rendered, row: OutboxMessage
+    ) -> None:
+        """Sends one outbox message: text parts, then attachments; answers and edits."""
+        if row.key == "tg.callback":
+            self._call(None, partial(self.client.bot.answer_callback_query,
+                                     row.params["callback_id"], text=message.text[:200],
+                                     show_alert=bool(row.params.get("alert"))), callback=True)
+            return
+        if row.key == "tg.edit":
+            chat = int(row.params["chat_id"])
+            self._call(chat, partial(self.client.bot.edit_message_text, message.text,
+                                     chat_id=chat, message_id=int(row.params["message_id"])),
+                       edit=True)
+            return
+        chat = int(person.external_id)
+        parts = split_text(message.text)
+        media = list(row.params.get("attachments") or [])
+        done = int(row.params.get("_parts_sent", 0))
+        for index in range(done, len(parts) + len(media)):
+            try:
+                if index < len(parts):
+                    markup = self._keyboard(session, person, message.buttons) \
+                        if index == len(parts) - 1 else None
+                    part = parts[index]
+                    self._call(chat, partial(self.client.bot.send_message, chat, part,
+                                             reply_markup=markup))
+                else:
+                    item = media[index - len(parts)]
+                    self._call(chat, partial(self._send_media, chat, item))
+            except SkipPart:
+                logger.warning("A Telegram attachment could not be sent; skipped")
+            except (TransientSendError, Unreachable):
+                row.params = {**row.params, "_parts_sent": index}
+                raise
+            row.params = {**row.params, "_parts_sent": index + 1}
+
+    def _call(self, chat: int | None, request: Callable[[], Coroutine[Any, Any, Any]], *,
+              edit: bool = False, callback: bool = False) -> Any:
+        """Runs one Bot API call within the limits, mapping its errors to send errors."""
+        if chat is not None:
+            wait = self.limiter.reserve(telegram_slots(chat))
+            if wait > 0:
+                time.sleep(wait)
+        try:
+            return self.client.run(request())
+        except RetryAfter as exc:
+            seconds = _seconds(exc.retry_after)
+            if chat is not None:
+                self.limiter.cooldown(telegram_slots(chat)[-1][0], seconds)
+            raise TransientSendError(f"Telegram 429: retry after {seconds:g} s",
+                                     retry_after=seconds) from None
+        except Forbidden as exc:
+            if callback or edit:
+                raise PermanentSendError(str(exc)) from None
+            raise Unreachable(str(exc)) from None
+        except BadRequest as exc:
+            if edit and "not modified" in str(exc).lower():
+                return None
+            if callback and "too old" in str(exc).lower():
+                return None
+            if chat is not None and not edit and not callback and _is_media_error(exc):
+                raise SkipPart(str(exc)) from None
+            raise PermanentSendError(str(exc)) from None
+        except (TimedOut, NetworkError) as exc:
+            raise TransientSendError(f"Telegram: {type(exc).__name__}: {exc}") from None
+
+    async def _send_media(self, chat: int, item: dict[str, Any]) -> Any:
+        bot = self.client.bot
+        kind = item.get("kind")
+        if kind == "location":
+            return await bot.send_location(chat, latitude=float(item["latitude"]),
+                                           longitude=float(item["longitude"]))
+        file_id = item.get("file_id")
+        if not file_id:
+            return None
+        if kind == "photo":
+            return await bot.send_photo(chat, file_id)
+        if kind == "voice":
+            return await bot.send_voice(chat, file_id)
+        if kind == "video":
+            return await bot.send_video(chat, file_id)
+        return await bot.send_document(chat, file_id)
+
+    def _keyboard(self, session: Session, person: Person,
+                  buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+        if not buttons:
+            return None
+        assert person.id is not None
+        now = utcnow()
+        keys = []
+        for button in buttons:
+            token = secrets.token_urlsafe(12)
+            queries.add_button_token(session=session, token=token, person_id=person.id,
+                                     action=button.action, at=now)
+            keys.append(InlineKeyboardButton(button.label, callback_data=token))
+        rows = [keys[i:i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
+        return InlineKeyboardMarkup(rows)
+
+
+class SkipPart(Exception):
+    """One attachment could not be sent (e.g. a file id from elsewhere); the rest goes on."""
+
+
+def _is_media_error(exc: BadRequest) -> bool:
+    return any(word in str(exc).lower() for word in ("file", "wrong type", "media"))
+
+
+# --- polling and webhook ---------------------------------------------------------------------
+
+
+class Poller(threading.Thread):
+    """getUpdates long polling with the offset persisted, so a restart neither loses nor
+    repeats updates (and a repeat would be deduplicated by update_id anyway)."""
+
+    def __init__(self, runtime: Any, enqueue: Any) -> None:
+        super().__init__(name="telegram-poller", daemon=True)
+        self.runtime = runtime
+        self.enqueue = enqueue
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Polls until stopped; network trouble is retried with backoff."""
+        client = get_client(self.runtime.settings)
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                with session_scope(self.runtime.engine) as session:
+                    offset = int(queries.get_channel_state(session=session, key=OFFSET_KEY) or 0)
+                updates = client.run(client.bot.do_api_request(
+                    "get_updates",
+                    api_kwargs={"offset": offset, "timeout": POLL_TIMEOUT,
+                                "allowed_updates": list(ALLOWED_UPDATES)},
+                    read_timeout=POLL_TIMEOUT + 15,
+                ), timeout=POLL_TIMEOUT + 30)
+                self._store(updates if isinstance(updates, list) else [])
+                backoff = 1.0
+            except Exception:  # noqa: BLE001 - the poller must outlive any failure
+                logger.warning("Telegram polling failed; retrying in %.0f s", backoff,
+                               exc_info=True)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    def _store(self, updates: list[Any]) -> None:
+        if not updates:
+            return
+        chats: list[str] = []
+        with session_scope(self.runtime.engine) as session:
+            newest = 0
+            for data in updates:
+                newest = max(newest, int(data.get("update_id", 0)))
+                try:
+                    chat, is_new = store_update(session, data)
+                except BadUpdate:
+                    logger.warning("Telegram sent an update that does not parse; skipped")
+                    continue
+                if chat and is_new:
+                    chats.append(chat)
+            queries.set_channel_state(session=session, key=OFFSET_KEY, value=str(newest + 1))
+        for chat in dict.fromkeys(chats):
+            self.enqueue(CHANNEL, chat)
+
+    def stop(self) -> None:
+        """Asks the poller to stop after the current long poll."""
+        self.stopping.set()
+
+
+def ensure_committee_chat(session: Session, chat_id: str) -> None:
+    """The committee group chat as a person of role group (it receives the committee's cards)."""
+    person = queries.get_or_create_person(session=session, channel=CHANNEL,
+                                          external_id=str(chat_id), display_name="党委群")
+    if person.role != Role.GROUP:
+        person.role = Role.GROUP
+        session.add(person)
