@@ -135,7 +135,14 @@ def get_client(settings: Settings) -> TelegramClient:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = TelegramClient(*key)
+            client = TelegramClient(*key)
+            try:
+                # initialize() checks the token (getMe) and makes shutdown() close the pools.
+                client.run(client.bot.initialize(), timeout=60)
+            except BaseException:
+                client.close()
+                raise
+            _clients[key] = client
         return client
 
 
@@ -296,7 +303,10 @@ class TelegramHooks:
             if refusal is not None:
                 # The refusal is shown as an alert on the button instead of a chat message.
                 tx.outbox.remove(refusal)
-                tx.session.expunge(refusal) if refusal.id is None else tx.session.delete(refusal)
+                if refusal.id is None:
+                    tx.session.expunge(refusal)
+                else:
+                    tx.session.delete(refusal)
             tx.notify(person, "tg.callback", callback_id=callback.id, message_key=key,
                       message_params=params, alert=True)
             return
@@ -475,13 +485,12 @@ class Poller(threading.Thread):
             try:
                 with session_scope(self.runtime.engine) as session:
                     offset = int(queries.get_channel_state(session=session, key=OFFSET_KEY) or 0)
-                updates = client.run(client.bot.do_api_request(
-                    "get_updates",
-                    api_kwargs={"offset": offset, "timeout": POLL_TIMEOUT,
-                                "allowed_updates": list(ALLOWED_UPDATES)},
+                updates = client.run(client.bot.get_updates(
+                    offset=offset, timeout=POLL_TIMEOUT, allowed_updates=list(ALLOWED_UPDATES),
                     read_timeout=POLL_TIMEOUT + 15,
                 ), timeout=POLL_TIMEOUT + 30)
-                self._store(updates if isinstance(updates, list) else [])
+                # to_dict() gives back the Bot API JSON, unknown fields included.
+                self._store([update.to_dict() for update in updates])
                 backoff = 1.0
             except Exception:  # noqa: BLE001 - the poller must outlive any failure
                 logger.warning("Telegram polling failed; retrying in %.0f s", backoff,
