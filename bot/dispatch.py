@@ -16,6 +16,7 @@ from bot.channels import telegram, web
 from bot.channels.base import (
     PermanentSendError,
     Sender,
+    SendError,
     TransientSendError,
     Unreachable,
 )
@@ -57,6 +58,10 @@ HOOKS: dict[str, Hooks] = {telegram.CHANNEL: telegram.TelegramHooks()}
 
 #: Channel -> sender. Other channels register theirs when they are switched on.
 SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
+
+#: Outbox keys that answer a press or edit a card rather than write to the person's own chat:
+#: they go out even when that chat is closed (a worker acting only in the committee group).
+NOT_TO_CHAT: frozenset[str] = frozenset({"tg.callback", "tg.edit"})
 
 _lazy_senders: dict[tuple[str, int], Sender] = {}
 _lazy_lock = threading.Lock()
@@ -102,6 +107,10 @@ def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
             inbound = PARSERS[channel](chat_id, row.payload)
             if inbound.display_name and not person.display_name:
                 person.display_name = inbound.display_name[:100]
+            if person.unreachable:
+                # They wrote again (e.g. unblocked the bot): their chat is worth trying again.
+                person.unreachable = False
+                session.add(person)
             failure: Exception | None = None
             try:
                 with session.begin_nested():
@@ -186,7 +195,7 @@ def _deliver_one(
 ) -> float | None:
     row.attempts += 1
     now = utcnow()
-    if person.channel == DESK_CHANNEL or person.unreachable:
+    if person.channel == DESK_CHANNEL or (person.unreachable and row.key not in NOT_TO_CHAT):
         row.status = OutboxStatus.SKIPPED
         row.last_error = "no chat" if person.channel == DESK_CHANNEL else "unreachable"
         session.add(row)
@@ -198,7 +207,13 @@ def _deliver_one(
         session.add(row)
         return 300.0
     try:
-        sender.send(session, person, render(row.key, row.params), row)
+        try:
+            sender.send(session, person, render(row.key, row.params), row)
+        except (SendError, SQLAlchemyError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not retry one row for ever
+            logger.exception("Sending outbox row %s failed unexpectedly", row.id)
+            raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
     except TransientSendError as exc:
         delay = exc.retry_after or min(2 ** row.attempts, 300)
         row.last_error = str(exc)[:500]

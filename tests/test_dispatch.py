@@ -348,6 +348,29 @@ def test_a_transient_failure_schedules_a_retry_and_a_later_call_sends_once(
     assert [m.seq for m in web_messages(desk, resident.person_id)] == [1, 2, 3]
 
 
+def test_a_sender_bug_counts_as_an_attempt_instead_of_retrying_for_ever(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a sender that fails once with an unexpected error (a bug, not a send error)
+    resident, ids = three_receipts(desk)
+    sender = ScriptedSender(ValueError("invalid literal for int()"))
+    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL, sender)
+
+    # When delivery runs
+    retry_in = dispatch.deliver(desk.runtime, ids[0])
+
+    # Then the attempt is recorded with the error and a retry is scheduled
+    assert retry_in is not None and retry_in > 0
+    first = outbox_rows(desk, resident.person_id)[0]
+    assert first.status == OutboxStatus.PENDING and first.attempts == 1
+    assert first.last_error is not None and "ValueError" in first.last_error
+
+    # And once due again, everything goes out once, in order
+    make_due(desk, ids[0])
+    dispatch.deliver(desk.runtime, ids[0])
+    assert [m.outbox_id for m in web_messages(desk, resident.person_id)] == ids
+
+
 def test_a_transient_failure_with_retry_after_waits_that_long(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:

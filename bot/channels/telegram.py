@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 import asyncio  # noqa: E402
+import json
 import logging
 import secrets
 import threading
@@ -46,6 +47,8 @@ from telegram.request import HTTPXRequest
 
 from bot.channels.base import PermanentSendError, TransientSendError, Unreachable
 from bot.handlers import Outcome
+from bot.handlers.commands import parse
+from bot.handlers.common import TEXT_ARGUMENT
 from bot.inbound import Callback, Inbound
 from bot.ratelimit import RateLimiter, make_limiter, telegram_slots
 from bot.texts import Button, Rendered, action_label, state_label, text
@@ -66,6 +69,11 @@ ALLOWED_UPDATES: tuple[str, ...] = ("message", "edited_message", "callback_query
 #: Longest text of one Telegram message.
 MAX_MESSAGE = 4096
 
+#: Sends are booked this much further apart than Telegram's limits allow: a message reaches
+#: Telegram a little after its booked instant, and without a margin that jitter puts a 31st
+#: message into one second (or a 21st into a group's minute) now and then, which is a 429.
+LIMIT_MARGIN = 1.05
+
 #: Largest webhook body accepted, in bytes.
 WEBHOOK_BODY_LIMIT = 1024 * 1024
 
@@ -77,6 +85,12 @@ POLL_TIMEOUT = 25
 
 #: The channel_state key of the getUpdates offset.
 OFFSET_KEY = "telegram.offset"
+
+#: The channel_state key prefix (then ".<person id>") of the card a person's press left open.
+OPEN_CARD_KEY = "telegram.open_card"
+
+#: Commands whose button asks for more (a department, a reason, a result) before acting.
+FOLLOW_UP_COMMANDS: frozenset[str] = frozenset({"forward", *TEXT_ARGUMENT})
 
 T = TypeVar("T")
 
@@ -294,6 +308,9 @@ class TelegramHooks:
         """Answers the callback (an alert with the reason when refused) and edits the card."""
         callback = inbound.callback
         if callback is None:
+            if outcome.error is None:
+                # A typed reason or result may complete what a pressed card asked for.
+                self._edit_open_card(tx, person)
             return
         if outcome.error is not None:
             refusal = next((row for row in tx.outbox if row.person_id == person.id
@@ -318,6 +335,42 @@ class TelegramHooks:
                         action=action_label(action), state=state_label(state))
             tx.notify(person, "tg.edit", chat_id=callback.chat_id, message_id=callback.message_id,
                       text=f"{callback.message_text}\n\n{line}"[:MAX_MESSAGE])
+            self._edit_open_card(tx, person, pressed=callback)
+        elif callback.message_id:
+            self._remember_open_card(tx, person, inbound.text, callback)
+
+    def _remember_open_card(self, tx: Tx, person: Person, action: str,
+                            callback: Callback) -> None:
+        """A press that asked for more (转单's department picker, a reason or a result) left
+        its card as it was: remember the card, to edit it once the request moves."""
+        command = parse(action)
+        if command is None or command.rest or not command.first or \
+                command.name not in FOLLOW_UP_COMMANDS:
+            return
+        card = {"number": command.first.upper(), "chat_id": callback.chat_id,
+                "message_id": callback.message_id, "text": callback.message_text}
+        queries.set_channel_state(session=tx.session, key=f"{OPEN_CARD_KEY}.{person.id}",
+                                  value=json.dumps(card, ensure_ascii=False))
+
+    def _edit_open_card(self, tx: Tx, person: Person, pressed: Callback | None = None) -> None:
+        """Edits the card remembered by `_remember_open_card` if its request moved now."""
+        key = f"{OPEN_CARD_KEY}.{person.id}"
+        stored = queries.get_channel_state(session=tx.session, key=key) if tx.moved else None
+        if not stored:
+            return
+        card = json.loads(stored)
+        moved = [entry for entry in tx.moved if entry[0] == card["number"]]
+        if not moved:
+            return
+        queries.set_channel_state(session=tx.session, key=key, value="")
+        if pressed is not None and (pressed.chat_id, pressed.message_id) == \
+                (card["chat_id"], card["message_id"]):
+            return
+        _, action, state, _ = moved[-1]
+        line = text("line.acted", by=person_label(person), action=action_label(action),
+                    state=state_label(state))
+        tx.notify(person, "tg.edit", chat_id=card["chat_id"], message_id=card["message_id"],
+                  text=f"{card['text']}\n\n{line}"[:MAX_MESSAGE])
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -397,7 +450,8 @@ class TelegramSender:
               edit: bool = False, callback: bool = False) -> Any:
         """Runs one Bot API call within the limits, mapping its errors to send errors."""
         if chat is not None:
-            wait = self.limiter.reserve(telegram_slots(chat))
+            wait = self.limiter.reserve([(key, interval * LIMIT_MARGIN)
+                                         for key, interval in telegram_slots(chat)])
             if wait > 0:
                 time.sleep(wait)
         try:

@@ -1,0 +1,1125 @@
+"""The Telegram channel in-process, against the fake Bot API, on SQLite and PostgreSQL: the
+whole cycle in chats and the committee group, buttons, the webhook, media, sending within
+Telegram's limits, ordering, polling and the token check."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from bot import dispatch
+from bot.app import create_app
+from bot.channels import telegram
+from bot.channels.base import TransientSendError
+from bot.channels.telegram import Poller, TelegramSender
+from bot.runtime import Runtime
+from bot.texts import render
+from bot.texts import text as catalogue
+from storage import queries
+from storage.db import get_engine, session_scope
+from storage.models import ButtonToken, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.settings import Settings
+from tests.fakes.telegram import FakeTelegram
+from tests.utils.telegram import (
+    GROUP,
+    SECRET,
+    QuickLimiter,
+    TelegramDesk,
+    labels,
+    number_in,
+    text_of,
+)
+from workflow import broker as broker_module
+
+with warnings.catch_warnings():
+    # Starlette's test client now prefers httpx2; the project depends on httpx, which still works.
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+#: The six rating buttons under a result.
+RATINGS = ["已解决 · 满意", "已解决 · 基本满意", "已解决 · 不满意",
+           "未解决 · 满意", "未解决 · 基本满意", "未解决 · 不满意"]
+
+STALE = catalogue("error.stale_button")
+PRESSED = catalogue("tg.pressed")
+
+_keys = itertools.count(1)
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RetryAfter warns without it, and filterwarnings=error would turn a 429 into that warning.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    """The fake Bot API with its limits on, but far looser than the QuickLimiter's spacing."""
+    server = FakeTelegram(per_chat_interval=0.005, group_per_minute=6000,
+                          global_per_second=6000).start()
+    try:
+        yield server
+    finally:
+        telegram.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def settings(db_url: str, fake: FakeTelegram) -> Settings:
+    """Settings for the database under test with Telegram on, pointing at the fake."""
+    return Settings(  # type: ignore[call-arg]
+        database_url=db_url, redis_url=None, telegram_token=fake.token,
+        telegram_api_url=fake.url, telegram_webhook_secret=SECRET,
+        telegram_committee_chat=str(GROUP), _env_file=None,
+    )
+
+
+@pytest.fixture
+def quick_sender(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TelegramSender:
+    """The Telegram sender on a limiter a hundred times faster than Telegram's limits."""
+    sender = TelegramSender(settings, limiter=QuickLimiter())
+    monkeypatch.setitem(dispatch.SENDERS, telegram.CHANNEL, sender)
+    return sender
+
+
+@pytest.fixture
+def tg(runtime: Runtime, fake: FakeTelegram, quick_sender: TelegramSender) -> TelegramDesk:
+    """redesk on Telegram: two departments, the committee group, nobody bound yet."""
+    desk = TelegramDesk(runtime, fake)
+    desk.desk.add_department("城管执法")
+    desk.desk.add_department("市场监管")
+    fake.group(GROUP, "党群服务中心工作群")
+    with session_scope(runtime.engine) as session:
+        telegram.ensure_committee_chat(session, str(GROUP))
+    return desk
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[dramatiq.Broker]:
+    """The in-process broker, emptied, so what the webhook enqueues can be counted."""
+    broker = broker_module.configure(None)
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def client(runtime: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClient]:
+    """A client of the app on the database under test."""
+    with TestClient(create_app(runtime)) as test_client:
+        yield test_client
+
+
+def webhook(client: TestClient, body: Any, secret: str | None = SECRET, **kwargs: Any) -> Any:
+    """POSTs to /telegram/webhook the way Telegram does (JSON unless `content` is given)."""
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    if "content" in kwargs:
+        return client.post("/telegram/webhook", headers=headers, **kwargs)
+    return client.post("/telegram/webhook", headers=headers, json=body)
+
+
+def enqueued(broker: dramatiq.Broker) -> int:
+    """How many handle_inbound jobs wait in the in-process queue."""
+    return int(broker.queues["inbound"].qsize())
+
+
+def queue_message(runtime: Runtime, chat: int, key: str, **params: Any) -> int:
+    """An outbox row for a Telegram chat, as the workflow writes them; its id."""
+    with session_scope(runtime.engine) as session:
+        person = queries.get_or_create_person(session=session, channel=telegram.CHANNEL,
+                                              external_id=str(chat))
+        assert person.id is not None
+        row = queries.add_outbox(session=session, idempotency_key=f"test:{next(_keys)}",
+                                 person_id=person.id, key=key, params=params, request_id=None,
+                                 at=utcnow())
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+
+def outbox_row(runtime: Runtime, outbox_id: int) -> OutboxMessage:
+    with Session(runtime.engine) as session:
+        row = session.get(OutboxMessage, outbox_id)
+        assert row is not None
+        return row
+
+
+def make_due(runtime: Runtime, outbox_id: int) -> None:
+    """The row's retry time has come (instead of waiting for it)."""
+    with session_scope(runtime.engine) as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)  # type: ignore[arg-type]
+                        .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+# --- the whole cycle ------------------------------------------------------------------------
+
+
+def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_to_closed(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a bound worker, bound 城管执法 staff and a resident
+    worker = tg.worker(200, "王书记")
+    staff = tg.staff(300, "城管执法", "李科长")
+    resident = fake.user(100, "张三")
+    presses: list[dict[str, Any]] = []
+
+    # When the resident writes to the bot in a private chat
+    tg.say(resident, "小区门口的路灯坏了，晚上很黑")
+
+    # Then the resident gets a receipt, and the card goes to the group and to the worker
+    receipt = tg.last(100)
+    number = number_in(receipt)
+    assert "已受理登记" in text_of(receipt)
+    group_card = tg.last(GROUP, "新诉求")
+    assert number in text_of(group_card) and "小区门口的路灯坏了" in text_of(group_card)
+    assert labels(group_card) == ["受理", "转单", "驳回"]
+    assert labels(tg.last(200, "新诉求")) == ["受理", "转单", "驳回"]
+
+    # When the worker presses 转单 in the group
+    presses.append(tg.press(worker, group_card, "转单"))
+
+    # Then the worker is offered the departments, and nothing has moved yet
+    picker = tg.last(200, "请选择转交的部门")
+    assert labels(picker) == ["城管执法", "市场监管"]
+    assert tg.request(number).state == "new"
+    assert fake.edits() == []
+
+    # When the worker picks 城管执法
+    presses.append(tg.press(worker, picker, "城管执法"))
+
+    # Then it is forwarded; the picker and the group's card show who acted and the new state,
+    # without their buttons
+    assert tg.request(number).state == "forwarded"
+    acted = "王书记 已转单（当前状态：已转单，待部门接收）"
+    for chat, message in ((200, picker), (GROUP, group_card)):
+        edited = fake.edits(chat)[-1].result
+        assert edited["message_id"] == message.result["message_id"]
+        assert acted in edited["text"]
+        assert "reply_markup" not in edited
+    assert "已转交「城管执法」办理" in tg.texts(100)[-1]
+
+    # When the staff member presses 接收 on the card they got
+    card = tg.last(300, "转单")
+    assert "王书记转交「城管执法」" in text_of(card)
+    assert labels(card) == ["接收", "退单"]
+    presses.append(tg.press(staff, card, "接收"))
+
+    # Then the department handles it; the card says so
+    assert tg.request(number).state == "dept_handling"
+    assert "李科长 已接收（当前状态：部门办理中）" in fake.edits(300)[-1].result["text"]
+    assert "「城管执法」已接收" in tg.texts(100)[-1]
+
+    # When they press 办结, the dialogue asks for the result, and the next text completes it
+    taken = tg.last(300, "已接收")
+    assert labels(taken) == ["办结", "退单"]
+    edits_before = len(fake.edits())
+    presses.append(tg.press(staff, taken, "办结"))
+    assert "请输入办理结果" in tg.texts(300)[-1]
+    assert len(fake.edits()) == edits_before
+    tg.say(staff, "已更换灯泡，恢复照明")
+
+    # Then the result waits for review in the group, and the pressed card says it is done
+    assert tg.request(number).state == "review"
+    edited = fake.edits(300)[-1].result
+    assert edited["message_id"] == taken.result["message_id"]
+    assert "李科长 已办结（当前状态：待审核回单）" in edited["text"]
+    review = tg.last(GROUP, "待审核回单")
+    assert "已更换灯泡，恢复照明" in text_of(review)
+    assert labels(review) == ["回单", "返工"]
+
+    # When the worker presses 回单 on the review card in the group
+    presses.append(tg.press(worker, review, "回单"))
+
+    # Then the resident gets the result with the rating buttons; the review card shows it
+    assert tg.request(number).state == "replied"
+    assert "王书记 已回单（当前状态：已回单，待评价）" in fake.edits(GROUP)[-1].result["text"]
+    result = tg.last(100, "办理结果如下")
+    assert "已更换灯泡，恢复照明" in text_of(result)
+    assert labels(result) == RATINGS
+
+    # When the resident presses 已解决 · 满意
+    presses.append(tg.press(resident, result, "已解决 · 满意"))
+
+    # Then the request is closed
+    closed = tg.request(number)
+    assert (closed.state, closed.solved, closed.satisfaction) == ("closed", True, "满意")
+    assert "感谢您的评价（已解决 满意）" in tg.texts(100)[-1]
+    assert "张三 已评价（当前状态：已办结）" in fake.edits(100)[-1].result["text"]
+    assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
+        "submit", "forward", "take", "complete", "approve", "rate"]
+    # And every press was answered once, quietly; six cards were edited along the way
+    answers = tg.answers()
+    assert [a["callback_query_id"] for a in answers] == [p["callback_query"]["id"]
+                                                         for p in presses]
+    assert all(a["show_alert"] is False and a["text"] == PRESSED for a in answers)
+    assert len(fake.edits()) == 6
+
+
+def test_a_request_handled_by_the_committee_itself_closes_from_the_group_and_private_chats(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker and a resident's request
+    worker = tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "想咨询流动党员组织关系转接")
+    number = number_in(tg.last(100))
+
+    # When the worker presses 受理 in the group, then 办结 on their own reply and writes
+    tg.press(worker, tg.last(GROUP, "新诉求"), "受理")
+    accepted = tg.last(200, "已受理（做单）")
+    assert labels(accepted) == ["办结", "转单"]
+    tg.press(worker, accepted, "办结")
+    tg.say(worker, "已电话告知办理流程")
+    # And approves the result from the review card in the private chat
+    tg.press(worker, tg.last(200, "待审核回单"), "回单")
+    tg.press(resident, tg.last(100, "办理结果如下"), "已解决 · 基本满意")
+
+    # Then it went through every step and the group saw who acted
+    assert tg.request(number).state == "closed"
+    assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
+        "submit", "accept", "complete", "approve", "rate"]
+    assert "王书记 已受理（当前状态：办理中（党委做单））" in fake.edits(GROUP)[0].result["text"]
+    assert all(not a["show_alert"] for a in tg.answers())
+
+
+# --- buttons --------------------------------------------------------------------------------
+
+
+def test_buttons_carry_short_random_tokens_instead_of_their_actions(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given cards in the group and to two workers
+    tg.worker(200, "王书记")
+    tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+
+    # When every button sent so far is looked at
+    buttons = [pair for call in fake.sent() for pair in FakeTelegram.buttons(call)]
+
+    # Then each payload is at most 64 bytes, says nothing of its action and is never reused
+    assert len(buttons) == 1 + 3 * 3  # 查询进度 + the card's three in the group and two chats
+    tokens = [data or "" for _, data in buttons]
+    assert all(0 < len(token.encode()) <= 64 for token in tokens)
+    assert len(set(tokens)) == len(tokens)
+    assert not any(number in token or label in token
+                   for (label, _), token in zip(buttons, tokens, strict=True))
+    # And the server knows what each stands for
+    with Session(runtime.engine) as session:
+        stored = {row.token: row.action for row in session.exec(select(ButtonToken)).all()}
+    assert {stored[token] for token in tokens} == {
+        f"查询 {number}", f"受理 {number}", f"转单 {number}", f"驳回 {number}"}
+
+
+def test_the_receipts_button_answers_with_the_status_and_edits_nothing(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given the resident's receipt, whose only button is 查询进度
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    receipt = tg.last(100)
+    number = number_in(receipt)
+
+    # When the resident presses it
+    tg.press(resident, receipt, "查询进度")
+
+    # Then the status comes back, the press is answered, and no card is edited
+    assert tg.texts(100)[-1].startswith(f"【{number}】待受理")
+    assert tg.answers()[-1]["show_alert"] is False
+    assert fake.edits() == []
+
+
+@pytest.mark.parametrize(
+    "payload", ["forged-payload-0", "受理 {number}", "x" * 64],
+    ids=["random", "the-action-itself", "64-bytes"],
+)
+def test_a_forged_payload_is_answered_with_an_alert_and_changes_nothing(
+    tg: TelegramDesk, fake: FakeTelegram, payload: str
+) -> None:
+    # Given a new request whose card is in the group
+    worker = tg.worker(200, "王书记")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    card = tg.last(GROUP, "新诉求")
+    number = number_in(card)
+    before = tg.footprint()
+    last_row = tg.last_outbox_id()
+
+    # When a worker's client sends a callback with a payload redesk never issued
+    tg.feed(fake.callback_update(worker, payload.format(number=number), card))
+
+    # Then it is answered with an alert, and nothing else happens
+    assert tg.answers()[-1]["show_alert"] is True
+    assert tg.answers()[-1]["text"] == STALE
+    assert tg.footprint() == before
+    assert tg.request(number).state == "new"
+    assert [row.key for row in tg.outbox(after=last_row)] == ["tg.callback"]
+
+
+def test_a_resident_pressing_a_workers_button_in_the_group_is_refused_and_recorded(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a request whose card is in the group, and a resident who is in the group too
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    card = tg.last(GROUP, "新诉求")
+    number = number_in(card)
+    before = tg.footprint()
+    last_row = tg.last_outbox_id()
+
+    # When the resident presses 受理 under the group's card
+    tg.press(resident, card, "受理")
+
+    # Then the press is refused with an alert, recorded, and nothing changes
+    answer = tg.answers()[-1]
+    assert answer["show_alert"] is True
+    assert answer["text"] == catalogue("error.not_permitted", action_label="受理")
+    refused = [e for e in tg.events(number) if e.outcome == "refused"]
+    assert [(e.action, e.actor_id) for e in refused] == [("accept", tg.person(100).id)]
+    assert tg.footprint() == before
+    assert [row.key for row in tg.outbox(after=last_row)] == ["tg.callback"]
+
+
+def test_a_button_sent_to_one_person_and_pressed_by_another_is_stale(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given two workers, each with the new request's card in their private chat
+    tg.worker(200, "王书记")
+    other = tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    card_of_first = tg.last(200, "新诉求")
+    before = tg.footprint()
+
+    # When the second worker's client presses the first worker's button
+    tg.press(other, card_of_first, "受理")
+
+    # Then it is answered as a stale button, although they could 受理 with their own
+    assert tg.answers()[-1] == {"callback_query_id": tg.answers()[-1]["callback_query_id"],
+                                "text": STALE, "show_alert": True}
+    assert tg.footprint() == before
+
+
+def test_a_press_on_a_card_someone_else_already_acted_on_is_answered_with_the_reason(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given two workers, and the first has already accepted the request from the group
+    first = tg.worker(200, "王书记")
+    second = tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    tg.press(first, tg.last(GROUP, "新诉求"), "受理")
+    before = tg.footprint()
+
+    # When the second presses 受理 on the card in their private chat
+    tg.press(second, tg.last(201, "新诉求"), "受理")
+
+    # Then the alert says why, and the request stays with the first
+    assert tg.answers()[-1]["show_alert"] is True
+    assert tg.answers()[-1]["text"] == catalogue(
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="受理")
+    assert tg.footprint() == before
+    assert tg.request(number).handler_id == tg.person(200).id
+
+
+def test_text_commands_keep_working_in_private_chats_and_in_the_group(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker and two new requests
+    worker = tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    tg.say(resident, "井盖丢了")
+    first, second = (request.number for request in tg.requests())
+
+    # When the worker types 受理 in the private chat, and /accept@bot in the group
+    tg.say(worker, f"受理 {first}")
+    tg.feed(fake.command_update(worker, "accept", second, chat=fake.group(GROUP), mention=True))
+
+    # Then both are accepted, and the answers come to the worker's private chat
+    assert [tg.request(n).state for n in (first, second)] == ["handling", "handling"]
+    assert [number_in(call) for call in tg.messages(200)
+            if "已受理（做单）" in text_of(call)] == [first, second]
+    assert not any("已受理（做单）" in text for text in tg.texts(GROUP))
+
+
+# --- the same update three times ------------------------------------------------------------
+
+
+def test_the_same_update_stored_three_times_makes_one_request_and_one_receipt(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker
+) -> None:
+    # Given one message from a resident
+    message = fake.text_update(fake.user(100, "张三"), "路灯坏了")
+
+    # When Telegram delivers it through the webhook, the poller stores it, and the webhook again
+    first = webhook(client, message)
+    again = tg.store(message)
+    third = webhook(client, message)
+    tg.work()
+
+    # Then it is one inbox row and one job, and one request answered once
+    assert first.status_code == third.status_code == 200
+    assert again == ("100", False)
+    assert len(tg.inbox()) == 1
+    assert enqueued(stub_broker) == 1
+    assert len(tg.requests()) == 1
+    assert len(fake.sent(100)) == 1
+
+
+# --- the webhook ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong-secret", SECRET + "x", SECRET.upper()],
+                         ids=["missing", "empty", "wrong", "longer", "other-case"])
+def test_a_wrong_or_missing_secret_answers_403_and_stores_nothing(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    secret: str | None,
+) -> None:
+    response = webhook(client, fake.text_update(fake.user(100), "路灯坏了"), secret=secret)
+
+    assert response.status_code == 403
+    assert tg.inbox() == []
+    assert enqueued(stub_broker) == 0
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00", b"", b"[1, 2"],
+                         ids=["broken", "not-utf8", "empty", "unfinished"])
+def test_a_body_that_is_not_json_answers_400(
+    tg: TelegramDesk, client: TestClient, body: bytes
+) -> None:
+    response = webhook(client, None, content=body)
+
+    assert response.status_code == 400
+    assert tg.inbox() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[], [{"update_id": 1}], {}, {"message": {"text": "hi"}}, {"update_id": "700000001"},
+     {"update_id": True}, {"update_id": 1.5}, None, "update", 42,
+     {"update_id": 1, "message": "hi"}, {"update_id": 1, "message": {"text": "hi"}},
+     {"update_id": 1, "callback_query": {"id": "1"}}],
+    ids=["array", "array-of-update", "empty-object", "no-update-id", "update-id-string",
+         "update-id-bool", "update-id-float", "null", "string", "number", "message-string",
+         "message-incomplete", "callback-incomplete"],
+)
+def test_json_that_is_not_an_update_answers_400_and_stores_nothing(
+    tg: TelegramDesk, client: TestClient, stub_broker: dramatiq.Broker, body: Any
+) -> None:
+    response = webhook(client, None, content=json.dumps(body).encode())
+
+    assert response.status_code == 400
+    assert tg.inbox() == []
+    assert enqueued(stub_broker) == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_body_over_1_mb_answers_413_and_stores_nothing(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, chunked: bool
+) -> None:
+    # Given an otherwise valid update padded past 1 MB
+    update = fake.text_update(fake.user(100), "路灯坏了")
+    body = json.dumps({**update, "padding": "a" * telegram.WEBHOOK_BODY_LIMIT}).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start:start + 65536]
+
+    response = webhook(client, None, content=chunks() if chunked else body)
+
+    assert response.status_code == 413
+    assert tg.inbox() == []
+
+
+def test_an_update_just_under_1_mb_is_accepted(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient
+) -> None:
+    update = fake.text_update(fake.user(100), "路灯坏了")
+    raw = json.dumps(update)
+    body = raw[:-1] + ', "padding": "' + "a" * (telegram.WEBHOOK_BODY_LIMIT - len(raw) - 20) + '"}'
+    assert len(body.encode()) <= telegram.WEBHOOK_BODY_LIMIT
+
+    response = webhook(client, None, content=body.encode())
+
+    assert response.status_code == 200
+    assert len(tg.inbox()) == 1
+
+
+@pytest.mark.parametrize("kind", ["channel_post", "poll", "message_reaction", "group_chatter",
+                                  "bot_message", "my_chat_member"])
+def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    kind: str,
+) -> None:
+    # Given a bound worker and one update of a kind redesk does not handle
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    updates = {
+        "channel_post": lambda: fake.channel_post_update("公告"),
+        "poll": lambda: fake.poll_update(),
+        "message_reaction": lambda: fake.message_reaction_update(resident, 1),
+        "group_chatter": lambda: fake.text_update(resident, "大家好，路灯坏了", fake.group(GROUP)),
+        "bot_message": lambda: fake.text_update(
+            {"id": 999, "is_bot": True, "first_name": "另一个机器人"}, "路灯坏了"),
+        "my_chat_member": lambda: fake.my_chat_member_update(resident),
+    }
+    sent_before = len(fake.sent())
+
+    # When Telegram posts it
+    response = webhook(client, updates[kind]())
+    tg.work()
+
+    # Then it is acknowledged and kept, but nothing is done with it
+    assert response.status_code == 200
+    assert [row.status for row in tg.inbox() if row.chat_id == "-"] == ["done"]
+    assert enqueued(stub_broker) == 0
+    assert tg.requests() == []
+    assert len(fake.sent()) == sent_before
+    assert tg.answers() == []
+
+
+def test_a_callback_from_a_message_redesk_did_not_send_is_answered_and_changes_nothing(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient
+) -> None:
+    # Given a request, and a message in the resident's chat that did not come from redesk
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    before = tg.footprint()
+    foreign = {"message_id": 999999, "date": 1, "chat": fake.private_chat(resident),
+               "from": {"id": 5555, "is_bot": True, "first_name": "其他机器人"}, "text": "投票"}
+
+    # When a callback under it arrives through the webhook
+    response = webhook(client, fake.callback_update(resident, "vote:yes", foreign))
+    tg.work()
+
+    # Then it is answered, and nothing else happens
+    assert response.status_code == 200
+    assert tg.answers()[-1]["text"] == STALE
+    assert tg.footprint() == before
+
+
+def test_the_webhook_answers_503_when_the_update_cannot_be_stored(
+    stub_broker: dramatiq.Broker,
+) -> None:
+    # Given a server whose database does not answer
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/none"
+    settings = Settings(database_url=url, telegram_token="123456:TEST-TOKEN",  # type: ignore[call-arg]
+                        telegram_webhook_secret=SECRET, _env_file=None)
+    update = {"update_id": 700000001, "message": {
+        "message_id": 1, "date": 1, "chat": {"id": 100, "type": "private", "first_name": "张三"},
+        "from": {"id": 100, "is_bot": False, "first_name": "张三"}, "text": "路灯坏了"}}
+
+    # When Telegram posts an update
+    with TestClient(create_app(Runtime(settings=settings, engine=get_engine(url)))) as client:
+        response = webhook(client, update)
+
+    # Then it is told to try again later, and nothing was enqueued
+    assert response.status_code == 503
+    assert enqueued(stub_broker) == 0
+
+
+def test_the_webhook_is_refused_when_telegram_is_off(
+    tg: TelegramDesk, fake: FakeTelegram, db_url: str, stub_broker: dramatiq.Broker
+) -> None:
+    settings = Settings(database_url=db_url, _env_file=None)  # type: ignore[call-arg]
+    app = create_app(Runtime(settings=settings, engine=get_engine(db_url)))
+
+    with TestClient(app) as client:
+        response = webhook(client, fake.text_update(fake.user(100), "路灯坏了"), secret="")
+
+    assert response.status_code == 403
+    assert tg.inbox() == []
+
+
+# --- media ----------------------------------------------------------------------------------
+
+
+def test_a_photo_with_a_caption_is_a_request_with_its_largest_size_attached(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a bound worker
+    tg.worker(200, "王书记")
+
+    # When a resident sends a photo (sizes in no particular order) with a caption
+    tg.feed(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
+                              file_ids=["photo-mid", "photo-big", "photo-small"],
+                              sizes=[(320, 240), (1280, 960), (90, 68)]))
+
+    # Then the caption is the request, and the largest size is attached
+    [request] = tg.requests()
+    assert request.text == "井盖丢了，很危险"
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
+        ("photo", "photo-big")]
+    # And the cards mention the attachment and the photo is sent again after them
+    for chat in (200, GROUP):
+        card = tg.last(chat, "新诉求")
+        assert "附件：[图片]" in text_of(card)
+        media = fake.sent(chat)[-1]
+        assert (media.method, media.params["photo"]) == ("sendPhoto", "photo-big")
+        assert media.result["message_id"] > card.result["message_id"]
+
+
+def test_a_photo_without_a_caption_right_after_a_request_is_added_to_it(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker and a resident who has just sent a request
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "小区门口的路灯坏了")
+    [request] = tg.requests()
+
+    # When the resident sends a photo without a caption
+    tg.feed(fake.photo_update(resident, file_ids=["p1", "p2"]))
+
+    # Then it is a supplement of that request, not a new one
+    assert [r.number for r in tg.requests()] == [request.number]
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [("photo", "p2")]
+    supplement = tg.events(request.number)[-1]
+    assert (supplement.action, supplement.note) == ("supplement", "[图片]")
+    assert "补充信息已收到" in tg.texts(100)[-1]
+    # And the workers are told and shown the photo
+    for chat in (200, GROUP):
+        told = tg.last(chat, "群众补充了信息")
+        assert request.number in text_of(told) and "附件：[图片]" in text_of(told)
+        assert (fake.sent(chat)[-1].method, fake.sent(chat)[-1].params["photo"]) == (
+            "sendPhoto", "p2")
+
+
+def test_a_location_becomes_an_attachment_with_its_coordinates(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker
+    tg.worker(200, "王书记")
+
+    # When a resident shares a location
+    tg.feed(fake.location_update(fake.user(100, "张三"), 30.657, 104.066))
+
+    # Then it is a request with the location attached, and the worker is sent the location
+    [request] = tg.requests()
+    [place] = tg.attachments(request.number)
+    assert (place.kind, place.latitude, place.longitude) == ("location", 30.657, 104.066)
+    assert "位置" in request.text
+    sent = fake.sent(200)[-1]
+    assert (sent.method, sent.params["latitude"], sent.params["longitude"]) == (
+        "sendLocation", 30.657, 104.066)
+
+
+@pytest.mark.parametrize("kind", ["voice", "video", "document"])
+def test_voice_video_and_documents_become_requests_with_the_file_attached(
+    tg: TelegramDesk, fake: FakeTelegram, kind: str
+) -> None:
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    builders = {
+        "voice": lambda: fake.voice_update(resident, file_id="file-1"),
+        "video": lambda: fake.video_update(resident, file_id="file-1", caption="占道经营"),
+        "document": lambda: fake.document_update(resident, file_id="file-1"),
+    }
+
+    tg.feed(builders[kind]())
+
+    [request] = tg.requests()
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [(kind, "file-1")]
+    sent = fake.sent(200)[-1]
+    assert (sent.method, sent.params[kind]) == (f"send{kind.capitalize()}", "file-1")
+
+
+def test_an_edited_message_becomes_a_supplement_of_the_request_it_created(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker and a resident's request
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    original = tg.say(resident, "路灯坏了")
+    [request] = tg.requests()
+
+    # When the resident edits the message
+    tg.feed(fake.edited_text_update(original, "路灯坏了，在3号楼门口"))
+
+    # Then it is a supplement of that request, and the worker is told
+    assert [r.number for r in tg.requests()] == [request.number]
+    supplement = tg.events(request.number)[-1]
+    assert (supplement.action, supplement.note) == ("supplement", "（修改后）路灯坏了，在3号楼门口")
+    assert "补充信息已收到" in tg.texts(100)[-1]
+    assert "路灯坏了，在3号楼门口" in text_of(tg.last(200, "群众补充了信息"))
+
+
+@pytest.mark.parametrize("kind", ["sticker", "contact"])
+def test_a_sticker_or_a_contact_is_answered_politely_as_unsupported(
+    tg: TelegramDesk, fake: FakeTelegram, kind: str
+) -> None:
+    # Given a message carrying a sticker or a contact
+    update = fake.text_update(fake.user(100, "张三"), "")
+    del update["message"]["text"]
+    update["message"][kind] = {
+        "sticker": {"file_id": "CAACAgIAAx", "file_unique_id": "AgADs", "width": 512,
+                    "height": 512, "is_animated": False, "is_video": False, "type": "regular"},
+        "contact": {"phone_number": "+8613800000000", "first_name": "张三"},
+    }[kind]
+
+    # When it is handled
+    tg.feed(update)
+
+    # Then the resident is told, and no request is made
+    assert tg.texts(100) == [catalogue("error.unsupported")]
+    assert tg.requests() == []
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+def test_a_text_over_4096_characters_is_split_at_line_breaks_with_the_buttons_last(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a result longer than one Telegram message, in lines
+    result = "\n".join(f"第{i:03d}项：" + "处理情况说明" * 8 for i in range(120))
+    params = {"number": "SQ-20260101-0001", "result": result}
+    rendered = render("requester.replied", params)
+    assert len(rendered.text) > telegram.MAX_MESSAGE
+    outbox_id = queue_message(runtime, 100, "requester.replied", **params)
+
+    # When it is delivered
+    assert dispatch.deliver(runtime, outbox_id) is None
+
+    # Then it arrives in parts of at most 4,096 characters, cut between lines
+    parts = tg.messages(100)
+    texts = [text_of(part) for part in parts]
+    assert len(parts) == 2
+    assert all(len(text) <= telegram.MAX_MESSAGE for text in texts)
+    assert "\n".join(texts) == rendered.text
+    # And only the last part has the buttons
+    assert [labels(part) for part in parts] == [[], RATINGS]
+    assert outbox_row(runtime, outbox_id).status == OutboxStatus.SENT
+
+
+def test_a_429_raises_a_transient_error_with_telegrams_retry_after(
+    fake: FakeTelegram, runtime: Runtime, quick_sender: TelegramSender
+) -> None:
+    # Given Telegram answering every send with 429 retry after 3 seconds
+    outbox_id = queue_message(runtime, 100, "reply.empty_todo")
+    fake.force_429(3, 60)
+
+    # When the sender sends
+    with session_scope(runtime.engine) as session:
+        row = session.get(OutboxMessage, outbox_id)
+        assert row is not None
+        person = session.get(Person, row.person_id)
+        assert person is not None
+        with pytest.raises(TransientSendError) as raised:
+            quick_sender.send(session, person, render(row.key, row.params), row)
+
+    # Then the error carries Telegram's retry_after in seconds
+    assert raised.value.retry_after == 3.0
+    assert fake.count("sendMessage", ok=False) == 1
+
+
+def test_a_429_is_retried_after_retry_after_and_each_message_delivered_once_in_order(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given two messages for one chat, and Telegram answering 429 retry after 2 seconds
+    first = queue_message(runtime, 100, "reply.empty_todo")
+    second = queue_message(runtime, 100, "reply.no_requests")
+    fake.force_429(2, 60)
+
+    # When they are delivered
+    retry_in = dispatch.deliver(runtime, first)
+
+    # Then the first waits for retry_after, and the second waits behind it
+    assert retry_in == 2.0
+    row = outbox_row(runtime, first)
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 1)
+    assert row.next_attempt_at is not None and row.next_attempt_at > utcnow()
+    assert outbox_row(runtime, second).attempts == 0
+
+    # When Telegram accepts again, but the retry time has not come
+    fake.clear_faults()
+    assert dispatch.deliver(runtime, first) is not None
+    assert tg.texts(100) == []
+
+    # When it has come
+    make_due(runtime, first)
+    assert dispatch.deliver(runtime, first) is None
+
+    # Then both are delivered once, in order
+    assert tg.texts(100) == [catalogue("reply.empty_todo"), catalogue("reply.no_requests")]
+    assert fake.count("sendMessage", ok=False) == 1
+    assert [outbox_row(runtime, i).status for i in (first, second)] == [OutboxStatus.SENT] * 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_server_error_is_retried_and_the_message_delivered_once(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime, status: int
+) -> None:
+    # Given Telegram failing the next send
+    outbox_id = queue_message(runtime, 100, "reply.empty_todo")
+    fake.fail_next(1, status=status, methods="sendMessage")
+
+    # When it is delivered, and again once the backoff is over
+    retry_in = dispatch.deliver(runtime, outbox_id)
+    failed = outbox_row(runtime, outbox_id)
+    make_due(runtime, outbox_id)
+    assert dispatch.deliver(runtime, outbox_id) is None
+
+    # Then the first attempt was put off with a backoff, and the message arrived once
+    assert retry_in == 2.0
+    assert failed.status == OutboxStatus.PENDING and failed.last_error
+    assert tg.texts(100) == [catalogue("reply.empty_todo")]
+    assert outbox_row(runtime, outbox_id).status == OutboxStatus.SENT
+    assert outbox_row(runtime, outbox_id).attempts == 2
+
+
+def test_a_person_who_blocked_the_bot_is_marked_unreachable_and_never_retried(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a resident who blocked the bot, and two messages for them
+    fake.block(100)
+    first = queue_message(runtime, 100, "reply.empty_todo")
+    second = queue_message(runtime, 100, "reply.no_requests")
+
+    # When they are delivered, and the sweeper tries again
+    assert dispatch.deliver(runtime, first) is None
+    tg.work()
+
+    # Then Telegram was asked once; both are skipped and the person is unreachable
+    assert fake.count("sendMessage") == 1
+    assert [outbox_row(runtime, i).status for i in (first, second)] == [OutboxStatus.SKIPPED] * 2
+    assert tg.person(100).unreachable is True
+
+
+def test_a_split_message_interrupted_by_a_429_resumes_with_the_parts_not_yet_sent(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a long message, and Telegram allowing one message to the chat every 5 seconds
+    params = {"number": "SQ-20260101-0001", "result": "办理情况：" + "已处理。" * 1500}
+    rendered = render("requester.replied", params)
+    outbox_id = queue_message(runtime, 100, "requester.replied", **params)
+    fake.per_chat_interval = 5.0
+
+    # When it is delivered: the first part goes out, the second is refused with a 429
+    retry_in = dispatch.deliver(runtime, outbox_id)
+    assert retry_in == 5.0
+    assert len(tg.messages(100)) == 1
+    assert outbox_row(runtime, outbox_id).params["_parts_sent"] == 1
+
+    # When its retry time has come
+    fake.per_chat_interval = 0.005
+    make_due(runtime, outbox_id)
+    assert dispatch.deliver(runtime, outbox_id) is None
+
+    # Then only the rest was sent: every part arrived once, the buttons with the last
+    texts = tg.texts(100)
+    assert len(texts) == 2
+    assert "".join(texts) == rendered.text
+    assert fake.count("sendMessage", ok=False) == 1
+    assert labels(tg.messages(100)[-1]) == RATINGS
+    assert outbox_row(runtime, outbox_id).status == OutboxStatus.SENT
+
+
+def test_a_resident_who_blocked_the_bot_and_writes_again_is_answered_again(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a resident whose receipt could not be delivered: they had blocked the bot
+    resident = fake.user(100, "张三")
+    fake.block(100)
+    tg.say(resident, "路灯坏了")
+    assert tg.person(100).unreachable is True
+
+    # When they unblock it and write again
+    fake.unblock(100)
+    tg.say(resident, "井盖丢了")
+
+    # Then they get the receipt of the new request
+    second = tg.requests()[-1]
+    assert [number_in(call) for call in tg.messages(100)] == [second.number]
+    assert tg.person(100).unreachable is False
+
+
+def test_a_worker_who_cannot_be_written_to_privately_still_has_group_presses_answered(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker who bound themselves in the group but never opened a chat with the bot
+    worker = fake.user(200, "王书记")
+    fake.block(200)
+    tg.feed(fake.command_update(worker, "bind", tg.desk.invite("worker"), chat=fake.group(GROUP)))
+    assert tg.person(200).role == "worker"
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    card = tg.last(GROUP, "新诉求")
+
+    # When the worker presses 受理 in the group
+    press = tg.press(worker, card, "受理")
+
+    # Then the press is answered and the group sees who acted
+    assert tg.answers()[-1]["callback_query_id"] == press["callback_query"]["id"]
+    assert "王书记 已受理" in fake.edits(GROUP)[-1].result["text"]
+    assert tg.request(number_in(card)).state == "handling"
+
+
+def test_deliveries_stay_within_telegrams_real_limits_without_a_single_429(
+    runtime: Runtime, fake: FakeTelegram
+) -> None:
+    # Given the fake enforcing Telegram's real limits, and the sender on the real limiter
+    fake.per_chat_interval, fake.group_per_minute, fake.global_per_second = 1.0, 20, 30
+    fake.group(GROUP)
+    with session_scope(runtime.engine) as session:
+        telegram.ensure_committee_chat(session, str(GROUP))
+    sender = dispatch.sender_for(runtime, telegram.CHANNEL)
+    assert isinstance(sender, TelegramSender)
+    assert not isinstance(sender.limiter, QuickLimiter)
+    # Three messages for one chat, one for the group, one each for 34 more chats
+    to_one = [queue_message(runtime, 100, "reply.empty_todo") for _ in range(3)]
+    to_group = [queue_message(runtime, GROUP, "reply.empty_todo")]
+    to_many = [queue_message(runtime, 1000 + i, "reply.empty_todo") for i in range(34)]
+
+    # When they are delivered by several workers at once
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda i: dispatch.deliver(runtime, i),
+                                [to_one[0], *to_group, *to_many]))
+
+    # Then every message went out, and Telegram never answered 429
+    assert results == [None] * len(results)
+    assert [call.status for call in fake.calls if call.status != 200] == []
+    assert len(fake.sent()) == 3 + 1 + 34
+    assert len(fake.sent(100)) == 3
+
+
+# --- ordering -------------------------------------------------------------------------------
+
+
+def test_updates_from_one_chat_are_handled_in_update_order_by_several_workers(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given five messages from one resident and one from another, stored before handling
+    resident = fake.user(100, "张三")
+    other = fake.user(101, "李四")
+    texts = [f"第{i}件事：路灯坏了" for i in range(1, 6)]
+    for text in texts[:2]:
+        tg.store(fake.text_update(resident, text))
+    tg.store(fake.text_update(other, "井盖丢了"))
+    for text in texts[2:]:
+        tg.store(fake.text_update(resident, text))
+
+    # When three workers handle the resident's chat at once, and the other chat
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs = [pool.submit(dispatch.process_chat, tg.runtime, telegram.CHANNEL, chat)
+                for chat in ("100", "100", "101", "100")]
+        for job in jobs:
+            job.result()
+    tg.work()
+
+    # Then the resident's requests were numbered in the order they were sent
+    mine = [r for r in tg.requests() if r.requester_id == tg.person(100).id]
+    assert [r.text for r in sorted(mine, key=lambda r: r.number)] == texts
+    # And the receipts arrived in that order too
+    assert [number_in(call) for call in tg.messages(100)] == sorted(r.number for r in mine)
+    assert len(tg.messages(101)) == 1
+
+
+# --- polling --------------------------------------------------------------------------------
+
+
+def stop(poller: Poller, fake: FakeTelegram) -> None:
+    """Stops a poller waiting in its long poll: the fake ends the poll by shutting down."""
+    poller.stop()
+    fake.stop()
+    poller.join(timeout=10)
+    assert not poller.is_alive()
+
+
+def test_polling_stores_updates_and_a_new_poller_continues_from_the_stored_offset(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given two updates waiting at Telegram
+    resident, other = fake.user(100, "张三"), fake.user(101, "李四")
+    updates = [fake.queue_update(fake.text_update(resident, "路灯坏了")),
+               fake.queue_update(fake.text_update(other, "井盖丢了"))]
+    enqueued: list[tuple[str, str]] = []
+
+    def offset() -> str | None:
+        with Session(runtime.engine) as session:
+            return queries.get_channel_state(session=session, key=telegram.OFFSET_KEY)
+
+    # When a poller runs until it waits for more
+    first = Poller(runtime, lambda channel, chat: enqueued.append((channel, chat)))
+    first.start()
+    try:
+        assert fake.wait_for(lambda f: len(enqueued) == 2 and f.waiting_polls == 1)
+
+        # Then both are stored and enqueued, and the next offset is persisted
+        assert enqueued == [("telegram", "100"), ("telegram", "101")]
+        assert offset() == str(updates[1]["update_id"] + 1)
+
+        # When it is asked to stop while an update arrives during its last long poll
+        first.stop()
+        updates.append(fake.queue_update(fake.text_update(resident, "在3号楼门口")))
+        first.join(timeout=10)
+        assert not first.is_alive()
+    finally:
+        if first.is_alive():
+            stop(first, fake)
+    assert offset() == str(updates[2]["update_id"] + 1)
+
+    # When a new poller starts and one more update arrives
+    updates.append(fake.queue_update(fake.text_update(other, "谢谢")))
+    calls_before = len(fake.calls)
+    second = Poller(runtime, lambda channel, chat: enqueued.append((channel, chat)))
+    second.start()
+    try:
+        assert fake.wait_for(lambda f: len(enqueued) == 4 and f.waiting_polls == 1)
+    finally:
+        stop(second, fake)
+
+    # Then it asked from the stored offset, and every update was stored exactly once
+    polls = [call for call in fake.calls[calls_before:] if call.method == "getUpdates"]
+    assert polls[0].params["offset"] == updates[2]["update_id"] + 1
+    assert polls[0].params["allowed_updates"] == list(telegram.ALLOWED_UPDATES)
+    assert sorted(row.natural_key for row in tg.inbox()) == sorted(
+        str(u["update_id"]) for u in updates)
+    assert enqueued[2:] == [("telegram", "100"), ("telegram", "101")]
+    assert offset() == str(updates[3]["update_id"] + 1)
+
+
+# --- the token check ------------------------------------------------------------------------
+
+
+def telegram_settings(token: str, api_url: str) -> Settings:
+    return Settings(telegram_token=token, telegram_api_url=api_url,  # type: ignore[call-arg]
+                    _env_file=None)
+
+
+def test_check_token_names_the_bot(fake: FakeTelegram) -> None:
+    me = telegram.check_token(telegram_settings(fake.token, fake.url))
+
+    assert me == {"id": 123456, "username": "redesk_bot", "name": "redesk"}
+
+
+def test_a_refused_token_is_a_clear_error_naming_redesk_telegram_token(
+    fake: FakeTelegram,
+) -> None:
+    with pytest.raises(ValueError, match="REDESK_TELEGRAM_TOKEN"):
+        telegram.check_token(telegram_settings("999:WRONG-TOKEN", fake.url))
+
+    assert fake.calls[-1].status == 401
+
+
+def test_an_unreachable_api_url_is_a_clear_error(fake: FakeTelegram) -> None:
+    with pytest.raises(ValueError, match="REDESK_TELEGRAM_API_URL"):
+        telegram.check_token(telegram_settings(fake.token, "http://127.0.0.1:1"))
+
