@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import handlers
 from bot.channels import telegram, web
 from bot.channels.base import (
+    Pacer,
     PermanentSendError,
     Sender,
     SendError,
@@ -25,7 +26,7 @@ from bot.inbound import Inbound
 from bot.runtime import Runtime
 from bot.texts import render
 from storage import queries
-from storage.db import session_scope
+from storage.db import read_engine, session_scope
 from storage.models import InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
 from workflow.service import DESK_CHANNEL, Tx
 
@@ -173,6 +174,7 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
         person_id = row.person_id
     retry_in: float | None = None
     while True:
+        _pace(runtime, person_id)
         with session_scope(runtime.engine) as session:
             person = queries.get_person(session=session, person_id=person_id, lock=True)
             assert person is not None
@@ -188,6 +190,20 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
             if retry_in is not None:
                 break
     return retry_in
+
+
+def _pace(runtime: Runtime, person_id: int) -> None:
+    """Lets a rate-limited sender wait for the next row's slot before the transaction opens."""
+    with session_scope(read_engine(runtime.engine)) as session:
+        person = queries.get_person(session=session, person_id=person_id)
+        row = queries.next_outbox_for(session=session, person_id=person_id)
+        if person is None or row is None or person.unreachable:
+            return
+        if row.next_attempt_at is not None and row.next_attempt_at > utcnow():
+            return
+        sender = sender_for(runtime, person.channel)
+    if isinstance(sender, Pacer):
+        sender.pace(person, row)
 
 
 def _deliver_one(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlmodel import Session
 
@@ -28,6 +28,14 @@ class PermanentSendError(SendError):
 
 class Unreachable(SendError):
     """The person cannot be reached on this channel any more (blocked, unsubscribed)."""
+
+
+@runtime_checkable
+class Pacer(Protocol):
+    """A sender that waits for its platform's rate limits outside the delivery transaction."""
+
+    def pace(self, person: Person, row: OutboxMessage) -> None:
+        """Waits until `row` may be sent (called with no transaction open)."""
 
 
 class Sender(Protocol):

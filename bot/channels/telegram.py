@@ -74,6 +74,10 @@ MAX_MESSAGE = 4096
 #: message into one second (or a 21st into a group's minute) now and then, which is a 429.
 LIMIT_MARGIN = 1.05
 
+#: A slot waited for by `pace` is used only by a call made this soon after it (well within
+#: LIMIT_MARGIN); a call delayed longer (e.g. waiting for the database) books a fresh slot.
+PACED_VALID_SECONDS = 0.02
+
 #: Largest webhook body accepted, in bytes.
 WEBHOOK_BODY_LIMIT = 1024 * 1024
 
@@ -403,6 +407,8 @@ class TelegramSender:
     def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or make_limiter(settings.redis_url)
+        #: Per thread: the chat whose slot `pace` already waited for, and when.
+        self._local = threading.local()
 
     @property
     def client(self) -> TelegramClient:
@@ -446,14 +452,33 @@ class TelegramSender:
                 raise
             row.params = {**row.params, "_parts_sent": index + 1}
 
+    def pace(self, person: Person, row: OutboxMessage) -> None:
+        """Books and waits for the slot of `row`'s first call, before any transaction opens:
+        the wait then holds no database lock (on SQLite, the whole database's)."""
+        if row.key == "tg.callback":
+            return
+        chat = int(row.params["chat_id"]) if row.key == "tg.edit" else int(person.external_id)
+        self._book_and_wait(chat)
+        self._local.paced = (chat, time.monotonic())
+
+    def _take_paced(self, chat: int) -> bool:
+        """Whether this thread already waited for `chat`'s next call (and uses that slot)."""
+        paced = getattr(self._local, "paced", None)
+        self._local.paced = None
+        return paced is not None and paced[0] == chat and \
+            time.monotonic() - paced[1] < PACED_VALID_SECONDS
+
+    def _book_and_wait(self, chat: int) -> None:
+        wait = self.limiter.reserve([(key, interval * LIMIT_MARGIN)
+                                     for key, interval in telegram_slots(chat)])
+        if wait > 0:
+            time.sleep(wait)
+
     def _call(self, chat: int | None, request: Callable[[], Coroutine[Any, Any, Any]], *,
               edit: bool = False, callback: bool = False) -> Any:
         """Runs one Bot API call within the limits, mapping its errors to send errors."""
-        if chat is not None:
-            wait = self.limiter.reserve([(key, interval * LIMIT_MARGIN)
-                                         for key, interval in telegram_slots(chat)])
-            if wait > 0:
-                time.sleep(wait)
+        if chat is not None and not self._take_paced(chat):
+            self._book_and_wait(chat)
         try:
             return self.client.run(request())
         except RetryAfter as exc:

@@ -116,11 +116,14 @@ class Deployment:
 
     # --- long-running processes ---------------------------------------------------------
 
-    def start(self, verb: str) -> None:
-        """Starts `redesk VERB` in the background, its output in VERB.log."""
-        log = (self.directory / f"{verb}.log").open("wb")
+    def start(self, verb: str, name: str | None = None) -> None:
+        """Starts `redesk VERB` in the background, its output in NAME.log (NAME: VERB unless
+        given; a second process of one verb, e.g. another worker, needs its own name)."""
+        name = name or verb
+        assert name not in self.processes, f"a process called {name!r} runs already"
+        log = (self.directory / f"{name}.log").open("wb")
         try:
-            self.processes[verb] = subprocess.Popen(
+            self.processes[name] = subprocess.Popen(
                 [redesk_executable(), verb], cwd=self.directory, env=self.env, stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -261,17 +264,25 @@ def e2e_redis_url() -> Iterator[str]:
     Two test runs on one machine (two engineers, or make test next to an editor's run) would
     flush each other's queues and run each other's jobs, so the database is held exclusively.
     """
+    with held_redis(E2E_REDIS_URL) as url:
+        yield url
+
+
+@contextmanager
+def held_redis(url: str) -> Iterator[str]:
+    """A Redis database held exclusively by this test run and emptied before and after;
+    a missing Redis skips (fails on CI)."""
     import redis
 
-    with exclusive(f"redesk-e2e-redis-{E2E_REDIS_URL.rsplit('/', 1)[-1]}"):
-        client = redis.Redis.from_url(E2E_REDIS_URL, socket_timeout=2)
+    with exclusive(f"redesk-e2e-redis-{url.rsplit('/', 1)[-1]}"):
+        client = redis.Redis.from_url(url, socket_timeout=2)
         try:
             client.flushdb()
         except Exception as exc:  # noqa: BLE001 - any failure means there is no Redis
             client.close()
             missing_service("Redis", exc)
         try:
-            yield E2E_REDIS_URL
+            yield url
         finally:
             client.flushdb()
             client.close()
