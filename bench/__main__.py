@@ -1,144 +1,137 @@
-"""Web intake benchmark: POST /api/web/messages against a real `redesk run`.
+"""redesk benchmarks: `python -m bench [web|telegram-ingest|telegram-e2e|telegram-delivery|all]`.
 
-Starts `redesk run` on a fresh embedded SQLite database (or on REDESK_BENCH_DATABASE_URL and
-REDESK_BENCH_REDIS_URL with `redesk worker` processes), then sends requests from many web
-identities at once and reports:
+- web: POST /api/web/messages against a real `redesk run` (bench/web.py);
+- telegram-ingest: POST /telegram/webhook throughput and latency (PostgreSQL + Redis) against a
+  static file on the same server and a bare app in the same uvicorn configuration;
+- telegram-e2e: resident message -> receipt at the fake Bot API, at steady offered rates, with
+  2 `redesk worker` processes;
+- telegram-delivery: 3,000 notifications to 300 chats through the limit-enforcing fake Bot API.
 
-- ingest: accepted messages per second and the p50/p99 latency of the 202 answer;
-- end to end: how long until every requester has their receipt (handled and delivered).
-
-Usage: python -m bench [--identities 50] [--messages 10] [--concurrency 20] [--workers 0]
+Without a subcommand (`make bench`) all of them run with their defaults (a few minutes each).
+Results are printed as Markdown; docs/benchmarks.md keeps them with the machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import platform
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench import common
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
+def _web(args: argparse.Namespace) -> None:
+    from bench import web
+
+    print("\n### web intake\n")
+    web.run(args.identities, args.messages, args.concurrency, args.workers)
 
 
-async def _run(base: str, identities: int, messages: int, concurrency: int) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        tokens = []
-        for index in range(identities):
-            answer = await client.post("/api/web/session", json={"name": f"居民{index}"})
-            tokens.append(answer.json()["token"])
-        jobs = [(token, n) for n in range(messages) for token in tokens]
-        latencies: list[float] = []
-        semaphore = asyncio.Semaphore(concurrency)
+def _ingest(args: argparse.Namespace) -> None:
+    from bench import telegram
 
-        async def post(token: str, n: int) -> None:
-            async with semaphore:
-                started = time.perf_counter()
-                answer = await client.post(
-                    "/api/web/messages", headers={"Authorization": f"Bearer {token}"},
-                    json={"id": f"bench-{n}", "text": f"第{n}件：小区门口的路灯不亮了"},
-                )
-                latencies.append(time.perf_counter() - started)
-                answer.raise_for_status()
-
-        started = time.perf_counter()
-        await asyncio.gather(*(post(token, n) for token, n in jobs))
-        ingest_seconds = time.perf_counter() - started
-
-        async def receipts(token: str) -> None:
-            seen = 0
-            while seen < messages:
-                answer = await client.get(
-                    "/api/web/messages", params={"after": 0, "wait": 5},
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-                seen = sum("已受理登记" in m["text"] for m in answer.json()["messages"])
-                if seen < messages:
-                    await asyncio.sleep(0.2)
-
-        await asyncio.gather(*(receipts(token) for token in tokens))
-        total_seconds = time.perf_counter() - started
-    count = len(jobs)
-    return {
-        "messages": count,
-        "ingest_per_second": count / ingest_seconds,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
-        "end_to_end_per_second": count / total_seconds,
-        "end_to_end_seconds": total_seconds,
-    }
+    print("\n### telegram ingest: POST /telegram/webhook\n")
+    print(f"PostgreSQL + Redis, webhook mode, no workers running (jobs wait in Redis); "
+          f"closed loop, {args.seconds:g} s per endpoint after a 3 s warm-up.\n")
+    telegram.print_ingest(telegram.ingest(seconds=args.seconds, concurrency=args.concurrency,
+                                          chats=args.chats))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the benchmark and prints one Markdown table row."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+def _e2e(args: argparse.Namespace) -> None:
+    from bench import telegram
+
+    print("\n### telegram end to end: resident message -> receipt\n")
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
+    trials = telegram.end_to_end_series(rates=rates, seconds=args.seconds,
+                                        overload_seconds=args.overload_seconds, chats=args.chats,
+                                        workers=args.workers, drain=args.drain)
+    telegram.print_trials(trials, args.workers, args.chats)
+    held = [trial.rate for trial in trials if trial.sustained]
+    print(f"\nHighest steady rate sustained: {max(held):g} msg/s." if held else
+          "\nNo rate tried was sustained.")
+    for trial in trials:
+        telegram.print_samples(trial)
+
+
+def _delivery(args: argparse.Namespace) -> None:
+    from bench import telegram
+
+    print("\n### telegram delivery: notifications through the limits\n")
+    telegram.print_delivery(telegram.delivery(notifications=args.notifications,
+                                              chats=args.chats, workers=args.workers,
+                                              timeout=args.timeout))
+
+
+def _add_web(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identities", type=int, default=50)
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0,
-                        help="separate `redesk worker` processes (needs the Redis URL)")
+                        help="separate `redesk worker` processes (needs REDESK_BENCH_REDIS_URL "
+                             "and REDESK_BENCH_DATABASE_URL)")
+
+
+def _add_ingest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="measured seconds per endpoint at full concurrency")
+    parser.add_argument("--concurrency", type=int, default=40,
+                        help="concurrent connections (Telegram's default max_connections: 40)")
+    parser.add_argument("--chats", type=int, default=1000)
+
+
+def _add_e2e(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rates", default="",
+                        help="comma-separated offered rates (msg/s); default: 200, then steady "
+                             "rates below the capacity 200/s showed")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="seconds of load of a steady trial")
+    parser.add_argument("--overload-seconds", type=float, default=10.0,
+                        help="seconds of load of the 200/s trial (default series only)")
+    parser.add_argument("--chats", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--drain", type=float, default=20.0,
+                        help="seconds to wait for the rest of the receipts after the load")
+
+
+def _add_delivery(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notifications", type=int, default=3000)
+    parser.add_argument("--chats", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=170.0,
+                        help="stop waiting after this many seconds and report what was sent")
+
+
+COMMANDS = {
+    "web": (_add_web, _web),
+    "telegram-ingest": (_add_ingest, _ingest),
+    "telegram-e2e": (_add_e2e, _e2e),
+    "telegram-delivery": (_add_delivery, _delivery),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one benchmark, or all of them."""
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description=(__doc__ or "").split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    for name, (add, _) in COMMANDS.items():
+        add(sub.add_parser(name))
+    sub.add_parser("all", help="every benchmark with its defaults (the default)")
     args = parser.parse_args(argv)
-    redesk = str(Path(sys.executable).with_name("redesk"))
-    with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
-        env = {**os.environ, "REDESK_PORT": str(port), "REDESK_HOST": "127.0.0.1",
-               "REDESK_DATABASE_URL": os.environ.get("REDESK_BENCH_DATABASE_URL",
-                                                     f"sqlite:///{tmp}/bench.db")}
-        if os.environ.get("REDESK_BENCH_REDIS_URL"):
-            env["REDESK_REDIS_URL"] = os.environ["REDESK_BENCH_REDIS_URL"]
-        subprocess.run([redesk, "db", "upgrade"], env=env, cwd=tmp, check=True,
-                       capture_output=True)
-        subprocess.run([redesk, "demo"], env=env, cwd=tmp, check=True, capture_output=True)
-        log = open(Path(tmp) / "run.log", "w")  # noqa: SIM115 - closed below
-        processes = [subprocess.Popen([redesk, "run"], env=env, cwd=tmp, stdout=log,
-                                      stderr=subprocess.STDOUT)]
-        processes += [subprocess.Popen([redesk, "worker"], env=env, cwd=tmp, stdout=log,
-                                       stderr=subprocess.STDOUT) for _ in range(args.workers)]
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            result = asyncio.run(_run(base, args.identities, args.messages, args.concurrency))
-        finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                process.wait(timeout=30)
-            log.close()
-    backend = "PostgreSQL" if "postgresql" in env["REDESK_DATABASE_URL"] else "SQLite"
-    queue = "Redis" if "REDESK_REDIS_URL" in env else "in-process"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; database {backend}; queue {queue}; "
-          f"workers {args.workers}")
-    print("| messages | ingest msg/s | POST p50 ms | POST p99 ms | end-to-end msg/s |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {result['messages']:.0f} | {result['ingest_per_second']:.0f} | "
-          f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
-          f"{result['end_to_end_per_second']:.0f} |")
+    command = args.command or "all"
+    facts = common.machine_facts()
+    started = time.monotonic()
+    if command == "all":
+        for name, (add, run) in COMMANDS.items():
+            defaults = argparse.ArgumentParser()
+            add(defaults)
+            begun = time.monotonic()
+            run(defaults.parse_args([]))
+            print(f"\n({name}: {time.monotonic() - begun:.0f} s)", file=sys.stderr)
+    else:
+        COMMANDS[command][1](args)
+    common.print_facts(facts)
+    print(f"(took {time.monotonic() - started:.0f} s)", file=sys.stderr)
     return 0
 
 
