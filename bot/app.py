@@ -260,7 +260,7 @@ async def telegram_webhook(request: Request) -> Response:
         return JSONResponse({"ok": False, "error": "body too large"}, status_code=413)
     try:
         data = json.loads(raw)
-        telegram.classify(data)
+        classified = telegram.classify(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         metrics.INBOUND.labels("telegram", "bad").inc()
         logger.warning("Telegram webhook: a body that is not an Update (%d bytes)", len(raw))
@@ -268,7 +268,7 @@ async def telegram_webhook(request: Request) -> Response:
 
     def store() -> tuple[str | None, bool]:
         with session_scope(runtime.engine) as session:
-            return telegram.store_update(session, data)
+            return telegram.store_update(session, data, classified)
 
     try:
         chat, is_new = await asyncio.to_thread(store)

@@ -216,13 +216,20 @@ def classify(data: Any) -> tuple[str, str | None]:
     return key, str(message.from_user.id)
 
 
-def store_update(session: Session, data: dict[str, Any]) -> tuple[str | None, bool]:
+def store_update(
+    session: Session, data: dict[str, Any], classified: tuple[str, str | None] | None = None
+) -> tuple[str | None, bool]:
     """Stores an update in the inbox (a repeat is a no-op).
+
+    Args:
+        session: The caller's session (the caller commits).
+        data: The update's JSON.
+        classified: `classify(data)`, when the caller has it already (not parsed twice).
 
     Returns:
         The chat to handle (None when the update is ignored) and whether it was new.
     """
-    key, chat = classify(data)
+    key, chat = classified or classify(data)
     inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=key,
                                  chat_id=chat or "-", payload=data,
                                  status="pending" if chat else "done")
