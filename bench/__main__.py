@@ -21,6 +21,7 @@ from bench import common
 
 
 def _web(args: argparse.Namespace) -> None:
+    """POST /api/web/messages and the receipts over the long poll."""
     from bench import web
 
     print("\n### web intake\n")
@@ -28,6 +29,7 @@ def _web(args: argparse.Namespace) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> None:
+    """POST /telegram/webhook against a static file and a bare app."""
     from bench import telegram
 
     print("\n### telegram ingest: POST /telegram/webhook\n")
@@ -38,6 +40,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _e2e(args: argparse.Namespace) -> None:
+    """Resident message -> receipt at steady offered rates."""
     from bench import telegram
 
     print("\n### telegram end to end: resident message -> receipt\n")
@@ -54,6 +57,7 @@ def _e2e(args: argparse.Namespace) -> None:
 
 
 def _delivery(args: argparse.Namespace) -> None:
+    """Notifications through the limit-enforcing fake Bot API."""
     from bench import telegram
 
     print("\n### telegram delivery: notifications through the limits\n")
@@ -81,8 +85,8 @@ def _add_ingest(parser: argparse.ArgumentParser) -> None:
 
 def _add_e2e(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", default="",
-                        help="comma-separated offered rates (msg/s); default: 200, then steady "
-                             "rates below the capacity 200/s showed")
+                        help="comma-separated offered rates (msg/s); default: 200, then a "
+                             "ladder of steady rates 5 apart from the capacity 200/s showed")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="seconds of load of a steady trial")
     parser.add_argument("--overload-seconds", type=float, default=10.0,
@@ -114,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench",
                                      description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command")
-    for name, (add, _) in COMMANDS.items():
-        add(sub.add_parser(name))
+    for name, (add, run) in COMMANDS.items():
+        add(sub.add_parser(name, help=(run.__doc__ or "").strip()))
     sub.add_parser("all", help="every benchmark with its defaults (the default)")
     args = parser.parse_args(argv)
     command = args.command or "all"

@@ -118,7 +118,7 @@ def pg_scalar(url: str, query: str, params: Sequence[Any] = ()) -> Any:
     import psycopg
 
     with psycopg.connect(_psycopg_url(url), autocommit=True) as connection:
-        row = connection.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = connection.execute(query, params).fetchone()
         return row[0] if row else None
 
 
@@ -131,13 +131,13 @@ def fresh_database(label: str) -> Iterator[str]:
     name = f"redesk_bench_{label}_{uuid.uuid4().hex[:8]}"
     admin = _psycopg_url(PG_ADMIN_URL)
     with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        connection.execute(f'CREATE DATABASE "{name}"')
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

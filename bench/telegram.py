@@ -220,7 +220,6 @@ class Trial:
     post_p50_ms: float = float("nan")
     post_p99_ms: float = float("nan")
     post_not_ok: int = 0
-    most_in_flight: int = 0
     acked: int = 0
     ack_rate_late: float = 0.0
     backlog_at_end: int = 0
@@ -368,7 +367,6 @@ def end_to_end(*, rate: float, seconds: float, chats: int, workers: int,
     trial.post_p50_ms = percentile(result.latencies, 0.5) * 1000
     trial.post_p99_ms = percentile(result.latencies, 0.99) * 1000
     trial.post_not_ok = sum(n for status, n in result.statuses.items() if status != 200)
-    trial.most_in_flight = result.most_in_flight
     # Percentiles over every message; one not acknowledged counts with the time it had
     # waited, a lower bound (shown as "> x").
     everything = sorted([(value, False) for value in latencies]
@@ -455,7 +453,12 @@ def end_to_end_series(*, rates: list[float] | None, seconds: float, overload_sec
 def _report_trial(trial: Trial) -> None:
     print(f"[e2e] {trial.rate:g} msg/s for {trial.seconds:g} s: {trial.acked}/{trial.messages} "
           f"receipts, {trial.ack_rate_late:.1f}/s in the 2nd half, p50 {trial.e2e_p50} s, "
-          f"p99 {trial.e2e_p99} s, sustained: {trial.sustained}", file=sys.stderr)
+          f"p99 {trial.e2e_p99} s, sustained: {trial.sustained}"
+          + (f", drained {trial.drained_after_s:.1f} s after the load"
+             if trial.drained_after_s == trial.drained_after_s else ""), file=sys.stderr)
+    if trial.post_not_ok:
+        print(f"  WARNING: {trial.post_not_ok} webhook POSTs were not answered 200",
+              file=sys.stderr)
     for line in trial.log_errors[:5]:
         print(f"  log: {line}", file=sys.stderr)
 
@@ -514,7 +517,7 @@ def _create_outbox(database_url: str, notifications: int, chats: int) -> list[in
                     for n in range(notifications)]
             session.add_all(rows)
             session.flush()
-            first = {}
+            first: dict[int, int | None] = {}
             for row in rows:
                 first.setdefault(row.person_id, row.id)
             session.commit()
@@ -607,7 +610,7 @@ def delivery(*, notifications: int, chats: int, workers: int, timeout: float) ->
 
         url = run.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(url, autocommit=True) as connection:
-            outcome.statuses = dict(connection.execute(  # type: ignore[arg-type]
+            outcome.statuses = dict(connection.execute(
                 "SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
         outcome.log_errors = run.processes.errors()
     for line in outcome.log_errors[:5]:
