@@ -140,7 +140,6 @@ TEXTS: dict[str, str] = {
     "reply.completed": "【{number}】已办结，待党委审核后回复群众。",
     "reply.supplemented": "【{number}】补充信息已收到，已转告办理人员。",
     "reply.bound": "绑定成功！您的身份是：{role_label}{department_part}。\n\n{help}",
-    "reply.desk_registered": "接待台登记成功：{contact_name} {contact_phone}。",
     "reply.dialogue_cancelled": "已取消。",
     "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
     "tg.pressed": "已收到",

@@ -12,14 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dramatiq
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bot.app import create_app
 from bot.runtime import Runtime
 from storage.db import dispose_engines, get_engine, upgrade
 from storage.settings import Settings
+from tests.utils.app import TestClient
 from tests.utils.harness import Desk
+from workflow import broker as broker_module
 
 #: Whether this run is CI's: a missing service fails instead of skipping.
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -140,3 +144,18 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[dramatiq.Broker]:
+    """The in-process broker, emptied, so what the app enqueues can be counted."""
+    broker = broker_module.configure(None)
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def client(runtime: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClient]:
+    """A client of the app (create_app) on the database under test."""
+    with TestClient(create_app(runtime)) as test_client:
+        yield test_client

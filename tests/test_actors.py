@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,15 +32,9 @@ from storage.models import (
     WebMessage,
     utcnow,
 )
+from tests.utils.app import TestClient
 from tests.utils.harness import Desk, Identity
 from workflow import broker as broker_module
-
-with warnings.catch_warnings():
-    # Starlette's test client now prefers httpx2; the project depends on httpx, which still works.
-    from starlette.exceptions import StarletteDeprecationWarning
-
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 #: Upper bound of every wait, in seconds (a wait normally ends within a fraction of it).
 WAIT = 20.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,38 +13,17 @@ import dramatiq
 import pytest
 from sqlalchemy import func, update
 from sqlmodel import Session, select
-from starlette.exceptions import StarletteDeprecationWarning
 
 from bot.app import STATIC_DIR, WEB_BODY_LIMIT, create_app
 from bot.runtime import Runtime
 from storage.db import get_engine
 from storage.models import InboxMessage, WebSession, utcnow
 from storage.settings import Settings
+from tests.utils.app import TestClient
 from tests.utils.harness import Desk
-from workflow import broker as broker_module
-
-with warnings.catch_warnings():
-    # Starlette's test client now prefers httpx2; the project depends on httpx, which still works.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 #: Any CJK character: error answers are sentences in Chinese.
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
-
-
-@pytest.fixture
-def stub_broker() -> Iterator[dramatiq.Broker]:
-    """The in-process broker, emptied, so what the app enqueues can be counted."""
-    broker = broker_module.configure(None)
-    yield broker
-    broker.flush_all()
-
-
-@pytest.fixture
-def client(runtime: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClient]:
-    """A client of the app on the database under test."""
-    with TestClient(create_app(runtime)) as test_client:
-        yield test_client
 
 
 def new_token(client: TestClient, name: str = "张三") -> str:

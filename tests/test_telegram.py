@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -30,6 +29,7 @@ from storage.db import get_engine, session_scope
 from storage.models import ButtonToken, OutboxMessage, OutboxStatus, Person, utcnow
 from storage.settings import Settings
 from tests.fakes.telegram import FakeTelegram
+from tests.utils.app import TestClient
 from tests.utils.telegram import (
     GROUP,
     SECRET,
@@ -39,14 +39,6 @@ from tests.utils.telegram import (
     number_in,
     text_of,
 )
-from workflow import broker as broker_module
-
-with warnings.catch_warnings():
-    # Starlette's test client now prefers httpx2; the project depends on httpx, which still works.
-    from starlette.exceptions import StarletteDeprecationWarning
-
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 #: The six rating buttons under a result.
 RATINGS = ["已解决 · 满意", "已解决 · 基本满意", "已解决 · 不满意",
@@ -109,21 +101,6 @@ def tg(runtime: Runtime, fake: FakeTelegram, quick_sender: TelegramSender) -> Te
     with session_scope(runtime.engine) as session:
         telegram.ensure_committee_chat(session, str(GROUP))
     return desk
-
-
-@pytest.fixture
-def stub_broker() -> Iterator[dramatiq.Broker]:
-    """The in-process broker, emptied, so what the webhook enqueues can be counted."""
-    broker = broker_module.configure(None)
-    yield broker
-    broker.flush_all()
-
-
-@pytest.fixture
-def client(runtime: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClient]:
-    """A client of the app on the database under test."""
-    with TestClient(create_app(runtime)) as test_client:
-        yield test_client
 
 
 def webhook(client: TestClient, body: Any, secret: str | None = SECRET, **kwargs: Any) -> Any:

@@ -72,7 +72,7 @@ ABOUT_A_REQUEST = [
     key for key in TEXTS
     if key.split(".")[0] in ("requester", "card", "worker", "desk", "ask")
     or (key.startswith("reply.") and key not in (
-        "reply.bound", "reply.desk_registered", "reply.dialogue_cancelled",
+        "reply.bound", "reply.dialogue_cancelled",
         "reply.no_requests", "reply.empty_todo",
     ))
     or key in ("error.transition", "error.not_yours", "error.unknown_request")
