@@ -174,7 +174,9 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
         person_id = row.person_id
     retry_in: float | None = None
     while True:
-        _pace(runtime, person_id)
+        retry_in = _pace(runtime, person_id)
+        if retry_in is not None:
+            break
         with session_scope(runtime.engine) as session:
             person = queries.get_person(session=session, person_id=person_id, lock=True)
             assert person is not None
@@ -192,18 +194,23 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
     return retry_in
 
 
-def _pace(runtime: Runtime, person_id: int) -> None:
-    """Lets a rate-limited sender wait for the next row's slot before the transaction opens."""
+def _pace(runtime: Runtime, person_id: int) -> float | None:
+    """Lets a rate-limited sender wait for the next row's slot before the transaction opens.
+
+    Returns:
+        None to go on now; else seconds after which the delivery job should come back.
+    """
     with session_scope(read_engine(runtime.engine)) as session:
         person = queries.get_person(session=session, person_id=person_id)
         row = queries.next_outbox_for(session=session, person_id=person_id)
         if person is None or row is None or person.unreachable:
-            return
+            return None
         if row.next_attempt_at is not None and row.next_attempt_at > utcnow():
-            return
+            return None
         sender = sender_for(runtime, person.channel)
     if isinstance(sender, Pacer):
-        sender.pace(person, row)
+        return sender.pace(person, row)
+    return None
 
 
 def _deliver_one(

@@ -75,6 +75,18 @@ class RateLimiter(Protocol):
         """
         ...
 
+    def try_reserve(self, slots: Sequence[tuple[str, float]], within: float) -> tuple[bool, float]:
+        """Books one send on every key of `slots` only if it may happen within `within` s.
+
+        A caller that would have to wait longer comes back later instead of holding a thread
+        (and a slot nobody uses meanwhile).
+
+        Returns:
+            (booked, seconds to wait): when not booked, the seconds until the earliest slot
+            as things stand now (a later caller may take it first).
+        """
+        ...
+
     def cooldown(self, key: str, seconds: float) -> None:
         """Books nothing on `key` earlier than `seconds` from now (a 429's retry_after)."""
         ...
@@ -149,8 +161,13 @@ class LocalRateLimiter:
 
     def reserve(self, slots: Sequence[tuple[str, float]]) -> float:
         """See `RateLimiter.reserve`."""
-        at, now = self._reserve(slots)
+        at, now, _ = self._reserve(slots)
         return (at - now) / US
+
+    def try_reserve(self, slots: Sequence[tuple[str, float]], within: float) -> tuple[bool, float]:
+        """See `RateLimiter.try_reserve`."""
+        at, now, booked = self._reserve(slots, math.floor(within * US))
+        return booked, (at - now) / US
 
     def cooldown(self, key: str, seconds: float) -> None:
         """See `RateLimiter.cooldown`."""
@@ -159,8 +176,14 @@ class LocalRateLimiter:
             if until > self._cooldowns.get(key, 0):
                 self._cooldowns[key] = until
 
-    def _reserve(self, slots: Sequence[tuple[str, float]]) -> tuple[int, int]:
-        """Books the slots; returns (booked instant, now), both in microseconds."""
+    def _reserve(
+        self, slots: Sequence[tuple[str, float]], within: int | None = None
+    ) -> tuple[int, int, bool]:
+        """Books the slots unless that is more than `within` microseconds away.
+
+        Returns:
+            (earliest instant, now, booked), the instants in microseconds.
+        """
         intervals = _slots_us(slots)
         with self._lock:
             now = self._now()
@@ -183,9 +206,11 @@ class LocalRateLimiter:
                     if index and booked[index - 1] > at - interval:
                         at = booked[index - 1] + interval
                         moved = True
+            if within is not None and at - now > within:
+                return at, now, False
             for key in intervals:
                 bisect.insort(self._booked[key], at)
-            return at, now
+            return at, now, True
 
     def _sweep(self, now: int) -> None:
         """Forgets keys with nothing booked or cooling down (called with the lock held)."""
@@ -202,13 +227,16 @@ class LocalRateLimiter:
 
 
 #: KEYS: per slot its bookings (a sorted set) then its cooldown (a string), in that order.
-#: ARGV: per slot its interval in microseconds, then the expiry margin in milliseconds.
-#: Returns {booked instant, now} in microseconds on the Redis server's clock. Scripts
+#: ARGV: per slot its interval in microseconds, then the expiry margin in milliseconds, then
+#: the longest wait to book in microseconds (-1: any).
+#: Returns {earliest instant, now, 1 if booked else 0}, instants in microseconds on the Redis
+#: server's clock. Scripts
 #: replicate their effects (Redis >= 5), so TIME may be called before the writes.
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local n = #ARGV - 1
+local n = #ARGV - 2
+local within = tonumber(ARGV[n + 2])
 local intervals = {}
 local at = now
 for i = 1, n do
@@ -236,6 +264,9 @@ while moved do
         end
     end
 end
+if within >= 0 and at - now > within then
+    return {at, now, 0}
+end
 local member = string.format('%d', at)
 for i = 1, n do
     local key = KEYS[2 * i - 1]
@@ -244,7 +275,7 @@ for i = 1, n do
     local ttl = math.ceil((tonumber(last[2]) + intervals[i] - now) / 1000)
     redis.call('PEXPIRE', key, string.format('%d', ttl + tonumber(ARGV[n + 1])))
 end
-return {at, now}
+return {at, now, 1}
 """
 
 #: KEYS[1]: the cooldown string; ARGV: seconds in microseconds, expiry margin in milliseconds.
@@ -293,8 +324,13 @@ class RedisRateLimiter:
 
     def reserve(self, slots: Sequence[tuple[str, float]]) -> float:
         """See `RateLimiter.reserve`."""
-        at, now = self._reserve(slots)
+        at, now, _ = self._reserve(slots)
         return (at - now) / US
+
+    def try_reserve(self, slots: Sequence[tuple[str, float]], within: float) -> tuple[bool, float]:
+        """See `RateLimiter.try_reserve`."""
+        at, now, booked = self._reserve(slots, math.floor(within * US))
+        return booked, (at - now) / US
 
     def cooldown(self, key: str, seconds: float) -> None:
         """See `RateLimiter.cooldown`."""
@@ -309,15 +345,18 @@ class RedisRateLimiter:
     def _slots_key(self, key: str) -> str:
         return f"{self._prefix}slots:{key}"
 
-    def _reserve(self, slots: Sequence[tuple[str, float]]) -> tuple[int, int]:
-        """Books the slots; returns (booked instant, now), both in microseconds."""
+    def _reserve(
+        self, slots: Sequence[tuple[str, float]], within: int | None = None
+    ) -> tuple[int, int, bool]:
+        """See `LocalRateLimiter._reserve`."""
         intervals = _slots_us(slots)
         keys: list[str] = []
         for key in intervals:
             keys += [self._slots_key(key), self._cooldown_key(key)]
-        at, now = self._reserve_script(
-            keys=keys, args=[*intervals.values(), EXPIRY_MARGIN_MS]
+        at, now, booked = self._reserve_script(
+            keys=keys,
+            args=[*intervals.values(), EXPIRY_MARGIN_MS, -1 if within is None else within],
         )
-        if at > now:
+        if booked and at > now:
             logger.debug("Send on %s booked %d us ahead", list(intervals), at - now)
-        return int(at), int(now)
+        return int(at), int(now), bool(booked)

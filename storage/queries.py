@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from storage.models import (
@@ -149,7 +150,14 @@ def get_category(*, session: Session, category_id: int) -> Category | None:
 
 
 def next_request_sequence(*, session: Session, day: str) -> int:
-    """The next number of the day, atomically, even with many processes submitting at once."""
+    """The next number of the day, atomically, even with many processes submitting at once.
+
+    On PostgreSQL the counter is bumped in a transaction of its own, so the day's counter row
+    is locked for one statement rather than until the caller commits (which serialised every
+    submission). A caller that then rolls back leaves a gap in the day's numbers; numbers are
+    never reused. On SQLite the caller already holds the database's write lock, so the
+    counter stays in the caller's transaction (a second connection would wait for that lock).
+    """
     statement = (
         _insert(session, RequestCounter)
         .values(day=day, last=1)
@@ -158,6 +166,11 @@ def next_request_sequence(*, session: Session, day: str) -> int:
         )
         .returning(col(RequestCounter.last))
     )
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        engine = bind.engine if isinstance(bind, Connection) else bind
+        with engine.begin() as connection:
+            return int(connection.execute(statement).scalar_one())
     return int(session.execute(statement).scalar_one())
 
 

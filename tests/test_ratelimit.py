@@ -251,3 +251,28 @@ def test_the_local_limiter_forgets_idle_keys() -> None:
     # Then only the keys of that message are left
     assert set(local._booked) == {"tg:global", "tg:chat:1"}
     assert local._cooldowns == {}
+
+
+def test_try_reserve_books_a_slot_that_comes_soon_enough(limiter: RateLimiter) -> None:
+    # Given a message booked for chat 1
+    limiter.reserve(telegram_slots(1))
+    # When chat 1 tries again within two seconds
+    booked, wait = limiter.try_reserve(telegram_slots(1), 2.0)
+    # Then the slot a second later is booked: a third message comes after it
+    assert booked
+    assert wait == pytest.approx(1.0, abs=CALLS)
+    assert limiter.reserve(telegram_slots(1)) == pytest.approx(2.0, abs=CALLS)
+
+
+def test_try_reserve_books_nothing_when_the_slot_is_further_off(limiter: RateLimiter) -> None:
+    # Given a message booked for chat 1
+    first = limiter.reserve_at(telegram_slots(1))
+    # When chat 1 tries again but will wait at most a quarter second
+    booked, wait = limiter.try_reserve(telegram_slots(1), 0.25)
+    # Then nothing is booked, and it learns when its slot would be
+    assert not booked
+    assert wait == pytest.approx(1.0, abs=CALLS)
+    assert wait <= 1.0
+    # and the slot it did not take is still the next one, for chat 1 and the global schedule
+    assert limiter.reserve_at(telegram_slots(1)) - first == pytest.approx(1.0, abs=EXACT)
+    assert limiter.reserve_at(telegram_slots(2)) - first == pytest.approx(1 / 30, abs=EXACT)

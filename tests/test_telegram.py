@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -965,16 +966,52 @@ def test_deliveries_stay_within_telegrams_real_limits_without_a_single_429(
     to_group = [queue_message(runtime, GROUP, "reply.empty_todo")]
     to_many = [queue_message(runtime, 1000 + i, "reply.empty_todo") for i in range(34)]
 
-    # When they are delivered by several workers at once
+    # When they are delivered by several workers at once, each job coming back when told to
     with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda i: dispatch.deliver(runtime, i),
-                                [to_one[0], *to_group, *to_many]))
+        comebacks = list(pool.map(lambda i: deliver_until_done(runtime, i),
+                                  [to_one[0], *to_group, *to_many]))
 
     # Then every message went out, and Telegram never answered 429
-    assert results == [None] * len(results)
-    assert [call.status for call in fake.calls if call.status != 200] == []
+    assert [(call.method, call.params, call.status) for call in fake.calls
+            if call.status != 200] == []
     assert len(fake.sent()) == 3 + 1 + 34
     assert len(fake.sent(100)) == 3
+    # and the chat with three messages was told to come back for its second and third
+    assert comebacks[0] == 2
+
+
+def deliver_until_done(runtime: Runtime, outbox_id: int) -> int:
+    """Runs a delivery job as the actor does: again after each delay it asks for.
+
+    Returns:
+        How many times the job asked to come back.
+    """
+    comebacks = 0
+    while (retry_in := dispatch.deliver(runtime, outbox_id)) is not None:
+        comebacks += 1
+        time.sleep(retry_in)
+    return comebacks
+
+
+def test_a_delivery_job_leaves_a_slot_far_off_to_a_later_run_and_books_nothing(
+    runtime: Runtime, fake: FakeTelegram
+) -> None:
+    # Given the sender on the real limiter, and two messages queued for one chat
+    sender = dispatch.sender_for(runtime, telegram.CHANNEL)
+    assert isinstance(sender, TelegramSender)
+    first, _ = (queue_message(runtime, 100, "reply.empty_todo") for _ in range(2))
+
+    # When one job delivers them
+    retry_in = dispatch.deliver(runtime, first)
+
+    # Then it sent the first, and asks to come back for the second's slot instead of waiting
+    assert len(fake.sent(100)) == 1
+    assert retry_in is not None
+    assert telegram.PACE_WITHIN < retry_in <= telegram.CHAT_MARGIN
+    # and booked nothing for it: the chat's earliest slot is still the one after the first
+    booked, earliest = sender.limiter.try_reserve(telegram._slots(100), 0.0)
+    assert not booked
+    assert earliest <= retry_in
 
 
 # --- ordering -------------------------------------------------------------------------------

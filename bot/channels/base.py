@@ -34,8 +34,13 @@ class Unreachable(SendError):
 class Pacer(Protocol):
     """A sender that waits for its platform's rate limits outside the delivery transaction."""
 
-    def pace(self, person: Person, row: OutboxMessage) -> None:
-        """Waits until `row` may be sent (called with no transaction open)."""
+    def pace(self, person: Person, row: OutboxMessage) -> float | None:
+        """Waits until `row` may be sent (called with no transaction open).
+
+        Returns:
+            None when `row` may go now; else seconds after which to try again (a wait too
+            long to spend holding a worker thread).
+        """
 
 
 class Sender(Protocol):

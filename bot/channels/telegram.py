@@ -50,7 +50,13 @@ from bot.handlers import Outcome
 from bot.handlers.commands import parse
 from bot.handlers.common import TEXT_ARGUMENT
 from bot.inbound import Callback, Inbound
-from bot.ratelimit import RateLimiter, make_limiter, telegram_slots
+from bot.ratelimit import (
+    TELEGRAM_GLOBAL_INTERVAL,
+    TELEGRAM_GLOBAL_KEY,
+    RateLimiter,
+    make_limiter,
+    telegram_slots,
+)
 from bot.texts import Button, Rendered, action_label, state_label, text
 from storage import queries
 from storage.db import session_scope
@@ -69,14 +75,29 @@ ALLOWED_UPDATES: tuple[str, ...] = ("message", "edited_message", "callback_query
 #: Longest text of one Telegram message.
 MAX_MESSAGE = 4096
 
-#: Sends are booked this much further apart than Telegram's limits allow: a message reaches
-#: Telegram a little after its booked instant, and without a margin that jitter puts a 31st
-#: message into one second (or a 21st into a group's minute) now and then, which is a 429.
+#: Sends are booked this much further apart than Telegram's overall limit allows: a message
+#: reaches Telegram a little after its booked instant, and without a margin that jitter puts a
+#: 31st message into one second now and then, which is a 429.
 LIMIT_MARGIN = 1.05
 
-#: A slot waited for by `pace` is used only by a call made this soon after it (well within
-#: LIMIT_MARGIN); a call delayed longer (e.g. waiting for the database) books a fresh slot.
-PACED_VALID_SECONDS = 0.02
+#: Sends to one chat are booked this much further apart than its limit allows. The wider
+#: margin lets a delivery use the slot it waited for even when its transaction (between the
+#: wait and the call) is slow, instead of booking a second slot and wasting the first.
+CHAT_MARGIN = 1.2
+
+#: A chat slot waited for by `pace` is used by a call made at most this long after it; later,
+#: a fresh slot is booked. Kept inside the chat margin of a private chat (0.2 s of 1.2 s).
+PACED_VALID_SECONDS = 0.15
+
+#: The overall slot waited for by `pace` is used by a call made at most this long after it
+#: (within LIMIT_MARGIN of 1/30 s); later, the call books and waits for a fresh overall slot
+#: only, keeping its chat slot: calls released together (e.g. by SQLite's write lock) must
+#: not reach Telegram as a burst.
+PACED_GLOBAL_VALID_SECONDS = 0.02
+
+#: `pace` books a slot only if it comes within this many seconds; otherwise the delivery job
+#: ends and is enqueued again for when the slot is due, so waiting holds no worker thread.
+PACE_WITHIN = 0.25
 
 #: Largest webhook body accepted, in bytes.
 WEBHOOK_BODY_LIMIT = 1024 * 1024
@@ -404,6 +425,12 @@ def split_text(message: str, limit: int = MAX_MESSAGE) -> list[str]:
     return parts
 
 
+def _slots(chat: int) -> list[tuple[str, float]]:
+    """The limiter slots of one call to `chat`, with redesk's margins."""
+    return [(key, interval * (LIMIT_MARGIN if key == TELEGRAM_GLOBAL_KEY else CHAT_MARGIN))
+            for key, interval in telegram_slots(chat)]
+
+
 def _seconds(value: int | float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -459,33 +486,50 @@ class TelegramSender:
                 raise
             row.params = {**row.params, "_parts_sent": index + 1}
 
-    def pace(self, person: Person, row: OutboxMessage) -> None:
-        """Books and waits for the slot of `row`'s first call, before any transaction opens:
-        the wait then holds no database lock (on SQLite, the whole database's)."""
-        if row.key == "tg.callback":
-            return
-        chat = int(row.params["chat_id"]) if row.key == "tg.edit" else int(person.external_id)
-        self._book_and_wait(chat)
-        self._local.paced = (chat, time.monotonic())
+    def pace(self, person: Person, row: OutboxMessage) -> float | None:
+        """Books and waits for the slot of `row`'s first call, before any transaction opens,
+        so the wait holds no database lock (on SQLite, the whole database's).
 
-    def _take_paced(self, chat: int) -> bool:
-        """Whether this thread already waited for `chat`'s next call (and uses that slot)."""
+        Returns:
+            None when the row may go now; else the seconds until its slot, which is further
+            off than PACE_WITHIN and not booked: the caller comes back then.
+        """
+        if row.key == "tg.callback":
+            return None
+        chat = int(row.params["chat_id"]) if row.key == "tg.edit" else int(person.external_id)
+        booked, wait = self.limiter.try_reserve(_slots(chat), PACE_WITHIN)
+        if not booked:
+            return wait
+        if wait > 0:
+            time.sleep(wait)
+        self._local.paced = (chat, time.monotonic())
+        return None
+
+    def _take_paced(self, chat: int) -> float | None:
+        """Seconds since this thread waited for `chat`'s next call, if it did (and uses it)."""
         paced = getattr(self._local, "paced", None)
         self._local.paced = None
-        return paced is not None and paced[0] == chat and \
-            time.monotonic() - paced[1] < PACED_VALID_SECONDS
+        if paced is None or paced[0] != chat:
+            return None
+        return float(time.monotonic() - paced[1])
 
-    def _book_and_wait(self, chat: int) -> None:
-        wait = self.limiter.reserve([(key, interval * LIMIT_MARGIN)
-                                     for key, interval in telegram_slots(chat)])
+    def _book_and_wait(self, chat: int | None) -> None:
+        """Books and waits for a call to `chat` (None: the overall slot only)."""
+        slots = _slots(chat) if chat is not None else \
+            [(TELEGRAM_GLOBAL_KEY, TELEGRAM_GLOBAL_INTERVAL * LIMIT_MARGIN)]
+        wait = self.limiter.reserve(slots)
         if wait > 0:
             time.sleep(wait)
 
     def _call(self, chat: int | None, request: Callable[[], Coroutine[Any, Any, Any]], *,
               edit: bool = False, callback: bool = False) -> Any:
         """Runs one Bot API call within the limits, mapping its errors to send errors."""
-        if chat is not None and not self._take_paced(chat):
-            self._book_and_wait(chat)
+        if chat is not None:
+            late = self._take_paced(chat)
+            if late is None or late >= PACED_VALID_SECONDS:
+                self._book_and_wait(chat)
+            elif late >= PACED_GLOBAL_VALID_SECONDS:
+                self._book_and_wait(None)
         try:
             return self.client.run(request())
         except RetryAfter as exc:

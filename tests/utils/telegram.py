@@ -58,6 +58,11 @@ class QuickLimiter:
         """See `RateLimiter.reserve`."""
         return self.inner.reserve(self._scaled(slots))
 
+    def try_reserve(self, slots: Sequence[tuple[str, float]], within: float) -> tuple[bool, float]:
+        """See `RateLimiter.try_reserve`; `within` is not scaled, so the scaled slots are
+        always close enough to wait for in place (the harness delivers synchronously)."""
+        return self.inner.try_reserve(self._scaled(slots), within)
+
     def cooldown(self, key: str, seconds: float) -> None:
         """See `RateLimiter.cooldown`."""
         self.inner.cooldown(key, seconds / self.factor)
