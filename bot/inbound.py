@@ -36,6 +36,9 @@ class Inbound:
     edit_of: str | None = None
     #: For a pressed platform button: the callback to answer and the card to edit.
     callback: Callback | None = None
+    #: The person's own chat with the bot changed: True when they blocked the bot or left,
+    #: False when they (re)started it; None for an ordinary message.
+    left: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,8 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     "card.returned": lambda p: _committee_buttons(p["number"]),
     "card.reopened": lambda p: _committee_buttons(p["number"]),
     "card.forwarded": lambda p: [
-        Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}")
+        Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}"),
+        Button("办结", f"办结 {p['number']}"),
     ],
     "card.review": lambda p: [
         Button("回单", f"回单 {p['number']}"), Button("返工", f"返工 {p['number']}")

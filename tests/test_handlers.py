@@ -510,7 +510,7 @@ def test_forward_without_a_department_offers_buttons_and_pressing_one_forwards(
     assert "已转交「城管执法」办理" in only(office.resident.new_messages()).text
     staff_card = only(office.staff.new_messages())
     assert number in staff_card.text and "王书记转交「城管执法」" in staff_card.text
-    assert staff_card.actions == [f"接收 {number}", f"退单 {number}"]
+    assert staff_card.actions == [f"接收 {number}", f"退单 {number}", f"办结 {number}"]
     assert office.other_staff.new_messages() == []
     assert "王书记已转单至城管执法" in only(office.colleague.new_messages()).text
 
@@ -572,12 +572,23 @@ def test_staff_of_another_department_cannot_take_it(office: Office) -> None:
     ]
 
 
-def test_staff_completing_before_taking_are_told_the_state(office: Office) -> None:
+def test_staff_completing_before_taking_take_it_on_the_way(office: Office) -> None:
     number = office.forwarded(office.submit())
 
     reply = only(office.staff.send(f"办结 {number} 已修好"))
 
-    assert reply.text == f"【{number}】诉求当前状态为「已转单，待部门接收」，不能办结。"
+    assert reply.text == f"【{number}】已办结，待党委审核后回复群众。"
+    assert office.state(number) == "review"
+
+
+def test_staff_of_another_department_completing_a_forwarded_request_are_refused(
+    office: Office,
+) -> None:
+    number = office.forwarded(office.submit())
+
+    reply = only(office.other_staff.send(f"办结 {number} 已修好"))
+
+    assert reply.text == f"【{number}】该诉求不由您负责，不能执行「办结」。"
     assert office.state(number) == "forwarded"
 
 

@@ -721,6 +721,38 @@ def test_staff_of_another_department_cannot_take_or_complete_it(
     assert world.request(number).result is None
 
 
+def test_department_staff_complete_a_forwarded_request_without_taking_it_first(
+    cast: Cast, world: World,
+) -> None:
+    # Given a request forwarded to the lamp department
+    number = cast.bring(State.FORWARDED)
+
+    # When its staff report the result straight away
+    world.do(service.complete, cast.staff, number, "已更换灯泡")
+
+    # Then it was taken and completed: two events, the requester told it was taken
+    request = world.request(number)
+    assert (request.state, request.result) == ("review", "已更换灯泡")
+    assert [(e.action, e.from_state, e.to_state) for e in world.events(number)[-2:]] == [
+        ("take", "forwarded", "dept_handling"), ("complete", "dept_handling", "review")]
+    assert world.keys_for(cast.requester) == ["requester.taken"]
+    assert world.keys_for(cast.worker) == ["card.review"]
+
+
+def test_another_department_cannot_complete_a_forwarded_request(
+    cast: Cast, world: World,
+) -> None:
+    number = cast.bring(State.FORWARDED)
+    before = world.snapshot()
+
+    error = world.refused(service.complete, cast.market_staff, number, "办完了")
+
+    assert isinstance(error, NotPermitted) and error.reason == "not_yours"
+    assert_refusal_recorded(world, number, cast.market_staff, "complete", "forwarded")
+    assert world.request(number).state == "forwarded"
+    assert world.snapshot() == (before[0], before[1] + 1, before[2], before[3])
+
+
 def test_a_worker_cannot_complete_what_a_department_handles(cast: Cast, world: World) -> None:
     number = cast.bring(State.DEPT_HANDLING)
     error = world.refused(service.complete, cast.worker, number, "党委代办结")

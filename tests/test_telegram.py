@@ -197,7 +197,7 @@ def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_t
     # When the staff member presses 接收 on the card they got
     card = tg.last(300, "转单")
     assert "王书记转交「城管执法」" in text_of(card)
-    assert labels(card) == ["接收", "退单"]
+    assert labels(card) == ["接收", "退单", "办结"]
     presses.append(tg.press(staff, card, "接收"))
 
     # Then the department handles it; the card says so
@@ -249,6 +249,33 @@ def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_t
                                                          for p in presses]
     assert all(a["show_alert"] is False and a["text"] == PRESSED for a in answers)
     assert len(fake.edits()) == 6
+
+
+def test_department_staff_press_banjie_on_a_forwarded_card_without_pressing_jieshou(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a request forwarded to 城管执法 by text command
+    worker = tg.worker(200, "王书记")
+    staff = tg.staff(300, "城管执法", "李科长")
+    tg.say(fake.user(100, "张三"), "小区门口的路灯坏了")
+    number = number_in(tg.last(100))
+    tg.say(worker, f"转单 {number} 城管执法")
+    card = tg.last(300, "转单")
+
+    # When the staff member presses 办结 on the card and types the result
+    tg.press(staff, card, "办结")
+    assert "请输入办理结果" in tg.texts(300)[-1]
+    tg.say(staff, "已更换灯泡")
+
+    # Then the request was taken and completed; the card says so; the group gets the review
+    assert tg.request(number).state == "review"
+    assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
+        "submit", "forward", "take", "complete"]
+    edited = fake.edits(300)[-1].result
+    assert edited["message_id"] == card.result["message_id"]
+    assert "李科长 已办结（当前状态：待审核回单）" in edited["text"]
+    assert "已更换灯泡" in text_of(tg.last(GROUP, "待审核回单"))
+    assert "「城管执法」已接收" in tg.texts(100)[-1]
 
 
 def test_a_request_handled_by_the_committee_itself_closes_from_the_group_and_private_chats(
@@ -542,7 +569,7 @@ def test_an_update_just_under_1_mb_is_accepted(
 
 
 @pytest.mark.parametrize("kind", ["channel_post", "poll", "message_reaction", "group_chatter",
-                                  "bot_message", "my_chat_member"])
+                                  "bot_message", "bot_added_to_a_group"])
 def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
     tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
     kind: str,
@@ -557,7 +584,8 @@ def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
         "group_chatter": lambda: fake.text_update(resident, "大家好，路灯坏了", fake.group(GROUP)),
         "bot_message": lambda: fake.text_update(
             {"id": 999, "is_bot": True, "first_name": "另一个机器人"}, "路灯坏了"),
-        "my_chat_member": lambda: fake.my_chat_member_update(resident),
+        "bot_added_to_a_group": lambda: fake.my_chat_member_update(
+            resident, "member", "left", fake.group(GROUP)),
     }
     sent_before = len(fake.sent())
 
@@ -572,6 +600,39 @@ def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
     assert tg.requests() == []
     assert len(fake.sent()) == sent_before
     assert tg.answers() == []
+
+
+def test_a_resident_who_blocks_the_bot_is_not_written_to_until_they_restart_it(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+) -> None:
+    # Given a resident's request being handled
+    worker = tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    number = number_in(tg.last(100))
+    sent_before = len(fake.sent(100))
+
+    # When they block the bot, and a worker then accepts their request
+    assert webhook(client, fake.my_chat_member_update(resident, "kicked")).status_code == 200
+    tg.work()
+    tg.say(worker, f"受理 {number}")
+
+    # Then they are marked unreachable and nothing is sent to them (no 403 needed to learn it)
+    assert tg.person(100).unreachable is True
+    assert len(fake.sent(100)) == sent_before
+    assert [call for call in fake.calls if call.status == 403] == []
+
+    # When they restart the bot, and the request moves on
+    assert webhook(client, fake.my_chat_member_update(resident, "member", "kicked")).status_code \
+        == 200
+    tg.work()
+    tg.say(worker, f"办结 {number} 已修好")
+    tg.say(worker, f"回单 {number}")
+
+    # Then they are reachable again and get the result, and neither update was answered
+    assert tg.person(100).unreachable is False
+    assert "办理结果如下" in tg.texts(100)[-1]
+    assert len(fake.sent(100)) == sent_before + 1
 
 
 def test_a_callback_from_a_message_redesk_did_not_send_is_answered_and_changes_nothing(

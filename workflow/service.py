@@ -353,7 +353,13 @@ def return_(tx: Tx, actor: Person, number: str, reason: str) -> Request:
 
 
 def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
-    """办结: whoever handles the request reports the result; it waits for review."""
+    """办结: whoever handles the request reports the result; it waits for review.
+
+    Department staff may 办结 a request forwarded to their department without pressing 接收
+    first: it is taken (its own event and notice) and then completed, in one transaction.
+    """
+    if result.strip() and _takes_before_completing(tx, actor, number):
+        take(tx, actor, number)
     request = _begin(tx, actor, Action.COMPLETE, number)
     result = _required(tx, result, "result_required")
     by_department = request.state == State.DEPT_HANDLING
@@ -534,7 +540,20 @@ def check(tx: Tx, actor: Person, action: Action, number: str) -> Request:
     Raises:
         UnknownRequest, NotPermitted, TransitionNotAllowed.
     """
+    if action == Action.COMPLETE and _takes_before_completing(tx, actor, number):
+        return _begin(tx, actor, Action.TAKE, number)
     return _begin(tx, actor, action, number)
+
+
+def _takes_before_completing(tx: Tx, actor: Person, number: str) -> bool:
+    """Whether `actor`'s 办结 on `number` takes it first (forwarded to their department)."""
+    if actor.role != Role.DEPARTMENT:
+        return False
+    try:
+        request = load(tx, number)
+    except UnknownRequest:
+        return False
+    return request.state == State.FORWARDED and _in_department(actor, request)
 
 
 def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:

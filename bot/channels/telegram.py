@@ -70,7 +70,12 @@ logger = logging.getLogger(__name__)
 CHANNEL = "telegram"
 
 #: Update types redesk asks Telegram for.
-ALLOWED_UPDATES: tuple[str, ...] = ("message", "edited_message", "callback_query")
+ALLOWED_UPDATES: tuple[str, ...] = (
+    "message", "edited_message", "callback_query", "my_chat_member",
+)
+
+#: A private chat's my_chat_member statuses meaning the person blocked the bot.
+LEFT_STATUSES: frozenset[str] = frozenset({"kicked", "left"})
 
 #: Longest text of one Telegram message.
 MAX_MESSAGE = 4096
@@ -228,6 +233,11 @@ def classify(data: Any) -> tuple[str, str | None]:
     key = str(update.update_id)
     if update.callback_query is not None:
         return key, str(update.callback_query.from_user.id)
+    member = update.my_chat_member
+    if member is not None:
+        # Only a person's own chat with the bot matters (blocked / restarted); groups do not.
+        private = member.chat.type == "private" and not member.from_user.is_bot
+        return key, str(member.from_user.id) if private else None
     message = update.message or update.edited_message
     if message is None or message.from_user is None or message.from_user.is_bot:
         return key, None
@@ -274,6 +284,11 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
                 message_text=card_text,
             ),
         )
+    member = update.my_chat_member
+    if member is not None:
+        return Inbound(channel=CHANNEL, chat_id=chat_id,
+                       left=member.new_chat_member.status in LEFT_STATUSES,
+                       display_name=member.from_user.full_name)
     edited = update.edited_message
     if edited is not None:
         return Inbound(channel=CHANNEL, chat_id=chat_id,
@@ -320,6 +335,12 @@ class TelegramHooks:
 
     def prepare(self, tx: Tx, person: Person, inbound: Inbound) -> Inbound | None:
         """The pressed button's action as the Inbound's text, or None for a forged/stale one."""
+        if inbound.left is not None:
+            # Blocked: nothing more is sent to their chat (a later message of theirs, or a
+            # restart, makes them reachable again). Nothing is answered either way.
+            person.unreachable = inbound.left
+            tx.session.add(person)
+            return None
         callback = inbound.callback
         if callback is None:
             return inbound
