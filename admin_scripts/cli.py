@@ -50,6 +50,8 @@ categories_app = typer.Typer(help="Request categories: keywords, route, deadline
 app.add_typer(db_app, name="db")
 app.add_typer(departments_app, name="departments")
 app.add_typer(categories_app, name="categories")
+wechat_app = typer.Typer(help="The WeChat official account.", no_args_is_help=True)
+app.add_typer(wechat_app, name="wechat")
 
 
 class CliError(Exception):
@@ -127,9 +129,15 @@ def run() -> None:
     poller = _start_telegram(settings) if settings.telegram_on else None
     if not settings.telegram_on:
         console.print("channel telegram: off (set REDESK_TELEGRAM_TOKEN to switch it on)")
-    console.print("channel wechat: " + ("on" if settings.wechat_on else
-                                        "off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
-                                        "and REDESK_WECHAT_TOKEN to switch it on)"))
+    if settings.wechat_on:
+        mode = "safe mode, encrypted" if settings.wechat_aes_key else "plain mode"
+        window = "template messages outside the 48-hour window" if \
+            settings.wechat_template_id else "no REDESK_WECHAT_TEMPLATE_ID: messages outside the " \
+            "48-hour window cannot be delivered"
+        console.print(f"channel wechat: on, callback /wechat ({mode}; {window})")
+    else:
+        console.print("channel wechat: off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
+                      "and REDESK_WECHAT_TOKEN to switch it on)")
     worker = None
     stop = threading.Event()
     if embedded:
@@ -264,6 +272,37 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# --- wechat ---------------------------------------------------------------------------------
+
+
+@wechat_app.command("menu")
+def wechat_menu() -> None:
+    """Create the official account's custom menu: 我要反映, 我的诉求, 帮助.
+
+    Needs REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and REDESK_WECHAT_TOKEN.
+
+    Example: redesk wechat menu
+    """
+    from wechatpy.exceptions import WeChatClientException
+
+    from bot.channels import wechat
+
+    settings = _settings()
+    if not settings.wechat_on:
+        raise CliError("WeChat is off: set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
+                       "REDESK_WECHAT_TOKEN", Exit.CONFIG)
+    try:
+        wechat.get_client(settings).menu.create(wechat.MENU)
+    except WeChatClientException as exc:
+        raise CliError(f"WeChat refused the menu: {exc.errcode} {exc.errmsg}",
+                       Exit.FAILURE) from None
+    except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
+        raise CliError(f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})",
+                       Exit.UNAVAILABLE) from None
+    names = " / ".join(button["name"] for button in wechat.MENU["button"])
+    console.print(f"menu created: {names}")
 
 
 # --- database -------------------------------------------------------------------------------

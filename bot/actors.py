@@ -11,6 +11,7 @@ import logging
 import dramatiq
 
 from bot import dispatch
+from bot.channels import wechat
 from bot.runtime import get_runtime
 from workflow import broker as broker_module
 
@@ -31,6 +32,15 @@ def handle_inbound(channel: str, chat_id: str) -> None:
     runtime = get_runtime()
     written = dispatch.process_chat(runtime, channel, chat_id)
     enqueue_deliveries(written)
+    if channel == wechat.CHANNEL:
+        fetch_media.send()
+
+
+@dramatiq.actor(queue_name="maintenance", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS)
+def fetch_media() -> None:
+    """Downloads WeChat media not fetched yet (WeChat keeps them three days)."""
+    dispatch.fetch_media(get_runtime())
 
 
 @dramatiq.actor(queue_name="outbound", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
@@ -49,6 +59,8 @@ def sweep() -> None:
     for channel, chat_id in chats:
         handle_inbound.send(channel, chat_id)
     enqueue_deliveries(outbox)
+    if get_runtime().settings.wechat_on:
+        fetch_media.send()
     if chats or outbox:
         logger.info("Sweep re-enqueued %d chats and %d deliveries", len(chats), len(outbox))
 
@@ -70,5 +82,5 @@ def enqueue_deliveries(outbox_ids: list[int]) -> None:
         logger.warning("Could not enqueue %d deliveries", len(outbox_ids), exc_info=True)
 
 
-__all__ = ["deliver", "enqueue_deliveries", "enqueue_inbound",
+__all__ = ["deliver", "enqueue_deliveries", "enqueue_inbound", "fetch_media",
            "handle_inbound", "sweep"]

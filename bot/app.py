@@ -13,13 +13,19 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import actors, metrics
-from bot.channels import telegram, web
+from bot.channels import telegram, web, wechat
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
@@ -281,6 +287,57 @@ async def telegram_webhook(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def wechat_verify(request: Request) -> Response:
+    """GET /wechat: WeChat's server verification; echoes `echostr` when the signature holds."""
+    runtime = _runtime(request)
+    params = dict(request.query_params)
+    try:
+        wechat.check_request(runtime.settings, params)
+    except wechat.CallbackRefused as exc:
+        metrics.INBOUND.labels("wechat", "forbidden").inc()
+        logger.warning("WeChat verification refused: %s", exc.reason)
+        return PlainTextResponse("forbidden", status_code=exc.status)
+    return PlainTextResponse(params.get("echostr", "")[:200])
+
+
+async def wechat_callback(request: Request) -> Response:
+    """POST /wechat: checks, decrypts and stores the message, then answers "success".
+
+    403 for a bad signature or msg_signature and for a replay (timestamp older than five
+    minutes), 413 over 1 MB, 400 for malformed or hostile XML, a body that does not decrypt or
+    missing fields, 503 when it cannot be stored (WeChat retries). A retry of a stored message
+    is answered "success" and changes nothing.
+    """
+    runtime = _runtime(request)
+    params = dict(request.query_params)
+    try:
+        wechat.check_request(runtime.settings, params)
+        raw = await read_body(request, wechat.CALLBACK_BODY_LIMIT)
+        parsed = wechat.parse_callback(runtime.settings, params, raw)
+    except BodyTooLarge:
+        metrics.INBOUND.labels("wechat", "too_large").inc()
+        return PlainTextResponse("body too large", status_code=413)
+    except wechat.CallbackRefused as exc:
+        metrics.INBOUND.labels("wechat", "forbidden" if exc.status == 403 else "bad").inc()
+        # The reason only: never the body, which holds personal data.
+        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
+        return PlainTextResponse(exc.reason, status_code=exc.status)
+
+    def store() -> bool:
+        with session_scope(runtime.engine) as session:
+            return wechat.store_callback(session, parsed)
+
+    try:
+        is_new = await asyncio.to_thread(store)
+    except Exception:
+        logger.exception("Could not store a WeChat message")
+        return PlainTextResponse("unavailable", status_code=503)
+    metrics.INBOUND.labels("wechat", "stored" if is_new else "duplicate").inc()
+    if parsed.chat is not None and is_new:
+        await asyncio.to_thread(actors.enqueue_inbound, wechat.CHANNEL, parsed.chat)
+    return PlainTextResponse(wechat.SUCCESS)
+
+
 async def desk(request: Request) -> Response:
     """GET /desk: the web desk page."""
     return FileResponse(STATIC_DIR / "desk.html", media_type="text/html; charset=utf-8")
@@ -333,6 +390,8 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/api/web/messages", web_post_message, methods=["POST"]),
         Route("/api/web/messages", web_get_messages, methods=["GET"]),
         Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
+        Route("/wechat", wechat_verify, methods=["GET"]),
+        Route("/wechat", wechat_callback, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import handlers
-from bot.channels import telegram, web
+from bot.channels import telegram, web, wechat
 from bot.channels.base import (
     Pacer,
     PermanentSendError,
@@ -27,7 +27,7 @@ from bot.runtime import Runtime
 from bot.texts import render
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.models import Attachment, InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
 from workflow.service import DESK_CHANNEL, Tx
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ MAX_OUTBOX_ATTEMPTS = 12
 #: Channel -> inbox payload parser.
 PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {
     web.CHANNEL: web.to_inbound, telegram.CHANNEL: telegram.to_inbound,
+    wechat.CHANNEL: wechat.to_inbound,
 }
 
 
@@ -55,7 +56,9 @@ class Hooks(Protocol):
 
 
 #: Channel -> hooks.
-HOOKS: dict[str, Hooks] = {telegram.CHANNEL: telegram.TelegramHooks()}
+HOOKS: dict[str, Hooks] = {
+    telegram.CHANNEL: telegram.TelegramHooks(), wechat.CHANNEL: wechat.WeChatHooks(),
+}
 
 #: Channel -> sender. Other channels register theirs when they are switched on.
 SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
@@ -73,13 +76,18 @@ def sender_for(runtime: Runtime, channel: str) -> Sender | None:
     sender = SENDERS.get(channel)
     if sender is not None:
         return sender
-    if channel == telegram.CHANNEL and runtime.settings.telegram_on:
-        with _lazy_lock:
-            key = (channel, id(runtime.settings))
-            if key not in _lazy_senders:
-                _lazy_senders[key] = telegram.TelegramSender(runtime.settings)
-            return _lazy_senders[key]
-    return None
+    makers: dict[str, Callable[[], Sender]] = {}
+    if runtime.settings.telegram_on:
+        makers[telegram.CHANNEL] = lambda: telegram.TelegramSender(runtime.settings)
+    if runtime.settings.wechat_on:
+        makers[wechat.CHANNEL] = lambda: wechat.WeChatSender(runtime.settings)
+    if channel not in makers:
+        return None
+    with _lazy_lock:
+        key = (channel, id(runtime.settings))
+        if key not in _lazy_senders:
+            _lazy_senders[key] = makers[channel]()
+        return _lazy_senders[key]
 
 
 class InboxRetry(Exception):
@@ -281,3 +289,33 @@ def stale_work(
         outbox = [row.id for row in queries.stale_outbox(session=session, before=before)
                   if row.id is not None]
     return chats, outbox
+
+
+def fetch_media(runtime: Runtime) -> int:
+    """Fetches pending WeChat media into REDESK_MEDIA_DIR, a batch at a time.
+
+    The download happens with no transaction open; each result is written in its own short
+    one. A row another worker stored meanwhile is left as that worker wrote it.
+
+    Returns:
+        How many attachments were settled (stored, or marked gone).
+
+    Raises:
+        TransientSendError: WeChat could not be reached; the actor retries later.
+    """
+    if not runtime.settings.wechat_on:
+        return 0
+    with session_scope(read_engine(runtime.engine)) as session:
+        pending = wechat.pending_media(session)
+        for row in pending:
+            session.expunge(row)
+    settled = 0
+    for attachment in pending:
+        stored = wechat.fetch_media(runtime.settings, attachment)
+        with session_scope(runtime.engine) as session:
+            current = session.get(Attachment, attachment.id)
+            if current is not None and current.stored_path is None:
+                current.stored_path = stored
+                session.add(current)
+                settled += 1
+    return settled

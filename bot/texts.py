@@ -143,6 +143,11 @@ TEXTS: dict[str, str] = {
     "reply.dialogue_cancelled": "已取消。",
     "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
     "tg.pressed": "已收到",
+    "wechat.welcome": "欢迎关注党群服务中心！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可，"
+                      "我们会为您登记编号并跟进办理。",
+    "wechat.report": "请直接发送您要反映的问题，可附图片、语音和位置。",
+    "wechat.commands": "复制下列指令回复即可办理：",
+    "wechat.template_status": "有新进展",
     "line.acted": "—— {by} 已{action}（当前状态：{state}）",
     "line.attachments": "附件：{items}",
     "reply.no_requests": "您还没有提交过诉求。直接发送文字即可提交。",

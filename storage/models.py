@@ -147,6 +147,10 @@ class Person(SQLModel, table=True):
     web_seq: int = 0
     #: The request most recently submitted, for attaching follow-up media.
     last_request_id: int | None = None
+    #: When the person last wrote (or pressed, subscribed, clicked a menu) on their channel.
+    last_inbound_at: datetime | None = ts()
+    #: Messages sent to them since `last_inbound_at` (WeChat allows 5 within 48 hours).
+    window_sent: int = 0
     created_at: datetime = created()
 
 
@@ -315,6 +319,10 @@ class Attachment(SQLModel, table=True):
     latitude: float | None = None
     longitude: float | None = None
     label: str | None = Field(default=None, max_length=255)
+    #: Where the platform serves the file for a while (WeChat PicUrl), if it says.
+    url: str | None = Field(default=None, max_length=500)
+    #: The file's path under REDESK_MEDIA_DIR once it has been fetched.
+    stored_path: str | None = Field(default=None, max_length=255)
     created_at: datetime = created()
 
 

@@ -194,6 +194,16 @@ def get_request_by_origin(
     ).first()
 
 
+def unfetched_attachments(*, session: Session, channel: str, limit: int) -> Sequence[Attachment]:
+    """A channel's attachments with a file not fetched yet (stored_path NULL), oldest first."""
+    return session.exec(
+        select(Attachment).where(Attachment.channel == channel,
+                                 col(Attachment.file_id).is_not(None),
+                                 col(Attachment.stored_path).is_(None))
+        .order_by(col(Attachment.id)).limit(limit)
+    ).all()
+
+
 def attachments_of(*, session: Session, request_id: int) -> Sequence[Attachment]:
     """A request's attachments, oldest first."""
     return session.exec(

@@ -15,6 +15,10 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_DATA_DIR = Path("data")
 
 
+#: What a WeChat template field can be filled with (REDESK_WECHAT_TEMPLATE_FIELDS).
+TEMPLATE_VALUES: tuple[str, ...] = ("title", "number", "status", "text", "time")
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
 
@@ -43,6 +47,15 @@ class Settings(BaseSettings):
     wechat_token: str | None = None
     wechat_aes_key: str | None = None
     wechat_api_url: str = "https://api.weixin.qq.com"
+    #: Template message sent when the 48-hour customer-service window is closed; unset: such
+    #: messages wait until the person writes again.
+    wechat_template_id: str | None = None
+    #: Template field -> what fills it (title, number, status, text, time), as JSON.
+    wechat_template_fields: dict[str, str] = {
+        "first": "title", "keyword1": "number", "keyword2": "time", "remark": "text",
+    }
+    #: Where fetched media (WeChat pictures, voice, video) are kept.
+    media_dir: Path = DEFAULT_DATA_DIR / "media"
 
     #: Longest request or supplement text accepted, in characters.
     max_text_length: int = 2000
@@ -87,6 +100,32 @@ class Settings(BaseSettings):
             return None
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _check_wechat_aes_key(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if len(value) != 43:
+            raise ValueError("an EncodingAESKey has 43 characters")
+        return value
+
+    @field_validator("wechat_template_fields")
+    @classmethod
+    def _check_template_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - set(TEMPLATE_VALUES))
+        if unknown:
+            raise ValueError(f"unknown values {unknown}; use {', '.join(TEMPLATE_VALUES)}")
+        if not value:
+            raise ValueError("needs at least one field")
+        return value
+
+    @field_validator("wechat_api_url", "telegram_api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -168,7 +168,7 @@ EXPECTED_BUTTONS: dict[str, set[str]] = {
     "card.new": {"accept", "forward", "reject"},
     "card.returned": {"accept", "forward", "reject"},
     "card.reopened": {"accept", "forward", "reject"},
-    "card.forwarded": {"take", "return"},
+    "card.forwarded": {"take", "return", "complete"},
     "card.review": {"approve", "send_back"},
     "card.sent_back": {"complete"},
     "reply.accepted": {"complete", "forward"},

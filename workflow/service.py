@@ -416,13 +416,13 @@ def _store_attachments(tx: Tx, request: Request, attachments: Sequence[dict[str,
             kind=str(item.get("kind", "document")), file_id=item.get("file_id"),
             file_name=item.get("file_name"), mime_type=item.get("mime_type"),
             latitude=item.get("latitude"), longitude=item.get("longitude"),
-            label=item.get("label"),
+            label=item.get("label"), url=item.get("url"),
         ))
 
 
 #: The fields of an attachment dict that are stored.
 ATTACHMENT_FIELDS: tuple[str, ...] = (
-    "kind", "file_id", "file_name", "mime_type", "latitude", "longitude", "label",
+    "kind", "file_id", "file_name", "mime_type", "latitude", "longitude", "label", "url",
 )
 
 
