@@ -108,6 +108,12 @@ ERR_OUT_OF_COUNT = 45047
 #: Seconds to wait after WeChat's frequency limit (45009).
 FREQUENCY_BACKOFF = 60.0
 
+#: Seconds to wait for WeChat's token endpoint.
+TOKEN_TIMEOUT = 10
+
+#: Refreshes of the token for one call before giving up.
+MAX_TOKEN_RETRIES = 2
+
 #: attachments.stored_path of media WeChat would no longer give (expired, unknown).
 MEDIA_GONE = ""
 
@@ -214,7 +220,9 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
         event = _field(root, "Event").lower()
         if not event:
             raise CallbackRefused(400, "missing fields")
-        key = f"{sender}:{created}:{event}"
+        # FromUserName + CreateTime (DESIGN §2), with the event and its key, so that two
+        # different menu clicks within one second are two messages (a double tap is one).
+        key = f"{sender}:{created}:{event}:{_field(root, 'EventKey')[:60]}"
         chat = sender if event in ("subscribe", "unsubscribe", "click") else None
     else:
         msg_id = _field(root, "MsgId")
@@ -347,12 +355,39 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
             current = self.session.get(self.access_token_key)
             if current and current != used:
                 return {"access_token": current}
-            result: dict[str, Any] = self._fetch_access_token(
-                url=self._token_url,
-                params={"grant_type": "client_credential", "appid": self.appid,
-                        "secret": self.secret},
-            )
+            response = self._http.get(self._token_url, timeout=TOKEN_TIMEOUT, params={
+                "grant_type": "client_credential", "appid": self.appid, "secret": self.secret,
+            })
+            try:
+                result: dict[str, Any] = response.json()
+            except ValueError:
+                raise WeChatClientException(None, f"token: HTTP {response.status_code}",
+                                            client=self, response=response) from None
+            if result.get("errcode"):
+                raise WeChatClientException(result["errcode"], result.get("errmsg"),
+                                            client=self, response=response)
+            token = result.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise WeChatClientException(None, "token: no access_token", client=self,
+                                            response=response)
+            expires_in = int(result.get("expires_in") or 7200)
+            # Kept a minute less than WeChat's lifetime, so it is replaced before it expires.
+            self.session.set(self.access_token_key, token, max(expires_in - 60, 60))
+            self._local.used = token
             return result
+
+    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
+        """wechatpy's request; its refresh-and-retry on 40001/42001 is bounded here (it would
+        recurse for ever if WeChat kept refusing fresh tokens)."""
+        depth = getattr(self._local, "depth", 0)
+        if depth > MAX_TOKEN_RETRIES:
+            raise WeChatClientException(40001, "access_token refused after refreshing",
+                                        client=self)
+        self._local.depth = depth + 1
+        try:
+            return super()._request(method, url_or_endpoint, **kwargs)
+        finally:
+            self._local.depth = depth
 
 
 @contextmanager
@@ -535,6 +570,15 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
         return MEDIA_GONE
     except requests.RequestException as exc:
         raise TransientSendError(f"WeChat media: {type(exc).__name__}") from None
+    if isinstance(response, dict):
+        # A video: WeChat answers with a URL to download it from.
+        url = response.get("video_url")
+        if not isinstance(url, str) or not url:
+            return MEDIA_GONE
+        try:
+            response = requests.get(url, timeout=60)
+        except requests.RequestException as exc:
+            raise TransientSendError(f"WeChat video: {type(exc).__name__}") from None
     kind = response.headers.get("Content-Type", "").split(";")[0].strip()
     if response.status_code >= 500:
         raise TransientSendError(f"WeChat media: HTTP {response.status_code}")

@@ -1,0 +1,685 @@
+"""The WeChat channel on the fake WeChat API (tests/fakes/wechat.py): callbacks signed and
+encrypted as WeChat does, through the real app, handled and delivered through wechatpy's client.
+
+The resident is on WeChat; the worker on the web desk (tests/utils/harness.py), so the whole
+cycle crosses channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from bot import dispatch
+from bot.channels import wechat
+from bot.runtime import Runtime
+from storage import queries
+from storage.db import get_engine, session_scope
+from storage.models import Attachment, InboxMessage, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.settings import Settings
+from tests.fakes.wechat import Callback, FakeWeChat
+from tests.utils.app import TestClient
+from tests.utils.harness import Desk
+
+#: A request number in a message.
+NUMBER = re.compile(r"SQ-\d{8}-\d{4,}")
+
+#: The template registered with the fake and configured in the settings.
+TEMPLATE = "tpl_progress_0001"
+
+RESIDENT = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"
+
+
+@pytest.fixture(params=["plain", "safe"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeWeChat]:
+    """The fake WeChat API, and callbacks built in plain or in safe mode."""
+    server = FakeWeChat(safe=request.param == "safe").start()
+    server.template(TEMPLATE, fields=["first", "keyword1", "keyword2", "remark"])
+    try:
+        yield server
+    finally:
+        wechat.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def settings(db_url: str, fake: FakeWeChat, tmp_path: Path) -> Settings:
+    """Settings for the database under test with WeChat on, pointing at the fake."""
+    env = fake.settings_env()
+    return Settings(  # type: ignore[call-arg]
+        database_url=db_url, redis_url=None, _env_file=None,
+        wechat_app_id=env["REDESK_WECHAT_APP_ID"],
+        wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
+        wechat_token=env["REDESK_WECHAT_TOKEN"],
+        wechat_aes_key=env.get("REDESK_WECHAT_AES_KEY"),
+        wechat_api_url=env["REDESK_WECHAT_API_URL"],
+        wechat_template_id=TEMPLATE, media_dir=tmp_path / "media",
+    )
+
+
+class WeChatDesk:
+    """redesk with the WeChat channel, driven synchronously through the real app."""
+
+    def __init__(self, runtime: Runtime, fake: FakeWeChat, client: TestClient) -> None:
+        self.runtime = runtime
+        self.fake = fake
+        self.client = client
+        self.desk = Desk(runtime)
+
+    def post(self, callback: Callback) -> Any:
+        """POSTs a callback to /wechat the way WeChat does."""
+        return self.client.post("/wechat", params=callback.params, content=callback.body,
+                                headers={"Content-Type": "text/xml"})
+
+    def send(self, callback: Callback) -> Any:
+        """POSTs a callback, then works everything through."""
+        response = self.post(callback)
+        assert response.status_code == 200, response.text
+        assert response.text == "success"
+        self.desk.work()
+        return response
+
+    def say(self, openid: str, content: str) -> Any:
+        """The person writes `content` to the official account."""
+        return self.send(self.fake.text(openid, content))
+
+    def texts(self, openid: str = RESIDENT) -> list[str]:
+        """Customer-service texts the person got, in order."""
+        return self.fake.texts(openid)
+
+    def last_number(self, openid: str = RESIDENT) -> str:
+        """The request number in the newest text the person got."""
+        found = NUMBER.search(self.texts(openid)[-1])
+        assert found, self.texts(openid)[-1]
+        return found.group(0)
+
+    def person(self, openid: str = RESIDENT) -> Person:
+        """The person behind an openid, fresh."""
+        with Session(self.runtime.engine) as session:
+            found = queries.find_person(session=session, channel=wechat.CHANNEL,
+                                        external_id=openid)
+            assert found is not None
+            return found
+
+    def inbox(self) -> list[InboxMessage]:
+        """Every inbox row, oldest first."""
+        with Session(self.runtime.engine) as session:
+            return list(session.exec(select(InboxMessage).order_by(InboxMessage.id)).all())  # type: ignore[arg-type]
+
+    def attachments(self) -> list[Attachment]:
+        """Every attachment row, oldest first."""
+        with Session(self.runtime.engine) as session:
+            return list(session.exec(select(Attachment).order_by(Attachment.id)).all())  # type: ignore[arg-type]
+
+    def outbox(self) -> list[OutboxMessage]:
+        """Every outbox row, oldest first."""
+        with Session(self.runtime.engine) as session:
+            return list(session.exec(select(OutboxMessage).order_by(OutboxMessage.id)).all())  # type: ignore[arg-type]
+
+    def outbox_of(self, openid: str = RESIDENT) -> list[OutboxMessage]:
+        """The person's outbox rows, oldest first."""
+        person_id = self.person(openid).id
+        return [row for row in self.outbox() if row.person_id == person_id]
+
+    def window_closes(self, openid: str = RESIDENT) -> None:
+        """The person last wrote 49 hours ago (for redesk and for the fake)."""
+        at = utcnow() - timedelta(hours=49)
+        with session_scope(self.runtime.engine) as session:
+            session.execute(update(Person).where(Person.external_id == openid)  # type: ignore[arg-type]
+                            .values(last_inbound_at=at))
+        self.fake.interacted(openid, at=self.fake.now() - 49 * 3600)
+
+
+@pytest.fixture
+def wx(runtime: Runtime, fake: FakeWeChat, client: TestClient) -> WeChatDesk:
+    """redesk on WeChat, one department, nobody bound yet."""
+    desk = WeChatDesk(runtime, fake, client)
+    desk.desk.add_department("城管执法")
+    return desk
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def test_the_server_verification_echoes_echostr_only_when_signed(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    good = fake.verify_params(echostr="echo-7263")
+    assert wx.client.get("/wechat", params=good).text == "echo-7263"
+
+    bad = {**good, "signature": "0" * 40}
+    response = wx.client.get("/wechat", params=bad)
+    assert response.status_code == 403
+    assert "echo-7263" not in response.text
+    stale = fake.verify_params(echostr="echo-1", timestamp=str(int(fake.now()) - 600))
+    assert wx.client.get("/wechat", params=stale).status_code == 403
+
+
+# --- the whole cycle ------------------------------------------------------------------------
+
+
+def test_a_resident_on_wechat_is_answered_and_rates_a_request_handled_on_the_web_desk(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a worker on the web desk
+    worker = wx.desk.worker("王书记")
+
+    # When the resident writes to the official account
+    wx.say(RESIDENT, "小区门口的路灯坏了，晚上很黑")
+
+    # Then they get a receipt with the number, as a customer-service message
+    assert "已受理登记" in wx.texts()[-1]
+    number = wx.last_number()
+    assert [call.body["msgtype"] for call in fake.sent(RESIDENT)] == ["text"]
+    assert number in worker.new_messages()[-1].text
+
+    # When the worker accepts, completes and sends back the result on the web desk
+    worker.send(f"受理 {number}")
+    worker.send(f"办结 {number} 已更换灯泡，恢复照明")
+    worker.send(f"回单 {number}")
+    wx.desk.work()
+
+    # Then the resident gets the result, with the rating commands ready to copy
+    result = wx.texts()[-1]
+    assert "已更换灯泡，恢复照明" in result
+    assert text_commands(result) >= {f"评价 {number} 已解决 满意",
+                                     f"评价 {number} 未解决 不满意"}
+
+    # When they copy one back
+    wx.say(RESIDENT, f"评价 {number} 已解决 满意")
+
+    # Then the request is closed and they are thanked
+    assert wx.desk.request(number).state == "closed"
+    assert "感谢您的评价" in wx.texts()[-1]
+    assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == [
+        "submit", "accept", "complete", "approve", "rate"]
+
+
+def text_commands(message: str) -> set[str]:
+    """The command lines at the end of a WeChat message."""
+    head, _, tail = message.partition("复制下列指令回复即可办理：")
+    assert tail, message
+    return {line.strip() for line in tail.splitlines() if line.strip()}
+
+
+def test_a_worker_on_wechat_gets_cards_ending_with_the_commands_that_apply(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a worker bound on WeChat
+    wx.say("worker-openid", f"绑定 {wx.desk.invite('worker')}")
+    assert "绑定成功" in wx.texts("worker-openid")[-1]
+
+    # When a resident writes
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+
+    # Then the worker's card ends with 受理 / 转单 / 驳回 for that request, and 受理 works
+    card = wx.texts("worker-openid")[-1]
+    assert text_commands(card) == {f"受理 {number}", f"转单 {number}", f"驳回 {number}"}
+    wx.say("worker-openid", f"受理 {number}")
+    assert wx.desk.request(number).state == "handling"
+
+
+# --- retries and replays ----------------------------------------------------------------------
+
+
+def test_the_same_message_posted_three_times_makes_one_request_and_one_answer(
+    wx: WeChatDesk, fake: FakeWeChat, stub_broker: dramatiq.Broker
+) -> None:
+    # Given one message, posted three times as WeChat's retries do
+    callback = fake.text(RESIDENT, "井盖丢了")
+    responses = [wx.post(callback) for _ in range(3)]
+    wx.desk.work()
+
+    # Then every post was answered "success", and one request and one receipt came of it
+    assert [(r.status_code, r.text) for r in responses] == [(200, "success")] * 3
+    assert len(wx.inbox()) == 1
+    assert len(wx.desk.requests()) == 1
+    assert len(fake.sent(RESIDENT)) == 1
+    assert stub_broker.queues["inbound"].qsize() == 1
+
+
+def test_an_event_posted_twice_is_handled_once(wx: WeChatDesk, fake: FakeWeChat) -> None:
+    callback = fake.event(RESIDENT, "subscribe")
+    wx.send(callback)
+    wx.send(callback)
+
+    assert len(wx.inbox()) == 1
+    assert len(fake.sent(RESIDENT)) == 2  # the welcome and the help, once
+
+
+# --- messages and events ----------------------------------------------------------------------
+
+
+def test_subscribing_gets_a_welcome_and_the_help(wx: WeChatDesk, fake: FakeWeChat) -> None:
+    wx.send(fake.event(RESIDENT, "subscribe"))
+
+    welcome, help_text = wx.texts()
+    assert "欢迎关注" in welcome
+    assert "查询" in help_text
+    assert wx.desk.requests() == []
+
+
+def test_unsubscribing_marks_the_person_unreachable_and_nothing_is_sent(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a resident with a request being handled
+    worker = wx.desk.worker()
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    sent = len(fake.sent(RESIDENT))
+
+    # When they unsubscribe and the worker then accepts
+    wx.send(fake.event(RESIDENT, "unsubscribe"))
+    worker.send(f"受理 {number}")
+    wx.desk.work()
+
+    # Then nothing more was sent to them
+    assert wx.person().unreachable is True
+    assert len(fake.sent(RESIDENT)) == sent
+
+
+def test_menu_clicks_map_to_commands_and_view_clicks_are_ignored(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+
+    wx.send(fake.event(RESIDENT, "CLICK", key=wechat.MENU_REPORT))
+    assert "请直接发送您要反映的问题" in wx.texts()[-1]
+    wx.send(fake.event(RESIDENT, "CLICK", key=wechat.MENU_MINE))
+    assert number in wx.texts()[-1]
+    wx.send(fake.event(RESIDENT, "CLICK", key=wechat.MENU_HELP))
+    assert "查询" in wx.texts()[-1]
+    sent = len(fake.sent(RESIDENT))
+    wx.send(fake.event(RESIDENT, "VIEW", key="https://example.org/"))
+    assert len(fake.sent(RESIDENT)) == sent
+    assert wx.inbox()[-1].status == "done"
+    assert len(wx.desk.requests()) == 1
+
+
+def test_a_picture_is_a_request_and_is_fetched_into_media_storage(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # When a resident sends a picture
+    callback = fake.image(RESIDENT)
+    wx.send(callback)
+
+    # Then it is a request with the picture attached
+    assert "已受理登记" in wx.texts()[-1]
+    (attachment,) = wx.attachments()
+    assert (attachment.kind, attachment.file_id) == ("photo", callback.media_id)
+    assert attachment.url
+
+    # When the media are fetched
+    assert dispatch.fetch_media(runtime) == 1
+
+    # Then the picture's bytes are kept under the media directory
+    stored = wx.attachments()[0].stored_path
+    assert stored
+    assert (Path(runtime.settings.media_dir) / stored).read_bytes() == \
+        fake.media_bytes(callback.media_id)
+    assert dispatch.fetch_media(runtime) == 0
+
+
+def test_media_wechat_no_longer_has_are_marked_gone(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    wx.send(fake.image(RESIDENT))
+    fake.advance(days=4)
+
+    assert dispatch.fetch_media(runtime) == 1
+
+    assert wx.attachments()[0].stored_path == wechat.MEDIA_GONE
+
+
+def test_voice_uses_wechats_recognition_and_a_location_joins_the_request(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    wx.send(fake.voice(RESIDENT, recognition="小区东门的路灯坏了"))
+    number = wx.last_number()
+    wx.send(fake.location(RESIDENT, 30.657, 104.066, "春熙路街道"))
+
+    request = wx.desk.request(number)
+    assert request.text == "小区东门的路灯坏了"
+    kinds = [(a.kind, a.label) for a in wx.attachments()]
+    assert kinds == [("voice", None), ("location", "春熙路街道")]
+    assert len(wx.desk.requests()) == 1
+
+
+def test_a_link_becomes_the_requests_text_and_unknown_types_are_politely_refused(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    wx.send(fake.link(RESIDENT, "小区噪音扰民", "每晚施工到十二点", "https://example.org/a"))
+    assert "小区噪音扰民" in wx.desk.requests()[0].text
+
+    unknown = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+               f"<FromUserName><![CDATA[{RESIDENT}]]></FromUserName>"
+               f"<CreateTime>{int(fake.now())}</CreateTime><MsgType><![CDATA[miniprogrampage]]>"
+               "</MsgType><Title><![CDATA[x]]></Title><MsgId>99887766</MsgId></xml>")
+    wx.send(fake.raw(unknown.encode(), safe=fake.safe, openid=RESIDENT))
+    assert "暂不支持" in wx.texts()[-1]
+    assert len(wx.desk.requests()) == 1
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+def test_outside_the_48_hour_window_a_template_message_is_sent(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a request, and a resident who last wrote 49 hours ago
+    worker = wx.desk.worker()
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    wx.window_closes()
+
+    # When the worker accepts it
+    worker.send(f"受理 {number}")
+    wx.desk.work()
+
+    # Then the resident hears through the template, with the number in its field
+    (template,) = fake.templates(RESIDENT)
+    assert template.body["template_id"] == TEMPLATE
+    assert template.body["data"]["keyword1"]["value"] == number
+    assert "已受理" in template.body["data"]["first"]["value"]
+    assert wx.outbox_of()[-1].status == OutboxStatus.SENT
+
+
+def test_the_sixth_message_in_the_window_goes_as_a_template(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a resident who wrote once and got the receipt (one message of five)
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+
+    # When five more notices are queued for them
+    with session_scope(wx.runtime.engine) as session:
+        person = queries.find_person(session=session, channel=wechat.CHANNEL,
+                                     external_id=RESIDENT)
+        assert person is not None
+        tx = wx.runtime.tx(session, "test:notices")
+        for _ in range(5):
+            tx.notify(person, "requester.accepted", number=number)
+    wx.desk.work()
+
+    # Then four more went as customer-service messages and the sixth as a template, without
+    # WeChat having to refuse one first
+    assert len(fake.sent(RESIDENT)) == 5
+    assert len(fake.templates(RESIDENT)) == 1
+    assert [c for c in fake.calls if c.errcode == wechat.ERR_OUT_OF_COUNT] == []
+
+
+def test_a_45015_from_wechat_falls_back_to_the_template(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given redesk believes the window is open, but WeChat says it is not
+    worker = wx.desk.worker()
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    fake.interacted(RESIDENT, at=fake.now() - 49 * 3600)
+
+    worker.send(f"受理 {number}")
+    wx.desk.work()
+
+    assert [c.errcode for c in fake.calls if c.path.endswith("custom/send")][-1] == \
+        wechat.ERR_OUT_OF_TIME
+    assert len(fake.templates(RESIDENT)) == 1
+
+
+def test_without_a_template_a_message_outside_the_window_is_marked_failed(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime.settings, "wechat_template_id", None)
+    worker = wx.desk.worker()
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    wx.window_closes()
+
+    worker.send(f"受理 {number}")
+    wx.desk.work()
+
+    row = wx.outbox_of()[-1]
+    assert row.status == OutboxStatus.FAILED
+    assert "REDESK_WECHAT_TEMPLATE_ID" in (row.last_error or "")
+    assert fake.templates(RESIDENT) == []
+
+
+def test_an_expired_token_is_refreshed_once_and_the_message_delivered(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    wx.say(RESIDENT, "路灯坏了")
+    fetched = fake.token_fetches
+    fake.expire_tokens()
+
+    wx.say(RESIDENT, "补充：在东门")
+
+    assert fake.token_fetches == fetched + 1
+    assert len(fake.sent(RESIDENT)) == 2
+
+
+def test_threads_meeting_an_expired_token_together_refresh_it_once(
+    wx: WeChatDesk, fake: FakeWeChat, settings: Settings
+) -> None:
+    # Given a token in use, then expired
+    for openid in (f"user-{i}" for i in range(8)):
+        fake.interacted(openid)
+    client = wechat.get_client(settings)
+    client.message.send_text("user-0", "你好")
+    fetched = fake.token_fetches
+    fake.expire_tokens()
+
+    # When eight threads send at once
+    barrier = threading.Barrier(8)
+
+    def send(i: int) -> None:
+        barrier.wait()
+        client.message.send_text(f"user-{i}", "你好")
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then one new token was fetched and every message went out
+    assert fake.token_fetches == fetched + 1
+    assert len(fake.sent()) == 9
+
+
+def test_processes_share_the_token_through_redis(
+    fake: FakeWeChat, settings: Settings, redis_url: str
+) -> None:
+    shared = settings.model_copy(update={"redis_url": redis_url})
+    fake.interacted("user-1")
+    first = wechat.RedeskWeChatClient(shared, *_redis_storage(redis_url))
+    second = wechat.RedeskWeChatClient(shared, *_redis_storage(redis_url))
+
+    first.message.send_text("user-1", "一")
+    second.message.send_text("user-1", "二")
+
+    assert fake.token_fetches == 1
+    assert fake.texts("user-1") == ["一", "二"]
+
+
+def _redis_storage(redis_url: str) -> tuple[Any, Any]:
+    """What get_client builds for a process with Redis: (storage, lock factory)."""
+    import redis
+    from wechatpy.session.redisstorage import RedisStorage
+
+    connection = redis.Redis.from_url(redis_url)
+    connection.delete("redesk:wechat:test_access_token")
+    return (RedisStorage(connection, prefix="redesk:wechat:test"),
+            lambda: connection.lock("redesk:wechat:test:lock", timeout=30, blocking_timeout=30))
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ({"errcode": -1}, OutboxStatus.PENDING),
+    ({"status": 500}, OutboxStatus.PENDING),
+    ({"errcode": 45009}, OutboxStatus.PENDING),
+])
+def test_busy_and_rate_limited_answers_are_retried_and_delivered_once(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, fault: dict[str, Any],
+    expected: str,
+) -> None:
+    # Given WeChat failing the next call
+    fake.interacted(RESIDENT)
+    fake.fail_next(1, paths="message/custom/send", **fault)
+    wx.post(fake.text(RESIDENT, "路灯坏了"))
+    wx.desk.work()
+
+    # Then the receipt waits for its retry
+    row = wx.outbox_of()[-1]
+    assert row.status == expected
+    assert row.next_attempt_at is not None
+    assert fake.sent(RESIDENT) == []
+
+    # When its time comes
+    with session_scope(runtime.engine) as session:
+        session.execute(update(OutboxMessage).values(next_attempt_at=utcnow()))  # type: ignore[arg-type]
+    wx.desk.work()
+
+    # Then it is delivered, once
+    assert len(fake.sent(RESIDENT)) == 1
+    assert wx.outbox_of()[-1].status == OutboxStatus.SENT
+
+
+def test_a_person_who_unsubscribed_meanwhile_is_marked_unreachable_on_43004(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    worker = wx.desk.worker()
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    fake.unsubscribe(RESIDENT)  # WeChat knows, redesk has not heard yet
+
+    worker.send(f"受理 {number}")
+    wx.desk.work()
+
+    assert wx.person().unreachable is True
+    assert wx.outbox_of()[-1].status == OutboxStatus.SKIPPED
+
+
+def test_a_long_answer_is_sent_in_parts(wx: WeChatDesk, fake: FakeWeChat) -> None:
+    parts = wechat.split_text("路灯" * 1500)
+    assert [len(part) for part in parts] == [2000, 1000]
+    assert "".join(parts) == "路灯" * 1500
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def _billion_laughs() -> bytes:
+    """Nine levels of entities, each ten of the one below: 10^9 "lol"s if expanded."""
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">' for level in range(1, 10)
+    ]
+    return (f'<?xml version="1.0"?><!DOCTYPE xml [{"".join(entities)}]>'
+            "<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
+            "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>").encode()
+
+
+HOSTILE = {
+    "xxe": (b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName>"
+            b"<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&x;</Content>"
+            b"<MsgId>1</MsgId></xml>"),
+    "billion_laughs": _billion_laughs(),
+    "malformed": b"<xml><ToUserName>gh</ToUserName><FromUserName>",
+    "not_xml": b'{"MsgType": "text"}',
+    "missing_fields": b"<xml><ToUserName><![CDATA[gh]]></ToUserName><Content>hi</Content></xml>",
+    "missing_msg_id": (b"<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
+                       b"<MsgType>text</MsgType><Content>hi</Content></xml>"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_or_malformed_xml_is_refused_and_nothing_is_stored(
+    wx: WeChatDesk, fake: FakeWeChat, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = wx.post(fake.raw(HOSTILE[kind], safe=fake.safe, openid=RESIDENT))
+
+    assert response.status_code == 400
+    assert wx.inbox() == []
+    assert "hi" not in caplog.text and "passwd" not in caplog.text
+
+
+def test_a_body_over_one_megabyte_is_refused(wx: WeChatDesk, fake: FakeWeChat) -> None:
+    callback = fake.text(RESIDENT, "路灯坏了" + "啊" * 400_000)
+    assert len(callback.body) > wechat.CALLBACK_BODY_LIMIT
+
+    assert wx.post(callback).status_code == 413
+    assert wx.inbox() == []
+
+
+@pytest.mark.parametrize("kind", ["bad_signature", "unsigned", "replayed", "future"])
+def test_bad_signatures_and_replays_are_refused(
+    wx: WeChatDesk, fake: FakeWeChat, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    callback = {
+        "bad_signature": lambda: fake.text(RESIDENT, "路灯坏了", bad_signature=True),
+        "unsigned": lambda: fake.text(RESIDENT, "路灯坏了", sign=False),
+        "replayed": lambda: fake.text(RESIDENT, "路灯坏了", timestamp=str(int(fake.now()) - 600)),
+        "future": lambda: fake.text(RESIDENT, "路灯坏了", timestamp=str(int(fake.now()) + 600)),
+    }[kind]()
+
+    assert wx.post(callback).status_code == 403
+    assert wx.inbox() == []
+    assert "路灯坏了" not in caplog.text
+
+
+@pytest.mark.parametrize("fake", ["safe"], indirect=True)
+def test_safe_mode_refuses_a_bad_msg_signature_an_undecryptable_body_and_a_plain_one(
+    runtime: Runtime, fake: FakeWeChat, client: TestClient
+) -> None:
+    wx = WeChatDesk(runtime, fake, client)
+    good = fake.text(RESIDENT, "路灯坏了")
+
+    tampered = {**good.params, "msg_signature": "0" * 40}
+    assert client.post("/wechat", params=tampered, content=good.body).status_code == 403
+
+    garbage = fake.encrypt("x")[:-8] + "AAAAAAA="
+    body = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{garbage}]]></Encrypt></xml>").encode()
+    params = {**good.params, "msg_signature": wechat.signature(
+        fake.token, good.params["timestamp"], good.params["nonce"], garbage)}
+    assert client.post("/wechat", params=params, content=body).status_code == 400
+
+    plain = fake.text(RESIDENT, "路灯坏了", safe=False)
+    assert client.post("/wechat", params=plain.params, content=plain.body).status_code == 400
+    assert wx.inbox() == []
+
+
+@pytest.mark.parametrize("fake", ["safe"], indirect=True)
+def test_a_message_for_another_account_does_not_decrypt(
+    runtime: Runtime, fake: FakeWeChat, client: TestClient
+) -> None:
+    other = FakeWeChat(safe=True, token=fake.token, aes_key=fake.aes_key)
+    callback = other.text(RESIDENT, "路灯坏了")
+
+    assert client.post("/wechat", params=callback.params, content=callback.body).status_code \
+        == 400
+
+
+def test_wechat_off_refuses_callbacks(db_url: str, fake: FakeWeChat) -> None:
+    from bot.app import create_app
+
+    off = Runtime(settings=Settings(database_url=db_url, redis_url=None, _env_file=None),  # type: ignore[call-arg]
+                  engine=get_engine(db_url))
+    with TestClient(create_app(off)) as client:
+        callback = fake.text(RESIDENT, "路灯坏了")
+        assert client.post("/wechat", params=callback.params,
+                           content=callback.body).status_code == 403
