@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -158,6 +160,11 @@ def load_settings() -> Settings:
     """Reads the settings, turning a validation error into one readable sentence per setting."""
     try:
         return Settings()
+    except PydanticSettingsError as exc:
+        # A structured setting (JSON) that does not parse; the message names the field.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"REDESK_{found.group(1).upper()}" if found else "settings"
+        raise SettingsError(f"Invalid setting — {name}: not valid JSON") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -269,11 +269,56 @@ def test_worker_without_redis_exits_config_and_says_what_is_missing(
     assert "redesk run" in err
 
 
+def test_wechat_menu_creates_the_menu_on_the_account(
+    cli_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.channels import wechat
+    from tests.fakes.wechat import FakeWeChat
+
+    with FakeWeChat() as fake:
+        for name, value in fake.settings_env().items():
+            monkeypatch.setenv(name, value)
+        bot_runtime.reset()
+        try:
+            code = main(["wechat", "menu"])
+        finally:
+            wechat.close_clients()
+
+        assert code == Exit.OK
+        assert "我要反映 / 我的诉求 / 帮助" in capsys.readouterr().out
+        assert fake.menu == wechat.MENU
+
+
+def test_wechat_menu_without_wechat_settings_exits_config(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["wechat", "menu"]) == Exit.CONFIG
+    assert "REDESK_WECHAT_APP_ID" in capsys.readouterr().err
+
+
+def test_wechat_menu_with_wechat_unreachable_exits_unavailable(
+    cli_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.channels import wechat
+    from tests.e2e.conftest import free_port
+
+    for name, value in {"REDESK_WECHAT_APP_ID": "wx0123", "REDESK_WECHAT_APP_SECRET": "s",
+                        "REDESK_WECHAT_TOKEN": "t",
+                        "REDESK_WECHAT_API_URL": f"http://127.0.0.1:{free_port()}"}.items():
+        monkeypatch.setenv(name, value)
+    bot_runtime.reset()
+    try:
+        assert main(["wechat", "menu"]) == Exit.UNAVAILABLE
+    finally:
+        wechat.close_clients()
+    assert "could not be reached" in capsys.readouterr().err
+
+
 def test_the_command_has_every_documented_verb() -> None:
     verbs = {" ".join(words) for words in leaf_commands()}
 
     assert {"run", "worker", "scheduler", "db upgrade", "invite", "departments list",
-            "departments add", "categories list", "demo"} <= verbs
+            "departments add", "categories list", "wechat menu", "demo"} <= verbs
 
 
 @pytest.mark.parametrize("words", leaf_commands(), ids=" ".join)

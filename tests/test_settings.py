@@ -116,9 +116,14 @@ def test_an_empty_redis_url_means_the_in_process_broker(monkeypatch: pytest.Monk
         ("REDESK_REDIS_URL", "http://127.0.0.1:6379/0"),
         ("REDESK_PUBLIC_URL", "http://desk.example.cn"),
         ("REDESK_PORT", "eighty"),
+        ("REDESK_WECHAT_AES_KEY", "too-short"),
+        ("REDESK_WECHAT_TEMPLATE_FIELDS", '{"first": "phone"}'),
+        ("REDESK_WECHAT_TEMPLATE_FIELDS", "first=title"),
+        ("REDESK_WECHAT_API_URL", "api.weixin.qq.com"),
     ],
     ids=["malformed-database", "unsupported-backend", "bad-redis", "plain-http-public",
-         "non-numeric-port"],
+         "non-numeric-port", "short-aes-key", "unknown-template-value",
+         "template-fields-not-json", "api-url-without-scheme"],
 )
 def test_a_bad_setting_is_refused_with_a_message_naming_it(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -202,3 +207,12 @@ def test_working_hours_must_be_in_order(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(SettingsError, match="REDESK_WORKDAY_START_HOUR"):
         load_settings()
+
+
+def test_wechat_template_fields_are_read_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDESK_WECHAT_TEMPLATE_FIELDS",
+                       '{"thing1": "title", "character_string2": "number", "time3": "time"}')
+
+    fields = load_settings().wechat_template_fields
+
+    assert fields == {"thing1": "title", "character_string2": "number", "time3": "time"}
