@@ -11,7 +11,6 @@ import logging
 import dramatiq
 
 from bot import dispatch
-from bot.channels import wechat
 from bot.runtime import get_runtime
 from workflow import broker as broker_module
 
@@ -30,16 +29,17 @@ MAX_BACKOFF_MS = 60_000
 def handle_inbound(channel: str, chat_id: str) -> None:
     """Handles every pending inbox message of one chat, in order, then enqueues deliveries."""
     runtime = get_runtime()
-    written = dispatch.process_chat(runtime, channel, chat_id)
+    with_media: list[int] = []
+    written = dispatch.process_chat(runtime, channel, chat_id, seen_media=with_media)
     enqueue_deliveries(written)
-    if channel == wechat.CHANNEL:
+    if with_media:
         fetch_media.send()
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
                 max_backoff=MAX_BACKOFF_MS)
 def fetch_media() -> None:
-    """Downloads WeChat media not fetched yet (WeChat keeps them three days)."""
+    """Downloads media not fetched yet (WeChat keeps them three days)."""
     dispatch.fetch_media(get_runtime())
 
 
@@ -59,7 +59,8 @@ def sweep() -> None:
     for channel, chat_id in chats:
         handle_inbound.send(channel, chat_id)
     enqueue_deliveries(outbox)
-    if get_runtime().settings.wechat_on:
+    settings = get_runtime().settings
+    if settings.wechat_on or settings.telegram_on:
         fetch_media.send()
     if chats or outbox:
         logger.info("Sweep re-enqueued %d chats and %d deliveries", len(chats), len(outbox))

@@ -94,11 +94,20 @@ class InboxRetry(Exception):
     """A message could not be handled this time; the actor retries it later."""
 
 
-def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
+def process_chat(
+    runtime: Runtime, channel: str, chat_id: str, *, seen_media: list[int] | None = None
+) -> list[int]:
     """Handles every pending inbox message of one chat, oldest first, each in one transaction.
 
     The chat's person row is locked while a message is handled, so two workers never handle
     one chat at once and its messages keep their order.
+
+    Args:
+        runtime: The process runtime.
+        channel: The chat's channel.
+        chat_id: The chat's id on that channel.
+        seen_media: When given, the inbox ids of handled messages that carried media files
+            are appended to it (their download is to be enqueued).
 
     Returns:
         Ids of the outbox rows written (their delivery is to be enqueued).
@@ -140,6 +149,9 @@ def process_chat(runtime: Runtime, channel: str, chat_id: str) -> list[int]:
             if failure is None:
                 row.status = InboxStatus.DONE
                 row.processed_at = tx.now
+                if seen_media is not None and row.id is not None and any(
+                        item.get("file_id") for item in inbound.attachments):
+                    seen_media.append(row.id)
             else:
                 row.error = f"{type(failure).__name__}: {failure}"[:500]
                 if row.attempts >= MAX_INBOX_ATTEMPTS:
@@ -291,8 +303,15 @@ def stale_work(
     return chats, outbox
 
 
-def fetch_media(runtime: Runtime) -> int:
-    """Fetches pending WeChat media into REDESK_MEDIA_DIR, a batch at a time.
+#: Channel -> how one of its attachments is downloaded (to its stored path, or MEDIA_GONE).
+FETCHERS: dict[str, Callable[[Any, Attachment], str]] = {
+    telegram.CHANNEL: telegram.fetch_media, wechat.CHANNEL: wechat.fetch_media,
+}
+
+
+def fetch_media(runtime: Runtime, limit: int = 20) -> int:
+    """Fetches pending media of the channels that are on into REDESK_MEDIA_DIR, a batch at a
+    time, oldest first.
 
     The download happens with no transaction open; each result is written in its own short
     one. A row another worker stored meanwhile is left as that worker wrote it.
@@ -301,21 +320,23 @@ def fetch_media(runtime: Runtime) -> int:
         How many attachments were settled (stored, or marked gone).
 
     Raises:
-        TransientSendError: WeChat could not be reached; the actor retries later.
+        TransientSendError: A platform could not be reached; the actor retries later.
     """
-    if not runtime.settings.wechat_on:
-        return 0
-    with session_scope(read_engine(runtime.engine)) as session:
-        pending = wechat.pending_media(session)
-        for row in pending:
-            session.expunge(row)
+    channels = [channel for channel, on in ((telegram.CHANNEL, runtime.settings.telegram_on),
+                                            (wechat.CHANNEL, runtime.settings.wechat_on)) if on]
     settled = 0
-    for attachment in pending:
-        stored = wechat.fetch_media(runtime.settings, attachment)
-        with session_scope(runtime.engine) as session:
-            current = session.get(Attachment, attachment.id)
-            if current is not None and current.stored_path is None:
-                current.stored_path = stored
-                session.add(current)
-                settled += 1
+    for channel in channels:
+        with session_scope(read_engine(runtime.engine)) as session:
+            pending = list(queries.unfetched_attachments(session=session, channel=channel,
+                                                         limit=limit))
+            for row in pending:
+                session.expunge(row)
+        for attachment in pending:
+            stored = FETCHERS[channel](runtime.settings, attachment)
+            with session_scope(runtime.engine) as session:
+                current = session.get(Attachment, attachment.id)
+                if current is not None and current.stored_path is None:
+                    current.stored_path = stored
+                    session.add(current)
+                    settled += 1
     return settled

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -27,7 +28,7 @@ from bot.texts import render
 from bot.texts import text as catalogue
 from storage import queries
 from storage.db import get_engine, session_scope
-from storage.models import ButtonToken, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.models import Attachment, ButtonToken, OutboxMessage, OutboxStatus, Person, utcnow
 from storage.settings import Settings
 from tests.fakes.telegram import FakeTelegram
 from tests.utils.app import TestClient
@@ -75,12 +76,12 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 @pytest.fixture
-def settings(db_url: str, fake: FakeTelegram) -> Settings:
+def settings(db_url: str, fake: FakeTelegram, tmp_path: Path) -> Settings:
     """Settings for the database under test with Telegram on, pointing at the fake."""
     return Settings(  # type: ignore[call-arg]
         database_url=db_url, redis_url=None, telegram_token=fake.token,
         telegram_api_url=fake.url, telegram_webhook_secret=SECRET,
-        telegram_committee_chat=str(GROUP), _env_file=None,
+        telegram_committee_chat=str(GROUP), media_dir=tmp_path / "media", _env_file=None,
     )
 
 
@@ -714,6 +715,42 @@ def test_a_photo_with_a_caption_is_a_request_with_its_largest_size_attached(
         media = fake.sent(chat)[-1]
         assert (media.method, media.params["photo"]) == ("sendPhoto", "photo-big")
         assert media.result["message_id"] > card.result["message_id"]
+
+
+def test_a_photo_and_a_voice_message_are_downloaded_into_media_storage(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a resident's photo with a caption, then a voice message right after it
+    resident = fake.user(100, "张三")
+    tg.feed(fake.photo_update(resident, caption="井盖丢了", content=b"\xff\xd8picture"))
+    tg.feed(fake.voice_update(resident, content=b"OggSvoice"))
+    [request] = tg.requests()
+
+    # When the media are fetched
+    assert dispatch.fetch_media(runtime) == 2
+
+    # Then both files are kept under the media directory, with the bytes Telegram served
+    stored = {a.kind: a.stored_path for a in tg.attachments(request.number)}
+    assert set(stored) == {"photo", "voice"}
+    media_dir = Path(runtime.settings.media_dir)
+    assert (media_dir / str(stored["photo"])).read_bytes() == b"\xff\xd8picture"
+    assert (media_dir / str(stored["voice"])).read_bytes() == b"OggSvoice"
+    assert dispatch.fetch_media(runtime) == 0
+
+
+def test_a_file_telegram_does_not_know_is_marked_gone(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    tg.feed(fake.text_update(fake.user(100, "张三"), "路灯坏了"))
+    [request] = tg.requests()
+    with session_scope(runtime.engine) as session:
+        assert request.id is not None
+        session.add(Attachment(request_id=request.id, channel="telegram", kind="photo",
+                               file_id="no-such-file"))
+
+    assert dispatch.fetch_media(runtime) == 1
+
+    assert [a.stored_path for a in tg.attachments(request.number)] == [""]
 
 
 def test_a_photo_without_a_caption_right_after_a_request_is_added_to_it(

@@ -23,6 +23,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 import asyncio  # noqa: E402
 import json
 import logging
+import mimetypes
 import secrets
 import threading
 import time
@@ -45,11 +46,13 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from bot import media
 from bot.channels.base import PermanentSendError, TransientSendError, Unreachable
 from bot.handlers import Outcome
 from bot.handlers.commands import parse
 from bot.handlers.common import TEXT_ARGUMENT
 from bot.inbound import Callback, Inbound
+from bot.media import MEDIA_GONE
 from bot.ratelimit import (
     TELEGRAM_GLOBAL_INTERVAL,
     TELEGRAM_GLOBAL_KEY,
@@ -60,7 +63,7 @@ from bot.ratelimit import (
 from bot.texts import Button, Rendered, action_label, state_label, text
 from storage import queries
 from storage.db import session_scope
-from storage.models import OutboxMessage, Person, Role, utcnow
+from storage.models import Attachment, OutboxMessage, Person, Role, utcnow
 from storage.settings import Settings
 from workflow.service import Tx, person_label
 
@@ -680,3 +683,38 @@ def ensure_committee_chat(session: Session, chat_id: str) -> None:
     if person.role != Role.GROUP:
         person.role = Role.GROUP
         session.add(person)
+
+
+# --- media ----------------------------------------------------------------------------------
+
+
+def fetch_media(settings: Settings, attachment: Attachment) -> str:
+    """Downloads one attachment (getFile, then the file) into REDESK_MEDIA_DIR.
+
+    Returns:
+        Its stored path, or MEDIA_GONE when Telegram will not give it (unknown, too big).
+
+    Raises:
+        TransientSendError: Telegram could not be reached (try again later).
+    """
+    client = get_client(settings)
+
+    async def download() -> tuple[bytes, str]:
+        found = await client.bot.get_file(str(attachment.file_id))
+        content = bytes(await found.download_as_bytearray())
+        kind = attachment.mime_type or mimetypes.guess_type(found.file_path or "")[0] or ""
+        return content, kind
+
+    try:
+        content, kind = client.run(download())
+    except (BadRequest, Forbidden, InvalidToken) as exc:
+        logger.warning("Telegram media of attachment %s is gone (%s)", attachment.id, exc)
+        return MEDIA_GONE
+    except (TimedOut, NetworkError) as exc:
+        raise TransientSendError(f"Telegram media: {type(exc).__name__}") from None
+    return media.store(settings.media_dir, attachment, content, kind or _KIND_TYPES.get(
+        attachment.kind, "application/octet-stream"))
+
+
+#: A content type for an attachment kind when Telegram does not say.
+_KIND_TYPES: dict[str, str] = {"photo": "image/jpeg", "voice": "audio/ogg", "video": "video/mp4"}

@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import mimetypes
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -50,9 +48,11 @@ from wechatpy.messages import (
 )
 from wechatpy.session.memorystorage import MemoryStorage
 
+from bot import media
 from bot.channels.base import PermanentSendError, TransientSendError, Unreachable
 from bot.handlers import Outcome
 from bot.inbound import Inbound
+from bot.media import MEDIA_GONE
 from bot.texts import Rendered, text
 from storage import queries
 from storage.models import Attachment, OutboxMessage, Person, utcnow
@@ -114,8 +114,6 @@ TOKEN_TIMEOUT = 10
 #: Refreshes of the token for one call before giving up.
 MAX_TOKEN_RETRIES = 2
 
-#: attachments.stored_path of media WeChat would no longer give (expired, unknown).
-MEDIA_GONE = ""
 
 
 class CallbackRefused(Exception):
@@ -550,11 +548,6 @@ def template_values(message: Rendered, row: OutboxMessage) -> dict[str, str]:
 # --- media ----------------------------------------------------------------------------------
 
 
-def pending_media(session: Session, limit: int = 20) -> list[Attachment]:
-    """WeChat attachments with a media id not fetched yet, oldest first."""
-    return list(queries.unfetched_attachments(session=session, channel=CHANNEL, limit=limit))
-
-
 def fetch_media(settings: Settings, attachment: Attachment) -> str:
     """Downloads one attachment into REDESK_MEDIA_DIR; its stored path, or MEDIA_GONE.
 
@@ -585,12 +578,4 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
     if response.status_code != 200 or kind in ("application/json", "text/plain"):
         logger.warning("WeChat media of attachment %s is gone", attachment.id)
         return MEDIA_GONE
-    day = (attachment.created_at or utcnow()).strftime("%Y%m")
-    extension = mimetypes.guess_extension(kind) or ".bin"
-    relative = Path(CHANNEL) / day / f"{attachment.id}{extension}"
-    target = Path(settings.media_dir) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    partial.write_bytes(response.content)
-    partial.replace(target)
-    return str(relative)
+    return media.store(settings.media_dir, attachment, response.content, kind)
