@@ -215,6 +215,15 @@ class Request(SQLModel, table=True):
     resolution_due_at: datetime | None = ts()
     replied_at: datetime | None = ts()
     closed_at: datetime | None = ts()
+    #: Figures fixed when they happen, for the statistics (docs/statistics.md): whether the
+    #: first action came within the response deadline then in force, and how long it took ...
+    responded_in_time: bool | None = None
+    response_seconds: int | None = None
+    response_work_seconds: int | None = None
+    #: ... and when the first 回单 reached the requester, and how long after intake.
+    first_replied_at: datetime | None = ts()
+    reply_seconds: int | None = None
+    reply_work_seconds: int | None = None
 
 
 class Event(SQLModel, table=True):
@@ -345,3 +354,16 @@ class ChannelState(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=100)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AdminAudit(SQLModel, table=True):
+    """What an admin did that must be on record (e.g. an export with personal data)."""
+
+    __tablename__ = "admin_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = created()
+    #: The operating-system user who ran the command.
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=50)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

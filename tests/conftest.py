@@ -40,7 +40,7 @@ REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TABLES = [
     "web_messages", "web_sessions", "button_tokens", "attachments", "outbox", "inbox", "events",
     "requests", "request_counters", "channel_state", "invitations", "people", "categories",
-    "departments",
+    "departments", "admin_audit",
 ]
 
 #: Tables without an id sequence.

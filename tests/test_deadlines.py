@@ -19,6 +19,7 @@ from workflow.deadlines import (
     is_working_day,
     local_day,
     next_working_start,
+    working_seconds,
 )
 
 
@@ -236,3 +237,26 @@ def test_format_local_shows_shanghai_wall_time() -> None:
 
 def test_format_local_shows_a_dash_for_no_moment() -> None:
     assert format_local(None) == "—"
+
+
+@pytest.mark.parametrize(("start", "end", "hours"), [
+    # within one working day
+    (local(2025, 9, 30, 10), local(2025, 9, 30, 12, 30), 2.5),
+    # Friday evening to Monday morning: the weekend does not count
+    (local(2025, 9, 19, 17), local(2025, 9, 22, 10), 2.0),
+    # across the National Day holiday (10-01 .. 10-08): only 09-30 17-18 and 10-09 9-10
+    (local(2025, 9, 30, 17), local(2025, 10, 9, 10), 2.0),
+    # the make-up working Saturday 10-11 counts in full
+    (local(2025, 10, 10, 17), local(2025, 10, 13, 9, 30), 10.5),
+    # the make-up working Sunday 09-28 counts too
+    (local(2025, 9, 27, 12), local(2025, 9, 28, 12), 3.0),
+    # before opening and after closing count nothing
+    (local(2025, 9, 30, 6), local(2025, 9, 30, 8), 0.0),
+    (local(2025, 9, 30, 19), local(2025, 9, 30, 23), 0.0),
+    # the end before the start
+    (local(2025, 9, 30, 12), local(2025, 9, 30, 10), 0.0),
+])
+def test_working_seconds_count_only_working_hours_of_working_days(
+    start: datetime, end: datetime, hours: float
+) -> None:
+    assert working_seconds(start.astimezone(UTC), end.astimezone(UTC)) == hours * 3600

@@ -1277,3 +1277,49 @@ def test_todo_lists_what_waits_for_the_committee_and_for_a_department(
         assert numbers(cast.market_staff) == []
         with pytest.raises(NotPermitted):
             numbers(cast.requester)
+
+
+# --- figures for the statistics ------------------------------------------------------------
+
+
+def test_the_first_action_and_the_first_reply_fix_their_figures_once(
+    cast: Cast, world: World,
+) -> None:
+    # Given a request received on Monday 10:00 (due in 8 working hours: Monday 18:00)
+    number = cast.submit()
+    hour = timedelta(hours=1)
+
+    # When a worker first acts on Tuesday 12:00, and replies at 13:00
+    world.do(service.accept, cast.worker, number, now=NOW + 26 * hour)
+    world.do(service.complete, cast.worker, number, "已修好", now=NOW + 26 * hour)
+    world.do(service.approve, cast.worker2, number, now=NOW + 27 * hour)
+
+    # Then the figures are late, 26 h (11 working h) and 27 h (12 working h)
+    request = world.request(number)
+    assert request.responded_in_time is False
+    assert (request.response_seconds, request.response_work_seconds) == (26 * 3600, 11 * 3600)
+    assert (request.reply_seconds, request.reply_work_seconds) == (27 * 3600, 12 * 3600)
+    assert request.first_replied_at == NOW + 27 * hour
+
+    # When the requester reopens it and it is answered again a day later
+    world.do(service.rate, cast.requester, number, False, "不满意", now=NOW + 28 * hour)
+    world.do(service.accept, cast.worker, number, now=NOW + 50 * hour)
+    world.do(service.complete, cast.worker, number, "重新修好", now=NOW + 50 * hour)
+    world.do(service.approve, cast.worker, number, now=NOW + 51 * hour)
+
+    # Then the first action's and the first reply's figures stay as they were
+    again = world.request(number)
+    assert (again.responded_in_time, again.response_seconds, again.reply_seconds,
+            again.first_replied_at) == (False, 26 * 3600, 27 * 3600, NOW + 27 * hour)
+    assert again.replied_at == NOW + 51 * hour
+
+
+def test_a_first_action_within_the_deadline_is_in_time(cast: Cast, world: World) -> None:
+    number = cast.submit()
+
+    world.do(service.reject, cast.worker, number, "不属于受理范围",
+             now=NOW + timedelta(minutes=30))
+
+    request = world.request(number)
+    assert (request.responded_in_time, request.response_seconds,
+            request.response_work_seconds) == (True, 1800, 1800)

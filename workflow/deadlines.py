@@ -65,6 +65,26 @@ def add_working_days(
     return _day_end(datetime.combine(day, time(start_hour), LOCAL_TZ), end_hour).astimezone(UTC)
 
 
+def working_seconds(
+    start: datetime, end: datetime, *, start_hour: int = 9, end_hour: int = 18
+) -> int:
+    """Working time between two moments, in whole seconds (0 if `end` is not after `start`).
+
+    Only the working hours of working days count: a request sent on Friday evening and
+    answered on Monday at 10:00 took one working hour.
+    """
+    if end <= start:
+        return 0
+    total = timedelta()
+    current = next_working_start(start, start_hour, end_hour)
+    finish = end.astimezone(LOCAL_TZ)
+    while current < finish:
+        day_end = _day_end(current, end_hour)
+        total += min(day_end, finish) - current
+        current = next_working_start(day_end, start_hour, end_hour)
+    return int(total.total_seconds())
+
+
 def _day_end(local: datetime, end_hour: int) -> datetime:
     if end_hour == 24:
         return datetime.combine(local.date() + timedelta(days=1), time(0), LOCAL_TZ)

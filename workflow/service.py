@@ -308,6 +308,9 @@ def approve(tx: Tx, actor: Person, number: str) -> Request:
     request = _begin(tx, actor, Action.APPROVE, number)
     _move(tx, request, actor, Action.APPROVE)
     request.replied_at = tx.now
+    if request.first_replied_at is None:
+        request.first_replied_at = tx.now
+        request.reply_seconds, request.reply_work_seconds = _took(tx, request)
     _tell_requester(tx, request, "requester.replied", result=request.result or "")
     _tell_other_workers(tx, actor, request, "worker.acted", action="回单")
     return request
@@ -622,8 +625,20 @@ def _move(
 
 
 def _mark_first_action(tx: Tx, request: Request) -> None:
+    """Fixes the first action's figures: when, whether in time, how long after intake."""
     if request.first_action_at is None:
         request.first_action_at = tx.now
+        request.responded_in_time = request.response_due_at is None or \
+            tx.now <= request.response_due_at
+        request.response_seconds, request.response_work_seconds = _took(tx, request)
+
+
+def _took(tx: Tx, request: Request) -> tuple[int, int]:
+    """Calendar and working seconds from the request's intake to now."""
+    calendar = max(int((tx.now - request.created_at).total_seconds()), 0)
+    working = deadlines.working_seconds(request.created_at, tx.now, start_hour=tx.workday_start,
+                                        end_hour=tx.workday_end)
+    return calendar, working
 
 
 def _required(tx: Tx, text: str, what: str) -> str:
