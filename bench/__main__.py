@@ -1,8 +1,11 @@
-"""redesk benchmarks: `python -m bench [web|telegram-ingest|telegram-e2e|telegram-delivery|all]`.
+"""redesk benchmarks: `python -m bench [web|telegram-*|wechat-ingest|all]`.
 
 - web: POST /api/web/messages against a real `redesk run` (bench/web.py);
 - telegram-ingest: POST /telegram/webhook throughput and latency (PostgreSQL + Redis) against a
   static file on the same server and a bare app in the same uvicorn configuration;
+- wechat-ingest: POST /wechat in safe mode against the Telegram webhook and the bare app in the
+  same run (closed loop), and its p99 latency at steady offered rates (open loop), against
+  WeChat's 5-second deadline;
 - telegram-e2e: resident message -> receipt at the fake Bot API, at steady offered rates, with
   2 `redesk worker` processes;
 - telegram-delivery: 3,000 notifications to 300 chats through the limit-enforcing fake Bot API.
@@ -37,6 +40,22 @@ def _ingest(args: argparse.Namespace) -> None:
           f"closed loop, {args.seconds:g} s per endpoint after a 3 s warm-up.\n")
     telegram.print_ingest(telegram.ingest(seconds=args.seconds, concurrency=args.concurrency,
                                           chats=args.chats))
+
+
+def _wechat_ingest(args: argparse.Namespace) -> None:
+    """POST /wechat (safe mode) against the Telegram webhook and a bare app; p99 at steady
+    rates."""
+    from bench import wechat
+
+    print("\n### wechat ingest: POST /wechat (safe mode)\n")
+    print(f"PostgreSQL + Redis, WeChat in safe mode and Telegram in webhook mode, no workers "
+          f"running (jobs wait in Redis); closed loop, {args.seconds:g} s per endpoint after a "
+          f"3 s warm-up; open loop, {args.rate_seconds:g} s per rate.\n")
+    rates = [float(rate) for rate in args.rates.split(",") if rate.strip()] or None
+    wechat.print_report(wechat.ingest(
+        seconds=args.seconds, concurrency=args.concurrency, openids=args.openids,
+        chats=args.chats, rates=rates, rate_seconds=args.rate_seconds,
+        max_connections=args.max_connections, refine=not args.no_refine))
 
 
 def _e2e(args: argparse.Namespace) -> None:
@@ -83,6 +102,27 @@ def _add_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chats", type=int, default=1000)
 
 
+def _add_wechat_ingest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="measured seconds per endpoint at full concurrency (closed loop)")
+    parser.add_argument("--concurrency", type=int, default=40,
+                        help="concurrent connections of the closed loop")
+    parser.add_argument("--openids", type=int, default=1000,
+                        help="distinct WeChat users the callbacks come from")
+    parser.add_argument("--chats", type=int, default=1000,
+                        help="distinct Telegram chats of the webhook comparison")
+    parser.add_argument("--rates", default="",
+                        help="comma-separated steady rates (callbacks/s) of the open loop, "
+                             "climbed until the first one not sustained; default: 50, 75, 90, "
+                             "100 and 110 %% of the closed-loop throughput of the same run")
+    parser.add_argument("--rate-seconds", type=float, default=8.0,
+                        help="seconds of load per open-loop rate")
+    parser.add_argument("--max-connections", type=int, default=40,
+                        help="most callbacks in flight at once in the open loop")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="do not try a rate between the last sustained and the first not")
+
+
 def _add_e2e(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", default="",
                         help="comma-separated offered rates (msg/s); default: 200, then a "
@@ -108,6 +148,7 @@ def _add_delivery(parser: argparse.ArgumentParser) -> None:
 COMMANDS = {
     "web": (_add_web, _web),
     "telegram-ingest": (_add_ingest, _ingest),
+    "wechat-ingest": (_add_wechat_ingest, _wechat_ingest),
     "telegram-e2e": (_add_e2e, _e2e),
     "telegram-delivery": (_add_delivery, _delivery),
 }
