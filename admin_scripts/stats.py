@@ -1,0 +1,506 @@
+"""`redesk stats`: the figures bosses ask for, computed in SQL (docs/statistics.md).
+
+Every figure is over one cohort: the requests received in the period (their intake time, as an
+Asia/Shanghai calendar date, between --from and --to inclusive), as they stand now. Counting,
+the 三率 and the percentiles all happen in the database (GROUP BY, window functions, and
+PostgreSQL's percentile_cont); Python only shapes the rows it gets back, one per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    select,
+    true,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Subquery
+from sqlmodel import col
+
+from storage.models import Category, Department, Event, Person, Request, utcnow
+from workflow.deadlines import LOCAL_TZ
+
+#: What rows can be grouped by.
+GROUPS: tuple[str, ...] = ("category", "department", "worker", "day", "week", "month")
+
+#: States a request does not leave.
+TERMINAL: tuple[str, ...] = ("closed", "rejected", "cancelled")
+
+#: Ratings that count as satisfied (满意率).
+SATISFIED: tuple[str, ...] = ("满意", "基本满意")
+
+#: First actions on a request (who acted first, and when).
+FIRST_ACTIONS: tuple[str, ...] = ("accept", "forward", "reject")
+
+#: Group labels for what has no name.
+NO_CATEGORY = "未分类"
+COMMITTEE = "党委自办"
+NOBODY = "（未处理）"
+
+#: Counts, in the order they are shown (JSON key, Chinese column).
+COUNTS: tuple[tuple[str, str], ...] = (
+    ("received", "受理量"), ("closed", "办结量"), ("open", "在办"), ("overdue", "超期"),
+    ("forwarded", "转单"), ("returned", "退单"), ("rejected", "驳回"), ("cancelled", "撤销"),
+    ("reopened", "重办"),
+)
+
+#: Rates (JSON key, Chinese column, numerator count, denominator count).
+RATES: tuple[tuple[str, str, str, str], ...] = (
+    ("response_rate", "响应率", "responded_in_time", "received"),
+    ("resolution_rate", "解决率", "solved", "rated"),
+    ("satisfaction_rate", "满意率", "satisfied", "rated"),
+    ("rating_rate", "评价率", "rated", "replied"),
+)
+
+#: Durations (JSON key prefix, Chinese name, requests column).
+DURATIONS: tuple[tuple[str, str, str], ...] = (
+    ("first_action", "首次响应", "response"),
+    ("reply", "回单", "reply"),
+)
+
+#: Percentiles reported for each duration.
+PERCENTILES: tuple[tuple[str, float], ...] = (("median", 0.5), ("p90", 0.9))
+
+
+class StatsError(ValueError):
+    """A filter names something that does not exist."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """Asia/Shanghai calendar dates, inclusive; None: open-ended."""
+
+    start: date | None = None
+    end: date | None = None
+
+    def bounds(self) -> tuple[datetime | None, datetime | None]:
+        """The period as UTC instants [from, to)."""
+        start = datetime.combine(self.start, time(0), LOCAL_TZ).astimezone(UTC) \
+            if self.start else None
+        end = datetime.combine(self.end + timedelta(days=1), time(0), LOCAL_TZ).astimezone(UTC) \
+            if self.end else None
+        return start, end
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A share, always with what it is a share of."""
+
+    numerator: int
+    denominator: int
+
+    @property
+    def value(self) -> float | None:
+        """numerator / denominator, or None when nothing was counted."""
+        return self.numerator / self.denominator if self.denominator else None
+
+    def as_json(self) -> dict[str, Any]:
+        """{"numerator", "denominator", "value"} (value rounded to 4 places, or null)."""
+        value = self.value
+        return {"numerator": self.numerator, "denominator": self.denominator,
+                "value": round(value, 4) if value is not None else None}
+
+
+@dataclass
+class Figures:
+    """Every figure of one group (or of the whole cohort)."""
+
+    key: str | None
+    counts: dict[str, int]
+    rates: dict[str, Rate]
+    #: "<duration>_<percentile>_<unit>" -> seconds (None when no request has the duration).
+    durations: dict[str, float | None] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures with English snake_case keys (docs/statistics.md)."""
+        data: dict[str, Any] = {} if self.key is None else {"key": self.key}
+        data.update(self.counts)
+        data.update({name: rate.as_json() for name, rate in self.rates.items()})
+        data.update({name: None if value is None else round(value, 1)
+                     for name, value in self.durations.items()})
+        return data
+
+
+@dataclass
+class Report:
+    """The totals and, with a grouping, one Figures per group."""
+
+    period: Period
+    by: str | None
+    totals: Figures
+    rows: list[Figures]
+    generated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """One object: period, grouping, totals and rows."""
+        return {
+            "period": {"from": self.period.start.isoformat() if self.period.start else None,
+                       "to": self.period.end.isoformat() if self.period.end else None,
+                       "timezone": "Asia/Shanghai"},
+            "by": self.by,
+            "generated_at": self.generated_at.isoformat(),
+            "totals": self.totals.as_json(),
+            "rows": [row.as_json() for row in self.rows],
+        }
+
+
+def duration_keys() -> list[str]:
+    """The duration figure names: first_action_median_hours, ..."""
+    return [f"{name}_{label}_{unit}_seconds"
+            for name, _, _ in DURATIONS for label, _ in PERCENTILES
+            for unit in ("calendar", "working")]
+
+
+# --- the SQL ----------------------------------------------------------------------------------
+
+
+def _local(engine: Engine, column: Any, unit: str) -> ColumnElement[Any]:
+    """The Asia/Shanghai day, Monday of the week, or month of a UTC timestamp, as text."""
+    if engine.dialect.name == "postgresql":
+        local = func.timezone("Asia/Shanghai", column)
+        if unit == "day":
+            return func.to_char(local, "YYYY-MM-DD")
+        if unit == "week":
+            return func.to_char(func.date_trunc("week", local), "YYYY-MM-DD")
+        return func.to_char(local, "YYYY-MM")
+    # SQLite: China has kept UTC+8 all year since 1991.
+    if unit == "day":
+        return func.date(column, "+8 hours")
+    if unit == "week":
+        return func.date(column, "+8 hours", "weekday 0", "-6 days")
+    return func.strftime("%Y-%m", column, "+8 hours")
+
+
+def _event_summary() -> Subquery:
+    """Per request: how often it was forwarded and returned, and its first action's event."""
+    action, request_id = col(Event.action), col(Event.request_id)
+
+    def count(name: str) -> ColumnElement[Any]:
+        return func.sum(case((action == name, 1), else_=0))
+
+    return (
+        select(
+            request_id.label("request_id"),
+            count("forward").label("forwards"),
+            count("return").label("returns"),
+            func.min(case((action.in_(FIRST_ACTIONS), col(Event.id)))).label("first_event"),
+        )
+        .where(col(Event.outcome) == "ok", request_id.is_not(None))
+        .group_by(request_id)
+        .subquery("event_summary")
+    )
+
+
+@dataclass(frozen=True)
+class _Cohort:
+    """The cohort as a subquery with everything a figure needs, one row per request."""
+
+    query: Subquery
+    grouped: bool
+
+
+def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int | None,
+            department_id: int | None, committee_only: bool) -> _Cohort:
+    summary = _event_summary()
+    first = Event.__table__.alias("first_event")  # type: ignore[attr-defined]
+    actor = Person.__table__.alias("first_actor")  # type: ignore[attr-defined]
+    r = Request.__table__  # type: ignore[attr-defined]
+    category = Category.__table__  # type: ignore[attr-defined]
+    department = Department.__table__  # type: ignore[attr-defined]
+    group: ColumnElement[Any]
+    if by == "category":
+        group = func.coalesce(category.c.name, NO_CATEGORY)
+    elif by == "department":
+        group = func.coalesce(department.c.name, COMMITTEE)
+    elif by == "worker":
+        group = case(
+            (actor.c.id.is_(None), NOBODY),
+            (actor.c.display_name != "", actor.c.display_name),
+            else_=literal("用户", String) + cast(actor.c.id, String),
+        )
+    elif by in ("day", "week", "month"):
+        group = _local(engine, r.c.created_at, by)
+    else:
+        group = literal("")
+    columns = [
+        group.label("grp"),
+        r.c.state, r.c.reopen_count, r.c.solved, r.c.satisfaction, r.c.resolution_due_at,
+        r.c.responded_in_time, r.c.first_replied_at,
+        r.c.response_seconds, r.c.response_work_seconds, r.c.reply_seconds,
+        r.c.reply_work_seconds,
+        func.coalesce(summary.c.forwards, 0).label("forwards"),
+        func.coalesce(summary.c.returns, 0).label("returns"),
+    ]
+    joined = (
+        r.outerjoin(category, category.c.id == r.c.category_id)
+        .outerjoin(department, department.c.id == r.c.department_id)
+        .outerjoin(summary, summary.c.request_id == r.c.id)
+    )
+    if by == "worker":
+        joined = joined.outerjoin(first, first.c.id == summary.c.first_event) \
+            .outerjoin(actor, actor.c.id == first.c.actor_id)
+    statement: Select[Any] = select(*columns).select_from(joined)
+    start, end = period.bounds()
+    if start is not None:
+        statement = statement.where(r.c.created_at >= start)
+    if end is not None:
+        statement = statement.where(r.c.created_at < end)
+    if category_id is not None:
+        statement = statement.where(r.c.category_id == category_id)
+    if department_id is not None:
+        statement = statement.where(r.c.department_id == department_id)
+    if committee_only:
+        statement = statement.where(r.c.department_id.is_(None))
+    return _Cohort(statement.subquery("cohort"), by is not None)
+
+
+def _is(column: Any, value: bool) -> ColumnElement[bool]:
+    condition: ColumnElement[bool] = column == (true() if value else false())
+    return condition
+
+
+def _counts_query(cohort: Subquery, now: datetime) -> Select[Any]:
+    c = cohort.c
+
+    def total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        return func.sum(case((condition, 1), else_=0))
+
+    is_open = c.state.not_in(TERMINAL)
+    return select(
+        c.grp,
+        func.count().label("received"),
+        total(c.state == "closed").label("closed"),
+        total(is_open).label("open"),
+        total(and_(is_open, c.resolution_due_at < now)).label("overdue"),
+        total(c.forwards > 0).label("forwarded"),
+        total(c.returns > 0).label("returned"),
+        total(c.state == "rejected").label("rejected"),
+        total(c.state == "cancelled").label("cancelled"),
+        total(c.reopen_count > 0).label("reopened"),
+        total(_is(c.responded_in_time, True)).label("responded_in_time"),
+        total(c.solved.is_not(None)).label("rated"),
+        total(_is(c.solved, True)).label("solved"),
+        total(and_(c.solved.is_not(None), c.satisfaction.in_(SATISFIED))).label("satisfied"),
+        total(c.first_replied_at.is_not(None)).label("replied"),
+    ).group_by(c.grp)
+
+
+def _percentiles_postgresql(cohort: Subquery, column: str) -> Select[Any]:
+    value = cohort.c[column]
+    return select(cohort.c.grp, *[
+        func.percentile_cont(share).within_group(value.asc()).label(label)
+        for label, share in PERCENTILES
+    ]).where(value.is_not(None)).group_by(cohort.c.grp)
+
+
+def _percentiles_window(cohort: Subquery, column: str) -> Select[Any]:
+    """Linear-interpolation percentiles (as percentile_cont) with window functions."""
+    value = cohort.c[column]
+    ranked = select(
+        cohort.c.grp, value.label("v"),
+        func.row_number().over(partition_by=cohort.c.grp, order_by=value).label("rn"),
+        func.count().over(partition_by=cohort.c.grp).label("n"),
+    ).where(value.is_not(None)).subquery("ranked")
+    parts = []
+    for label, share in PERCENTILES:
+        # Position h = (n - 1) * share between rows lo = floor(h) + 1 and lo + 1 (1-based).
+        h = (ranked.c.n - 1) * share
+        lo = cast(h, Integer) + 1
+        at_lo = func.max(case((ranked.c.rn == lo, ranked.c.v)))
+        at_hi = func.max(case((ranked.c.rn == lo + 1, ranked.c.v)))
+        fraction = func.max(h - cast(h, Integer))
+        parts.append((at_lo + fraction * (func.coalesce(at_hi, at_lo) - at_lo)).label(label))
+    return select(ranked.c.grp, *parts).group_by(ranked.c.grp)
+
+
+def _durations(engine: Engine, cohort: Subquery) -> dict[str, dict[str, float | None]]:
+    """Group -> duration figure -> seconds."""
+    found: dict[str, dict[str, float | None]] = {}
+    percentiles = _percentiles_postgresql if engine.dialect.name == "postgresql" \
+        else _percentiles_window
+    with engine.connect() as connection:
+        for name, _, stem in DURATIONS:
+            for unit, column in (("calendar", f"{stem}_seconds"),
+                                 ("working", f"{stem}_work_seconds")):
+                for row in connection.execute(percentiles(cohort, column)).mappings():
+                    figures = found.setdefault(str(row["grp"]), {})
+                    for label, _ in PERCENTILES:
+                        value = row[label]
+                        figures[f"{name}_{label}_{unit}_seconds"] = \
+                            None if value is None else float(value)
+    return found
+
+
+def _figures(key: str | None, row: Mapping[str, Any] | Any,
+             durations: Mapping[str, float | None]) -> Figures:
+    counts = {name: int(row.get(name) or 0) for name, _ in COUNTS}
+    raw = {name: int(row.get(name) or 0) for name in
+           ("responded_in_time", "rated", "solved", "satisfied", "replied", "received")}
+    rates = {name: Rate(raw[numerator], raw[denominator])
+             for name, _, numerator, denominator in RATES}
+    return Figures(key=key, counts=counts, rates=rates,
+                   durations={name: durations.get(name) for name in duration_keys()})
+
+
+def _empty(key: str | None) -> Figures:
+    return _figures(key, {}, {})
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def compute(
+    engine: Engine,
+    period: Period,
+    *,
+    by: str | None = None,
+    category: str | None = None,
+    department: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """The report for a period, optionally grouped and filtered.
+
+    Args:
+        engine: A (read-only) engine on the database.
+        period: The intake dates to count.
+        by: One of GROUPS, or None for the totals only.
+        category: Only requests of this category (its name).
+        department: Only requests with this department (its name; 党委自办 / 党委: the
+            committee's own).
+        now: What "overdue now" is measured against (default: now).
+
+    Raises:
+        StatsError: An unknown category or department.
+    """
+    if by is not None and by not in GROUPS:
+        raise StatsError(f"unknown grouping {by!r}; use one of {', '.join(GROUPS)}")
+    now = now or utcnow()
+    category_id, department_id, committee_only = _resolve(engine, category, department)
+    filters: dict[str, Any] = {"category_id": category_id, "department_id": department_id,
+                               "committee_only": committee_only}
+    totals_cohort = _cohort(engine, period, by=None, **filters)
+    with engine.connect() as connection:
+        total_row = connection.execute(_counts_query(totals_cohort.query, now)).mappings().first()
+    total_durations = _durations(engine, totals_cohort.query).get("", {})
+    totals = _figures(None, total_row, total_durations) if total_row else _empty(None)
+    rows: list[Figures] = []
+    if by is not None:
+        cohort = _cohort(engine, period, by=by, **filters)
+        with engine.connect() as connection:
+            grouped = list(connection.execute(_counts_query(cohort.query, now)).mappings())
+        durations = _durations(engine, cohort.query)
+        rows = [_figures(str(row["grp"]), row, durations.get(str(row["grp"]), {}))
+                for row in grouped]
+        rows.sort(key=_department_rank if by == "department" else _by_key)
+    return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now)
+
+
+def _by_key(figures: Figures) -> tuple[str, ...]:
+    return (figures.key or "",)
+
+
+def _department_rank(figures: Figures) -> tuple[Any, ...]:
+    """Who is slow first: the longest median working time to 回单, then the lowest 三率."""
+    reply = figures.durations.get("reply_median_working_seconds")
+    rates = [figures.rates[name].value for name in
+             ("response_rate", "resolution_rate", "satisfaction_rate")]
+    return (reply is None, -(reply or 0.0),
+            *[(rate is None, rate if rate is not None else 0.0) for rate in rates],
+            figures.key or "")
+
+
+def _resolve(engine: Engine, category: str | None,
+             department: str | None) -> tuple[int | None, int | None, bool]:
+    category_id = department_id = None
+    committee_only = False
+    with engine.connect() as connection:
+        if category is not None:
+            category_id = connection.execute(
+                select(col(Category.id)).where(col(Category.name) == category)).scalar()
+            if category_id is None:
+                raise StatsError(f"no category named {category!r}")
+        if department is not None:
+            if department in (COMMITTEE, "党委"):
+                committee_only = True
+            else:
+                department_id = connection.execute(
+                    select(col(Department.id)).where(col(Department.name) == department)
+                ).scalar()
+                if department_id is None:
+                    raise StatsError(f"no department named {department!r}")
+    return category_id, department_id, committee_only
+
+
+def ranked_departments(engine: Engine, period: Period, *, category: str | None = None,
+                       now: datetime | None = None) -> list[Figures]:
+    """The "who is slow" view: every department (and 党委自办), slowest first."""
+    return compute(engine, period, by="department", category=category, now=now).rows
+
+
+# --- shapes for output --------------------------------------------------------------------------
+
+
+def percent(rate: Rate) -> str:
+    """A rate for people: "92.3% (12/13)", or "— (0/0)"."""
+    value = rate.value
+    shown = "—" if value is None else f"{value * 100:.1f}%"
+    return f"{shown} ({rate.numerator}/{rate.denominator})"
+
+
+def hours(seconds: float | None) -> str:
+    """Seconds as hours with one decimal, or "—"."""
+    return "—" if seconds is None else f"{seconds / 3600:.1f}"
+
+
+def table_columns() -> list[str]:
+    """The Chinese column names of a flat row, in order (for tables, CSV and xlsx)."""
+    columns = [label for _, label in COUNTS]
+    for _, label, _, _ in RATES:
+        columns += [label, f"{label}分子", f"{label}分母"]
+    for _name, label, _ in DURATIONS:
+        for percentile, _ in PERCENTILES:
+            shown = "中位" if percentile == "median" else "P90"
+            columns += [f"{label}{shown}(工作小时)", f"{label}{shown}(自然小时)"]
+    return columns
+
+
+def flat(figures: Figures) -> list[Any]:
+    """One row of numbers in `table_columns` order (rates as fractions or None)."""
+    values: list[Any] = [figures.counts[name] for name, _ in COUNTS]
+    for name, _, _, _ in RATES:
+        rate = figures.rates[name]
+        values += [None if rate.value is None else round(rate.value, 4), rate.numerator,
+                   rate.denominator]
+    for name, _, _ in DURATIONS:
+        for percentile, _ in PERCENTILES:
+            for unit in ("working", "calendar"):
+                seconds = figures.durations.get(f"{name}_{percentile}_{unit}_seconds")
+                values.append(None if seconds is None else round(seconds / 3600, 2))
+    return values
+
+
+def describe_period(period: Period) -> str:
+    """The period as people read it."""
+    start = period.start.isoformat() if period.start else "最早"
+    end = period.end.isoformat() if period.end else "至今"
+    return f"{start} 至 {end}（北京时间）" if period.start or period.end else "全部（北京时间）"
+
+
+__all__: Sequence[str] = [
+    "GROUPS", "Figures", "Period", "Rate", "Report", "StatsError", "compute", "describe_period",
+    "duration_keys", "flat", "hours", "percent", "ranked_departments", "table_columns", "utcnow",
+]
