@@ -6,7 +6,9 @@ import logging
 import signal
 import sys
 import threading
+from datetime import date
 from enum import IntEnum
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -17,7 +19,7 @@ from rich.table import Column, Table
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage import queries
-from storage.db import get_engine, session_scope, upgrade
+from storage.db import get_engine, read_engine, session_scope, upgrade
 from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, get_settings
 from workflow import service
@@ -272,6 +274,97 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def _date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CliError(f"{option} must be a date like 2026-03-01, not {value!r}",
+                       Exit.USAGE) from None
+
+
+def _trend_unit(period: Any) -> str:
+    """Days for a month or less, weeks up to four months, else months."""
+    if period.start is None or period.end is None:
+        return "month"
+    span = (period.end - period.start).days + 1
+    return "day" if span <= 31 else "week" if span <= 120 else "month"
+
+
+@app.command()
+def stats(
+    start: Annotated[str | None, typer.Option("--from", help="first intake date, YYYY-MM-DD "
+                                              "(Asia/Shanghai); default: the first")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last intake date, inclusive")] = None,
+    by: Annotated[str | None, typer.Option(
+        help="one row per category, department, worker, day, week or month")] = None,
+    category: Annotated[str | None, typer.Option(help="only this category")] = None,
+    department: Annotated[str | None, typer.Option(
+        help="only this department (党委: what the committee handles itself)")] = None,
+    output_format: Annotated[str, typer.Option("--format",
+                                               help="table, csv, json or xlsx")] = "table",
+    out: Annotated[Path | None, typer.Option(help="write to this file (xlsx needs one)")] = None,
+    chart: Annotated[Path | None, typer.Option(
+        help="also draw a PNG: received/closed per period and the 三率 per department")] = None,
+) -> None:
+    """Count the requests received in a period: 受理量, 办结量, 在办, 超期, 转单, 退单, 驳回, 撤销,
+    重办; the 三率 (响应率, 解决率, 满意率) and 评价率, each with its numerator and denominator;
+    median and P90 of the time to first action and to 回单, in working and calendar hours; and
+    the departments ranked slowest first. Definitions: docs/statistics.md.
+
+    Example: redesk stats --from 2026-03-01 --to 2026-03-31 --by department --format xlsx
+    --out march.xlsx
+    """
+    from admin_scripts import report as output
+    from admin_scripts import stats as figures
+
+    period = figures.Period(_date(start, "--from"), _date(end, "--to"))
+    if period.start and period.end and period.end < period.start:
+        raise CliError("--to is before --from", Exit.USAGE)
+    if by is not None and by not in figures.GROUPS:
+        raise CliError(f"--by must be one of {', '.join(figures.GROUPS)}", Exit.USAGE)
+    if output_format not in ("table", "csv", "json", "xlsx"):
+        raise CliError("--format must be table, csv, json or xlsx", Exit.USAGE)
+    if output_format == "xlsx" and out is None:
+        raise CliError("--format xlsx needs --out FILE", Exit.USAGE)
+    settings = _settings()
+    engine = read_engine(get_engine(settings.database_url))
+    now = figures.utcnow()
+    try:
+        result = figures.compute(engine, period, by=by, category=category,
+                                 department=department, now=now)
+        departments = result.rows if by == "department" else figures.ranked_departments(
+            engine, period, category=category, now=now)
+    except figures.StatsError as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
+    if output_format == "table":
+        # A terminal gets its own width; a file or a pipe gets every column uncut.
+        target = Console(file=out.open("w", encoding="utf-8"), width=200) if out else \
+            console if console.is_terminal else Console(width=200)
+        output.render_table(target, result, departments)
+    elif output_format == "xlsx":
+        assert out is not None
+        output.write_xlsx(result, out)
+    else:
+        text = output.to_csv(result) if output_format == "csv" else output.to_json(result)
+        if out is None:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        else:
+            out.write_text(text, encoding="utf-8-sig" if output_format == "csv" else "utf-8")
+    if out is not None:
+        err.print(f"written: {out}")
+    if chart is not None:
+        trend = result if by in ("day", "week", "month") else figures.compute(
+            engine, period, by=_trend_unit(period), category=category, department=department,
+            now=now)
+        output.write_chart(trend, departments, chart)
+        err.print(f"chart: {chart}")
 
 
 # --- wechat ---------------------------------------------------------------------------------
