@@ -52,6 +52,8 @@ categories_app = typer.Typer(help="Request categories: keywords, route, deadline
 app.add_typer(db_app, name="db")
 app.add_typer(departments_app, name="departments")
 app.add_typer(categories_app, name="categories")
+people_app = typer.Typer(help="People on the desk and their roles.", no_args_is_help=True)
+app.add_typer(people_app, name="people")
 wechat_app = typer.Typer(help="The WeChat official account.", no_args_is_help=True)
 app.add_typer(wechat_app, name="wechat")
 
@@ -456,7 +458,7 @@ def invite(
 
 @departments_app.command("list")
 def departments_list() -> None:
-    """List departments.
+    """List departments, active (启用) and inactive (停用), with their kind and deadline.
 
     Example: redesk departments list
     """
@@ -495,6 +497,97 @@ def departments_add(
     console.print(f"added department {name.strip()} ({kind})")
 
 
+@departments_app.command("deactivate")
+def departments_deactivate(
+    name: Annotated[str, typer.Argument(help="the department's exact name")],
+) -> None:
+    """Deactivate a department: no new requests reach it; those it has stay with it.
+
+    Workers can no longer forward to it.
+    New requests of categories routed to it go to the committee instead.
+    Unused invitation codes for it stop working.
+    Its staff still take and finish what is already there.
+    To switch it on again, import it with active yes.
+
+    Example: redesk departments deactivate 交警
+    """
+    from admin_scripts import manage
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = manage.deactivate_department(session=session, name=name, now=utcnow())
+        except manage.UnknownName as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+    if not done.changed:
+        console.print(f"department {done.name} is inactive already; nothing changed",
+                      markup=False)
+        return
+    console.print(f"deactivated department {done.name}: no new requests are forwarded to it",
+                  markup=False)
+    console.print(f"{done.open_requests} requests stay with it (forwarded to it or being "
+                  "handled by it)", markup=False)
+    if done.categories:
+        console.print(f"new requests of {'、'.join(done.categories)} now go to the committee",
+                      markup=False)
+
+
+@departments_app.command("import")
+def departments_import(
+    file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+) -> None:
+    """Add and update departments from a CSV or YAML file (UTF-8), all rows or none.
+
+    CSV: a header on line 1 naming the columns. YAML: a list of items. Fields:
+    - name: required; an existing department of that name is updated
+    - kind: required; 街道, 职能部门 or 社会组织
+    - resolution_days: working days to finish a request (empty: the category's)
+    - active: yes or no (empty: unchanged; new departments are active)
+    Every row is checked first: if any is bad, nothing changes (exit 1)
+    and each bad row is listed with its line number and what is wrong.
+
+    Example: redesk departments import departments.csv
+    """
+    _import_file("departments", file)
+
+
+def _import_file(what: str, file: str) -> None:
+    """Imports departments or categories from `file` in one transaction, or explains why not."""
+    from pathlib import Path
+
+    from admin_scripts import manage
+
+    path = Path(file)
+    importer = manage.import_departments if what == "departments" else manage.import_categories
+    try:
+        manage.check_file(path)
+        settings = _settings()
+        _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+        with session_scope(get_engine(settings.database_url)) as session:
+            result = importer(session=session, path=path, now=utcnow())
+    except manage.UnknownFileType as exc:
+        raise CliError(str(exc), Exit.USAGE) from None
+    except manage.FileMissing as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
+    except manage.UnreadableFile as exc:
+        where = f" line {exc.line}" if exc.line else ""
+        raise CliError(f"{path.name}{where}: {exc.reason}; nothing was imported.") from None
+    except manage.BadRows as exc:
+        for row in exc.rows:
+            err.print(f"{path.name} line {row.line}: {'; '.join(row.reasons)}")
+        raise CliError(f"{len(exc.rows)} of {exc.total} rows are bad; nothing was "
+                       "imported.") from None
+    except manage.ImportConflict as exc:
+        raise CliError(f"{path.name}: {exc}; nothing was imported.") from None
+    console.print(f"imported {what} from {path.name}: {len(result.added)} added, "
+                  f"{len(result.updated)} updated, {len(result.unchanged)} unchanged",
+                  markup=False)
+    for label, names in (("added", result.added), ("updated", result.updated)):
+        if names:
+            console.print(f"  {label}: {'、'.join(names)}", markup=False)
+
+
 @categories_app.command("list")
 def categories_list() -> None:
     """List categories with their keywords, route and deadlines.
@@ -518,6 +611,106 @@ def categories_list() -> None:
     console.print(table)
 
 
+@categories_app.command("import")
+def categories_import(
+    file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+) -> None:
+    """Add and update categories from a CSV or YAML file (UTF-8), all rows or none.
+
+    CSV: a header on line 1 naming the columns. YAML: a list of items. Fields:
+    - name: required; an existing category of that name is updated
+    - keywords: CSV: separated by | or 、; YAML: a list (empty: no keywords)
+    - route: committee or department (default committee)
+    - department: an existing, active department; required with route department
+    - response_hours, resolution_days: whole numbers, 0 or more (default 8 and 5)
+    - urgent, fallback: yes or no (default no); one fallback category at most
+    Other fields left empty keep an existing category's value.
+    Every row is checked first: if any is bad, nothing changes (exit 1)
+    and each bad row is listed with its line number and what is wrong.
+
+    Example: redesk categories import categories.yaml
+    """
+    _import_file("categories", file)
+
+
+# People (chat identities) and their roles.
+
+
+@people_app.command("list")
+def people_list(
+    role: Annotated[str | None, typer.Option(
+        help="only people with this role: worker, leader, department, group or requester")]
+    = None,
+) -> None:
+    """List people: id, channel, name, role, department, unreachable, created (Beijing time).
+
+    Example: redesk people list --role worker
+    """
+    from rich.text import Text
+
+    from admin_scripts import manage
+
+    if role is not None and role not in manage.ROLES:
+        raise CliError(f"--role must be one of {', '.join(manage.ROLES)}.", Exit.USAGE)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        people = manage.list_people(session=session, role=role)
+    table = Table(Column("ID", no_wrap=True), "渠道", "名称", "角色", "部门", "无法送达",
+                  Column("创建时间", no_wrap=True))
+    for person in people:
+        # Text(): names come from chat users; they must not be read as rich markup.
+        table.add_row(str(person.id), person.channel, Text(person.name), person.role,
+                      Text(person.department), "是" if person.unreachable else "",
+                      person.created)
+    console.print(table)
+    if not people:
+        console.print("nobody" + (f" with role {role}" if role else "") + " yet")
+
+
+@people_app.command("revoke")
+def people_revoke(
+    who: Annotated[str, typer.Argument(
+        metavar="ID_OR_NAME", help="the person's id (see `redesk people list`) or exact name")],
+    role: Annotated[str | None, typer.Option(
+        help="only a person with this role: worker, leader, department or group")] = None,
+) -> None:
+    """Take a person's role away: they become a plain requester, with no department.
+
+    From then on every worker or department command they send is refused.
+    Requests they were handling stay in 办理中 for another worker to finish.
+    A name shared by several people with a role is refused (exit 2), listing them;
+    then name the person by their id.
+
+    Example: redesk people revoke 王书记 --role worker
+    """
+    from admin_scripts import manage
+
+    if role is not None and role not in manage.REVOCABLE:
+        raise CliError(f"--role must be one of {', '.join(manage.REVOCABLE)}.", Exit.USAGE)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = manage.revoke_role(session=session, who=who, role=role, now=utcnow())
+        except manage.AmbiguousName as exc:
+            raise CliError(str(exc), Exit.USAGE) from None
+        except manage.UnknownName as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+    someone = f"{done.name or 'no name'} (id {done.id}, {done.channel})"
+    if done.role == "requester":
+        console.print(f"{someone} has no role to revoke; nothing changed", markup=False)
+        return
+    of = f" of {done.department}" if done.department else ""
+    console.print(f"revoked {done.role}{of} from {someone}: now a requester", markup=False)
+    if done.handling:
+        console.print(f"{done.handling} requests they were handling stay in 办理中; any worker "
+                      "can finish them", markup=False)
+    if done.role == "group":
+        console.print("if REDESK_TELEGRAM_COMMITTEE_CHAT still names this chat, `redesk run` "
+                      "makes it the committee group again", markup=False)
+
+
 @app.command()
 def demo() -> None:
     """Load demo departments and categories (skips those that exist).
@@ -531,6 +724,49 @@ def demo() -> None:
     with session_scope(get_engine(settings.database_url)) as session:
         departments, categories = load_demo(session)
     console.print(f"demo data loaded: {departments} departments and {categories} categories added")
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_requests(
+    start: Annotated[str | None, typer.Option(
+        "--from", metavar="DATE", help="first day the requests came in, YYYY-MM-DD "
+        "(Asia/Shanghai); default: from the first request")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--to", metavar="DATE", help="last day, inclusive; default: up to now")] = None,
+    output_format: Annotated[str | None, typer.Option(
+        "--format", metavar="csv|xlsx",
+        help="csv or xlsx; default: xlsx when --out ends in .xlsx, else csv")]
+    = None,
+    out: Annotated[str | None, typer.Option(
+        metavar="FILE", help="where to write; `-` writes CSV to standard output; default: "
+        "redesk-export-YYYYMMDD-HHMMSS.csv (or .xlsx) here")] = None,
+    include_pii: Annotated[bool, typer.Option(
+        "--include-pii", help="show requesters' names and phone numbers in full (recorded in "
+        "the admin audit log)")] = False,
+    events: Annotated[str | None, typer.Option(
+        metavar="FILE", help="csv only: also write every event (one row each) to this file")]
+    = None,
+) -> None:
+    """Export the requests received in a period, one row each with its whole history
+    (办理经过), to a CSV file or an Excel workbook (xlsx: a second sheet 办理记录 lists every
+    event). Requesters' names and phone numbers are masked (张*, 138****5678) unless
+    --include-pii is given; such an export is recorded in the admin audit log.
+
+    Example: redesk export --from 2026-11-01 --to 2026-11-30 --format xlsx --out november.xlsx
+    """
+    from admin_scripts import export as exporting
+
+    options = exporting.parse_options(from_=start, to=end, format_=output_format, out=out,
+                                      events=events, include_pii=include_pii, now=utcnow())
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    summary = exporting.export(options, engine=get_engine(settings.database_url), say=err)
+    where = "standard output" if options.to_stdout else options.out
+    err.print(f"exported {summary.requests} requests to {where}"
+              + (f", {summary.events} events to {options.events}" if options.events else ""))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -519,3 +519,135 @@ def set_channel_state(*, session: Session, key: str, value: str) -> None:
     else:
         row.value = value
         session.add(row)
+
+
+# --- admin: imports, deactivation, roles (admin_scripts/manage.py) ------------------------
+
+
+def categories_routed_to(*, session: Session, department_id: int) -> Sequence[Category]:
+    """Active categories whose requests go to this department first."""
+    return session.exec(
+        select(Category).where(Category.route == "department",
+                               Category.department_id == department_id,
+                               col(Category.active).is_(True))
+        .order_by(col(Category.id))
+    ).all()
+
+
+def people_named(*, session: Session, name: str) -> Sequence[Person]:
+    """People whose display name is exactly `name`, oldest first."""
+    return session.exec(
+        select(Person).where(Person.display_name == name).order_by(col(Person.id))
+    ).all()
+
+
+def count_requests_in_states(
+    *, session: Session, states: Sequence[str], department_id: int | None = None,
+    handler_id: int | None = None,
+) -> int:
+    """How many requests are in one of `states` (of one department, or one handler, if given)."""
+    statement = select(func.count()).select_from(Request).where(
+        col(Request.state).in_(list(states)))
+    if department_id is not None:
+        statement = statement.where(Request.department_id == department_id)
+    if handler_id is not None:
+        statement = statement.where(Request.handler_id == handler_id)
+    return int(session.exec(statement).one())
+
+
+def audit_admin_action(
+    *, session: Session, actor: str, action: str, detail: dict[str, Any], at: datetime
+) -> None:
+    """Puts on record what an admin did from the command line."""
+    # Imported here: this section is appended to the module, whose import list others edit.
+    from storage.models import AdminAudit
+
+    session.add(AdminAudit(actor=actor[:100], action=action[:50], detail=detail, at=at))
+
+
+# --- exports ------------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+from sqlalchemy import Row  # noqa: E402
+from sqlalchemy import select as select_columns  # noqa: E402
+from sqlalchemy.orm import aliased  # noqa: E402
+
+
+def _received_between(statement: Any, start: datetime | None, end: datetime | None) -> Any:
+    """`statement` limited to requests received in [start, end); None leaves that end open."""
+    if start is not None:
+        statement = statement.where(col(Request.created_at) >= start)
+    if end is not None:
+        statement = statement.where(col(Request.created_at) < end)
+    return statement
+
+
+def count_requests_received(
+    *, session: Session, start: datetime | None, end: datetime | None
+) -> int:
+    """How many requests were received in [start, end) (None: that end is open)."""
+    statement = _received_between(select_columns(func.count()).select_from(Request), start, end)
+    return int(session.execute(statement).scalar_one())
+
+
+def stream_requests_received(
+    *, session: Session, start: datetime | None, end: datetime | None, batch_size: int
+) -> Iterator[Sequence[Row[Any]]]:
+    """Requests received in [start, end), oldest first, in batches of `batch_size` rows.
+
+    Each row holds the request's columns plus the names an export shows: `category`,
+    `department`, `handler_name`, `requester_name` and `requester_phone`. The rows come through
+    a server-side cursor (PostgreSQL: a named cursor), so however many there are, only one
+    batch is held in memory. Other queries may run in the same session between batches.
+    """
+    requester = aliased(Person, name="requester")
+    handler = aliased(Person, name="handler")
+    statement = (
+        select_columns(
+            col(Request.id), col(Request.number), col(Request.created_at),
+            col(Request.channel), col(Request.state), col(Request.text), col(Request.result),
+            col(Request.solved), col(Request.satisfaction), col(Request.reopen_count),
+            col(Request.first_action_at), col(Request.responded_in_time),
+            col(Request.first_replied_at), col(Request.closed_at),
+            col(Request.response_due_at), col(Request.resolution_due_at),
+            col(Request.contact_name), col(Request.contact_phone), col(Request.requester_id),
+            col(Category.name).label("category"), col(Department.name).label("department"),
+            col(handler.display_name).label("handler_name"),
+            col(requester.display_name).label("requester_name"),
+            col(requester.phone).label("requester_phone"),
+        )
+        .join(requester, col(requester.id) == col(Request.requester_id))
+        .outerjoin(handler, col(handler.id) == col(Request.handler_id))
+        .outerjoin(Category, col(Category.id) == col(Request.category_id))
+        .outerjoin(Department, col(Department.id) == col(Request.department_id))
+        .order_by(col(Request.created_at), col(Request.id))
+        .execution_options(stream_results=True, yield_per=batch_size)
+    )
+    result = session.execute(_received_between(statement, start, end))
+    try:
+        yield from result.partitions()
+    finally:
+        result.close()
+
+
+def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Sequence[Row[Any]]:
+    """The history (outcome ok) of several requests in one query, by request, oldest first.
+
+    Each row holds `request_id`, `created_at`, `action`, `from_state`, `to_state`, `note`,
+    `actor_id`, and the actor's `actor_name` and `actor_role` (None for the system).
+    """
+    if not request_ids:
+        return []
+    statement: Any = (
+        select_columns(
+            col(Event.request_id), col(Event.created_at), col(Event.action),
+            col(Event.from_state), col(Event.to_state), col(Event.note), col(Event.actor_id),
+            col(Person.display_name).label("actor_name"), col(Person.role).label("actor_role"),
+        )
+        .outerjoin(Person, col(Person.id) == col(Event.actor_id))
+        .where(col(Event.request_id).in_(list(request_ids)), col(Event.outcome) == "ok")
+        .order_by(col(Event.request_id), col(Event.id))
+    )
+    rows: Sequence[Row[Any]] = session.execute(statement).all()
+    return rows

@@ -1,0 +1,696 @@
+"""`redesk departments|categories|people`: imports, deactivation and roles, run in-process
+through main([...]) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from sqlmodel import Session, col, select
+
+from admin_scripts.cli import Exit, app, main
+from bot import runtime as bot_runtime
+from bot.runtime import Runtime
+from storage.db import get_engine
+from storage.models import AdminAudit, Category, Department, Event, Person, Role
+from storage.settings import Settings
+from tests.utils.harness import Desk
+from workflow.deadlines import format_local
+
+# --- fixtures and helpers -------------------------------------------------------------------
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    """The CLI sees only REDESK_DATABASE_URL=url and runs from an empty directory."""
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDESK_DATABASE_URL", url)
+    bot_runtime.reset()
+
+
+@pytest.fixture
+def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A fresh SQLite database named by REDESK_DATABASE_URL (as in tests/test_cli.py)."""
+    path = tmp_path / "cli.db"
+    shutil.copy(sqlite_template, path)
+    _isolate(monkeypatch, tmp_path, f"sqlite:///{path}")
+    yield f"sqlite:///{path}"
+    bot_runtime.reset()
+
+
+@pytest.fixture
+def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
+    """An empty database named by REDESK_DATABASE_URL: SQLite, then PostgreSQL."""
+    _isolate(monkeypatch, tmp_path, db_url)
+    yield db_url
+    bot_runtime.reset()
+
+
+def desk_on(url: str) -> Desk:
+    """A chat harness on the CLI's database."""
+    settings = Settings(database_url=url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+    return Desk(Runtime(settings=settings, engine=get_engine(url)))
+
+
+def write(name: str, text: str, *, bom: bool = False) -> str:
+    """Writes a UTF-8 file in the working directory; returns its name."""
+    Path(name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return name
+
+
+def departments(url: str) -> dict[str, tuple[str, int | None, bool]]:
+    """Every department: name -> (kind, resolution days, active)."""
+    with Session(get_engine(url)) as session:
+        return {d.name: (d.kind, d.resolution_days, d.active)
+                for d in session.exec(select(Department)).all()}
+
+
+def categories(url: str) -> dict[str, dict[str, Any]]:
+    """Every category by name, with its department's name."""
+    with Session(get_engine(url)) as session:
+        names = {d.id: d.name for d in session.exec(select(Department)).all()}
+        return {
+            c.name: {"keywords": c.keywords, "route": c.route,
+                     "department": names.get(c.department_id), "response_hours": c.response_hours,
+                     "resolution_days": c.resolution_days, "urgent": c.urgent,
+                     "fallback": c.is_fallback}
+            for c in session.exec(select(Category)).all()
+        }
+
+
+def person(url: str, person_id: int) -> Person:
+    """A person row, fresh."""
+    with Session(get_engine(url)) as session:
+        found = session.get(Person, person_id)
+        assert found is not None
+        return found
+
+
+def audit(url: str) -> list[tuple[str, dict[str, Any]]]:
+    """The admin audit log: (action, detail), oldest first."""
+    with Session(get_engine(url)) as session:
+        return [(row.action, row.detail)
+                for row in session.exec(select(AdminAudit).order_by(col(AdminAudit.id))).all()]
+
+
+def reported_lines(err: str) -> list[int]:
+    """The line numbers a failed import reported, in order."""
+    return [int(n) for n in re.findall(r"^\S+ line (\d+): ", err, flags=re.MULTILINE)]
+
+
+def leaf_commands() -> set[str]:
+    """Every verb of the command, e.g. "departments import"."""
+    found: set[str] = set()
+
+    def walk(command: Any, words: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, [*words, name])
+        else:
+            found.add(" ".join(words))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+DEPARTMENTS_CSV = """name,kind,resolution_days,active
+城管执法,职能部门,5,yes
+物业服务中心,社会组织,,
+交警,街道,7,no
+"""
+
+DEPARTMENTS_YAML = """# the street's units
+- name: 城管执法
+  kind: 职能部门
+  resolution_days: 5
+- name: 法律援助工作站
+  kind: 社会组织
+  resolution_days: null
+  active: no
+- {name: 街道办事处, kind: 街道}
+"""
+
+CATEGORIES_CSV = """name,keywords,route,department,response_hours,resolution_days,urgent,fallback
+市容环境,垃圾|占道、油烟,department,城管执法,8,5,no,no
+紧急求助,紧急|火灾,committee,,0,0,yes,no
+其他,,,,,,,yes
+"""
+
+CATEGORIES_YAML = """- name: 市容环境
+  keywords: [垃圾, 占道, 油烟]
+  route: department
+  department: 城管执法
+  response_hours: 4
+  resolution_days: 3
+- name: 其他
+  fallback: true
+"""
+
+
+# --- the verbs exist ------------------------------------------------------------------------
+
+
+def test_the_command_has_the_departments_categories_and_people_verbs() -> None:
+    assert {"departments list", "departments add", "departments deactivate",
+            "departments import", "categories list", "categories import", "people list",
+            "people revoke"} <= leaf_commands()
+
+
+# --- departments import ---------------------------------------------------------------------
+
+
+def test_a_departments_csv_with_a_bom_adds_new_ones_and_updates_existing_ones(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 交警 exists as a functional department
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    capsys.readouterr()
+
+    # When a CSV saved by Excel (UTF-8 with a BOM) is imported
+    code = main(["departments", "import", write("departments.csv", DEPARTMENTS_CSV, bom=True)])
+
+    # Then the new departments are added and 交警 is updated
+    assert code == Exit.OK
+    out = capsys.readouterr().out
+    assert "2 added, 1 updated, 0 unchanged" in out
+    assert departments(any_db) == {
+        "城管执法": ("职能部门", 5, True),
+        "物业服务中心": ("社会组织", None, True),
+        "交警": ("街道", 7, False),
+    }
+    # And the import is on record
+    assert audit(any_db)[-1] == ("departments_import", {
+        "file": "departments.csv", "added": ["城管执法", "物业服务中心"], "updated": ["交警"]})
+
+
+def test_a_departments_yaml_lands_and_importing_it_again_changes_nothing(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a YAML list is imported twice
+    assert main(["departments", "import", write("units.yaml", DEPARTMENTS_YAML)]) == Exit.OK
+    first = capsys.readouterr().out
+    assert main(["departments", "import", "units.yaml"]) == Exit.OK
+    second = capsys.readouterr().out
+
+    # Then the first run adds them all, the second leaves them as they are
+    assert "3 added, 0 updated, 0 unchanged" in first
+    assert "0 added, 0 updated, 3 unchanged" in second
+    assert departments(any_db) == {
+        "城管执法": ("职能部门", 5, True),
+        "法律援助工作站": ("社会组织", None, False),
+        "街道办事处": ("街道", None, True),
+    }
+
+
+def test_an_import_that_leaves_active_empty_keeps_a_deactivated_department_inactive(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deactivated department
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+
+    # When a file names it without an active value, then with active yes
+    assert main(["departments", "import",
+                 write("a.csv", "name,kind,active\n交警,职能部门,\n")]) == Exit.OK
+    still = departments(any_db)["交警"]
+    assert main(["departments", "import",
+                 write("b.csv", "name,kind,active\n交警,职能部门,yes\n")]) == Exit.OK
+
+    # Then the first leaves it inactive and the second switches it on again
+    assert still == ("职能部门", None, False)
+    assert departments(any_db)["交警"] == ("职能部门", None, True)
+
+
+# --- categories import ----------------------------------------------------------------------
+
+
+def test_a_categories_csv_lands_with_its_keywords_route_and_deadlines(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the department a category routes to
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+
+    # When the categories are imported from CSV
+    code = main(["categories", "import", write("categories.csv", CATEGORIES_CSV)])
+
+    # Then each is there as the file says (keywords split on | and 、)
+    assert code == Exit.OK
+    assert "3 added" in capsys.readouterr().out
+    assert categories(any_db) == {
+        "市容环境": {"keywords": ["垃圾", "占道", "油烟"], "route": "department",
+                     "department": "城管执法", "response_hours": 8, "resolution_days": 5,
+                     "urgent": False, "fallback": False},
+        "紧急求助": {"keywords": ["紧急", "火灾"], "route": "committee", "department": None,
+                     "response_hours": 0, "resolution_days": 0, "urgent": True,
+                     "fallback": False},
+        "其他": {"keywords": [], "route": "committee", "department": None,
+                 "response_hours": 8, "resolution_days": 5, "urgent": False, "fallback": True},
+    }
+
+
+def test_a_categories_yaml_updates_the_demo_and_new_requests_follow_it(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the demo, where 市容环境 has other keywords and deadlines
+    assert main(["demo"]) == Exit.OK
+    before = categories(any_db)
+    capsys.readouterr()
+
+    # When a YAML file updates 市容环境 and names the existing fallback again
+    code = main(["categories", "import", write("categories.yml", CATEGORIES_YAML)])
+
+    # Then 市容环境 is updated, 其他 is unchanged, and nothing else moved
+    assert code == Exit.OK
+    assert "0 added, 1 updated, 1 unchanged" in capsys.readouterr().out
+    after = categories(any_db)
+    assert after["市容环境"]["keywords"] == ["垃圾", "占道", "油烟"]
+    assert (after["市容环境"]["response_hours"], after["市容环境"]["resolution_days"]) == (4, 3)
+    assert {k: v for k, v in after.items() if k != "市容环境"} == \
+        {k: v for k, v in before.items() if k != "市容环境"}
+
+    # And a resident's request with one of the keywords goes to 城管执法 at once
+    resident = desk_on(any_db).identity("张三")
+    resident.send("店门口油烟太大了")
+    request = desk_on(any_db).requests()[-1]
+    assert request.state == "forwarded"
+    with Session(get_engine(any_db)) as session:
+        assert session.get(Department, request.department_id).name == "城管执法"  # type: ignore[union-attr]
+
+
+# --- bad rows: nothing changes, every bad row is reported with its line ----------------------
+
+
+#: (file, content, the bad row's line, what the report says about it); each file has good rows
+#: around exactly one bad one.
+ONE_BAD_ROW = {
+    "unknown kind": (
+        "departments.csv", "name,kind\n新部门,街道\n公司甲,公司\n另一部门,社会组织\n", 3,
+        "kind must be 街道, 职能部门 or 社会组织, not '公司'"),
+    "negative days": (
+        "departments.yaml",
+        "- name: 新部门\n  kind: 街道\n- name: 城管执法\n  kind: 职能部门\n  resolution_days: -2\n",
+        3, "resolution_days must be 0 or more, not -2"),
+    "missing name": (
+        "departments.csv", "name,kind,resolution_days\n新部门,街道,3\n,街道,3\n", 3,
+        "name is missing"),
+    "duplicate department": (
+        "departments.yaml",
+        "- name: 新部门\n  kind: 街道\n\n- name: 新部门\n  kind: 社会组织\n", 4,
+        "新部门 appears twice in the file (first on line 1)"),
+    "department that does not exist": (
+        "categories.csv",
+        "name,keywords,route,department\n新类别,路灯,committee,\n"
+        "违建,违章搭建,department,规划局\n", 3,
+        "department '规划局' does not exist"),
+    "duplicate category": (
+        "categories.csv", "name,keywords\n新类别,路灯\n新类别,井盖\n", 3,
+        "新类别 appears twice in the file (first on line 2)"),
+    "two fallbacks in the file": (
+        "categories.yaml",
+        "- name: 其他\n  fallback: yes\n- name: 新类别\n  keywords: [路灯]\n"
+        "- name: 兜底二\n  fallback: yes\n", 5,
+        "only one category can be the fallback and 其他 (line 1) already is"),
+    "a second fallback beside the database's": (
+        "categories.csv", "name,fallback\n新类别,no\n兜底二,yes\n", 3,
+        "only one category can be the fallback and 其他 already is; to move the fallback here, "
+        "add 其他 to the file with fallback no"),
+    "negative hours": (
+        "categories.yaml", "- name: 新类别\n  response_hours: -1\n", 1,
+        "response_hours must be 0 or more, not -1"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_BAD_ROW), ids=str)
+def test_an_import_with_one_bad_row_changes_nothing_and_reports_that_line(
+    case: str, any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the demo departments and categories (其他 is the fallback)
+    assert main(["demo"]) == Exit.OK
+    before = (departments(any_db), categories(any_db), audit(any_db))
+    capsys.readouterr()
+    name, content, line, reason = ONE_BAD_ROW[case]
+
+    # When a file with one bad row among good ones is imported
+    code = main([name.split(".")[0], "import", write(name, content)])
+
+    # Then it fails, reports that row alone with its line and the reason, and changes nothing
+    assert code == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert reported_lines(err) == [line]
+    assert f"{name} line {line}: {reason}" in err
+    assert "nothing was imported" in err
+    assert (departments(any_db), categories(any_db), audit(any_db)) == before
+
+
+def test_a_departments_file_with_many_bad_rows_reports_every_one(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given one department
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    capsys.readouterr()
+    content = ("name,kind,resolution_days,active\n"
+               "交警,街道,3,yes\n"          # 2: good (an update)
+               "甲,公司,,\n"               # 3: unknown kind
+               "乙,街道,-1,\n"             # 4: negative days
+               "丙,街道,x,maybe\n"          # 5: two reasons
+               ",街道,,\n"                 # 6: no name
+               "\n"                        # 7: blank, skipped
+               "乙,街道,,\n"               # 8: duplicate of line 4
+               "丁,街道,\n")               # 9: good (a short row)
+
+    code = main(["departments", "import", write("units.csv", content)])
+
+    assert code == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert reported_lines(err) == [3, 4, 5, 6, 8]
+    assert ("units.csv line 5: resolution_days must be a whole number, not 'x'; "
+            "active must be yes or no, not 'maybe'") in err
+    assert "units.csv line 8: 乙 appears twice in the file (first on line 4)" in err
+    assert "5 of 7 rows are bad; nothing was imported." in err
+    assert departments(any_db) == {"交警": ("职能部门", None, True)}
+
+
+def test_a_categories_yaml_with_bad_items_reports_each_by_its_line(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 城管执法 (active) and 交警 (inactive)
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+    capsys.readouterr()
+    content = """# categories
+- name: 交通停车
+  route: department
+  department: 交警
+- name: 噪音扰民
+  route: department
+  department: 城管执法
+- name: 市容环境
+  route: department
+  colour: red
+- just a string
+- name: 政策咨询
+  department: 城管执法
+- name: 意见建议
+  response_hours: 2001
+  urgent: maybe
+"""
+
+    code = main(["categories", "import", write("categories.yaml", content)])
+
+    assert code == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert reported_lines(err) == [2, 8, 11, 12, 14]
+    assert "line 2: department '交警' is inactive" in err
+    assert "line 8: unknown field 'colour'" in err
+    assert "department is missing: route department needs one" in err
+    assert "line 11: it is not a set of \"field: value\" lines" in err
+    assert "line 12: department is only for route department" in err
+    assert "line 14: response_hours must be at most 2000, not 2001; urgent must be yes or no" \
+        in err
+    assert categories(any_db) == {}
+
+
+def test_an_unknown_column_stops_the_import_at_the_header(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["departments", "import", write("u.csv", "name,kind,colour\n交警,街道,red\n")])
+
+    assert code == Exit.FAILURE
+    assert "u.csv line 1: unknown column 'colour'" in capsys.readouterr().err
+    assert departments(cli_db) == {}
+
+
+def test_invalid_yaml_is_reported_with_its_line(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["departments", "import", write("u.yaml", "- name: 交警\n  kind: [街道\n")])
+
+    assert code == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert "u.yaml line 3: this is not valid YAML" in err
+    assert "from line 2" in err
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_advice(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("gbk.csv").write_bytes("name,kind\n交警,街道\n".encode("gbk"))
+
+    assert main(["departments", "import", "gbk.csv"]) == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert "gbk.csv line 2: the file is not UTF-8" in err
+    assert "CSV UTF-8" in err
+    assert departments(cli_db) == {}
+
+
+def test_a_missing_file_exits_not_found_and_an_unknown_type_is_a_usage_error(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["departments", "import", "nowhere.csv"]) == Exit.NOT_FOUND
+    assert "there is no file 'nowhere.csv'" in capsys.readouterr().err
+
+    assert main(["categories", "import", write("list.txt", "name\n")]) == Exit.USAGE
+    assert "must be .csv, .yaml or .yml" in capsys.readouterr().err
+
+
+# --- departments deactivate -----------------------------------------------------------------
+
+
+def test_a_deactivated_department_gets_no_new_forwards_but_keeps_its_requests(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 城管执法 with staff, a category routed to it, and one request forwarded to it
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    assert main(["categories", "import", write("c.csv", "name,keywords,route,department\n"
+                                                       "市容环境,垃圾,department,城管执法\n")]) == 0
+    desk = desk_on(any_db)
+    worker, staff, resident = desk.worker(), desk.staff("城管执法"), desk.identity("张三")
+    resident.send("小区门口的路灯坏了")
+    first = desk.requests()[-1].number
+    worker.send(f"转单 {first} 城管执法")
+    assert desk.request(first).state == "forwarded"
+    capsys.readouterr()
+
+    # When the department is deactivated
+    code = main(["departments", "deactivate", "城管执法"])
+
+    # Then it says what stays and where its category's requests go now
+    assert code == Exit.OK
+    out = capsys.readouterr().out
+    assert "deactivated department 城管执法" in out
+    assert "1 requests stay with it" in out
+    assert "new requests of 市容环境 now go to the committee" in out
+    assert main(["departments", "list"]) == Exit.OK
+    assert re.search(r"城管执法.*停用", capsys.readouterr().out)
+
+    # And forwarding another request to it is refused: the request stays new
+    resident.send("楼下的井盖丢了")
+    second = desk.requests()[-1].number
+    answer = worker.send(f"转单 {second} 城管执法")
+    assert desk.request(second).state == "new"
+    assert "没有名为「城管执法」的部门" in answer[-1].text
+    assert "可选部门：交警" in answer[-1].text
+
+    # And a request of its category goes to the committee instead of to it
+    resident.send("街上垃圾没人清理")
+    third = desk.requests()[-1]
+    assert (third.state, third.department_id) == ("new", None)
+
+    # And the request already there stays: its staff can still take it
+    staff.send(f"接收 {first}")
+    assert desk.request(first).state == "dept_handling"
+
+
+def test_deactivating_twice_says_so_and_an_unknown_department_is_not_found(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["departments", "add", "交警"]) == Exit.OK
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+    capsys.readouterr()
+
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+    assert "交警 is inactive already; nothing changed" in capsys.readouterr().out
+    assert [action for action, _ in audit(cli_db)] == ["departments_deactivate"]
+
+    assert main(["departments", "deactivate", "不存在"]) == Exit.NOT_FOUND
+    assert "No department is called '不存在'" in capsys.readouterr().err
+
+
+# --- people ---------------------------------------------------------------------------------
+
+
+def test_people_list_shows_roles_departments_and_local_creation_times(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker, a department's staff and a resident
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+    desk = desk_on(any_db)
+    worker = desk.worker("王书记")
+    staff = desk.staff("城管执法", "李科长")
+    desk.identity("张三")
+    capsys.readouterr()
+
+    # When everyone is listed, then only workers
+    assert main(["people", "list"]) == Exit.OK
+    everyone = capsys.readouterr().out
+    assert main(["people", "list", "--role", "worker"]) == Exit.OK
+    workers = capsys.readouterr().out
+
+    # Then each row shows id, channel, name, role and department, created in Beijing time
+    rows = {line.split("│")[3].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+            for line in everyone.splitlines() if line.count("│") == 8}
+    assert set(rows) == {"王书记", "李科长", "张三"}
+    assert rows["王书记"][:5] == [str(worker.person_id), "web", "王书记", "worker", ""]
+    assert rows["李科长"][:5] == [str(staff.person_id), "web", "李科长", "department", "城管执法"]
+    assert rows["张三"][3] == "requester"
+    assert rows["王书记"][6] == format_local(worker.person().created_at)
+    # And the filter keeps workers only
+    assert "王书记" in workers and "李科长" not in workers and "张三" not in workers
+
+
+def test_people_list_with_an_unknown_role_is_a_usage_error(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["people", "list", "--role", "boss"]) == Exit.USAGE
+    assert "--role must be one of worker, leader, department, group, requester" in \
+        capsys.readouterr().err
+
+
+def test_a_revoked_worker_can_no_longer_accept_and_their_open_command_is_dropped(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker who started to reject a request (the reason is still to come)
+    desk = desk_on(any_db)
+    worker, other, resident = desk.worker("王书记"), desk.worker("赵书记"), desk.identity("张三")
+    resident.send("小区门口的路灯坏了")
+    number = desk.requests()[-1].number
+    worker.send(f"驳回 {number}")
+    assert worker.person().dialogue is not None
+    capsys.readouterr()
+
+    # When their role is revoked by id
+    code = main(["people", "revoke", str(worker.person_id)])
+
+    # Then they are a requester again, and the command says so
+    assert code == Exit.OK
+    assert f"revoked worker from 王书记 (id {worker.person_id}, web): now a requester" in \
+        capsys.readouterr().out
+    revoked = person(any_db, worker.person_id)
+    assert (revoked.role, revoked.department_id, revoked.dialogue) == ("requester", None, None)
+
+    # And their reason no longer completes the rejection
+    worker.send("不属于受理范围")
+    assert desk.request(number).state == "new"
+
+    # And accepting is refused and recorded as refused
+    worker.send(f"受理 {number}")
+    assert desk.request(number).state == "new"
+    refused = [e for e in desk.events(number) if e.actor_id == worker.person_id]
+    assert [(e.action, e.outcome) for e in refused] == [("accept", "refused")]
+
+    # While another worker still can
+    other.send(f"受理 {number}")
+    assert desk.request(number).state == "handling"
+
+    # And the revocation is on record
+    with Session(get_engine(any_db)) as session:
+        events = session.exec(select(Event).where(Event.action == "revoke")).all()
+        assert [(e.actor_id, e.note) for e in events] == [(worker.person_id, "worker")]
+    action, detail = audit(any_db)[-1]
+    assert action == "people_revoke"
+    assert detail["person"] == worker.person_id and detail["role"] == "worker"
+
+
+def test_revoking_department_staff_by_name_clears_their_department(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given staff of 城管执法 with a request forwarded there
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+    desk = desk_on(any_db)
+    worker, staff, resident = desk.worker(), desk.staff("城管执法", "李科长"), desk.identity()
+    resident.send("路边占道经营")
+    number = desk.requests()[-1].number
+    worker.send(f"转单 {number} 城管执法")
+    capsys.readouterr()
+
+    # When their role is revoked by name
+    assert main(["people", "revoke", "李科长", "--role", "department"]) == Exit.OK
+
+    # Then they belong to no department and cannot take the request
+    assert "revoked department of 城管执法 from 李科长" in capsys.readouterr().out
+    assert (staff.person().role, staff.person().department_id) == (Role.REQUESTER, None)
+    staff.send(f"接收 {number}")
+    assert desk.request(number).state == "forwarded"
+
+
+def test_revoking_an_ambiguous_name_is_refused_with_the_candidates(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two people called 王书记 with roles, and a resident of the same name
+    desk = desk_on(any_db)
+    first, second = desk.worker("王书记"), desk.worker("王书记")
+    desk.identity("王书记")
+    with Session(get_engine(any_db)) as session:
+        leader = session.get(Person, second.person_id)
+        assert leader is not None
+        leader.role = Role.LEADER
+        session.add(leader)
+        session.commit()
+    capsys.readouterr()
+
+    # When the name alone is given
+    code = main(["people", "revoke", "王书记"])
+
+    # Then it is a usage error listing both (not the resident), and nobody changes
+    assert code == Exit.USAGE
+    err = capsys.readouterr().err
+    assert (f"2 people are called '王书记': id {first.person_id} (web, worker); "
+            f"id {second.person_id} (web, leader)") in err
+    assert "by its id" in err
+    assert (first.person().role, second.person().role) == ("worker", "leader")
+
+    # And --role picks one
+    assert main(["people", "revoke", "王书记", "--role", "leader"]) == Exit.OK
+    assert (first.person().role, second.person().role) == ("worker", "requester")
+
+
+def test_revoking_someone_unknown_is_not_found_and_a_requester_is_left_alone(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    desk = desk_on(any_db)
+    worker = desk.worker("王书记")
+    resident = desk.identity("张三")
+    capsys.readouterr()
+
+    assert main(["people", "revoke", "无名氏"]) == Exit.NOT_FOUND
+    assert "Nobody has the id or name '无名氏'" in capsys.readouterr().err
+
+    assert main(["people", "revoke", "99999"]) == Exit.NOT_FOUND
+
+    assert main(["people", "revoke", str(worker.person_id), "--role", "leader"]) == \
+        Exit.NOT_FOUND
+    assert "is a worker, not a leader" in capsys.readouterr().err
+    assert worker.person().role == "worker"
+
+    assert main(["people", "revoke", "张三"]) == Exit.OK
+    assert "has no role to revoke; nothing changed" in capsys.readouterr().out
+    assert resident.person().role == "requester"
+    assert [action for action, _ in audit(any_db)] == []
+
+
+def test_revoke_with_a_role_that_cannot_be_revoked_is_a_usage_error(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["people", "revoke", "张三", "--role", "requester"]) == Exit.USAGE
+    assert "--role must be one of worker, leader, department, group" in capsys.readouterr().err
