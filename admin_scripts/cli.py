@@ -199,23 +199,32 @@ def worker() -> None:
 
 @app.command()
 def scheduler() -> None:
-    """Run the scheduler: enqueues the periodic sweep of unfinished work. Run one.
+    """Run the scheduler: enqueues the sweep of unfinished work and the tick of reminders,
+    escalations, the daily digest and auto-close. Needs REDESK_REDIS_URL; several may run,
+    only one acts at a time (a lease in Redis).
 
     Example: REDESK_REDIS_URL=redis://127.0.0.1:6379/0 redesk scheduler
     """
     settings = _settings()
+    if not settings.redis_url:
+        raise CliError("REDESK_REDIS_URL is not set: without Redis, `redesk run` runs the "
+                       "scheduler itself", Exit.CONFIG)
     _setup_logging()
     from workflow import broker
 
     broker.configure(settings.redis_url)
     from bot import actors  # noqa: F401
+    from bot.scheduler import RedisLease
 
     stop = threading.Event()
-    thread = threading.Thread(target=_schedule, args=(settings, stop), daemon=True)
+    thread = threading.Thread(target=_schedule, args=(settings, stop, RedisLease(
+        settings.redis_url)), daemon=True)
     thread.start()
-    console.print(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s")
+    console.print(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
+                  f"every {settings.tick_interval:g} s (acts while it holds the lease)")
     _wait_for_signal()
     stop.set()
+    thread.join(timeout=5)
 
 
 def _start_telegram(settings: Settings) -> Any:
@@ -254,15 +263,14 @@ def _start_worker(settings: Settings) -> Worker:
     return running
 
 
-def _schedule(settings: Settings, stop: threading.Event) -> None:
+def _schedule(settings: Settings, stop: threading.Event, leadership: Any = None) -> None:
     from bot import actors
+    from bot.scheduler import Alone, run
 
-    while not stop.is_set():
-        try:
-            actors.sweep.send()
-        except Exception:  # noqa: BLE001 - a broker outage must not end the scheduler
-            logging.getLogger(__name__).warning("Could not enqueue the sweep", exc_info=True)
-        stop.wait(settings.sweep_interval)
+    run(stop=stop, leadership=leadership or Alone(), jobs=[
+        (settings.sweep_interval, actors.sweep.send),
+        (settings.tick_interval, actors.tick.send),
+    ])
 
 
 def _wait_for_signal() -> None:

@@ -53,6 +53,12 @@ def deliver(outbox_id: int) -> None:
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=0)
+def tick() -> None:
+    """Reminders, escalations, the digest and auto-close that are due (each done once)."""
+    enqueue_deliveries(dispatch.tick(get_runtime()))
+
+
+@dramatiq.actor(queue_name="maintenance", max_retries=0)
 def sweep() -> None:
     """Re-enqueues inbox and outbox rows left unfinished (a crash, an emptied Redis)."""
     chats, outbox = dispatch.stale_work(get_runtime())
@@ -83,5 +89,5 @@ def enqueue_deliveries(outbox_ids: list[int]) -> None:
         logger.warning("Could not enqueue %d deliveries", len(outbox_ids), exc_info=True)
 
 
-__all__ = ["deliver", "enqueue_deliveries", "enqueue_inbound", "fetch_media",
+__all__ = ["deliver", "enqueue_deliveries", "enqueue_inbound", "fetch_media", "tick",
            "handle_inbound", "sweep"]

@@ -28,6 +28,7 @@ from bot.texts import render
 from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import Attachment, InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
+from workflow import reminders
 from workflow.service import DESK_CHANNEL, Tx
 
 logger = logging.getLogger(__name__)
@@ -340,3 +341,19 @@ def fetch_media(runtime: Runtime, limit: int = 20) -> int:
                     session.add(current)
                     settled += 1
     return settled
+
+
+def tick(runtime: Runtime) -> list[int]:
+    """One tick of the reminders, escalations, digest and auto-close (workflow/reminders.py).
+
+    Returns:
+        Ids of the outbox rows written (their delivery is to be enqueued).
+    """
+    with session_scope(runtime.engine) as session:
+        tx = runtime.tx(session, f"tick:{utcnow().isoformat()}")
+        result = reminders.tick(tx, runtime.policy)
+        session.flush()
+        written = tx.outbox_ids()
+    if result.total():
+        logger.info("Tick: %s", ", ".join(f"{kind} {n}" for kind, n in sorted(result.done.items())))
+    return written

@@ -11,6 +11,8 @@ from sqlmodel import Session
 from storage.db import get_engine
 from storage.models import utcnow
 from storage.settings import Settings, get_settings
+from workflow import deadlines
+from workflow.reminders import Policy
 from workflow.service import Tx
 
 
@@ -20,6 +22,16 @@ class Runtime:
 
     settings: Settings
     engine: Engine
+
+    def __post_init__(self) -> None:
+        deadlines.configure(days_off=self.settings.days_off, workdays=self.settings.workdays)
+
+    @property
+    def policy(self) -> Policy:
+        """The reminders' knobs."""
+        return Policy(unacted_minutes=self.settings.unacted_minutes,
+                      auto_close_days=self.settings.auto_close_days,
+                      digest_hour=self.settings.digest_hour)
 
     def tx(self, session: Session, source: str) -> Tx:
         """A unit of work on `session` at the current time."""

@@ -128,6 +128,16 @@ TEXTS: dict[str, str] = {
     ),
     "worker.acted": "【{number}】{by}已{action}。",
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
+    "remind.unacted": "【{number}】新诉求已超过30个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"
+                      "\n响应时限：{response_due}",
+    "remind.response_soon": "【{number}】响应时限即将到期（{response_due}），请尽快处理：\n{text}",
+    "remind.response_due": "【{number}】已超过响应时限（{response_due}）仍未处理，已报告领导督办：\n{text}",
+    "remind.resolution_soon": "【{number}】办结时限即将到期（{resolution_due}），请抓紧办理：\n{text}",
+    "remind.resolution_due": "【{number}】已超过办结时限（{resolution_due}），已报告领导督办，请立即办理："
+                             "\n{text}",
+    "escalate.overdue": "【{number}】督办：已超过{which}时限（{due}）。\n{text}\n当前处理：{holders}",
+    "requester.auto_closed": "【{number}】办理结果已回复您7天，未收到评价，诉求已自动办结。"
+                             "如问题仍未解决，欢迎再次反映。",
     "desk.relay": "【{number}】接待台登记的群众 {contact_name} {contact_phone}，请电话告知：\n{inner_text}",
     # replies to the actor
     "reply.accepted": "【{number}】已受理（做单）。办理完成后请发送「办结 {number} 结果」。",
@@ -351,6 +361,25 @@ def _listing(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Digest sections, in order: parameter name -> heading.
+DIGEST_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("new", "昨日以来新收"), ("due_today", "今日到期"), ("overdue", "已超期"),
+    ("review", "待审核回单"), ("reopened", "重办中"),
+)
+
+
+def _digest(params: Mapping[str, Any]) -> str:
+    sections = params.get("sections") or {}
+    lines = [f"【每日待办提醒】{params.get('day', '')}"]
+    for name, heading in DIGEST_SECTIONS:
+        items = [str(item) for item in sections.get(name) or []]
+        more = "……" in items
+        count = f"{len(items) - 1}+" if more else str(len(items))
+        lines.append(f"{heading}（{count}）：")
+        lines += [f"  {item}" for item in items] or ["  无"]
+    return "\n".join(lines)
+
+
 #: Messages whose body is assembled from structured parameters.
 BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "help": _help,
@@ -358,6 +387,7 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "reply.listing": _listing,
     "tg.callback": _callback,
     "tg.edit": lambda params: str(params.get("text", "")),
+    "digest": _digest,
 }
 
 

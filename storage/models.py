@@ -213,6 +213,9 @@ class Request(SQLModel, table=True):
     first_action_at: datetime | None = ts()
     response_due_at: datetime | None = ts()
     resolution_due_at: datetime | None = ts()
+    #: When the current deadlines were set (intake, a forward, a reopen): reminders fall at
+    #: 75 % of the time from here to each deadline.
+    deadlines_set_at: datetime | None = ts()
     replied_at: datetime | None = ts()
     closed_at: datetime | None = ts()
     #: Figures fixed when they happen, for the statistics (docs/statistics.md): whether the
@@ -367,3 +370,16 @@ class AdminAudit(SQLModel, table=True):
     actor: str = Field(max_length=100)
     action: str = Field(max_length=50)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Reminder(SQLModel, table=True):
+    """A reminder, escalation, digest or auto-close that was done: its key makes it happen
+    once however many ticks or schedulers run."""
+
+    __tablename__ = "reminders"
+
+    #: e.g. "42:resolution_due:2026-11-23T10:00:00+00:00" or "digest:2026-11-23".
+    key: str = Field(primary_key=True, max_length=120)
+    request_id: int | None = Field(default=None, foreign_key="requests.id", index=True)
+    kind: str = Field(max_length=30)
+    at: datetime = created()

@@ -26,6 +26,7 @@ from storage.models import (
     OutboxMessage,
     OutboxStatus,
     Person,
+    Reminder,
     Request,
     RequestCounter,
     Role,
@@ -651,3 +652,42 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
     )
     rows: Sequence[Row[Any]] = session.execute(statement).all()
     return rows
+
+
+# --- reminders ------------------------------------------------------------------------------
+
+
+def claim_reminder(
+    *, session: Session, key: str, kind: str, request_id: int | None, at: datetime
+) -> bool:
+    """Records that the reminder `key` is done; False if it was already (by anyone)."""
+    statement = (
+        _insert(session, Reminder)
+        .values(key=key, kind=kind, request_id=request_id, at=at)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(col(Reminder.key))
+    )
+    return session.execute(statement).first() is not None
+
+
+def reminder_keys(*, session: Session, request_ids: Sequence[int]) -> set[str]:
+    """The reminder keys already done for these requests."""
+    if not request_ids:
+        return set()
+    return set(session.exec(
+        select(Reminder.key).where(col(Reminder.request_id).in_(list(request_ids)))
+    ).all())
+
+
+def open_requests(*, session: Session, excluded: Sequence[str]) -> Sequence[Request]:
+    """Requests not in the `excluded` states, oldest first."""
+    return session.exec(
+        select(Request).where(col(Request.state).not_in(list(excluded)))
+        .order_by(col(Request.id))
+    ).all()
+
+
+def requests_where(*, session: Session, condition: Any, limit: int = 200) -> Sequence[Request]:
+    """Requests matching a SQL condition, oldest first, at most `limit`."""
+    return session.exec(select(Request).where(condition).order_by(col(Request.id))
+                        .limit(limit)).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -74,6 +75,18 @@ class Settings(BaseSettings):
     #: Daily working hours used for response deadlines (Asia/Shanghai).
     workday_start_hour: int = 9
     workday_end_hour: int = 18
+    #: Local days off beyond the national calendar, and local make-up working days:
+    #: comma-separated dates, e.g. "2026-12-24,2026-12-31".
+    extra_days_off: str = ""
+    extra_workdays: str = ""
+    #: Seconds between two ticks of the reminders, escalations, digest and auto-close.
+    tick_interval: float = 60.0
+    #: A NEW request nobody acted on for this many working minutes pings every worker again.
+    unacted_minutes: int = 30
+    #: An answered (回单) request nobody rated is closed as 未评价 after this many days.
+    auto_close_days: int = 7
+    #: The daily digest goes out from this hour (Asia/Shanghai) on working days.
+    digest_hour: int = 9
 
     @field_validator("database_url")
     @classmethod
@@ -103,6 +116,37 @@ class Settings(BaseSettings):
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
+
+    @field_validator("extra_days_off", "extra_workdays")
+    @classmethod
+    def _check_days(cls, value: str) -> str:
+        for part in filter(None, (item.strip() for item in value.split(","))):
+            try:
+                date.fromisoformat(part)
+            except ValueError:
+                raise ValueError(f"{part!r} is not a date like 2026-12-24") from None
+        return value
+
+    @field_validator("tick_interval")
+    @classmethod
+    def _check_tick(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1 and 3600 seconds")
+        return value
+
+    @field_validator("unacted_minutes", "auto_close_days")
+    @classmethod
+    def _check_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("digest_hour")
+    @classmethod
+    def _check_hour(cls, value: int) -> int:
+        if not 0 <= value <= 23:
+            raise ValueError("must be an hour from 0 to 23")
+        return value
 
     @field_validator("wechat_aes_key")
     @classmethod
@@ -141,6 +185,16 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def days_off(self) -> frozenset[date]:
+        """REDESK_EXTRA_DAYS_OFF as dates."""
+        return _dates(self.extra_days_off)
+
+    @property
+    def workdays(self) -> frozenset[date]:
+        """REDESK_EXTRA_WORKDAYS as dates."""
+        return _dates(self.extra_workdays)
+
+    @property
     def is_sqlite(self) -> bool:
         """Whether the database is an (embedded) SQLite file."""
         return self.database_url.startswith("sqlite")
@@ -154,6 +208,11 @@ class Settings(BaseSettings):
     def wechat_on(self) -> bool:
         """Whether the WeChat channel is configured."""
         return bool(self.wechat_app_id and self.wechat_app_secret and self.wechat_token)
+
+
+def _dates(value: str) -> frozenset[date]:
+    return frozenset(date.fromisoformat(part.strip()) for part in value.split(",")
+                     if part.strip())
 
 
 def load_settings() -> Settings:

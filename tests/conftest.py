@@ -39,12 +39,13 @@ REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: Tables emptied between PostgreSQL tests, children first.
 TABLES = [
     "web_messages", "web_sessions", "button_tokens", "attachments", "outbox", "inbox", "events",
+    "reminders",
     "requests", "request_counters", "channel_state", "invitations", "people", "categories",
     "departments", "admin_audit",
 ]
 
 #: Tables without an id sequence.
-NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state"}
+NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders"}
 
 
 def missing_service(name: str, reason: object) -> None:

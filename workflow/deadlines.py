@@ -11,8 +11,25 @@ import chinese_calendar
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
+#: Local exceptions to the national calendar (REDESK_EXTRA_DAYS_OFF / REDESK_EXTRA_WORKDAYS).
+_days_off: frozenset[date] = frozenset()
+_workdays: frozenset[date] = frozenset()
+
+
+def configure(*, days_off: frozenset[date] = frozenset(),
+              workdays: frozenset[date] = frozenset()) -> None:
+    """Sets the local days off and make-up working days (the process's settings)."""
+    global _days_off, _workdays
+    _days_off, _workdays = frozenset(days_off), frozenset(workdays)
+
+
 def is_working_day(day: date) -> bool:
-    """Whether `day` is a working day: the official calendar, or Monday to Friday beyond it."""
+    """Whether `day` is a working day: local exceptions first, then the official calendar, or
+    Monday to Friday beyond the years it covers."""
+    if day in _days_off:
+        return False
+    if day in _workdays:
+        return True
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError:

@@ -208,6 +208,7 @@ def submit(
         updated_at=tx.now,
         response_due_at=_working_hours(tx, response_hours),
         resolution_due_at=_working_days(tx, resolution_days),
+        deadlines_set_at=tx.now,
         origin=origin,
     )
     tx.session.add(request)
@@ -275,6 +276,7 @@ def _do_forward(
     request.handler_id = None
     if department.resolution_days is not None:
         request.resolution_due_at = _working_days(tx, department.resolution_days)
+        request.deadlines_set_at = tx.now
     if actor is not None:
         _mark_first_action(tx, request)
     _tell_requester(tx, request, "requester.forwarded", department=department.name)
@@ -462,6 +464,7 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
         category = _category(tx, request)
         request.response_due_at = _working_hours(tx, category.response_hours if category else 8)
         request.resolution_due_at = _working_days(tx, category.resolution_days if category else 5)
+        request.deadlines_set_at = tx.now
         request.department_id = None
         request.handler_id = None
         request.result = None
@@ -663,6 +666,37 @@ def _in_department(actor: Person, request: Request) -> bool:
         and actor.department_id is not None
         and actor.department_id == request.department_id
     )
+
+
+def committee(tx: Tx) -> Sequence[Person]:
+    """Every reachable worker and committee group chat (who hears about new requests)."""
+    return _workers(tx)
+
+
+def holders(tx: Tx, request: Request) -> list[Person]:
+    """Who holds the request now: its department's staff, its worker, or every worker."""
+    return _current_handlers(tx, request)
+
+
+def summary(text: str, limit: int = 30) -> str:
+    """The first line of a request's text, cut to `limit` characters."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[:limit] + "…"
+
+
+def record(tx: Tx, request: Request, action: Action, note: str) -> None:
+    """An event by the system that does not move the request (督办 / escalate, remind)."""
+    transition(State(request.state), action)
+    queries.add_event(session=tx.session, request_id=request.id, actor_id=None, action=action,
+                      from_state=request.state, to_state=request.state, note=note, at=tx.now)
+
+
+def auto_close(tx: Tx, request: Request) -> Request:
+    """自动办结: an answered request nobody rated is closed as 未评价; the requester is told."""
+    _move(tx, request, None, Action.AUTO_CLOSE, note="未评价")
+    request.closed_at = tx.now
+    _tell_requester(tx, request, "requester.auto_closed")
+    return request
 
 
 def _workers(tx: Tx) -> Sequence[Person]:

@@ -1,0 +1,207 @@
+"""The time-driven side: reminders before deadlines pass, escalation when they do, pings for new
+requests nobody took, the daily digest, and auto-close of answered requests nobody rated.
+
+`tick` is run by the `tick` actor, which the scheduler enqueues every REDESK_TICK_INTERVAL
+seconds. It looks at every open request, works out what is due by now, and does each thing at
+most once: before acting it claims a key in the `reminders` table (INSERT ... ON CONFLICT DO
+NOTHING) in the same transaction as the notices it writes. A tick that runs twice, or two
+schedulers racing, find the key taken and do nothing.
+
+What falls when (deadlines are working time on the Chinese calendar, see deadlines.py):
+
+- unacted: a NEW request nobody acted on for 30 working minutes -> every worker;
+- response_soon: 75 % of the way to the response deadline, still NEW -> every worker;
+- response_due: the response deadline, still NEW -> every worker; 督办 to leaders and groups;
+- resolution_soon: 75 % of the way to the resolution deadline, still open -> its holders;
+- resolution_due: the resolution deadline, still open: 超期 (an escalate event) -> its
+  holders; 督办 to leaders and groups;
+- auto_close: REPLIED and not rated for REDESK_AUTO_CLOSE_DAYS days -> closed, requester told;
+- digest: 09:00 Asia/Shanghai on working days -> every worker and leader.
+
+"75 % of the way" is 75 % of the working time from when the deadline was set (intake, a
+forward to a department with its own deadline, a reopen) to the deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import col
+
+from storage import queries
+from storage.models import Person, Request, Role
+from workflow import deadlines, service
+from workflow.machine import TERMINAL, Action, State
+from workflow.service import Tx
+
+#: Share of the time to a deadline at which the first reminder falls.
+SOON = 0.75
+
+#: Requests listed per section of the digest.
+DIGEST_LINES = 20
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs (REDESK_* settings)."""
+
+    unacted_minutes: int = 30
+    auto_close_days: int = 7
+    digest_hour: int = 9
+
+
+@dataclass
+class TickResult:
+    """What one tick did, by kind."""
+
+    done: dict[str, int]
+
+    def total(self) -> int:
+        """Everything done."""
+        return sum(self.done.values())
+
+
+def tick(tx: Tx, policy: Policy) -> TickResult:
+    """Does everything due by `tx.now` that has not been done yet."""
+    done: dict[str, int] = {}
+    excluded = [state.value for state in TERMINAL]
+    candidates = list(queries.open_requests(session=tx.session, excluded=excluded))
+    taken = queries.reminder_keys(session=tx.session,
+                                  request_ids=[r.id for r in candidates if r.id is not None])
+    for request in candidates:
+        for kind, due in _due(tx, request, policy):
+            key = f"{request.id}:{kind}:{due.isoformat()}"
+            if key in taken:
+                continue
+            if not queries.claim_reminder(session=tx.session, key=key, kind=kind,
+                                          request_id=request.id, at=tx.now):
+                continue
+            _act(tx, request, kind, due)
+            done[kind] = done.get(kind, 0) + 1
+    if _digest(tx, policy):
+        done["digest"] = 1
+    return TickResult(done)
+
+
+def _due(tx: Tx, request: Request, policy: Policy) -> list[tuple[str, datetime]]:
+    """The (kind, instant) reminders of `request` that have fallen by now, earliest first."""
+    now = tx.now
+    found: list[tuple[str, datetime]] = []
+    state = State(request.state)
+    since = request.deadlines_set_at or request.created_at
+    if state == State.NEW:
+        unacted = deadlines.add_working_hours(since, policy.unacted_minutes / 60,
+                                              start_hour=tx.workday_start,
+                                              end_hour=tx.workday_end)
+        found += _pair("unacted", None, unacted, now)
+        found += _pair("response", _soon(tx, since, request.response_due_at),
+                       request.response_due_at, now)
+    if state == State.REPLIED:
+        if request.replied_at is not None:
+            closes = request.replied_at + timedelta(days=policy.auto_close_days)
+            found += _pair("auto_close", None, closes, now)
+        return found
+    found += _pair("resolution", _soon(tx, since, request.resolution_due_at),
+                   request.resolution_due_at, now)
+    return found
+
+
+def _soon(tx: Tx, since: datetime, due: datetime | None) -> datetime | None:
+    """75 % of the working time from `since` to `due` (so it never falls on a holiday)."""
+    if due is None or due <= since:
+        return None
+    start, end = tx.workday_start, tx.workday_end
+    total = deadlines.working_seconds(since, due, start_hour=start, end_hour=end)
+    if total <= 0:
+        return None
+    return deadlines.add_working_hours(since, total * SOON / 3600, start_hour=start,
+                                       end_hour=end)
+
+
+def _pair(stem: str, soon: datetime | None, due: datetime | None,
+          now: datetime) -> list[tuple[str, datetime]]:
+    """The soon/due reminders of one deadline that have fallen; only the latest if both."""
+    if due is not None and due <= now:
+        return [(f"{stem}_due" if stem in ("response", "resolution") else stem, due)]
+    if soon is not None and soon <= now:
+        return [(f"{stem}_soon", soon)]
+    return []
+
+
+def _act(tx: Tx, request: Request, kind: str, due: datetime) -> None:
+    card = {"text": service.summary(request.text),
+            "response_due": deadlines.format_local(request.response_due_at),
+            "resolution_due": deadlines.format_local(request.resolution_due_at),
+            "state": request.state}
+    if kind == "unacted":
+        for worker in service.committee(tx):
+            tx.notify(worker, "remind.unacted", request, **card)
+    elif kind == "response_soon":
+        for worker in service.committee(tx):
+            tx.notify(worker, "remind.response_soon", request, **card)
+    elif kind == "response_due":
+        for worker in service.committee(tx):
+            tx.notify(worker, "remind.response_due", request, **card)
+        _escalate(tx, request, "response", card)
+    elif kind == "resolution_soon":
+        for person in service.holders(tx, request):
+            tx.notify(person, "remind.resolution_soon", request, **card)
+    elif kind == "resolution_due":
+        for person in service.holders(tx, request):
+            tx.notify(person, "remind.resolution_due", request, **card)
+        _escalate(tx, request, "resolution", card)
+    elif kind == "auto_close":
+        service.auto_close(tx, request)
+
+
+def _escalate(tx: Tx, request: Request, which: str, card: dict[str, Any]) -> None:
+    """超期: an escalate event, and leaders and committee groups are told who holds it."""
+    due = request.response_due_at if which == "response" else request.resolution_due_at
+    note = f"超期：{'响应' if which == 'response' else '办结'}时限 {deadlines.format_local(due)}"
+    service.record(tx, request, Action.ESCALATE, note)
+    holders = "、".join(service.person_label(p) for p in service.holders(tx, request)) or "—"
+    for person in queries.reachable_people(session=tx.session,
+                                           roles=[Role.LEADER, Role.GROUP]):
+        tx.notify(person, "escalate.overdue", request, which="响应" if which == "response"
+                  else "办结", due=deadlines.format_local(due), holders=holders, **card)
+
+
+def _digest(tx: Tx, policy: Policy) -> bool:
+    """The daily digest, once per working day, from `digest_hour` on."""
+    local = tx.now.astimezone(deadlines.LOCAL_TZ)
+    if local.hour < policy.digest_hour or not deadlines.is_working_day(local.date()):
+        return False
+    key = f"digest:{local.date().isoformat()}"
+    if not queries.claim_reminder(session=tx.session, key=key, kind="digest", request_id=None,
+                                  at=tx.now):
+        return False
+    today_end = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
+                                 deadlines.LOCAL_TZ)
+    is_open = col(Request.state).not_in([state.value for state in TERMINAL])
+    sections = {
+        "new": queries.requests_where(
+            session=tx.session, condition=col(Request.created_at) >= tx.now - timedelta(days=1),
+            limit=DIGEST_LINES + 1),
+        "due_today": queries.requests_where(
+            session=tx.session, condition=is_open & (col(Request.resolution_due_at) >= tx.now)
+            & (col(Request.resolution_due_at) < today_end), limit=DIGEST_LINES + 1),
+        "overdue": queries.requests_where(
+            session=tx.session, condition=is_open & (col(Request.state) != State.REPLIED)
+            & (col(Request.resolution_due_at) < tx.now), limit=DIGEST_LINES + 1),
+        "review": queries.requests_where(
+            session=tx.session, condition=col(Request.state) == State.REVIEW,
+            limit=DIGEST_LINES + 1),
+        "reopened": queries.requests_where(
+            session=tx.session, condition=is_open & (col(Request.reopen_count) > 0),
+            limit=DIGEST_LINES + 1),
+    }
+    lines = {name: [f"{r.number} {service.summary(r.text)}" for r in rows[:DIGEST_LINES]]
+             + (["……"] if len(rows) > DIGEST_LINES else [])
+             for name, rows in sections.items()}
+    readers: list[Person] = list(queries.reachable_people(
+        session=tx.session, roles=[Role.WORKER, Role.LEADER]))
+    for person in readers:
+        tx.notify(person, "digest", day=local.date().isoformat(), sections=lines)
+    return True
