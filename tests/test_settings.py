@@ -120,10 +120,15 @@ def test_an_empty_redis_url_means_the_in_process_broker(monkeypatch: pytest.Monk
         ("REDESK_WECHAT_TEMPLATE_FIELDS", '{"first": "phone"}'),
         ("REDESK_WECHAT_TEMPLATE_FIELDS", "first=title"),
         ("REDESK_WECHAT_API_URL", "api.weixin.qq.com"),
+        ("REDESK_EXTRA_DAYS_OFF", "2026-12-24,christmas"),
+        ("REDESK_TICK_INTERVAL", "0"),
+        ("REDESK_AUTO_CLOSE_DAYS", "0"),
+        ("REDESK_DIGEST_HOUR", "24"),
     ],
     ids=["malformed-database", "unsupported-backend", "bad-redis", "plain-http-public",
          "non-numeric-port", "short-aes-key", "unknown-template-value",
-         "template-fields-not-json", "api-url-without-scheme"],
+         "template-fields-not-json", "api-url-without-scheme", "bad-day-off", "zero-tick",
+         "zero-auto-close", "digest-hour-25"],
 )
 def test_a_bad_setting_is_refused_with_a_message_naming_it(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -216,3 +221,15 @@ def test_wechat_template_fields_are_read_as_json(monkeypatch: pytest.MonkeyPatch
     fields = load_settings().wechat_template_fields
 
     assert fields == {"thing1": "title", "character_string2": "number", "time3": "time"}
+
+
+def test_local_days_off_and_workdays_are_read_as_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import date
+
+    monkeypatch.setenv("REDESK_EXTRA_DAYS_OFF", "2026-12-24, 2026-12-31")
+    monkeypatch.setenv("REDESK_EXTRA_WORKDAYS", "2026-12-26")
+
+    settings = load_settings()
+
+    assert settings.days_off == {date(2026, 12, 24), date(2026, 12, 31)}
+    assert settings.workdays == {date(2026, 12, 26)}
