@@ -128,7 +128,7 @@ TEXTS: dict[str, str] = {
     ),
     "worker.acted": "【{number}】{by}已{action}。",
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
-    "remind.unacted": "【{number}】新诉求已超过30个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"
+    "remind.unacted": "【{number}】新诉求已超过{minutes}个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"
                       "\n响应时限：{response_due}",
     "remind.response_soon": "【{number}】响应时限即将到期（{response_due}），请尽快处理：\n{text}",
     "remind.response_due": "【{number}】已超过响应时限（{response_due}）仍未处理，已报告领导督办：\n{text}",
@@ -136,7 +136,7 @@ TEXTS: dict[str, str] = {
     "remind.resolution_due": "【{number}】已超过办结时限（{resolution_due}），已报告领导督办，请立即办理："
                              "\n{text}",
     "escalate.overdue": "【{number}】督办：已超过{which}时限（{due}）。\n{text}\n当前处理：{holders}",
-    "requester.auto_closed": "【{number}】办理结果已回复您7天，未收到评价，诉求已自动办结。"
+    "requester.auto_closed": "【{number}】办理结果已回复您{days}天，未收到评价，诉求已自动办结。"
                              "如问题仍未解决，欢迎再次反映。",
     "desk.relay": "【{number}】接待台登记的群众 {contact_name} {contact_phone}，请电话告知：\n{inner_text}",
     # replies to the actor
@@ -191,13 +191,15 @@ TEXTS: dict[str, str] = {
     "error.role_no_request": "工作人员身份不能直接提交诉求。如需代群众登记，请使用接待台登记。",
     "error.unsupported": "暂不支持这种消息，请发送文字。",
     "error.internal": "抱歉，系统处理您的消息时出错，工作人员已收到通知。请稍后再试。",
+    "error.flooded": "您发送消息过于频繁（每分钟最多 {limit} 条），之后的消息暂不登记为新诉求，请稍候约一分钟再发送。已登记的诉求不受影响。",
     # web API errors (HTTP answers)
     "api.bad_json": "请求格式错误：需要 JSON 对象。",
     "api.bad_field": "请求格式错误：{field}",
     "api.unauthorized": "身份无效或已过期，请重新创建身份。",
     "api.too_large": "请求内容过大。",
     "api.unavailable": "服务暂时不可用，请稍后重试。",
-    "api.rate_limited": "您发送得太快了，请稍后再试。",
+    "api.rate_limited": "您发送消息过于频繁（每分钟最多 {limit} 条），这条消息未被接收，请稍候约一分钟再发送。已提交的诉求不受影响。",
+    "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
 }
 
 #: Channel names as people read them.

@@ -60,6 +60,8 @@ TYPICAL: dict[str, Any] = {
     "field": "text",
     "staff_note": "",
     "which": "办结",
+    "minutes": 30,
+    "days": 7,
     "due": "2026-01-08 18:00",
     "holders": "城管执法：李科长",
     "day": "2026-01-05",

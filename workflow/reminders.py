@@ -78,7 +78,7 @@ def tick(tx: Tx, policy: Policy) -> TickResult:
             if not queries.claim_reminder(session=tx.session, key=key, kind=kind,
                                           request_id=request.id, at=tx.now):
                 continue
-            _act(tx, request, kind, due)
+            _act(tx, request, kind, policy)
             done[kind] = done.get(kind, 0) + 1
     if _digest(tx, policy):
         done["digest"] = 1
@@ -130,14 +130,14 @@ def _pair(stem: str, soon: datetime | None, due: datetime | None,
     return []
 
 
-def _act(tx: Tx, request: Request, kind: str, due: datetime) -> None:
+def _act(tx: Tx, request: Request, kind: str, policy: Policy) -> None:
     card = {"text": service.summary(request.text),
             "response_due": deadlines.format_local(request.response_due_at),
             "resolution_due": deadlines.format_local(request.resolution_due_at),
             "state": request.state}
     if kind == "unacted":
         for worker in service.committee(tx):
-            tx.notify(worker, "remind.unacted", request, **card)
+            tx.notify(worker, "remind.unacted", request, minutes=policy.unacted_minutes, **card)
     elif kind == "response_soon":
         for worker in service.committee(tx):
             tx.notify(worker, "remind.response_soon", request, **card)
@@ -153,7 +153,7 @@ def _act(tx: Tx, request: Request, kind: str, due: datetime) -> None:
             tx.notify(person, "remind.resolution_due", request, **card)
         _escalate(tx, request, "resolution", card)
     elif kind == "auto_close":
-        service.auto_close(tx, request)
+        service.auto_close(tx, request, days=policy.auto_close_days)
 
 
 def _escalate(tx: Tx, request: Request, which: str, card: dict[str, Any]) -> None:

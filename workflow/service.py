@@ -691,11 +691,12 @@ def record(tx: Tx, request: Request, action: Action, note: str) -> None:
                       from_state=request.state, to_state=request.state, note=note, at=tx.now)
 
 
-def auto_close(tx: Tx, request: Request) -> Request:
-    """自动办结: an answered request nobody rated is closed as 未评价; the requester is told."""
+def auto_close(tx: Tx, request: Request, *, days: int) -> Request:
+    """自动办结: an answer nobody rated for `days` days is closed as 未评价; the requester is
+    told."""
     _move(tx, request, None, Action.AUTO_CLOSE, note="未评价")
     request.closed_at = tx.now
-    _tell_requester(tx, request, "requester.auto_closed")
+    _tell_requester(tx, request, "requester.auto_closed", days=days)
     return request
 
 
