@@ -349,8 +349,10 @@ def stats(
     try:
         result = figures.compute(engine, period, by=by, category=category,
                                  department=department, now=now)
+        # The "who is slow" ranking is shown by the table and the chart only.
         departments = result.rows if by == "department" else figures.ranked_departments(
-            engine, period, category=category, now=now)
+            engine, period, category=category, now=now) \
+            if output_format == "table" or chart is not None else []
     except figures.StatsError as exc:
         raise CliError(str(exc), Exit.NOT_FOUND) from None
     if output_format == "table":

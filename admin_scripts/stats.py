@@ -25,9 +25,10 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     true,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Subquery
 from sqlmodel import col
 
@@ -185,21 +186,24 @@ def _local(engine: Engine, column: Any, unit: str) -> ColumnElement[Any]:
     return func.strftime("%Y-%m", column, "+8 hours")
 
 
-def _event_summary() -> Subquery:
-    """Per request: how often it was forwarded and returned, and its first action's event."""
+def _event_summary(*, first_actions: bool) -> Subquery:
+    """Per request: how often it was forwarded and returned (and, for --by worker, its first
+    action's event). Only the events that matter are read."""
     action, request_id = col(Event.action), col(Event.request_id)
 
     def count(name: str) -> ColumnElement[Any]:
         return func.sum(case((action == name, 1), else_=0))
 
+    columns = [request_id.label("request_id"), count("forward").label("forwards"),
+               count("return").label("returns")]
+    wanted = ["forward", "return"]
+    if first_actions:
+        columns.append(
+            func.min(case((action.in_(FIRST_ACTIONS), col(Event.id)))).label("first_event"))
+        wanted += list(FIRST_ACTIONS)
     return (
-        select(
-            request_id.label("request_id"),
-            count("forward").label("forwards"),
-            count("return").label("returns"),
-            func.min(case((action.in_(FIRST_ACTIONS), col(Event.id)))).label("first_event"),
-        )
-        .where(col(Event.outcome) == "ok", request_id.is_not(None))
+        select(*columns)
+        .where(col(Event.outcome) == "ok", request_id.is_not(None), action.in_(wanted))
         .group_by(request_id)
         .subquery("event_summary")
     )
@@ -215,7 +219,7 @@ class _Cohort:
 
 def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int | None,
             department_id: int | None, committee_only: bool) -> _Cohort:
-    summary = _event_summary()
+    summary = _event_summary(first_actions=by == "worker")
     first = Event.__table__.alias("first_event")  # type: ignore[attr-defined]
     actor = Person.__table__.alias("first_actor")  # type: ignore[attr-defined]
     r = Request.__table__  # type: ignore[attr-defined]
@@ -273,7 +277,9 @@ def _is(column: Any, value: bool) -> ColumnElement[bool]:
     return condition
 
 
-def _counts_query(cohort: Subquery, now: datetime) -> Select[Any]:
+def _counts_query(cohort: Subquery, now: datetime, *, percentiles: bool = False) -> Select[Any]:
+    """The counts of each group; with `percentiles` (PostgreSQL) also every duration's
+    percentiles, so one statement (one scan) gives the whole cohort."""
     c = cohort.c
 
     def total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -296,15 +302,19 @@ def _counts_query(cohort: Subquery, now: datetime) -> Select[Any]:
         total(_is(c.solved, True)).label("solved"),
         total(and_(c.solved.is_not(None), c.satisfaction.in_(SATISFIED))).label("satisfied"),
         total(c.first_replied_at.is_not(None)).label("replied"),
+        *(_percentile_columns(cohort) if percentiles else []),
     ).group_by(c.grp)
 
 
-def _percentiles_postgresql(cohort: Subquery, column: str) -> Select[Any]:
-    value = cohort.c[column]
-    return select(cohort.c.grp, *[
-        func.percentile_cont(share).within_group(value.asc()).label(label)
-        for label, share in PERCENTILES
-    ]).where(value.is_not(None)).group_by(cohort.c.grp)
+def _percentile_columns(cohort: Subquery) -> list[Any]:
+    """percentile_cont of every duration column, labelled like the figures."""
+    columns: list[Any] = []
+    for name, _, stem in DURATIONS:
+        for unit, column in (("calendar", f"{stem}_seconds"), ("working", f"{stem}_work_seconds")):
+            for label, share in PERCENTILES:
+                columns.append(func.percentile_cont(share).within_group(cohort.c[column].asc())
+                               .label(f"{name}_{label}_{unit}_seconds"))
+    return columns
 
 
 def _percentiles_window(cohort: Subquery, column: str) -> Select[Any]:
@@ -327,22 +337,36 @@ def _percentiles_window(cohort: Subquery, column: str) -> Select[Any]:
     return select(ranked.c.grp, *parts).group_by(ranked.c.grp)
 
 
-def _durations(engine: Engine, cohort: Subquery) -> dict[str, dict[str, float | None]]:
-    """Group -> duration figure -> seconds."""
+def _durations(connection: Connection, cohort: Subquery) -> dict[str, dict[str, float | None]]:
+    """Group -> duration figure -> seconds, with window functions (SQLite)."""
     found: dict[str, dict[str, float | None]] = {}
-    percentiles = _percentiles_postgresql if engine.dialect.name == "postgresql" \
-        else _percentiles_window
-    with engine.connect() as connection:
-        for name, _, stem in DURATIONS:
-            for unit, column in (("calendar", f"{stem}_seconds"),
-                                 ("working", f"{stem}_work_seconds")):
-                for row in connection.execute(percentiles(cohort, column)).mappings():
-                    figures = found.setdefault(str(row["grp"]), {})
-                    for label, _ in PERCENTILES:
-                        value = row[label]
-                        figures[f"{name}_{label}_{unit}_seconds"] = \
-                            None if value is None else float(value)
+    for name, _, stem in DURATIONS:
+        for unit, column in (("calendar", f"{stem}_seconds"),
+                             ("working", f"{stem}_work_seconds")):
+            for row in connection.execute(_percentiles_window(cohort, column)).mappings():
+                figures = found.setdefault(str(row["grp"]), {})
+                for label, _ in PERCENTILES:
+                    value = row[label]
+                    figures[f"{name}_{label}_{unit}_seconds"] = \
+                        None if value is None else float(value)
     return found
+
+
+def _cohort_figures(connection: Connection, cohort: Subquery,
+                    now: datetime) -> list[tuple[str, Any, dict[str, float | None]]]:
+    """(group, counts row, durations) of every group of a cohort.
+
+    PostgreSQL: one statement (counts and percentile_cont together, one scan). SQLite: the
+    counts, then one window-function statement per duration column.
+    """
+    if connection.dialect.name == "postgresql":
+        rows = list(connection.execute(_counts_query(cohort, now, percentiles=True)).mappings())
+        return [(str(row["grp"]), row, {
+            key: None if row[key] is None else float(row[key]) for key in duration_keys()
+        }) for row in rows]
+    rows = list(connection.execute(_counts_query(cohort, now)).mappings())
+    durations = _durations(connection, cohort)
+    return [(str(row["grp"]), row, durations.get(str(row["grp"]), {})) for row in rows]
 
 
 def _figures(key: str | None, row: Mapping[str, Any] | Any,
@@ -392,20 +416,20 @@ def compute(
     category_id, department_id, committee_only = _resolve(engine, category, department)
     filters: dict[str, Any] = {"category_id": category_id, "department_id": department_id,
                                "committee_only": committee_only}
-    totals_cohort = _cohort(engine, period, by=None, **filters)
-    with engine.connect() as connection:
-        total_row = connection.execute(_counts_query(totals_cohort.query, now)).mappings().first()
-    total_durations = _durations(engine, totals_cohort.query).get("", {})
-    totals = _figures(None, total_row, total_durations) if total_row else _empty(None)
     rows: list[Figures] = []
-    if by is not None:
-        cohort = _cohort(engine, period, by=by, **filters)
-        with engine.connect() as connection:
-            grouped = list(connection.execute(_counts_query(cohort.query, now)).mappings())
-        durations = _durations(engine, cohort.query)
-        rows = [_figures(str(row["grp"]), row, durations.get(str(row["grp"]), {}))
-                for row in grouped]
-        rows.sort(key=_department_rank if by == "department" else _by_key)
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # These statements are long scans compiled once: JIT compilation costs seconds
+            # per grouped statement and saves nothing here.
+            connection.execute(text("SET LOCAL jit = off"))
+        totals_cohort = _cohort(engine, period, by=None, **filters)
+        found = _cohort_figures(connection, totals_cohort.query, now)
+        totals = _figures(None, found[0][1], found[0][2]) if found else _empty(None)
+        if by is not None:
+            cohort = _cohort(engine, period, by=by, **filters)
+            rows = [_figures(key, row, durations)
+                    for key, row, durations in _cohort_figures(connection, cohort.query, now)]
+            rows.sort(key=_department_rank if by == "department" else _by_key)
     return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now)
 
 

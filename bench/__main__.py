@@ -1,4 +1,4 @@
-"""redesk benchmarks: `python -m bench [web|telegram-*|wechat-ingest|all]`.
+"""redesk benchmarks: `python -m bench [web|telegram-*|wechat-ingest|admin|all]`.
 
 - web: POST /api/web/messages against a real `redesk run` (bench/web.py);
 - telegram-ingest: POST /telegram/webhook throughput and latency (PostgreSQL + Redis) against a
@@ -8,9 +8,12 @@
   WeChat's 5-second deadline;
 - telegram-e2e: resident message -> receipt at the fake Bot API, at steady offered rates, with
   2 `redesk worker` processes;
-- telegram-delivery: 3,000 notifications to 300 chats through the limit-enforcing fake Bot API.
+- telegram-delivery: 3,000 notifications to 300 chats through the limit-enforcing fake Bot API;
+- admin: `redesk stats` over 1,000,000 generated requests against the same figures in
+  hand-written SQL run by psql, and `redesk export` of all of them (bench/admin.py).
 
-Without a subcommand (`make bench`) all of them run with their defaults (a few minutes each).
+Without a subcommand (`make bench`) all of them run with their defaults (a few minutes each;
+admin about 19 minutes).
 Results are printed as Markdown; docs/benchmarks.md keeps them with the machine and date.
 """
 
@@ -85,6 +88,14 @@ def _delivery(args: argparse.Namespace) -> None:
                                               timeout=args.timeout))
 
 
+def _admin(args: argparse.Namespace) -> None:
+    """redesk stats and redesk export over a million generated requests."""
+    from bench import admin
+
+    print("\n### admin: redesk stats and redesk export\n")
+    admin.main_from_args(args)
+
+
 def _add_web(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identities", type=int, default=50)
     parser.add_argument("--messages", type=int, default=10)
@@ -145,12 +156,19 @@ def _add_delivery(parser: argparse.ArgumentParser) -> None:
                         help="stop waiting after this many seconds and report what was sent")
 
 
+def _add_admin(parser: argparse.ArgumentParser) -> None:
+    from bench import admin
+
+    admin.add_arguments(parser)
+
+
 COMMANDS = {
     "web": (_add_web, _web),
     "telegram-ingest": (_add_ingest, _ingest),
     "wechat-ingest": (_add_wechat_ingest, _wechat_ingest),
     "telegram-e2e": (_add_e2e, _e2e),
     "telegram-delivery": (_add_delivery, _delivery),
+    "admin": (_add_admin, _admin),
 }
 
 
