@@ -589,6 +589,21 @@ def _reader(engine: Engine) -> Engine:
     return reader
 
 
+#: Rows of an Excel sheet, the header included.
+SHEET_ROWS = 1_048_576
+
+
+def _check_sheet_limits(session: Session, options: Options, requests: int) -> None:
+    """Refuses an xlsx export whose sheets would hold more rows than Excel opens."""
+    events = queries.count_events_received(session=session, start=options.start,
+                                           end=options.end)
+    if max(requests, events) + 1 > SHEET_ROWS:
+        raise CliError(
+            f"{requests} requests with {events} events do not fit an xlsx sheet (Excel opens "
+            f"{SHEET_ROWS - 1} rows); export a shorter period, or use --format csv with "
+            "--events FILE.", Exit.USAGE)
+
+
 def export(options: Options, *, engine: Engine, say: Console) -> Summary:
     """Writes the export `options` describes; returns what was written.
 
@@ -600,6 +615,8 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
     with Session(_reader(engine)) as session:
         total = queries.count_requests_received(session=session, start=options.start,
                                                 end=options.end)
+        if options.format == "xlsx":
+            _check_sheet_limits(session, options, total)
         if options.include_pii:
             audit = record_pii_use(engine, options, total)
             audit_id = audit.id

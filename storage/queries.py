@@ -592,6 +592,17 @@ def count_requests_received(
     return int(session.execute(statement).scalar_one())
 
 
+def count_events_received(
+    *, session: Session, start: datetime | None, end: datetime | None
+) -> int:
+    """How many events (outcome ok) the requests received in [start, end) have."""
+    statement = _received_between(
+        select_columns(func.count()).select_from(Event)
+        .join(Request, col(Request.id) == col(Event.request_id))
+        .where(col(Event.outcome) == "ok"), start, end)
+    return int(session.execute(statement).scalar_one())
+
+
 def stream_requests_received(
     *, session: Session, start: datetime | None, end: datetime | None, batch_size: int
 ) -> Iterator[Sequence[Row[Any]]]:

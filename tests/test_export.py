@@ -279,6 +279,24 @@ def test_an_xlsx_export_has_the_requests_and_the_events_sheets(cli: Path, desk: 
     everything_masked(repr(requests) + repr(events))
 
 
+def test_an_xlsx_export_too_big_for_a_sheet_is_refused_before_anything_is_written(
+    cli: Path, desk: Desk, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the two stories, and sheets that hold only five rows
+    tell_story(desk)
+    monkeypatch.setattr(export, "SHEET_ROWS", 5)
+
+    # When exported as xlsx
+    code = main(["export", "--out", "big.xlsx", "--include-pii"])
+
+    # Then it is refused with the way out, and nothing is written or recorded
+    assert code == Exit.USAGE
+    assert "--format csv with --events" in capsys.readouterr().err
+    assert not (cli / "big.xlsx").exists()
+    with Session(get_engine(os.environ["REDESK_DATABASE_URL"])) as session:
+        assert session.exec(select(AdminAudit)).all() == []
+
+
 def test_text_that_looks_like_a_formula_stays_text(cli: Path, desk: Desk) -> None:
     # Given a request whose text would be a formula in a spreadsheet
     resident = desk.identity("王五")
