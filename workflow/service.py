@@ -162,7 +162,8 @@ def check_text(tx: Tx, text: str) -> str:
     Raises:
         InvalidInput: "empty" or "too_long" (with the limit).
     """
-    text = text.strip()
+    # NUL cannot be stored in PostgreSQL text and means nothing to people: it is dropped.
+    text = text.replace("\x00", "").strip()
     if not text:
         raise InvalidInput("empty")
     if len(text) > tx.max_text:
@@ -364,6 +365,8 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
     first: it is taken (its own event and notice) and then completed, in one transaction.
     """
     if result.strip() and _takes_before_completing(tx, actor, number):
+        # The result is checked first: a refused 办结 must not leave the request taken.
+        result = _required(tx, result, "result_required")
         take(tx, actor, number)
     request = _begin(tx, actor, Action.COMPLETE, number)
     result = _required(tx, result, "result_required")

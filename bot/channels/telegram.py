@@ -224,30 +224,44 @@ def classify(data: Any) -> tuple[str, str | None]:
     """The natural key and the chat (ordering key) of an update; chat None: stored, ignored.
 
     Raises:
-        BadUpdate: `data` is not an Update.
+        BadUpdate: `data` is not an Update, or not one that can be stored (ids out of range,
+            text that is not valid Unicode).
     """
-    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int) \
-            or isinstance(data.get("update_id"), bool):
+    update_id = data.get("update_id") if isinstance(data, dict) else None
+    if not isinstance(update_id, int) or isinstance(update_id, bool) \
+            or not 0 <= update_id < 2**63:
         raise BadUpdate("not an Update")
     try:
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise BadUpdate(f"cannot be stored ({type(exc).__name__})") from None
+    try:
         update = Update.de_json(data, None)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BadUpdate(str(exc)) from None
-    key = str(update.update_id)
+        key = str(update.update_id)
+        chat = _chat_of(update)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise BadUpdate(str(exc)[:200]) from None
+    if chat is not None and not (chat.isdigit() and len(chat) <= 20):
+        raise BadUpdate("not a Telegram user id")
+    return key, chat
+
+
+def _chat_of(update: Update) -> str | None:
+    """The user whose order an update is handled in; None: stored and ignored."""
     if update.callback_query is not None:
-        return key, str(update.callback_query.from_user.id)
+        return str(update.callback_query.from_user.id)
     member = update.my_chat_member
     if member is not None:
         # Only a person's own chat with the bot matters (blocked / restarted); groups do not.
         private = member.chat.type == "private" and not member.from_user.is_bot
-        return key, str(member.from_user.id) if private else None
+        return str(member.from_user.id) if private else None
     message = update.message or update.edited_message
     if message is None or message.from_user is None or message.from_user.is_bot:
-        return key, None
+        return None
     if message.chat.type != "private" and not (message.text or "").startswith("/"):
         # In a group only commands are for redesk; the rest is the members' conversation.
-        return key, None
-    return key, str(message.from_user.id)
+        return None
+    return str(message.from_user.id)
 
 
 def store_update(
