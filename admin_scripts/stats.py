@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    tuple_,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Subquery
@@ -277,9 +278,11 @@ def _is(column: Any, value: bool) -> ColumnElement[bool]:
     return condition
 
 
-def _counts_query(cohort: Subquery, now: datetime, *, percentiles: bool = False) -> Select[Any]:
+def _counts_query(cohort: Subquery, now: datetime, *, percentiles: bool = False,
+                  with_totals: bool = False) -> Select[Any]:
     """The counts of each group; with `percentiles` (PostgreSQL) also every duration's
-    percentiles, so one statement (one scan) gives the whole cohort."""
+    percentiles, so one statement (one scan) gives the whole cohort; with `with_totals`
+    (PostgreSQL) also the totals row, by GROUPING SETS, marked by `is_total`."""
     c = cohort.c
 
     def total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -303,7 +306,8 @@ def _counts_query(cohort: Subquery, now: datetime, *, percentiles: bool = False)
         total(and_(c.solved.is_not(None), c.satisfaction.in_(SATISFIED))).label("satisfied"),
         total(c.first_replied_at.is_not(None)).label("replied"),
         *(_percentile_columns(cohort) if percentiles else []),
-    ).group_by(c.grp)
+        *([func.grouping(c.grp).label("is_total")] if with_totals else []),
+    ).group_by(func.grouping_sets(tuple_(c.grp), tuple_()) if with_totals else c.grp)
 
 
 def _percentile_columns(cohort: Subquery) -> list[Any]:
@@ -352,16 +356,17 @@ def _durations(connection: Connection, cohort: Subquery) -> dict[str, dict[str, 
     return found
 
 
-def _cohort_figures(connection: Connection, cohort: Subquery,
-                    now: datetime) -> list[tuple[str, Any, dict[str, float | None]]]:
+def _cohort_figures(connection: Connection, cohort: Subquery, now: datetime, *,
+                    with_totals: bool = False) -> list[tuple[str, Any, dict[str, float | None]]]:
     """(group, counts row, durations) of every group of a cohort.
 
     PostgreSQL: one statement (counts and percentile_cont together, one scan). SQLite: the
     counts, then one window-function statement per duration column.
     """
     if connection.dialect.name == "postgresql":
-        rows = list(connection.execute(_counts_query(cohort, now, percentiles=True)).mappings())
-        return [(str(row["grp"]), row, {
+        rows = list(connection.execute(_counts_query(
+            cohort, now, percentiles=True, with_totals=with_totals)).mappings())
+        return [("" if with_totals and row["is_total"] else str(row["grp"]), row, {
             key: None if row[key] is None else float(row[key]) for key in duration_keys()
         }) for row in rows]
     rows = list(connection.execute(_counts_query(cohort, now)).mappings())
@@ -422,14 +427,24 @@ def compute(
             # These statements are long scans compiled once: JIT compilation costs seconds
             # per grouped statement and saves nothing here.
             connection.execute(text("SET LOCAL jit = off"))
-        totals_cohort = _cohort(engine, period, by=None, **filters)
-        found = _cohort_figures(connection, totals_cohort.query, now)
-        totals = _figures(None, found[0][1], found[0][2]) if found else _empty(None)
-        if by is not None:
+        if by is not None and connection.dialect.name == "postgresql":
+            # One statement for the groups and the totals (GROUPING SETS).
             cohort = _cohort(engine, period, by=by, **filters)
-            rows = [_figures(key, row, durations)
-                    for key, row, durations in _cohort_figures(connection, cohort.query, now)]
-            rows.sort(key=_department_rank if by == "department" else _by_key)
+            found = _cohort_figures(connection, cohort.query, now, with_totals=True)
+            total_rows = [item for item in found if item[1]["is_total"]]
+            totals = _figures(None, total_rows[0][1], total_rows[0][2]) if total_rows \
+                else _empty(None)
+            rows = [_figures(key, row, durations) for key, row, durations in found
+                    if not row["is_total"]]
+        else:
+            totals_cohort = _cohort(engine, period, by=None, **filters)
+            found = _cohort_figures(connection, totals_cohort.query, now)
+            totals = _figures(None, found[0][1], found[0][2]) if found else _empty(None)
+            if by is not None:
+                cohort = _cohort(engine, period, by=by, **filters)
+                rows = [_figures(key, row, durations) for key, row, durations
+                        in _cohort_figures(connection, cohort.query, now)]
+        rows.sort(key=_department_rank if by == "department" else _by_key)
     return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now)
 
 
