@@ -6,12 +6,15 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
+from sqlmodel import Session, col, select
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -30,7 +33,7 @@ from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import utcnow
+from storage.models import InboxMessage, Person, Role, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,15 @@ MAX_SEQ = 2**63 - 1
 
 #: How often a long poll looks for new messages, in seconds.
 POLL_INTERVAL = 0.2
+
+#: The window REDESK_FLOOD_PER_MINUTE counts messages in.
+FLOOD_WINDOW = timedelta(minutes=1)
+
+#: Content types a cross-site HTML form can send without a CORS preflight; the JSON API
+#: refuses them, so no other site's page can post to it (it needs no cookie either).
+FORM_CONTENT_TYPES: tuple[str, ...] = (
+    "application/x-www-form-urlencoded", "multipart/form-data", "text/plain",
+)
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
@@ -85,6 +97,14 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class DeskApp(Starlette):
+    """Starlette with SecurityHeaders outermost: even the 500 of an unexpected error, which
+    Starlette's own error middleware answers outside every user middleware, carries them."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 class BodyTooLarge(Exception):
     """The request body is over the endpoint's limit."""
 
@@ -120,6 +140,44 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _form_posted(request: Request) -> bool:
+    """Whether the body was sent as an HTML form (or text/plain) rather than as JSON."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind in FORM_CONTENT_TYPES
+
+
+@dataclass(frozen=True)
+class Flooded:
+    """An identity over REDESK_FLOOD_PER_MINUTE: when it may send again, in seconds."""
+
+    retry_after: int
+
+
+def flood_wait(
+    session: Session, person: Person, *, limit: int, now: datetime
+) -> Flooded | None:
+    """Whether a web requester already sent `limit` messages in the last minute.
+
+    Counted from the inbox, so every copy of `redesk run` sees the same count. Staff (bound
+    by invitation) are not limited; 0 switches the limit off.
+    """
+    if limit <= 0 or person.role != Role.REQUESTER:
+        return None
+    since = now - FLOOD_WINDOW
+    count, oldest = session.execute(
+        select(func.count(), func.min(col(InboxMessage.received_at))).where(
+            col(InboxMessage.channel) == web.CHANNEL,
+            col(InboxMessage.chat_id) == person.external_id,
+            col(InboxMessage.received_at) > since,
+        )
+    ).one()
+    if count < limit or oldest is None:
+        return None
+    if oldest.tzinfo is None:  # SQLite hands back naive UTC values in aggregates
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return Flooded(max(1, math.ceil((oldest + FLOOD_WINDOW - now).total_seconds())))
+
+
 async def _json_body(request: Request, limit: int) -> Any:
     raw = await read_body(request, limit)
     try:
@@ -132,6 +190,8 @@ async def _json_body(request: Request, limit: int) -> Any:
 async def web_session(request: Request) -> Response:
     """POST /api/web/session: a new web chat identity and its token."""
     runtime = _runtime(request)
+    if _form_posted(request):
+        return error(415, "api.bad_content_type")
     try:
         body = await _json_body(request, WEB_BODY_LIMIT)
     except BodyTooLarge:
@@ -155,6 +215,15 @@ async def web_session(request: Request) -> Response:
     return JSONResponse({"token": token}, status_code=201)
 
 
+def _already_stored(session: Session, natural_key: str) -> bool:
+    """Whether a web message with this natural key is in the inbox (a client's retry)."""
+    found = session.execute(
+        select(col(InboxMessage.id)).where(col(InboxMessage.channel) == web.CHANNEL,
+                                           col(InboxMessage.natural_key) == natural_key)
+    ).first()
+    return found is not None
+
+
 def _identity(runtime: Runtime, token: str) -> tuple[int, str] | None:
     with session_scope(read_engine(runtime.engine)) as session:
         person = queries.person_for_web_token(session=session, token=token, now=utcnow())
@@ -169,6 +238,9 @@ async def web_post_message(request: Request) -> Response:
     token = _bearer(request)
     if token is None:
         return error(401, "api.unauthorized")
+    if _form_posted(request):
+        metrics.INBOUND.labels("web", "bad").inc()
+        return error(415, "api.bad_content_type")
     try:
         body = await _json_body(request, WEB_BODY_LIMIT)
     except BodyTooLarge:
@@ -182,14 +254,22 @@ async def web_post_message(request: Request) -> Response:
         metrics.INBOUND.labels("web", "bad").inc()
         return error(400, "api.bad_field", field=str(exc))
 
-    def store() -> tuple[str, bool] | None:
+    limit = runtime.settings.flood_per_minute
+
+    def store() -> tuple[str, bool] | Flooded | None:
         with session_scope(runtime.engine) as session:
-            person = queries.person_for_web_token(session=session, token=token, now=utcnow())
+            now = utcnow()
+            person = queries.person_for_web_token(session=session, token=token, now=now)
             if person is None:
                 return None
             chat_id = person.external_id
+            natural_key = f"{chat_id}:{client_id}"
+            flooded = flood_wait(session, person, limit=limit, now=now)
+            if flooded is not None and not _already_stored(session, natural_key):
+                # Refused before it is stored: nothing the identity sent earlier is touched.
+                return flooded
             inbox_id = queries.add_inbox(session=session, channel=web.CHANNEL,
-                                         natural_key=f"{chat_id}:{client_id}", chat_id=chat_id,
+                                         natural_key=natural_key, chat_id=chat_id,
                                          payload=payload)
         return chat_id, inbox_id is not None
 
@@ -200,6 +280,11 @@ async def web_post_message(request: Request) -> Response:
         return error(503, "api.unavailable")
     if stored is None:
         return error(401, "api.unauthorized")
+    if isinstance(stored, Flooded):
+        metrics.INBOUND.labels("web", "flooded").inc()
+        response = error(429, "api.rate_limited", limit=limit)
+        response.headers["Retry-After"] = str(stored.retry_after)
+        return response
     chat_id, is_new = stored
     metrics.INBOUND.labels("web", "stored" if is_new else "duplicate").inc()
     if is_new:
@@ -396,7 +481,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = DeskApp(routes=routes)
     app.state.runtime = runtime or get_runtime()
     #: Set when the server is asked to stop: open long polls answer at once.
     app.state.stopping = False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +22,48 @@ DEFAULT_DATA_DIR = Path("data")
 
 #: What a WeChat template field can be filled with (REDESK_WECHAT_TEMPLATE_FIELDS).
 TEMPLATE_VALUES: tuple[str, ...] = ("title", "number", "status", "text", "time")
+
+
+#: Shortest webhook secret and WeChat server Token accepted in production: both are compared
+#: by signature, and a short one can be guessed offline from a single signed request.
+MIN_SECRET_LENGTH = 16
+
+#: Secrets that are placeholders (compared lower-cased, without "-", "_", "." and spaces).
+PLACEHOLDER_SECRETS: frozenset[str] = frozenset({
+    "changeme", "changeit", "changethis", "secret", "mysecret", "yoursecret", "password",
+    "passw0rd", "token", "mytoken", "yourtoken", "example", "placeholder", "todo", "fixme",
+    "test", "testing", "dummy", "default", "none", "null", "xxx", "xxxx", "webhooksecret",
+    "replaceme", "postgres", "redesk", "admin",
+})
+
+#: Words that mark a value as a placeholder wherever they occur in it ("your..." as in
+#: "your-app-secret" only at the start).
+PLACEHOLDER_WORDS: tuple[str, ...] = (
+    "changeme", "changethis", "replaceme", "placeholder", "yoursecret", "yourtoken", "xxxxxx",
+)
+
+#: Samples from the platforms' documentation, sometimes pasted as they are.
+SAMPLE_SECRETS: frozenset[str] = frozenset({
+    # Telegram Bot API documentation (BotFather examples).
+    "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
+    "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+    # WeChat message encryption documentation and sample code.
+    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    "QDG6eK",
+})
+
+
+def _is_placeholder(value: str) -> bool:
+    """Whether a secret is a placeholder, a documentation sample or one repeated character."""
+    folded = re.sub(r"[-_.\s]", "", value.lower())
+    return (
+        value in SAMPLE_SECRETS
+        or folded in PLACEHOLDER_SECRETS
+        or any(word in folded for word in PLACEHOLDER_WORDS)
+        or folded.startswith("your")
+        or len(set(value)) <= 1
+    )
 
 
 class SettingsError(Exception):
@@ -87,6 +131,9 @@ class Settings(BaseSettings):
     auto_close_days: int = 7
     #: The daily digest goes out from this hour (Asia/Shanghai) on working days.
     digest_hour: int = 9
+    #: Messages a requester may send in one minute before being asked to slow down: the web
+    #: API answers 429, chat channels make no further requests (0: no limit).
+    flood_per_minute: int = 20
 
     @field_validator("database_url")
     @classmethod
@@ -141,6 +188,13 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
+    @field_validator("flood_per_minute")
+    @classmethod
+    def _check_flood(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (no limit) or more")
+        return value
+
     @field_validator("digest_hour")
     @classmethod
     def _check_hour(cls, value: int) -> int:
@@ -182,7 +236,30 @@ class Settings(BaseSettings):
             )
         if not 0 <= self.workday_start_hour < self.workday_end_hour <= 24:
             raise ValueError("REDESK_WORKDAY_START_HOUR must be before REDESK_WORKDAY_END_HOUR")
+        if self.env == "production":
+            self._check_production_secrets()
         return self
+
+    def _check_production_secrets(self) -> None:
+        """Refuses, in production, secrets that are placeholders, samples or too short."""
+        checks: list[tuple[str, str | None, int]] = [
+            ("REDESK_TELEGRAM_TOKEN", self.telegram_token, 1),
+            ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret,
+             MIN_SECRET_LENGTH),
+            ("REDESK_WECHAT_APP_SECRET", self.wechat_app_secret, 1),
+            ("REDESK_WECHAT_TOKEN", self.wechat_token, MIN_SECRET_LENGTH),
+            ("REDESK_WECHAT_AES_KEY", self.wechat_aes_key, 1),
+            ("REDESK_DATABASE_URL password", make_url(self.database_url).password, 1),
+        ]
+        for name, value, shortest in checks:
+            if value is None or (value == "" and name.endswith("password")):
+                continue
+            if _is_placeholder(value):
+                raise ValueError(f"{name} is a placeholder or a documentation sample; "
+                                 "set a real secret (REDESK_ENV=production)")
+            if len(value) < shortest:
+                raise ValueError(f"{name} is shorter than {shortest} characters; "
+                                 "set a longer random secret (REDESK_ENV=production)")
 
     @property
     def days_off(self) -> frozenset[date]:
@@ -215,10 +292,87 @@ def _dates(value: str) -> frozenset[date]:
                      if part.strip())
 
 
-def load_settings() -> Settings:
-    """Reads the settings, turning a validation error into one readable sentence per setting."""
+#: Written in log records instead of a secret.
+REDACTED = "<redacted>"
+
+#: Secrets in what the HTTP client libraries log: the bot token in Bot API URLs, secrets and
+#: access tokens in query strings (WeChat's token URL carries the AppSecret), and the whole
+#: request and answer of every Bot API call in python-telegram-bot's debug records (message
+#: texts, names, phone numbers).
+LOG_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), f"/bot{REDACTED}"),
+    (re.compile(r"(?i)\b(\w*(?:secret|token|password))=[^&\s\"']+"), rf"\1={REDACTED}"),
+    (re.compile(r"(with parameters|with return value) `.*`", re.S), rf"\1 {REDACTED}"),
+)
+
+#: Secret values of the settings loaded in this process (shorter ones would redact too much).
+_log_secrets: set[str] = set()
+_log_lock = threading.Lock()
+_log_factory_installed = False
+
+
+def redact_logs(settings: Settings) -> None:
+    """Keeps the settings' secrets, and what LOG_PATTERNS matches, out of every log record.
+
+    Installed once per process as a log record factory, so it covers every logger (the HTTP
+    libraries' too), at every level, whatever handlers an operator configures. Loading the
+    settings calls it; calling it again only adds secrets.
+    """
+    global _log_factory_installed
+    url_password = make_url(settings.database_url).password
+    values = {settings.telegram_token, settings.telegram_webhook_secret,
+              settings.wechat_app_secret, settings.wechat_token, settings.wechat_aes_key,
+              url_password if isinstance(url_password, str) else None}
+    if settings.telegram_token and ":" in settings.telegram_token:
+        values.add(settings.telegram_token.split(":", 1)[1])
+    with _log_lock:
+        _log_secrets.update(value for value in values if value and len(value) >= 6)
+        if _log_factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _log_factory_installed = True
+
+
+def redact(text: str) -> str:
+    """`text` without the known secrets and what LOG_PATTERNS matches."""
+    for secret in sorted(_log_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in LOG_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_record(record: logging.LogRecord) -> None:
     try:
-        return Settings()
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record is logging's to report
+        return
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        formatted = logging.Formatter().formatException(record.exc_info)
+        if redact(formatted) != formatted:
+            record.exc_text = redact(formatted)
+
+
+def load_settings() -> Settings:
+    """Reads the settings, turning a validation error into one readable sentence per setting.
+
+    The secrets of the settings read are kept out of the logs from then on (redact_logs).
+    """
+    try:
+        settings = Settings()
+        redact_logs(settings)
+        return settings
     except PydanticSettingsError as exc:
         # A structured setting (JSON) that does not parse; the message names the field.
         found = re.search(r'field "(\w+)"', str(exc))

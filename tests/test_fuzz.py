@@ -743,10 +743,6 @@ def test_an_update_that_cannot_be_stored_is_answered_400(
     assert counts(plain) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot/channels/web.py:50-53 parse_body() accepts any string id; one with a lone surrogate "
-    "(JSON \"\\ud800\") makes the inbox natural key unencodable, the INSERT in bot/app.py "
-    "web_post_message (:271-273) fails and POST /api/web/messages answers 503, not 400"))
 def test_a_web_message_id_with_a_lone_surrogate_is_answered_400(
     app: TestClient, plain: Runtime
 ) -> None:

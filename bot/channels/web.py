@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from datetime import timedelta
@@ -45,6 +46,11 @@ def parse_body(body: Any, max_text: int) -> tuple[str, dict[str, Any]]:
     """
     if not isinstance(body, dict):
         raise BadMessage("body")
+    try:
+        # Text that is not valid Unicode (a lone surrogate) cannot be stored anywhere.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        raise BadMessage("body") from None
     client_id = body.get("id")
     if client_id is None:
         client_id = uuid.uuid4().hex

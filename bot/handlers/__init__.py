@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from bot.handlers import common, department, resident, worker
 from bot.handlers.commands import Command, parse
 from bot.inbound import Inbound
 from bot.texts import describe_attachments
-from storage.models import Person, Role
+from storage.models import InboxMessage, Person, Role
+from storage.settings import get_settings
 from workflow import service
 from workflow.errors import WorkflowError
 from workflow.service import Tx
@@ -41,6 +46,12 @@ HANDLERS: dict[str, Handler] = {
 #: A photo or location sent this many minutes after a request is attached to it.
 ATTACH_WINDOW_MINUTES = 10.0
 
+#: The window REDESK_FLOOD_PER_MINUTE counts a chat's messages in.
+FLOOD_WINDOW = timedelta(minutes=1)
+
+#: Channels limited here; the web API refuses a flood at the door (429) instead.
+FLOOD_CHECKED_HERE: frozenset[str] = frozenset({"telegram", "wechat"})
+
 
 @dataclass
 class Outcome:
@@ -57,7 +68,7 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             _edited(tx, person, inbound)
             return Outcome()
         if inbound.attachments and person.role == Role.REQUESTER:
-            _media(tx, person, inbound)
+            _media(tx, person, inbound, natural_key)
             return Outcome()
         if inbound.intake is not None:
             worker.intake(tx, person, inbound.intake, natural_key)
@@ -76,7 +87,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
                 _run(tx, person, command)
             return Outcome()
         if person.role == Role.REQUESTER:
-            service.submit(tx, person, inbound.text, origin=inbound.origin)
+            if not _flooded(tx, person, inbound, natural_key):
+                service.submit(tx, person, inbound.text, origin=inbound.origin)
         else:
             common.help_(tx, person)
     except WorkflowError as error:
@@ -94,7 +106,7 @@ def _edited(tx: Tx, person: Person, inbound: Inbound) -> None:
         common.reply(tx, person, "reply.supplemented", number=request.number)
 
 
-def _media(tx: Tx, person: Person, inbound: Inbound) -> None:
+def _media(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
     """Media with a caption is a new request; without one, it joins a request just sent."""
     recent = None
     if not inbound.text.strip():
@@ -105,7 +117,49 @@ def _media(tx: Tx, person: Person, inbound: Inbound) -> None:
         common.reply(tx, person, "reply.supplemented", number=recent.number)
         return
     text = inbound.text.strip() or described
-    service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
+    if not _flooded(tx, person, inbound, natural_key):
+        service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
+
+
+def flood_limit() -> int:
+    """REDESK_FLOOD_PER_MINUTE of this process (0: no limit)."""
+    return get_settings().flood_per_minute
+
+
+def _flooded(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> bool:
+    """Whether this message would make one request too many for its chat this minute.
+
+    Counts the chat's inbox rows received in the minute before this one (from the database,
+    so it holds however many workers there are, and however late the message is handled).
+    The first message over the limit is answered with a request to slow down; the later ones
+    of the flood are kept in the inbox but answered with nothing, so a flood cannot make
+    redesk flood the chat back. Commands (查询, 补充, ...) are still answered.
+    """
+    limit = flood_limit()
+    if limit <= 0 or inbound.channel not in FLOOD_CHECKED_HERE:
+        return False
+    channel, _, key = natural_key.partition(":")
+    row = tx.session.exec(
+        select(InboxMessage).where(InboxMessage.channel == channel,
+                                   InboxMessage.natural_key == key)
+    ).first()
+    if row is None or row.id is None:
+        return False
+    earlier = tx.session.execute(
+        select(func.count()).select_from(InboxMessage).where(
+            col(InboxMessage.channel) == row.channel,
+            col(InboxMessage.chat_id) == row.chat_id,
+            col(InboxMessage.id) < row.id,
+            col(InboxMessage.received_at) > row.received_at - FLOOD_WINDOW,
+        )
+    ).scalar_one()
+    if earlier < limit:
+        return False
+    if earlier == limit:
+        common.reply(tx, person, "error.flooded", limit=limit)
+        logger.info("A %s chat went over REDESK_FLOOD_PER_MINUTE; no more requests from it "
+                    "this minute", channel)
+    return True
 
 
 def _run(tx: Tx, person: Person, command: Command) -> None:

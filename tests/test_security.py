@@ -1,0 +1,1032 @@
+"""Security: who may do what (every role x command x state, through the web API), what a
+requester can see, web sessions, flooding, the desk page and its headers, production secrets,
+what reaches the logs. docs/reliability.md tells the attack each test stands for.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import time_machine
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from admin_scripts import cli
+from admin_scripts.cli import Exit, main
+from bot import dispatch
+from bot import runtime as bot_runtime
+from bot.app import STATIC_DIR, create_app
+from bot.channels import telegram, wechat
+from bot.channels.telegram import TelegramSender
+from bot.runtime import Runtime
+from bot.texts import text as catalogue
+from storage import queries
+from storage.db import get_engine, session_scope
+from storage.models import (
+    Event,
+    InboxMessage,
+    InboxStatus,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    Request,
+    Role,
+    WebSession,
+    utcnow,
+)
+from storage.settings import REDACTED, Settings, get_settings, load_settings
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.wechat import FakeWeChat
+from tests.utils.app import TestClient
+from tests.utils.harness import Desk
+from tests.utils.telegram import SECRET, QuickLimiter, TelegramDesk
+from workflow import service
+from workflow.errors import TransitionNotAllowed
+from workflow.machine import Action, State, transition
+from workflow.permissions import may_view, permitted
+
+#: Any CJK character: answers are sentences in Simplified Chinese.
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+#: The departments of every story here.
+RIGHT, OTHER = "城管执法", "市场监管"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def auth(token: str) -> dict[str, str]:
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_token(client: TestClient, name: str = "") -> str:
+    """A new web chat identity's token, made through the API."""
+    response = client.post("/api/web/session", json={"name": name} if name else {})
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def say(client: TestClient, token: str, text: str) -> Any:
+    """POSTs typed text as that identity (a fresh client message id each time)."""
+    return client.post("/api/web/messages", json={"id": uuid.uuid4().hex, "text": text},
+                       headers=auth(token))
+
+
+def read(client: TestClient, token: str, after: int = 0) -> list[dict[str, Any]]:
+    """The identity's messages after `after`, without waiting."""
+    response = client.get(f"/api/web/messages?after={after}&wait=0", headers=auth(token))
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["messages"]
+    return found
+
+
+def person_of(runtime: Runtime, token: str) -> Person:
+    """The person row behind a web token."""
+    with Session(runtime.engine) as session:
+        person = queries.person_for_web_token(session=session, token=token, now=utcnow())
+        assert person is not None
+        return person
+
+
+def requests_of(runtime: Runtime, person_id: int) -> list[Request]:
+    """The person's requests, oldest first."""
+    with Session(runtime.engine) as session:
+        return list(session.exec(select(Request).where(Request.requester_id == person_id)
+                                 .order_by(Request.id)).all())  # type: ignore[arg-type]
+
+
+def inbox_count(runtime: Runtime, chat_id: str | None = None) -> int:
+    """How many inbox rows are stored (of one chat)."""
+    with Session(runtime.engine) as session:
+        statement = select(func.count()).select_from(InboxMessage)
+        if chat_id is not None:
+            statement = statement.where(InboxMessage.chat_id == chat_id)
+        return int(session.exec(statement).one())
+
+
+def runtime_with(settings: Settings, **changes: Any) -> Runtime:
+    """A runtime on the same database with some settings changed."""
+    changed = settings.model_copy(update=changes)
+    return Runtime(settings=changed, engine=get_engine(changed.database_url))
+
+
+def with_departments(runtime: Runtime) -> Desk:
+    """A harness with the two departments and a catch-all category routed to the committee."""
+    desk = Desk(runtime)
+    desk.add_department(RIGHT)
+    desk.add_department(OTHER)
+    desk.add_category("其他", [], fallback=True)
+    return desk
+
+
+def bind(client: TestClient, desk: Desk, token: str, role: str, department: str | None = None
+         ) -> None:
+    """Binds a web identity with an invitation code, typed through the API."""
+    assert say(client, token, f"绑定 {desk.invite(role, department)}").status_code == 202
+    desk.work()
+    assert "绑定成功" in read(client, token)[-1]["text"]
+
+
+# --- 1. the permission matrix ---------------------------------------------------------------
+
+
+#: Chat command -> (the workflow action it attempts, the line typed; None: 查询, a view).
+COMMANDS: dict[str, tuple[Action | None, str]] = {
+    "受理": (Action.ACCEPT, "受理 {n}"),
+    "转单": (Action.FORWARD, f"转单 {{n}} {RIGHT}"),
+    "驳回": (Action.REJECT, "驳回 {n} 不属于受理范围"),
+    "接收": (Action.TAKE, "接收 {n}"),
+    "退单": (Action.RETURN, "退单 {n} 不属于本部门职责"),
+    "办结": (Action.COMPLETE, "办结 {n} 已处理完毕"),
+    "回单": (Action.APPROVE, "回单 {n}"),
+    "返工": (Action.SEND_BACK, "返工 {n} 请补充现场照片"),
+    "评价": (Action.RATE, "评价 {n} 已解决 满意"),
+    "撤销": (Action.CANCEL, "撤销 {n}"),
+    "补充": (Action.SUPPLEMENT, "补充 {n} 晚上七点以后最明显"),
+    "查询": (None, "查询 {n}"),
+}
+
+#: The request text of the matrix (a 查询 that may see the request shows it).
+MATRIX_TEXT = "幸福里小区门口的路灯坏了"
+
+
+@dataclass
+class Actor:
+    """One identity of the matrix: its token, person, and role as permitted() sees it."""
+
+    label: str
+    token: str
+    person_id: int
+    chat_id: str
+    role: str
+    department_id: int | None = None
+    owner: bool = False
+
+
+@dataclass
+class Cast:
+    """Everyone of the matrix, on one runtime."""
+
+    runtime: Runtime
+    client: TestClient
+    desk: Desk
+    actors: list[Actor] = field(default_factory=list)
+    departments: dict[str, int] = field(default_factory=dict)
+    setups: Iterator[int] = field(default_factory=itertools.count)
+
+    def actor(self, label: str) -> Actor:
+        return next(actor for actor in self.actors if actor.label == label)
+
+    def person(self, session: Session, label: str) -> Person:
+        person = session.get(Person, self.actor(label).person_id)
+        assert person is not None
+        return person
+
+    def bring_to(self, state: State) -> str:
+        """A fresh request of the owner, moved to `state` with workflow.service."""
+        with session_scope(self.runtime.engine) as session:
+            tx = self.runtime.tx(session, f"setup:{next(self.setups)}")
+            number = service.submit(tx, self.person(session, "owner"), MATRIX_TEXT).number
+            worker = self.person(session, "worker")
+            staff = self.person(session, "staff of the right department")
+            if state is State.HANDLING:
+                service.accept(tx, worker, number)
+            if state in (State.FORWARDED, State.DEPT_HANDLING, State.REVIEW, State.REPLIED,
+                         State.CLOSED):
+                service.forward(tx, worker, number, RIGHT)
+            if state in (State.DEPT_HANDLING, State.REVIEW, State.REPLIED, State.CLOSED):
+                service.take(tx, staff, number)
+            if state in (State.REVIEW, State.REPLIED, State.CLOSED):
+                service.complete(tx, staff, number, "已更换灯泡")
+            if state in (State.REPLIED, State.CLOSED):
+                service.approve(tx, worker, number)
+            if state is State.CLOSED:
+                service.rate(tx, self.person(session, "owner"), number, True, "满意")
+            if state is State.REJECTED:
+                service.reject(tx, worker, number, "不属于受理范围")
+            if state is State.CANCELLED:
+                service.cancel(tx, self.person(session, "owner"), number)
+            # What the setup told people is not delivered: each command's answer is then the
+            # newest message its identity reads.
+            session.execute(update(OutboxMessage)
+                            .where(OutboxMessage.idempotency_key.startswith("setup:"))  # type: ignore[attr-defined]
+                            .where(OutboxMessage.status == OutboxStatus.PENDING)  # type: ignore[arg-type]
+                            .values(status=OutboxStatus.SKIPPED))
+        assert self.desk.request(number).state == state
+        return number
+
+    def command(self, actor: Actor, line: str) -> None:
+        """`actor` types `line` through the web API; its inbox is then handled and its own
+        messages delivered, synchronously, with the functions the actors call."""
+        response = say(self.client, actor.token, line)
+        assert response.status_code == 202, response.text
+        dispatch.process_chat(self.runtime, "web", actor.chat_id)
+        with Session(self.runtime.engine) as session:
+            pending = queries.next_outbox_for(session=session, person_id=actor.person_id)
+        if pending is not None and pending.id is not None:
+            dispatch.deliver(self.runtime, pending.id)
+
+
+def cast_of(runtime: Runtime, client: TestClient) -> Cast:
+    """The owner, another requester, a worker, a leader, staff of two departments and the
+    committee group, each a web identity (staff bound by invitation codes typed in the chat)."""
+    desk = with_departments(runtime)
+    cast = Cast(runtime, client, desk)
+    with Session(runtime.engine) as session:
+        for name in (RIGHT, OTHER):
+            found = queries.get_department_by_name(session=session, name=name)
+            assert found is not None and found.id is not None
+            cast.departments[name] = found.id
+    plan: list[tuple[str, str, str | None]] = [
+        ("owner", "requester", None),
+        ("another requester", "requester", None),
+        ("worker", "worker", None),
+        ("leader", "leader", None),
+        ("staff of the right department", "department", RIGHT),
+        ("staff of another department", "department", OTHER),
+        ("committee group", "group", None),
+    ]
+    for label, role, department in plan:
+        token = new_token(client, label)
+        if role in ("worker", "leader", "department"):
+            bind(client, desk, token, role, department)
+        person = person_of(runtime, token)
+        if role == "group":
+            # A group never binds (it is REDESK_TELEGRAM_COMMITTEE_CHAT): its role is set.
+            with session_scope(runtime.engine) as session:
+                session.execute(update(Person).where(Person.id == person.id)  # type: ignore[arg-type]
+                                .values(role=Role.GROUP))
+        assert person.id is not None
+        cast.actors.append(Actor(label, token, person.id, person.external_id, role,
+                                 cast.departments.get(department or ""), label == "owner"))
+    return cast
+
+
+def expected_outcome(action: Action, request: Request, actor: Actor) -> State | None:
+    """The state the command leads to by permitted() and the transition table; None: refused.
+
+    Department staff pressing 办结 on a forwarded card take it first (接收, then 办结).
+    """
+    state = State(request.state)
+    in_department = actor.role == "department" and actor.department_id == request.department_id
+    steps = [action]
+    if action is Action.COMPLETE and state is State.FORWARDED and in_department:
+        steps = [Action.TAKE, Action.COMPLETE]
+    for step in steps:
+        if not permitted(step, state, role=actor.role, is_requester=actor.owner,
+                         in_department=in_department):
+            return None
+        try:
+            state = transition(state, step, with_department=request.department_id is not None)
+        except TransitionNotAllowed:
+            return None
+    return state
+
+
+def row_of(request: Request) -> dict[str, Any]:
+    """Every column of a request row."""
+    return request.model_dump()
+
+
+def events_after(runtime: Runtime, number: str, after: int) -> list[Event]:
+    """The request's events with an id above `after`."""
+    with Session(runtime.engine) as session:
+        request = queries.get_request_by_number(session=session, number=number)
+        assert request is not None and request.id is not None
+        return [event for event in queries.events_of_request(session=session,
+                                                              request_id=request.id)
+                if (event.id or 0) > after]
+
+
+def last_event_id(runtime: Runtime) -> int:
+    """The newest event's id."""
+    with Session(runtime.engine) as session:
+        return int(session.exec(select(func.max(Event.id))).one() or 0)
+
+
+def test_every_role_command_and_state_is_allowed_exactly_as_the_permission_table_says(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given every kind of identity on the web desk (no flood limit: this is about rights)
+    runtime = runtime_with(settings, flood_per_minute=0)
+    with TestClient(create_app(runtime)) as client:
+        cast = cast_of(runtime, client)
+        seen = {actor.label: len(read(client, actor.token)) for actor in cast.actors}
+        mismatches: list[str] = []
+        cases = 0
+
+        for state in State:
+            number = cast.bring_to(state)
+            for actor, (word, (action, line)) in itertools.product(cast.actors,
+                                                                   COMMANDS.items()):
+                cases += 1
+                before = cast.desk.request(number)
+                first_new_event = last_event_id(runtime)
+
+                # When the identity types the command through the web API
+                cast.command(actor, line.format(n=number))
+
+                # Then it acted exactly when permitted() and the transition table allow it
+                after = cast.desk.request(number)
+                replies = read(client, actor.token, seen[actor.label])
+                seen[actor.label] += len(replies)
+                answer = replies[-1]["text"] if replies else "(no answer)"
+                case = f"{state.value:>13} | {actor.label:<30} | {word}"
+                if action is None:
+                    visible = may_view(role=actor.role, is_requester=actor.owner,
+                                       in_department=actor.role == "department"
+                                       and actor.department_id == before.department_id)
+                    shown = MATRIX_TEXT in answer and number in answer
+                    unknown = answer == catalogue("error.unknown_request", number=number)
+                    if (visible and not shown) or (not visible and not unknown):
+                        mismatches.append(f"{case}: expected {'shown' if visible else 'unknown'}"
+                                          f", answered {answer[:60]!r}")
+                    if row_of(after) != row_of(before):
+                        mismatches.append(f"{case}: a view changed the request")
+                    continue
+                target = expected_outcome(action, before, actor)
+                acted = [event for event in events_after(runtime, number, first_new_event)
+                         if event.outcome == "ok" and event.actor_id == actor.person_id]
+                changed = bool(acted) or row_of(after) != row_of(before)
+                if target is None and changed:
+                    mismatches.append(f"{case}: expected refused, but it acted "
+                                      f"({before.state} -> {after.state})")
+                elif target is None and not CHINESE.search(answer):
+                    mismatches.append(f"{case}: refused without an answer")
+                elif target is not None and (not acted or after.state != target):
+                    mismatches.append(f"{case}: expected {before.state} -> {target.value}, got "
+                                      f"{after.state}; answered {answer[:60]!r}")
+                if changed:
+                    # The request moved on: the next command starts from a fresh one.
+                    number = cast.bring_to(state)
+
+    assert cases == len(State) * len(cast.actors) * len(COMMANDS)
+    assert not mismatches, f"{len(mismatches)} of {cases} cases differ:\n" + "\n".join(
+        mismatches)
+
+
+# --- 2. what a requester can see; web sessions ---------------------------------------------
+
+
+#: A well-formed number nobody was given.
+UNKNOWN = "SQ-20000101-0001"
+
+
+def only_answer(client: TestClient, desk: Desk, token: str, line: str) -> dict[str, Any]:
+    """Types `line`, handles it, and returns the one answer."""
+    before = len(read(client, token))
+    assert say(client, token, line).status_code == 202
+    desk.work()
+    answers = read(client, token, before)
+    assert len(answers) == 1, answers
+    return answers[0]
+
+
+def test_a_requester_asking_about_another_s_number_is_answered_exactly_like_an_unknown_one(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Given B's request
+    desk = with_departments(runtime)
+    token_a, token_b = new_token(client, "甲"), new_token(client, "乙")
+    assert say(client, token_b, "乙家楼下的噪音太大ZX81").status_code == 202
+    desk.work()
+    theirs = desk.requests()[-1]
+
+    for line in ("查询 {n}", "/status {n}", "查询{n}"):
+        # When A asks about B's number, and about a number nobody was given
+        refused = only_answer(client, desk, token_a, line.format(n=theirs.number))
+        unknown = only_answer(client, desk, token_a, line.format(n=UNKNOWN))
+
+        # Then both answers are the same sentence, and say nothing of the request
+        assert refused["text"].replace(theirs.number, UNKNOWN) == unknown["text"], line
+        assert refused["buttons"] == unknown["buttons"] == []
+        assert "没有找到" in refused["text"] and "ZX81" not in refused["text"]
+
+    # And B's request is as it was
+    assert row_of(desk.request(theirs.number)) == row_of(theirs)
+
+
+def test_a_requester_acting_on_another_s_number_learns_nothing_of_the_request(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Given B's request, already forwarded to a department
+    desk = with_departments(runtime)
+    token_a, token_b = new_token(client, "甲"), new_token(client, "乙")
+    assert say(client, token_b, "乙家楼下的噪音太大ZX81").status_code == 202
+    desk.work()
+    number = desk.requests()[-1].number
+    with session_scope(runtime.engine) as session:
+        worker = Person(channel="web", external_id="matrix-worker", role=Role.WORKER)
+        session.add(worker)
+        session.flush()
+        service.forward(runtime.tx(session, "setup:forward"), worker, number, RIGHT)
+    theirs = desk.request(number)
+
+    for line in (f"撤销 {number}", f"补充 {number} 我也听到了", f"评价 {number} 已解决 满意"):
+        # When A tries to act on it
+        answer = only_answer(client, desk, token_a, line)["text"]
+
+        # Then A is refused, and learns neither its text, nor its state, nor its department
+        # (the refusal does say the number exists: see docs/reliability.md)
+        assert "不能执行" in answer, answer
+        for secret in ("ZX81", "噪音", RIGHT, "已转单", "转单"):
+            assert secret not in answer, (line, answer)
+
+    # And B's request is as it was; each attempt is on record as refused
+    assert row_of(desk.request(number)) == row_of(theirs)
+    refused = [e.action for e in desk.events(number) if e.outcome == "refused"]
+    assert refused == ["cancel", "supplement", "rate"]
+
+
+def test_web_tokens_are_random_distinct_and_stored_only_as_digests(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # When 100 web identities are made
+    tokens = [new_token(client) for _ in range(100)]
+
+    # Then every token is different and carries at least 128 random bits (urlsafe base64)
+    assert len(set(tokens)) == 100
+    for token in tokens:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        assert len(raw) * 8 >= 128, token
+    # (no two share even a 32-bit prefix: they are not a counter or a timestamp)
+    assert len({token[:6] for token in tokens}) == 100
+
+    # And the database keeps only their SHA-256 digests, nowhere the token itself
+    with Session(runtime.engine) as session:
+        rows = session.exec(select(WebSession)).all()
+        people = session.exec(select(Person)).all()
+        stored = " ".join(str(value) for row in [*rows, *people]
+                          for value in row.model_dump().values())
+    assert {row.token_hash for row in rows} == {
+        hashlib.sha256(token.encode()).hexdigest() for token in tokens}
+    assert not any(token in stored for token in tokens)
+
+
+def test_a_web_token_expires_after_redesk_web_session_days(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given REDESK_WEB_SESSION_DAYS=2 and a token made now
+    runtime = runtime_with(settings, web_session_days=2)
+    start = utcnow()
+    with time_machine.travel(start, tick=False) as traveller, \
+            TestClient(create_app(runtime)) as client:
+        token = new_token(client)
+
+        # When a day and 23 hours have passed, it still works
+        traveller.shift(timedelta(days=1, hours=23))
+        assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 200
+        assert say(client, token, "帮助").status_code == 202
+
+        # Then, two days and a minute after it was made, it is refused, and stores nothing
+        traveller.shift(timedelta(hours=1, minutes=1))
+        stored = inbox_count(runtime)
+        assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 401
+        refused = say(client, token, "帮助")
+        assert refused.status_code == 401
+        assert refused.json()["error"] == catalogue("api.unauthorized")
+        assert inbox_count(runtime) == stored
+
+
+def test_one_identity_s_token_reads_and_writes_only_as_that_identity(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Given A and B, each with a request and its receipt
+    desk = with_departments(runtime)
+    token_a, token_b = new_token(client, "甲"), new_token(client, "乙")
+    person_b = person_of(runtime, token_b)
+    assert say(client, token_a, "甲：路灯坏了AAA1").status_code == 202
+    assert say(client, token_b, "乙：井盖丢了BBB2").status_code == 202
+    desk.work()
+    number_b = requests_of(runtime, person_b.id or 0)[0].number
+
+    # When A reads its messages, from the very start
+    seen_a = read(client, token_a, after=-1)
+
+    # Then it gets its own receipt only, nothing of B's
+    assert len(seen_a) == 1
+    assert all(number_b not in m["text"] and "BBB2" not in m["text"] for m in seen_a)
+
+    # And a body that names B's chat is still A's message (identity comes from the token)
+    before_b = inbox_count(runtime, person_b.external_id)
+    response = client.post("/api/web/messages", headers=auth(token_a), json={
+        "id": "impostor", "text": f"撤销 {number_b}", "chat_id": person_b.external_id,
+        "person_id": person_b.id, "token": token_b})
+    assert response.status_code == 202
+    desk.work()
+    assert inbox_count(runtime, person_b.external_id) == before_b
+    assert desk.request(number_b).state == State.NEW
+
+
+# --- 3. flooding ----------------------------------------------------------------------------
+
+
+def test_a_web_requester_flooding_is_slowed_down_and_nobody_else_is_affected(
+    client: TestClient, runtime: Runtime, stub_broker: dramatiq.Broker
+) -> None:
+    # Given a requester, a neighbour and a worker; REDESK_FLOOD_PER_MINUTE at its default
+    limit = runtime.settings.flood_per_minute
+    assert limit == 20
+    desk = with_departments(runtime)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        flooder, neighbour = new_token(client, "刷屏者"), new_token(client, "邻居")
+        worker = new_token(client, "王书记")
+        bind(client, desk, worker, "worker")
+
+        # When the requester sends 100 messages within the same minute (the neighbour writes
+        # halfway through, the worker presses on)
+        answers = []
+        for index in range(100):
+            answers.append(client.post("/api/web/messages", headers=auth(flooder), json={
+                "id": f"flood-{index}", "text": f"第{index}件：{index}号楼的楼道灯坏了"}))
+            if index == 50:
+                assert say(client, neighbour, "邻居：小区门口积水严重").status_code == 202
+        staff_answers = [say(client, worker, "待办").status_code for _ in range(limit + 5)]
+
+        # Then the first 20 are accepted and every later one is refused with 429, a
+        # Retry-After within the minute, and a polite sentence in Simplified Chinese
+        assert [a.status_code for a in answers] == [202] * limit + [429] * (100 - limit)
+        slow_down = answers[-1].json()["error"]
+        assert slow_down == catalogue("api.rate_limited", limit=limit)
+        assert CHINESE.search(slow_down) and "频繁" in slow_down
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+        # (staff, bound by invitation, are not limited)
+        assert staff_answers == [202] * (limit + 5)
+
+        # And a client's retry of a message already accepted is still acknowledged, once
+        retry = client.post("/api/web/messages", headers=auth(flooder), json={
+            "id": "flood-3", "text": "第3件：3号楼的楼道灯坏了"})
+        assert retry.status_code == 202
+
+        # And what was accepted becomes requests: all 20, each once; the neighbour's too
+        desk.work()
+        flooder_person = person_of(runtime, flooder)
+        made = [r.text for r in requests_of(runtime, flooder_person.id or 0)]
+        assert made == [f"第{i}件：{i}号楼的楼道灯坏了" for i in range(limit)]
+        assert inbox_count(runtime, flooder_person.external_id) == limit
+        neighbours = requests_of(runtime, person_of(runtime, neighbour).id or 0)
+        assert [r.text for r in neighbours] == ["邻居：小区门口积水严重"]
+        assert len(read(client, flooder)) == limit
+
+        # And a minute later the requester may write again
+        traveller.shift(timedelta(seconds=61))
+        assert say(client, flooder, "第100件：楼道灯还是不亮").status_code == 202
+
+
+def test_a_telegram_requester_flooding_makes_no_more_requests_and_is_asked_once_to_slow_down(
+    channels_on: Runtime, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given REDESK_FLOOD_PER_MINUTE=20 in this process, a flooder and a neighbour on Telegram
+    monkeypatch.setenv("REDESK_FLOOD_PER_MINUTE", "20")
+    get_settings.cache_clear()
+    try:
+        runtime = channels_on
+        tg = TelegramDesk(runtime, fake_telegram)
+        with_departments(runtime)
+        flooder, neighbour = fake_telegram.user(8001, "刷屏者"), fake_telegram.user(8002, "邻居")
+
+        # When the flooder's 100 messages arrive within a minute, the neighbour's among them
+        for index in range(100):
+            tg.store(fake_telegram.text_update(flooder, f"第{index}件：{index}号楼的楼道灯坏了"))
+            if index == 50:
+                tg.store(fake_telegram.text_update(neighbour, "邻居：小区门口积水严重"))
+        tg.work()
+
+        # Then the first 20 became requests, in order; the rest none
+        made = [r.text for r in tg.requests() if r.requester_id == tg.person(8001).id]
+        assert made == [f"第{i}件：{i}号楼的楼道灯坏了" for i in range(20)]
+        # And the flooder got 20 receipts and one polite request to slow down, nothing more
+        texts = tg.texts(8001)
+        assert len(texts) == 21
+        assert texts[-1] == catalogue("error.flooded", limit=20)
+        assert all("已受理登记" in text for text in texts[:20])
+        # And every message is kept (handled, not dropped), the neighbour was answered
+        assert all(row.status == InboxStatus.DONE for row in tg.inbox())
+        assert len(tg.inbox()) == 101
+        assert [r.text for r in tg.requests() if r.requester_id == tg.person(8002).id] == [
+            "邻居：小区门口积水严重"]
+        assert "已受理登记" in tg.texts(8002)[-1]
+
+        # And commands are still answered during the flood
+        tg.say(flooder, "查询")
+        assert "您最近的诉求" in tg.texts(8001)[-1]
+
+        # And once the minute has passed, a message makes a request again
+        with session_scope(runtime.engine) as session:
+            session.execute(update(InboxMessage).values(
+                received_at=utcnow() - timedelta(minutes=2)))
+        tg.say(flooder, "楼道灯还是不亮")
+        assert "已受理登记" in tg.texts(8001)[-1]
+    finally:
+        get_settings.cache_clear()
+
+
+# --- 4. the desk page: CSP, escaping, headers, cross-site posts -----------------------------
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as directive -> sources."""
+    directives: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        words = part.split()
+        if words:
+            directives[words[0].lower()] = words[1:]
+    return directives
+
+
+def test_the_desk_page_forbids_inline_script_and_has_none(client: TestClient) -> None:
+    response = client.get("/desk")
+
+    # The policy: scripts only from the desk's own origin, no inline code, no eval, no frames
+    policy = csp_directives(response.headers["content-security-policy"])
+    scripts = policy.get("script-src", policy["default-src"])
+    assert scripts == ["'self'"], scripts
+    assert policy["default-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["form-action"] == ["'self'"]
+    assert "'unsafe-inline'" not in policy.get("style-src", [])
+    # And the page needs none: every script is a file, no event handler attribute
+    html = response.text
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/desk.js" defer>']
+    assert all(not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", html,
+                                                       flags=re.S))
+    assert not re.search(r"\son[a-z]+\s*=", html, flags=re.I)
+    assert "javascript:" not in html.lower()
+
+
+def test_a_request_with_a_script_tag_is_data_in_the_api_and_text_on_the_page(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Given a worker, and a resident whose request carries markup
+    desk = with_departments(runtime)
+    worker = new_token(client, "王书记")
+    bind(client, desk, worker, "worker")
+    resident = new_token(client, "某人")
+    payload = '<script>alert(1)</script><img src=x onerror="alert(2)">路灯坏了'
+
+    # When it is submitted and the worker gets the card
+    assert say(client, resident, payload).status_code == 202
+    desk.work()
+    raw = client.get("/api/web/messages?after=1&wait=0", headers=auth(worker))
+
+    # Then the API returns it as JSON data, unchanged and unescaped (escaping is the page's
+    # business, and the page never parses it as HTML)
+    assert raw.headers["content-type"].startswith("application/json")
+    assert raw.headers["x-content-type-options"] == "nosniff"
+    card = raw.json()["messages"][-1]["text"]
+    assert payload in card
+    assert desk.requests()[-1].text == payload
+
+    # And desk.js puts every message, button label and notice into the page as text
+    script = (STATIC_DIR / "desk.js").read_text(encoding="utf-8")
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                 "DOMParser", "createContextualFragment", "eval(", "new Function",
+                 "setAttribute(\"on", "srcdoc"):
+        assert sink not in script, sink
+    assert "if (text !== undefined && text !== null) node.textContent = text;" in script
+    assert 'make("div", "bubble", entry.text)' in script  # bot and user messages
+    assert 'make("button", "btn btn-action", b.label)' in script  # buttons
+    assert 'make("span", null, entry.text)' in script  # notices (server error sentences)
+
+
+#: Every kind of endpoint, and an answer of each kind (method, path, extra request arguments).
+ENDPOINTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/", {}),
+    ("GET", "/desk", {}),
+    ("GET", "/static/desk.js", {}),
+    ("GET", "/static/desk.css", {}),
+    ("POST", "/api/web/session", {"json": {}}),
+    ("POST", "/api/web/session", {"data": {"name": "x"}}),
+    ("GET", "/api/web/messages?wait=0", {"token": True}),
+    ("GET", "/api/web/messages", {}),
+    ("POST", "/api/web/messages", {"token": True, "json": {"text": "帮助"}}),
+    ("POST", "/api/web/messages", {"token": True, "json": {"text": 5}}),
+    ("POST", "/api/web/messages", {"json": {"text": "帮助"}}),
+    ("DELETE", "/api/web/messages", {}),
+    ("POST", "/telegram/webhook", {"json": {}}),
+    ("GET", "/wechat", {}),
+    ("POST", "/wechat", {"content": b"<xml/>"}),
+    ("GET", "/healthz", {}),
+    ("GET", "/metrics", {}),
+    ("GET", "/no-such-page", {}),
+]
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    token = new_token(client)
+    statuses = set()
+    for method, path, options in ENDPOINTS:
+        options = dict(options)
+        headers = auth(token) if options.pop("token", False) else {}
+        response = client.request(method, path, headers=headers, follow_redirects=False,
+                                  **options)
+        statuses.add(response.status_code)
+        where = f"{method} {path} ({response.status_code})"
+        assert "default-src 'self'" in response.headers.get("content-security-policy", ""), where
+        assert response.headers.get("x-content-type-options") == "nosniff", where
+        assert response.headers.get("x-frame-options") == "DENY", where
+        assert response.headers.get("referrer-policy") == "no-referrer", where
+        assert "set-cookie" not in response.headers, where
+        assert "access-control-allow-origin" not in response.headers, where
+    # (answers of every kind were seen: ok, redirect, client errors)
+    assert {200, 201, 202, 307, 400, 401, 403, 404, 405, 415} <= statuses
+
+
+def test_even_the_answer_to_an_unexpected_error_carries_the_security_headers(
+    stub_broker: dramatiq.Broker,
+) -> None:
+    # Given an app whose database does not answer (/metrics then fails unexpectedly)
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/none"
+    settings = Settings(database_url=url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+    app = create_app(Runtime(settings=settings, engine=get_engine(url)))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/metrics")
+
+    # Then Starlette's own 500 (answered outside the routes) has them too
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_a_cross_site_form_post_is_refused(client: TestClient, runtime: Runtime) -> None:
+    # Given a resident with a token the desk keeps in its own tab (never in a cookie)
+    token = new_token(client, "张阿姨")
+    evil = {"Origin": "https://evil.example", "Referer": "https://evil.example/page"}
+    with Session(runtime.engine) as session:
+        identities = len(session.exec(select(WebSession)).all())
+
+    # When another site's page posts a form to the API (a browser sends no token with it)
+    form = client.post("/api/web/messages", data={"id": "x", "text": "撤销 SQ-20260101-0001"},
+                       headers=evil)
+    plain = client.post("/api/web/messages", content=b'{"id": "y", "text": "hi"}',
+                        headers={**evil, "Content-Type": "text/plain"})
+    identity = client.post("/api/web/session", content=b'{"name": "x"}',
+                           headers={**evil, "Content-Type": "text/plain"})
+    # (and even with the token, a form-encoded body is not the desk's JSON)
+    with_token = client.post("/api/web/messages", data={"text": "hi"},
+                             headers={**evil, **auth(token)})
+    # (a preflight for a JSON post with the token is not answered with CORS permission)
+    preflight = client.options("/api/web/messages", headers={
+        **evil, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+
+    # Then all are refused, and nothing is stored or created
+    assert form.status_code == 401 and plain.status_code == 401
+    assert identity.status_code == 415 and with_token.status_code == 415
+    assert CHINESE.search(identity.json()["error"])
+    assert preflight.status_code >= 400
+    assert "access-control-allow-origin" not in preflight.headers
+    assert inbox_count(runtime) == 0
+    with Session(runtime.engine) as session:
+        assert len(session.exec(select(WebSession)).all()) == identities
+
+
+# --- 5. production refuses placeholder secrets ----------------------------------------------
+
+
+#: A production configuration with real-looking secrets (Telegram webhook, WeChat safe mode).
+GOOD_PRODUCTION: dict[str, str] = {
+    "REDESK_ENV": "production",
+    "REDESK_PUBLIC_URL": "https://desk.example.org",
+    "REDESK_TELEGRAM_TOKEN": "7212345678:AAF3kq9Zp0wXv2LmN8rT5yB1cD4eG7hJ6sU",
+    "REDESK_TELEGRAM_WEBHOOK_SECRET": "Xq7-mB2_vR9kLp4Wz8Nc3Ht6Yj1Fs5Dg",
+    "REDESK_WECHAT_APP_ID": "wx1a2b3c4d5e6f7a8b",
+    "REDESK_WECHAT_APP_SECRET": "9f86d081884c7d659a2feaa0c55ad015",
+    "REDESK_WECHAT_TOKEN": "Kf83jsQ0wPz71LmX",
+    "REDESK_WECHAT_AES_KEY": "Zk3Qw9Lm2Xp8Rt5Yv1Bn7Cd4Fg6Hj0Ks3Mq9Wx2Ez5U",
+}
+
+
+@pytest.fixture
+def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                   sqlite_template: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A clean environment (no REDESK_* but a fresh SQLite file) run from an empty directory."""
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDESK_DATABASE_URL", f"sqlite:///{tmp_path / 'redesk.db'}")
+    bot_runtime.reset()
+    yield monkeypatch
+    bot_runtime.reset()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", "changeme"),
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", "CHANGE_ME_PLEASE"),
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", "s3cr3t-42"),
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", ""),
+        ("REDESK_TELEGRAM_TOKEN", "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"),
+        ("REDESK_WECHAT_TOKEN", "changeme"),
+        ("REDESK_WECHAT_TOKEN", "weixin"),
+        ("REDESK_WECHAT_APP_SECRET", "your_app_secret"),
+        ("REDESK_WECHAT_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+        ("REDESK_WECHAT_AES_KEY", "a" * 43),
+        ("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:secret@db.internal/redesk"),
+    ],
+    ids=["webhook-changeme", "webhook-change-me", "webhook-short", "webhook-missing",
+         "telegram-sample-token", "wechat-token-changeme", "wechat-token-short",
+         "wechat-appsecret-placeholder", "wechat-aes-sample", "wechat-aes-one-character",
+         "database-password-secret"],
+)
+def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
+    production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str,
+    value: str,
+) -> None:
+    # Given a production configuration with one secret that is a placeholder (or missing)
+    for name, good in {**GOOD_PRODUCTION, setting: value}.items():
+        production_env.setenv(name, good)
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("`redesk run` went on past its configuration checks")
+
+    production_env.setattr(cli, "_prepare_database", started)
+
+    # When `redesk run` starts
+    code = main(["run"])
+
+    # Then it stops at once with the configuration exit code and one line naming the setting
+    assert code == Exit.CONFIG == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert setting in lines[0]
+    assert value not in lines[0] or not value, "the error must not echo the secret"
+
+
+def test_production_accepts_real_secrets_and_development_accepts_placeholders(
+    production_env: pytest.MonkeyPatch,
+) -> None:
+    for name, value in GOOD_PRODUCTION.items():
+        production_env.setenv(name, value)
+    assert load_settings().env == "production"
+
+    production_env.setenv("REDESK_ENV", "development")
+    production_env.setenv("REDESK_TELEGRAM_WEBHOOK_SECRET", "changeme")
+    production_env.setenv("REDESK_WECHAT_TOKEN", "changeme")
+    assert load_settings().telegram_webhook_secret == "changeme"
+
+
+# --- 6. what reaches the logs ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
+    """The fake Bot API, limits far looser than the QuickLimiter's spacing."""
+    # RetryAfter warns without it, and filterwarnings=error would turn a 429 into that warning.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    server = FakeTelegram(per_chat_interval=0.005, group_per_minute=6000,
+                          global_per_second=6000).start()
+    try:
+        yield server
+    finally:
+        telegram.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def fake_wechat() -> Iterator[FakeWeChat]:
+    """The fake WeChat API; callbacks in safe mode (signed and AES-encrypted)."""
+    server = FakeWeChat(safe=True).start()
+    try:
+        yield server
+    finally:
+        wechat.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def channels_on(
+    db_url: str, fake_telegram: FakeTelegram, fake_wechat: FakeWeChat, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Runtime:
+    """A runtime with the web desk, Telegram (webhook secret) and WeChat (safe mode) on, its
+    settings read from the environment the way every redesk process reads them."""
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    environment = {
+        **fake_wechat.settings_env(),
+        "REDESK_DATABASE_URL": db_url, "REDESK_TELEGRAM_TOKEN": fake_telegram.token,
+        "REDESK_TELEGRAM_API_URL": fake_telegram.url,
+        "REDESK_TELEGRAM_WEBHOOK_SECRET": SECRET, "REDESK_MEDIA_DIR": str(tmp_path / "media"),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    runtime = Runtime(settings=settings, engine=get_engine(db_url))
+    sender = TelegramSender(settings, limiter=QuickLimiter())
+    monkeypatch.setitem(dispatch.SENDERS, telegram.CHANNEL, sender)
+    return runtime
+
+
+def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
+    channels_on: Runtime, fake_telegram: FakeTelegram, fake_wechat: FakeWeChat,
+    stub_broker: dramatiq.Broker, caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime, tg_fake, wx_fake = channels_on, fake_telegram, fake_wechat
+    tg = TelegramDesk(runtime, tg_fake)
+    desk = with_departments(runtime)
+    phone, walk_in_phone = "13912345678", "13787654321"
+    tg_text = f"幸福里7号楼电梯困人XQ7Z，我的电话{phone}"
+    wx_text = "和平路口井盖丢失WJ3K，请尽快处理"
+    walk_in_text = "来访群众反映楼道堆物KV9P"
+    caplog.set_level(logging.DEBUG)
+
+    with TestClient(create_app(runtime)) as client:
+        # A worker binds on the web desk and another on Telegram, with invitation codes
+        worker = new_token(client, "王书记")
+        code = desk.invite("worker")
+        assert say(client, worker, f"绑定 {code}").status_code == 202
+        tg_code = desk.invite("worker")
+        tg_worker = tg_fake.user(7002, "李干事")
+        tg.say(tg_worker, f"绑定 {tg_code}")
+        desk.work()
+
+        # A resident writes on Telegram through the webhook (and someone tries without the
+        # secret); the worker accepts it
+        resident = tg_fake.user(7001, "居民甲")
+        update_body = tg_fake.text_update(resident, tg_text)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        assert client.post("/telegram/webhook", json=update_body, headers=headers
+                           ).status_code == 200
+        assert client.post("/telegram/webhook", json=update_body,
+                           headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}
+                           ).status_code == 403
+        desk.work()
+        number = desk.requests()[-1].number
+        assert say(client, worker, f"受理 {number}").status_code == 202
+
+        # A resident writes on WeChat (a signed, encrypted callback; a replay with a bad
+        # signature is refused), and the server verification is done once
+        callback = wx_fake.text("o_resident_log_test", wx_text)
+        assert client.post("/wechat", params=callback.params, content=callback.body,
+                           headers={"Content-Type": "text/xml"}).text == "success"
+        forged = {**callback.params, "msg_signature": "0" * 40, "signature": "0" * 40}
+        assert client.post("/wechat", params=forged, content=callback.body,
+                           headers={"Content-Type": "text/xml"}).status_code == 403
+        verify = wx_fake.verify_params(echostr="echo-1")
+        assert client.get("/wechat", params=verify).text == "echo-1"
+
+        # The worker registers a walk-in with a phone number at the reception desk
+        assert client.post("/api/web/messages", headers=auth(worker), json={
+            "id": "walk-in", "intake": {"name": "李四", "phone": walk_in_phone,
+                                        "text": walk_in_text}}).status_code == 202
+        desk.work()
+
+    # Then everything happened ...
+    assert tg_text in {r.text for r in desk.requests()}
+    assert wx_text in {r.text for r in desk.requests()}
+    assert any(number in text for text in tg.texts(7001))
+    assert wx_fake.texts("o_resident_log_test")
+    cards = "\n".join(tg.texts(7002))
+    assert "XQ7Z" in cards and "WJ3K" in cards and walk_in_phone in cards
+    # ... and nothing secret or personal is in any log record, of any logger, at any level
+    logged = caplog.text + "\n".join(
+        f"{record.getMessage()} {record.exc_text or ''} {record.stack_info or ''}"
+        for record in caplog.records)
+    assert caplog.records, "the story logged nothing at all: is capture working?"
+    secrets_and_data = {
+        "Telegram bot token": tg_fake.token,
+        "Telegram bot token secret part": tg_fake.token.split(":", 1)[1],
+        "webhook secret": SECRET,
+        "WeChat token": runtime.settings.wechat_token,
+        "WeChat AES key": runtime.settings.wechat_aes_key,
+        "WeChat AppSecret": runtime.settings.wechat_app_secret,
+        "web bearer token": worker,
+        "invitation code": code,
+        "Telegram invitation code": tg_code,
+        "phone number": phone,
+        "walk-in phone number": walk_in_phone,
+        "Telegram request text": "XQ7Z",
+        "WeChat request text": "WJ3K",
+        "walk-in request text": "KV9P",
+    }
+    leaked = [name for name, value in secrets_and_data.items() if value and value in logged]
+    assert not leaked, f"in the logs: {leaked}"
+    # (the HTTP clients did log their calls: redacted, not silenced)
+    assert f"/bot{REDACTED}/sendMessage" in logged
