@@ -335,3 +335,20 @@ def test_upgrading_twice_changes_nothing(fresh_url: str) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
 
+
+
+def test_a_database_error_does_not_carry_the_statements_values(runtime: Runtime) -> None:
+    # Given a person, and a second insert of the same identity with a name and a phone
+    with session_scope(runtime.engine) as session:
+        session.add(Person(channel="web", external_id="dup"))
+
+    # When the database refuses it
+    with pytest.raises(StatementError) as refused:
+        with session_scope(runtime.engine) as session:
+            session.add(Person(channel="web", external_id="dup", display_name="张秘密",
+                               phone="13812345678"))
+
+    # Then its message (which ends up in logs) names the statement, not the values
+    message = str(refused.value)
+    assert "INSERT INTO people" in message
+    assert "张秘密" not in message and "13812345678" not in message
