@@ -11,7 +11,6 @@ export is recorded in the admin audit log before anything is written.
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import os
 import re
@@ -42,10 +41,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from admin_scripts.cli import CliError, Exit
+from admin_scripts.manage import admin_user
 from bot.texts import action_label, state_label
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import AdminAudit, Role
+from storage.models import AdminAudit, Role, utcnow
 from workflow.deadlines import LOCAL_TZ
 
 #: Requests read per round trip (and events fetched per query): memory holds about one batch.
@@ -557,26 +557,24 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
         yield lambda rows: progress.advance(task, rows)
 
 
-def os_user() -> str:
-    """The operating-system user running the command."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+#: The operating-system user running the command (shared with the other admin verbs).
+os_user = admin_user
 
 
 def record_pii_use(engine: Engine, options: Options, rows: int) -> AdminAudit:
     """Records an export with personal data, committed on its own before the export starts."""
     out = options.out if options.to_stdout else str(Path(options.out).resolve())
-    audit = AdminAudit(actor=os_user()[:100], action="export_pii", detail={
+    detail: dict[str, Any] = {
         "from": options.first_day.isoformat() if options.first_day else None,
         "to": options.last_day.isoformat() if options.last_day else None,
         "format": options.format, "out": out, "rows": rows,
-    })
+    }
     if options.events:
-        audit.detail["events"] = str(Path(options.events).resolve())
+        detail["events"] = str(Path(options.events).resolve())
     with session_scope(engine) as session:
-        session.add(audit)
+        audit = queries.audit_admin_action(session=session, actor=os_user(),
+                                           action="export_pii", detail=detail, at=utcnow())
+        session.expunge(audit)
     return audit
 
 

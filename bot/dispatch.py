@@ -77,17 +77,20 @@ def sender_for(runtime: Runtime, channel: str) -> Sender | None:
     sender = SENDERS.get(channel)
     if sender is not None:
         return sender
-    makers: dict[str, Callable[[], Sender]] = {}
-    if runtime.settings.telegram_on:
-        makers[telegram.CHANNEL] = lambda: telegram.TelegramSender(runtime.settings)
-    if runtime.settings.wechat_on:
-        makers[wechat.CHANNEL] = lambda: wechat.WeChatSender(runtime.settings)
-    if channel not in makers:
+    key = (channel, id(runtime.settings))
+    made = _lazy_senders.get(key)
+    if made is not None:
+        return made
+    settings = runtime.settings
+    if channel == telegram.CHANNEL and settings.telegram_on:
+        maker: Callable[[], Sender] = lambda: telegram.TelegramSender(settings)  # noqa: E731
+    elif channel == wechat.CHANNEL and settings.wechat_on:
+        maker = lambda: wechat.WeChatSender(settings)  # noqa: E731
+    else:
         return None
     with _lazy_lock:
-        key = (channel, id(runtime.settings))
         if key not in _lazy_senders:
-            _lazy_senders[key] = makers[channel]()
+            _lazy_senders[key] = maker()
         return _lazy_senders[key]
 
 

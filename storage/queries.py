@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import Row, func, or_, update
+from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from storage.models import (
+    AdminAudit,
     Attachment,
     ButtonToken,
     Category,
@@ -558,22 +561,15 @@ def count_requests_in_states(
 
 def audit_admin_action(
     *, session: Session, actor: str, action: str, detail: dict[str, Any], at: datetime
-) -> None:
-    """Puts on record what an admin did from the command line."""
-    # Imported here: this section is appended to the module, whose import list others edit.
-    from storage.models import AdminAudit
-
-    session.add(AdminAudit(actor=actor[:100], action=action[:50], detail=detail, at=at))
+) -> AdminAudit:
+    """Puts on record what an admin did from the command line; the row (with its id)."""
+    audit = AdminAudit(actor=actor[:100], action=action[:50], detail=detail, at=at)
+    session.add(audit)
+    session.flush()
+    return audit
 
 
 # --- exports ------------------------------------------------------------------------------
-
-from collections.abc import Iterator  # noqa: E402
-
-from sqlalchemy import Row  # noqa: E402
-from sqlalchemy import select as select_columns  # noqa: E402
-from sqlalchemy.orm import aliased  # noqa: E402
-
 
 def _received_between(statement: Any, start: datetime | None, end: datetime | None) -> Any:
     """`statement` limited to requests received in [start, end); None leaves that end open."""

@@ -15,6 +15,7 @@ it, and refreshed by one process at a time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -243,8 +244,6 @@ def decrypt(settings: Settings, encrypted: str) -> str:
 
 
 def _aes_key(settings: Settings) -> bytes:
-    import base64
-
     return base64.b64decode((settings.wechat_aes_key or "") + "=")
 
 
