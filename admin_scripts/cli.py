@@ -160,7 +160,10 @@ def run() -> None:
                                    log_level="warning", timeout_graceful_shutdown=30))
     # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown with the handlers it found;
     # with the default ones the process would die there, before the embedded worker is stopped.
-    previous = {signum: signal.signal(signum, lambda *_: None)
+    # The handlers found are the server's own: a signal that comes before uvicorn installs its
+    # handlers (inside server.run) still stops it, where one that did nothing would be lost and
+    # the server would run on; one re-raised after the shutdown changes nothing.
+    previous = {signum: signal.signal(signum, server.handle_exit)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()

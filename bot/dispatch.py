@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event, insert, inspect, update
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from bot import handlers
 from bot.channels import telegram, web, wechat
@@ -38,6 +42,14 @@ MAX_INBOX_ATTEMPTS = 3
 
 #: An outbound message that failed this many times is marked failed.
 MAX_OUTBOX_ATTEMPTS = 12
+
+#: Seconds a worker keeps trying to record a send the platform took while the database could
+#: not commit it (e.g. PostgreSQL restarting); after that the row stays pending and is sent
+#: again (at least once).
+CONFIRM_PATIENCE = 600.0
+
+#: Seconds between two such attempts.
+CONFIRM_PAUSE = 0.5
 
 #: Channel -> inbox payload parser.
 PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {
@@ -201,21 +213,107 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
         retry_in = _pace(runtime, person_id)
         if retry_in is not None:
             break
-        with session_scope(runtime.engine) as session:
-            person = queries.get_person(session=session, person_id=person_id, lock=True)
-            assert person is not None
-            now = utcnow()
-            row = queries.next_outbox_for(session=session, person_id=person_id)
-            if row is None:
-                break
-            if row.next_attempt_at is not None and row.next_attempt_at > now:
-                # The oldest message waits for its retry; the later ones must not overtake it.
-                retry_in = (row.next_attempt_at - now).total_seconds()
-                break
-            retry_in = _deliver_one(session, person, row, sender_for(runtime, person.channel))
-            if retry_in is not None:
-                break
+        writes = _Writes()
+        platform_called = False
+        try:
+            with session_scope(runtime.engine) as session:
+                writes.watch(session)
+                person = queries.get_person(session=session, person_id=person_id, lock=True)
+                assert person is not None
+                now = utcnow()
+                row = queries.next_outbox_for(session=session, person_id=person_id)
+                if row is None:
+                    break
+                if row.next_attempt_at is not None and row.next_attempt_at > now:
+                    # The oldest message waits for its retry; the later ones must not
+                    # overtake it.
+                    retry_in = (row.next_attempt_at - now).total_seconds()
+                    break
+                sender = sender_for(runtime, person.channel)
+                retry_in = _deliver_one(session, person, row, sender)
+                platform_called = sender is not None and person.channel not in LOCAL_CHANNELS
+        except SQLAlchemyError:
+            if not platform_called:
+                raise
+            # The platform has the message but the database did not take the outcome: sending
+            # it again would repeat it, so the outcome is written again until it is taken.
+            _record_when_possible(runtime, writes)
+        if retry_in is not None:
+            break
     return retry_in
+
+
+#: Channels whose "send" is a database write of redesk's own (nothing leaves the process).
+LOCAL_CHANNELS: frozenset[str] = frozenset({web.CHANNEL, DESK_CHANNEL})
+
+
+@dataclass
+class _Write:
+    """One row a flush inserted or updated: its table, key and values."""
+
+    model: type[Any]
+    values: dict[str, Any]
+    key: dict[str, Any] | None  # None: an insert
+
+
+class _Writes:
+    """What a session writes through the ORM (senders add and change rows; they execute no
+    statements of their own), collected before each flush so that it can be written again in
+    another transaction when the first one fails."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Write] = []
+
+    def watch(self, session: Session) -> None:
+        """Collects every later flush of `session`."""
+        event.listen(session, "before_flush", self._before_flush)
+
+    def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
+        for instance in session.new:
+            state = inspect(instance)
+            values = {attr.key: getattr(instance, attr.key) for attr in state.mapper.column_attrs}
+            if values.get("id") is None:
+                values.pop("id", None)
+            self.rows.append(_Write(type(instance), values, None))
+        for instance in session.dirty:
+            state = inspect(instance)
+            changed = {attr.key: getattr(instance, attr.key)
+                       for attr in state.mapper.column_attrs
+                       if state.attrs[attr.key].history.has_changes()}
+            if changed and state.identity is not None:
+                key = {column.key: value for column, value
+                       in zip(state.mapper.primary_key, state.identity, strict=True)}
+                self.rows.append(_Write(type(instance), changed, key))
+
+    def write(self, session: Session) -> None:
+        """Writes everything collected again, in `session`."""
+        for row in self.rows:
+            table = row.model.__table__
+            if row.key is None:
+                session.execute(insert(table).values(**row.values))
+            else:
+                condition = [table.c[name] == value for name, value in row.key.items()]
+                session.execute(update(table).where(*condition).values(**row.values))
+
+
+def _record_when_possible(runtime: Runtime, writes: _Writes) -> None:
+    """Writes `writes` in a new transaction, trying every CONFIRM_PAUSE seconds for at most
+    CONFIRM_PATIENCE seconds; past that, the error is raised (the row will be sent again)."""
+    deadline = time.monotonic() + CONFIRM_PATIENCE
+    logger.warning("A delivery the platform took could not be recorded; retrying the record")
+    while True:
+        try:
+            with session_scope(runtime.engine) as session:
+                writes.write(session)
+        except (OperationalError, InterfaceError):
+            # The database is away (or going away): try again. Other errors are raised.
+            if time.monotonic() >= deadline:
+                logger.error("Gave up recording a delivery; it may be sent twice")
+                raise
+            time.sleep(CONFIRM_PAUSE)
+        else:
+            logger.info("Recorded a delivery the platform took while the database was away")
+            return
 
 
 def _pace(runtime: Runtime, person_id: int) -> float | None:
@@ -262,7 +360,11 @@ def _deliver_one(
             logger.exception("Sending outbox row %s failed unexpectedly", row.id)
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
     except TransientSendError as exc:
-        delay = exc.retry_after or min(2 ** row.attempts, 300)
+        if exc.retry_after is not None:
+            # A rate limit that says when to come back (Telegram's 429, WeChat's 45009) is
+            # not a failed attempt: a long one must not use up MAX_OUTBOX_ATTEMPTS.
+            row.attempts -= 1
+        delay = exc.retry_after or min(2 ** max(row.attempts, 1), 300)
         row.last_error = str(exc)[:500]
         if row.attempts >= MAX_OUTBOX_ATTEMPTS:
             row.status = OutboxStatus.FAILED

@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
 from bot import dispatch, handlers
@@ -548,3 +549,128 @@ def test_nothing_is_stale_right_after_it_was_stored(desk: Desk, patient: Runtime
 
     assert dispatch.stale_work(patient) == ([], [])
     assert dispatch.stale_work(patient, grace=-86400)[0] != []
+
+
+class PlatformSender:
+    """A sender standing for a platform: every call is recorded where the platform would be,
+    and a button token is stored for it (as the Telegram sender stores its buttons')."""
+
+    def __init__(self, after_call: Any) -> None:
+        self.platform: list[int | None] = []
+        self.after_call = after_call
+
+    def send(self, session: Session, person: Person, message: Rendered,
+             row: OutboxMessage) -> None:
+        assert person.id is not None
+        self.platform.append(row.id)
+        queries.add_button_token(session=session, token=f"button-{row.id}", person_id=person.id,
+                                 action=f"查询 {row.id}", at=utcnow())
+        self.after_call()
+
+
+def test_a_send_the_platform_took_while_the_database_failed_is_recorded_not_repeated(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a platform sender after each of whose calls the flush that records it fails (the
+    # database went away between the platform's answer and the commit), and the first
+    # attempt to record it again fails too (it is still away)
+    resident, ids = three_receipts(desk)
+    failing = {"flush": False, "record": 1}
+
+    def database_goes_away() -> None:
+        failing["flush"] = True
+
+    def flushed(session: Any, _context: Any) -> None:
+        if failing["flush"] and any(isinstance(obj, OutboxMessage) for obj in session.dirty):
+            failing["flush"] = False
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    real_write = dispatch._Writes.write
+
+    def write(self: Any, session: Session) -> None:
+        if failing["record"]:
+            failing["record"] -= 1
+            raise OperationalError("UPDATE", {}, Exception("connection refused"))
+        real_write(self, session)
+
+    monkeypatch.setattr(dispatch._Writes, "write", write)
+    sender = PlatformSender(database_goes_away)
+    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL, sender)
+    monkeypatch.setattr(dispatch, "LOCAL_CHANNELS", frozenset())
+    monkeypatch.setattr(dispatch, "CONFIRM_PAUSE", 0.0)
+    event.listen(Session, "after_flush", flushed)
+    try:
+        # When delivery runs
+        assert dispatch.deliver(desk.runtime, ids[0]) is None
+    finally:
+        event.remove(Session, "after_flush", flushed)
+
+    # Then the platform got each message once, in order, and each row is recorded as sent
+    # after one attempt, with what the send wrote (its button token)
+    assert sender.platform == ids
+    rows = outbox_rows(desk, resident.person_id)
+    assert [(row.status, row.attempts) for row in rows] == [(OutboxStatus.SENT, 1)] * 3
+    assert all(row.sent_at is not None for row in rows)
+    with Session(desk.runtime.engine) as session:
+        for outbox_id in ids:
+            token = queries.get_button_token(session=session, token=f"button-{outbox_id}")
+            assert token is not None and token.action == f"查询 {outbox_id}"
+            assert token.person_id == resident.person_id
+
+    # And a later delivery finds nothing left to send
+    assert dispatch.deliver(desk.runtime, ids[0]) is None
+    assert sender.platform == ids
+
+
+def test_a_database_failure_before_the_platform_is_called_is_raised_for_a_retry(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a database that fails the first write of a delivery, before any send
+    resident, ids = three_receipts(desk)
+    sender = PlatformSender(lambda: None)
+    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL, sender)
+    monkeypatch.setattr(dispatch, "LOCAL_CHANNELS", frozenset())
+    calls = {"n": 0}
+
+    def next_row(**kwargs: Any) -> OutboxMessage | None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first is _pace's read; the second opens the delivery
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        return original(**kwargs)
+
+    original = queries.next_outbox_for
+    monkeypatch.setattr(queries, "next_outbox_for", next_row)
+
+    # When delivery runs, the error reaches the actor (which retries it)
+    with pytest.raises(OperationalError):
+        dispatch.deliver(desk.runtime, ids[0])
+
+    # Then nothing went to the platform and nothing was recorded
+    assert sender.platform == []
+    assert [row.status for row in outbox_rows(desk, resident.person_id)] == \
+        [OutboxStatus.PENDING] * 3
+
+
+def test_rate_limit_answers_do_not_use_up_the_attempts(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a platform that answers "too many requests, come back in 1 s" more times than a
+    # message may fail, then takes it
+    resident, ids = three_receipts(desk)
+    limits = [TransientSendError("429 Too Many Requests", retry_after=1.0)
+              for _ in range(dispatch.MAX_OUTBOX_ATTEMPTS + 3)]
+    sender = ScriptedSender(*limits)
+    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL, sender)
+
+    # When delivery runs again each time the platform said to
+    for _ in range(len(limits)):
+        assert dispatch.deliver(desk.runtime, ids[0]) == 1.0
+        first = outbox_rows(desk, resident.person_id)[0]
+        assert (first.status, first.attempts) == (OutboxStatus.PENDING, 0)
+        make_due(desk, ids[0])
+    assert dispatch.deliver(desk.runtime, ids[0]) is None
+
+    # Then every message went out once, in order, none given up
+    assert [row.status for row in outbox_rows(desk, resident.person_id)] == \
+        [OutboxStatus.SENT] * 3
+    assert [m.outbox_id for m in web_messages(desk, resident.person_id)] == ids

@@ -221,7 +221,7 @@ class Desk:
         if any(got[resident["id"]] == 0 for resident in residents):
             return False
         state = database_state(self.database_url)
-        return state["inbox_pending"] == 0 and state["outbox_pending"] == 0
+        return bool(state["inbox_pending"] == 0 and state["outbox_pending"] == 0)
 
 
 def database_state(url: str) -> dict[str, Any]:
