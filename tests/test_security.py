@@ -437,15 +437,18 @@ def test_a_requester_acting_on_another_s_number_learns_nothing_of_the_request(
         service.forward(runtime.tx(session, "setup:forward"), worker, number, RIGHT)
     theirs = desk.request(number)
 
+    unknown_number = "SQ-20000101-0001"
     for line in (f"撤销 {number}", f"补充 {number} 我也听到了", f"评价 {number} 已解决 满意"):
-        # When A tries to act on it
-        answer = only_answer(client, desk, token_a, line)["text"]
+        # When A tries to act on it, and on a number nobody was given
+        answer = only_answer(client, desk, token_a, line)
+        unknown = only_answer(client, desk, token_a, line.replace(number, unknown_number))
 
-        # Then A is refused, and learns neither its text, nor its state, nor its department
-        # (the refusal does say the number exists: see docs/reliability.md)
-        assert "不能执行" in answer, answer
+        # Then A is answered exactly as for the unknown number: A learns neither its text,
+        # nor its state, nor its department, nor even that it exists
+        assert answer["text"] == unknown["text"].replace(unknown_number, number), answer
+        assert answer.get("buttons") == unknown.get("buttons")
         for secret in ("ZX81", "噪音", RIGHT, "已转单", "转单"):
-            assert secret not in answer, (line, answer)
+            assert secret not in answer["text"], (line, answer)
 
     # And B's request is as it was; each attempt is on record as refused
     assert row_of(desk.request(number)) == row_of(theirs)

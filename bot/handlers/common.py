@@ -150,6 +150,11 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
                   example=f"{_word(command)} {EXAMPLE_NUMBER}")
         else:
             reply(tx, person, "error.unknown_request", number=error.number[:40])
+    elif isinstance(error, NotPermitted) and error.reason == "not_yours" \
+            and person.role == Role.REQUESTER and command is not None:
+        # A requester acting on someone else's number is answered exactly as for a number
+        # nobody was given: the answer must not even confirm that it exists.
+        reply(tx, person, "error.unknown_request", number=command.first.strip().upper()[:40])
     elif isinstance(error, NotPermitted):
         key = "error.not_yours" if error.reason == "not_yours" else "error.not_permitted"
         number = command.first.strip().upper() if command else ""
