@@ -55,6 +55,9 @@ POST_TIMEOUT = 15.0
 #: Threads posting updates at once (Telegram opens up to 40 connections per webhook).
 POSTING_THREADS = 16
 
+#: Production's processes: (name, verb) of `redesk run`, `redesk worker`, `redesk scheduler`.
+PRODUCTION = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
+
 #: Figures of every fault test of this run, printed at its end.
 FIGURES: list[tuple[str, dict[str, Any]]] = []
 
@@ -134,6 +137,11 @@ class Desk:
     def residents(self, count: int, first_id: int = 500_000) -> list[dict[str, Any]]:
         """`count` residents of the fake (Telegram users with private chats)."""
         return [self.fake.user(first_id + index, f"居民{index}") for index in range(count)]
+
+    def reports(self, residents: list[dict[str, Any]], words: str) -> list[dict[str, Any]]:
+        """One text update per resident: `words` with "{index}" replaced by its index."""
+        return [self.fake.text_update(resident, words.replace("{index}", str(index)))
+                for index, resident in enumerate(residents)]
 
     def post(self, update: dict[str, Any], *, give_up: float = SETTLE_TIMEOUT) -> list[int]:
         """POSTs `update` like Telegram: again and again until it is answered 200.

@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, text
 
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import Callback, FakeWeChat, new_openid
-from tests.faults.conftest import RECEIPT, Desk, database_state, open_desk
+from tests.faults.conftest import PRODUCTION, RECEIPT, Desk, database_state, open_desk
 from tests.faults.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -264,9 +264,8 @@ def test_a_minute_of_platform_outage_is_delivered_after_once_and_in_order_per_ch
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    processes = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
     with FakeWeChat(safe=True) as wechat, open_desk(
-        tmp_path, postgres_server.url, redis_server.url, processes=processes,
+        tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION,
         extra_env={**wechat.settings_env(), "REDESK_WORKER_THREADS": str(WORKER_THREADS)},
     ) as desk:
         telegram = desk.fake

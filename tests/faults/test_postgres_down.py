@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import (
+    PRODUCTION,
     assert_each_stored_and_answered_once,
     database_state,
     open_desk,
@@ -46,13 +47,11 @@ def test_while_postgresql_is_down_webhooks_answer_503_and_everything_is_done_onc
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    processes = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
     with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=processes) as desk:
+                   processes=PRODUCTION) as desk:
         # Given residents writing one after another, each update posted until it is accepted
         residents = desk.residents(RESIDENTS)
-        updates = [desk.fake.text_update(resident, f"{index}号楼电梯停了，老人下不了楼")
-                   for index, resident in enumerate(residents)]
+        updates = desk.reports(residents, "{index}号楼电梯停了，老人下不了楼")
         finished = desk.post_in_background(updates, pause=PAUSE)
 
         # When PostgreSQL is stopped in the middle of it, while sends are under way: the Bot

@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import assert_each_stored_and_answered_once, database_state, open_desk
+from tests.faults.conftest import (
+    PRODUCTION,
+    assert_each_stored_and_answered_once,
+    database_state,
+    open_desk,
+)
 from tests.faults.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -36,13 +41,11 @@ def test_redis_restarted_empty_mid_load_loses_nothing_and_repeats_nothing(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    processes = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
     with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=processes) as desk:
+                   processes=PRODUCTION) as desk:
         # Given residents writing one after another
         residents = desk.residents(RESIDENTS)
-        updates = [desk.fake.text_update(resident, f"{index}号楼的垃圾三天没人清运了")
-                   for index, resident in enumerate(residents)]
+        updates = desk.reports(residents, "{index}号楼的垃圾三天没人清运了")
         finished = desk.post_in_background(updates, pause=PAUSE)
 
         # When Redis is killed while the worker is answering them, and comes back empty

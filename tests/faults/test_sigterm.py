@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, text
 from tests.faults.conftest import (
     POST_RETRY_PAUSE,
     POST_TIMEOUT,
+    PRODUCTION,
     SETTLE_TIMEOUT,
     Desk,
     assert_each_stored_and_answered_once,
@@ -174,8 +175,7 @@ def stop_mid_load_and_restart(desk: RecordingDesk, residents: list[dict[str, Any
         The durations of the run, and what check_in_flight needs (when the signal was sent,
         when the process had exited, the newest inbox row then).
     """
-    updates = [desk.fake.text_update(resident, f"{index}号楼楼道的灯坏了，晚上看不见台阶")
-               for index, resident in enumerate(residents)]
+    updates = desk.reports(residents, "{index}号楼楼道的灯坏了，晚上看不见台阶")
     finished = desk.post_in_background(updates, threads=THREADS)
 
     desk.wait_accepted(len(residents) // 3)
@@ -264,9 +264,8 @@ def test_sigterm_mid_load_finishes_in_flight_posts_and_loses_nothing(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    processes = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
     with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=processes) as opened:
+                   processes=PRODUCTION) as opened:
         desk = RecordingDesk.of(opened)
         # Given 400 residents writing at once through 24 connections
         residents = desk.residents(RESIDENTS)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import (
+    PRODUCTION,
     assert_each_stored_and_answered_once,
     database_state,
     open_desk,
@@ -40,13 +41,11 @@ def test_a_killed_worker_loses_nothing_and_its_successor_answers_everyone_once(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    processes = (("run", "run"), ("worker", "worker"), ("scheduler", "scheduler"))
-    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=processes,
+    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION,
                    extra_env={"REDESK_WORKER_THREADS": str(WORKER_THREADS)}) as desk:
         # Given 500 residents whose messages were all accepted by the webhook
         residents = desk.residents(RESIDENTS)
-        updates = [desk.fake.text_update(resident, f"{index}号楼门口的路灯不亮了，晚上很黑")
-                   for index, resident in enumerate(residents)]
+        updates = desk.reports(residents, "{index}号楼门口的路灯不亮了，晚上很黑")
         desk.post_all(updates)
         assert desk.statuses == {200: RESIDENTS}, desk.statuses
 
