@@ -32,13 +32,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.conftest import Deployment, base_env
+from tests.e2e.test_telegram_story import telegram_env
 from tests.fakes.telegram import FakeTelegram
 from tests.faults.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.e2e
-
-#: The public URL given to redesk; setWebhook must point below it.
-PUBLIC_URL = "https://redesk.example"
 
 #: The words of the receipt a resident gets for a new request (texts.py "requester.receipt").
 RECEIPT = "已受理登记"
@@ -152,21 +150,29 @@ class Desk:
         seen: list[int] = []
         deadline = time.monotonic() + give_up
         while True:
+            started = time.monotonic()
+            failure: BaseException | None = None
             try:
                 status, _ = self.fake.post_webhook(self.webhook_url, update,
                                                    secret_token=self.secret,
                                                    timeout=POST_TIMEOUT)
-            except (urllib.error.URLError, OSError):
-                status = 0
+            except (urllib.error.URLError, OSError) as exc:
+                status, failure = 0, exc
             seen.append(status)
-            with self._lock:
-                self.statuses[status] += 1
+            self.attempted(update, started, status, failure)
             if status == 200:
                 return seen
             assert time.monotonic() < deadline, (
                 f"update {update['update_id']} never accepted: {seen}\n{self.deployment.logs()}"
             )
             time.sleep(POST_RETRY_PAUSE)
+
+    def attempted(self, update: dict[str, Any], started: float, status: int,
+                  failure: BaseException | None) -> None:
+        """Called after each attempt of `post` (started at `started`, answered `status`, 0
+        with `failure` when nothing answered): counts the status."""
+        with self._lock:
+            self.statuses[status] += 1
 
     def post_all(self, updates: Iterable[dict[str, Any]], *, pause: float = 0.0,
                  threads: int = POSTING_THREADS) -> list[list[int]]:
@@ -210,6 +216,21 @@ class Desk:
         return Counter(int(call.chat_id) for call in self.fake.sent()
                        if call.method == "sendMessage" and call.chat_id is not None
                        and RECEIPT in str(call.params.get("text") or ""))
+
+    def delivered(self) -> int:
+        """Receipts the fake delivered so far, to everyone."""
+        return sum(self.receipts().values())
+
+    def wait_delivered(self, count: int) -> None:
+        """Waits until at least `count` receipts were delivered."""
+        self.wait_until(f"{count} receipts delivered", lambda: self.delivered() >= count)
+
+    def hold_next_answers(self, sends: int, seconds: float) -> None:
+        """The Bot API takes the next `sends` messages but answers them `seconds` late;
+        returns once it has taken one (a send is then under way)."""
+        before = self.delivered()
+        self.fake.delay_next(sends, seconds, "sendMessage")
+        self.wait_delivered(before + 1)
 
     def wait_until(self, what: str, predicate: Callable[[], bool],
                    timeout: float = SETTLE_TIMEOUT) -> float:
@@ -263,17 +284,20 @@ def database_state(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
-def pending_receipt_chats(url: str) -> set[int]:
-    """Chats whose receipt row is not marked sent yet."""
+def query(url: str, sql: str) -> list[Any]:
+    """The rows of one SELECT on the database at `url` (its own short-lived engine)."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT p.external_id FROM outbox o JOIN people p ON p.id = o.person_id "
-                "WHERE o.key = 'requester.receipt' AND o.status = 'pending'"
-            )).all()
+            return list(connection.execute(text(sql)).all())
     finally:
         engine.dispose()
+
+
+def pending_receipt_chats(url: str) -> set[int]:
+    """Chats whose receipt row is not marked sent yet."""
+    rows = query(url, "SELECT p.external_id FROM outbox o JOIN people p ON p.id = o.person_id "
+                      "WHERE o.key = 'requester.receipt' AND o.status = 'pending'")
     return {int(row[0]) for row in rows}
 
 
@@ -314,13 +338,6 @@ def assert_each_stored_and_answered_once(
     }
 
 
-def telegram_env(env: dict[str, str], fake: FakeTelegram, secret: str) -> dict[str, str]:
-    """`env` with Telegram on in webhook mode, pointed at the fake."""
-    return {**env, "REDESK_TELEGRAM_TOKEN": fake.token, "REDESK_TELEGRAM_API_URL": fake.url,
-            "PTB_TIMEDELTA": "true", "REDESK_PUBLIC_URL": PUBLIC_URL,
-            "REDESK_TELEGRAM_WEBHOOK_SECRET": secret}
-
-
 @contextmanager
 def open_desk(
     directory: Path, database_url: str, redis_url: str | None, *,
@@ -332,7 +349,8 @@ def open_desk(
     fake = FakeTelegram().start()
     try:
         secret = secrets.token_urlsafe(24)
-        env = telegram_env(base_env(directory, database_url), fake, secret)
+        env = telegram_env(base_env(directory, database_url), fake, secret=secret,
+                           committee=False)
         if redis_url:
             env["REDESK_REDIS_URL"] = redis_url
         env.update(extra_env or {})

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import Callback, FakeWeChat, new_openid
-from tests.faults.conftest import PRODUCTION, RECEIPT, Desk, database_state, open_desk
+from tests.faults.conftest import PRODUCTION, RECEIPT, Desk, database_state, open_desk, query
 from tests.faults.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -221,30 +220,17 @@ def number_of(message: str) -> str:
 
 def requests_by_chat(url: str) -> dict[Chat, list[tuple[str, str]]]:
     """Chat -> (number, text) of every request its resident made, oldest first."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT p.channel, p.external_id, r.number, r.text FROM requests r "
-                "JOIN people p ON p.id = r.requester_id ORDER BY r.id"
-            )).all()
-            found: dict[Chat, list[tuple[str, str]]] = {}
-            for channel, chat, number, words_ in rows:
-                found.setdefault((str(channel), str(chat)), []).append((number, words_))
-            return found
-    finally:
-        engine.dispose()
+    found: dict[Chat, list[tuple[str, str]]] = {}
+    for channel, chat, number, words_ in query(
+            url, "SELECT p.channel, p.external_id, r.number, r.text FROM requests r "
+                 "JOIN people p ON p.id = r.requester_id ORDER BY r.id"):
+        found.setdefault((str(channel), str(chat)), []).append((number, words_))
+    return found
 
 
 def outbox_attempts(url: str) -> int:
     """The most attempts any outbox row took."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(
-                text("SELECT coalesce(max(attempts), 0) FROM outbox")).scalar_one())
-    finally:
-        engine.dispose()
+    return int(query(url, "SELECT coalesce(max(attempts), 0) FROM outbox")[0][0])
 
 
 def failed_calls(calls: list[Any], phases: list[tuple[str, float, float]],

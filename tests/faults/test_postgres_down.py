@@ -57,16 +57,12 @@ def test_while_postgresql_is_down_webhooks_answer_503_and_everything_is_done_onc
         # When PostgreSQL is stopped in the middle of it, while sends are under way: the Bot
         # API has taken the next messages but its answers are slow, so the worker learns
         # that they were sent only after the database went away
-        desk.wait_until(f"{STOP_AFTER} receipts delivered",
-                        lambda: sum(desk.receipts().values()) >= STOP_AFTER)
-        delivered = sum(desk.receipts().values())
-        desk.fake.delay_next(SLOW_SENDS, SLOW_ANSWER, "sendMessage")
-        desk.wait_until("a slow send taken by the Bot API",
-                        lambda: sum(desk.receipts().values()) > delivered)
+        desk.wait_delivered(STOP_AFTER)
+        desk.hold_next_answers(SLOW_SENDS, SLOW_ANSWER)
         before_stop = Counter(desk.statuses)
         postgres_server.stop("immediate")
         stopped_at = time.monotonic()
-        taken_before_stop = sum(desk.receipts().values())
+        taken_before_stop = desk.delivered()
 
         # Then, while it is down, the webhook answers 503 (Telegram will retry) and the
         # health check says the service is unavailable

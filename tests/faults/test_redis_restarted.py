@@ -49,8 +49,7 @@ def test_redis_restarted_empty_mid_load_loses_nothing_and_repeats_nothing(
         finished = desk.post_in_background(updates, pause=PAUSE)
 
         # When Redis is killed while the worker is answering them, and comes back empty
-        desk.wait_until(f"{KILL_AFTER} receipts delivered",
-                        lambda: sum(desk.receipts().values()) >= KILL_AFTER)
+        desk.wait_delivered(KILL_AFTER)
         keys_before_kill = redis_server.keys()
         redis_server.kill()
         killed_at = time.monotonic()

@@ -28,17 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.faults.conftest import (
-    POST_RETRY_PAUSE,
-    POST_TIMEOUT,
     PRODUCTION,
     SETTLE_TIMEOUT,
     Desk,
     assert_each_stored_and_answered_once,
     database_state,
     open_desk,
+    query,
 )
 from tests.faults.servers import PostgresServer, RedisServer
 
@@ -102,32 +100,16 @@ class RecordingDesk(Desk):
     def of(cls, desk: Desk) -> RecordingDesk:
         return cls(desk.deployment, desk.fake, desk.secret, desk.database_url)
 
-    def post(self, update: dict[str, Any], *, give_up: float = SETTLE_TIMEOUT) -> list[int]:
-        """Desk.post (again and again until 200), recording each attempt."""
-        seen: list[int] = []
-        deadline = time.monotonic() + give_up
-        while True:
-            started = time.monotonic()
-            failure = ""
-            try:
-                status, _ = self.fake.post_webhook(self.webhook_url, update,
-                                                   secret_token=self.secret,
-                                                   timeout=POST_TIMEOUT)
-            except (urllib.error.URLError, OSError) as exc:
-                status, failure = 0, _failure(exc)
-            attempt = Attempt(update["update_id"], started, time.monotonic(), status, failure)
-            seen.append(status)
-            with self._changed:
-                self.attempts.append(attempt)
-                self.statuses[status] += 1
-                self._accepted += status == 200
-                self._changed.notify_all()
-            if status == 200:
-                return seen
-            assert time.monotonic() < deadline, (
-                f"update {update['update_id']} never accepted: {seen}\n{self.deployment.logs()}"
-            )
-            time.sleep(POST_RETRY_PAUSE)
+    def attempted(self, update: dict[str, Any], started: float, status: int,
+                  failure: BaseException | None) -> None:
+        """Records the attempt (and counts its status, as Desk does)."""
+        attempt = Attempt(update["update_id"], started, time.monotonic(), status,
+                          _failure(failure) if failure is not None else "")
+        with self._changed:
+            self.attempts.append(attempt)
+            self.statuses[status] += 1
+            self._accepted += status == 200
+            self._changed.notify_all()
 
     def wait_accepted(self, count: int) -> None:
         """Returns once `count` updates were answered 200 (bounded for broken builds)."""
@@ -143,24 +125,12 @@ class RecordingDesk(Desk):
 
 def newest_inbox_id(url: str) -> int:
     """The id of the newest inbox row (0 when there is none); ids only grow."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT coalesce(max(id), 0) FROM inbox"))
-                       .scalar_one())
-    finally:
-        engine.dispose()
+    return int(query(url, "SELECT coalesce(max(id), 0) FROM inbox")[0][0])
 
 
 def inbox_ids(url: str) -> dict[int, int]:
     """update_id -> inbox row id of every stored Telegram update."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT natural_key, id FROM inbox WHERE channel = 'telegram'")).all()
-    finally:
-        engine.dispose()
+    rows = query(url, "SELECT natural_key, id FROM inbox WHERE channel = 'telegram'")
     return {int(key): int(row_id) for key, row_id in rows}
 
 
@@ -186,7 +156,7 @@ def stop_mid_load_and_restart(desk: RecordingDesk, residents: list[dict[str, Any
     code = desk.deployment.terminate("run")
     exited_at = time.monotonic()
     at_exit = database_state(desk.database_url)
-    receipts_at_exit = sum(desk.receipts().values())
+    receipts_at_exit = desk.delivered()
     newest_before_restart = newest_inbox_id(desk.database_url)
     assert code == 0, f"redesk run exited {code} on SIGTERM\n{desk.deployment.logs()}"
 
@@ -302,7 +272,7 @@ def test_sigterm_mid_load_on_the_embedded_default_loses_nothing(
         # worker is answering them
         # And is started again while the residents' webhooks keep retrying
         run = stop_mid_load_and_restart(desk, residents,
-                                        signal_when=lambda: sum(desk.receipts().values()) > 0)
+                                        signal_when=lambda: desk.delivered() > 0)
         at_exit = run["at_exit"]
         assert at_exit["inbox_pending"] + at_exit["outbox_pending"] > 0, (
             "nothing was left unfinished at the signal: the test proved nothing", at_exit)

@@ -52,12 +52,8 @@ def test_a_killed_worker_loses_nothing_and_its_successor_answers_everyone_once(
         # When the worker is killed while it is answering them, with sends under way: the
         # Bot API has taken the next messages and holds its answers back, so the worker dies
         # between the platform taking a receipt and its own commit
-        desk.wait_until(f"{KILL_AFTER} receipts delivered",
-                        lambda: sum(desk.receipts().values()) >= KILL_AFTER)
-        delivered_so_far = sum(desk.receipts().values())
-        desk.fake.delay_next(WORKER_THREADS, SLOW_ANSWER, "sendMessage")
-        desk.wait_until("a slow send taken by the Bot API",
-                        lambda: sum(desk.receipts().values()) > delivered_so_far)
+        desk.wait_delivered(KILL_AFTER)
+        desk.hold_next_answers(WORKER_THREADS, SLOW_ANSWER)
         desk.deployment.kill("worker")
         killed_at = time.monotonic()
         time.sleep(1.0)  # calls the worker sent before it died reach the fake's record
