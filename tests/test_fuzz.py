@@ -215,7 +215,7 @@ def _non_finite(value: Any) -> bool:
 def known_telegram_bug(body: Any, backend: str) -> str | None:
     """Which known bug a webhook body runs into, if any."""
     try:
-        key, chat = telegram.classify(body)
+        key, chat, _ = telegram.classify(body)
     except (ValueError, RecursionError):
         return None
     except Exception as exc:  # noqa: BLE001 - that is the bug
