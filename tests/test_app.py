@@ -453,7 +453,8 @@ def test_healthz_and_metrics_say_when_no_scheduler_has_held_the_lease(
         metrics_text = client.get("/metrics").text
 
         # Then it is there
-        assert (health["scheduler"], health["scheduler_seen_seconds_ago"]) == ("ok", 0)
+        assert health["scheduler"] == "ok"
+        assert health["scheduler_seen_seconds_ago"] in (0, 1)
         assert "redesk_scheduler_missing 0.0" in metrics_text
         assert "redesk_scheduler_lease_age_seconds" in metrics_text
 
