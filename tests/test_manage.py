@@ -31,9 +31,9 @@ from storage.models import (
     Person,
     Role,
 )
-from workflow import broker as broker_module
 from storage.settings import Settings
 from tests.utils.harness import Desk
+from workflow import broker as broker_module
 from workflow.deadlines import format_local
 
 # --- fixtures and helpers -------------------------------------------------------------------
