@@ -754,14 +754,17 @@ class Poller(threading.Thread):
         with session_scope(self.runtime.engine) as session:
             newest = -1
             for data in updates:
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                if isinstance(update_id, int) and not isinstance(update_id, bool):
+                    # Even one that cannot be stored is confirmed: asking again gives it again.
+                    newest = max(newest, update_id)
                 try:
                     classified = classify(data)
                 except BadUpdate as exc:
                     # Telegram never sends these; if it did, skipping is all that can be done.
-                    logger.warning("getUpdates returned an item that is no update (%s); "
+                    logger.warning("getUpdates returned an item that cannot be stored (%s); "
                                    "skipped", exc)
                     continue
-                newest = max(newest, int(classified.key))
                 chat, is_new = store_update(session, data, classified)
                 if chat and is_new:
                     chats.append(chat)
