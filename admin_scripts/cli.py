@@ -10,7 +10,7 @@ from datetime import date
 from enum import IntEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from dramatiq import Worker
@@ -24,6 +24,9 @@ from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, get_settings
 from workflow import service
 from workflow.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from bot.scheduler import Watch
 
 
 class Exit(IntEnum):
@@ -286,7 +289,7 @@ def _schedule(settings: Settings, stop: threading.Event, leadership: Any = None)
     ])
 
 
-def _watch_scheduler(settings: Settings) -> Any:
+def _watch_scheduler(settings: Settings) -> Watch:
     """Starts the look-out for a `redesk scheduler` (production's shape relies on one)."""
     from bot.scheduler import Watch
 
