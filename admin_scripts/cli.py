@@ -10,7 +10,7 @@ from datetime import date
 from enum import IntEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from dramatiq import Worker
@@ -24,6 +24,9 @@ from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, get_settings
 from workflow import service
 from workflow.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from bot.scheduler import Watch
 
 
 class Exit(IntEnum):
@@ -56,6 +59,9 @@ people_app = typer.Typer(help="People on the desk and their roles.", no_args_is_
 app.add_typer(people_app, name="people")
 wechat_app = typer.Typer(help="The WeChat official account.", no_args_is_help=True)
 app.add_typer(wechat_app, name="wechat")
+inbox_app = typer.Typer(help="Inbound messages kept as failed (unparseable or given up).",
+                        no_args_is_help=True)
+app.add_typer(inbox_app, name="inbox")
 
 
 class CliError(Exception):
@@ -143,11 +149,14 @@ def run() -> None:
         console.print("channel wechat: off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
                       "and REDESK_WECHAT_TOKEN to switch it on)")
     worker = None
+    watch = None
     stop = threading.Event()
     if embedded:
         worker = _start_worker(settings)
         threading.Thread(target=_schedule, args=(settings, stop), name="scheduler",
                          daemon=True).start()
+    else:
+        watch = _watch_scheduler(settings)
     asgi = create_app()
 
     class Server(uvicorn.Server):
@@ -171,6 +180,8 @@ def run() -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         stop.set()
+        if watch is not None:
+            watch.stop()
         if poller is not None:
             poller.stop()
         if worker is not None:
@@ -196,7 +207,9 @@ def worker() -> None:
 
     running = _start_worker(settings)
     console.print(f"redesk worker: {settings.worker_threads} threads on {settings.redis_url}")
+    watch = _watch_scheduler(settings)
     _wait_for_signal()
+    watch.stop()
     running.stop()
 
 
@@ -274,6 +287,16 @@ def _schedule(settings: Settings, stop: threading.Event, leadership: Any = None)
         (settings.sweep_interval, actors.sweep.send),
         (settings.tick_interval, actors.tick.send),
     ])
+
+
+def _watch_scheduler(settings: Settings) -> Watch:
+    """Starts the look-out for a `redesk scheduler` (production's shape relies on one)."""
+    from bot.scheduler import Watch
+
+    assert settings.redis_url
+    watch = Watch(settings.redis_url)
+    watch.start()
+    return watch
 
 
 def _wait_for_signal() -> None:
@@ -722,6 +745,71 @@ def people_revoke(
     if done.role == "group":
         console.print("if REDESK_TELEGRAM_COMMITTEE_CHAT still names this chat, `redesk run` "
                       "makes it the committee group again", markup=False)
+
+
+@inbox_app.command("failed")
+def inbox_failed() -> None:
+    """List every failed inbox row, of any channel: id, channel, key, chat, received (Beijing
+    time), attempts and the reason (e.g. the parser's, for an update python-telegram-bot
+    cannot model).
+
+    Example: redesk inbox failed
+    """
+    from rich.text import Text
+
+    from admin_scripts import manage
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        rows = manage.list_failed_inbox(session=session)
+    table = Table(Column("ID", no_wrap=True), "渠道", "消息标识", "会话",
+                  Column("接收时间", no_wrap=True), "尝试次数", "原因")
+    for row in rows:
+        # Text(): keys and reasons come from outside; they must not be read as rich markup.
+        table.add_row(str(row.id), row.channel, Text(row.natural_key), Text(row.chat_id),
+                      row.received, str(row.attempts), Text(row.reason))
+    console.print(table)
+    if not rows:
+        console.print("no failed inbox rows")
+
+
+@inbox_app.command("retry")
+def inbox_retry(
+    inbox_id: Annotated[int, typer.Argument(
+        metavar="ID", help="the inbox row's id (see `redesk inbox failed`)")],
+) -> None:
+    """Hand a failed inbox row to the workers again (e.g. after upgrading python-telegram-bot):
+    it goes back to pending and is enqueued. An unknown id exits 4; a row that is not failed,
+    or a Telegram update that still cannot be parsed and has no chat, exits 1 and changes
+    nothing.
+
+    Example: redesk inbox retry 42
+    """
+    from admin_scripts import manage
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = manage.retry_inbox(session=session, inbox_id=inbox_id, now=utcnow())
+        except manage.UnknownInbox as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+        except (manage.NotFailed, manage.StillUnparseable) as exc:
+            raise CliError(str(exc), Exit.FAILURE) from None
+    if done.chat is None:
+        console.print(f"inbox row {done.id} ({done.channel}) parses now and is nobody's "
+                      "message to handle: marked done", markup=False)
+        return
+    from workflow import broker
+
+    broker.configure(settings.redis_url)
+    from bot import actors
+
+    actors.enqueue_inbound(done.channel, done.chat)
+    later = "" if settings.redis_url else " (the running server's next sweep picks it up)"
+    console.print(f"inbox row {done.id} ({done.channel}) is pending again and enqueued{later}",
+                  markup=False)
 
 
 @app.command()

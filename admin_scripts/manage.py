@@ -1,4 +1,5 @@
-"""What `redesk departments|categories|people` do: file imports, deactivation, roles.
+"""What `redesk departments|categories|people|inbox` do: file imports, deactivation, roles,
+failed inbox rows.
 
 The rules live here (what a good row is, what revoking a role does); admin_scripts/cli.py turns
 the errors raised here into exit codes and prints the results. Nothing here commits: the
@@ -22,7 +23,15 @@ import yaml
 from sqlmodel import Session
 
 from storage import queries
-from storage.models import Category, Department, DepartmentKind, Person, Role, Route
+from storage.models import (
+    Category,
+    Department,
+    DepartmentKind,
+    InboxStatus,
+    Person,
+    Role,
+    Route,
+)
 from workflow.deadlines import format_local
 
 #: The file types an import reads, by extension.
@@ -100,6 +109,18 @@ class ImportConflict(ManageError):
 
 class UnknownName(ManageError):
     """No department, or no person, goes by this name or id."""
+
+
+class UnknownInbox(ManageError):
+    """No inbox row has this id."""
+
+
+class NotFailed(ManageError):
+    """The inbox row is not failed; there is nothing to retry."""
+
+
+class StillUnparseable(ManageError):
+    """The update still cannot be parsed, and has no chat to be handled in."""
 
 
 class AmbiguousName(ManageError):
@@ -679,3 +700,85 @@ def _person_meant(session: Session, who: str, role: str | None) -> Person:
     person = queries.get_person(session=session, person_id=holders[0].id or 0, lock=True)
     assert person is not None
     return person
+
+
+# --- inbox ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedLine:
+    """One failed inbox row as `redesk inbox failed` shows it."""
+
+    id: int
+    channel: str
+    #: The platform's key of the message (e.g. a Telegram update_id).
+    natural_key: str
+    chat_id: str
+    #: When it was received, in Asia/Shanghai.
+    received: str
+    attempts: int
+    reason: str
+
+
+def list_failed_inbox(*, session: Session) -> list[FailedLine]:
+    """Every failed inbox row, of any channel, oldest first."""
+    return [
+        FailedLine(row.id or 0, row.channel, row.natural_key, row.chat_id,
+                   format_local(row.received_at), row.attempts, row.error or "")
+        for row in queries.failed_inbox(session=session)
+    ]
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A failed inbox row handed back to the workers."""
+
+    id: int
+    channel: str
+    #: The chat to enqueue; None when the message turned out to be one nobody handles (done).
+    chat: str | None
+    #: The reason it had failed with.
+    reason: str
+
+
+def retry_inbox(*, session: Session, inbox_id: int, now: datetime) -> Retried:
+    """Puts a failed inbox row back to pending, with its attempts counted from zero.
+
+    A Telegram update is read again first (after an upgrade of python-telegram-bot it may
+    parse); if it still does not and has no chat to be handled in, nothing changes. The
+    caller enqueues the returned chat after committing.
+
+    Raises:
+        UnknownInbox: No inbox row has this id.
+        NotFailed: The row is pending or done.
+        StillUnparseable: A Telegram update that still cannot be parsed and has no chat.
+    """
+    from bot.channels import telegram
+
+    row = queries.get_inbox(session=session, inbox_id=inbox_id)
+    if row is None:
+        raise UnknownInbox(f"No inbox row has the id {inbox_id} (see `redesk inbox failed`).")
+    if row.status != InboxStatus.FAILED:
+        raise NotFailed(f"Inbox row {inbox_id} is {row.status}, not failed; nothing changed.")
+    reason = row.error or ""
+    chat: str | None = row.chat_id
+    if row.channel == telegram.CHANNEL:
+        try:
+            classified = telegram.classify(row.payload)
+        except telegram.BadUpdate as exc:
+            raise StillUnparseable(f"Inbox row {inbox_id} is no Telegram update ({exc}); "
+                                   "nothing changed.") from None
+        if classified.chat is None and classified.error:
+            raise StillUnparseable(f"Inbox row {inbox_id} still cannot be parsed "
+                                   f"({classified.error}); nothing changed.")
+        chat = classified.chat
+        row.chat_id = chat or "-"
+    row.status = InboxStatus.PENDING if chat else InboxStatus.DONE
+    row.attempts = 0
+    row.error = None
+    session.add(row)
+    queries.audit_admin_action(
+        session=session, actor=admin_user(), action="inbox_retry", at=now,
+        detail={"inbox": inbox_id, "channel": row.channel, "reason": reason},
+    )
+    return Retried(inbox_id, row.channel, chat, reason)

@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import actors, metrics
+from bot import actors, metrics, scheduler
 from bot.channels import telegram, web, wechat
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
@@ -333,9 +333,10 @@ async def web_get_messages(request: Request) -> Response:
 async def telegram_webhook(request: Request) -> Response:
     """POST /telegram/webhook: checks the secret, stores the update, then answers 200.
 
-    403 for a wrong or missing secret, 413 over 1 MB, 400 for what is not an Update, 503 when
-    the update cannot be stored (Telegram retries). Update types redesk does not handle are
-    stored and answered 200.
+    403 for a wrong or missing secret, 413 over 1 MB, 400 for what is not an Update (not a
+    JSON object with an integer update_id, or not storable), 503 when the update cannot be
+    stored (Telegram retries). Update types redesk does not handle are stored and answered
+    200; so is an update python-telegram-bot cannot model, kept as failed with the reason.
     """
     runtime = _runtime(request)
     secret = runtime.settings.telegram_webhook_secret or ""
@@ -352,9 +353,11 @@ async def telegram_webhook(request: Request) -> Response:
     try:
         data = json.loads(raw)
         classified = telegram.classify(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         metrics.INBOUND.labels("telegram", "bad").inc()
-        logger.warning("Telegram webhook: a body that is not an Update (%d bytes)", len(raw))
+        reason = str(exc) if isinstance(exc, telegram.BadUpdate) else "not JSON"
+        logger.warning("Telegram webhook: a body that is not an Update (%d bytes): %s",
+                       len(raw), reason)
         return JSONResponse({"ok": False, "error": "not an Update"}, status_code=400)
 
     def store() -> tuple[str | None, bool]:
@@ -366,7 +369,8 @@ async def telegram_webhook(request: Request) -> Response:
     except Exception:
         logger.exception("Could not store a Telegram update")
         return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
-    metrics.INBOUND.labels("telegram", "stored" if is_new else "duplicate").inc()
+    outcome = "unparseable" if classified.error else "stored"
+    metrics.INBOUND.labels("telegram", outcome if is_new else "duplicate").inc()
     if chat is not None and is_new:
         await asyncio.to_thread(actors.enqueue_inbound, telegram.CHANNEL, chat)
     return JSONResponse({"ok": True})
@@ -434,11 +438,16 @@ async def root(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: 200 when the database (and Redis, when configured) answer."""
+    """GET /healthz: 200 when the database (and Redis, when configured) answer.
+
+    Its JSON also says whether a scheduler runs ("scheduler": "ok", "missing" when none has
+    held the lease for a while, with "scheduler_seen_seconds_ago", or "embedded"); a missing
+    scheduler does not make the process unhealthy, it makes the deployment unsafe.
+    """
     runtime = _runtime(request)
 
-    def check() -> dict[str, str]:
-        status = {"database": "ok"}
+    def check() -> dict[str, Any]:
+        status: dict[str, Any] = {"database": "ok"}
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         if runtime.settings.redis_url:
@@ -450,6 +459,11 @@ async def healthz(request: Request) -> Response:
             finally:
                 client.close()
             status["redis"] = "ok"
+            seen = scheduler.last_seen(runtime.settings.redis_url)
+            status["scheduler"] = "missing" if seen.missing else "ok"
+            status["scheduler_seen_seconds_ago"] = None if seen.age is None else round(seen.age)
+        else:
+            status["scheduler"] = "embedded"
         return status
 
     try:

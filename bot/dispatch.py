@@ -138,7 +138,17 @@ def process_chat(
                 break
             row.attempts += 1
             tx = runtime.tx(session, f"in:{row.id}")
-            inbound = PARSERS[channel](chat_id, row.payload)
+            try:
+                inbound = PARSERS[channel](chat_id, row.payload)
+            except Exception as exc:  # noqa: BLE001 - a payload the parser cannot model
+                # Parsing again gives the same answer: it is kept as failed at once (for
+                # `redesk inbox retry` after an upgrade), and the chat's next messages go on.
+                logger.warning("Inbox message %s cannot be parsed; kept as failed: %s: %s",
+                               row.id, type(exc).__name__, exc)
+                row.status = InboxStatus.FAILED
+                row.error = f"{type(exc).__name__}: {exc}"[:500]
+                session.add(row)
+                continue
             if inbound.display_name and not person.display_name:
                 person.display_name = inbound.display_name[:100]
             if person.unreachable:

@@ -323,16 +323,17 @@ def get_invitation(*, session: Session, code: str) -> Invitation | None:
 
 def add_inbox(
     *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any],
-    status: str = InboxStatus.PENDING,
+    status: str = InboxStatus.PENDING, error: str | None = None,
 ) -> int | None:
     """Stores an inbound message; None when this natural key was stored before.
 
-    A message redesk does not handle is stored with status done (kept, ignored).
+    A message redesk does not handle is stored with status done (kept, ignored); one that
+    cannot be parsed, with status failed and the parser's reason as its error.
     """
     statement = (
         _insert(session, InboxMessage)
         .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
-                status=status, attempts=0, received_at=utcnow())
+                status=status, error=error, attempts=0, received_at=utcnow())
         .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
         .returning(col(InboxMessage.id))
     )
@@ -358,6 +359,23 @@ def next_pending_inbox(*, session: Session, channel: str, chat_id: str) -> Inbox
         .limit(1)
         .execution_options(populate_existing=True)
     ).first()
+
+
+def failed_inbox(*, session: Session) -> Sequence[InboxMessage]:
+    """Every failed inbox row, of any channel, oldest first."""
+    return session.exec(
+        select(InboxMessage).where(InboxMessage.status == InboxStatus.FAILED)
+        .order_by(col(InboxMessage.id))
+    ).all()
+
+
+def count_failed_inbox(*, session: Session) -> dict[str, int]:
+    """Failed inbox rows by channel (channels without any are left out)."""
+    rows = session.execute(
+        select_columns(col(InboxMessage.channel), func.count()).where(
+            col(InboxMessage.status) == InboxStatus.FAILED).group_by(col(InboxMessage.channel))
+    ).all()
+    return {channel: int(count) for channel, count in rows}
 
 
 def stale_inbox(*, session: Session, before: datetime, limit: int = 500) -> Sequence[InboxMessage]:

@@ -11,11 +11,13 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from bot.app import STATIC_DIR, WEB_BODY_LIMIT, create_app
 from bot.runtime import Runtime
+from bot.scheduler import HEARTBEAT_SUFFIX, LEASE_KEY, RedisLease
 from storage.db import get_engine
 from storage.models import InboxMessage, WebSession, utcnow
 from storage.settings import Settings
@@ -387,7 +389,7 @@ def test_healthz_answers_200_when_the_database_answers(client: TestClient) -> No
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "scheduler": "embedded"}
 
 
 def runtime_for(database_url: str, redis_url: str | None = None) -> Runtime:
@@ -425,6 +427,61 @@ def test_healthz_checks_redis_when_it_is_configured(
     assert healthy.status_code == 200
     assert healthy.json()["redis"] == "ok"
     assert unhealthy.status_code == 503
+
+
+def test_healthz_and_metrics_say_when_no_scheduler_has_held_the_lease(
+    runtime: Runtime, redis_url: str, stub_broker: dramatiq.Broker
+) -> None:
+    # Given production's shape (Redis configured) and no `redesk scheduler` ever started
+    app = create_app(runtime_for(runtime.settings.database_url, redis_url))
+    with TestClient(app) as client:
+        # When health and metrics are asked
+        health = client.get("/healthz")
+        metrics_text = client.get("/metrics").text
+
+        # Then the process is alive (200) but says the scheduler is missing
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "database": "ok", "redis": "ok",
+                                 "scheduler": "missing", "scheduler_seen_seconds_ago": None}
+        assert "redesk_scheduler_missing 1.0" in metrics_text
+        assert "redesk_scheduler_lease_age_seconds" not in metrics_text
+
+        # When a scheduler takes the lease
+        lease = RedisLease(redis_url)
+        assert lease.hold()
+        health = client.get("/healthz").json()
+        metrics_text = client.get("/metrics").text
+
+        # Then it is there
+        assert health["scheduler"] == "ok"
+        assert health["scheduler_seen_seconds_ago"] in (0, 1)
+        assert "redesk_scheduler_missing 0.0" in metrics_text
+        assert "redesk_scheduler_lease_age_seconds" in metrics_text
+
+        # When it died two minutes ago (its lease expired; its last heartbeat stays)
+        lease.release()
+        connection = redis.Redis.from_url(redis_url)
+        seconds, micros = connection.time()
+        connection.set(LEASE_KEY + HEARTBEAT_SUFFIX, seconds * 1000 + micros // 1000 - 120_000)
+        connection.close()
+        health = client.get("/healthz").json()
+        metrics_text = client.get("/metrics").text
+
+        # Then it is missing again, and how long ago it was seen is told
+        assert health["scheduler"] == "missing"
+        assert 120 <= health["scheduler_seen_seconds_ago"] < 180
+        assert "redesk_scheduler_missing 1.0" in metrics_text
+
+
+def test_metrics_on_the_embedded_default_never_report_the_scheduler_missing(
+    client: TestClient,
+) -> None:
+    # Given the embedded default, where `redesk run` runs the scheduler itself
+    # When the metrics are scraped
+    body = client.get("/metrics").text
+
+    # Then nothing is missing
+    assert "redesk_scheduler_missing 0.0" in body
 
 
 def test_metrics_count_requests_by_state_and_the_backlog(

@@ -14,13 +14,26 @@ import pytest
 import typer
 from sqlmodel import Session, col, select
 
+from admin_scripts import cli
 from admin_scripts.cli import Exit, app, main
+from bot import dispatch
 from bot import runtime as bot_runtime
+from bot.channels import telegram
 from bot.runtime import Runtime
-from storage.db import get_engine
-from storage.models import AdminAudit, Category, Department, Event, Person, Role
+from storage import queries
+from storage.db import get_engine, session_scope
+from storage.models import (
+    AdminAudit,
+    Category,
+    Department,
+    Event,
+    InboxMessage,
+    Person,
+    Role,
+)
 from storage.settings import Settings
 from tests.utils.harness import Desk
+from workflow import broker as broker_module
 from workflow.deadlines import format_local
 
 # --- fixtures and helpers -------------------------------------------------------------------
@@ -694,3 +707,173 @@ def test_revoke_with_a_role_that_cannot_be_revoked_is_a_usage_error(
 ) -> None:
     assert main(["people", "revoke", "张三", "--role", "requester"]) == Exit.USAGE
     assert "--role must be one of worker, leader, department, group" in capsys.readouterr().err
+
+
+# --- inbox ----------------------------------------------------------------------------------
+
+
+def text_update(update_id: int, user_id: int, text: str) -> dict[str, Any]:
+    """A private text message as the Bot API sends it."""
+    user = {"id": user_id, "is_bot": False, "first_name": "张三", "language_code": "zh-hans"}
+    return {"update_id": update_id, "message": {
+        "message_id": update_id % 1000, "from": user,
+        "chat": {"id": user_id, "first_name": "张三", "type": "private"},
+        "date": 1764633600, "text": text}}
+
+
+def unparseable_photo(update_id: int, user_id: int) -> dict[str, Any]:
+    """A real photo message whose PhotoSizes lack file_unique_id, which the installed
+    python-telegram-bot requires."""
+    update = text_update(update_id, user_id, "")
+    message = update["message"]
+    del message["text"]
+    message["caption"] = "井盖丢了"
+    message["photo"] = [{"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qx", "file_size": 1403,
+                         "width": 90, "height": 68},
+                        {"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qy", "file_size": 20377,
+                         "width": 320, "height": 240}]
+    return update
+
+
+def inbox_row(url: str, inbox_id: int) -> InboxMessage:
+    """An inbox row, fresh."""
+    with Session(get_engine(url)) as session:
+        found = session.get(InboxMessage, inbox_id)
+        assert found is not None
+        return found
+
+
+def store(url: str, update: dict[str, Any]) -> int:
+    """Stores a Telegram update as the webhook and the poller do; its inbox id."""
+    with session_scope(get_engine(url)) as session:
+        telegram.store_update(session, update)
+        row = session.exec(select(InboxMessage).where(
+            InboxMessage.natural_key == str(update["update_id"]))).one()
+        assert row.id is not None
+        return row.id
+
+
+def queued_inbound() -> int:
+    """handle_inbound jobs waiting in the CLI's in-process broker."""
+    return int(broker_module.current().queues["inbound"].qsize())
+
+
+def test_inbox_failed_lists_every_failed_row_of_any_channel_with_its_time_and_reason(
+    any_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an update the library cannot model, a web message given up after its attempts,
+    # and a pending message
+    photo = store(any_db, unparseable_photo(700000001, 100))
+    with session_scope(get_engine(any_db)) as session:
+        queries.add_inbox(session=session, channel="web", natural_key="7:a", chat_id="7",
+                          payload={"text": "路灯坏了"}, status="failed",
+                          error="RuntimeError: the handler failed")
+        queries.add_inbox(session=session, channel="web", natural_key="7:b", chat_id="7",
+                          payload={"text": "帮助"})
+    web = photo + 1
+    monkeypatch.setattr(cli.console, "width", 400)
+
+    # When the admin lists the failed rows
+    assert main(["inbox", "failed"]) == Exit.OK
+    out = capsys.readouterr().out
+
+    # Then both failed rows are there, with id, channel, key, chat, time and reason
+    rows = {cells[0]: cells for cells in (
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in out.splitlines() if line.count("│") == 8)}
+    assert set(rows) == {str(photo), str(web)}
+    assert rows[str(photo)][:4] == [str(photo), "telegram", "700000001", "100"]
+    assert rows[str(photo)][4] == format_local(inbox_row(any_db, photo).received_at)
+    assert "PhotoSize" in rows[str(photo)][6] and "file_unique_id" in rows[str(photo)][6]
+    assert rows[str(web)][1:4] == ["web", "7:a", "7"]
+    assert rows[str(web)][6] == "RuntimeError: the handler failed"
+
+
+def test_inbox_failed_says_so_when_there_is_none(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inbox", "failed"]) == Exit.OK
+    assert "no failed inbox rows" in capsys.readouterr().out
+
+
+def test_inbox_retry_hands_a_row_that_parses_now_to_the_workers_and_it_is_answered(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a resident's update kept as failed by an older python-telegram-bot, which this
+    # one parses
+    assert main(["demo"]) == Exit.OK
+    with session_scope(get_engine(any_db)) as session:
+        inbox_id = queries.add_inbox(
+            session=session, channel=telegram.CHANNEL, natural_key="700000001", chat_id="100",
+            payload=text_update(700000001, 100, "路灯坏了"), status="failed",
+            error="TypeError: Message.__init__() missing 1 required positional argument: 'chat'")
+    assert inbox_id is not None
+    capsys.readouterr()
+
+    # When the admin retries it
+    code = main(["inbox", "retry", str(inbox_id)])
+
+    # Then it is pending again, from zero attempts, enqueued, and the retry is on record
+    assert code == Exit.OK
+    assert f"inbox row {inbox_id} (telegram) is pending again and enqueued" in \
+        capsys.readouterr().out
+    row = inbox_row(any_db, inbox_id)
+    assert (row.status, row.attempts, row.error, row.chat_id) == ("pending", 0, None, "100")
+    assert queued_inbound() == 1
+    assert audit(any_db)[-1][0] == "inbox_retry"
+    assert audit(any_db)[-1][1]["inbox"] == inbox_id
+
+    # When a worker handles the chat, Then the resident's request exists
+    desk = desk_on(any_db)
+    dispatch.process_chat(desk.runtime, telegram.CHANNEL, "100")
+    assert inbox_row(any_db, inbox_id).status == "done"
+    assert [request.text for request in desk.requests()] == ["路灯坏了"]
+
+
+def test_inbox_retry_of_an_update_that_still_does_not_parse_fails_it_again_and_blocks_nothing(
+    any_db: str,
+) -> None:
+    # Given an update the library cannot model, and the same resident's next message
+    bad = store(any_db, unparseable_photo(700000001, 100))
+    good = store(any_db, text_update(700000002, 100, "帮助"))
+    assert inbox_row(any_db, bad).status == "failed"
+
+    # When the admin retries it with the library unchanged, and a worker handles the chat
+    assert main(["inbox", "retry", str(bad)]) == Exit.OK
+    desk = desk_on(any_db)
+    dispatch.process_chat(desk.runtime, telegram.CHANNEL, "100")
+
+    # Then it is failed again with the parser's reason, and the next message was handled
+    row = inbox_row(any_db, bad)
+    assert row.status == "failed" and row.error and "file_unique_id" in row.error
+    assert inbox_row(any_db, good).status == "done"
+
+
+def test_inbox_retry_refuses_an_unknown_id_a_row_not_failed_and_an_unparseable_update_of_nobody(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a pending message, and an update that neither parses nor names a sender
+    pending = store(any_db, text_update(700000001, 100, "帮助"))
+    nobody = store(any_db, {"update_id": 700000002, "message": {"text": "hi"}})
+    before = [(inbox_row(any_db, i).status, inbox_row(any_db, i).error)
+              for i in (pending, nobody)]
+    capsys.readouterr()
+
+    # When the admin retries an unknown id, the pending row and the update of nobody
+    unknown = main(["inbox", "retry", "999999"])
+    unknown_err = capsys.readouterr().err
+    not_failed = main(["inbox", "retry", str(pending)])
+    not_failed_err = capsys.readouterr().err
+    still = main(["inbox", "retry", str(nobody)])
+    still_err = capsys.readouterr().err
+
+    # Then each is refused with its reason and exit code, and nothing changed
+    assert unknown == Exit.NOT_FOUND
+    assert "No inbox row has the id 999999" in unknown_err
+    assert not_failed == Exit.FAILURE
+    assert f"Inbox row {pending} is pending, not failed; nothing changed." in not_failed_err
+    assert still == Exit.FAILURE
+    assert f"Inbox row {nobody} still cannot be parsed" in still_err
+    assert [(inbox_row(any_db, i).status, inbox_row(any_db, i).error)
+            for i in (pending, nobody)] == before
+    assert [action for action, _ in audit(any_db)] == []

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
 import redis
 
-from bot.scheduler import Alone, RedisLease, run
+from bot.scheduler import (
+    HEARTBEAT_SUFFIX,
+    MISSING_AFTER_SECONDS,
+    Alone,
+    RedisLease,
+    Watch,
+    last_seen,
+    run,
+)
 
 
 def lease(url: str, seconds: float = 15.0) -> RedisLease:
@@ -81,3 +91,71 @@ def test_a_broker_outage_is_retried_on_the_next_loop() -> None:
     run(stop=stop, leadership=Alone(), jobs=[(3600.0, flaky)], loop_seconds=0.001)
 
     assert len(attempts) == 3
+
+
+# --- the heartbeat ----------------------------------------------------------------------------
+
+
+def test_holding_the_lease_writes_a_heartbeat_that_last_seen_reads(redis_url: str) -> None:
+    # Given no scheduler ever ran on this Redis
+    assert last_seen(redis_url, key="redesk:test:scheduler").age is None
+    assert last_seen(redis_url, key="redesk:test:scheduler").missing
+
+    # When one holds the lease
+    first, second = lease(redis_url), lease(redis_url)
+    assert first.hold()
+    # (one that waits for the lease writes no heartbeat)
+    assert not second.hold()
+
+    # Then it has just been seen, by Redis's clock
+    seen = last_seen(redis_url, key="redesk:test:scheduler")
+    assert seen.age is not None and 0 <= seen.age < MISSING_AFTER_SECONDS
+    assert not seen.missing
+
+    # And the heartbeat outlives the lease, so a long absence stays visible
+    first.release()
+    assert redis.Redis.from_url(redis_url).exists("redesk:test:scheduler" + HEARTBEAT_SUFFIX)
+    second.release()
+
+
+def test_the_watch_warns_once_while_no_scheduler_holds_the_lease_and_says_when_one_is_back(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker's look-out and no scheduler
+    watch = Watch(redis_url, key="redesk:test:scheduler")
+    caplog.set_level(logging.INFO, logger="bot.scheduler")
+
+    # When it looks twice
+    first, again = watch.check(), watch.check()
+
+    # Then it warned once, naming what is at stake and what to run
+    assert first is not None and first.missing and again is not None and again.missing
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "No `redesk scheduler` has held the lease for ever" in warnings[0]
+    assert "not re-enqueued" in warnings[0]
+
+    # When a scheduler takes the lease and the watch looks again
+    scheduler = lease(redis_url)
+    assert scheduler.hold()
+    caplog.clear()
+    back = watch.check()
+
+    # Then it says so, and warns no more
+    assert back is not None and not back.missing
+    assert [r.getMessage() for r in caplog.records][0].startswith(
+        "A scheduler holds the lease again")
+    assert not any(r.levelno == logging.WARNING for r in caplog.records)
+    scheduler.release()
+
+
+def test_the_watch_concludes_nothing_when_redis_does_not_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a look-out on a Redis that does not answer
+    watch = Watch("redis://127.0.0.1:1/0")
+
+    # When it looks, Then it cannot tell, and says that rather than "missing"
+    assert watch.check() is None
+    assert not watch.warned
+    assert "Cannot tell whether a scheduler runs" in caplog.text

@@ -17,6 +17,7 @@ import dramatiq
 import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
+from telegram import Update
 
 from bot import dispatch
 from bot.app import create_app
@@ -520,12 +521,11 @@ def test_a_body_that_is_not_json_answers_400(
 @pytest.mark.parametrize(
     "body",
     [[], [{"update_id": 1}], {}, {"message": {"text": "hi"}}, {"update_id": "700000001"},
-     {"update_id": True}, {"update_id": 1.5}, None, "update", 42,
-     {"update_id": 1, "message": "hi"}, {"update_id": 1, "message": {"text": "hi"}},
-     {"update_id": 1, "callback_query": {"id": "1"}}],
+     {"update_id": True}, {"update_id": 1.5}, {"update_id": -1}, {"update_id": 2**63}, None,
+     "update", 42],
     ids=["array", "array-of-update", "empty-object", "no-update-id", "update-id-string",
-         "update-id-bool", "update-id-float", "null", "string", "number", "message-string",
-         "message-incomplete", "callback-incomplete"],
+         "update-id-bool", "update-id-float", "update-id-negative", "update-id-too-big",
+         "null", "string", "number"],
 )
 def test_json_that_is_not_an_update_answers_400_and_stores_nothing(
     tg: TelegramDesk, client: TestClient, stub_broker: dramatiq.Broker, body: Any
@@ -535,6 +535,158 @@ def test_json_that_is_not_an_update_answers_400_and_stores_nothing(
     assert response.status_code == 400
     assert tg.inbox() == []
     assert enqueued(stub_broker) == 0
+
+
+# --- updates python-telegram-bot cannot model -----------------------------------------------
+
+
+def photo_without_unique_ids(fake: FakeTelegram, user: dict[str, Any]) -> dict[str, Any]:
+    """A real photo update whose PhotoSizes lack file_unique_id, which the installed
+    python-telegram-bot requires (Telegram and the library drifting apart)."""
+    update = fake.photo_update(user, caption="井盖丢了")
+    for size in update["message"]["photo"]:
+        del size["file_unique_id"]
+    return update
+
+
+def text_without_date(fake: FakeTelegram, user: dict[str, Any]) -> dict[str, Any]:
+    """A real text update whose message lacks `date`, a field the library requires."""
+    update = fake.text_update(user, "路灯坏了")
+    del update["message"]["date"]
+    return update
+
+
+def callback_without_chat_instance(fake: FakeTelegram, user: dict[str, Any]) -> dict[str, Any]:
+    """A real button press without chat_instance, which the library requires."""
+    card = {"message_id": 7, "date": 1700000000, "chat": fake.private_chat(user),
+            "from": dict(fake.bot_user), "text": "卡片"}
+    update = fake.callback_update(user, "t0k3n", card)
+    del update["callback_query"]["chat_instance"]
+    return update
+
+
+def test_the_installed_library_really_refuses_the_samples(fake: FakeTelegram) -> None:
+    # Given the real-format samples the tests below use as unparseable updates
+    user = fake.user(100, "张三")
+    samples = [photo_without_unique_ids(fake, user), text_without_date(fake, user),
+               callback_without_chat_instance(fake, user)]
+
+    # When python-telegram-bot parses them, Then each is refused, and the chat is still known
+    for sample in samples:
+        with pytest.raises((TypeError, KeyError)):
+            Update.de_json(sample, None)
+        classified = telegram.classify(sample)
+        assert classified.chat == "100"
+        assert classified.error
+
+
+def test_an_update_kind_or_field_the_library_does_not_know_is_no_parse_failure(
+    fake: FakeTelegram,
+) -> None:
+    # Given a real text update with a field, and an update of a kind, newer than the library
+    user = fake.user(100, "张三")
+    newer_field = fake.text_update(user, "路灯坏了")
+    newer_field["message"]["future_field"] = {"x": 1}
+    newer_kind = {"update_id": newer_field["update_id"] + 1, "future_kind": {"x": 1}}
+
+    # When they are classified, Then both parse (the library keeps them in api_kwargs)
+    assert telegram.classify(newer_field) == (str(newer_field["update_id"]), "100", None)
+    assert telegram.classify(newer_kind) == (str(newer_kind["update_id"]), None, None)
+
+
+@pytest.mark.parametrize(
+    ("sample", "reason"),
+    [("photo", "file_unique_id"), ("no-date", "date"), ("callback", "chat_instance"),
+     ("message-string", ""), ("message-incomplete", ""), ("callback-incomplete", ""),
+     ("sender-id-string", "from.id")],
+)
+def test_an_update_the_library_cannot_model_is_answered_200_and_kept_as_failed_with_the_reason(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    caplog: pytest.LogCaptureFixture, sample: str, reason: str,
+) -> None:
+    # Given an update that is a JSON object with an integer update_id, which the library
+    # cannot model
+    user = fake.user(100, "张三")
+    bodies = {
+        "photo": lambda: photo_without_unique_ids(fake, user),
+        "no-date": lambda: text_without_date(fake, user),
+        "callback": lambda: callback_without_chat_instance(fake, user),
+        "message-string": lambda: {"update_id": 1, "message": "hi"},
+        "message-incomplete": lambda: {"update_id": 1, "message": {"text": "hi"}},
+        "callback-incomplete": lambda: {"update_id": 1, "callback_query": {"id": "1"}},
+        "sender-id-string": lambda: {**fake.text_update(user, "路灯坏了"), "message": {
+            **fake.text_update(user, "路灯坏了")["message"], "from": {**user, "id": "abc"}}},
+    }
+    body = bodies[sample]()
+
+    # When Telegram posts it
+    response = webhook(client, body)
+
+    # Then it is acknowledged (Telegram will not retry and drop it) and kept as failed, raw,
+    # with the parser's reason, logged; nothing is handled or enqueued
+    assert response.status_code == 200
+    [row] = tg.inbox()
+    assert (row.natural_key, row.status, row.payload) == (str(body["update_id"]), "failed",
+                                                          body)
+    assert row.error and reason in row.error
+    assert row.chat_id == ("100" if sample in ("photo", "no-date", "callback") else "-")
+    assert f"Telegram update {body['update_id']} cannot be parsed" in caplog.text
+    assert enqueued(stub_broker) == 0
+    tg.work()
+    assert tg.requests() == []
+    assert fake.sent() == []
+
+    # And /metrics counts it
+    metrics_text = client.get("/metrics").text
+    assert 'redesk_inbox_failed{channel="telegram"} 1.0' in metrics_text
+    assert 'redesk_inbound_messages_total{channel="telegram",outcome="unparseable"}' \
+        in metrics_text
+
+
+def test_an_unparseable_update_between_two_good_ones_over_the_webhook_blocks_nothing(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+) -> None:
+    # Given a resident whose second update of three cannot be parsed by the library
+    resident = fake.user(100, "张三")
+    updates = [fake.text_update(resident, "路灯坏了"), photo_without_unique_ids(fake, resident),
+               fake.text_update(resident, "帮助")]
+
+    # When Telegram posts them one after the other and the workers run
+    answers = [webhook(client, update).status_code for update in updates]
+    tg.work()
+
+    # Then every one is acknowledged, the bad one kept as failed, and both good ones answered
+    assert answers == [200, 200, 200]
+    assert [row.status for row in tg.inbox()] == ["done", "failed", "done"]
+    texts = tg.texts(100)
+    assert len(texts) == 2
+    assert number_in(tg.messages(100)[0])
+    assert texts[1] == render("help", {"role": "requester"}).text
+    assert len(tg.requests()) == 1
+
+
+def test_a_pending_row_that_does_not_parse_is_kept_as_failed_and_the_chat_goes_on(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime,
+) -> None:
+    # Given a chat whose oldest pending row cannot be parsed (e.g. one put back by `redesk
+    # inbox retry` while the library still refuses it) and a good one after it
+    resident = fake.user(100, "张三")
+    bad = photo_without_unique_ids(fake, resident)
+    with session_scope(runtime.engine) as session:
+        queries.add_inbox(session=session, channel=telegram.CHANNEL,
+                          natural_key=str(bad["update_id"]), chat_id="100", payload=bad)
+    tg.store(fake.text_update(resident, "帮助"))
+
+    # When the chat is handled
+    dispatch.process_chat(runtime, telegram.CHANNEL, "100")
+    tg.work()
+
+    # Then the bad row is failed at once with the parser's reason, and the next is answered
+    rows = tg.inbox()
+    assert [row.status for row in rows] == ["failed", "done"]
+    assert rows[0].attempts == 1
+    assert rows[0].error and "file_unique_id" in rows[0].error
+    assert tg.texts(100) == [render("help", {"role": "requester"}).text]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
@@ -1207,6 +1359,45 @@ def test_polling_stores_updates_and_a_new_poller_continues_from_the_stored_offse
         str(u["update_id"]) for u in updates)
     assert enqueued[2:] == [("telegram", "100"), ("telegram", "101")]
     assert offset() == str(updates[3]["update_id"] + 1)
+
+
+def test_polling_moves_past_an_unparseable_update_and_answers_the_good_ones_around_it(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a getUpdates batch with an update the library cannot model between two good ones
+    resident, other = fake.user(100, "张三"), fake.user(101, "李四")
+    updates = [fake.queue_update(fake.text_update(resident, "路灯坏了")),
+               fake.queue_update(photo_without_unique_ids(fake, resident)),
+               fake.queue_update(fake.text_update(other, "帮助"))]
+    enqueued: list[tuple[str, str]] = []
+
+    # When a poller reads the batch and waits for more
+    poller = Poller(runtime, lambda channel, chat: enqueued.append((channel, chat)))
+    poller.start()
+    try:
+        assert fake.wait_for(lambda f: len(enqueued) == 2 and f.waiting_polls == 1)
+        # (asked to stop, it ends once its long poll answers; an update makes it answer now)
+        poller.stop()
+        fake.queue_update(fake.text_update(fake.user(102, "王五"), "帮助"))
+        poller.join(timeout=10)
+        assert not poller.is_alive()
+    finally:
+        if poller.is_alive():
+            stop(poller, fake)
+
+    # Then every update is stored once, the bad one as failed, and the next poll asked past
+    # the whole batch (the offset moved; nothing is asked for again)
+    assert [(row.natural_key, row.status) for row in tg.inbox()][:3] == [
+        (str(updates[0]["update_id"]), "pending"), (str(updates[1]["update_id"]), "failed"),
+        (str(updates[2]["update_id"]), "pending")]
+    assert enqueued[:2] == [("telegram", "100"), ("telegram", "101")]
+    polls = [call.params["offset"] for call in fake.calls if call.method == "getUpdates"]
+    assert polls[-1] == updates[2]["update_id"] + 1
+
+    # And when the workers run, both good ones are answered
+    tg.work()
+    assert number_in(tg.messages(100)[0])
+    assert tg.texts(101) == [render("help", {"role": "requester"}).text]
 
 
 # --- the token check ------------------------------------------------------------------------

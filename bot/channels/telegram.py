@@ -31,7 +31,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlencode
 
 from sqlmodel import Session
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -63,7 +64,7 @@ from bot.ratelimit import (
 from bot.texts import Button, Rendered, action_label, state_label, text
 from storage import queries
 from storage.db import session_scope
-from storage.models import Attachment, OutboxMessage, Person, Role, utcnow
+from storage.models import Attachment, InboxStatus, OutboxMessage, Person, Role, utcnow
 from storage.settings import Settings
 from workflow.service import Tx, person_label
 
@@ -129,7 +130,18 @@ T = TypeVar("T")
 
 
 class BadUpdate(ValueError):
-    """A webhook body that is not a Telegram Update."""
+    """A body that is not a Telegram Update, or one that cannot be stored at all."""
+
+
+class Classified(NamedTuple):
+    """What redesk reads from an update's raw JSON before it is handled."""
+
+    #: The natural key: the update_id.
+    key: str
+    #: The user whose order it is handled in; None: nobody's message to handle.
+    chat: str | None
+    #: Why python-telegram-bot cannot model the update (it is kept as failed), or None.
+    error: str | None
 
 
 class TelegramClient:
@@ -141,19 +153,42 @@ class TelegramClient:
                                         daemon=True)
         self._thread.start()
         base = api_url.rstrip("/")
+        self._updates_url = f"{base}/bot{token}/getUpdates"
+        self._updates_request = HTTPXRequest(connection_pool_size=2,
+                                             read_timeout=POLL_TIMEOUT + 15)
         self.bot = Bot(
             token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
             request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15,
                                  connect_timeout=10, pool_timeout=10),
-            get_updates_request=HTTPXRequest(connection_pool_size=2,
-                                             read_timeout=POLL_TIMEOUT + 15),
+            get_updates_request=self._updates_request,
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
         """Runs a Bot coroutine on the client's loop and returns its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def get_raw_updates(self, *, offset: int, long_poll: int,
+                              allowed_updates: Sequence[str]) -> list[Any]:
+        """getUpdates answered as raw JSON, one item per update.
+
+        Bot.get_updates parses the whole batch at once, so one update the library cannot
+        model would fail the batch, and the offset would never move past it. This call goes
+        through the same request object (and its error mapping), but leaves parsing to the
+        caller, one update at a time.
+
+        Raises:
+            TelegramError: The call failed (network, server, conflict with a webhook).
+        """
+        # The Bot API reads parameters from the query string as from a form body.
+        query = urlencode({"offset": offset, "timeout": long_poll,
+                           "allowed_updates": json.dumps(list(allowed_updates))})
+        result = await self._updates_request.post(f"{self._updates_url}?{query}",
+                                                  read_timeout=long_poll + 15)
+        if not isinstance(result, list):
+            raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
+        return result
 
     def get_me(self) -> dict[str, Any]:
         """The bot's own user (checks the token)."""
@@ -220,12 +255,17 @@ def check_token(settings: Settings) -> dict[str, Any]:
 # --- receiving ------------------------------------------------------------------------------
 
 
-def classify(data: Any) -> tuple[str, str | None]:
-    """The natural key and the chat (ordering key) of an update; chat None: stored, ignored.
+def classify(data: Any) -> Classified:
+    """The natural key, the chat (ordering key) and the parse outcome of an update.
+
+    Anything that is a JSON object with an integer update_id is an update: one that
+    python-telegram-bot cannot model (Telegram and the library drift apart) is still stored,
+    as failed with the parser's reason, so that it neither is lost nor blocks the updates
+    after it. Its chat is read from the raw JSON, so it keeps its place in the person's order.
 
     Raises:
-        BadUpdate: `data` is not an Update, or not one that can be stored (ids out of range,
-            text that is not valid Unicode).
+        BadUpdate: `data` is not an Update, or cannot be stored (an update_id out of range,
+            text that is not valid Unicode, NaN).
     """
     update_id = data.get("update_id") if isinstance(data, dict) else None
     if not isinstance(update_id, int) or isinstance(update_id, bool) \
@@ -235,39 +275,77 @@ def classify(data: Any) -> tuple[str, str | None]:
         json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:
         raise BadUpdate(f"cannot be stored ({type(exc).__name__})") from None
+    error = parse_error(data)
     try:
-        update = Update.de_json(data, None)
-        key = str(update.update_id)
-        chat = _chat_of(update)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise BadUpdate(str(exc)[:200]) from None
-    if chat is not None and not (chat.isdigit() and len(chat) <= 20):
-        raise BadUpdate("not a Telegram user id")
-    return key, chat
+        chat = chat_of(data)
+    except ValueError as exc:
+        chat, error = None, error or str(exc)
+    return Classified(str(update_id), chat, error)
 
 
-def _chat_of(update: Update) -> str | None:
-    """The user whose order an update is handled in; None: stored and ignored."""
-    if update.callback_query is not None:
-        return str(update.callback_query.from_user.id)
-    member = update.my_chat_member
-    if member is not None:
+def parse_error(data: dict[str, Any]) -> str | None:
+    """Why python-telegram-bot cannot model `data` as an Update, or None when it can."""
+    try:
+        Update.de_json(data, None)
+    except Exception as exc:  # noqa: BLE001 - whatever the library raises is the reason
+        return f"{type(exc).__name__}: {exc}"[:500]
+    return None
+
+
+def chat_of(data: dict[str, Any]) -> str | None:
+    """The user whose order an update is handled in, read from its raw JSON; None: stored
+    and ignored.
+
+    Raises:
+        ValueError: The update is a person's, but its sender is no Telegram user id.
+    """
+    query = data.get("callback_query")
+    if query is not None:
+        return _user_id(_object(query).get("from"), "callback_query")
+    if data.get("my_chat_member") is not None:
+        member = _object(data["my_chat_member"])
+        changer = _object(member.get("from"))
         # Only a person's own chat with the bot matters (blocked / restarted); groups do not.
-        private = member.chat.type == "private" and not member.from_user.is_bot
-        return str(member.from_user.id) if private else None
-    message = update.message or update.edited_message
-    if message is None or message.from_user is None or message.from_user.is_bot:
+        private = _object(member.get("chat")).get("type") == "private" \
+            and not changer.get("is_bot")
+        return _user_id(changer, "my_chat_member") if private else None
+    kind = "message" if data.get("message") is not None else "edited_message"
+    message = _object(data.get(kind))
+    sender = message.get("from")
+    if not message or sender is None or _object(sender).get("is_bot"):
         return None
-    if message.chat.type != "private" and not (message.text or "").startswith("/"):
+    text = message.get("text")
+    if _object(message.get("chat")).get("type") != "private" and \
+            not (isinstance(text, str) and text.startswith("/")):
         # In a group only commands are for redesk; the rest is the members' conversation.
         return None
-    return str(message.from_user.id)
+    return _user_id(sender, kind)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (its fields read as missing)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _user_id(user: Any, kind: str) -> str:
+    """A Telegram user id as text.
+
+    Raises:
+        ValueError: `user` has no id that is a positive integer of at most 20 digits.
+    """
+    user_id = _object(user).get("id")
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 10**20:
+        raise ValueError(f"{kind}.from.id is not a Telegram user id")
+    return str(user_id)
 
 
 def store_update(
-    session: Session, data: dict[str, Any], classified: tuple[str, str | None] | None = None
+    session: Session, data: dict[str, Any], classified: Classified | None = None
 ) -> tuple[str | None, bool]:
     """Stores an update in the inbox (a repeat is a no-op).
+
+    An update python-telegram-bot cannot model is stored as failed with the parser's reason
+    (`redesk inbox retry ID` hands it to the workers again, e.g. after an upgrade).
 
     Args:
         session: The caller's session (the caller commits).
@@ -275,13 +353,17 @@ def store_update(
         classified: `classify(data)`, when the caller has it already (not parsed twice).
 
     Returns:
-        The chat to handle (None when the update is ignored) and whether it was new.
+        The chat to handle now (None when the update is ignored or failed) and whether it
+        was new.
     """
-    key, chat = classified or classify(data)
+    key, chat, error = classified or classify(data)
+    status = InboxStatus.FAILED if error else InboxStatus.PENDING if chat else InboxStatus.DONE
     inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=key,
-                                 chat_id=chat or "-", payload=data,
-                                 status="pending" if chat else "done")
-    return chat, inbox_id is not None
+                                 chat_id=chat or "-", payload=data, status=status, error=error)
+    if error and inbox_id is not None:
+        logger.warning("Telegram update %s cannot be parsed; kept as failed (inbox %s): %s",
+                       key, inbox_id, error)
+    return (None if error else chat), inbox_id is not None
 
 
 def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
@@ -653,12 +735,10 @@ class Poller(threading.Thread):
             try:
                 with session_scope(self.runtime.engine) as session:
                     offset = int(queries.get_channel_state(session=session, key=OFFSET_KEY) or 0)
-                updates = client.run(client.bot.get_updates(
-                    offset=offset, timeout=POLL_TIMEOUT, allowed_updates=list(ALLOWED_UPDATES),
-                    read_timeout=POLL_TIMEOUT + 15,
+                updates = client.run(client.get_raw_updates(
+                    offset=offset, long_poll=POLL_TIMEOUT, allowed_updates=ALLOWED_UPDATES,
                 ), timeout=POLL_TIMEOUT + 30)
-                # to_dict() gives back the Bot API JSON, unknown fields included.
-                self._store([update.to_dict() for update in updates])
+                self._store(updates)
                 backoff = 1.0
             except Exception:  # noqa: BLE001 - the poller must outlive any failure
                 logger.warning("Telegram polling failed; retrying in %.0f s", backoff,
@@ -667,21 +747,30 @@ class Poller(threading.Thread):
                 backoff = min(backoff * 2, 60.0)
 
     def _store(self, updates: list[Any]) -> None:
+        """Stores a getUpdates batch, each update on its own, and moves the offset past it."""
         if not updates:
             return
         chats: list[str] = []
         with session_scope(self.runtime.engine) as session:
-            newest = 0
+            newest = -1
             for data in updates:
-                newest = max(newest, int(data.get("update_id", 0)))
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                if isinstance(update_id, int) and not isinstance(update_id, bool):
+                    # Even one that cannot be stored is confirmed: asking again gives it again.
+                    newest = max(newest, update_id)
                 try:
-                    chat, is_new = store_update(session, data)
-                except BadUpdate:
-                    logger.warning("Telegram sent an update that does not parse; skipped")
+                    classified = classify(data)
+                except BadUpdate as exc:
+                    # Telegram never sends these; if it did, skipping is all that can be done.
+                    logger.warning("getUpdates returned an item that cannot be stored (%s); "
+                                   "skipped", exc)
                     continue
+                chat, is_new = store_update(session, data, classified)
                 if chat and is_new:
                     chats.append(chat)
-            queries.set_channel_state(session=session, key=OFFSET_KEY, value=str(newest + 1))
+            if newest >= 0:
+                queries.set_channel_state(session=session, key=OFFSET_KEY,
+                                          value=str(newest + 1))
         for chat in dict.fromkeys(chats):
             self.enqueue(CHANNEL, chat)
 

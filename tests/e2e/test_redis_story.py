@@ -4,11 +4,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.conftest import CITY, Deployment, Team, bind_team
+from tests.e2e.conftest import (
+    CITY,
+    HEALTH_ATTEMPTS,
+    HEALTH_PAUSE,
+    Deployment,
+    Team,
+    base_env,
+    bind_team,
+    serve,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +36,9 @@ def test_the_server_reports_redis_in_its_health(team: Team) -> None:
     response = team.http.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    health = response.json()
+    assert {key: health[key] for key in ("status", "database", "redis", "scheduler")} == {
+        "status": "ok", "database": "ok", "redis": "ok", "scheduler": "ok"}
 
 
 def test_a_request_goes_from_intake_to_closed_via_forwarding_through_redis(team: Team) -> None:
@@ -64,3 +78,63 @@ def test_a_request_goes_from_intake_to_closed_via_forwarding_through_redis(team:
     # And the metrics count it as closed
     metrics = team.http.get("/metrics").text
     assert 'redesk_requests{state="closed"} 1.0' in metrics
+
+
+#: What `redesk run` and `redesk worker` log when no scheduler holds the lease.
+NO_SCHEDULER = "WARNING bot.scheduler: No `redesk scheduler` has held the lease for ever"
+
+
+def wait_for_log(deployment: Deployment, name: str, needle: str) -> None:
+    """Waits (a bounded number of looks) until process NAME has logged `needle`."""
+    path = deployment.directory / f"{name}.log"
+    for _ in range(HEALTH_ATTEMPTS):
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(HEALTH_PAUSE)
+    raise AssertionError(f"redesk {name} never logged {needle!r}\n{deployment.logs()}")
+
+
+def scheduler_health(http: httpx.Client, wanted: str) -> dict[str, object]:
+    """GET /healthz until its "scheduler" is `wanted` (a bounded number of looks)."""
+    health: dict[str, object] = {}
+    for _ in range(HEALTH_ATTEMPTS):
+        response = http.get("/healthz")
+        assert response.status_code == 200, response.text
+        health = response.json()
+        if health["scheduler"] == wanted:
+            return health
+        time.sleep(HEALTH_PAUSE)
+    raise AssertionError(f"/healthz never said scheduler {wanted!r}: {health}")
+
+
+def test_without_a_scheduler_run_and_worker_warn_and_healthz_says_it_until_one_starts(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # Given production's shape on an empty Redis, `redesk worker` and `redesk run` started
+    # without `redesk scheduler`
+    env = base_env(tmp_path, f"sqlite:///{tmp_path / 'redesk.db'}")
+    env["REDESK_REDIS_URL"] = redis_url
+    deployment = Deployment(tmp_path, env)
+    deployment.cli("db", "upgrade")
+    running = serve(deployment, "worker", "run")
+    next(running)
+    try:
+        # Then both warn that nothing re-enqueues unfinished work
+        wait_for_log(deployment, "worker", NO_SCHEDULER)
+        wait_for_log(deployment, "run", NO_SCHEDULER)
+
+        # And /healthz answers 200 (the processes are alive) but says it is missing
+        with deployment.http() as http:
+            health = http.get("/healthz")
+            assert health.status_code == 200
+            assert health.json()["scheduler"] == "missing"
+            assert "redesk_scheduler_missing 1.0" in http.get("/metrics").text
+
+            # When a scheduler starts, Then it is seen
+            deployment.start("scheduler")
+            # (it renews every second; rounded, that is 0 or 1 s ago)
+            assert scheduler_health(http, "ok")["scheduler_seen_seconds_ago"] in (0, 1)
+            assert "redesk_scheduler_missing 0.0" in http.get("/metrics").text
+    finally:
+        # (serve stops every process and checks each shut down cleanly)
+        next(running, None)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from bot.texts import render
 from tests.e2e.conftest import CITY, Deployment, base_env, held_redis, serve
 from tests.fakes.telegram import Call, FakeTelegram
 
@@ -40,6 +41,9 @@ TELEGRAM_REDIS_URL = "redis://127.0.0.1:6379/12"
 
 #: Seconds one step of a story may take (a reply, a card, an answered button).
 STEP = 30.0
+
+#: The first line of the help a resident gets for 帮助.
+HELP_FIRST_LINE = render("help", {"role": "requester"}).text.splitlines()[0]
 
 #: A request number in a message, e.g. 【SQ-20260101-0001】.
 NUMBER = re.compile(r"【(SQ-\d{8}-\d{4,})】")
@@ -429,6 +433,51 @@ def test_the_committee_handles_a_request_itself_over_the_webhook(
 
 
 # --- production's shape: PostgreSQL, Redis, two workers ---------------------------------------
+
+
+def inbox_statuses(database_url: str, keys: list[str]) -> list[tuple[str, str | None]]:
+    """The status and reason of the Telegram inbox rows of these update_ids, in that order."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = {row[0]: (str(row[1]), row[2]) for row in connection.execute(text(
+                "SELECT natural_key, status, error FROM inbox WHERE channel = 'telegram'"))}
+    finally:
+        engine.dispose()
+    return [rows.get(key, ("missing", None)) for key in keys]
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+def test_an_update_the_library_cannot_model_between_two_good_ones_blocks_nothing(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    desk: TelegramDesk = request.getfixturevalue(f"{mode}_desk")
+    fake = desk.fake
+
+    # Given a resident whose second update of three is a real photo message whose sizes lack
+    # file_unique_id (python-telegram-bot requires it: Telegram and the library drifted apart)
+    resident = fake.user(1501 if mode == "polling" else 1502, "赵六")
+    bad = fake.photo_update(resident, caption="井盖的照片")
+    for size in bad["message"]["photo"]:
+        del size["file_unique_id"]
+    updates = [fake.text_update(resident, "小区门口的井盖丢了"), bad,
+               fake.text_update(resident, "帮助")]
+
+    # When Telegram delivers the three (one getUpdates batch, or three webhook POSTs)
+    for update in updates:
+        desk.push(update)
+
+    # Then both good ones are answered, in order
+    desk.wait_message(resident["id"], "已受理登记")
+    desk.wait_message(resident["id"], HELP_FIRST_LINE)
+    if mode == "polling":
+        desk.wait_until("every update confirmed", lambda f: not f.pending_updates())
+
+    # And the bad one is kept as failed with the parser's reason
+    statuses = inbox_statuses(desk.deployment.env["REDESK_DATABASE_URL"],
+                              [str(update["update_id"]) for update in updates])
+    assert [status for status, _ in statuses] == ["done", "failed", "done"], statuses
+    assert "file_unique_id" in (statuses[1][1] or "")
 
 
 @pytest.fixture(scope="module")
