@@ -7,7 +7,15 @@ import itertools
 import pytest
 
 from workflow.errors import TransitionNotAllowed, WorkflowError
-from workflow.machine import Action, State, allowed_actions, transition
+from workflow.machine import (
+    NON_TRANSITIONS,
+    RULES,
+    SPEC,
+    Action,
+    State,
+    allowed_actions,
+    transition,
+)
 
 S, A = State, Action
 
@@ -207,3 +215,23 @@ def test_states_and_actions_are_stored_as_their_plain_string_values() -> None:
         "new", "handling", "forwarded", "dept_handling", "review", "replied", "closed",
         "rejected", "cancelled",
     ]
+
+
+def test_every_action_is_declared_exactly_once_in_the_spec() -> None:
+    # Given the one declaration per action
+    declared = [rule.action for rule in SPEC]
+
+    # Then every action has exactly one, and the tables are read from it
+    assert sorted(declared) == sorted(Action)
+    assert len(declared) == len(set(declared))
+    assert RULES[A.SEND_BACK].target_with_department is S.DEPT_HANDLING
+    assert all(rule.sources == NON_TRANSITIONS[rule.action] for rule in SPEC
+               if rule.target is None)
+
+
+def test_a_rule_with_no_source_state_cannot_happen_to_an_existing_request() -> None:
+    # Given SUBMIT, which creates a request and so has no source state
+    assert RULES[A.SUBMIT].sources == frozenset()
+
+    # Then no state lists it among its allowed actions
+    assert all(A.SUBMIT not in allowed_actions(state) for state in State)

@@ -7,7 +7,14 @@ import itertools
 import pytest
 
 from workflow.machine import Action, State
-from workflow.permissions import may_view, permitted
+from workflow.permissions import (
+    COMMITTEE_ACTIONS,
+    DEPARTMENT_ACTIONS,
+    REQUESTER_ACTIONS,
+    may_view,
+    permitted,
+    role_could,
+)
 
 S, A = State, Action
 
@@ -163,3 +170,26 @@ def test_may_view_is_true_for_every_committee_member_whatever_the_relationship()
     for role, is_requester, in_department in itertools.product(("worker", "leader"),
                                                                (False, True), (False, True)):
         assert may_view(role=role, is_requester=is_requester, in_department=in_department)
+
+
+@pytest.mark.parametrize("action", list(Action), ids=str)
+def test_role_could_is_true_exactly_when_some_relationship_permits_the_role(
+    action: Action,
+) -> None:
+    # Given every role
+    for role in [*ROLES, "stranger"]:
+        # When some state and relationship lets that role take the action
+        some = any(permitted(action, state, role=role, is_requester=is_requester,
+                             in_department=in_department)
+                   for state in State for is_requester in (False, True)
+                   for in_department in (False, True))
+
+        # Then role_could says so, and says no otherwise
+        assert role_could(role, action) is some, (role, action)
+
+
+def test_committee_department_and_requester_action_sets_follow_the_rule() -> None:
+    assert COMMITTEE_ACTIONS == {A.ACCEPT, A.FORWARD, A.REJECT, A.APPROVE, A.SEND_BACK,
+                                 A.COMMENT}
+    assert DEPARTMENT_ACTIONS == {A.TAKE, A.RETURN}
+    assert REQUESTER_ACTIONS == {A.SUPPLEMENT, A.CANCEL, A.RATE, A.REOPEN}

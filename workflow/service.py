@@ -32,7 +32,7 @@ from workflow.errors import (
     UnknownRequest,
 )
 from workflow.machine import TERMINAL, Action, State, transition
-from workflow.permissions import COMMITTEE_ROLES, may_view, permitted
+from workflow.permissions import COMMITTEE_ROLES, may_view, permitted, role_could
 from workflow.routing import detect_category
 
 #: SQ-YYYYMMDD-NNNN; the sequence may grow past four digits.
@@ -592,12 +592,7 @@ def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:
 
 def _role_could(actor: Person, action: Action) -> bool:
     """Whether the actor's role can ever take `action` (on some request)."""
-    if actor.role in COMMITTEE_ROLES:
-        return action not in (Action.TAKE, Action.RETURN)
-    if actor.role == Role.DEPARTMENT:
-        return action in (Action.TAKE, Action.RETURN, Action.COMPLETE, Action.SUPPLEMENT,
-                          Action.CANCEL, Action.RATE, Action.REOPEN)
-    return action in (Action.SUPPLEMENT, Action.CANCEL, Action.RATE, Action.REOPEN)
+    return role_could(actor.role, action)
 
 
 def _refuse(
