@@ -44,6 +44,8 @@ EXPECTED: dict[tuple[State, Action], State] = {
     # FORWARDED (已转单): the department takes it or hands it back.
     (S.FORWARDED, A.TAKE): S.DEPT_HANDLING,
     (S.FORWARDED, A.RETURN): S.NEW,
+    # ... or, until the department takes it, the committee takes it back (撤回转单).
+    (S.FORWARDED, A.RECALL): S.NEW,
     (S.FORWARDED, A.CANCEL): S.CANCELLED,
     # DEPT_HANDLING: the department completes it or hands it back.
     (S.DEPT_HANDLING, A.COMPLETE): S.REVIEW,
@@ -77,7 +79,7 @@ def test_the_expected_table_names_every_state_and_every_action() -> None:
     # Guards the test itself: a new state or action must be decided on here.
     assert {state for state, _ in EXPECTED} == set(State)
     assert {action for _, action in EXPECTED} == set(Action) - {A.SUBMIT}
-    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 17
+    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 18
 
 
 @pytest.mark.parametrize("pair", ALL_PAIRS, ids=_id)
@@ -191,6 +193,16 @@ def test_allowed_actions_of_a_new_request_put_state_changes_before_events() -> N
         A.ACCEPT, A.FORWARD, A.REJECT, A.CANCEL,
         A.SUPPLEMENT, A.COMMENT, A.REMIND, A.ESCALATE,
     ]
+
+
+def test_a_forwarded_request_can_be_taken_back_only_until_the_department_takes_it() -> None:
+    # Given a forwarded request, and one the department has taken
+    # Then the committee can recall the first (back to NEW), not the second
+    assert transition(S.FORWARDED, A.RECALL) is S.NEW
+    assert A.RECALL in allowed_actions(S.FORWARDED)
+    with pytest.raises(TransitionNotAllowed, match=r"^Can't recall when in dept_handling\.$"):
+        transition(S.DEPT_HANDLING, A.RECALL)
+    assert A.RECALL not in allowed_actions(S.DEPT_HANDLING)
 
 
 def test_allowed_actions_of_a_replied_request_offer_rating_reopening_and_auto_close() -> None:

@@ -34,6 +34,7 @@ class Action(StrEnum):
     REJECT = "reject"
     TAKE = "take"
     RETURN = "return"
+    RECALL = "recall"
     COMPLETE = "complete"
     APPROVE = "approve"
     SEND_BACK = "send_back"
@@ -131,6 +132,8 @@ SPEC: tuple[Rule, ...] = (
     _rule(A.REJECT, "驳回（不予受理）", {S.NEW}, S.REJECTED, W.COMMITTEE),
     _rule(A.TAKE, "接收", {S.FORWARDED}, S.DEPT_HANDLING, W.DEPARTMENT),
     _rule(A.RETURN, "退单", {S.FORWARDED, S.DEPT_HANDLING}, S.NEW, W.DEPARTMENT),
+    # Only until the department takes it: once taken, only the department can hand it back.
+    _rule(A.RECALL, "撤回转单", {S.FORWARDED}, S.NEW, W.COMMITTEE),
     # Whoever holds the request reports: the committee while it handles it, the department
     # while it is with the department. In the other states either may try, so that the
     # answer is the machine's "cannot complete now", not "not yours".

@@ -294,6 +294,23 @@ def _do_forward(
                       **_card(tx, request, category))
 
 
+def recall(tx: Tx, actor: Person, number: str) -> Request:
+    """撤回转单: the committee takes back a forwarded request the department has not taken yet
+    (e.g. one a category forwarded automatically to the wrong department); it is new again and
+    can be forwarded elsewhere. The department's staff are told."""
+    request = _begin(tx, actor, Action.RECALL, number)
+    department = _department(tx, request)
+    staff = _current_handlers(tx, request)
+    _move(tx, request, actor, Action.RECALL, note=department)
+    request.department_id = None
+    for person in staff:
+        tx.notify(person, "dept.recalled", request, department=department,
+                  by=person_label(actor))
+    _tell_other_workers(tx, actor, request, "worker.acted",
+                        action=f"撤回转单（原转交{department}）")
+    return request
+
+
 def reject(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     """不予受理: the committee refuses the request, with a reason."""
     request = _begin(tx, actor, Action.REJECT, number)
@@ -788,6 +805,6 @@ def _working_days(tx: Tx, days: int) -> datetime:
 __all__ = [
     "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
     "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
-    "parse_number", "rate", "reject", "return_", "send_back", "submit", "supplement", "take",
-    "todo", "view",
+    "parse_number", "rate", "recall", "reject", "return_", "send_back", "submit", "supplement",
+    "take", "todo", "view",
 ]
