@@ -302,7 +302,7 @@ def _undertaker(request: Row[Any], events: Sequence[Row[Any]], redact: Redactor)
         return ""
     found = ""
     for event in events:
-        if event.action in ("forward", "return", "reopen"):
+        if event.action in ("forward", "return", "recall", "reopen"):
             found = ""
         elif event.action in ("take", "complete"):
             found = _actor(event, request, redact)

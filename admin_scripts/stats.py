@@ -189,7 +189,8 @@ def _local(engine: Engine, column: Any, unit: str) -> ColumnElement[Any]:
 
 def _event_summary(*, first_actions: bool) -> Subquery:
     """Per request: how often it was forwarded and returned (and, for --by worker, its first
-    action's event). Only the events that matter are read."""
+    action's event). Only the events that matter are read: a recall (撤回转单) is no return,
+    the department did not hand the request back."""
     action, request_id = col(Event.action), col(Event.request_id)
 
     def count(name: str) -> ColumnElement[Any]:
@@ -199,8 +200,10 @@ def _event_summary(*, first_actions: bool) -> Subquery:
                count("return").label("returns")]
     wanted = ["forward", "return"]
     if first_actions:
-        columns.append(
-            func.min(case((action.in_(FIRST_ACTIONS), col(Event.id)))).label("first_event"))
+        # A person's first action: the system's automatic forward (no actor) is not one, so a
+        # request a worker recalled and forwarded elsewhere counts for that worker.
+        first = and_(action.in_(FIRST_ACTIONS), col(Event.actor_id).is_not(None))
+        columns.append(func.min(case((first, col(Event.id)))).label("first_event"))
         wanted += list(FIRST_ACTIONS)
     return (
         select(*columns)

@@ -31,6 +31,7 @@ ACTION_LABELS: dict[str, str] = {
     "reject": "驳回",
     "take": "接收",
     "return": "退单",
+    "recall": "撤回转单",
     "complete": "办结",
     "approve": "回单",
     "send_back": "返工",
@@ -68,6 +69,7 @@ HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
 · 待办 —— 待受理、待审核回单及您正在办理的诉求
 · 受理 <编号> —— 党委直接做单
 · 转单 <编号> <部门> —— 转交部门办理（不带部门则列出可选部门）
+· 撤回转单 <编号> —— 部门尚未接收时撤回转单，可改转其他部门
 · 驳回 <编号> <原因> —— 不予受理
 · 办结 <编号> <结果> —— 报告办理结果
 · 回单 <编号> —— 审核通过，把结果回复群众
@@ -117,6 +119,7 @@ TEXTS: dict[str, str] = {
     "card.returned": (
         "【{number}】「{department}」退单，诉求回到待受理。\n原因：{reason}\n诉求内容：{text}"
     ),
+    "dept.recalled": "【{number}】{by}已撤回转交「{department}」的这件诉求，本部门无需接收和办理。",
     "card.review": (
         "【{number}】待审核回单（{department} · {by} 办结）\n诉求：{text}\n办理结果：{result}"
     ),
@@ -142,6 +145,7 @@ TEXTS: dict[str, str] = {
     # replies to the actor
     "reply.accepted": "【{number}】已受理（做单）。办理完成后请发送「办结 {number} 结果」。",
     "reply.forwarded": "【{number}】已转交「{department}」。{staff_note}",
+    "reply.recalled": "【{number}】已撤回转单，诉求回到待受理，可重新转单、受理或驳回。",
     "reply.rejected": "【{number}】已驳回，群众会收到原因。",
     "reply.approved": "【{number}】已回单，群众会收到办理结果并被邀请评价。",
     "reply.sent_back": "【{number}】已返工，办理人会收到原因。",
@@ -253,6 +257,9 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
         Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}"),
         Button("办结", f"办结 {p['number']}"),
     ],
+    "card.auto_forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
+    "reply.forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
+    "reply.recalled": lambda p: _committee_buttons(p["number"]),
     "card.review": lambda p: [
         Button("回单", f"回单 {p['number']}"), Button("返工", f"返工 {p['number']}")
     ],

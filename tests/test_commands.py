@@ -16,6 +16,7 @@ NUMBER = "SQ-20260101-0001"
         ("撤销", "cancel"), ("评价", "rate"), ("待办", "inbox"), ("受理", "accept"),
         ("转单", "forward"), ("驳回", "reject"), ("办结", "complete"), ("回单", "approve"),
         ("返工", "send_back"), ("接收", "take"), ("退单", "return"), ("取消", "abort"),
+        ("撤回转单", "recall"),
     ],
 )
 def test_every_chinese_command_word_of_the_design_parses_to_its_command(
@@ -31,7 +32,7 @@ def test_every_chinese_command_word_of_the_design_parses_to_its_command(
         ("/add", "supplement"), ("/cancel", "cancel"), ("/rate", "rate"), ("/inbox", "inbox"),
         ("/accept", "accept"), ("/forward", "forward"), ("/reject", "reject"),
         ("/done", "complete"), ("/approve", "approve"), ("/sendback", "send_back"),
-        ("/take", "take"), ("/return", "return"), ("/abort", "abort"),
+        ("/take", "take"), ("/return", "return"), ("/abort", "abort"), ("/recall", "recall"),
     ],
 )
 def test_every_slash_alias_of_the_design_parses_to_its_command(alias: str, name: str) -> None:
@@ -67,6 +68,12 @@ def test_an_unknown_slash_command_parses_as_unknown() -> None:
 def test_a_chinese_word_glued_to_a_number_is_split() -> None:
     assert parse(f"查询{NUMBER}") == Command("status", NUMBER, "")
     assert parse(f"受理{NUMBER}") == Command("accept", NUMBER, "")
+
+
+def test_the_recall_word_glued_to_a_number_is_a_recall_not_a_forward() -> None:
+    # 撤回转单 contains 转单: the whole word must win
+    assert parse(f"撤回转单{NUMBER}") == Command("recall", NUMBER, "")
+    assert parse(f"撤回转单 {NUMBER}") == Command("recall", NUMBER, "")
 
 
 def test_a_glued_number_in_lower_case_is_still_recognised() -> None:

@@ -619,6 +619,128 @@ def test_a_return_then_a_forward_to_another_department(office: Office) -> None:
     assert office.state(number) == "dept_handling"
 
 
+# --- 撤回转单 ------------------------------------------------------------------------------
+
+
+def test_a_worker_recalls_an_automatic_forward_and_forwards_it_elsewhere(office: Office) -> None:
+    # Given a category that forwards to 城管执法 by itself, and a request that falls in it
+    office.desk.add_category("占道经营", ["摊贩"], department="城管执法")
+    receipt, told = office.resident.send("春熙路街道办门口有摊贩占道")
+    number = receipt.number
+    assert "已转交「城管执法」办理" in told.text
+    office.drain()
+    assert office.state(number) == "forwarded"
+    card = office.worker.last()
+    assert "已按类别自动转交「城管执法」" in card.text
+
+    # When the worker presses 撤回 on the card
+    reply = only(office.worker.press(card.action("撤回")))
+
+    # Then it is back with the committee, with the committee's buttons to act again
+    assert reply.text == f"【{number}】已撤回转单，诉求回到待受理，可重新转单、受理或驳回。"
+    assert reply.actions == [f"受理 {number}", f"转单 {number}", f"驳回 {number}"]
+    assert office.state(number) == "new"
+    assert office.desk.request(number).department_id is None
+    # And 城管执法's staff are told not to take it, a colleague hears who took it back
+    notice = only(office.staff.new_messages())
+    assert notice.text == (f"【{number}】王书记已撤回转交「城管执法」的这件诉求，"
+                           "本部门无需接收和办理。")
+    assert notice.actions == []
+    assert "撤回转单" in only(office.colleague.new_messages()).text
+    assert office.resident.new_messages() == []
+
+    # When the worker forwards it to the street office right after
+    forwarded = only(office.worker.press(f"转单 {number} 春熙路街道"))
+
+    # Then the street office gets the card and can take it; 城管执法 hears nothing more
+    assert "已转交「春熙路街道」" in forwarded.text
+    assert f"接收 {number}" in only(office.other_staff.new_messages()).actions
+    assert office.staff.new_messages() == []
+    assert "「春熙路街道」" in office.resident.last().text
+    assert "已接收" in only(office.other_staff.send(f"接收 {number}")).text
+    assert office.state(number) == "dept_handling"
+    assert [e.action for e in office.desk.events(number) if e.outcome == "ok"] == [
+        "submit", "forward", "recall", "forward", "take"]
+
+
+def test_the_worker_s_forward_reply_offers_to_take_it_back_and_slash_recall_does(
+    office: Office,
+) -> None:
+    # Given a request the worker forwarded by hand
+    number = office.submit()
+    reply = only(office.worker.send(f"转单 {number} 城管执法"))
+    assert reply.actions == [f"撤回转单 {number}"]
+    office.drain()
+
+    # When a colleague types the slash alias
+    answer = only(office.colleague.send(f"/recall {number.lower()}"))
+
+    # Then it is recalled like the button does it, and the staff and the worker hear of it
+    assert "已撤回转单" in answer.text
+    assert office.state(number) == "new"
+    assert "李干事已撤回转交「城管执法」" in only(office.staff.new_messages()).text
+    assert "撤回转单" in only(office.worker.new_messages()).text
+
+
+def test_a_recall_after_the_department_took_it_is_answered_with_the_state(
+    office: Office,
+) -> None:
+    # Given a request 城管执法 has taken
+    number = office.dept_handling(office.submit())
+
+    # When the worker tries to take it back
+    reply = only(office.worker.send(f"撤回转单 {number}"))
+
+    # Then the answer names the state, nothing changes and nobody else hears anything
+    assert reply.text == f"【{number}】诉求当前状态为「部门办理中」，不能撤回转单。"
+    assert office.state(number) == "dept_handling"
+    assert office.staff.new_messages() == []
+    assert office.resident.new_messages() == []
+
+
+@pytest.mark.parametrize("who", ["staff", "other_staff", "resident"])
+def test_department_staff_and_the_requester_cannot_recall(office: Office, who: str) -> None:
+    # Given a request forwarded to 城管执法
+    number = office.forwarded(office.submit())
+    identity: Identity = getattr(office, who)
+
+    # When its department's staff, another department's, or its requester try to take it back
+    reply = only(identity.send(f"撤回转单 {number}"))
+
+    # Then they have no right to, it stays with 城管执法, and the attempt is on record
+    assert "您没有权限执行「撤回转单」" in reply.text
+    assert office.state(number) == "forwarded"
+    assert office.desk.request(number).department_id is not None
+    refused = [e for e in office.desk.events(number) if e.outcome == "refused"]
+    assert [(e.action, e.actor_id) for e in refused] == [("recall", identity.person_id)]
+    assert office.worker.new_messages() == []
+
+
+def test_the_department_s_old_card_does_nothing_after_a_recall(office: Office) -> None:
+    # Given a request forwarded to 城管执法, whose staff still have its card, taken back
+    number = office.forwarded(office.submit())
+    card = office.staff.last()
+    office.worker.send(f"撤回转单 {number}")
+    office.drain()
+
+    # When the staff press 接收 or 办结 on the old card
+    take = only(office.staff.press(card.action("接收")))
+    complete = only(office.staff.press(card.action("办结")))
+
+    # Then it is no longer theirs, and the request stays with the committee
+    assert take.text == f"【{number}】该诉求不由您负责，不能执行「接收」。"
+    assert complete.text == f"【{number}】该诉求不由您负责，不能执行「办结」。"
+    assert office.state(number) == "new"
+    assert office.desk.request(number).department_id is None
+    assert office.worker.new_messages() == []
+
+
+def test_a_recall_without_a_number_asks_for_one(office: Office) -> None:
+    reply = only(office.worker.send("撤回转单"))
+
+    assert "请附上诉求编号" in reply.text and "撤回转单 SQ-20260101-0001" in reply.text
+
+
 # --- 驳回 ----------------------------------------------------------------------------------
 
 

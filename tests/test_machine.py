@@ -7,7 +7,15 @@ import itertools
 import pytest
 
 from workflow.errors import TransitionNotAllowed, WorkflowError
-from workflow.machine import Action, State, allowed_actions, transition
+from workflow.machine import (
+    NON_TRANSITIONS,
+    RULES,
+    SPEC,
+    Action,
+    State,
+    allowed_actions,
+    transition,
+)
 
 S, A = State, Action
 
@@ -36,6 +44,8 @@ EXPECTED: dict[tuple[State, Action], State] = {
     # FORWARDED (已转单): the department takes it or hands it back.
     (S.FORWARDED, A.TAKE): S.DEPT_HANDLING,
     (S.FORWARDED, A.RETURN): S.NEW,
+    # ... or, until the department takes it, the committee takes it back (撤回转单).
+    (S.FORWARDED, A.RECALL): S.NEW,
     (S.FORWARDED, A.CANCEL): S.CANCELLED,
     # DEPT_HANDLING: the department completes it or hands it back.
     (S.DEPT_HANDLING, A.COMPLETE): S.REVIEW,
@@ -69,7 +79,7 @@ def test_the_expected_table_names_every_state_and_every_action() -> None:
     # Guards the test itself: a new state or action must be decided on here.
     assert {state for state, _ in EXPECTED} == set(State)
     assert {action for _, action in EXPECTED} == set(Action) - {A.SUBMIT}
-    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 17
+    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 18
 
 
 @pytest.mark.parametrize("pair", ALL_PAIRS, ids=_id)
@@ -185,6 +195,16 @@ def test_allowed_actions_of_a_new_request_put_state_changes_before_events() -> N
     ]
 
 
+def test_a_forwarded_request_can_be_taken_back_only_until_the_department_takes_it() -> None:
+    # Given a forwarded request, and one the department has taken
+    # Then the committee can recall the first (back to NEW), not the second
+    assert transition(S.FORWARDED, A.RECALL) is S.NEW
+    assert A.RECALL in allowed_actions(S.FORWARDED)
+    with pytest.raises(TransitionNotAllowed, match=r"^Can't recall when in dept_handling\.$"):
+        transition(S.DEPT_HANDLING, A.RECALL)
+    assert A.RECALL not in allowed_actions(S.DEPT_HANDLING)
+
+
 def test_allowed_actions_of_a_replied_request_offer_rating_reopening_and_auto_close() -> None:
     actions = allowed_actions(S.REPLIED)
     assert {A.RATE, A.REOPEN, A.AUTO_CLOSE} <= set(actions)
@@ -207,3 +227,23 @@ def test_states_and_actions_are_stored_as_their_plain_string_values() -> None:
         "new", "handling", "forwarded", "dept_handling", "review", "replied", "closed",
         "rejected", "cancelled",
     ]
+
+
+def test_every_action_is_declared_exactly_once_in_the_spec() -> None:
+    # Given the one declaration per action
+    declared = [rule.action for rule in SPEC]
+
+    # Then every action has exactly one, and the tables are read from it
+    assert sorted(declared) == sorted(Action)
+    assert len(declared) == len(set(declared))
+    assert RULES[A.SEND_BACK].target_with_department is S.DEPT_HANDLING
+    assert all(rule.sources == NON_TRANSITIONS[rule.action] for rule in SPEC
+               if rule.target is None)
+
+
+def test_a_rule_with_no_source_state_cannot_happen_to_an_existing_request() -> None:
+    # Given SUBMIT, which creates a request and so has no source state
+    assert RULES[A.SUBMIT].sources == frozenset()
+
+    # Then no state lists it among its allowed actions
+    assert all(A.SUBMIT not in allowed_actions(state) for state in State)

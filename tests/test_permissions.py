@@ -7,7 +7,14 @@ import itertools
 import pytest
 
 from workflow.machine import Action, State
-from workflow.permissions import may_view, permitted
+from workflow.permissions import (
+    COMMITTEE_ACTIONS,
+    DEPARTMENT_ACTIONS,
+    REQUESTER_ACTIONS,
+    may_view,
+    permitted,
+    role_could,
+)
 
 S, A = State, Action
 
@@ -26,7 +33,7 @@ def expected_rule(
     """The rule as the brief states it, written independently of workflow.permissions."""
     committee = role in ("worker", "leader")
     forwarded_staff = role == "department" and in_department
-    if action in (A.ACCEPT, A.FORWARD, A.REJECT, A.APPROVE, A.SEND_BACK, A.COMMENT):
+    if action in (A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE, A.SEND_BACK, A.COMMENT):
         return committee
     if action in (A.TAKE, A.RETURN):
         return forwarded_staff
@@ -53,7 +60,7 @@ def _id(pair: tuple[Action, State]) -> str:
 
 
 def test_the_cases_cover_every_combination() -> None:
-    assert len(PAIRS) * len(ACTORS) == len(Action) * len(State) * 4 * 2 * 2 == 17 * 9 * 16
+    assert len(PAIRS) * len(ACTORS) == len(Action) * len(State) * 4 * 2 * 2 == 18 * 9 * 16
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=_id)
@@ -83,6 +90,18 @@ def test_staff_of_another_department_cannot_take_or_return(action: Action) -> No
                      in_department=True)
 
 
+def test_only_the_committee_may_recall_a_forwarded_request() -> None:
+    # Given a forwarded request
+    # Then workers and leaders may take it back, its department's staff and its requester not
+    for role in ("worker", "leader"):
+        assert permitted(A.RECALL, S.FORWARDED, role=role, is_requester=False,
+                         in_department=False)
+    assert not permitted(A.RECALL, S.FORWARDED, role="department", is_requester=False,
+                         in_department=True)
+    assert not permitted(A.RECALL, S.FORWARDED, role="requester", is_requester=True,
+                         in_department=False)
+
+
 def test_a_department_completes_only_while_it_handles_the_request() -> None:
     # Given staff of the department the request is forwarded to
     staff = {"role": "department", "is_requester": False, "in_department": True}
@@ -108,8 +127,8 @@ def test_only_the_requester_supplements_cancels_rates_and_reopens(action: Action
         assert permitted(action, S.REPLIED, role=role, is_requester=True, in_department=False)
 
 
-@pytest.mark.parametrize("action", [A.ACCEPT, A.FORWARD, A.REJECT, A.APPROVE, A.SEND_BACK,
-                                    A.COMMENT], ids=str)
+@pytest.mark.parametrize("action", [A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE,
+                                    A.SEND_BACK, A.COMMENT], ids=str)
 def test_a_requester_cannot_act_for_the_committee_even_on_their_own_request(
     action: Action,
 ) -> None:
@@ -163,3 +182,26 @@ def test_may_view_is_true_for_every_committee_member_whatever_the_relationship()
     for role, is_requester, in_department in itertools.product(("worker", "leader"),
                                                                (False, True), (False, True)):
         assert may_view(role=role, is_requester=is_requester, in_department=in_department)
+
+
+@pytest.mark.parametrize("action", list(Action), ids=str)
+def test_role_could_is_true_exactly_when_some_relationship_permits_the_role(
+    action: Action,
+) -> None:
+    # Given every role
+    for role in [*ROLES, "stranger"]:
+        # When some state and relationship lets that role take the action
+        some = any(permitted(action, state, role=role, is_requester=is_requester,
+                             in_department=in_department)
+                   for state in State for is_requester in (False, True)
+                   for in_department in (False, True))
+
+        # Then role_could says so, and says no otherwise
+        assert role_could(role, action) is some, (role, action)
+
+
+def test_committee_department_and_requester_action_sets_follow_the_rule() -> None:
+    assert COMMITTEE_ACTIONS == {A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE,
+                                 A.SEND_BACK, A.COMMENT}
+    assert DEPARTMENT_ACTIONS == {A.TAKE, A.RETURN}
+    assert REQUESTER_ACTIONS == {A.SUPPLEMENT, A.CANCEL, A.RATE, A.REOPEN}

@@ -153,8 +153,8 @@ SIDEWAYS = frozenset({Action.CANCEL, Action.REJECT, Action.SUPPLEMENT})
 
 #: The commands people type (a rating is RATE or REOPEN depending on the answer).
 COMMANDS = [Action.ACCEPT, Action.FORWARD, Action.REJECT, Action.TAKE, Action.RETURN,
-            Action.COMPLETE, Action.APPROVE, Action.SEND_BACK, Action.RATE, Action.CANCEL,
-            Action.SUPPLEMENT]
+            Action.RECALL, Action.COMPLETE, Action.APPROVE, Action.SEND_BACK, Action.RATE,
+            Action.CANCEL, Action.SUPPLEMENT]
 
 
 # --- what the rules predict ------------------------------------------------------------------
@@ -228,7 +228,7 @@ def predict(
     if action is Action.SEND_BACK and known.completed_by_department:
         target = State.DEPT_HANDLING
     unit_after: str | None = known.department
-    if action in (Action.RETURN, Action.REOPEN):
+    if action in (Action.RETURN, Action.RECALL, Action.REOPEN):
         unit_after = None
     by_department = known.completed_by_department
     if action is Action.COMPLETE:
@@ -553,6 +553,7 @@ class Workflow(RuleBasedStateMachine):
             Action.REJECT: (lambda tx, me, n: service.reject(tx, me, n, text), {"text": text}),
             Action.TAKE: (service.take, {}),
             Action.RETURN: (lambda tx, me, n: service.return_(tx, me, n, text), {"text": text}),
+            Action.RECALL: (service.recall, {}),
             Action.COMPLETE: (lambda tx, me, n: service.complete(tx, me, n, text),
                               {"text": text}),
             Action.APPROVE: (service.approve, {}),
@@ -608,6 +609,7 @@ class Workflow(RuleBasedStateMachine):
             moves.append(partial(self.auto_close, number))
         tries: list[tuple[Action, dict[str, Any]]] = [
             (Action.ACCEPT, {}), (Action.TAKE, {}), (Action.APPROVE, {}), (Action.CANCEL, {}),
+            (Action.RECALL, {}),
             (Action.REJECT, {"text": "不属于受理范围"}), (Action.RETURN, {"text": "不归我们管"}),
             (Action.COMPLETE, {"text": "已处理完毕"}), (Action.SEND_BACK, {"text": "请重新处理"}),
             (Action.SUPPLEMENT, {"text": "补充：在3号楼"}),

@@ -152,6 +152,7 @@ COMMANDS: dict[str, tuple[Action | None, str]] = {
     "驳回": (Action.REJECT, "驳回 {n} 不属于受理范围"),
     "接收": (Action.TAKE, "接收 {n}"),
     "退单": (Action.RETURN, "退单 {n} 不属于本部门职责"),
+    "撤回转单": (Action.RECALL, "撤回转单 {n}"),
     "办结": (Action.COMPLETE, "办结 {n} 已处理完毕"),
     "回单": (Action.APPROVE, "回单 {n}"),
     "返工": (Action.SEND_BACK, "返工 {n} 请补充现场照片"),

@@ -632,6 +632,138 @@ def test_a_department_returns_a_request_to_the_committee_before_or_after_taking_
         assert world.queued[0][2]["department"] == "城管执法"
 
 
+# --- 撤回转单 ------------------------------------------------------------------------------
+
+
+def test_a_worker_recalls_an_automatic_forward_and_the_department_is_told(
+    cast: Cast, world: World,
+) -> None:
+    # Given a request a category forwarded automatically to the market department
+    world.category("食品安全", ["过期"], department=cast.market)
+    number = cast.submit("超市卖过期牛奶")
+    assert world.request(number).state == "forwarded"
+
+    # When a worker takes it back before the department took it
+    world.do(service.recall, cast.worker, number)
+
+    # Then it is new again, with no department, and the recall is in its history
+    request = world.request(number)
+    assert (request.state, request.department_id, request.handler_id) == ("new", None, None)
+    assert request.first_action_at is None  # taking it back answers nobody yet
+    event = world.events(number)[-1]
+    assert (event.actor_id, event.action, event.from_state, event.to_state, event.note,
+            event.outcome) == (cast.worker.id, "recall", "forwarded", "new", "市场监管", "ok")
+    # And the department's staff are told, the other workers hear who did it, the requester
+    # (who will hear where it goes next) is not bothered
+    assert world.keys_for(cast.market_staff) == ["dept.recalled"]
+    notice = next(params for person_id, key, params in world.queued
+                  if person_id == cast.market_staff.id)
+    assert (notice["number"], notice["department"], notice["by"]) == (number, "市场监管", "王书记")
+    assert world.keys_for(cast.worker2) == ["worker.acted"]
+    assert world.keys_for(cast.leader) == []  # a leader is no worker: no committee card
+    assert world.keys_for(cast.worker) == []
+    assert world.keys_for(cast.requester) == []
+    assert world.keys_for(cast.staff) == []
+
+
+def test_the_worker_who_recalled_forwards_the_request_elsewhere_right_after(
+    cast: Cast, world: World,
+) -> None:
+    # Given an automatic forward to the wrong department, recalled by a worker
+    world.category("食品安全", ["过期"], department=cast.market)
+    number = cast.submit("超市卖过期牛奶")
+    world.do(service.recall, cast.worker, number)
+
+    # When the same worker forwards it to the lamp department an hour later
+    later = NOW + timedelta(hours=1)
+    world.do(service.forward, cast.worker, number, "城管执法", now=later)
+
+    # Then the lamp department holds it, its staff get the card, the market staff nothing
+    request = world.request(number)
+    assert (request.state, request.department_id) == ("forwarded", cast.lamps.id)
+    assert world.keys_for(cast.staff) == ["card.forwarded"]
+    assert world.keys_for(cast.market_staff) == []
+    assert world.keys_for(cast.requester) == ["requester.forwarded"]
+    # And that forward is the request's first action: neither the automatic forward nor the
+    # recall answered the requester
+    assert request.first_action_at == later
+    assert [e.action for e in world.events(number)] == ["submit", "forward", "recall", "forward"]
+    # And the lamp department can take it
+    world.do(service.take, cast.staff, number)
+    assert world.request(number).state == "dept_handling"
+
+
+def test_a_leader_recalls_a_request_a_worker_forwarded(cast: Cast, world: World) -> None:
+    # Given a request a worker forwarded to the lamp department
+    number = cast.bring(State.FORWARDED)
+
+    # When a leader takes it back
+    world.do(service.recall, cast.leader, number)
+
+    # Then it is new again, and the lamp staff and both workers hear of it
+    assert (world.request(number).state, world.request(number).department_id) == ("new", None)
+    assert world.keys_for(cast.staff) == ["dept.recalled"]
+    assert world.keys_for(cast.worker) == ["worker.acted"]
+    assert world.keys_for(cast.worker2) == ["worker.acted"]
+
+
+def test_a_recall_after_the_department_took_the_request_is_refused_by_the_machine(
+    cast: Cast, world: World,
+) -> None:
+    # Given a request the lamp department has taken
+    number = cast.bring(State.DEPT_HANDLING)
+    before = world.snapshot()
+    row = world.request(number)
+
+    # When a worker tries to take it back
+    error = world.refused(service.recall, cast.worker, number)
+
+    # Then the machine refuses ("cannot ... now") and nothing at all is written
+    assert isinstance(error, TransitionNotAllowed)
+    assert str(error) == "Can't recall when in dept_handling."
+    assert world.snapshot() == before
+    after = world.request(number)
+    assert (after.state, after.department_id, after.updated_at) == (
+        "dept_handling", row.department_id, row.updated_at)
+
+
+@pytest.mark.parametrize("who", ["staff", "market_staff", "requester", "neighbour"])
+def test_department_staff_and_requesters_cannot_recall_a_forwarded_request(
+    cast: Cast, world: World, who: str,
+) -> None:
+    # Given a request forwarded to the lamp department
+    number = cast.bring(State.FORWARDED)
+    actor: Person = getattr(cast, who)
+    requests, events, outbox, counters = world.snapshot()
+
+    # When department staff (its own or another's) or a requester (its own or not) try to
+    # take it back
+    error = world.refused(service.recall, actor, number)
+
+    # Then it is refused for their role, the attempt is recorded, nothing else changes
+    assert isinstance(error, NotPermitted) and error.reason == "role"
+    assert_refusal_recorded(world, number, actor, "recall", "forwarded")
+    assert world.snapshot() == (requests, events + 1, outbox, counters)
+    request = world.request(number)
+    assert (request.state, request.department_id) == ("forwarded", cast.lamps.id)
+
+
+@pytest.mark.parametrize("state", [State.NEW, State.HANDLING, State.REVIEW, State.CLOSED])
+def test_only_a_forwarded_request_can_be_recalled(
+    cast: Cast, world: World, state: State,
+) -> None:
+    # Given a request that is not (or no longer) waiting for a department
+    number = cast.bring(state)
+    before = world.snapshot()
+
+    # When a worker tries to recall it
+    error = world.refused(service.recall, cast.worker, number)
+
+    # Then the machine refuses and nothing is written
+    assert isinstance(error, TransitionNotAllowed) and error.state == state
+    assert world.snapshot() == before
+
+
 def test_forward_to_an_unknown_or_inactive_department_changes_nothing(
     cast: Cast, world: World,
 ) -> None:

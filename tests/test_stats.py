@@ -9,6 +9,7 @@ acted first and which were forwarded or returned.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from admin_scripts.stats import Period
 from bot import runtime as bot_runtime
 from storage.db import get_engine, session_scope
 from storage.models import Category, Department, Event, Person, Request, Role
+from workflow import service
 from workflow.deadlines import LOCAL_TZ
 
 #: "Now" for the figures that depend on it (overdue).
@@ -249,6 +251,50 @@ def test_by_worker_counts_who_acted_first(dataset: str) -> None:
     rows = {row.key: row.counts["received"] for row in report(dataset, by="worker").rows}
 
     assert rows == {"王书记": 4, "李书记": 3, "（未处理）": 2}
+
+
+def test_a_recalled_automatic_forward_is_no_return_and_counts_for_the_worker_who_acted(
+    runtime: bot_runtime.Runtime,
+) -> None:
+    # Given a category that forwards to 市场监管 by itself, a resident and a worker
+    with session_scope(runtime.engine) as session:
+        market, lamps = Department(name="市场监管"), Department(name="城管执法")
+        session.add_all([market, lamps])
+        session.flush()
+        session.add(Category(name="食品安全", keywords=["过期"], route="department",
+                             department_id=market.id))
+        resident = Person(channel="web", external_id="r", display_name="张三",
+                          role=Role.REQUESTER)
+        worker = Person(channel="web", external_id="w", display_name="王书记", role=Role.WORKER)
+        session.add_all([resident, worker])
+        session.flush()
+    moments = iter([local(3, 16, 10), local(3, 16, 10, 30), local(3, 16, 10, 40)])
+    sources = iter(range(1, 4))
+
+    def act(command: Any, actor: Person, *args: Any) -> Any:
+        with session_scope(runtime.engine) as session:
+            tx = dataclasses.replace(runtime.tx(session, f"stats:{next(sources)}"),
+                                     now=next(moments))
+            return command(tx, session.get(Person, actor.id), *args)
+
+    # When a request is forwarded there automatically, and the worker takes it back and
+    # forwards it to 城管执法
+    number = act(service.submit, resident, "超市卖过期牛奶").number
+    act(service.recall, worker, number)
+    act(service.forward, worker, number, "城管执法")
+
+    # Then it counts as forwarded, not as returned, for 城管执法, and for the worker who
+    # forwarded it, whose forward (40 minutes after intake) is its first action, in time
+    totals = stats.compute(runtime.engine, MARCH, now=NOW).totals
+    assert (totals.counts["forwarded"], totals.counts["returned"]) == (1, 0)
+    assert (totals.rates["response_rate"].numerator,
+            totals.rates["response_rate"].denominator) == (1, 1)
+    by_department = stats.compute(runtime.engine, MARCH, now=NOW, by="department").rows
+    assert {row.key: row.counts["received"] for row in by_department} == {"城管执法": 1}
+    by_worker = stats.compute(runtime.engine, MARCH, now=NOW, by="worker").rows
+    assert {row.key: row.counts["received"] for row in by_worker} == {"王书记": 1}
+    durations = totals.durations
+    assert durations["first_action_median_calendar_seconds"] == 40 * 60
 
 
 @pytest.mark.parametrize(("by", "expected"), [

@@ -1,7 +1,11 @@
-"""The request lifecycle: states, actions, the transition table and one pure transition()."""
+"""The request lifecycle: states, actions, and one declaration per action (SPEC) from which the
+transition table, the permission checks and the docs' tables are derived; one pure
+transition()."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from workflow.errors import TransitionNotAllowed
@@ -30,6 +34,7 @@ class Action(StrEnum):
     REJECT = "reject"
     TAKE = "take"
     RETURN = "return"
+    RECALL = "recall"
     COMPLETE = "complete"
     APPROVE = "approve"
     SEND_BACK = "send_back"
@@ -44,41 +49,129 @@ class Action(StrEnum):
     ESCALATE = "escalate"
 
 
+class Who(StrEnum):
+    """Who may take an action, by relationship to the request (permissions.py tells which
+    roles and relationships each one means)."""
+
+    #: The party committee: workers and leaders.
+    COMMITTEE = "committee"
+    #: Staff of the department the request is forwarded to now.
+    DEPARTMENT = "department"
+    #: The person who submitted the request (for a walk-in: the worker who registered it).
+    REQUESTER = "requester"
+    #: Nobody by hand: the tick and the automatic routing.
+    SYSTEM = "system"
+    #: Anyone at all.
+    ANYONE = "anyone"
+
+
 #: States in which a request is finished for good.
 TERMINAL: frozenset[State] = frozenset({State.CLOSED, State.REJECTED, State.CANCELLED})
+
+#: States in which a request is still open.
+OPEN: frozenset[State] = frozenset(State) - TERMINAL
 
 #: States in which the requester may still cancel.
 CANCELLABLE: frozenset[State] = frozenset(
     {State.NEW, State.HANDLING, State.FORWARDED, State.DEPT_HANDLING, State.REVIEW}
 )
 
-#: The transition table: (action, from state) -> to state. SEND_BACK is resolved by
-#: transition() because it returns to whoever completed the request.
+
+@dataclass(frozen=True)
+class Rule:
+    """One action, declared once: where it may happen, where it leads, and who may take it."""
+
+    action: Action
+    #: The 中文 term the docs show next to the action.
+    label: str
+    #: The states the action may happen in (empty for SUBMIT, which creates the request).
+    sources: frozenset[State]
+    #: The state it leads to; None: the request stays where it is (an event only).
+    target: State | None
+    #: Who may take it, in every state that `who_in` does not name.
+    who: frozenset[Who]
+    #: Who may take it in particular states, instead of `who`.
+    who_in: Mapping[State, frozenset[Who]] = field(default_factory=dict)
+    #: Where it leads instead of `target` when a department completed the request (SEND_BACK
+    #: returns the request to whoever completed it).
+    target_with_department: State | None = None
+
+    def who_at(self, state: State) -> frozenset[Who]:
+        """Who may take the action on a request in `state`."""
+        return self.who_in.get(state, self.who)
+
+    def everyone(self) -> frozenset[Who]:
+        """Who may take the action in some state."""
+        return self.who.union(*self.who_in.values())
+
+
+def _rule(
+    action: Action,
+    label: str,
+    sources: frozenset[State] | set[State],
+    target: State | None,
+    *who: Who,
+    who_in: Mapping[State, set[Who]] | None = None,
+    target_with_department: State | None = None,
+) -> Rule:
+    return Rule(
+        action=action, label=label, sources=frozenset(sources), target=target,
+        who=frozenset(who),
+        who_in={state: frozenset(them) for state, them in (who_in or {}).items()},
+        target_with_department=target_with_department,
+    )
+
+
+S, A, W = State, Action, Who
+
+#: The workflow, one declaration per action, in the order the tables show them.
+SPEC: tuple[Rule, ...] = (
+    _rule(A.SUBMIT, "接单", set(), S.NEW, W.ANYONE),
+    _rule(A.ACCEPT, "受理（做单）", {S.NEW}, S.HANDLING, W.COMMITTEE),
+    _rule(A.FORWARD, "转单", {S.NEW, S.HANDLING}, S.FORWARDED, W.COMMITTEE),
+    _rule(A.REJECT, "驳回（不予受理）", {S.NEW}, S.REJECTED, W.COMMITTEE),
+    _rule(A.TAKE, "接收", {S.FORWARDED}, S.DEPT_HANDLING, W.DEPARTMENT),
+    _rule(A.RETURN, "退单", {S.FORWARDED, S.DEPT_HANDLING}, S.NEW, W.DEPARTMENT),
+    # Only until the department takes it: once taken, only the department can hand it back.
+    _rule(A.RECALL, "撤回转单", {S.FORWARDED}, S.NEW, W.COMMITTEE),
+    # Whoever holds the request reports: the committee while it handles it, the department
+    # while it is with the department. In the other states either may try, so that the
+    # answer is the machine's "cannot complete now", not "not yours".
+    _rule(A.COMPLETE, "办结", {S.HANDLING, S.DEPT_HANDLING}, S.REVIEW, W.COMMITTEE, W.DEPARTMENT,
+          who_in={S.HANDLING: {W.COMMITTEE}, S.DEPT_HANDLING: {W.DEPARTMENT}}),
+    _rule(A.APPROVE, "审核回单", {S.REVIEW}, S.REPLIED, W.COMMITTEE),
+    _rule(A.SEND_BACK, "返工", {S.REVIEW}, S.HANDLING, W.COMMITTEE,
+          target_with_department=S.DEPT_HANDLING),
+    _rule(A.RATE, "评价（已解决，满意或基本满意）", {S.REPLIED}, S.CLOSED, W.REQUESTER),
+    _rule(A.REOPEN, "重办（未解决或不满意）", {S.REPLIED}, S.NEW, W.REQUESTER),
+    _rule(A.AUTO_CLOSE, "自动办结", {S.REPLIED}, S.CLOSED, W.SYSTEM),
+    _rule(A.CANCEL, "撤销", CANCELLABLE, S.CANCELLED, W.REQUESTER),
+    _rule(A.SUPPLEMENT, "补充", OPEN, None, W.REQUESTER),
+    _rule(A.COMMENT, "备注", set(State), None, W.COMMITTEE),
+    _rule(A.REMIND, "提醒", OPEN, None, W.SYSTEM),
+    _rule(A.ESCALATE, "督办", OPEN, None, W.SYSTEM),
+)
+
+#: Each action's declaration.
+RULES: dict[Action, Rule] = {rule.action: rule for rule in SPEC}
+
+#: Who may see a request's details and history (查询).
+VIEWERS: frozenset[Who] = frozenset({W.REQUESTER, W.COMMITTEE, W.DEPARTMENT})
+
+#: The transition table: (action, from state) -> to state, derived from SPEC. SEND_BACK is
+#: resolved by transition() because it returns to whoever completed the request.
 TRANSITIONS: dict[tuple[Action, State], State] = {
-    (Action.ACCEPT, State.NEW): State.HANDLING,
-    (Action.FORWARD, State.NEW): State.FORWARDED,
-    (Action.FORWARD, State.HANDLING): State.FORWARDED,
-    (Action.REJECT, State.NEW): State.REJECTED,
-    (Action.TAKE, State.FORWARDED): State.DEPT_HANDLING,
-    (Action.RETURN, State.FORWARDED): State.NEW,
-    (Action.RETURN, State.DEPT_HANDLING): State.NEW,
-    (Action.COMPLETE, State.HANDLING): State.REVIEW,
-    (Action.COMPLETE, State.DEPT_HANDLING): State.REVIEW,
-    (Action.APPROVE, State.REVIEW): State.REPLIED,
-    (Action.SEND_BACK, State.REVIEW): State.HANDLING,
-    (Action.RATE, State.REPLIED): State.CLOSED,
-    (Action.REOPEN, State.REPLIED): State.NEW,
-    (Action.AUTO_CLOSE, State.REPLIED): State.CLOSED,
-    **{(Action.CANCEL, state): State.CANCELLED for state in State if state in CANCELLABLE},
+    (rule.action, source): rule.target
+    for rule in SPEC if rule.target is not None
+    for source in State if source in rule.sources
 }
 
 #: Actions that record an event without moving the request, and the states they may occur in.
 NON_TRANSITIONS: dict[Action, frozenset[State]] = {
-    Action.SUPPLEMENT: frozenset(State) - TERMINAL,
-    Action.COMMENT: frozenset(State),
-    Action.REMIND: frozenset(State) - TERMINAL,
-    Action.ESCALATE: frozenset(State) - TERMINAL,
+    rule.action: rule.sources for rule in SPEC if rule.target is None
 }
+
+del S, A, W
 
 
 def transition(state: State, action: Action, *, with_department: bool = False) -> State:
@@ -93,20 +186,19 @@ def transition(state: State, action: Action, *, with_department: bool = False) -
     Raises:
         TransitionNotAllowed: The action cannot happen in this state.
     """
-    if action in NON_TRANSITIONS:
-        if state in NON_TRANSITIONS[action]:
-            return state
+    rule = RULES[action]
+    if state not in rule.sources:
         raise TransitionNotAllowed(action, state)
-    target = TRANSITIONS.get((action, state))
-    if target is None:
-        raise TransitionNotAllowed(action, state)
-    if action is Action.SEND_BACK and with_department:
-        return State.DEPT_HANDLING
-    return target
+    if rule.target is None:
+        return state
+    if with_department and rule.target_with_department is not None:
+        return rule.target_with_department
+    return rule.target
 
 
 def allowed_actions(state: State) -> list[Action]:
-    """Every action that can happen in `state`, in table order."""
+    """Every action that can happen in `state`: state changes first, then events, each in
+    SPEC order."""
     actions = [action for (action, source) in TRANSITIONS if source is state]
     actions += [action for action, states in NON_TRANSITIONS.items() if state in states]
     return actions
@@ -116,7 +208,10 @@ def table_markdown() -> str:
     """The transition table as a Markdown table (docs/architecture.md shows it)."""
     lines = ["| action | from | to |", "|---|---|---|"]
     for (action, source), target in TRANSITIONS.items():
-        to = f"{target} or {State.DEPT_HANDLING}" if action is Action.SEND_BACK else str(target)
+        rule = RULES[action]
+        to = str(target)
+        if rule.target_with_department is not None:
+            to = f"{target} or {rule.target_with_department}"
         lines.append(f"| {action} | {source} | {to} |")
     for action, states in NON_TRANSITIONS.items():
         names = ", ".join(state for state in State if state in states)

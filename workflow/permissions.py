@@ -1,25 +1,48 @@
-"""Who may do what: one pure function over role and relationship to the request."""
+"""Who may do what: the "who" of each action in workflow.machine.SPEC, read against an actor's
+role and relationship to the request."""
 
 from __future__ import annotations
 
-from workflow.machine import Action, State
+from workflow.machine import RULES, SPEC, VIEWERS, Action, State, Who
 
 #: Roles that act for the party committee. Leaders can do everything a worker can.
 COMMITTEE_ROLES: frozenset[str] = frozenset({"worker", "leader"})
 
-#: Actions only the committee may take.
+#: The role of department staff.
+DEPARTMENT_ROLE = "department"
+
+#: Actions only the committee may take (in every state).
 COMMITTEE_ACTIONS: frozenset[Action] = frozenset(
-    {Action.ACCEPT, Action.FORWARD, Action.REJECT, Action.APPROVE, Action.SEND_BACK,
-     Action.COMMENT}
+    rule.action for rule in SPEC if rule.everyone() == {Who.COMMITTEE}
 )
 
 #: Actions only staff of the department the request is forwarded to may take.
-DEPARTMENT_ACTIONS: frozenset[Action] = frozenset({Action.TAKE, Action.RETURN})
+DEPARTMENT_ACTIONS: frozenset[Action] = frozenset(
+    rule.action for rule in SPEC if rule.everyone() == {Who.DEPARTMENT}
+)
 
 #: Actions only the requester may take on their own request.
 REQUESTER_ACTIONS: frozenset[Action] = frozenset(
-    {Action.SUPPLEMENT, Action.CANCEL, Action.RATE, Action.REOPEN}
+    rule.action for rule in SPEC if rule.everyone() == {Who.REQUESTER}
 )
+
+
+def is_one_of(who: frozenset[Who], *, role: str, is_requester: bool, in_department: bool) -> bool:
+    """Whether an actor is one of `who`.
+
+    Args:
+        who: The kinds of actor a rule names.
+        role: The actor's role: requester, worker, leader or department.
+        is_requester: Whether the actor submitted the request (or registered the walk-in).
+        in_department: Whether the actor is staff of the department the request is forwarded to.
+    """
+    return any(
+        kind is Who.ANYONE
+        or (kind is Who.COMMITTEE and role in COMMITTEE_ROLES)
+        or (kind is Who.DEPARTMENT and role == DEPARTMENT_ROLE and in_department)
+        or (kind is Who.REQUESTER and is_requester)
+        for kind in who
+    )
 
 
 def permitted(
@@ -39,25 +62,48 @@ def permitted(
         is_requester: Whether the actor submitted the request.
         in_department: Whether the actor is staff of the department the request is forwarded to.
     """
-    if action in COMMITTEE_ACTIONS:
-        return role in COMMITTEE_ROLES
-    if action in DEPARTMENT_ACTIONS:
-        return role == "department" and in_department
-    if action in REQUESTER_ACTIONS:
-        return is_requester
-    if action is Action.COMPLETE:
-        # Whoever holds the request reports: the department while it is forwarded to it, the
-        # committee otherwise. In other states the machine refuses with "cannot ... now".
-        staff = role == "department" and in_department
-        if state is State.DEPT_HANDLING:
-            return staff
-        if state is State.HANDLING:
-            return role in COMMITTEE_ROLES
-        return staff or role in COMMITTEE_ROLES
-    # SUBMIT is open to anyone; REMIND, ESCALATE and AUTO_CLOSE are the system's own.
-    return action is Action.SUBMIT
+    return is_one_of(RULES[action].who_at(state), role=role, is_requester=is_requester,
+                     in_department=in_department)
 
 
 def may_view(*, role: str, is_requester: bool, in_department: bool) -> bool:
     """Whether an actor may see a request's details and history."""
-    return is_requester or role in COMMITTEE_ROLES or (role == "department" and in_department)
+    return is_one_of(VIEWERS, role=role, is_requester=is_requester, in_department=in_department)
+
+
+def role_could(role: str, action: Action) -> bool:
+    """Whether someone of `role` can take `action` on some request, in some state.
+
+    Anyone may be the requester of some request (a worker registers walk-ins, staff may have
+    written in before they were invited), so the requester's actions are open to every role.
+    """
+    return is_one_of(RULES[action].everyone(), role=role, is_requester=True,
+                     in_department=True)
+
+
+#: How each kind of actor is named in the roles table.
+WHO_LABELS: dict[Who, str] = {
+    Who.COMMITTEE: "worker or leader",
+    Who.DEPARTMENT: "staff of the department the request is forwarded to",
+    Who.REQUESTER: "the requester (for a walk-in: the worker who registered it)",
+    Who.SYSTEM: "nobody by hand (the system)",
+    Who.ANYONE: "anyone",
+}
+
+
+def _names(who: frozenset[Who]) -> str:
+    return ", ".join(WHO_LABELS[kind] for kind in Who if kind in who)
+
+
+def roles_markdown() -> str:
+    """The roles table as Markdown (docs/architecture.md shows it): who may take each action,
+    and who may see a request."""
+    lines = ["| action | 中文 | who |", "|---|---|---|"]
+    for rule in SPEC:
+        who = _names(rule.who)
+        if rule.who_in:
+            who = "; ".join(f"{_names(rule.who_in[state])} in `{state}`"
+                            for state in State if state in rule.who_in)
+        lines.append(f"| {rule.action} | {rule.label} | {who} |")
+    lines.append(f"| view | 查询 | {_names(VIEWERS)} |")
+    return "\n".join(lines)

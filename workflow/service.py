@@ -32,7 +32,7 @@ from workflow.errors import (
     UnknownRequest,
 )
 from workflow.machine import TERMINAL, Action, State, transition
-from workflow.permissions import COMMITTEE_ROLES, may_view, permitted
+from workflow.permissions import COMMITTEE_ROLES, may_view, permitted, role_could
 from workflow.routing import detect_category
 
 #: SQ-YYYYMMDD-NNNN; the sequence may grow past four digits.
@@ -292,6 +292,23 @@ def _do_forward(
         for worker in _workers(tx):
             tx.notify(worker, "card.auto_forwarded", request, department=department.name,
                       **_card(tx, request, category))
+
+
+def recall(tx: Tx, actor: Person, number: str) -> Request:
+    """撤回转单: the committee takes back a forwarded request the department has not taken yet
+    (e.g. one a category forwarded automatically to the wrong department); it is new again and
+    can be forwarded elsewhere. The department's staff are told."""
+    request = _begin(tx, actor, Action.RECALL, number)
+    department = _department(tx, request)
+    staff = _current_handlers(tx, request)
+    _move(tx, request, actor, Action.RECALL, note=department)
+    request.department_id = None
+    for person in staff:
+        tx.notify(person, "dept.recalled", request, department=department,
+                  by=person_label(actor))
+    _tell_other_workers(tx, actor, request, "worker.acted",
+                        action=f"撤回转单（原转交{department}）")
+    return request
 
 
 def reject(tx: Tx, actor: Person, number: str, reason: str) -> Request:
@@ -592,12 +609,7 @@ def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:
 
 def _role_could(actor: Person, action: Action) -> bool:
     """Whether the actor's role can ever take `action` (on some request)."""
-    if actor.role in COMMITTEE_ROLES:
-        return action not in (Action.TAKE, Action.RETURN)
-    if actor.role == Role.DEPARTMENT:
-        return action in (Action.TAKE, Action.RETURN, Action.COMPLETE, Action.SUPPLEMENT,
-                          Action.CANCEL, Action.RATE, Action.REOPEN)
-    return action in (Action.SUPPLEMENT, Action.CANCEL, Action.RATE, Action.REOPEN)
+    return role_could(actor.role, action)
 
 
 def _refuse(
@@ -793,6 +805,6 @@ def _working_days(tx: Tx, days: int) -> datetime:
 __all__ = [
     "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
     "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
-    "parse_number", "rate", "reject", "return_", "send_back", "submit", "supplement", "take",
-    "todo", "view",
+    "parse_number", "rate", "recall", "reject", "return_", "send_back", "submit", "supplement",
+    "take", "todo", "view",
 ]

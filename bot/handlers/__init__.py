@@ -35,6 +35,7 @@ HANDLERS: dict[str, Handler] = {
     "rate": resident.rate,
     "accept": worker.accept,
     "forward": worker.forward,
+    "recall": worker.recall,
     "reject": worker.reject,
     "approve": worker.approve,
     "send_back": worker.send_back,

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "待办": "inbox", "/inbox": "inbox",
     "受理": "accept", "/accept": "accept",
     "转单": "forward", "/forward": "forward",
+    "撤回转单": "recall", "/recall": "recall",
     "驳回": "reject", "/reject": "reject",
     "办结": "complete", "/done": "complete",
     "回单": "approve", "/approve": "approve",

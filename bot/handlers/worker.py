@@ -1,4 +1,5 @@
-"""What party workers do: the to-do list, 做单, 转单, 驳回, review, and walk-ins at the desk."""
+"""What party workers do: the to-do list, 做单, 转单, 撤回转单, 驳回, review, and walk-ins at the
+desk."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def forward(tx: Tx, person: Person, command: Command) -> None:
     department = queries.get_department_by_name(session=tx.session, name=command.rest.strip())
     reply(tx, person, "reply.forwarded", number=request.number,
           department=department.name if department else command.rest, staff_note=note)
+
+
+def recall(tx: Tx, person: Person, command: Command) -> None:
+    """撤回转单 <编号>: takes back a forwarded request its department has not taken yet."""
+    request = service.recall(tx, person, command.first)
+    reply(tx, person, "reply.recalled", number=request.number)
 
 
 def reject(tx: Tx, person: Person, command: Command) -> None:
