@@ -10,8 +10,6 @@ import pytest
 
 from tests.e2e.conftest import CITY, Deployment, Team, bind_team
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def team(redis_deployment: Deployment) -> Iterator[Team]:
