@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench audit clean
+.PHONY: run test test-fast lint bench audit clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,13 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## Run the server on the embedded default: SQLite under ./data, in-process queue, web desk.
+## Run the server on the embedded default: SQLite in the user data directory, in-process queue,
+## web desk.
 run: $(STAMP)
 	$(BIN)/redesk run
 
 ## Run every test (SQLite and PostgreSQL, real Redis, end-to-end stories).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## The quick tiers (unit and db): everything but the e2e, faults and browser tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not faults and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

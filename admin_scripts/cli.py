@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from storage import queries
 from storage.db import get_engine, read_engine, session_scope, upgrade
 from storage.models import Department, DepartmentKind, utcnow
-from storage.settings import Settings, SettingsError, get_settings
+from storage.settings import Settings, SettingsError, default_data_dir, get_settings
 from workflow import service
 from workflow.errors import WorkflowError
 
@@ -44,8 +44,17 @@ console = Console()
 #: Errors stay on one line and are printed as they are (no wrapping, no markup), for scripts.
 err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
+
+def say(line: str) -> None:
+    """Prints one line as it is: never wrapped (a URL or path stays whole), no markup."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+#: The first paragraph of `redesk --help`; main() adds where the data is.
+HELP = "redesk: the request desk of a party–mass service centre (党群服务中心)."
+
 app = typer.Typer(
-    help="redesk: the request desk of a party–mass service centre (党群服务中心).",
+    help=HELP,
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -84,13 +93,35 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _prepare_database(settings: Settings, *, auto_upgrade: bool) -> None:
-    """Upgrades an embedded SQLite database; checks that any other is reachable and current."""
+def _require_database(settings: Settings) -> None:
+    """Refuses an SQLite database file that does not exist, naming it.
+
+    Opening it would create an empty second database (a verb run with another
+    REDESK_DATA_DIR, HOME or REDESK_DATABASE_URL than the server's), where an invitation code
+    would be made that the server then calls invalid.
+    """
+    path = settings.sqlite_file
+    if path is not None and not path.exists():
+        raise CliError(f"No database file {path}: start `redesk run` (or run `redesk db "
+                       "upgrade` or `redesk demo`) first, or point REDESK_DATA_DIR or "
+                       "REDESK_DATABASE_URL at the server's database.", Exit.UNAVAILABLE)
+
+
+def _prepare_database(settings: Settings, *, auto_upgrade: bool, create: bool = False) -> None:
+    """Upgrades an embedded SQLite database; checks that any other is reachable and current.
+
+    Args:
+        settings: the settings naming the database.
+        auto_upgrade: upgrade the schema instead of checking that it is current.
+        create: a missing SQLite file may be created (`run`, `demo`); otherwise it is refused.
+    """
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from storage.db import alembic_config
 
+    if not create:
+        _require_database(settings)
     try:
         if auto_upgrade:
             upgrade(settings.database_url)
@@ -120,7 +151,7 @@ def run() -> None:
     """
     settings = _settings()
     _setup_logging()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite, create=True)
     from workflow import broker
 
     broker.configure(settings.redis_url)
@@ -130,24 +161,20 @@ def run() -> None:
     from bot.app import create_app
 
     embedded = broker.is_in_process()
-    console.print(f"redesk listens on http://{settings.host}:{settings.port}"
-                  f"  (web desk: http://{settings.host}:{settings.port}/desk)")
-    console.print(f"database: {_safe_url(settings.database_url)}")
-    console.print("queue: " + ("in-process worker and scheduler (embedded)" if embedded
-                               else "Redis; run `redesk worker` and `redesk scheduler`"))
-    console.print("channel web: on")
+    _banner(settings, embedded=embedded)
+    say("channel web: on")
     poller = _start_telegram(settings) if settings.telegram_on else None
     if not settings.telegram_on:
-        console.print("channel telegram: off (set REDESK_TELEGRAM_TOKEN to switch it on)")
+        say("channel telegram: off (set REDESK_TELEGRAM_TOKEN to switch it on)")
     if settings.wechat_on:
         mode = "safe mode, encrypted" if settings.wechat_aes_key else "plain mode"
         window = "template messages outside the 48-hour window" if \
             settings.wechat_template_id else "no REDESK_WECHAT_TEMPLATE_ID: messages outside the " \
             "48-hour window cannot be delivered"
-        console.print(f"channel wechat: on, callback /wechat ({mode}; {window})")
+        say(f"channel wechat: on, callback /wechat ({mode}; {window})")
     else:
-        console.print("channel wechat: off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
-                      "and REDESK_WECHAT_TOKEN to switch it on)")
+        say("channel wechat: off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
+            "and REDESK_WECHAT_TOKEN to switch it on)")
     worker = None
     watch = None
     stop = threading.Event()
@@ -206,7 +233,7 @@ def worker() -> None:
     from bot import actors  # noqa: F401
 
     running = _start_worker(settings)
-    console.print(f"redesk worker: {settings.worker_threads} threads on {settings.redis_url}")
+    say(f"redesk worker: {settings.worker_threads} threads on {settings.redis_url}")
     watch = _watch_scheduler(settings)
     _wait_for_signal()
     watch.stop()
@@ -236,11 +263,22 @@ def scheduler() -> None:
     thread = threading.Thread(target=_schedule, args=(settings, stop, RedisLease(
         settings.redis_url)), daemon=True)
     thread.start()
-    console.print(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
-                  f"every {settings.tick_interval:g} s (acts while it holds the lease)")
+    say(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
+        f"every {settings.tick_interval:g} s (acts while it holds the lease)")
     _wait_for_signal()
     stop.set()
     thread.join(timeout=5)
+
+
+def _banner(settings: Settings, *, embedded: bool) -> None:
+    """What `redesk run` serves and where its data is, each URL and path on its own line."""
+    base = f"http://{settings.host}:{settings.port}"
+    say(f"redesk listens on {base}")
+    say(f"web desk: {base}/desk")
+    say(f"database: {_safe_url(settings.database_url)}")
+    say(f"media: {settings.media_dir}")
+    say("queue: " + ("in-process worker and scheduler (embedded)" if embedded
+                     else "Redis; run `redesk worker` and `redesk scheduler`"))
 
 
 def _start_telegram(settings: Settings) -> Any:
@@ -262,12 +300,12 @@ def _start_telegram(settings: Settings) -> Any:
         url = f"{settings.public_url}/telegram/webhook"
         client.run(client.bot.set_webhook(url, secret_token=settings.telegram_webhook_secret,
                                           allowed_updates=list(telegram.ALLOWED_UPDATES)))
-        console.print(f"channel telegram: on as @{me['username']} (webhook {url})")
+        say(f"channel telegram: on as @{me['username']} (webhook {url})")
         return None
     client.run(client.bot.delete_webhook())
     poller = telegram.Poller(runtime, actors.enqueue_inbound)
     poller.start()
-    console.print(f"channel telegram: on as @{me['username']} (polling getUpdates)")
+    say(f"channel telegram: on as @{me['username']} (polling getUpdates)")
     return poller
 
 
@@ -370,6 +408,7 @@ def stats(
     if output_format == "xlsx" and out is None:
         raise CliError("--format xlsx needs --out FILE", Exit.USAGE)
     settings = _settings()
+    _require_database(settings)
     engine = read_engine(get_engine(settings.database_url))
     now = figures.utcnow()
     try:
@@ -821,7 +860,7 @@ def demo() -> None:
     from admin_scripts.demo import load_demo
 
     settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite, create=True)
     with session_scope(get_engine(settings.database_url)) as session:
         departments, categories = load_demo(session)
     console.print(f"demo data loaded: {departments} departments and {categories} categories added")
@@ -870,8 +909,23 @@ def export_requests(
               + (f", {summary.events} events to {options.events}" if options.events else ""))
 
 
+def _data_help() -> str:
+    """The paragraphs of `redesk --help` that say where the data is, as configured now."""
+    default = default_data_dir()
+    lines = [f"Default data directory: {default} (the database redesk.db and media/ are "
+             "there, whatever the working directory; REDESK_DATA_DIR moves it)."]
+    try:
+        settings = get_settings()
+    except SettingsError:
+        return lines[0]  # the verb itself reports the malformed setting
+    lines.append(f"Database: {_safe_url(settings.database_url)}")
+    lines.append(f"Media: {settings.media_dir}")
+    return "\n\n".join(lines)
+
+
 def main(args: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
+    app.info.help = f"{HELP}\n\n{_data_help()}"
     try:
         app(args=args, prog_name="redesk", standalone_mode=False)
     except CliError as exc:

@@ -10,14 +10,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, field_validator, model_validator
+import platformdirs
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-#: Where the embedded default keeps its SQLite file.
-DEFAULT_DATA_DIR = Path("data")
+#: The application name platformdirs places the data directory under.
+APP_NAME = "redesk"
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data directory for redesk (e.g. ~/.local/share/redesk).
+
+    Read when the settings are loaded, not at import, so that HOME and XDG_DATA_HOME are those
+    of the process at that moment. The same directory whatever the working directory: every
+    `redesk` verb run by one user finds the database `redesk run` made.
+    """
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 #: What a WeChat template field can be filled with (REDESK_WECHAT_TEMPLATE_FIELDS).
@@ -78,7 +89,11 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "production"] = "development"
-    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR / 'redesk.db'}"
+    #: Where the embedded default keeps its SQLite file and fetched media (REDESK_DATA_DIR);
+    #: declared before database_url and media_dir, whose defaults are made from it.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['data_dir'] / 'redesk.db'}")
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -102,7 +117,7 @@ class Settings(BaseSettings):
         "first": "title", "keyword1": "number", "keyword2": "time", "remark": "text",
     }
     #: Where fetched media (WeChat pictures, voice, video) are kept.
-    media_dir: Path = DEFAULT_DATA_DIR / "media"
+    media_dir: Path = Field(default_factory=lambda data: data["data_dir"] / "media")
 
     #: Longest request or supplement text accepted, in characters.
     max_text_length: int = 2000
@@ -134,6 +149,13 @@ class Settings(BaseSettings):
     #: Messages a requester may send in one minute before being asked to slow down: the web
     #: API answers 429, chat channels make no further requests (0: no limit).
     flood_per_minute: int = 20
+
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: Path) -> Path:
+        # Absolute from the start: a relative directory would again depend on where each
+        # verb is run from.
+        return value.expanduser().absolute()
 
     @field_validator("database_url")
     @classmethod
@@ -275,6 +297,16 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """Whether the database is an (embedded) SQLite file."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The file of an SQLite database, absolute; None for PostgreSQL and in-memory."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database).absolute()
 
     @property
     def telegram_on(self) -> bool:

@@ -48,6 +48,47 @@ TABLES = [
 NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders"}
 
 
+#: Tiers chosen by where a test lives or what it asks for (`make test-fast` runs the quick
+#: ones); the e2e and faults conftests mark their directories.
+SLOW_TIERS = ("e2e", "faults", "browser")
+
+#: Fixtures that reach a real database or Redis: a test asking for one is in the db tier.
+SERVICE_FIXTURES = frozenset({
+    "db_url", "pg_url", "sqlite_template", "redis_url", "settings", "runtime", "desk",
+    "client", "cli_db",
+})
+
+
+#: This directory: tests/<tier>/ holds the tests of a slow tier.
+TESTS_DIR = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test outside the slow tiers as unit or db (see pyproject markers).
+
+    It runs first, before `-m` deselects anything and before the tier directories' own
+    conftests mark their tests, so a slow test is known by its directory or its own marker.
+    """
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in SLOW_TIERS) or any(
+                item.path.is_relative_to(TESTS_DIR / tier) for tier in SLOW_TIERS):
+            continue
+        names = set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.db if names & SERVICE_FIXTURES else pytest.mark.unit)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The platform's data directory of the whole run is a temporary one, never the real
+    home's: settings made without a database URL or a media directory point there (and so do
+    the processes the e2e tests start, which inherit the environment)."""
+    home = tmp_path_factory.mktemp("xdg-data-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(home))
+        yield home
+
+
 def missing_service(name: str, reason: object) -> None:
     """Skips the test locally, fails it on CI."""
     message = f"{name} is not available: {reason}"

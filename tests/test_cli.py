@@ -12,7 +12,7 @@ import pytest
 import typer
 from sqlalchemy import inspect
 
-from admin_scripts import demo
+from admin_scripts import cli, demo
 from admin_scripts.cli import Exit, app, main
 from bot import runtime as bot_runtime
 from bot.runtime import Runtime
@@ -65,6 +65,188 @@ def leaf_commands() -> list[list[str]]:
 
     walk(typer.main.get_command(app), [])
     return found
+
+
+@pytest.fixture
+def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Nothing configured, and no database yet: the platform's data directory (under a
+    temporary HOME and XDG_DATA_HOME) is empty; the working directory is tmp_path/work.
+
+    Yields the data directory the settings default to.
+    """
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    bot_runtime.reset()
+    yield tmp_path / "xdg" / "redesk"
+    bot_runtime.reset()
+
+
+#: Verbs that make the database when there is none (`redesk run` upgrades an embedded one).
+CREATING_VERBS = {"run", "db upgrade", "demo"}
+
+#: Verbs that never open the database.
+VERBS_WITHOUT_DATABASE = {"scheduler", "wechat menu"}
+
+#: Arguments that take a verb up to its database (its own checks pass).
+SAMPLE_ARGUMENTS: dict[str, list[str]] = {
+    "invite": ["worker"],
+    "departments add": ["城管执法"],
+    "departments deactivate": ["城管执法"],
+    "departments import": ["departments.csv"],
+    "categories import": ["categories.csv"],
+    "people revoke": ["王书记"],
+}
+
+
+def database_verbs() -> list[list[str]]:
+    """Every verb that opens an existing database."""
+    return [words for words in leaf_commands()
+            if " ".join(words) not in CREATING_VERBS | VERBS_WITHOUT_DATABASE]
+
+
+@pytest.mark.parametrize("words", database_verbs(), ids=" ".join)
+def test_every_verb_but_run_db_upgrade_and_demo_refuses_a_missing_database_file_naming_it(
+    words: list[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given no database in the data directory (and import files that would be valid)
+    (Path.cwd() / "departments.csv").write_text("name,kind\n城管执法,职能部门\n",
+                                                encoding="utf-8")
+    (Path.cwd() / "categories.csv").write_text("name,keywords\n路灯,路灯\n", encoding="utf-8")
+    monkeypatch.setenv("REDESK_REDIS_URL", "redis://127.0.0.1:1/0")  # `worker` needs one
+
+    # When the verb runs
+    code = main([*words, *SAMPLE_ARGUMENTS.get(" ".join(words), [])])
+
+    # Then it exits "database unavailable", naming the file, and creates nothing
+    assert code == Exit.UNAVAILABLE
+    err = capsys.readouterr().err
+    assert f"No database file {data_dir / 'redesk.db'}" in err
+    assert "redesk run" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not data_dir.exists()
+
+
+def test_a_relative_database_url_from_another_directory_is_refused_not_created(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a server's database at data/redesk.db under tmp_path/work
+    monkeypatch.setenv("REDESK_DATABASE_URL", "sqlite:///data/redesk.db")
+    assert main(["demo"]) == Exit.OK
+    capsys.readouterr()
+
+    # When an invitation is asked for from another directory, with the same relative URL
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    bot_runtime.reset()
+    code = main(["invite", "worker"])
+
+    # Then no code is printed and no second, empty database is made there
+    assert code == Exit.UNAVAILABLE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"No database file {elsewhere / 'data' / 'redesk.db'}" in captured.err
+    assert not (elsewhere / "data").exists()
+
+
+def test_an_invitation_made_in_another_directory_binds_on_the_database_the_demo_made(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the demo loaded from one working directory (it makes the default database)
+    assert main(["demo"]) == Exit.OK
+    assert (data_dir / "redesk.db").is_file()
+
+    # When an invitation is made from another one
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    bot_runtime.reset()
+    assert main(["invite", "department", "城管执法"]) == Exit.OK
+    invitation = capsys.readouterr().out.strip().splitlines()[-1]
+
+    # Then the code binds on that same database, and nothing was made where it ran
+    staff = desk_on(f"sqlite:///{data_dir / 'redesk.db'}").identity("李科长")
+    staff.send(f"绑定 {invitation}")
+    assert staff.person().role == Role.DEPARTMENT
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_db_upgrade_makes_the_data_directory_and_its_database(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the schema is created with nothing configured
+    assert main(["db", "upgrade"]) == Exit.OK
+
+    # Then the database is in the data directory, and the other verbs use it
+    assert (data_dir / "redesk.db").is_file()
+    assert main(["departments", "list"]) == Exit.OK
+    assert list(Path.cwd().iterdir()) == []
+
+
+def test_the_run_banner_keeps_every_url_and_path_whole_on_its_own_line_in_40_columns(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a terminal 40 columns wide and a data directory with a long path
+    monkeypatch.setenv("COLUMNS", "40")
+    deep = tmp_path / "a-rather-long-directory-name" / "for-the-data-of-the-desk"
+    monkeypatch.setenv("REDESK_DATA_DIR", str(deep))
+    monkeypatch.setenv("REDESK_HOST", "desk-server.internal.example.org")
+    bot_runtime.reset()
+    settings = cli.get_settings()
+
+    # When `redesk run` prints its banner
+    cli._banner(settings, embedded=True)
+
+    # Then each URL and path is a line of its own, whole
+    lines = capsys.readouterr().out.splitlines()
+    base = "http://desk-server.internal.example.org:8000"
+    assert f"redesk listens on {base}" in lines
+    assert f"web desk: {base}/desk" in lines
+    assert f"database: sqlite:///{deep / 'redesk.db'}" in lines
+    assert f"media: {deep / 'media'}" in lines
+
+
+def test_help_names_the_default_data_directory_and_the_database_in_use(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a PostgreSQL database configured, with a password
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:s3cret@db/redesk")
+    bot_runtime.reset()
+
+    # When the command's help is shown
+    assert main(["--help"]) == Exit.OK
+
+    # Then it names the default data directory, and the database and media in use
+    out = capsys.readouterr().out
+    assert f"Default data directory: {data_dir}" in out
+    assert "REDESK_DATA_DIR" in out
+    assert "Database: postgresql+psycopg://redesk:***@db/redesk" in out
+    assert f"Media: {data_dir / 'media'}" in out
+    assert "s3cret" not in out
+
+
+def test_help_with_a_malformed_setting_still_names_the_default_data_directory(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("REDESK_PORT", "eighty")
+    bot_runtime.reset()
+
+    assert main(["--help"]) == Exit.OK
+
+    out = capsys.readouterr().out
+    assert f"Default data directory: {data_dir}" in out
+    assert "Database:" not in out
 
 
 def test_invite_worker_prints_the_code_alone_on_the_last_line_and_it_binds(

@@ -69,7 +69,7 @@ async def test_a_wrong_token_is_unauthorized(fake: FakeTelegram) -> None:
     with pytest.raises(InvalidToken):
         async with telegram.Bot("999:WRONG", base_url=f"{fake.url}/bot"):
             pass
-    assert fake.calls[-1].status == 401
+    assert [call.status for call in fake.calls if call.method == "getMe"] == [401]
 
 
 async def test_ptb_sends_urlencoded_posts_with_string_values(
@@ -388,7 +388,8 @@ async def test_per_chat_limit_answers_retry_after() -> None:
             assert caught.value.retry_after == dtm.timedelta(seconds=1)  # timedelta: PTB_TIMEDELTA
             await bot.send_message(43, "another chat is fine")
     assert fake.texts(42) == ["one"]
-    refused = fake.calls[-2]
+    [refused] = [call for call in fake.calls if call.method == "sendMessage" and not call.ok]
+    assert refused.chat_id == 42
     assert refused.status == 429 and refused.description == "Too Many Requests: retry after 1"
 
 

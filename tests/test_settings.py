@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from storage.settings import Settings, SettingsError, get_settings, load_settings
 
@@ -18,20 +17,25 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     for name in list(os.environ):
         if name.startswith("REDESK_"):
             monkeypatch.delenv(name)
+    # The platform's data directory is looked up under these: never the real home's.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
 
 
-def test_defaults_are_the_documented_embedded_ones() -> None:
+def test_defaults_are_the_documented_embedded_ones(tmp_path: Path) -> None:
     # When nothing is configured
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
 
-    # Then redesk is the embedded default of DESIGN §5
-    url = make_url(settings.database_url)
-    assert url.get_backend_name() == "sqlite"
-    assert url.database is not None and Path(url.database).parent == Path("data")
+    # Then redesk is the embedded default: SQLite and media in the platform's data directory
+    data = tmp_path / "xdg" / "redesk"
+    assert settings.data_dir == data
+    assert settings.database_url == f"sqlite:///{data / 'redesk.db'}"
+    assert settings.sqlite_file == data / "redesk.db"
+    assert settings.media_dir == data / "media"
     assert settings.is_sqlite
     assert settings.redis_url is None
     assert settings.host == "127.0.0.1"
@@ -43,6 +47,85 @@ def test_defaults_are_the_documented_embedded_ones() -> None:
     assert settings.wechat_aes_key is None
     assert not settings.telegram_on
     assert not settings.wechat_on
+
+
+def test_the_default_database_is_the_same_file_from_every_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two unrelated working directories
+    first, second = tmp_path / "one", tmp_path / "two" / "deeper"
+    first.mkdir()
+    second.mkdir(parents=True)
+
+    # When the settings are read in each
+    monkeypatch.chdir(first)
+    here = Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.chdir(second)
+    there = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then both name one absolute database file and one media directory, in neither of them
+    assert here.database_url == there.database_url
+    assert here.media_dir == there.media_dir
+    assert here.sqlite_file is not None and here.sqlite_file.is_absolute()
+    assert here.media_dir.is_absolute()
+    assert not here.sqlite_file.is_relative_to(first)
+    assert not here.sqlite_file.is_relative_to(second)
+
+
+def test_without_xdg_data_home_the_data_directory_is_under_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no XDG_DATA_HOME
+    monkeypatch.delenv("XDG_DATA_HOME")
+
+    # When the settings are read
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then the data directory is ~/.local/share/redesk of this HOME
+    assert settings.data_dir == tmp_path / "home" / ".local" / "share" / "redesk"
+    assert settings.sqlite_file == settings.data_dir / "redesk.db"
+
+
+def test_redesk_data_dir_moves_the_database_and_the_media_and_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given REDESK_DATA_DIR relative to the working directory
+    monkeypatch.setenv("REDESK_DATA_DIR", "desk-data")
+
+    # When the settings are read
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then the database and the media are in it, named absolutely
+    assert settings.data_dir == tmp_path / "desk-data"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'desk-data' / 'redesk.db'}"
+    assert settings.media_dir == tmp_path / "desk-data" / "media"
+
+
+def test_a_data_dir_starting_with_a_tilde_is_in_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDESK_DATA_DIR", "~/redesk-data")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.data_dir == tmp_path / "home" / "redesk-data"
+
+
+def test_the_database_url_and_the_media_dir_each_win_over_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a data directory, and the database and the media set on their own
+    monkeypatch.setenv("REDESK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REDESK_DATABASE_URL", "postgresql+psycopg://redesk@db.example/redesk")
+    monkeypatch.setenv("REDESK_MEDIA_DIR", str(tmp_path / "files"))
+
+    # When the settings are read
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    # Then the explicit ones are taken, and a PostgreSQL database has no file
+    assert settings.database_url == "postgresql+psycopg://redesk@db.example/redesk"
+    assert settings.media_dir == tmp_path / "files"
+    assert settings.sqlite_file is None
 
 
 def test_redesk_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,14 @@ LOCK_ATTEMPTS = 600
 LOCK_PAUSE = 0.5
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ is in the e2e tier (no marker needed in each file)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
+
+
 def redesk_executable() -> str:
     """The `redesk` console script of the virtualenv running the tests."""
     beside = Path(sys.executable).with_name("redesk")
@@ -182,6 +190,9 @@ def base_env(directory: Path, database_url: str) -> dict[str, str]:
     """The environment of every process: ours, without any REDESK_* setting from outside."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("REDESK_")}
     env.update({
+        # The deployment's own directory holds its media (and is where a verb without a
+        # database URL would look), not the data directory of whoever runs the tests.
+        "REDESK_DATA_DIR": str(directory),
         "REDESK_DATABASE_URL": database_url,
         "REDESK_HOST": "127.0.0.1",
         "REDESK_PORT": str(free_port()),

@@ -22,8 +22,6 @@ from tests.e2e.conftest import (
     serve,
 )
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def team(redis_deployment: Deployment) -> Iterator[Team]:

@@ -45,8 +45,6 @@ from tests.e2e.client import WebChat
 from tests.e2e.conftest import Deployment, held_redis
 from tests.e2e.test_telegram_story import TelegramDesk, run_desk
 
-pytestmark = pytest.mark.e2e
-
 #: Every process ticks once a second.
 TICK_ENV = {"REDESK_TICK_INTERVAL": "1"}
 

@@ -28,8 +28,6 @@ from bot.texts import render
 from tests.e2e.conftest import CITY, Deployment, base_env, held_redis, serve
 from tests.fakes.telegram import Call, FakeTelegram
 
-pytestmark = pytest.mark.e2e
-
 #: The committee group chat (REDESK_TELEGRAM_COMMITTEE_CHAT).
 GROUP_ID = -1001987654321
 

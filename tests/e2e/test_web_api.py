@@ -12,8 +12,6 @@ import pytest
 from tests.e2e.client import WebChat
 from tests.e2e.conftest import Deployment
 
-pytestmark = pytest.mark.e2e
-
 #: The web API's body limit (bot.app.WEB_BODY_LIMIT).
 BODY_LIMIT = 64 * 1024
 

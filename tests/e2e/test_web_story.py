@@ -13,8 +13,6 @@ import pytest
 from tests.e2e.client import Message, WebChat
 from tests.e2e.conftest import CITY, ESTATE, Deployment, Team, bind_team
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def team(sqlite_deployment: Deployment) -> Iterator[Team]:

@@ -29,8 +29,6 @@ from tests.e2e.conftest import Deployment, base_env, serve
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import Callback, FakeWeChat, new_openid
 
-pytestmark = pytest.mark.e2e
-
 #: Seconds one step of a story may take (a receipt, a card, an answer).
 STEP = 30.0
 

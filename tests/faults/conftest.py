@@ -36,7 +36,14 @@ from tests.e2e.test_telegram_story import telegram_env
 from tests.fakes.telegram import FakeTelegram
 from tests.faults.servers import PostgresServer, RedisServer
 
-pytestmark = pytest.mark.e2e
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/faults/ is in the faults tier (no marker needed in each file)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.faults)
+
 
 #: The words of the receipt a resident gets for a new request (texts.py "requester.receipt").
 RECEIPT = "已受理登记"

@@ -33,14 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import Callback, FakeWeChat, new_openid
 from tests.faults.conftest import PRODUCTION, RECEIPT, Desk, database_state, open_desk, query
 from tests.faults.servers import PostgresServer, RedisServer
-
-pytestmark = pytest.mark.e2e
 
 #: Residents on Telegram and on WeChat.
 TELEGRAM_RESIDENTS = 40

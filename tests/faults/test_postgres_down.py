@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.faults.conftest import (
     PRODUCTION,
@@ -23,8 +22,6 @@ from tests.faults.conftest import (
     open_desk,
 )
 from tests.faults.servers import PostgresServer, RedisServer
-
-pytestmark = pytest.mark.e2e
 
 #: Residents writing, one message each.
 RESIDENTS = 300

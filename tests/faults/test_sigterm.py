@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.faults.conftest import (
     PRODUCTION,
     SETTLE_TIMEOUT,
@@ -39,8 +37,6 @@ from tests.faults.conftest import (
     query,
 )
 from tests.faults.servers import PostgresServer, RedisServer
-
-pytestmark = pytest.mark.e2e
 
 #: Residents writing at once (one update each).
 RESIDENTS = 400

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.faults.conftest import (
     PRODUCTION,
     assert_each_stored_and_answered_once,
@@ -21,8 +19,6 @@ from tests.faults.conftest import (
     pending_receipt_chats,
 )
 from tests.faults.servers import PostgresServer, RedisServer
-
-pytestmark = pytest.mark.e2e
 
 #: Residents writing at once.
 RESIDENTS = 500

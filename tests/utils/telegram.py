@@ -5,6 +5,7 @@ synchronously, so tests read as conversations in Telegram chats."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +21,10 @@ from storage.models import (
     Event,
     InboxMessage,
     OutboxMessage,
+    OutboxStatus,
     Person,
     Request,
+    utcnow,
 )
 from tests.fakes.telegram import Call, FakeTelegram
 from tests.utils.harness import Desk
@@ -31,6 +34,9 @@ GROUP = -1001000000001
 
 #: The webhook secret (REDESK_TELEGRAM_WEBHOOK_SECRET).
 SECRET = "webhook-secret_0123456789"
+
+#: Seconds `TelegramDesk.work` waits at most for deliveries put off for a moment.
+RETRY_WAIT = 3.0
 
 #: A request number in a message.
 NUMBER = re.compile(r"SQ-\d{8}-\d{4,}")
@@ -111,8 +117,32 @@ class TelegramDesk:
             return telegram.store_update(session, update)
 
     def work(self) -> None:
-        """Handles every pending inbox row and delivers every due outbox row."""
-        self.desk.work()
+        """Handles every pending inbox row and delivers every outbox row, waiting (at most
+        RETRY_WAIT s) for those put off for a moment.
+
+        Delivery here is synchronous, except when the fake answers 429 (retry after 1 s)
+        because two calls reached it closer together than they were sent (a busy machine):
+        the row then waits for its retry like in production, and the message it holds is
+        sent only then. Waiting for it keeps a conversation whole instead of leaving that
+        message behind for the test to miss.
+        """
+        deadline = time.monotonic() + RETRY_WAIT
+        while True:
+            self.desk.work()
+            wait = self._next_retry_in()
+            if wait is None or time.monotonic() + wait > deadline:
+                return
+            time.sleep(wait)
+
+    def _next_retry_in(self) -> float | None:
+        """Seconds until the earliest pending outbox row's retry is due (None: none waits)."""
+        with Session(self.runtime.engine) as session:
+            due = [row.next_attempt_at for row in session.exec(
+                select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING)
+            ).all() if row.next_attempt_at is not None]
+        if not due:
+            return None
+        return max(0.0, (min(due) - utcnow()).total_seconds())
 
     def feed(self, *updates: dict[str, Any]) -> None:
         """Stores updates, then works everything through."""
@@ -167,6 +197,30 @@ class TelegramDesk:
     def answers(self) -> list[dict[str, Any]]:
         """The parameters of every answered callback query, in order."""
         return [call.params for call in self.fake.callback_answers()]
+
+    def answer_to(self, press: dict[str, Any]) -> dict[str, Any]:
+        """The parameters of the answerCallbackQuery of one press (the update `press` or
+        `feed` sent), which must have been answered exactly once."""
+        query_id = str(press["callback_query"]["id"])
+        found = [params for params in self.answers()
+                 if str(params["callback_query_id"]) == query_id]
+        assert len(found) == 1, f"press {query_id} answered {len(found)} times: {self.answers()}"
+        return found[0]
+
+    def edit_of(self, message: Call | dict[str, Any]) -> dict[str, Any]:
+        """The message as the newest successful edit of `message` (a sent Call, or a message
+        dict) left it."""
+        sent = message.result if isinstance(message, Call) else message
+        chat, message_id = sent["chat"]["id"], int(sent["message_id"])
+        found = [call for call in self.fake.edits(chat)
+                 if int(call.params.get("message_id", 0)) == message_id]
+        assert found, f"message {message_id} in chat {chat} was never edited"
+        result: dict[str, Any] = found[-1].result
+        return result
+
+    def sent_of(self, chat: int, method: str) -> list[Call]:
+        """Every successful call of `method` (sendPhoto, sendLocation, ...) to `chat`."""
+        return [call for call in self.fake.sent(chat) if call.method == method]
 
     def footprint(self) -> tuple[Any, ...]:
         """What a press that changes nothing must leave as it was."""
