@@ -100,6 +100,7 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
     "departments import": ["departments.csv"],
     "categories import": ["categories.csv"],
     "people revoke": ["王书记"],
+    "inbox retry": ["1"],
 }
 
 
