@@ -382,7 +382,7 @@ def test_a_worker_s_status_without_a_number_is_their_to_do_list(office: Office) 
 
     reply = only(office.worker.send("查询"))
 
-    assert "待办诉求（1 件）" in reply.text and number in reply.text
+    assert "待办诉求（共 1 件" in reply.text and number in reply.text
 
 
 def test_a_worker_can_see_any_request(office: Office) -> None:
@@ -404,7 +404,7 @@ def test_a_worker_s_inbox_lists_new_requests_and_those_in_review(office: Office)
     reply = only(office.worker.send("待办"))
 
     # Then it lists what waits for the committee
-    assert "待办诉求（2 件）" in reply.text
+    assert "待办诉求（共 2 件" in reply.text
     assert new in reply.text and review in reply.text
     assert forwarded not in reply.text
 
