@@ -419,7 +419,7 @@ def _short_number(number: str) -> str:
 def _todo(params: Mapping[str, Any]) -> str:
     page, pages = int(params.get("page", 1)), int(params.get("pages", 1))
     lines = [f"待办诉求（共 {params.get('total', 0)} 件，第 {page}/{pages} 页）"]
-    for name, total, first_page, items in params.get("sections") or []:
+    for name, total, first_page, items in params.get("todo") or []:
         heading = TODO_SECTIONS.get(name, (name, ()))[0]
         lines.append(f"{heading}（{total} 件）：")
         if not total:
@@ -439,7 +439,7 @@ def _todo_buttons(params: Mapping[str, Any]) -> list[Button]:
         return []
     buttons = [
         Button(f"{word} {_short_number(number)}", f"{word} {number}")
-        for name, _total, _first, items in params.get("sections") or []
+        for name, _total, _first, items in params.get("todo") or []
         for number, *_rest in items
         for word in TODO_SECTIONS.get(name, ("", ()))[1]
     ]

@@ -176,7 +176,7 @@ def todo(tx: Tx, person: Person, page_argument: str = "") -> None:
                           deadlines.format_local(due)[5:] if due else "—",
                           due is not None and due < tx.now])
         rows.append([section.name, section.total, first_page, items])
-    reply(tx, person, "reply.todo", total=total, page=page, pages=pages, sections=rows,
+    reply(tx, person, "reply.todo", total=total, page=page, pages=pages, todo=rows,
           buttons=person.channel not in BUTTONLESS_CHANNELS)
 
 
