@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, func, select
 
+from admin_scripts import stats
+from admin_scripts.stats import Period
 from storage import queries
 from storage.db import session_scope
 from storage.models import OutboxMessage, Person, utcnow
@@ -1078,6 +1080,23 @@ def test_thanks_after_an_answer_offers_the_rating_and_reopens_nothing(office: Of
     assert len(office.desk.events(number)) == events
     assert len(office.desk.requests()) == 1
     assert office.worker.new_messages() == [] and office.staff.new_messages() == []
+
+
+def test_statistics_never_count_small_talk(office: Office) -> None:
+    # Given one real request, then small talk and a short text never registered
+    number = office.submit("路灯坏了")
+    office.replied(number)
+    for text in ("你好", "在吗", "谢谢！", "好的", "收到", "👍", "停水"):
+        office.resident.send(text)
+    office.neighbour.send("您好")
+
+    # When the statistics are computed over everything
+    totals = stats.compute(office.desk.runtime.engine, Period(), now=utcnow()).totals
+
+    # Then only the one request is received, answered and in the 响应率 denominator
+    assert totals.counts["received"] == 1
+    assert totals.rates["response_rate"].denominator == 1
+    assert [r.number for r in office.desk.requests()] == [number]
 
 
 @pytest.mark.parametrize("text", ["路灯坏了", "漏水了", "停电了！"])
