@@ -1142,6 +1142,23 @@ def test_a_description_after_a_too_short_text_completes_it_into_one_request(
     assert office.resident.person().dialogue is None
 
 
+def test_a_description_long_after_a_too_short_text_stands_alone(office: Office) -> None:
+    # Given a text too short to act on, kept 31 minutes ago
+    office.resident.send("路灯")
+    with session_scope(office.desk.runtime.engine) as session:
+        person = session.get(Person, office.resident.person_id)
+        assert person is not None and person.dialogue is not None
+        person.dialogue = {**person.dialogue,
+                           "at": (utcnow() - timedelta(minutes=31)).isoformat()}
+        session.add(person)
+
+    # When the resident writes a request of its own
+    only(office.resident.send("楼下的井盖丢了"))
+
+    # Then it is not joined to the old word
+    assert [r.text for r in office.desk.requests()] == ["楼下的井盖丢了"]
+
+
 def test_small_talk_after_a_too_short_text_drops_it(office: Office) -> None:
     # Given a text too short to act on
     office.resident.send("停水")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -86,7 +86,7 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
                 _run(tx, person, command)
             return Outcome()
         if person.dialogue and person.dialogue.get("command") == REGISTER_DIALOGUE:
-            pending = _pending_text(person)
+            pending = _pending_text(person, joinable_at=tx.now)
             _clear_dialogue(tx, person)
             if not _flooded(tx, person, inbound, natural_key):
                 _free_text(tx, person, inbound, pending)
@@ -109,6 +109,10 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
 
 #: The dialogue a too-short text opens: it holds the text until 登记 or a fuller description.
 REGISTER_DIALOGUE = "register"
+
+#: A too-short text is joined to the next text only if that comes within this time; later, the
+#: next text stands alone (登记 still registers the waiting text).
+JOIN_WINDOW = timedelta(minutes=30)
 
 #: What each kind of small talk is answered with.
 SMALL_TALK_REPLIES: dict[smalltalk.Kind, str] = {
@@ -138,7 +142,8 @@ def _free_text(tx: Tx, person: Person, inbound: Inbound, pending: str = "") -> N
     candidate = f"{pending} {text.strip()}" if pending else text
     if rule.classify(candidate) is smalltalk.Kind.SHORT:
         service.check_text(tx, candidate)
-        person.dialogue = {"command": REGISTER_DIALOGUE, "text": candidate.strip()}
+        person.dialogue = {"command": REGISTER_DIALOGUE, "text": candidate.strip(),
+                           "at": tx.now.isoformat()}
         tx.session.add(person)
         common.reply(tx, person, "smalltalk.too_short", text=candidate.strip())
         return
@@ -159,11 +164,22 @@ def _small_talk(tx: Tx, person: Person, kind: smalltalk.Kind) -> None:
     common.reply(tx, person, SMALL_TALK_REPLIES[kind])
 
 
-def _pending_text(person: Person) -> str:
-    """The too-short text an open 登记 dialogue holds, or ""."""
+def _pending_text(person: Person, *, joinable_at: datetime | None = None) -> str:
+    """The too-short text an open 登记 dialogue holds, or "".
+
+    With `joinable_at`, only a text kept within JOIN_WINDOW before that moment counts: a
+    description sent the next day is a request of its own, not the end of an old word.
+    """
     dialogue = person.dialogue or {}
     if dialogue.get("command") != REGISTER_DIALOGUE:
         return ""
+    if joinable_at is not None:
+        try:
+            kept = datetime.fromisoformat(str(dialogue.get("at")))
+        except ValueError:
+            return ""
+        if kept.tzinfo is None or joinable_at - kept > JOIN_WINDOW:
+            return ""
     return str(dialogue.get("text") or "")
 
 
