@@ -20,8 +20,8 @@ from admin_scripts.stats import (
     Figures,
     Report,
     describe_period,
+    duration,
     flat,
-    hours,
     percent,
     table_columns,
 )
@@ -61,8 +61,8 @@ def _totals_table(totals: Figures) -> Table:
             shown = "中位数" if percentile == "median" else "P90"
             working = totals.durations.get(f"{name}_{percentile}_working_seconds")
             calendar = totals.durations.get(f"{name}_{percentile}_calendar_seconds")
-            table.add_row(f"{label}用时{shown}（小时）",
-                          f"工作 {hours(working)} / 自然 {hours(calendar)}")
+            table.add_row(f"{label}用时{shown}",
+                          f"工作 {duration(working)} / 自然 {duration(calendar)}")
     return table
 
 
@@ -75,12 +75,12 @@ def _rows_table(title: str, rows: Sequence[Figures], *, ranked: bool) -> Table:
         table.add_column(label, justify="right")
     for _, label, _, _ in RATES[:3]:
         table.add_column(label, justify="right")
-    table.add_column("回单用时中位（工作小时）", justify="right")
+    table.add_column("回单用时中位（工作时间）", justify="right")
     for index, row in enumerate(rows, start=1):
         cells = [row.key or ""]
         cells += [str(row.counts[name]) for name, _ in COUNTS[:4]]
         cells += [percent(row.rates[name]) for name, _, _, _ in RATES[:3]]
-        cells.append(hours(row.durations.get("reply_median_working_seconds")))
+        cells.append(duration(row.durations.get("reply_median_working_seconds")))
         table.add_row(*([str(index)] if ranked else []), *cells)
     return table
 

@@ -503,9 +503,20 @@ def percent(rate: Rate) -> str:
     return f"{shown} ({rate.numerator}/{rate.denominator})"
 
 
-def hours(seconds: float | None) -> str:
-    """Seconds as hours with one decimal, or "—"."""
-    return "—" if seconds is None else f"{seconds / 3600:.1f}"
+def duration(seconds: float | None) -> str:
+    """A duration for people, in the unit that reads best: "45 秒", "25 分钟", "3.5 小时",
+    or "—" (a figure with no data).
+
+    Under an hour it is minutes (hours would show "0.0"); JSON, CSV and xlsx keep their
+    documented units (seconds, hours) and are not rendered with this.
+    """
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{round(seconds)} 秒"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} 分钟"
+    return f"{seconds / 3600:.1f} 小时"
 
 
 def table_columns() -> list[str]:
@@ -544,5 +555,5 @@ def describe_period(period: Period) -> str:
 
 __all__: Sequence[str] = [
     "GROUPS", "Figures", "Period", "Rate", "Report", "StatsError", "compute", "describe_period",
-    "duration_keys", "flat", "hours", "percent", "ranked_departments", "table_columns", "utcnow",
+    "duration", "duration_keys", "flat", "percent", "ranked_departments", "table_columns", "utcnow",
 ]

@@ -330,6 +330,24 @@ async def web_get_messages(request: Request) -> Response:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def web_me(request: Request) -> Response:
+    """GET /api/web/me: the identity's role, so the desk offers the quick buttons it can use."""
+    runtime = _runtime(request)
+    token = _bearer(request)
+    if token is None:
+        return error(401, "api.unauthorized")
+
+    def role() -> str | None:
+        with session_scope(read_engine(runtime.engine)) as session:
+            person = queries.person_for_web_token(session=session, token=token, now=utcnow())
+            return None if person is None else str(person.role)
+
+    found = await asyncio.to_thread(role)
+    if found is None:
+        return error(401, "api.unauthorized")
+    return JSONResponse({"role": found})
+
+
 async def telegram_webhook(request: Request) -> Response:
     """POST /telegram/webhook: checks the secret, stores the update, then answers 200.
 
@@ -488,6 +506,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/api/web/session", web_session, methods=["POST"]),
         Route("/api/web/messages", web_post_message, methods=["POST"]),
         Route("/api/web/messages", web_get_messages, methods=["GET"]),
+        Route("/api/web/me", web_me, methods=["GET"]),
         Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
         Route("/wechat", wechat_verify, methods=["GET"]),
         Route("/wechat", wechat_callback, methods=["POST"]),

@@ -61,12 +61,13 @@ HELP_REQUESTER = """您好，这里是党群服务中心诉求受理平台。
 · 查询 [编号] —— 查看诉求进度（不带编号则列出您最近的诉求）
 · 补充 <编号> <内容> —— 补充说明
 · 撤销 <编号> —— 撤销诉求
+· 登记 <内容> —— 内容很短时，按原文登记为诉求
 · 评价 <编号> 已解决/未解决 满意/基本满意/不满意 —— 对回单进行评价
 · 绑定 <邀请码> —— 工作人员绑定身份
 · 帮助 —— 显示本说明"""
 
 HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
-· 待办 —— 待受理、待审核回单及您正在办理的诉求
+· 待办 [页码] —— 待受理、待审核回单及您正在办理的诉求，按时限先后分页
 · 受理 <编号> —— 党委直接做单
 · 转单 <编号> <部门> —— 转交部门办理（不带部门则列出可选部门）
 · 撤回转单 <编号> —— 部门尚未接收时撤回转单，可改转其他部门
@@ -78,7 +79,7 @@ HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
 · 取消 —— 放弃正在填写的指令"""
 
 HELP_DEPARTMENT = """您是{department}的工作人员。转交给本部门的诉求会推送给您。
-· 待办 —— 本部门待接收、办理中的诉求
+· 待办 [页码] —— 本部门待接收、办理中的诉求，按时限先后分页
 · 接收 <编号> —— 接收诉求
 · 退单 <编号> <原因> —— 不属于本部门，退回党委
 · 办结 <编号> <结果> —— 报告办理结果，由党委审核后回复群众
@@ -166,6 +167,26 @@ TEXTS: dict[str, str] = {
     "line.attachments": "附件：{items}",
     "reply.no_requests": "您还没有提交过诉求。直接发送文字即可提交。",
     "reply.empty_todo": "暂无待办诉求。",
+    "error.todo_page": "请发送「待办」查看第 1 页，或「待办 <页码>」查看其他页（共 {pages} 页）。",
+    # small talk: answered kindly, no request is made
+    "smalltalk.greeting": (
+        "您好！这里是党群服务中心诉求受理平台。有困难、诉求或建议，直接发送文字描述即可"
+        "（可附图片、位置），我们会登记编号并跟进办理。发送「帮助」查看全部指令。"
+    ),
+    "smalltalk.thanks": "不客气！如还有其他问题，随时发送给我们。",
+    "smalltalk.thanks_rate": (
+        "不客气！【{number}】的办理结果已回复您，如方便，请评价：问题是否已解决？是否满意？"
+    ),
+    "smalltalk.ack": "好的。如有需要，直接发送文字描述您遇到的问题即可。",
+    "smalltalk.empty": (
+        "您好！如有困难、诉求或建议，请用文字描述您遇到的问题（可附图片、位置），"
+        "我们会登记编号并跟进办理。"
+    ),
+    "smalltalk.too_short": (
+        "请描述您遇到的问题：发生了什么、在什么地方，以便我们登记办理。\n"
+        "如需就按「{text}」登记为诉求，请发送「登记」。"
+    ),
+    "error.nothing_to_register": "没有待登记的内容。请直接发送文字描述您遇到的问题。",
     "ask.reject": "【{number}】请输入驳回原因（发送「取消」放弃）：",
     "ask.complete": "【{number}】请输入办理结果（发送「取消」放弃）：",
     "ask.send_back": "【{number}】请输入返工原因（发送「取消」放弃）：",
@@ -276,6 +297,9 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
         Button(name, f"转单 {p['number']} {name}") for name in p.get("departments", [])
     ],
     "requester.receipt": lambda p: [Button("查询进度", f"查询 {p['number']}")],
+    "smalltalk.thanks_rate": lambda p: _rating_buttons(p["number"]),
+    "smalltalk.too_short": lambda p: [Button("按原文登记", "登记")],
+    "reply.todo": lambda p: _todo_buttons(p),
 }
 
 
@@ -356,8 +380,11 @@ def _status(params: Mapping[str, Any]) -> str:
     history = params.get("history") or []
     if history:
         lines.append("办理记录：")
-        for when, action, note in history:
-            label = ACTION_LABELS.get(action, action)
+        for entry in history:
+            # Rows queued before history lines named their actor have three fields.
+            when, action, note = entry[:3]
+            actor = entry[3] if len(entry) > 3 else ""
+            label = ACTION_LABELS.get(action, action) + (f"（{actor}）" if actor else "")
             lines.append(f"· {when} {label}" + (f"：{note}" if note else ""))
     return "\n".join(lines)
 
@@ -368,6 +395,65 @@ def _listing(params: Mapping[str, Any]) -> str:
     for number, state, summary in params.get("items", []):
         lines.append(f"【{number}】{STATE_LABELS.get(state, state)}　{summary}")
     return "\n".join(lines)
+
+
+def actor_label(name: str, role: str | None, department: str = "") -> str:
+    """Who did a step, as staff read it in a history: "王书记 · 党务工作者"."""
+    if role is None:
+        return "系统"
+    what = department if role == "department" and department else ROLE_LABELS.get(role, role)
+    return f"{name} · {what}" if name else what
+
+
+#: Channels without buttons: their messages carry command texts to copy instead.
+BUTTONLESS_CHANNELS: frozenset[str] = frozenset({"wechat"})
+
+#: 待办 sections: name -> heading, and the command words each of its lines offers as buttons.
+TODO_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "new": ("待受理", ("受理", "转单", "驳回")),
+    "review": ("待审核回单", ("回单", "返工")),
+    "mine": ("我在办", ("办结", "转单")),
+    "forwarded": ("待接收", ("接收", "退单")),
+    "dept_handling": ("办理中", ("办结", "退单")),
+}
+
+
+def _short_number(number: str) -> str:
+    """A number without its "SQ-YYYY" head (1202-0001), for button labels."""
+    return number.partition("-")[2][4:] or number
+
+
+def _todo(params: Mapping[str, Any]) -> str:
+    page, pages = int(params.get("page", 1)), int(params.get("pages", 1))
+    lines = [f"待办诉求（共 {params.get('total', 0)} 件，第 {page}/{pages} 页）"]
+    for name, total, first_page, items in params.get("todo") or []:
+        heading = TODO_SECTIONS.get(name, (name, ()))[0]
+        lines.append(f"{heading}（{total} 件）：")
+        if not total:
+            lines.append("  无")
+        elif not items:
+            lines.append(f"  见第 {first_page} 页")
+        for number, summary, due, overdue in items:
+            mark = "已超期 " if overdue else ""
+            lines.append(f"【{number}】{mark}限 {due}　{summary}")
+    if page < pages and not params.get("buttons"):
+        lines.append(f"发送「待办 {page + 1}」查看下一页。")
+    return "\n".join(lines)
+
+
+def _todo_buttons(params: Mapping[str, Any]) -> list[Button]:
+    if not params.get("buttons"):
+        return []
+    buttons = [
+        Button(f"{word} {_short_number(number)}", f"{word} {number}")
+        for name, _total, _first, items in params.get("todo") or []
+        for number, *_rest in items
+        for word in TODO_SECTIONS.get(name, ("", ()))[1]
+    ]
+    page, pages = int(params.get("page", 1)), int(params.get("pages", 1))
+    if page < pages:
+        buttons.append(Button("更多", f"待办 {page + 1}"))
+    return buttons
 
 
 #: Digest sections, in order: parameter name -> heading.
@@ -394,6 +480,7 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "help": _help,
     "reply.status": _status,
     "reply.listing": _listing,
+    "reply.todo": _todo,
     "tg.callback": _callback,
     "tg.edit": lambda params: str(params.get("text", "")),
     "digest": _digest,

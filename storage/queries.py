@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -233,34 +234,75 @@ def requests_of_requester(
     ).all()
 
 
-def committee_todo(*, session: Session, handler_id: int, limit: int = 20) -> Sequence[Request]:
-    """What waits for the committee: new, in review, and what this worker handles."""
-    return session.exec(
-        select(Request)
-        .where(
-            or_(
-                col(Request.state).in_(["new", "review"]),
-                (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
-            )
-        )
-        .order_by(col(Request.id))
-        .limit(limit)
-    ).all()
+#: A to-do section: name, the condition on requests, and the deadline that orders it.
+_Section = tuple[str, Any, Any]
 
 
-def department_todo(
-    *, session: Session, department_id: int, limit: int = 20
-) -> Sequence[Request]:
-    """What waits for a department: forwarded to it and being handled by it."""
-    return session.exec(
-        select(Request)
-        .where(
-            Request.department_id == department_id,
-            col(Request.state).in_(["forwarded", "dept_handling"]),
-        )
-        .order_by(col(Request.id))
-        .limit(limit)
-    ).all()
+@dataclass(frozen=True)
+class TodoSection:
+    """One section of a to-do list: its true size and the page's requests in it."""
+
+    #: "new", "review", "mine" (committee); "forwarded", "dept_handling" (department).
+    name: str
+    #: How many requests the whole section holds (not only this page).
+    total: int
+    #: The requests of this section on the page asked for, most urgent first.
+    items: list[Request] = field(default_factory=list)
+
+
+def _committee_sections(handler_id: int) -> list[_Section]:
+    return [
+        ("new", col(Request.state) == "new", col(Request.response_due_at)),
+        ("review", col(Request.state) == "review", col(Request.resolution_due_at)),
+        ("mine", (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
+         col(Request.resolution_due_at)),
+    ]
+
+
+def _department_sections(department_id: int) -> list[_Section]:
+    mine = col(Request.department_id) == department_id
+    return [
+        ("forwarded", mine & (col(Request.state) == "forwarded"),
+         col(Request.resolution_due_at)),
+        ("dept_handling", mine & (col(Request.state) == "dept_handling"),
+         col(Request.resolution_due_at)),
+    ]
+
+
+def todo_page(
+    *, session: Session, handler_id: int | None = None, department_id: int | None = None,
+    offset: int = 0, limit: int = 10,
+) -> list[TodoSection]:
+    """A page of a worker's (handler_id) or a department's to-do list, by section.
+
+    The sections follow each other in a fixed order (committee: new, review, mine;
+    department: forwarded, dept_handling); within one, the nearest deadline comes first and
+    requests without one last. The page is `limit` requests from `offset` of that sequence;
+    every section is returned with its true total, also when none of it is on the page.
+    """
+    if handler_id is not None:
+        sections = _committee_sections(handler_id)
+    elif department_id is not None:
+        sections = _department_sections(department_id)
+    else:
+        raise ValueError("todo_page needs handler_id or department_id")
+    result: list[TodoSection] = []
+    skip, room = offset, limit
+    for name, condition, deadline in sections:
+        total = session.execute(
+            select_columns(func.count()).select_from(Request).where(condition)
+        ).scalar_one()
+        items: list[Request] = []
+        if room > 0 and skip < total:
+            items = list(session.exec(
+                select(Request).where(condition)
+                .order_by(deadline.asc().nulls_last(), col(Request.id))
+                .offset(skip).limit(room)
+            ).all())
+            room -= len(items)
+        skip = max(0, skip - total)
+        result.append(TodoSection(name, total, items))
+    return result
 
 
 def add_event(

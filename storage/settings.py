@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     #: Messages a requester may send in one minute before being asked to slow down: the web
     #: API answers 429, chat channels make no further requests (0: no limit).
     flood_per_minute: int = 20
+    #: Fewest characters (letters and digits, after punctuation and emoji are dropped) a
+    #: requester's text needs to become a request; a shorter one is asked about (0: any).
+    min_request_length: int = 3
+    #: A word list of greetings, thanks and acknowledgements replacing the shipped one
+    #: (bot/handlers/small_talk.txt); unset: the shipped list.
+    small_talk_file: Path | None = None
 
     @field_validator("data_dir")
     @classmethod
@@ -216,6 +222,26 @@ class Settings(BaseSettings):
         if value < 0:
             raise ValueError("must be 0 (no limit) or more")
         return value
+
+    @field_validator("min_request_length")
+    @classmethod
+    def _check_min_request_length(cls, value: int) -> int:
+        if not 0 <= value <= 100:
+            raise ValueError("must be between 0 (any length) and 100")
+        return value
+
+    @field_validator("small_talk_file", mode="before")
+    @classmethod
+    def _check_small_talk_file(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        path = Path(str(value))
+        try:
+            path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {path} as UTF-8 text ({exc.__class__.__name__})") \
+                from None
+        return path
 
     @field_validator("digest_hour")
     @classmethod

@@ -587,3 +587,48 @@ def test_an_unknown_path_is_404(client: TestClient) -> None:
 def test_the_web_api_refuses_other_methods(client: TestClient) -> None:
     assert client.get("/api/web/session").status_code == 405
     assert client.delete("/api/web/messages").status_code == 405
+
+
+# --- the desk's quick buttons follow the role ------------------------------------------------
+
+
+def test_web_me_answers_the_identity_s_role_which_changes_when_a_code_is_bound(
+    client: TestClient, runtime: Runtime,
+) -> None:
+    # Given a new web identity (a resident)
+    desk = Desk(runtime)
+    token = new_token(client)
+    before = client.get("/api/web/me", headers=auth(token))
+
+    # When it binds a worker invitation code
+    post(client, token, {"id": "bind", "text": f"绑定 {desk.invite('worker')}"})
+    desk.work()
+    after = client.get("/api/web/me", headers=auth(token))
+
+    # Then the role it answers is first requester, then worker
+    assert (before.status_code, before.json()) == (200, {"role": "requester"})
+    assert (after.status_code, after.json()) == (200, {"role": "worker"})
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
+def test_web_me_without_a_valid_token_answers_401(
+    client: TestClient, headers: dict[str, str],
+) -> None:
+    response = client.get("/api/web/me", headers=headers)
+
+    assert response.status_code == 401
+    assert "身份无效" in response.json()["error"]
+
+
+def test_the_desk_offers_the_to_do_button_to_staff_roles_only() -> None:
+    # Given the desk page and its script
+    html = (STATIC_DIR / "desk.html").read_text(encoding="utf-8")
+    script = (STATIC_DIR / "desk.js").read_text(encoding="utf-8")
+
+    # Then 待办 starts hidden and is shown only to the roles that have a to-do list
+    button = re.search(r'<button[^>]*data-quick="待办"[^>]*>', html)
+    assert button is not None
+    assert 'data-roles="worker leader department"' in button.group(0)
+    assert " hidden" in button.group(0)
+    # And the script asks the server for the role instead of guessing it
+    assert '"/api/web/me"' in script and "applyRole(res.data.role)" in script

@@ -120,3 +120,19 @@ def test_a_rating_splits_into_number_and_answers() -> None:
 )
 def test_ordinary_text_is_not_a_command(text: str) -> None:
     assert parse(text) is None
+
+
+def test_a_to_do_page_is_the_first_argument_of_inbox() -> None:
+    assert parse("待办 2") == Command("inbox", "2", "")
+    assert parse("/inbox 3") == Command("inbox", "3", "")
+
+
+def test_register_takes_the_text_to_register_or_nothing() -> None:
+    assert parse("登记") == Command("register", "", "")
+    assert parse("/register") == Command("register", "", "")
+    assert parse("登记 停电 了") == Command("register", "停电", "了")
+
+
+@pytest.mark.parametrize("text", ["登记一下我家漏水", "我想登记一件事"])
+def test_register_glued_to_other_words_is_not_a_command(text: str) -> None:
+    assert parse(text) is None

@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, func, select
 
+from admin_scripts import stats
+from admin_scripts.stats import Period
 from storage import queries
 from storage.db import session_scope
 from storage.models import OutboxMessage, Person, utcnow
@@ -382,7 +384,7 @@ def test_a_worker_s_status_without_a_number_is_their_to_do_list(office: Office) 
 
     reply = only(office.worker.send("查询"))
 
-    assert "待办诉求（1 件）" in reply.text and number in reply.text
+    assert "待办诉求（共 1 件" in reply.text and number in reply.text
 
 
 def test_a_worker_can_see_any_request(office: Office) -> None:
@@ -404,7 +406,7 @@ def test_a_worker_s_inbox_lists_new_requests_and_those_in_review(office: Office)
     reply = only(office.worker.send("待办"))
 
     # Then it lists what waits for the committee
-    assert "待办诉求（2 件）" in reply.text
+    assert "待办诉求（共 2 件" in reply.text
     assert new in reply.text and review in reply.text
     assert forwarded not in reply.text
 
@@ -1149,3 +1151,266 @@ def test_an_empty_walk_in_request_is_refused(office: Office) -> None:
 
     assert "内容不能为空" in reply.text
     assert office.desk.requests() == []
+
+
+# --- small talk ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("你好", "直接发送文字描述即可"),
+    ("您好！", "直接发送文字描述即可"),
+    ("在吗？", "直接发送文字描述即可"),
+    ("谢谢", "不客气"),
+    ("谢谢 🙏", "不客气"),
+    ("好的，谢谢！", "不客气"),
+    ("好的", "好的。"),
+    ("收到", "好的。"),
+    ("ＯＫ", "好的。"),
+    ("👍", "请用文字描述您遇到的问题"),
+    ("。。。？！", "请用文字描述您遇到的问题"),
+])
+def test_small_talk_is_answered_kindly_and_makes_no_request(
+    office: Office, text: str, answer: str,
+) -> None:
+    # Given no request yet
+    outbox_before = outbox_count(office.desk)
+    events_before = len(office.desk.events())
+
+    # When the resident sends a greeting, thanks, an acknowledgement or only emoji
+    reply = only(office.resident.send(text))
+
+    # Then they get one kind answer and nothing else is made: no request, no event, no card
+    assert answer in reply.text
+    assert "SQ-" not in reply.text
+    assert office.desk.requests() == [] and len(office.desk.events()) == events_before
+    assert outbox_recipients_after(office.desk, outbox_before) == {office.resident.person_id}
+    assert office.worker.new_messages() == []
+
+
+def test_thanks_after_an_answer_offers_the_rating_and_reopens_nothing(office: Office) -> None:
+    # Given a request answered (回单) and waiting for the resident's rating
+    number = office.replied(office.submit())
+    events = len(office.desk.events(number))
+
+    # When the resident says thank you
+    reply = only(office.resident.send("谢谢你们！"))
+
+    # Then they are thanked back and offered the rating; the request stays where it was
+    assert "不客气" in reply.text and number in reply.text
+    assert f"评价 {number} 已解决 满意" in reply.actions
+    assert office.state(number) == "replied"
+    assert len(office.desk.events(number)) == events
+    assert len(office.desk.requests()) == 1
+    assert office.worker.new_messages() == [] and office.staff.new_messages() == []
+
+
+def test_statistics_never_count_small_talk(office: Office) -> None:
+    # Given one real request, then small talk and a short text never registered
+    number = office.submit("路灯坏了")
+    office.replied(number)
+    for text in ("你好", "在吗", "谢谢！", "好的", "收到", "👍", "停水"):
+        office.resident.send(text)
+    office.neighbour.send("您好")
+
+    # When the statistics are computed over everything
+    totals = stats.compute(office.desk.runtime.engine, Period(), now=utcnow()).totals
+
+    # Then only the one request is received, answered and in the 响应率 denominator
+    assert totals.counts["received"] == 1
+    assert totals.rates["response_rate"].denominator == 1
+    assert [r.number for r in office.desk.requests()] == [number]
+
+
+@pytest.mark.parametrize("text", ["路灯坏了", "漏水了", "停电了！"])
+def test_short_real_requests_still_become_requests(office: Office, text: str) -> None:
+    reply = only(office.resident.send(text))
+
+    assert "已受理登记" in reply.text
+    assert [r.text for r in office.desk.requests()] == [text]
+
+
+def test_a_too_short_text_is_asked_about_and_the_button_registers_it_as_it_is(
+    office: Office,
+) -> None:
+    # When the resident sends a text too short to act on
+    question = only(office.resident.send("停水"))
+
+    # Then they are asked to describe it, with a button to register it anyway; no request yet
+    assert "请描述您遇到的问题" in question.text and "「停水」" in question.text
+    assert question.action("按原文登记") == "登记"
+    assert office.desk.requests() == [] and office.worker.new_messages() == []
+
+    # When they press the button
+    receipt = only(office.resident.press(question.action("按原文登记")))
+
+    # Then exactly that text becomes a request, and the workers get its card
+    assert "已受理登记" in receipt.text
+    assert [r.text for r in office.desk.requests()] == ["停水"]
+    assert "停水" in office.worker.last().text
+
+
+def test_a_description_after_a_too_short_text_completes_it_into_one_request(
+    office: Office,
+) -> None:
+    # Given a text too short to act on
+    office.resident.send("路灯")
+
+    # When the resident describes it
+    receipt = only(office.resident.send("3号楼门口不亮"))
+
+    # Then one request holds both
+    assert "已受理登记" in receipt.text
+    assert [r.text for r in office.desk.requests()] == ["路灯 3号楼门口不亮"]
+    assert office.resident.person().dialogue is None
+
+
+def test_a_description_long_after_a_too_short_text_stands_alone(office: Office) -> None:
+    # Given a text too short to act on, kept 31 minutes ago
+    office.resident.send("路灯")
+    with session_scope(office.desk.runtime.engine) as session:
+        person = session.get(Person, office.resident.person_id)
+        assert person is not None and person.dialogue is not None
+        person.dialogue = {**person.dialogue,
+                           "at": (utcnow() - timedelta(minutes=31)).isoformat()}
+        session.add(person)
+
+    # When the resident writes a request of its own
+    only(office.resident.send("楼下的井盖丢了"))
+
+    # Then it is not joined to the old word
+    assert [r.text for r in office.desk.requests()] == ["楼下的井盖丢了"]
+
+
+def test_small_talk_after_a_too_short_text_drops_it(office: Office) -> None:
+    # Given a text too short to act on
+    office.resident.send("停水")
+
+    # When the resident says 好的 instead of describing it, then presses 登记
+    ack = only(office.resident.send("好的"))
+    after = only(office.resident.send("登记"))
+
+    # Then 好的 is answered as small talk and nothing was waiting any more
+    assert "好的。" in ack.text
+    assert "没有待登记的内容" in after.text
+    assert office.desk.requests() == []
+
+
+def test_register_with_content_registers_it_whatever_its_length(office: Office) -> None:
+    receipt = only(office.resident.send("登记 停电"))
+
+    assert "已受理登记" in receipt.text
+    assert [r.text for r in office.desk.requests()] == ["停电"]
+
+
+def test_cancel_drops_a_short_text_waiting_to_be_registered(office: Office) -> None:
+    # Given a text too short to act on
+    events_before = len(office.desk.events())
+    office.resident.send("停水")
+
+    # When the resident cancels and then presses 登记
+    cancelled = only(office.resident.send("取消"))
+    after = only(office.resident.send("登记"))
+
+    # Then nothing is registered
+    assert "已取消" in cancelled.text
+    assert "没有待登记的内容" in after.text
+    assert office.desk.requests() == [] and len(office.desk.events()) == events_before
+
+
+def test_staff_cannot_register_a_request_of_their_own(office: Office) -> None:
+    reply = only(office.worker.send("登记 楼道灯坏了"))
+
+    assert "工作人员身份不能直接提交诉求" in reply.text
+    assert office.desk.requests() == []
+
+
+# --- 待办 pages ----------------------------------------------------------------------------
+
+
+def test_the_to_do_list_shows_true_counts_a_page_at_a_time_with_a_more_button(
+    office: Office,
+) -> None:
+    # Given 12 new requests and one waiting for 回单 review (the newest of all)
+    numbers = [office.submit(f"{index}号楼的路灯坏了") for index in range(12)]
+    review = office.review(office.submit("下水道堵了"))
+
+    # When the worker asks for the to-do list
+    first = only(office.worker.send("待办"))
+
+    # Then every section has its true count, and the page shows 10 lines and 更多
+    assert "待办诉求（共 13 件，第 1/2 页）" in first.text
+    assert "待受理（12 件）" in first.text and "待审核回单（1 件）" in first.text
+    assert "我在办（0 件）" in first.text
+    assert sum(number in first.text for number in numbers) == 10
+    assert review not in first.text and "见第 2 页" in first.text
+    assert first.action("更多") == "待办 2"
+
+    # When they press 更多
+    second = only(office.worker.press(first.action("更多")))
+
+    # Then the rest is there, the review among it, and no 更多 any more
+    assert "第 2/2 页" in second.text
+    assert sum(number in second.text for number in numbers) == 2 and review in second.text
+    assert "更多" not in second.labels
+
+
+def test_each_to_do_line_offers_its_actions(office: Office) -> None:
+    # Given a new request, one in review and one the worker handles
+    new = office.submit("路灯坏了")
+    review = office.review(office.submit("下水道堵了"))
+    mine = office.handling(office.submit("井盖丢了"))
+
+    # When the worker and the department staff ask for their lists
+    actions = only(office.worker.send("待办")).actions
+    taken = office.dept_handling(office.submit("路灯又坏了"))
+    staff_actions = only(office.staff.send("待办")).actions
+
+    # Then each line has the buttons of its section
+    assert {f"受理 {new}", f"转单 {new}", f"驳回 {new}"} <= set(actions)
+    assert {f"回单 {review}", f"返工 {review}"} <= set(actions)
+    assert {f"办结 {mine}", f"转单 {mine}"} <= set(actions)
+    assert f"受理 {review}" not in actions
+    assert {f"办结 {taken}", f"退单 {taken}"} <= set(staff_actions)
+
+
+def test_pressing_a_to_do_button_acts_on_that_request(office: Office) -> None:
+    number = office.submit("路灯坏了")
+    listing = only(office.worker.send("待办"))
+
+    office.worker.press(listing.action(f"受理 {number.partition('-')[2][4:]}"))
+
+    assert office.state(number) == "handling"
+
+
+@pytest.mark.parametrize("argument", ["3", "0", "abc", "99999999999"])
+def test_a_to_do_page_that_does_not_exist_gets_the_page_count(
+    office: Office, argument: str,
+) -> None:
+    office.submit()
+
+    reply = only(office.worker.send(f"待办 {argument}"))
+
+    assert "共 1 页" in reply.text and "SQ-" not in reply.text
+
+
+def test_a_requester_has_no_to_do_pages_either(office: Office) -> None:
+    assert "没有权限" in only(office.resident.send("待办 2")).text
+
+
+# --- who did each step ---------------------------------------------------------------------
+
+
+def test_a_worker_s_history_names_who_did_each_step(office: Office) -> None:
+    # Given a request forwarded by the worker and taken by the department's staff
+    number = office.dept_handling(office.submit())
+
+    # When the colleague and the resident look it up
+    staff_view = only(office.colleague.send(f"查询 {number}")).text
+    resident_view = only(office.resident.send(f"查询 {number}")).text
+
+    # Then each staff history line names its actor and role (the department for its staff)
+    assert "接单（张三 · 群众）" in staff_view
+    assert "转单（王书记 · 党务工作者）：城管执法" in staff_view
+    assert "接收（赵科长 · 城管执法）" in staff_view
+    # And the resident's history names nobody
+    assert "王书记" not in resident_view and "赵科长" not in resident_view

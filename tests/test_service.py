@@ -1401,14 +1401,48 @@ def test_todo_lists_what_waits_for_the_committee_and_for_a_department(
         def numbers(actor: Person) -> list[str]:
             me = session.get(Person, actor.id)
             assert me is not None
-            return [r.number for r in service.todo(tx, me)]
+            return [r.number for section in service.todo(tx, me) for r in section.items]
 
-        assert numbers(cast.worker) == [new, handled_by_worker, in_review]
+        assert numbers(cast.worker) == [new, in_review, handled_by_worker]
         assert numbers(cast.worker2) == [new, in_review]
         assert numbers(cast.staff) == [forwarded]
         assert numbers(cast.market_staff) == []
         with pytest.raises(NotPermitted):
             numbers(cast.requester)
+
+
+def test_the_to_do_list_pages_every_section_with_its_true_total_most_urgent_first(
+    cast: Cast, world: World,
+) -> None:
+    # Given 12 new requests, each submitted a minute before the previous one (so the newest
+    # is the most urgent), one in review and one the worker handles
+    new = [cast.submit(now=NOW - timedelta(minutes=index)) for index in range(12)]
+    in_review = cast.bring(State.REVIEW)
+    mine = cast.bring(State.HANDLING)
+    # And department staff with one forwarded request and one they handle
+    forwarded = cast.bring(State.FORWARDED)
+    taken = cast.bring(State.DEPT_HANDLING)
+
+    with session_scope(world.engine) as session:
+        tx = world.tx(session)
+
+        def page(actor: Person, number: int) -> list[tuple[str, int, list[str]]]:
+            me = session.get(Person, actor.id)
+            assert me is not None
+            return [(section.name, section.total, [r.number for r in section.items])
+                    for section in service.todo(tx, me, page=number, per_page=10)]
+
+        # When the worker reads page 1 and page 2
+        first, second = page(cast.worker, 1), page(cast.worker, 2)
+        # Then every section has its true total on both pages, the nearest deadline first
+        assert first == [("new", 12, new[::-1][:10]), ("review", 1, []), ("mine", 1, [])]
+        assert second == [("new", 12, new[::-1][10:]), ("review", 1, [in_review]),
+                          ("mine", 1, [mine])]
+        # And a page past the end is empty but still counts everything
+        assert page(cast.worker, 3) == [("new", 12, []), ("review", 1, []), ("mine", 1, [])]
+        # And the department's sections are its own
+        assert page(cast.staff, 1) == [("forwarded", 1, [forwarded]),
+                                       ("dept_handling", 1, [taken])]
 
 
 # --- figures for the statistics ------------------------------------------------------------

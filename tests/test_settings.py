@@ -47,6 +47,8 @@ def test_defaults_are_the_documented_embedded_ones(tmp_path: Path) -> None:
     assert settings.wechat_aes_key is None
     assert not settings.telegram_on
     assert not settings.wechat_on
+    assert settings.min_request_length == 3
+    assert settings.small_talk_file is None
 
 
 def test_the_default_database_is_the_same_file_from_every_working_directory(
@@ -207,11 +209,14 @@ def test_an_empty_redis_url_means_the_in_process_broker(monkeypatch: pytest.Monk
         ("REDESK_TICK_INTERVAL", "0"),
         ("REDESK_AUTO_CLOSE_DAYS", "0"),
         ("REDESK_DIGEST_HOUR", "24"),
+        ("REDESK_MIN_REQUEST_LENGTH", "-1"),
+        ("REDESK_SMALL_TALK_FILE", "/nonexistent/small_talk.txt"),
     ],
     ids=["malformed-database", "unsupported-backend", "bad-redis", "plain-http-public",
          "non-numeric-port", "short-aes-key", "unknown-template-value",
          "template-fields-not-json", "api-url-without-scheme", "bad-day-off", "zero-tick",
-         "zero-auto-close", "digest-hour-25"],
+         "zero-auto-close", "digest-hour-25", "negative-min-request-length",
+         "missing-small-talk-file"],
 )
 def test_a_bad_setting_is_refused_with_a_message_naming_it(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str

@@ -374,6 +374,31 @@ def test_the_table_shows_rates_with_their_counts(
     assert "党委自办" in out  # the department ranking follows the totals
 
 
+def test_the_table_shows_durations_under_an_hour_in_minutes(
+    cli: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given March, whose median first action took 1200 s (20 minutes), calendar and working
+    # When the table is printed
+    code = main(["stats", "--from", "2026-03-01", "--to", "2026-03-31"])
+
+    # Then it reads 20 分钟, not 0.3 (or 0.0) hours; longer ones stay in hours
+    assert code == Exit.OK
+    out = capsys.readouterr().out
+    assert "工作 20 分钟" in out and "自然 20 分钟" in out
+    assert "0.0 小时" not in out and "0.3 小时" not in out
+    assert "11.1 小时" in out  # the reply median, calendar: 40000 s
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (None, "—"), (0, "0 秒"), (45.4, "45 秒"), (60, "1 分钟"), (1200, "20 分钟"),
+    (3569, "59 分钟"), (3600, "1.0 小时"), (138240, "38.4 小时"),
+])
+def test_a_duration_is_shown_in_the_unit_that_reads_best(
+    seconds: float | None, shown: str,
+) -> None:
+    assert stats.duration(seconds) == shown
+
+
 def test_csv_and_xlsx_carry_the_same_numbers(
     cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

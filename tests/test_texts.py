@@ -71,7 +71,13 @@ TYPICAL: dict[str, Any] = {
     "items": [[NUMBER, "new", "我家门口的路灯坏了"]],
     "state": "new",
     "created": "2026-01-01 10:00",
-    "history": [["2026-01-01 10:00", "submit", ""]],
+    "history": [["2026-01-01 10:00", "submit", "", "张三 · 群众"]],
+    "page": 1,
+    "pages": 2,
+    "total": 11,
+    "todo": [["new", 10, 1, [[NUMBER, "我家门口的路灯坏了", "01-02 18:00", False]]],
+             ["review", 1, 2, []], ["mine", 0, 2, []]],
+    "buttons": True,
 }
 
 #: Keys whose message is about one request.
@@ -135,6 +141,64 @@ def test_the_status_message_shows_number_state_and_history() -> None:
     assert "· 2026-01-01 11:00 转单：城管执法" in rendered.text
 
 
+def test_the_status_history_names_each_step_s_actor_and_reads_older_rows_too() -> None:
+    # Given a history line with its actor and one queued before lines named one
+    rendered = render("reply.status", {**TYPICAL, "history": [
+        ["2026-01-01 10:00", "submit", ""],
+        ["2026-01-01 11:00", "forward", "城管执法", "王书记 · 党务工作者"],
+    ]})
+
+    # Then both render, the second naming who forwarded it
+    assert "· 2026-01-01 10:00 接单\n" in rendered.text
+    assert "· 2026-01-01 11:00 转单（王书记 · 党务工作者）：城管执法" in rendered.text
+
+
+def test_a_to_do_page_shows_each_section_with_its_true_count() -> None:
+    rendered = render("reply.todo", TYPICAL)
+
+    assert rendered.text.startswith("待办诉求（共 11 件，第 1/2 页）")
+    assert "待受理（10 件）：" in rendered.text
+    assert f"【{NUMBER}】限 01-02 18:00　我家门口的路灯坏了" in rendered.text
+    assert "待审核回单（1 件）：\n  见第 2 页" in rendered.text
+    assert "我在办（0 件）：\n  无" in rendered.text
+
+
+def test_a_to_do_page_with_buttons_has_line_actions_and_more() -> None:
+    rendered = render("reply.todo", TYPICAL)
+
+    assert [b.label for b in rendered.buttons] == [
+        "受理 0101-0042", "转单 0101-0042", "驳回 0101-0042", "更多"]
+    assert rendered.buttons[-1].action == "待办 2"
+    assert "发送「待办 2」" not in rendered.text
+
+
+def test_a_to_do_page_without_buttons_writes_out_the_next_page_command() -> None:
+    # Given a channel without buttons (WeChat)
+    rendered = render("reply.todo", {**TYPICAL, "buttons": False})
+
+    # Then no line carries commands to copy, and the next page is named in the text
+    assert rendered.buttons == []
+    assert rendered.text.endswith("发送「待办 2」查看下一页。")
+
+
+def test_an_overdue_to_do_line_says_so() -> None:
+    todo = [["new", 1, 1, [[NUMBER, "路灯坏了", "01-02 18:00", True]]]]
+
+    rendered = render("reply.todo", {**TYPICAL, "todo": todo, "pages": 1, "total": 1})
+
+    assert f"【{NUMBER}】已超期 限 01-02 18:00" in rendered.text
+    assert "更多" not in [b.label for b in rendered.buttons]
+
+
+def test_on_wechat_the_register_button_becomes_the_command_to_send() -> None:
+    from bot.channels.wechat import commands_footer
+
+    shown = commands_footer(render("smalltalk.too_short", {"text": "停水"}))
+
+    assert "「停水」" in shown and "请发送「登记」" in shown
+    assert shown.endswith("\n登记")
+
+
 def test_a_listing_shows_each_number() -> None:
     rendered = render("reply.listing", {"title": "t", "items": [
         ["SQ-20260101-0001", "new", "a"], ["SQ-20260101-0002", "closed", "b"],
@@ -187,7 +251,13 @@ EXPECTED_BUTTONS: dict[str, set[str]] = {
     "ask.rate": {"rate"},
     "ask.forward": {"forward"},
     "requester.receipt": {"status"},
+    "smalltalk.thanks_rate": {"rate"},
+    "smalltalk.too_short": {"register"},
+    "reply.todo": {"accept", "forward", "reject", "inbox"},
 }
+
+#: Buttons whose command names no request: 登记 (the pending text), 更多 (the next page).
+NO_NUMBER = {"register", "inbox"}
 
 
 def test_every_message_with_buttons_is_listed_here() -> None:
@@ -204,7 +274,8 @@ def test_button_actions_parse_back_to_their_commands(key: str) -> None:
     assert rendered.buttons
     assert all(command is not None for command in commands)
     assert {command.name for command in commands if command} == EXPECTED_BUTTONS[key]
-    assert all(command.first == NUMBER for command in commands if command)
+    assert all(command.first == NUMBER for command in commands
+               if command and command.name not in NO_NUMBER)
 
 
 def test_forward_buttons_name_each_department() -> None:

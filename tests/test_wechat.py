@@ -685,3 +685,53 @@ def test_wechat_off_refuses_callbacks(db_url: str, fake: FakeWeChat) -> None:
         callback = fake.text(RESIDENT, "路灯坏了")
         assert client.post("/wechat", params=callback.params,
                            content=callback.body).status_code == 403
+
+
+# --- small talk and 待办 on a channel without buttons ---------------------------------------
+
+
+def test_small_talk_on_wechat_is_answered_and_a_short_text_offers_the_register_command(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # When a follower says hello, then sends a text too short to act on
+    wx.say(RESIDENT, "你好！")
+    greeting = wx.texts()[-1]
+    wx.say(RESIDENT, "停水")
+    question = wx.texts()[-1]
+
+    # Then neither made a request; the question ends with the command to send
+    assert "直接发送文字描述即可" in greeting
+    assert "请描述您遇到的问题" in question and text_commands(question) == {"登记"}
+    assert wx.desk.requests() == []
+
+    # When they send the command
+    wx.say(RESIDENT, "登记")
+
+    # Then the short text is registered as it was
+    assert [r.text for r in wx.desk.requests()] == ["停水"]
+    assert "已受理登记" in wx.texts()[-1]
+
+
+def test_a_worker_s_to_do_on_wechat_names_the_next_page_instead_of_buttons(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a worker bound on WeChat and 11 new requests
+    wx.say("worker-openid", f"绑定 {wx.desk.invite('worker')}")
+    for index in range(11):
+        wx.say(f"resident-{index}", f"{index}号楼的路灯坏了")
+
+    # When the worker asks for the to-do list
+    wx.say("worker-openid", "待办")
+    first = wx.texts("worker-openid")[-1]
+
+    # Then the page counts everything and names the next page's command, without command
+    # lines for every request
+    assert "待受理（11 件）" in first and "第 1/2 页" in first
+    assert first.endswith("发送「待办 2」查看下一页。")
+    assert "复制下列指令回复即可办理" not in first
+
+    # When they send it
+    wx.say("worker-openid", "待办 2")
+
+    # Then the last request is on page 2
+    assert "第 2/2 页" in wx.texts("worker-openid")[-1]

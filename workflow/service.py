@@ -143,13 +143,20 @@ def my_requests(tx: Tx, actor: Person) -> Sequence[Request]:
     return queries.requests_of_requester(session=tx.session, requester_id=actor.id)
 
 
-def todo(tx: Tx, actor: Person) -> Sequence[Request]:
-    """What waits for a worker (committee) or for a department's staff."""
+def todo(tx: Tx, actor: Person, *, page: int = 1,
+         per_page: int = 10) -> list[queries.TodoSection]:
+    """One page of what waits for a worker (committee) or for a department's staff.
+
+    Every section comes with its true total; `page` counts from 1 over the sections in order.
+    """
     assert actor.id is not None
+    offset = (max(page, 1) - 1) * per_page
     if actor.role in COMMITTEE_ROLES:
-        return queries.committee_todo(session=tx.session, handler_id=actor.id)
+        return queries.todo_page(session=tx.session, handler_id=actor.id, offset=offset,
+                                 limit=per_page)
     if actor.role == Role.DEPARTMENT and actor.department_id is not None:
-        return queries.department_todo(session=tx.session, department_id=actor.department_id)
+        return queries.todo_page(session=tx.session, department_id=actor.department_id,
+                                 offset=offset, limit=per_page)
     raise NotPermitted("inbox")
 
 

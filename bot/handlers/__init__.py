@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.handlers import common, department, resident, worker
+from bot.handlers import common, department, resident, smalltalk, worker
 from bot.handlers.commands import Command, parse
 from bot.inbound import Inbound
 from bot.texts import describe_attachments
@@ -79,8 +79,18 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             return Outcome()
         command = parse(inbound.text)
         if command is not None:
+            pending = _pending_text(person)
             _clear_dialogue(tx, person)
-            _run(tx, person, command)
+            if command.name == "register":
+                _register(tx, person, command, pending, inbound, natural_key)
+            else:
+                _run(tx, person, command)
+            return Outcome()
+        if person.dialogue and person.dialogue.get("command") == REGISTER_DIALOGUE:
+            pending = _pending_text(person, joinable_at=tx.now)
+            _clear_dialogue(tx, person)
+            if not _flooded(tx, person, inbound, natural_key):
+                _free_text(tx, person, inbound, pending)
             return Outcome()
         if person.dialogue:
             command = _continue_dialogue(tx, person, inbound.text)
@@ -89,13 +99,104 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             return Outcome()
         if person.role == Role.REQUESTER:
             if not _flooded(tx, person, inbound, natural_key):
-                service.submit(tx, person, inbound.text, origin=inbound.origin)
+                _free_text(tx, person, inbound)
         else:
             common.help_(tx, person)
     except WorkflowError as error:
         common.report_error(tx, person, error, command)
         return Outcome(error)
     return Outcome()
+
+
+#: The dialogue a too-short text opens: it holds the text until 登记 or a fuller description.
+REGISTER_DIALOGUE = "register"
+
+#: A too-short text is joined to the next text only if that comes within this time; later, the
+#: next text stands alone (登记 still registers the waiting text).
+JOIN_WINDOW = timedelta(minutes=30)
+
+#: What each kind of small talk is answered with.
+SMALL_TALK_REPLIES: dict[smalltalk.Kind, str] = {
+    smalltalk.Kind.GREETING: "smalltalk.greeting",
+    smalltalk.Kind.THANKS: "smalltalk.thanks",
+    smalltalk.Kind.ACK: "smalltalk.ack",
+    smalltalk.Kind.EMPTY: "smalltalk.empty",
+}
+
+
+def _free_text(tx: Tx, person: Person, inbound: Inbound, pending: str = "") -> None:
+    """A requester's text outside a command: small talk, a question, or a new request.
+
+    `pending` is a too-short text sent before; the new text completes it, unless the new
+    text is small talk itself (then the short text is dropped, as the person moved on).
+    """
+    text = inbound.text
+    if not text.strip():
+        # Nothing at all: the workflow's own answer (内容不能为空).
+        service.submit(tx, person, text, origin=inbound.origin)
+        return
+    rule = smalltalk.current_rule()
+    kind = rule.classify(text)
+    if kind in SMALL_TALK_REPLIES:
+        _small_talk(tx, person, kind)
+        return
+    candidate = f"{pending} {text.strip()}" if pending else text
+    if rule.classify(candidate) is smalltalk.Kind.SHORT:
+        service.check_text(tx, candidate)
+        person.dialogue = {"command": REGISTER_DIALOGUE, "text": candidate.strip(),
+                           "at": tx.now.isoformat()}
+        tx.session.add(person)
+        common.reply(tx, person, "smalltalk.too_short", text=candidate.strip())
+        return
+    service.submit(tx, person, candidate, origin=inbound.origin)
+
+
+def _small_talk(tx: Tx, person: Person, kind: smalltalk.Kind) -> None:
+    """Answers small talk; nothing is stored but the answer (no request, no event)."""
+    logger.info("Small talk (%s) from a %s chat answered without a request", kind,
+                person.channel)
+    if kind is smalltalk.Kind.THANKS:
+        # Thanks after an answer (回单): the rating it waits for is offered, nothing reopens.
+        waiting = next((r for r in service.my_requests(tx, person) if r.state == "replied"),
+                       None)
+        if waiting is not None:
+            common.reply(tx, person, "smalltalk.thanks_rate", number=waiting.number)
+            return
+    common.reply(tx, person, SMALL_TALK_REPLIES[kind])
+
+
+def _pending_text(person: Person, *, joinable_at: datetime | None = None) -> str:
+    """The too-short text an open 登记 dialogue holds, or "".
+
+    With `joinable_at`, only a text kept within JOIN_WINDOW before that moment counts: a
+    description sent the next day is a request of its own, not the end of an old word.
+    """
+    dialogue = person.dialogue or {}
+    if dialogue.get("command") != REGISTER_DIALOGUE:
+        return ""
+    if joinable_at is not None:
+        try:
+            kept = datetime.fromisoformat(str(dialogue.get("at")))
+        except ValueError:
+            return ""
+        if kept.tzinfo is None or joinable_at - kept > JOIN_WINDOW:
+            return ""
+    return str(dialogue.get("text") or "")
+
+
+def _register(tx: Tx, person: Person, command: Command, pending: str, inbound: Inbound,
+              natural_key: str) -> None:
+    """登记 [内容]: registers the text as it is (the content given, else the short text
+    waiting in the dialogue), whatever its length."""
+    if person.role != Role.REQUESTER:
+        common.reply(tx, person, "error.role_no_request")
+        return
+    text = " ".join(part for part in (command.first, command.rest) if part) or pending
+    if not text:
+        common.reply(tx, person, "error.nothing_to_register")
+        return
+    if not _flooded(tx, person, inbound, natural_key):
+        service.submit(tx, person, text, origin=inbound.origin)
 
 
 def _edited(tx: Tx, person: Person, inbound: Inbound) -> None:
@@ -169,7 +270,7 @@ def _run(tx: Tx, person: Person, command: Command) -> None:
     elif command.name == "abort":
         common.reply(tx, person, "reply.dialogue_cancelled")
     elif command.name == "inbox":
-        common.todo(tx, person)
+        common.todo(tx, person, command.first)
     elif command.name in common.TEXT_ARGUMENT and command.first and not command.rest:
         _open_dialogue(tx, person, command)
     else:

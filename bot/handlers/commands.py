@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "接收": "take", "/take": "take",
     "退单": "return", "/return": "return",
     "取消": "abort", "/abort": "abort",
+    "登记": "register", "/register": "register",
 }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from math import ceil
 from typing import Any
 
 from bot.handlers.commands import Command
-from bot.texts import action_label, state_label
+from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, state_label
 from storage import queries
 from storage.models import Person, Role
 from workflow import deadlines, service
@@ -35,6 +36,12 @@ REQUESTER_EVENTS: frozenset[str] = frozenset(
 
 #: Of those, the events whose note the requester may read (they were told it, or wrote it).
 REQUESTER_NOTES: frozenset[str] = frozenset({"forward", "reject", "supplement", "rate", "reopen"})
+
+#: Requests on one page of 待办.
+TODO_PAGE_SIZE = 10
+
+#: Longest page argument of 待办 taken as a number (a longer one is a typing error).
+TODO_PAGE_DIGITS = 6
 
 #: An example number for usage hints.
 EXAMPLE_NUMBER = "SQ-20260101-0001"
@@ -93,13 +100,20 @@ def status(tx: Tx, person: Person, command: Command) -> None:
         return
     request, events = service.view(tx, person, command.first)
     staff_view = is_committee(person) or person.role == Role.DEPARTMENT
-    history = [
-        [deadlines.format_local(event.created_at), event.action,
-         _summary(event.note, 60) if event.note and
-         (staff_view or event.action in REQUESTER_NOTES) else ""]
-        for event in events
-        if event.outcome == "ok" and (staff_view or event.action in REQUESTER_EVENTS)
-    ]
+    actors: dict[int | None, str] = {}
+    history = []
+    for event in events:
+        if event.outcome != "ok" or not (staff_view or event.action in REQUESTER_EVENTS):
+            continue
+        line = [deadlines.format_local(event.created_at), event.action,
+                _summary(event.note, 60) if event.note and
+                (staff_view or event.action in REQUESTER_NOTES) else ""]
+        if staff_view:
+            # Staff follow up with whoever did a step, so each line names its actor.
+            if event.actor_id not in actors:
+                actors[event.actor_id] = _actor(tx, event.actor_id)
+            line.append(actors[event.actor_id])
+        history.append(line)
     department = ""
     if request.department_id is not None:
         found = queries.get_department(session=tx.session, department_id=request.department_id)
@@ -118,14 +132,52 @@ def status(tx: Tx, person: Person, command: Command) -> None:
     )
 
 
-def todo(tx: Tx, person: Person) -> None:
-    """待办: what waits for this worker or department."""
-    items = service.todo(tx, person)
-    if not items:
+def _actor(tx: Tx, actor_id: int | None) -> str:
+    """Who did a step: name and role (the department for its staff), or 系统."""
+    if actor_id is None:
+        return actor_label("", None)
+    actor = queries.get_person(session=tx.session, person_id=actor_id)
+    if actor is None:
+        return actor_label("", None)
+    return actor_label(service.person_label(actor), actor.role, department_name(tx, actor))
+
+
+def todo(tx: Tx, person: Person, page_argument: str = "") -> None:
+    """待办 [页码]: what waits for this worker or department, one page at a time.
+
+    Sections (待受理, 待审核回单, 我在办; 待接收, 办理中) come with their true counts, the
+    nearest deadline first; on channels with buttons each line has its actions and 更多 sends
+    the next page, elsewhere the next page's command is written out.
+    """
+    argument = page_argument.strip()
+    page: int | None = 1
+    if argument:
+        valid = argument.isdecimal() and len(argument) <= TODO_PAGE_DIGITS
+        page = int(argument) if valid and int(argument) >= 1 else None
+    # The rights come first: a requester's 待办 of any page is refused the same way.
+    sections = service.todo(tx, person, page=page or 1, per_page=TODO_PAGE_SIZE)
+    total = sum(section.total for section in sections)
+    if total == 0 and page == 1:
         reply(tx, person, "reply.empty_todo")
         return
-    reply(tx, person, "reply.listing", title=f"待办诉求（{len(items)} 件）：",
-          items=[[r.number, r.state, _summary(r.text)] for r in items])
+    pages = max(1, ceil(total / TODO_PAGE_SIZE))
+    if page is None or page > pages:
+        reply(tx, person, "error.todo_page", pages=pages)
+        return
+    rows = []
+    before = 0
+    for section in sections:
+        first_page = before // TODO_PAGE_SIZE + 1
+        before += section.total
+        items = []
+        for request in section.items:
+            due = request.response_due_at if section.name == "new" else request.resolution_due_at
+            items.append([request.number, _summary(request.text),
+                          deadlines.format_local(due)[5:] if due else "—",
+                          due is not None and due < tx.now])
+        rows.append([section.name, section.total, first_page, items])
+    reply(tx, person, "reply.todo", total=total, page=page, pages=pages, todo=rows,
+          buttons=person.channel not in BUTTONLESS_CHANNELS)
 
 
 def complete(tx: Tx, person: Person, command: Command) -> None:

@@ -508,6 +508,7 @@
   // Stop any running poll loop and start a new one for the current token.
   function startPolling() {
     stopPolling();
+    refreshRole();
     if (!state.token) {
       setStatus("none");
       return;
@@ -585,8 +586,42 @@
       }, false);
       state.after = m.seq;
     });
-    if (fresh.length) saveAfter();
+    if (fresh.length) {
+      saveAfter();
+      // A reply may follow a change of role (绑定 <code>): the quick buttons follow it.
+      refreshRole();
+    }
     return fresh.length;
+  }
+
+  // ---------------------------------------------------------------------
+  // Role: which quick buttons this identity is offered
+  // ---------------------------------------------------------------------
+
+  // Show the controls marked data-roles="worker leader ..." to those roles only.
+  function applyRole(role) {
+    document.querySelectorAll("[data-roles]").forEach((node) => {
+      node.hidden = !node.dataset.roles.split(/\s+/).includes(role);
+    });
+  }
+
+  // Ask the server what this identity is (the page never guesses a role).
+  async function refreshRole() {
+    const token = state.token;
+    if (!token) {
+      applyRole("");
+      return;
+    }
+    let res = null;
+    try {
+      res = await request("GET", "/api/web/me", { token });
+    } catch (_) {
+      return; // keep what is shown; the next message asks again
+    }
+    if (token !== state.token) return;
+    if (res && res.status === 200 && res.data && typeof res.data.role === "string") {
+      applyRole(res.data.role);
+    }
   }
 
   // Keep only well-formed {label, action} buttons.
