@@ -244,12 +244,19 @@ def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_t
     assert "张三 已评价（当前状态：已办结）" in fake.edits(100)[-1].result["text"]
     assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
         "submit", "forward", "take", "complete", "approve", "rate"]
-    # And every press was answered once, quietly; six cards were edited along the way
+    # And every press was answered once, quietly; the six pressed cards were edited along the
+    # way, and so were the worker's private copies of the new and the review card, which
+    # offered what was done in the group: marked done, without buttons
     answers = tg.answers()
     assert [a["callback_query_id"] for a in answers] == [p["callback_query"]["id"]
                                                          for p in presses]
     assert all(a["show_alert"] is False and a["text"] == PRESSED for a in answers)
-    assert len(fake.edits()) == 6
+    assert len(fake.edits()) == 8
+    private = [edit.result for edit in fake.edits(200)
+               if edit.result["message_id"] != picker.result["message_id"]]
+    assert [edit["text"].rsplit("\n", 1)[-1] for edit in private] == [
+        "—— 已处理（当前状态：已转单，待部门接收）", "—— 已处理（当前状态：已回单，待评价）"]
+    assert all("reply_markup" not in edit for edit in private)
 
 
 def test_department_staff_press_banjie_on_a_forwarded_card_without_pressing_jieshou(

@@ -20,7 +20,7 @@ from workflow.permissions import permitted
 if TYPE_CHECKING:
     from workflow.service import Tx
 
-#: The outbox key of "this card's request moved: update it" (params: number, card).
+#: The outbox key of "this card's request moved: update it" (params: number, card, state).
 REFRESH_KEY = "card.refresh"
 
 #: Channel of walk-ins (the same as service.DESK_CHANNEL; service imports this module).
@@ -35,7 +35,7 @@ def queue_refresh(tx: Tx, request: Request) -> None:
             session=tx.session, request_id=request.id, skip_key=REFRESH_KEY):
         person = queries.get_person(session=tx.session, person_id=person_id)
         if person is not None:
-            tx.notify(person, REFRESH_KEY, request, card=outbox_id)
+            tx.notify(person, REFRESH_KEY, request, card=outbox_id, state=request.state)
 
 
 def possible(person: Person, request: Request, action: str) -> bool:
