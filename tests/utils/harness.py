@@ -40,6 +40,8 @@ class Message:
     seq: int
     text: str
     buttons: list[dict[str, str]]
+    #: The seq of the earlier message (a card) this one updates, if it is an update.
+    updates: int | None = None
 
     @property
     def actions(self) -> list[str]:
@@ -105,7 +107,7 @@ class Identity:
         with session_scope(self.desk.runtime.engine) as session:
             rows = queries.web_messages_after(session=session, person_id=self.person_id,
                                               after=self.seen)
-            fresh = [Message(r.seq, r.text, list(r.buttons)) for r in rows]
+            fresh = [Message(r.seq, r.text, list(r.buttons), r.updates) for r in rows]
         if fresh:
             self.seen = fresh[-1].seq
         self.received.extend(fresh)
