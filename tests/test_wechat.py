@@ -245,7 +245,6 @@ def test_a_stale_command_copied_from_a_wechat_card_is_answered_with_the_current_
 
     # When the first accepts, and the second then copies 驳回 from the card they got
     wx.say("worker-openid", f"受理 {number}")
-    sent_before = len(fake.sent("second-openid"))
     wx.say("second-openid", f"驳回 {number} 不属于受理范围")
 
     # Then the second is told the request's current state, and the request stays accepted
@@ -253,8 +252,6 @@ def test_a_stale_command_copied_from_a_wechat_card_is_answered_with_the_current_
     assert (request.state, request.closed_at) == ("handling", None)
     assert wx.texts("second-openid")[-1] == catalogue(
         "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回")
-    # And nothing but answers reached WeChat: no card update (WeChat cannot edit a message)
-    assert all(number in text for text in wx.texts("second-openid")[sent_before:])
     assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == [
         "submit", "accept"]
 
