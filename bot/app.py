@@ -318,7 +318,8 @@ async def web_get_messages(request: Request) -> Response:
     def fetch() -> list[dict[str, Any]]:
         with session_scope(read_engine(runtime.engine)) as session:
             rows = queries.web_messages_after(session=session, person_id=person_id, after=after)
-            return [{"seq": r.seq, "text": r.text, "buttons": r.buttons} for r in rows]
+            return [{"seq": r.seq, "text": r.text, "buttons": r.buttons}
+                    | ({"updates": r.updates} if r.updates is not None else {}) for r in rows]
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait

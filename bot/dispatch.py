@@ -33,6 +33,7 @@ from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import Attachment, InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
 from workflow import reminders
+from workflow.cards import REFRESH_KEY
 from workflow.service import DESK_CHANNEL, Tx
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
 #: Outbox keys that answer a press or edit a card rather than write to the person's own chat:
 #: they go out even when that chat is closed (a worker acting only in the committee group).
 NOT_TO_CHAT: frozenset[str] = frozenset({"tg.callback", "tg.edit"})
+
+#: Channels whose messages can be updated in place (bot/cards.py records their cards). A card
+#: refresh for any other channel (WeChat: no buttons, no edits) is skipped unsent.
+CARD_CHANNELS: frozenset[str] = frozenset({web.CHANNEL, telegram.CHANNEL})
 
 _lazy_senders: dict[tuple[str, int], Sender] = {}
 _lazy_lock = threading.Lock()
@@ -353,6 +358,11 @@ def _deliver_one(
     if person.channel == DESK_CHANNEL or (person.unreachable and row.key not in NOT_TO_CHAT):
         row.status = OutboxStatus.SKIPPED
         row.last_error = "no chat" if person.channel == DESK_CHANNEL else "unreachable"
+        session.add(row)
+        return None
+    if row.key == REFRESH_KEY and person.channel not in CARD_CHANNELS:
+        row.status = OutboxStatus.SKIPPED
+        row.last_error = "no cards on this channel"
         session.add(row)
         return None
     if sender is None:

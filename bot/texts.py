@@ -164,6 +164,9 @@ TEXTS: dict[str, str] = {
     "wechat.commands": "复制下列指令回复即可办理：",
     "wechat.template_status": "有新进展",
     "line.acted": "—— {by} 已{action}（当前状态：{state}）",
+    "card.refreshed": "【{number}】诉求有新进展，当前状态：{state}",
+    "line.state": "—— 诉求已有进展（当前状态：{state}），以下为仍可办理的操作",
+    "line.done": "—— 已处理（当前状态：{state}）",
     "line.attachments": "附件：{items}",
     "reply.no_requests": "您还没有提交过诉求。直接发送文字即可提交。",
     "reply.empty_todo": "暂无待办诉求。",
@@ -483,6 +486,10 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "reply.todo": _todo,
     "tg.callback": _callback,
     "tg.edit": lambda params: str(params.get("text", "")),
+    # A card's update is assembled by its channel from the stored card (bot/cards.py);
+    # this line is what the refresh says on its own (logs, a channel without cards).
+    "card.refresh": lambda params: TEXTS["card.refreshed"].format(
+        number=params.get("number", ""), state=state_label(str(params.get("state", "")))),
     "digest": _digest,
 }
 

@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -311,7 +321,38 @@ class WebMessage(SQLModel, table=True):
     buttons: list[dict[str, str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    #: The seq of an earlier message this one replaces (a card whose buttons went stale).
+    updates: int | None = None
     created_at: datetime = created()
+
+
+class CardMessage(SQLModel, table=True):
+    """A delivered message that offered buttons for a request: where it is on its platform
+    (Telegram chat + message id, or web seq) and which buttons it offers now, so that it can
+    be updated when the request moves on."""
+
+    __tablename__ = "card_messages"
+    __table_args__ = (Index("ix_card_messages_request_open", "request_id", "open"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="requests.id")
+    person_id: int = Field(foreign_key="people.id")
+    channel: str = Field(max_length=20)
+    #: The outbox row the card was delivered from (a refresh names the card by it).
+    outbox_id: int = Field(sa_column=Column("outbox_id", Integer, nullable=False, unique=True))
+    chat_id: str | None = Field(default=None, max_length=128)
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    web_seq: int | None = None
+    #: The card's text as first delivered (an update appends the current state to it).
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    #: The buttons it offers now ({"label", "action"}).
+    buttons: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    #: False once it offers nothing that can go stale.
+    open: bool = True
+    created_at: datetime = created()
+    updated_at: datetime | None = ts()
 
 
 class Attachment(SQLModel, table=True):

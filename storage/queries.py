@@ -20,6 +20,7 @@ from storage.models import (
     AdminAudit,
     Attachment,
     ButtonToken,
+    CardMessage,
     Category,
     ChannelState,
     Department,
@@ -522,7 +523,7 @@ def person_for_web_token(*, session: Session, token: str, now: datetime) -> Pers
 
 def add_web_message(
     *, session: Session, person_id: int, outbox_id: int, text: str,
-    buttons: list[dict[str, str]], at: datetime,
+    buttons: list[dict[str, str]], at: datetime, updates: int | None = None,
 ) -> WebMessage:
     """Delivers a message to a web identity with the next sequence number.
 
@@ -536,7 +537,7 @@ def add_web_message(
         .returning(col(Person.web_seq))
     ).scalar_one()
     row = WebMessage(person_id=person_id, seq=int(seq), outbox_id=outbox_id, text=text,
-                     buttons=buttons, created_at=at)
+                     buttons=buttons, created_at=at, updates=updates)
     session.add(row)
     return row
 
@@ -551,6 +552,55 @@ def web_messages_after(
         .order_by(col(WebMessage.seq))
         .limit(limit)
     ).all()
+
+
+# --- cards (messages that offered buttons for a request) ----------------------------------
+
+
+def add_card_message(
+    *, session: Session, request_id: int, person_id: int, channel: str, outbox_id: int,
+    text: str, buttons: list[dict[str, str]], at: datetime, chat_id: str | None = None,
+    message_id: int | None = None, web_seq: int | None = None,
+) -> CardMessage:
+    """Records where a delivered card is and which buttons it offers."""
+    row = CardMessage(request_id=request_id, person_id=person_id, channel=channel,
+                      outbox_id=outbox_id, chat_id=chat_id, message_id=message_id,
+                      web_seq=web_seq, text=text, buttons=buttons, created_at=at)
+    session.add(row)
+    return row
+
+
+def card_of_outbox(*, session: Session, outbox_id: int) -> CardMessage | None:
+    """The card delivered from an outbox row, if that row became one."""
+    return session.exec(select(CardMessage).where(CardMessage.outbox_id == outbox_id)).first()
+
+
+def card_at(
+    *, session: Session, channel: str, chat_id: str, message_id: int
+) -> CardMessage | None:
+    """The card shown as a platform message (Telegram: chat + message id)."""
+    return session.exec(
+        select(CardMessage).where(CardMessage.channel == channel,
+                                  CardMessage.chat_id == chat_id,
+                                  CardMessage.message_id == message_id)
+    ).first()
+
+
+def cards_of_request(
+    *, session: Session, request_id: int, skip_key: str
+) -> list[tuple[int, int]]:
+    """(outbox id, person id) of every message about a request that is, or may become, a
+    card with buttons: open cards, and rows not delivered yet (except rows of `skip_key`)."""
+    open_cards = select_columns(col(CardMessage.outbox_id)).where(
+        col(CardMessage.request_id) == request_id, col(CardMessage.open).is_(True))
+    rows = session.execute(
+        select_columns(col(OutboxMessage.id), col(OutboxMessage.person_id))
+        .where(col(OutboxMessage.request_id) == request_id, col(OutboxMessage.key) != skip_key,
+               or_(col(OutboxMessage.status) == OutboxStatus.PENDING,
+                   col(OutboxMessage.id).in_(open_cards)))
+        .order_by(col(OutboxMessage.id))
+    ).all()
+    return [(int(outbox_id), int(person_id)) for outbox_id, person_id in rows]
 
 
 # --- platform buttons and channel state ---------------------------------------------------

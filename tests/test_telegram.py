@@ -242,12 +242,19 @@ def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_t
     assert "张三 已评价（当前状态：已办结）" in tg.edit_of(result)["text"]
     assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
         "submit", "forward", "take", "complete", "approve", "rate"]
-    # And every press was answered once, quietly; six cards were edited along the way
+    # And every press was answered once, quietly; the six pressed cards were edited along the
+    # way, and so were the worker's private copies of the new and the review card, which
+    # offered what was done in the group: marked done, without buttons
     answers = tg.answers()
     assert [a["callback_query_id"] for a in answers] == [p["callback_query"]["id"]
                                                          for p in presses]
     assert all(a["show_alert"] is False and a["text"] == PRESSED for a in answers)
-    assert len(fake.edits()) == 6
+    assert len(fake.edits()) == 8
+    private = [edit.result for edit in fake.edits(200)
+               if edit.result["message_id"] != picker.result["message_id"]]
+    assert [edit["text"].rsplit("\n", 1)[-1] for edit in private] == [
+        "—— 已处理（当前状态：已转单，待部门接收）", "—— 已处理（当前状态：已回单，待评价）"]
+    assert all("reply_markup" not in edit for edit in private)
 
 
 def test_department_staff_press_banjie_on_a_forwarded_card_without_pressing_jieshou(
@@ -1427,3 +1434,191 @@ def test_an_unreachable_api_url_is_a_clear_error(fake: FakeTelegram) -> None:
     with pytest.raises(ValueError, match="REDESK_TELEGRAM_API_URL"):
         telegram.check_token(telegram_settings(fake.token, "http://127.0.0.1:1"))
 
+
+
+# --- cards that went stale ------------------------------------------------------------------
+
+
+def shown(fake: FakeTelegram, chat: int, sent: Any) -> dict[str, Any]:
+    """The message `sent` (a sendMessage call) as it is now in `chat`, after any edits."""
+    wanted = sent.result["message_id"]
+    [message] = [m for m in fake.messages(chat) if m["message_id"] == wanted]
+    return message
+
+
+def edits_of(fake: FakeTelegram, chat: int, sent: Any) -> list[dict[str, Any]]:
+    """The edits of the message `sent` in `chat`, oldest first."""
+    return [edit.result for edit in fake.edits(chat)
+            if edit.result["message_id"] == sent.result["message_id"]]
+
+
+def test_a_press_on_one_workers_card_edits_the_other_workers_card_and_the_groups(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a new request carded to two workers and to the committee group
+    first = tg.worker(200, "王书记")
+    tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    mine, theirs, group = (tg.last(chat, "新诉求") for chat in (200, 201, GROUP))
+    assert labels(theirs) == labels(group) == ["受理", "转单", "驳回"]
+
+    # When the first worker presses 受理 on their own card
+    tg.press(first, mine, "受理")
+
+    # Then the second worker's card and the group's card are edited once: the new state, and
+    # only 转单 (still possible for the committee) is left
+    assert tg.request(number).state == "handling"
+    for chat, card in ((201, theirs), (GROUP, group)):
+        [edit] = edits_of(fake, chat, card)
+        assert edit["text"].startswith(text_of(card))
+        assert edit["text"].endswith(catalogue("line.state", state="办理中（党委做单）"))
+        assert labels(shown(fake, chat, card)) == ["转单"]
+    # And the pressed card says who acted, without buttons
+    [edit] = edits_of(fake, 200, mine)
+    assert "王书记 已受理" in edit["text"] and labels(shown(fake, 200, mine)) == []
+
+
+def test_a_typed_accept_edits_every_card_of_the_request(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a new request carded to two workers and to the committee group
+    first = tg.worker(200, "王书记")
+    tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    cards = {chat: tg.last(chat, "新诉求") for chat in (200, 201, GROUP)}
+
+    # When the first worker types 受理 instead of pressing
+    tg.say(first, f"受理 {number}")
+
+    # Then every card, the typist's own included, is edited to the new state with 转单 only
+    for chat, card in cards.items():
+        [edit] = edits_of(fake, chat, card)
+        assert edit["text"].endswith(catalogue("line.state", state="办理中（党委做单）"))
+        assert labels(shown(fake, chat, card)) == ["转单"]
+
+
+def test_a_requesters_cancel_marks_the_workers_cards_done(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a new request carded to a worker and the group, and the resident's receipt
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    receipt = tg.last(100)
+    number = number_in(receipt)
+    cards = {chat: tg.last(chat, "新诉求") for chat in (200, GROUP)}
+
+    # When the resident cancels it (撤销)
+    tg.say(resident, f"撤销 {number}")
+
+    # Then the cards say it is done and offer nothing; the receipt's 查询进度 stays as it was
+    assert tg.request(number).state == "cancelled"
+    for chat, card in cards.items():
+        [edit] = edits_of(fake, chat, card)
+        assert edit["text"].endswith(catalogue("line.done", state="已撤销"))
+        assert labels(shown(fake, chat, card)) == []
+    assert edits_of(fake, 100, receipt) == []
+    assert labels(shown(fake, 100, receipt)) == ["查询进度"]
+
+
+def test_a_colleague_taking_a_forwarded_request_leaves_the_other_staff_card_its_valid_buttons(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a request forwarded to 城管执法, which has two staff members
+    worker = tg.worker(200, "王书记")
+    tg.staff(300, "城管执法", "李科长")
+    colleague = tg.staff(301, "城管执法", "周干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    tg.say(worker, f"转单 {number} 城管执法")
+    card = tg.last(300, "转单")
+    assert labels(card) == ["接收", "退单", "办结"]
+
+    # When the colleague types 接收
+    tg.say(colleague, f"接收 {number}")
+
+    # Then the first staff member's card drops 接收 and keeps 退单 and 办结
+    assert tg.request(number).state == "dept_handling"
+    [edit] = edits_of(fake, 300, card)
+    assert edit["text"].endswith(catalogue("line.state", state="部门办理中"))
+    assert labels(shown(fake, 300, card)) == ["退单", "办结"]
+
+
+def test_an_unsolved_rating_typed_by_the_requester_marks_the_rating_card_done(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given an answered request: the resident has the result with the rating buttons
+    worker = tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.say(resident, "路灯坏了")
+    number = number_in(tg.last(100))
+    tg.say(worker, f"受理 {number}")
+    tg.say(worker, f"办结 {number} 已修好")
+    tg.say(worker, f"回单 {number}")
+    result = tg.last(100, "办理结果如下")
+    assert labels(result) == RATINGS
+
+    # When the resident types 评价 … 未解决 不满意 (重办) instead of pressing
+    tg.say(resident, f"评价 {number} 未解决 不满意")
+
+    # Then the request is new again and the result's rating buttons are gone
+    assert tg.request(number).state == "new"
+    [edit] = edits_of(fake, 100, result)
+    assert edit["text"].endswith(catalogue("line.done", state="待受理"))
+    assert labels(shown(fake, 100, result)) == []
+
+
+def test_a_press_that_raced_an_edit_answers_with_the_current_state_and_changes_nothing(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a request accepted by one worker, and the other's card already edited
+    first = tg.worker(200, "王书记")
+    second = tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    card = tg.last(201, "新诉求")
+    tg.press(first, tg.last(200, "新诉求"), "受理")
+    assert labels(shown(fake, 201, card)) == ["转单"]
+    before = tg.footprint()
+
+    # When the second worker's press of 驳回, made before the edit reached them, arrives
+    tg.press(second, card, "驳回")
+
+    # Then it is answered with an alert naming the current state, and nothing changes
+    assert tg.answers()[-1]["show_alert"] is True
+    assert tg.answers()[-1]["text"] == catalogue(
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回")
+    assert tg.footprint() == before
+    assert tg.request(number).state == "handling"
+
+
+def test_a_card_refresh_that_telegram_refuses_for_a_moment_is_edited_on_the_retry(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a new request carded to two workers and the group
+    tg.worker(200, "王书记")
+    second = tg.worker(201, "赵干事")
+    tg.say(fake.user(100, "张三"), "路灯坏了")
+    number = number_in(tg.last(100))
+    cards = {chat: tg.last(chat, "新诉求") for chat in (200, 201, GROUP)}
+
+    # When the second worker types 受理 while the Bot API fails the first edit with a 500
+    fake.fail_next(1, status=500, methods="editMessageText")
+    tg.say(second, f"受理 {number}")
+
+    # Then that card's refresh waits for its retry, and the other cards are edited
+    [waiting] = [row for row in tg.outbox() if row.key == "card.refresh"
+                 and row.status == "pending"]
+    assert sorted(len(edits_of(fake, chat, card)) for chat, card in cards.items()) == [0, 1, 1]
+
+    # When its retry comes
+    make_due(runtime, waiting.id or 0)
+    tg.work()
+
+    # Then every card has been edited exactly once, to the new state
+    for chat, card in cards.items():
+        [edit] = edits_of(fake, chat, card)
+        assert edit["text"].endswith(catalogue("line.state", state="办理中（党委做单）"))
+    assert outbox_row(runtime, waiting.id or 0).status == "sent"

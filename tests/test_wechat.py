@@ -23,6 +23,7 @@ from sqlmodel import Session, select
 from bot import dispatch
 from bot.channels import wechat
 from bot.runtime import Runtime
+from bot.texts import text as catalogue
 from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import Attachment, InboxMessage, OutboxMessage, OutboxStatus, Person, utcnow
@@ -230,6 +231,29 @@ def test_a_worker_on_wechat_gets_cards_ending_with_the_commands_that_apply(
     assert text_commands(card) == {f"受理 {number}", f"转单 {number}", f"驳回 {number}"}
     wx.say("worker-openid", f"受理 {number}")
     assert wx.desk.request(number).state == "handling"
+
+
+def test_a_stale_command_copied_from_a_wechat_card_is_answered_with_the_current_state(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given two workers bound on WeChat, and a new request both got as a card
+    wx.say("worker-openid", f"绑定 {wx.desk.invite('worker')}")
+    wx.say("second-openid", f"绑定 {wx.desk.invite('worker')}")
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    assert f"驳回 {number}" in text_commands(wx.texts("second-openid")[-1])
+
+    # When the first accepts, and the second then copies 驳回 from the card they got
+    wx.say("worker-openid", f"受理 {number}")
+    wx.say("second-openid", f"驳回 {number} 不属于受理范围")
+
+    # Then the second is told the request's current state, and the request stays accepted
+    request = wx.desk.request(number)
+    assert (request.state, request.closed_at) == ("handling", None)
+    assert wx.texts("second-openid")[-1] == catalogue(
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回")
+    assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == [
+        "submit", "accept"]
 
 
 # --- retries and replays ----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from storage.models import (
     Request,
     Role,
 )
-from workflow import deadlines
+from workflow import cards, deadlines
 from workflow.errors import (
     InvalidInput,
     InvitationInvalid,
@@ -647,6 +647,8 @@ def _move(
     if source is not target:
         tx.moved.append((request.number, action.value, target.value,
                          actor.id if actor else None))
+        # Cards that offered actions for the old state are updated (workflow/cards.py).
+        cards.queue_refresh(tx, request)
 
 
 def _mark_first_action(tx: Tx, request: Request) -> None:

@@ -47,7 +47,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import media
+from bot import cards, media
 from bot.channels.base import PermanentSendError, TransientSendError, Unreachable
 from bot.handlers import Outcome
 from bot.handlers.commands import parse
@@ -66,6 +66,7 @@ from storage import queries
 from storage.db import session_scope
 from storage.models import Attachment, InboxStatus, OutboxMessage, Person, Role, utcnow
 from storage.settings import Settings
+from workflow.cards import REFRESH_KEY
 from workflow.service import Tx, person_label
 
 logger = logging.getLogger(__name__)
@@ -487,6 +488,8 @@ class TelegramHooks:
                         action=action_label(action), state=state_label(state))
             tx.notify(person, "tg.edit", chat_id=callback.chat_id, message_id=callback.message_id,
                       text=f"{callback.message_text}\n\n{line}"[:MAX_MESSAGE])
+            # This edit says who acted: the card's refresh (queued by the move) leaves it be.
+            cards.close_at(tx.session, CHANNEL, callback.chat_id, callback.message_id)
             self._edit_open_card(tx, person, pressed=callback)
         elif callback.message_id:
             self._remember_open_card(tx, person, inbound.text, callback)
@@ -523,6 +526,7 @@ class TelegramHooks:
                     state=state_label(state))
         tx.notify(person, "tg.edit", chat_id=card["chat_id"], message_id=card["message_id"],
                   text=f"{card['text']}\n\n{line}"[:MAX_MESSAGE])
+        cards.close_at(tx.session, CHANNEL, str(card["chat_id"]), int(card["message_id"]))
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -584,6 +588,9 @@ class TelegramSender:
                                      chat_id=chat, message_id=int(row.params["message_id"])),
                        edit=True)
             return
+        if row.key == REFRESH_KEY:
+            self._refresh(session, person, row)
+            return
         chat = int(person.external_id)
         parts = split_text(message.text)
         media = list(row.params.get("attachments") or [])
@@ -594,8 +601,11 @@ class TelegramSender:
                     markup = self._keyboard(session, person, message.buttons) \
                         if index == len(parts) - 1 else None
                     part = parts[index]
-                    self._call(chat, partial(self.client.bot.send_message, chat, part,
-                                             reply_markup=markup))
+                    sent = self._call(chat, partial(self.client.bot.send_message, chat, part,
+                                                    reply_markup=markup))
+                    if markup is not None and sent is not None:
+                        cards.record(session, person, row, part, message.buttons,
+                                     chat_id=str(chat), message_id=int(sent.message_id))
                 else:
                     item = media[index - len(parts)]
                     self._call(chat, partial(self._send_media, chat, item))
@@ -606,6 +616,20 @@ class TelegramSender:
                 raise
             row.params = {**row.params, "_parts_sent": index + 1}
 
+    def _refresh(self, session: Session, person: Person, row: OutboxMessage) -> None:
+        """Edits a stale card: the current state under its text, only the buttons still
+        possible (editMessageText with a new keyboard, or none)."""
+        stale = cards.update_for(session, person, row)
+        if stale is None or stale.card.chat_id is None or stale.card.message_id is None:
+            return
+        chat = int(stale.card.chat_id)
+        markup = self._keyboard(session, person, stale.message.buttons)
+        self._call(chat, partial(self.client.bot.edit_message_text,
+                                 stale.message.text[:MAX_MESSAGE], chat_id=chat,
+                                 message_id=stale.card.message_id, reply_markup=markup),
+                   edit=True)
+        stale.applied(session)
+
     def pace(self, person: Person, row: OutboxMessage) -> float | None:
         """Books and waits for the slot of `row`'s first call, before any transaction opens,
         so the wait holds no database lock (on SQLite, the whole database's).
@@ -614,7 +638,9 @@ class TelegramSender:
             None when the row may go now; else the seconds until its slot, which is further
             off than PACE_WITHIN and not booked: the caller comes back then.
         """
-        if row.key == "tg.callback":
+        if row.key in ("tg.callback", REFRESH_KEY):
+            # A refresh of a card that is not stale calls nothing; one that is books its
+            # slot when it calls.
             return None
         chat = int(row.params["chat_id"]) if row.key == "tg.edit" else int(person.external_id)
         booked, wait = self.limiter.try_reserve(_slots(chat), PACE_WITHIN)

@@ -10,10 +10,12 @@ from typing import Any
 
 from sqlmodel import Session
 
+from bot import cards
 from bot.inbound import Inbound, Intake
 from bot.texts import Rendered
 from storage import queries
 from storage.models import OutboxMessage, Person, utcnow
+from workflow.cards import REFRESH_KEY
 
 #: The channel's name in people and inbox rows.
 CHANNEL = "web"
@@ -93,9 +95,26 @@ class WebSender:
     def send(
         self, session: Session, person: Person, message: Rendered, row: OutboxMessage
     ) -> None:
-        """Stores the message in the identity's sequence (same transaction as the outbox)."""
+        """Stores the message in the identity's sequence (same transaction as the outbox).
+
+        A card with buttons is remembered by its seq; a refresh of a stale card becomes a
+        message that `updates` the card's seq (nothing at all when the card is not stale).
+        """
         assert person.id is not None and row.id is not None
-        queries.add_web_message(
+        if row.key == REFRESH_KEY:
+            stale = cards.update_for(session, person, row)
+            if stale is None:
+                return
+            queries.add_web_message(
+                session=session, person_id=person.id, outbox_id=row.id,
+                text=stale.message.text,
+                buttons=[button.as_dict() for button in stale.message.buttons], at=utcnow(),
+                updates=stale.card.web_seq,
+            )
+            stale.applied(session)
+            return
+        sent = queries.add_web_message(
             session=session, person_id=person.id, outbox_id=row.id, text=message.text,
             buttons=[button.as_dict() for button in message.buttons], at=utcnow(),
         )
+        cards.record(session, person, row, message.text, message.buttons, web_seq=sent.seq)

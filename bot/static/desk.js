@@ -271,7 +271,8 @@
 
   // Build the <li> for a bot message, with its buttons underneath.
   function buildBot(entry) {
-    const li = make("li", "msg msg-bot");
+    const li = make("li", entry.done ? "msg msg-bot is-done" : "msg msg-bot");
+    li.dataset.seq = String(entry.seq || "");
     li.appendChild(make("div", "bubble", entry.text));
     if (Array.isArray(entry.buttons) && entry.buttons.length) {
       const row = make("div", "actions");
@@ -576,6 +577,12 @@
       .sort((a, b) => a.seq - b.seq);
     fresh.forEach((m) => {
       if (m.seq <= state.after) return;
+      if (Number.isInteger(m.updates)) {
+        // A card whose request moved on: its text and buttons are replaced in place.
+        applyUpdate(m);
+        state.after = m.seq;
+        return;
+      }
       addEntry({
         kind: "bot",
         key: `b-${m.seq}`,
@@ -622,6 +629,21 @@
     if (res && res.status === 200 && res.data && typeof res.data.role === "string") {
       applyRole(res.data.role);
     }
+  }
+
+  // Replace the card with seq m.updates by the update's text and buttons (none left: the
+  // card is marked done). A card no longer in the transcript is left alone.
+  function applyUpdate(m) {
+    const entry = state.history.find((e) => e.kind === "bot" && e.seq === m.updates);
+    if (!entry) return;
+    entry.text = typeof m.text === "string" ? m.text : entry.text;
+    entry.buttons = cleanButtons(m.buttons);
+    entry.done = entry.buttons.length === 0;
+    const old = nodes.get(entry.key);
+    const li = buildBot(entry);
+    if (old) old.replaceWith(li);
+    nodes.set(entry.key, li);
+    saveHistory();
   }
 
   // Keep only well-formed {label, action} buttons.

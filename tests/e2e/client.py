@@ -84,7 +84,8 @@ class WebChat:
         response = self.http.get("/api/web/messages", params={"after": self.after, "wait": wait},
                                  headers=self.headers, timeout=wait + 15)
         assert response.status_code == 200, f"{response.status_code}: {response.text}"
-        fresh = [Message(m["seq"], m["text"], m["buttons"]) for m in response.json()["messages"]]
+        fresh = [Message(m["seq"], m["text"], m["buttons"], m.get("updates"))
+                 for m in response.json()["messages"]]
         for message in fresh:
             assert message.seq > self.after, f"seq went back: {message.seq} after {self.after}"
             self.after = message.seq
@@ -97,7 +98,8 @@ class WebChat:
         empty = 0
         for _ in range(MAX_POLLS):
             for message in self.received:
-                if message.seq in self.matched:
+                if message.seq in self.matched or message.updates is not None:
+                    # An update of an earlier card is not a new message.
                     continue
                 if all(needle in message.text for needle in needles) and \
                         (action is None or action in message.actions):
@@ -120,5 +122,5 @@ class WebChat:
         return self.wait_for(*needles)
 
     def texts(self) -> list[str]:
-        """The text of every message read so far."""
-        return [message.text for message in self.received]
+        """The text of every message read so far (updates of earlier cards left out)."""
+        return [message.text for message in self.received if message.updates is None]

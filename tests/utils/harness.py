@@ -40,6 +40,8 @@ class Message:
     seq: int
     text: str
     buttons: list[dict[str, str]]
+    #: The seq of the earlier message (a card) this one updates, if it is an update.
+    updates: int | None = None
 
     @property
     def actions(self) -> list[str]:
@@ -101,21 +103,23 @@ class Identity:
         return self.new_messages()
 
     def new_messages(self) -> list[Message]:
-        """Messages received since the last call."""
+        """Messages received since the last call; updates of earlier cards are not new
+        messages (the page replaces the card): they are kept in `received` only."""
         with session_scope(self.desk.runtime.engine) as session:
             rows = queries.web_messages_after(session=session, person_id=self.person_id,
                                               after=self.seen)
-            fresh = [Message(r.seq, r.text, list(r.buttons)) for r in rows]
+            fresh = [Message(r.seq, r.text, list(r.buttons), r.updates) for r in rows]
         if fresh:
             self.seen = fresh[-1].seq
         self.received.extend(fresh)
-        return fresh
+        return [message for message in fresh if message.updates is None]
 
     def last(self) -> Message:
-        """The newest message received (after collecting new ones)."""
+        """The newest message received, not counting updates (after collecting new ones)."""
         self.new_messages()
-        assert self.received, "no message received"
-        return self.received[-1]
+        messages = [message for message in self.received if message.updates is None]
+        assert messages, "no message received"
+        return messages[-1]
 
     def person(self) -> Person:
         """This identity's person row, fresh."""

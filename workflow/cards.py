@@ -1,0 +1,70 @@
+"""Cards that go stale: when a request moves on, every message that offered buttons for it
+is told to refresh, and which of its buttons are still possible is decided here.
+
+The workflow does not know platforms: it queues one `card.refresh` outbox row per message
+that is, or may become, a card (naming the card by the outbox row it was delivered from);
+the bot layer looks the card up at delivery and edits it on its platform. Rows go through
+the recipient's ordered outbox, so a refresh never overtakes the card it refreshes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from storage import queries
+from storage.models import Person, Request, Role
+from workflow.errors import TransitionNotAllowed
+from workflow.machine import Action, State, transition
+from workflow.permissions import permitted
+
+if TYPE_CHECKING:
+    from workflow.service import Tx
+
+#: The outbox key of "this card's request moved: update it" (params: number, card, state).
+REFRESH_KEY = "card.refresh"
+
+#: Channel of walk-ins (the same as service.DESK_CHANNEL; service imports this module).
+_DESK = "desk"
+
+
+def queue_refresh(tx: Tx, request: Request) -> None:
+    """Queues a refresh of every card about `request` (called where a state change is
+    recorded)."""
+    assert request.id is not None
+    for outbox_id, person_id in queries.cards_of_request(
+            session=tx.session, request_id=request.id, skip_key=REFRESH_KEY):
+        person = queries.get_person(session=tx.session, person_id=person_id)
+        if person is not None:
+            tx.notify(person, REFRESH_KEY, request, card=outbox_id, state=request.state)
+
+
+def possible(person: Person, request: Request, action: str) -> bool:
+    """Whether `person` could still take `action` (an Action value) on `request` now.
+
+    Args:
+        person: The card's recipient (a committee group counts as a worker: any bound worker
+            may press its buttons).
+        request: The request in its current state.
+        action: The action a button sends, e.g. "accept".
+    """
+    try:
+        wanted = Action(action)
+    except ValueError:
+        return True  # not an action on the request (e.g. 查询): never stale
+    role = Role.WORKER if person.role == Role.GROUP else person.role
+    state = State(request.state)
+    is_requester = person.id == request.requester_id or (
+        request.channel == _DESK and person.id == request.registered_by_id)
+    in_department = (role == Role.DEPARTMENT and person.department_id is not None
+                     and person.department_id == request.department_id)
+    if wanted is Action.COMPLETE and state is State.FORWARDED and in_department:
+        # Department staff may 办结 a forwarded request: it is taken first.
+        return True
+    if not permitted(wanted, state, role=role, is_requester=is_requester,
+                     in_department=in_department):
+        return False
+    try:
+        transition(state, wanted, with_department=request.department_id is not None)
+    except TransitionNotAllowed:
+        return False
+    return True
