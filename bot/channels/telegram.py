@@ -317,7 +317,9 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         return Inbound(channel=CHANNEL, chat_id=chat_id, unsupported=True)
     attachments = _attachments(message)
     words = message.text or message.caption or ""
-    own_phone = message.contact.phone_number[:30] if _own_contact(message) else None
+    contact = message.contact
+    own_phone = contact.phone_number[:30] if contact is not None and _own_contact(message) \
+        else None
     return Inbound(
         channel=CHANNEL, chat_id=chat_id, text=words, attachments=attachments,
         origin=f"{message.chat.id}:{message.message_id}",
@@ -774,7 +776,7 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
     """
     client = get_client(settings)
 
-    async def download() -> tuple[bytes, str]:
+    async def download() -> tuple[bytes, str, str]:
         found = await client.bot.get_file(str(attachment.file_id))
         content = bytes(await found.download_as_bytearray())
         kind = attachment.mime_type or mimetypes.guess_type(found.file_path or "")[0] or ""
