@@ -18,7 +18,8 @@ MEDIA_GONE = ""
 #: (WeChat voice is AMR, Speex or MP3) or names oddly (".jpe" for JPEG on some systems).
 EXTENSIONS: dict[str, str] = {
     "audio/amr": ".amr", "audio/amr-wb": ".awb", "audio/speex": ".speex",
-    "audio/x-speex": ".speex", "voice/speex": ".speex", "audio/mpeg": ".mp3",
+    "audio/x-speex": ".speex", "voice/speex": ".speex", "audio/silk": ".silk",
+    "audio/mpeg": ".mp3",
     "audio/mp3": ".mp3", "audio/ogg": ".ogg", "audio/mp4": ".m4a", "audio/x-m4a": ".m4a",
     "image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
     "video/mp4": ".mp4", "video/quicktime": ".mov", "application/pdf": ".pdf",
