@@ -692,16 +692,26 @@ def test_the_webhook_is_refused_when_telegram_is_off(
 # --- media ----------------------------------------------------------------------------------
 
 
+def settle(tg: TelegramDesk, runtime: Runtime) -> None:
+    """Works everything through, then delivers each row still pending (one waiting for its
+    chat's slot or a retry) as the actor would, after the delays it asks for."""
+    tg.work()
+    for row in tg.outbox():
+        if row.status == OutboxStatus.PENDING and row.id is not None:
+            deliver_until_done(runtime, row.id)
+
+
 def test_a_photo_with_a_caption_is_a_request_with_its_largest_size_attached(
-    tg: TelegramDesk, fake: FakeTelegram
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
 ) -> None:
     # Given a bound worker
     tg.worker(200, "王书记")
 
     # When a resident sends a photo (sizes in no particular order) with a caption
-    tg.feed(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
-                              file_ids=["photo-mid", "photo-big", "photo-small"],
-                              sizes=[(320, 240), (1280, 960), (90, 68)]))
+    tg.store(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
+                               file_ids=["photo-mid", "photo-big", "photo-small"],
+                               sizes=[(320, 240), (1280, 960), (90, 68)]))
+    settle(tg, runtime)
 
     # Then the caption is the request, and the largest size is attached
     [request] = tg.requests()
@@ -800,7 +810,7 @@ def test_a_location_becomes_an_attachment_with_its_coordinates(
 
 @pytest.mark.parametrize("kind", ["voice", "video", "document"])
 def test_voice_video_and_documents_become_requests_with_the_file_attached(
-    tg: TelegramDesk, fake: FakeTelegram, kind: str
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime, kind: str
 ) -> None:
     tg.worker(200, "王书记")
     resident = fake.user(100, "张三")
@@ -810,7 +820,8 @@ def test_voice_video_and_documents_become_requests_with_the_file_attached(
         "document": lambda: fake.document_update(resident, file_id="file-1"),
     }
 
-    tg.feed(builders[kind]())
+    tg.store(builders[kind]())
+    settle(tg, runtime)
 
     [request] = tg.requests()
     assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [(kind, "file-1")]
@@ -836,15 +847,6 @@ def test_an_edited_message_becomes_a_supplement_of_the_request_it_created(
     assert (supplement.action, supplement.note) == ("supplement", "（修改后）路灯坏了，在3号楼门口")
     assert "补充信息已收到" in tg.texts(100)[-1]
     assert "路灯坏了，在3号楼门口" in text_of(tg.last(200, "群众补充了信息"))
-
-
-def settle(tg: TelegramDesk, runtime: Runtime) -> None:
-    """Works everything through, then delivers each row still pending (one waiting for its
-    chat's slot or a retry) as the actor would, after the delays it asks for."""
-    tg.work()
-    for row in tg.outbox():
-        if row.status == OutboxStatus.PENDING and row.id is not None:
-            deliver_until_done(runtime, row.id)
 
 
 @pytest.mark.parametrize("kind", ["video_note", "animation", "audio"])
@@ -1004,7 +1006,8 @@ def test_a_message_carrying_nothing_usable_is_answered_politely_as_unsupported(
             {"persistent_id": "0", "text": "好", "voter_count": 0},
             {"persistent_id": "1", "text": "不好", "voter_count": 0}],
             "total_voter_count": 0, "is_closed": False, "is_anonymous": True,
-            "type": "regular", "allows_multiple_answers": False, "allows_revoting": False},
+            "type": "regular", "allows_multiple_answers": False, "allows_revoting": False,
+            "members_only": False},
         "game": {"title": "Snake", "description": "A game",
                  "photo": [{"file_id": "game-photo", "file_unique_id": "AgADg", "width": 640,
                             "height": 360}]},
