@@ -546,6 +546,25 @@ def test_a_plain_subscribe_and_a_product_page_subscribe_name_no_scene(
     assert wx.person("o6_product_page_user").scene is None
 
 
+def test_a_scan_without_a_scene_is_welcomed_back_and_changes_no_scene(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a follower who came through a centre's code
+    wx.send(event_callback(fake, "subscribe_scan"))
+    before = len(wx.texts())
+
+    # When a SCAN arrives with no EventKey, and one with a key longer than WeChat allows
+    wx.send(fake.event(RESIDENT, "SCAN"))
+    wx.send(fake.event(RESIDENT, "SCAN", key="X" * 100))
+
+    # Then both are answered with the welcome back; the first changes no scene, the second
+    # keeps WeChat's 64 characters at most
+    assert wx.texts()[before:] == [catalogue("wechat.welcome_back")] * 2
+    assert [row.scene for row in wx.inbox()] == [SCENE, None, "X" * wechat.MAX_SCENE]
+    assert wx.person().scene == "X" * wechat.MAX_SCENE
+    assert wx.desk.requests() == []
+
+
 def test_every_other_event_wechatpy_knows_is_stored_as_done_and_ignored(
     wx: WeChatDesk, fake: FakeWeChat
 ) -> None:
