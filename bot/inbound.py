@@ -39,6 +39,14 @@ class Inbound:
     #: The person's own chat with the bot changed: True when they blocked the bot or left,
     #: False when they (re)started it; None for an ordinary message.
     left: bool | None = None
+    #: The person shared their own contact card: their phone number (kept on the person).
+    own_phone: str | None = None
+    #: The entry scene the message came through (a WeChat parametric QR code's scene).
+    scene: str | None = None
+    #: A follower scanned a QR code again (WeChat SCAN): answered with a welcome back.
+    rescanned: bool = False
+    #: A platform notice with nothing to answer (a WeChat event redesk does not act on).
+    ignored: bool = False
 
 
 @dataclass(frozen=True)

@@ -156,10 +156,13 @@ TEXTS: dict[str, str] = {
     "reply.supplemented": "【{number}】补充信息已收到，已转告办理人员。",
     "reply.bound": "绑定成功！您的身份是：{role_label}{department_part}。\n\n{help}",
     "reply.dialogue_cancelled": "已取消。",
+    "reply.phone_saved": "已记录您的手机号 {phone}，办理人员需要时会与您联系。",
     "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
     "tg.pressed": "已收到",
     "wechat.welcome": "欢迎关注党群服务中心！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可，"
                       "我们会为您登记编号并跟进办理。",
+    "wechat.welcome_back": "欢迎回来！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可；"
+                           "发送「查询」可查看您的诉求。",
     "wechat.report": "请直接发送您要反映的问题，可附图片、语音和位置。",
     "wechat.commands": "复制下列指令回复即可办理：",
     "wechat.template_status": "有新进展",
@@ -217,7 +220,7 @@ TEXTS: dict[str, str] = {
     "error.bind_usage": "请发送「绑定 邀请码」，邀请码由管理员提供。",
     "error.desk_not_worker": "只有已绑定的党务工作者可以在接待台代群众登记诉求。",
     "error.role_no_request": "工作人员身份不能直接提交诉求。如需代群众登记，请使用接待台登记。",
-    "error.unsupported": "暂不支持这种消息，请发送文字。",
+    "error.unsupported": "暂不支持这种消息，请发送文字、图片、语音、视频、文件或位置。",
     "error.internal": "抱歉，系统处理您的消息时出错，工作人员已收到通知。请稍后再试。",
     "error.flooded": "您发送消息过于频繁（每分钟最多 {limit} 条），之后的消息暂不登记为新诉求，请稍候约一分钟再发送。已登记的诉求不受影响。",
     # web API errors (HTTP answers)
@@ -338,7 +341,9 @@ def render(key: str, params: Mapping[str, Any]) -> Rendered:
 
 #: How attachments are named in messages.
 ATTACHMENT_LABELS: dict[str, str] = {
-    "photo": "图片", "voice": "语音", "video": "视频", "document": "文件", "location": "位置",
+    "photo": "图片", "live_photo": "实况照片", "video": "视频", "video_note": "视频消息",
+    "animation": "动图", "audio": "音频", "voice": "语音", "document": "文件",
+    "location": "位置", "contact": "联系人",
 }
 
 
@@ -350,6 +355,8 @@ def describe_attachments(attachments: Any) -> str:
         if item.get("kind") == "location":
             place = item.get("label") or f"{item.get('latitude')}, {item.get('longitude')}"
             label += f"：{place}"
+        elif item.get("kind") == "contact" and item.get("label"):
+            label += f"：{item['label']}"
         parts.append(f"[{label}]")
     return "".join(parts)
 

@@ -161,6 +161,9 @@ class Person(SQLModel, table=True):
     last_inbound_at: datetime | None = ts()
     #: Messages sent to them since `last_inbound_at` (WeChat allows 5 within 48 hours).
     window_sent: int = 0
+    #: The last entry scene they came through (a WeChat parametric QR code's scene), and when.
+    scene: str | None = Field(default=None, max_length=64)
+    scene_at: datetime | None = ts()
     created_at: datetime = created()
 
 
@@ -280,6 +283,8 @@ class InboxMessage(SQLModel, table=True):
     #: The sender's identity on the channel; messages of one chat are handled in order.
     chat_id: str = Field(max_length=128)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    #: The entry scene the message names (a WeChat QR code's scene on subscribe or SCAN).
+    scene: str | None = Field(default=None, max_length=64)
     status: str = Field(default=InboxStatus.PENDING, max_length=20, index=True)
     attempts: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -356,13 +361,14 @@ class CardMessage(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A photo, voice, video, document or location that came with a request or a supplement."""
+    """A file, location or contact card that came with a request or a supplement."""
 
     __tablename__ = "attachments"
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="requests.id", index=True)
-    #: photo, voice, video, document or location.
+    #: One of bot.texts.ATTACHMENT_LABELS: photo, live_photo, video, video_note, animation,
+    #: audio, voice, document (files), location, contact.
     kind: str = Field(max_length=20)
     channel: str = Field(max_length=20)
     #: The platform's id of the file (Telegram file_id, WeChat MediaId), if a file.

@@ -366,17 +366,18 @@ def get_invitation(*, session: Session, code: str) -> Invitation | None:
 
 def add_inbox(
     *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any],
-    status: str = InboxStatus.PENDING, error: str | None = None,
+    status: str = InboxStatus.PENDING, error: str | None = None, scene: str | None = None,
 ) -> int | None:
     """Stores an inbound message; None when this natural key was stored before.
 
     A message redesk does not handle is stored with status done (kept, ignored); one that
-    cannot be parsed, with status failed and the parser's reason as its error.
+    cannot be parsed, with status failed and the parser's reason as its error. `scene` is
+    the entry scene the message names (a WeChat QR code's), if any.
     """
     statement = (
         _insert(session, InboxMessage)
         .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
-                status=status, error=error, attempts=0, received_at=utcnow())
+                status=status, error=error, attempts=0, received_at=utcnow(), scene=scene)
         .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
         .returning(col(InboxMessage.id))
     )

@@ -849,16 +849,26 @@ def test_the_webhook_is_refused_when_telegram_is_off(
 # --- media ----------------------------------------------------------------------------------
 
 
+def settle(tg: TelegramDesk, runtime: Runtime) -> None:
+    """Works everything through, then delivers each row still pending (one waiting for its
+    chat's slot or a retry) as the actor would, after the delays it asks for."""
+    tg.work()
+    for row in tg.outbox():
+        if row.status == OutboxStatus.PENDING and row.id is not None:
+            deliver_until_done(runtime, row.id)
+
+
 def test_a_photo_with_a_caption_is_a_request_with_its_largest_size_attached(
-    tg: TelegramDesk, fake: FakeTelegram
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
 ) -> None:
     # Given a bound worker
     tg.worker(200, "王书记")
 
     # When a resident sends a photo (sizes in no particular order) with a caption
-    tg.feed(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
-                              file_ids=["photo-mid", "photo-big", "photo-small"],
-                              sizes=[(320, 240), (1280, 960), (90, 68)]))
+    tg.store(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
+                               file_ids=["photo-mid", "photo-big", "photo-small"],
+                               sizes=[(320, 240), (1280, 960), (90, 68)]))
+    settle(tg, runtime)
 
     # Then the caption is the request, and the largest size is attached
     [request] = tg.requests()
@@ -957,7 +967,7 @@ def test_a_location_becomes_an_attachment_with_its_coordinates(
 
 @pytest.mark.parametrize("kind", ["voice", "video", "document"])
 def test_voice_video_and_documents_become_requests_with_the_file_attached(
-    tg: TelegramDesk, fake: FakeTelegram, kind: str
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime, kind: str
 ) -> None:
     tg.worker(200, "王书记")
     resident = fake.user(100, "张三")
@@ -967,7 +977,8 @@ def test_voice_video_and_documents_become_requests_with_the_file_attached(
         "document": lambda: fake.document_update(resident, file_id="file-1"),
     }
 
-    tg.feed(builders[kind]())
+    tg.store(builders[kind]())
+    settle(tg, runtime)
 
     [request] = tg.requests()
     assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [(kind, "file-1")]
@@ -995,25 +1006,194 @@ def test_an_edited_message_becomes_a_supplement_of_the_request_it_created(
     assert "路灯坏了，在3号楼门口" in text_of(tg.last(200, "群众补充了信息"))
 
 
-@pytest.mark.parametrize("kind", ["sticker", "contact"])
-def test_a_sticker_or_a_contact_is_answered_politely_as_unsupported(
+@pytest.mark.parametrize("kind", ["video_note", "animation", "audio"])
+def test_round_videos_animations_and_music_become_requests_and_are_sent_on_by_file_id(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime, kind: str
+) -> None:
+    # Given a worker, and a resident's round video, animation (which Telegram also sends as a
+    # document) or music file
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    builders = {
+        "video_note": lambda: fake.video_note_update(resident, file_id="file-1"),
+        "animation": lambda: fake.animation_update(resident, file_id="file-1"),
+        "audio": lambda: fake.audio_update(resident, file_id="file-1"),
+    }
+
+    # When it is handled and every message delivered
+    tg.store(builders[kind]())
+    settle(tg, runtime)
+
+    # Then it is one request with exactly that file attached (no second "document")
+    [request] = tg.requests()
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [(kind, "file-1")]
+    label = {"video_note": "视频消息", "animation": "动图", "audio": "音频"}[kind]
+    assert request.text == f"[{label}]"
+    assert catalogue("error.unsupported") not in tg.texts(100)
+    # And the worker's card is followed by the file, sent with the method of its kind
+    method = {"video_note": "sendVideoNote", "animation": "sendAnimation",
+              "audio": "sendAudio"}[kind]
+    card, sent = fake.sent(200)[-2:]
+    assert "新诉求" in text_of(card)
+    assert (sent.method, sent.params.get(kind)) == (method, "file-1")
+
+
+def test_a_live_photo_is_taken_as_its_motion_and_its_still_picture(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a worker, and a resident's live photo (Bot API LivePhoto: the motion file with
+    # its still picture in sizes)
+    tg.worker(200, "王书记")
+    live = {"file_id": "live-1", "file_unique_id": "AgADlive1", "width": 1080,
+            "height": 1440, "duration": 3, "mime_type": "video/mp4", "file_size": 81234,
+            "photo": [{"file_id": "still-small", "file_unique_id": "AgADs1", "width": 90,
+                       "height": 120},
+                      {"file_id": "still-big", "file_unique_id": "AgADs2", "width": 1080,
+                       "height": 1440}]}
+    fake.add_file("still-big", b"\xff\xd8still", kind="photos")
+
+    # When it is handled, with a caption, and every message delivered
+    tg.store(fake.message_update(fake.user(100, "张三"), live_photo=live, caption="墙皮脱落"))
+    settle(tg, runtime)
+
+    # Then the request has the motion and the largest still attached
+    [request] = tg.requests()
+    assert request.text == "墙皮脱落"
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
+        ("live_photo", "live-1"), ("photo", "still-big")]
+    # And the worker sees the still picture after the card (the motion is not sent on)
+    card, sent = fake.sent(200)[-2:]
+    assert "新诉求" in text_of(card)
+    assert (sent.method, sent.params.get("photo")) == ("sendPhoto", "still-big")
+    assert "[实况照片][图片]" in text_of(tg.last(200, "新诉求"))
+
+
+def test_paid_media_is_taken_for_its_photos_and_videos_and_a_preview_is_left_out(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given paid media with a photo, a video and a preview of media not bought
+    paid = {"star_count": 5, "paid_media": [
+        {"type": "photo", "photo": [{"file_id": "paid-photo", "file_unique_id": "AgADp1",
+                                     "width": 800, "height": 600}]},
+        {"type": "video", "video": {"file_id": "paid-video", "file_unique_id": "AgADp2",
+                                    "width": 640, "height": 360, "duration": 4}},
+        {"type": "preview", "width": 640, "height": 360},
+    ]}
+
+    # When it is handled
+    tg.feed(fake.message_update(fake.user(100, "张三"), paid_media=paid))
+
+    # Then the photo and the video are attached to a new request
+    [request] = tg.requests()
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
+        ("photo", "paid-photo"), ("video", "paid-video")]
+
+
+def test_a_venue_is_taken_as_a_location_with_its_name_and_address(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a venue (a location with a title and an address)
+    venue = {"location": {"latitude": 30.6541, "longitude": 104.0805},
+             "title": "春熙路", "address": "锦江区春熙路"}
+
+    # When it is handled
+    tg.feed(fake.message_update(fake.user(100, "张三"), venue=venue,
+                                location=venue["location"]))
+
+    # Then it is one location attachment labelled with the place
+    [request] = tg.requests()
+    [place] = tg.attachments(request.number)
+    assert (place.kind, place.latitude, place.longitude, place.label) == (
+        "location", 30.6541, 104.0805, "春熙路 锦江区春熙路")
+    assert request.text == "[位置：春熙路 锦江区春熙路]"
+
+
+def test_a_resident_sharing_their_own_contact_has_it_kept_as_their_phone(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a worker and a resident
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+
+    # When the resident shares their own contact (user_id is theirs)
+    tg.feed(fake.contact_update(resident, "+8613800000000", "张三", user_id=100))
+
+    # Then it is their phone, they are told so briefly, and no request is made
+    assert tg.person(100).phone == "+8613800000000"
+    assert tg.texts(100) == [catalogue("reply.phone_saved", phone="+8613800000000")]
+    assert tg.requests() == []
+    # And a request they make afterwards shows the number to the worker
+    tg.feed(fake.text_update(resident, "路灯坏了"))
+    assert "+8613800000000" in text_of(tg.last(200, "新诉求"))
+
+
+def test_someone_elses_contact_is_attached_to_the_request_just_sent(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # Given a resident who has just made a request
+    tg.worker(200, "王书记")
+    resident = fake.user(100, "张三")
+    tg.feed(fake.text_update(resident, "楼上漏水"))
+    [request] = tg.requests()
+
+    # When they share their neighbour's contact card (another user, or nobody on Telegram)
+    tg.feed(fake.contact_update(resident, "+8613911112222", "李", "四", user_id=555))
+    tg.feed(fake.contact_update(resident, "13933334444", "王五"))
+
+    # Then both are attached to that request as contacts, their phone is not touched
+    contacts = [(a.kind, a.label) for a in tg.attachments(request.number)]
+    assert contacts == [("contact", "李 四 +8613911112222"), ("contact", "王五 13933334444")]
+    assert tg.person(100).phone is None
+    assert len(tg.requests()) == 1
+    worker_sees = "\n".join(tg.texts(200))
+    assert "[联系人：李 四 +8613911112222]" in worker_sees
+    assert "[联系人：王五 13933334444]" in worker_sees
+
+
+@pytest.mark.parametrize("kind", ["sticker", "dice", "poll", "game", "story"])
+def test_a_message_carrying_nothing_usable_is_answered_politely_as_unsupported(
     tg: TelegramDesk, fake: FakeTelegram, kind: str
 ) -> None:
-    # Given a message carrying a sticker or a contact
-    update = fake.text_update(fake.user(100, "张三"), "")
-    del update["message"]["text"]
-    update["message"][kind] = {
+    # Given a message carrying only a sticker, a die, a poll, a game or a forwarded story
+    fields = {
         "sticker": {"file_id": "CAACAgIAAx", "file_unique_id": "AgADs", "width": 512,
                     "height": 512, "is_animated": False, "is_video": False, "type": "regular"},
-        "contact": {"phone_number": "+8613800000000", "first_name": "张三"},
+        "dice": {"emoji": "🎲", "value": 4},
+        "poll": {"id": "5432", "question": "好不好", "options": [
+            {"persistent_id": "0", "text": "好", "voter_count": 0},
+            {"persistent_id": "1", "text": "不好", "voter_count": 0}],
+            "total_voter_count": 0, "is_closed": False, "is_anonymous": True,
+            "type": "regular", "allows_multiple_answers": False, "allows_revoting": False,
+            "members_only": False},
+        "game": {"title": "Snake", "description": "A game",
+                 "photo": [{"file_id": "game-photo", "file_unique_id": "AgADg", "width": 640,
+                            "height": 360}]},
+        "story": {"chat": {"id": 777, "type": "private", "first_name": "某人"}, "id": 12},
     }[kind]
 
     # When it is handled
-    tg.feed(update)
+    tg.feed(fake.message_update(fake.user(100, "张三"), **{kind: fields}))
 
     # Then the resident is told, and no request is made
     assert tg.texts(100) == [catalogue("error.unsupported")]
     assert tg.requests() == []
+
+
+def test_a_round_video_is_downloaded_with_its_extension(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a resident's round video (a VideoNote has no mime type)
+    tg.feed(fake.video_note_update(fake.user(100, "张三"), content=b"\0\0\0\x18ftypround"))
+    [request] = tg.requests()
+
+    # When the media are fetched
+    assert dispatch.fetch_media(runtime) == 1
+
+    # Then the file is kept as an .mp4 with the bytes Telegram served
+    [note] = tg.attachments(request.number)
+    assert str(note.stored_path).endswith(".mp4")
+    assert (Path(runtime.settings.media_dir) / str(note.stored_path)).read_bytes() == \
+        b"\0\0\0\x18ftypround"
 
 
 # --- sending --------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ ABOUT_A_REQUEST = [
     if key.split(".")[0] in ("requester", "card", "worker", "desk", "ask")
     or (key.startswith("reply.") and key not in (
         "reply.bound", "reply.dialogue_cancelled",
-        "reply.no_requests", "reply.empty_todo",
+        "reply.no_requests", "reply.empty_todo", "reply.phone_saved",
     ))
     or key in ("error.transition", "error.not_yours", "error.unknown_request")
 ]

@@ -19,6 +19,8 @@ import dramatiq
 import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
+from wechatpy import parse_message
+from wechatpy.events import EVENT_TYPES
 
 from bot import dispatch
 from bot.channels import wechat
@@ -396,6 +398,226 @@ def test_a_link_becomes_the_requests_text_and_unknown_types_are_politely_refused
     wx.send(fake.raw(unknown.encode(), safe=fake.safe, openid=RESIDENT))
     assert "暂不支持" in wx.texts()[-1]
     assert len(wx.desk.requests()) == 1
+
+
+@pytest.mark.parametrize(("voice_format", "extension"), [
+    ("amr", ".amr"), ("mp3", ".mp3"), ("speex", ".speex")])
+def test_a_voice_file_is_kept_with_the_extension_of_its_format(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, voice_format: str, extension: str
+) -> None:
+    # Given a resident's voice message in that Format (media/get answers its content type)
+    callback = fake.voice(RESIDENT, recognition="噪音扰民", voice_format=voice_format)
+    wx.send(callback)
+
+    # When the media are fetched
+    assert dispatch.fetch_media(runtime) == 1
+
+    # Then the file keeps a real extension and WeChat's bytes
+    [voice] = wx.attachments()
+    assert voice.stored_path is not None and voice.stored_path.endswith(extension)
+    assert (Path(runtime.settings.media_dir) / voice.stored_path).read_bytes() == \
+        fake.media_bytes(callback.media_id)
+
+
+def test_a_voice_served_as_octet_stream_takes_its_extension_from_the_format(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # Given voice media that media/get serves with a content type that says nothing
+    media_id = fake.media(None, b"#!AMR\n" + b"\0" * 200, "application/octet-stream")
+    wx.send(fake.voice(RESIDENT, recognition="路灯坏了", media_id=media_id))
+
+    # When it is fetched
+    assert dispatch.fetch_media(runtime) == 1
+
+    # Then the message's Format (amr) names the file, not ".bin"
+    assert str(wx.attachments()[0].stored_path).endswith(".amr")
+
+
+# --- following and QR codes -------------------------------------------------------------------
+
+#: A centre's parametric QR code scene (DESIGN §6: qrscene_CODE on subscribe, CODE on SCAN).
+SCENE = "CHUNXI-01"
+
+#: wechatpy's events of following the account (welcomed).
+FOLLOWING = ("subscribe", "subscribe_scan", "subscribe_scan_product")
+
+#: wechatpy's events redesk answers in other ways (tested one by one above and below).
+ANSWERED = (*FOLLOWING, "scan", "unsubscribe", "click")
+
+
+def event_callback(fake: FakeWeChat, event_type: str, openid: str = RESIDENT) -> Callback:
+    """A callback as WeChat sends it, that wechatpy parses as EVENT_TYPES[event_type].
+
+    Event names are spelt as WeChat sends them (the fake spells the common ones); the
+    qrscene_ and product-page subscribes are plain subscribe events with their EventKey, and
+    device notices carry MsgType device_text / device_event (WeChat's hardware platform).
+    """
+    if event_type == "subscribe_scan":
+        return fake.event(openid, "subscribe", key=f"qrscene_{SCENE}",
+                          ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt")
+    if event_type == "subscribe_scan_product":
+        return fake.event(openid, "subscribe", key="scanbarcode|EAN13|6901234567892")
+    if event_type == "scan":
+        return fake.event(openid, "SCAN", key=SCENE,
+                          ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt")
+    if event_type.startswith("device_"):
+        kind, event = ("device_text", None) if event_type == "device_text" else \
+            ("device_event", event_type[len("device_"):])
+        xml = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+               f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
+               f"<CreateTime>{int(fake.now())}</CreateTime>"
+               f"<MsgType><![CDATA[{kind}]]></MsgType>"
+               + (f"<Event><![CDATA[{event}]]></Event>" if event else "")
+               + "<DeviceType><![CDATA[gh_d3e07d51b513]]></DeviceType>"
+               "<DeviceID><![CDATA[dev1234abcd]]></DeviceID>"
+               "<SessionID>9394</SessionID>"
+               f"<OpenID><![CDATA[{openid}]]></OpenID></xml>")
+        return fake.raw(xml.encode(), safe=fake.safe, openid=openid)
+    return fake.event(openid, event_type)
+
+
+def test_every_event_wechatpy_knows_is_built_as_its_own_class() -> None:
+    # Given a fake that builds callbacks without a server
+    fake = FakeWeChat()
+
+    # When each of wechatpy's event types is built as WeChat sends it
+    parsed = {event_type: type(parse_message(event_callback(fake, event_type).xml))
+              for event_type in EVENT_TYPES}
+
+    # Then wechatpy gives each its own class (the tests below cover them all)
+    assert parsed == EVENT_TYPES
+    assert set(ANSWERED) <= set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event_type", FOLLOWING)
+def test_following_in_any_way_gets_the_welcome_and_the_help(
+    wx: WeChatDesk, fake: FakeWeChat, event_type: str
+) -> None:
+    # Given someone who follows plainly, by a centre's QR code, or from a product page
+    callback = event_callback(fake, event_type)
+    assert type(parse_message(callback.xml)) is EVENT_TYPES[event_type]
+
+    # When the event is handled
+    wx.send(callback)
+
+    # Then they are welcomed with the help, and no request is made
+    welcome, help_text = wx.texts()
+    assert "欢迎关注" in welcome
+    assert "查询" in help_text
+    assert "暂不支持" not in welcome + help_text
+    assert wx.desk.requests() == []
+
+
+def test_following_by_a_centres_qr_code_keeps_its_scene_on_the_inbox_row_and_the_person(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # When someone follows by scanning a parametric QR code (EventKey qrscene_<scene>)
+    wx.send(event_callback(fake, "subscribe_scan"))
+
+    # Then the scene, without its prefix, is kept on the inbox row and on the person
+    [row] = wx.inbox()
+    assert (row.scene, row.status) == (SCENE, "done")
+    person = wx.person()
+    assert person.scene == SCENE
+    assert person.scene_at is not None and person.scene_at >= row.received_at
+
+
+def test_a_follower_scanning_a_qr_code_is_welcomed_back_and_the_scene_stored(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a resident who followed plainly earlier
+    wx.send(fake.event(RESIDENT, "subscribe"))
+    before = len(wx.texts())
+    assert wx.person().scene is None
+
+    # When they scan a centre's QR code (SCAN, EventKey = the scene)
+    callback = event_callback(fake, "scan")
+    assert type(parse_message(callback.xml)) is EVENT_TYPES["scan"]
+    wx.send(callback)
+
+    # Then they are welcomed back, the scene is kept, and nothing else happens
+    assert wx.texts()[before:] == [catalogue("wechat.welcome_back")]
+    assert wx.inbox()[-1].scene == SCENE
+    assert wx.person().scene == SCENE
+    assert wx.desk.requests() == []
+
+
+def test_a_later_scan_of_another_centres_code_replaces_the_persons_scene(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a person who came through one centre's code
+    wx.send(event_callback(fake, "subscribe_scan"))
+
+    # When they scan another centre's code
+    wx.send(fake.event(RESIDENT, "SCAN", key="JINJIANG-02", ticket="gQFx8DwAAAAAAAAAAS5o"))
+
+    # Then the person names the last one, and each inbox row its own
+    assert wx.person().scene == "JINJIANG-02"
+    assert [row.scene for row in wx.inbox()] == [SCENE, "JINJIANG-02"]
+
+
+def test_a_plain_subscribe_and_a_product_page_subscribe_name_no_scene(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # When someone follows plainly, and someone else from a product page
+    wx.send(event_callback(fake, "subscribe"))
+    wx.send(event_callback(fake, "subscribe_scan_product", openid="o6_product_page_user"))
+
+    # Then neither inbox row nor person has a scene
+    assert [row.scene for row in wx.inbox()] == [None, None]
+    assert wx.person().scene is None
+    assert wx.person("o6_product_page_user").scene is None
+
+
+def test_a_scan_without_a_scene_is_welcomed_back_and_changes_no_scene(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a follower who came through a centre's code
+    wx.send(event_callback(fake, "subscribe_scan"))
+    before = len(wx.texts())
+
+    # When a SCAN arrives with no EventKey, and one with a key longer than WeChat allows
+    wx.send(fake.event(RESIDENT, "SCAN"))
+    wx.send(fake.event(RESIDENT, "SCAN", key="X" * 100))
+
+    # Then both are answered with the welcome back; the first changes no scene, the second
+    # keeps WeChat's 64 characters at most
+    assert wx.texts()[before:] == [catalogue("wechat.welcome_back")] * 2
+    assert [row.scene for row in wx.inbox()] == [SCENE, None, "X" * wechat.MAX_SCENE]
+    assert wx.person().scene == "X" * wechat.MAX_SCENE
+    assert wx.desk.requests() == []
+
+
+def test_every_other_event_wechatpy_knows_is_stored_as_done_and_ignored(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given every event type wechatpy knows that redesk does not answer
+    others = sorted(set(EVENT_TYPES) - set(ANSWERED))
+    assert others
+
+    # When each arrives as WeChat sends it
+    for event_type in others:
+        callback = event_callback(fake, event_type)
+        assert type(parse_message(callback.xml)) is EVENT_TYPES[event_type], event_type
+        wx.send(callback)
+
+    # Then each is stored once, as done, in no chat, and nothing is answered or made
+    rows = wx.inbox()
+    assert len(rows) == len(others)
+    assert {(row.status, row.chat_id, row.scene) for row in rows} == {("done", "-", None)}
+    assert fake.sent(RESIDENT) == []
+    assert wx.desk.requests() == []
+
+
+def test_an_event_of_a_kind_wechatpy_does_not_know_is_stored_and_ignored(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # When an event wechatpy has no class for arrives
+    wx.send(fake.event(RESIDENT, "some_future_event", key="x"))
+
+    # Then it is kept as done and nothing is answered
+    assert [(row.status, row.chat_id) for row in wx.inbox()] == [("done", "-")]
+    assert fake.sent(RESIDENT) == []
 
 
 # --- sending ----------------------------------------------------------------------------------

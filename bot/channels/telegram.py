@@ -400,34 +400,99 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         return Inbound(channel=CHANNEL, chat_id=chat_id, unsupported=True)
     attachments = _attachments(message)
     words = message.text or message.caption or ""
+    contact = message.contact
+    own_phone = contact.phone_number[:30] if contact is not None and _own_contact(message) \
+        else None
     return Inbound(
         channel=CHANNEL, chat_id=chat_id, text=words, attachments=attachments,
         origin=f"{message.chat.id}:{message.message_id}",
         display_name=message.from_user.full_name if message.from_user else "",
-        unsupported=not words and not attachments,
+        own_phone=own_phone,
+        unsupported=not words and not attachments and own_phone is None,
     )
 
 
+#: Message fields that carry one file -> the attachment kind it becomes, and the Bot API
+#: method that sends it again by file id ("" : not sent again). Every field of the Bot API
+#: Message that holds a file a resident could mean as evidence is here; a sticker (a picture
+#: from a set, not of the problem) and a story (no file, only a reference) are not, so they
+#: are answered 暂不支持, like dice, polls, games and the rest. A live photo is taken twice:
+#: its still picture as a photo (sent on with the card) and its motion as `live_photo`
+#: (fetched and kept; sendLivePhoto would need both files together, which one attachment
+#: row does not hold).
+FILE_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("photo", "photo", "send_photo"),
+    ("live_photo", "live_photo", ""),
+    ("video", "video", "send_video"),
+    ("video_note", "video_note", "send_video_note"),
+    ("animation", "animation", "send_animation"),
+    ("audio", "audio", "send_audio"),
+    ("voice", "voice", "send_voice"),
+    ("document", "document", "send_document"),
+)
+
+#: Attachment kind -> the Bot method sending it by file id (others go as documents).
+SEND_METHODS: dict[str, str] = {kind: method for _, kind, method in FILE_KINDS}
+
+
+def _file(kind: str, value: Any) -> dict[str, Any] | None:
+    """One attachment dict from a Message field's value (a PhotoSize list or a file)."""
+    if isinstance(value, tuple | list):
+        if not value:
+            return None
+        value = max(value, key=lambda size: (size.width * size.height, size.file_size or 0))
+    file_id = getattr(value, "file_id", None)
+    if not file_id:
+        return None
+    found: dict[str, Any] = {"kind": kind, "file_id": file_id}
+    for name in ("file_name", "mime_type"):
+        detail = getattr(value, name, None)
+        if detail:
+            found[name] = detail
+    return found
+
+
 def _attachments(message: Any) -> list[dict[str, Any]]:
+    """The files, paid media, location or venue, and someone's contact card of a message."""
     found: list[dict[str, Any]] = []
-    if message.photo:
-        largest = max(message.photo, key=lambda size: (size.width * size.height,
-                                                       size.file_size or 0))
-        found.append({"kind": "photo", "file_id": largest.file_id})
-    for kind in ("voice", "video", "document", "audio"):
-        media = getattr(message, kind, None)
-        if media is not None:
-            found.append({"kind": "document" if kind == "audio" else kind,
-                          "file_id": media.file_id,
-                          "file_name": getattr(media, "file_name", None),
-                          "mime_type": getattr(media, "mime_type", None)})
+    for field_name, kind, _ in FILE_KINDS:
+        if field_name == "document" and message.animation is not None:
+            # Telegram sets `document` too for an animation (backward compatibility).
+            continue
+        value = getattr(message, field_name, None)
+        item = _file(kind, value)
+        if item is not None:
+            found.append(item)
+        still = _file("photo", value.photo) if kind == "live_photo" and value else None
+        if still is not None:
+            found.append(still)
+    paid = message.paid_media
+    for paid_item in (paid.paid_media if paid is not None else ()):
+        # A paid photo or video the bot may see; a preview of unbought media has no file.
+        item = _file("photo", getattr(paid_item, "photo", None)) or \
+            _file("video", getattr(paid_item, "video", None))
+        if item is not None:
+            found.append(item)
     venue = message.venue
     location = venue.location if venue is not None else message.location
     if location is not None:
         found.append({"kind": "location", "latitude": location.latitude,
                       "longitude": location.longitude,
                       "label": f"{venue.title} {venue.address}".strip() if venue else None})
+    contact = message.contact
+    if contact is not None and not _own_contact(message):
+        name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+        found.append({"kind": "contact",
+                      "label": f"{name} {contact.phone_number}".strip()[:255]})
     return found
+
+
+def _own_contact(message: Any) -> bool:
+    """Whether the message shares the sender's own contact card (their phone number)."""
+    contact = message.contact
+    sender = message.from_user
+    return bool(contact is not None and sender is not None and contact.user_id == sender.id
+                and contact.phone_number)
 
 
 class TelegramHooks:
@@ -707,14 +772,12 @@ class TelegramSender:
                                            longitude=float(item["longitude"]))
         file_id = item.get("file_id")
         if not file_id:
+            # A contact card has no file: the card's text names it.
             return None
-        if kind == "photo":
-            return await bot.send_photo(chat, file_id)
-        if kind == "voice":
-            return await bot.send_voice(chat, file_id)
-        if kind == "video":
-            return await bot.send_video(chat, file_id)
-        return await bot.send_document(chat, file_id)
+        name = SEND_METHODS.get(str(kind), "send_document")
+        if not name:
+            return None
+        return await getattr(bot, name)(chat, file_id)
 
     def _keyboard(self, session: Session, person: Person,
                   buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
@@ -828,22 +891,26 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
     """
     client = get_client(settings)
 
-    async def download() -> tuple[bytes, str]:
+    async def download() -> tuple[bytes, str, str]:
         found = await client.bot.get_file(str(attachment.file_id))
         content = bytes(await found.download_as_bytearray())
         kind = attachment.mime_type or mimetypes.guess_type(found.file_path or "")[0] or ""
-        return content, kind
+        return content, kind, found.file_path or ""
 
     try:
-        content, kind = client.run(download())
+        content, kind, path = client.run(download())
     except (BadRequest, Forbidden, InvalidToken) as exc:
         logger.warning("Telegram media of attachment %s is gone (%s)", attachment.id, exc)
         return MEDIA_GONE
     except (TimedOut, NetworkError) as exc:
         raise TransientSendError(f"Telegram media: {type(exc).__name__}") from None
     return media.store(settings.media_dir, attachment, content, kind or _KIND_TYPES.get(
-        attachment.kind, "application/octet-stream"))
+        attachment.kind, "application/octet-stream"), file_name=path.rsplit("/", 1)[-1])
 
 
 #: A content type for an attachment kind when Telegram does not say.
-_KIND_TYPES: dict[str, str] = {"photo": "image/jpeg", "voice": "audio/ogg", "video": "video/mp4"}
+_KIND_TYPES: dict[str, str] = {
+    "photo": "image/jpeg", "live_photo": "video/mp4", "voice": "audio/ogg",
+    "video": "video/mp4", "video_note": "video/mp4", "animation": "video/mp4",
+    "audio": "audio/mpeg",
+}

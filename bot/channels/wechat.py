@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,15 @@ from sqlmodel import Session
 from wechatpy import parse_message
 from wechatpy.client import WeChatClient
 from wechatpy.crypto import PrpCrypto
-from wechatpy.events import ClickEvent, SubscribeEvent, UnsubscribeEvent
+from wechatpy.events import (
+    BaseEvent,
+    ClickEvent,
+    ScanEvent,
+    SubscribeEvent,
+    SubscribeScanEvent,
+    SubscribeScanProductEvent,
+    UnsubscribeEvent,
+)
 from wechatpy.exceptions import APILimitedException, WeChatClientException
 from wechatpy.messages import (
     ImageMessage,
@@ -115,6 +124,28 @@ TOKEN_TIMEOUT = 10
 #: Refreshes of the token for one call before giving up.
 MAX_TOKEN_RETRIES = 2
 
+#: wechatpy's events of someone starting to follow the account: a plain subscribe, one by
+#: scanning a parametric QR code (EventKey qrscene_<scene>, which wechatpy turns into
+#: SubscribeScanEvent) and one from a product page (SubscribeScanProductEvent). None of the
+#: latter two is a subclass of SubscribeEvent, hence the tuple. They are welcomed.
+FOLLOW_EVENTS: tuple[type[BaseEvent], ...] = (
+    SubscribeEvent, SubscribeScanEvent, SubscribeScanProductEvent,
+)
+
+#: Events handled in the person's order; every other event wechatpy knows (VIEW, LOCATION
+#: reports, card, invoice, device and verification notices ...) is stored as done and ignored.
+HANDLED_EVENTS: tuple[type[BaseEvent], ...] = (
+    *FOLLOW_EVENTS, ScanEvent, UnsubscribeEvent, ClickEvent,
+)
+
+#: Longest entry scene kept (WeChat's scene_str is at most 64 characters).
+MAX_SCENE = 64
+
+#: Voice Format -> content type (the file's extension comes from it).
+VOICE_TYPES: dict[str, str] = {
+    "amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg", "silk": "audio/silk",
+}
+
 
 
 class CallbackRefused(Exception):
@@ -134,6 +165,8 @@ class Parsed:
     #: The sender's openid, or None for what is stored and ignored (VIEW clicks and the like).
     chat: str | None
     xml: str
+    #: The QR code scene a subscribe or SCAN event names, if any.
+    scene: str | None = None
 
 
 # --- receiving ------------------------------------------------------------------------------
@@ -215,20 +248,44 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
                              _field(root, "CreateTime"))
     if not sender or not kind or not created.isdigit() or len(sender) > 128:
         raise CallbackRefused(400, "missing fields")
-    if kind == "event":
-        event = _field(root, "Event").lower()
+    scene: str | None = None
+    if kind == "event" or kind.startswith("device_"):
+        # Device notices (device_text, device_event) are events to wechatpy as well.
+        event = _field(root, "Event").lower() or (kind if kind != "event" else "")
         if not event:
             raise CallbackRefused(400, "missing fields")
         # FromUserName + CreateTime (DESIGN §2), with the event and its key, so that two
         # different menu clicks within one second are two messages (a double tap is one).
         key = f"{sender}:{created}:{event}:{_field(root, 'EventKey')[:60]}"
-        chat = sender if event in ("subscribe", "unsubscribe", "click") else None
+        message = _parse(inner)
+        chat = sender if isinstance(message, HANDLED_EVENTS) else None
+        scene = scene_of(message)
     else:
         msg_id = _field(root, "MsgId")
         if not msg_id.isdigit():
             raise CallbackRefused(400, "missing fields")
         key, chat = msg_id, sender
-    return Parsed(natural_key=key[:200], chat=chat, xml=inner)
+    return Parsed(natural_key=key[:200], chat=chat, xml=inner, scene=scene)
+
+
+def _parse(xml: str) -> Any:
+    """wechatpy's message or event object of an XML body already checked by defusedxml."""
+    try:
+        return parse_message(xml)
+    except Exception:  # noqa: BLE001 - xmltodict and wechatpy's fields raise many kinds
+        raise CallbackRefused(400, "not a WeChat message") from None
+
+
+def scene_of(message: Any) -> str | None:
+    """The parametric QR code scene a subscribe (qrscene_<scene>) or SCAN (<scene>) names.
+
+    A product-page subscribe's EventKey (scanbarcode|..., scanimage|...) names a product, not
+    an entry, and gives None.
+    """
+    if isinstance(message, SubscribeScanEvent | ScanEvent):
+        scene = (message.scene_id or "").strip()
+        return scene[:MAX_SCENE] or None
+    return None
 
 
 def decrypt(settings: Settings, encrypted: str) -> str:
@@ -251,7 +308,8 @@ def store_callback(session: Session, parsed: Parsed) -> bool:
     """Stores a parsed callback in the inbox; False for a repeat (WeChat's retry)."""
     inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=parsed.natural_key,
                                  chat_id=parsed.chat or "-", payload={"xml": parsed.xml},
-                                 status="pending" if parsed.chat else "done")
+                                 status="pending" if parsed.chat else "done",
+                                 scene=parsed.scene)
     return inbox_id is not None
 
 
@@ -265,9 +323,11 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         return Inbound(**base, attachments=[{"kind": "photo", "file_id": message.media_id,
                                              "url": message.image}])
     if isinstance(message, VoiceMessage):
+        voice_format = (message.format or "amr").strip().lower()
         return Inbound(**base, text=(message.recognition or "").strip(),
                        attachments=[{"kind": "voice", "file_id": message.media_id,
-                                     "mime_type": f"audio/{message.format or 'amr'}"}])
+                                     "mime_type": VOICE_TYPES.get(voice_format,
+                                                                  f"audio/{voice_format}")}])
     if isinstance(message, VideoMessage | ShortVideoMessage):
         return Inbound(**base, attachments=[{"kind": "video", "file_id": message.media_id}])
     if isinstance(message, LocationMessage):
@@ -278,12 +338,16 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     if isinstance(message, LinkMessage):
         parts = [message.title, message.description, message.url]
         return Inbound(**base, text="\n".join(part for part in parts if part))
-    if isinstance(message, SubscribeEvent):
-        return Inbound(**base, left=False)
+    if isinstance(message, FOLLOW_EVENTS):
+        return Inbound(**base, left=False, scene=scene_of(message))
+    if isinstance(message, ScanEvent):
+        return Inbound(**base, rescanned=True, scene=scene_of(message))
     if isinstance(message, UnsubscribeEvent):
         return Inbound(**base, left=True)
     if isinstance(message, ClickEvent):
         return Inbound(**base, text=_MENU_TEXT.get(message.key or "", "帮助"), pressed=True)
+    if isinstance(message, BaseEvent):
+        return Inbound(**base, ignored=True)
     return Inbound(**base, unsupported=True)
 
 
@@ -292,13 +356,23 @@ _MENU_TEXT: dict[str, str] = {MENU_REPORT: "", MENU_MINE: "查询", MENU_HELP: "
 
 
 class WeChatHooks:
-    """Subscribe and unsubscribe, the 我要反映 click, and the customer-service window."""
+    """Subscribe (plain or by QR code), SCAN, unsubscribe, the 我要反映 click, and the
+    customer-service window."""
 
     def prepare(self, tx: Tx, person: Person, inbound: Inbound) -> Inbound | None:
         """The Inbound to handle, or None when the channel answered it itself."""
+        if inbound.ignored:
+            return None
         person.last_inbound_at = tx.now
         person.window_sent = 0
+        if inbound.scene:
+            # The last entry the person came through (a centre's QR code poster).
+            person.scene = inbound.scene
+            person.scene_at = tx.now
         tx.session.add(person)
+        if inbound.rescanned:
+            tx.notify(person, "wechat.welcome_back")
+            return None
         if inbound.left is True:
             person.unreachable = True
             return None
@@ -577,4 +651,10 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
     if response.status_code != 200 or kind in ("application/json", "text/plain"):
         logger.warning("WeChat media of attachment %s is gone", attachment.id)
         return MEDIA_GONE
-    return media.store(settings.media_dir, attachment, response.content, kind)
+    named = _FILENAME.search(response.headers.get("Content-Disposition", ""))
+    return media.store(settings.media_dir, attachment, response.content, kind,
+                       file_name=named.group(1) if named else None)
+
+
+#: The file name in a Content-Disposition header (media/get names its files).
+_FILENAME = re.compile(r'filename="?([^";]+)"?')

@@ -44,7 +44,8 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-#: A photo or location sent this many minutes after a request is attached to it.
+#: Media, a location or a contact card sent this many minutes after a request is attached
+#: to it.
 ATTACH_WINDOW_MINUTES = 10.0
 
 #: The window REDESK_FLOOD_PER_MINUTE counts a chat's messages in.
@@ -68,6 +69,10 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
         if inbound.edit_of is not None:
             _edited(tx, person, inbound)
             return Outcome()
+        if inbound.own_phone is not None:
+            _own_phone(tx, person, inbound.own_phone)
+            if not inbound.attachments and not inbound.text.strip():
+                return Outcome()
         if inbound.attachments and person.role == Role.REQUESTER:
             _media(tx, person, inbound, natural_key)
             return Outcome()
@@ -206,6 +211,13 @@ def _edited(tx: Tx, person: Person, inbound: Inbound) -> None:
     if request is not None and inbound.text.strip():
         service.supplement(tx, person, request.number, f"（修改后）{inbound.text.strip()}")
         common.reply(tx, person, "reply.supplemented", number=request.number)
+
+
+def _own_phone(tx: Tx, person: Person, phone: str) -> None:
+    """The person shared their own contact card: its number is their phone from now on."""
+    person.phone = phone.strip()[:30]
+    tx.session.add(person)
+    common.reply(tx, person, "reply.phone_saved", phone=person.phone)
 
 
 def _media(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:

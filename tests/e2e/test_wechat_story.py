@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -355,6 +356,63 @@ def test_a_resident_on_wechat_rates_a_request_handled_on_the_web_desk(desk: WeCh
 
 
 # --- WeChat's retries ------------------------------------------------------------------------
+
+
+def test_a_resident_following_by_a_centres_qr_code_is_welcomed_and_their_voice_kept(
+    desk: WeChatDesk
+) -> None:
+    resident = new_openid()
+    ticket = "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt"
+
+    # When a resident follows by scanning a centre's parametric QR code
+    follow = desk.wechat.event(resident, "subscribe", key="qrscene_CHUNXI-01", ticket=ticket)
+    assert desk.post(follow) == SUCCESS
+
+    # Then they are welcomed with the help, and the scene is kept on the person
+    desk.wait_text(resident, "欢迎关注")
+    desk.wait_text(resident, "查询")
+    assert desk.query("SELECT scene FROM people WHERE channel = 'wechat' "
+                      "AND external_id = :openid", openid=resident) == [("CHUNXI-01",)]
+
+    # When they send an MP3 voice message (speech recognition on)
+    voice = desk.wechat.voice(resident, recognition="夜里工地施工太吵了", voice_format="mp3")
+    assert desk.post(voice) == SUCCESS
+
+    # Then it is a request, and the worker fetches the file with its real extension
+    number = number_of(desk.wait_text(resident, "已受理登记"))
+    stored = wait_for_stored_path(desk, number)
+    assert stored.endswith(".mp3"), stored
+    media = Path(desk.deployment.env["REDESK_MEDIA_DIR"]) / stored
+    assert media.read_bytes() == desk.wechat.media_bytes(voice.media_id)
+
+    # When, already following, they scan another centre's code
+    assert desk.post(desk.wechat.event(resident, "SCAN", key="JINJIANG-02",
+                                       ticket=ticket)) == SUCCESS
+
+    # Then they are welcomed back and the person names the last scene
+    desk.wait_text(resident, "欢迎回来")
+    assert desk.query("SELECT scene FROM people WHERE channel = 'wechat' "
+                      "AND external_id = :openid", openid=resident) == [("JINJIANG-02",)]
+    assert [row[0] for row in desk.query(
+        "SELECT scene FROM inbox WHERE channel = 'wechat' AND chat_id = :openid "
+        "ORDER BY id", openid=resident)] == ["CHUNXI-01", None, "JINJIANG-02"]
+    assert [words for words in desk.wechat.texts(resident) if "暂不支持" in words] == []
+
+
+def wait_for_stored_path(desk: WeChatDesk, number: str) -> str:
+    """The stored path of a request's first attachment, once the worker has fetched it
+    (waits at most STEP seconds)."""
+    deadline = time.monotonic() + STEP
+    rows: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline:
+        rows = desk.query(
+            "SELECT a.stored_path FROM attachments a JOIN requests r ON r.id = a.request_id "
+            "WHERE r.number = :number ORDER BY a.id", number=number)
+        if rows and rows[0][0]:
+            return str(rows[0][0])
+        time.sleep(0.1)
+    raise AssertionError(f"{number}'s attachment was not fetched within {STEP:g} s ({rows})"
+                         f"\n{desk.deployment.logs()}")
 
 
 def test_the_same_msgid_posted_three_times_makes_one_request_and_one_receipt(

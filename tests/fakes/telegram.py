@@ -103,6 +103,7 @@ MAX_CAPTION_LENGTH = 1024
 #: Methods that deliver a new message to a chat.
 SEND_METHODS = frozenset({
     "sendMessage", "sendPhoto", "sendVoice", "sendVideo", "sendDocument", "sendLocation",
+    "sendVideoNote", "sendAnimation", "sendAudio",
 })
 #: Methods that change a message the bot sent.
 EDIT_METHODS = frozenset({"editMessageText", "editMessageReplyMarkup", "editMessageCaption"})
@@ -697,6 +698,9 @@ class FakeTelegram:
             "sendVoice": lambda p: self._send_media(p, "voice"),
             "sendVideo": lambda p: self._send_media(p, "video"),
             "sendDocument": lambda p: self._send_media(p, "document"),
+            "sendVideoNote": lambda p: self._send_media(p, "video_note"),
+            "sendAnimation": lambda p: self._send_media(p, "animation"),
+            "sendAudio": lambda p: self._send_media(p, "audio"),
             "sendLocation": self._send_location,
             "sendChatAction": self._send_chat_action,
             "editMessageText": self._edit_message_text,
@@ -1088,6 +1092,75 @@ class FakeTelegram:
         fields: dict[str, Any] = {"document": document}
         if caption is not None:
             fields["caption"] = caption
+        return self._update("message", self._incoming(user, chat, **fields))
+
+    def video_note_update(
+        self, user: dict[str, Any], file_id: str | None = None, duration: int = 4,
+        length: int = 240, content: bytes | None = None, chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A round video message (VideoNote: no caption, no mime type, square ``length``)."""
+        data = content if content is not None else _fake_bytes(b"\0\0\0\x18ftypmp42", 9000)
+        stored = self.add_file(file_id, data, kind="video_notes")
+        note = {
+            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+            "length": length, "duration": duration, "file_size": stored["file_size"],
+        }
+        return self._update("message", self._incoming(user, chat, video_note=note))
+
+    def animation_update(
+        self, user: dict[str, Any], file_id: str | None = None, caption: str | None = None,
+        chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A GIF or silent MP4; like Telegram, ``document`` is set too with the same file."""
+        stored = self.add_file(file_id, _fake_bytes(b"\0\0\0\x18ftypmp42", 6000),
+                               kind="animations")
+        animation = {
+            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+            "width": 480, "height": 270, "duration": 2, "file_name": "loop.mp4",
+            "mime_type": "video/mp4", "file_size": stored["file_size"],
+        }
+        document = {key: animation[key] for key in
+                    ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")}
+        fields: dict[str, Any] = {"animation": animation, "document": document}
+        if caption is not None:
+            fields["caption"] = caption
+        return self._update("message", self._incoming(user, chat, **fields))
+
+    def audio_update(
+        self, user: dict[str, Any], file_id: str | None = None, caption: str | None = None,
+        chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A music file (Audio: performer, title, file name, audio/mpeg)."""
+        stored = self.add_file(file_id, _fake_bytes(b"ID3\x04", 5000), kind="music")
+        audio = {
+            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+            "duration": 30, "performer": "街坊", "title": "夜间施工噪音",
+            "file_name": "noise.mp3", "mime_type": "audio/mpeg",
+            "file_size": stored["file_size"],
+        }
+        fields: dict[str, Any] = {"audio": audio}
+        if caption is not None:
+            fields["caption"] = caption
+        return self._update("message", self._incoming(user, chat, **fields))
+
+    def contact_update(
+        self, user: dict[str, Any], phone_number: str, first_name: str,
+        last_name: str | None = None, user_id: int | None = None,
+        chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A shared contact card; ``user_id`` is set when the contact is a Telegram user (the
+        sender's own, from a request_contact button, has the sender's id)."""
+        contact: dict[str, Any] = {"phone_number": phone_number, "first_name": first_name}
+        if last_name is not None:
+            contact["last_name"] = last_name
+        if user_id is not None:
+            contact["user_id"] = user_id
+        return self._update("message", self._incoming(user, chat, contact=contact))
+
+    def message_update(
+        self, user: dict[str, Any], chat: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """A message with the given Bot API fields (dice, poll, sticker, venue, ...)."""
         return self._update("message", self._incoming(user, chat, **fields))
 
     def location_update(
@@ -1584,7 +1657,9 @@ class FakeTelegram:
         value = params.get(kind)
         if isinstance(value, str) and value.startswith("attach://"):
             value = params.get(value[len("attach://"):])
-        folder = {"photo": "photos", "voice": "voice", "video": "videos"}.get(kind, "documents")
+        folder = {"photo": "photos", "voice": "voice", "video": "videos",
+                  "video_note": "video_notes", "animation": "animations",
+                  "audio": "music"}.get(kind, "documents")
         if isinstance(value, UploadedFile):
             stored = self.add_file(None, value.content, kind=folder)
             return self._files[stored["file_id"]], value.filename
@@ -1612,15 +1687,23 @@ class FakeTelegram:
         elif kind == "voice":
             media = {**ids, "duration": int(params.get("duration") or 1),
                      "mime_type": "audio/ogg"}
-        elif kind == "video":
+        elif kind in ("video", "animation"):
             media = {**ids, "width": int(params.get("width") or 640),
                      "height": int(params.get("height") or 360),
                      "duration": int(params.get("duration") or 1), "mime_type": "video/mp4"}
+        elif kind == "video_note":
+            media = {**ids, "length": int(params.get("length") or 240),
+                     "duration": int(params.get("duration") or 1)}
+        elif kind == "audio":
+            media = {**ids, "duration": int(params.get("duration") or 1),
+                     "mime_type": "audio/mpeg"}
         else:
             media = {**ids, "file_name": filename or "document",
                      "mime_type": "application/octet-stream"}
         self._rate_limit(chat["id"])
-        return self._new_message(chat, caption=caption, reply_markup=markup, **{kind: media})
+        extra = {"document": media} if kind == "animation" else {}
+        return self._new_message(chat, caption=caption, reply_markup=markup, **{kind: media},
+                                 **extra)
 
     def _send_location(self, params: dict[str, Any]) -> dict[str, Any]:
         chat = self._target_chat(params)
@@ -1714,8 +1797,10 @@ class FakeTelegram:
         return True
 
 
-_ID_PREFIXES = {"photos": "AgAC", "voice": "AwAC", "videos": "BAAC", "documents": "BQAC"}
-_EXTENSIONS = {"photos": ".jpg", "voice": ".oga", "videos": ".mp4", "documents": ""}
+_ID_PREFIXES = {"photos": "AgAC", "voice": "AwAC", "videos": "BAAC", "documents": "BQAC",
+                "video_notes": "DQAC", "animations": "CgAC", "music": "CQAC"}
+_EXTENSIONS = {"photos": ".jpg", "voice": ".oga", "videos": ".mp4", "documents": "",
+               "video_notes": ".mp4", "animations": ".mp4", "music": ".mp3"}
 
 
 def _fake_bytes(header: bytes, size: int) -> bytes:

@@ -212,7 +212,12 @@ _SERVER_ERROR_PAGE = (
 )
 _EXTENSIONS = {
     "image/jpeg": "jpg", "image/png": "png", "audio/amr": "amr", "audio/mpeg": "mp3",
-    "video/mp4": "mp4",
+    "audio/speex": "speex", "video/mp4": "mp4",
+}
+#: Voice Format -> the file's first bytes and the content type media/get answers with.
+_VOICE_FORMATS = {
+    "amr": (b"#!AMR\n", "audio/amr"), "mp3": (b"ID3\x04", "audio/mpeg"),
+    "speex": (b"Speex   ", "audio/speex"),
 }
 _ALNUM = string.ascii_letters + string.digits
 
@@ -1014,13 +1019,15 @@ class FakeWeChat:
 
     def voice(
         self, openid: str, recognition: str | None = None, media_id: str | None = None,
-        msg_id: int | None = None, *, safe: bool | None = None,
+        msg_id: int | None = None, *, voice_format: str = "amr", safe: bool | None = None,
         timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
-        """A voice message (AMR); ``Recognition`` only when given (speech recognition on)."""
-        media_id = self._ensure_media(media_id, _fake_bytes(b"#!AMR\n", b"", 1024), "audio/amr")
-        fields = [("MediaId", media_id, True), ("Format", "amr", True)]
+        """A voice message (``Format`` amr, speex or mp3; its media is registered with that
+        format's content type unless known); ``Recognition`` only when given."""
+        header, content_type = _VOICE_FORMATS[voice_format]
+        media_id = self._ensure_media(media_id, _fake_bytes(header, b"", 1024), content_type)
+        fields = [("MediaId", media_id, True), ("Format", voice_format, True)]
         if recognition is not None:
             fields.append(("Recognition", recognition, True))
         options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
