@@ -150,6 +150,7 @@ def run() -> None:
     Example: redesk run
     """
     settings = _settings()
+    _check_word_list()
     _setup_logging()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite, create=True)
     from workflow import broker
@@ -225,6 +226,7 @@ def worker() -> None:
     if not settings.redis_url:
         raise CliError("`redesk worker` needs REDESK_REDIS_URL; on the embedded default "
                        "`redesk run` has its own worker.", Exit.CONFIG)
+    _check_word_list()
     _setup_logging()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     from workflow import broker
@@ -309,9 +311,19 @@ def _start_telegram(settings: Settings) -> Any:
     return poller
 
 
+def _check_word_list() -> None:
+    """Stops a process that will handle messages when the small-talk word list is malformed,
+    with its file and line, instead of failing the first resident's message."""
+    from bot.handlers import smalltalk
+
+    try:
+        smalltalk.current_rule()
+    except smalltalk.WordListError as exc:
+        raise CliError(f"REDESK_SMALL_TALK_FILE: {exc}", Exit.CONFIG) from None
+
+
 def _start_worker(settings: Settings) -> Worker:
     from workflow import broker
-
     running = Worker(broker.current(), worker_threads=settings.worker_threads, worker_timeout=100)
     running.start()
     return running

@@ -452,6 +452,29 @@ def test_worker_without_redis_exits_config_and_says_what_is_missing(
     assert "redesk run" in err
 
 
+@pytest.mark.parametrize("verb", ["run", "worker"])
+def test_a_malformed_small_talk_word_list_stops_run_and_worker_naming_file_and_line(
+    verb: str, cli_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a readable word list with a phrase before any section
+    words = tmp_path / "words.txt"
+    words.write_text("你好\n[thanks]\n谢谢\n", encoding="utf-8")
+    monkeypatch.setenv("REDESK_SMALL_TALK_FILE", str(words))
+    monkeypatch.setenv("REDESK_REDIS_URL", "redis://127.0.0.1:1/0")
+    bot_runtime.reset()
+
+    # When a process that handles messages starts
+    code = main([verb])
+
+    # Then it stops with the configuration code, naming the file and the line, and the
+    # database was not touched
+    assert code == Exit.CONFIG
+    err = capsys.readouterr().err
+    assert "REDESK_SMALL_TALK_FILE" in err and "words.txt" in err and "line 1" in err
+    assert "Traceback" not in err
+
+
 def test_wechat_menu_creates_the_menu_on_the_account(
     cli_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
