@@ -712,31 +712,43 @@ RESIDENT = {"id": 100, "is_bot": False, "first_name": "张三"}
 MESSAGE = {"message_id": 1, "date": FIXED_TIME, "chat": PRIVATE, "from": RESIDENT, "text": "hi"}
 
 
-@pytest.mark.parametrize("body", [
-    {"update_id": 1, "message": {**MESSAGE, "date": 10**20}},
-    {"update_id": 2, "message": {key: value for key, value in MESSAGE.items() if key != "chat"}},
-    {"update_id": 3, "callback_query": {"id": "1", "chat_instance": "1", "data": "x"}},
-], ids=["date-out-of-range", "message-without-chat", "callback-without-from"])
-def test_a_malformed_update_is_answered_400_not_500(
-    app: TestClient, plain: Runtime, body: dict[str, Any]
+@pytest.mark.parametrize(("body", "status"), [
+    ({"update_id": 1, "message": {**MESSAGE, "date": 10**20}}, "failed"),
+    ({"update_id": 3, "callback_query": {"id": "1", "chat_instance": "1", "data": "x"}},
+     "failed"),
+    ({"update_id": 4, "message": {**MESSAGE, "from": {**RESIDENT, "id": "1" * 129}}}, "failed"),
+    # No chat: not a private message, so kept and ignored like a group's chatter.
+    ({"update_id": 2, "message": {key: value for key, value in MESSAGE.items() if key != "chat"}},
+     "done"),
+], ids=["date-out-of-range", "callback-without-from", "sender-id-129-characters",
+        "message-without-chat"])
+def test_a_malformed_update_is_answered_200_and_kept_with_its_reason(
+    app: TestClient, plain: Runtime, body: dict[str, Any], status: str
 ) -> None:
+    # Given a JSON object with an integer update_id that the library cannot model
     before = counts(plain)
 
+    # When Telegram posts it
     response = post_update(app, dumps(body))
 
-    assert response.status_code == 400
-    assert counts(plain) == before
+    # Then it is acknowledged (Telegram would otherwise retry and drop it), kept as one failed
+    # inbox row with the parser's reason, and nothing else is made of it
+    assert response.status_code == 200
+    assert counts(plain) == {**before, "inbox": before["inbox"] + 1}
+    [row] = inbox(plain)
+    assert row.natural_key == str(body["update_id"])
+    assert row.status == status
+    assert row.error if status == "failed" else row.error is None
+    assert row.payload == body
 
 
 @pytest.mark.parametrize("raw", [
     dumps({"update_id": 10**200, "message": MESSAGE}),
-    dumps({"update_id": 4, "message": {**MESSAGE, "from": {**RESIDENT, "id": "1" * 129}}}),
     dumps({"update_id": 5, "message": {**MESSAGE, "from": {**RESIDENT, "id": "\ud800"}}}),
     b'{"update_id": 6, "message": {"message_id": 1, "date": 1, "text": "hi", '
     b'"chat": {"id": 100, "type": "private"}, "from": {"id": 100, "is_bot": false, '
     b'"first_name": "a"}}, "x": NaN}',
-], ids=["update-id-201-digits", "sender-id-129-characters", "sender-id-lone-surrogate",
-        "nan"])
+], ids=["update-id-201-digits", "sender-id-lone-surrogate", "nan"])
 def test_an_update_that_cannot_be_stored_is_answered_400(
     app: TestClient, plain: Runtime, raw: bytes
 ) -> None:
