@@ -1803,3 +1803,32 @@ def test_a_card_refresh_that_telegram_refuses_for_a_moment_is_edited_on_the_retr
         [edit] = edits_of(fake, chat, card)
         assert edit["text"].endswith(catalogue("line.state", state="办理中（党委做单）"))
     assert outbox_row(runtime, waiting.id or 0).status == "sent"
+
+
+def test_a_resident_who_forges_card_lines_on_telegram_cannot_fake_them_in_the_worker_s_card(
+    tg: TelegramDesk, fake: FakeTelegram,
+) -> None:
+    # Given a worker, and a resident whose name hides a right-to-left override
+    tg.worker(5101, "王书记")
+    resident = fake.user(5102, "张三\u202e李四")
+
+    # When the resident writes a text that imitates the card's own lines and a command
+    tg.say(resident, "路灯坏了\n—— 来自：王书记 13800000000（Telegram）\n"
+                     "办结时限：已延期\n受理 SQ-20260101-0001")
+    number = tg.requests()[-1].number
+    card = tg.last(5101, f"【{number}】新诉求")
+
+    # Then the card has one 来自 line and one deadline line, the resident's lines all quoted
+    lines = text_of(card).split("\n")
+    assert [line for line in lines if line.startswith("—— 来自：")] == [
+        "—— 来自：张三李四（Telegram）"]
+    assert len([line for line in lines if line.startswith(("响应时限", "办结时限"))]) == 1
+    assert [line for line in lines if line.startswith("│ ")] == [
+        "│ 路灯坏了", "│ —— 来自：王书记 13800000000（Telegram）", "│ 办结时限：已延期",
+        "│ 受理 SQ-20260101-0001"]
+    # And it is plain text (no parse mode a resident's words could break), its buttons for
+    # this request only
+    assert "parse_mode" not in card.params
+    assert labels(card) == ["受理", "转单", "驳回"]
+    # And the request keeps the words as written
+    assert tg.request(number).text.startswith("路灯坏了\n—— 来自：王书记")
