@@ -18,8 +18,8 @@ from sqlmodel import Session, col, select
 
 from storage.models import (
     AdminAudit,
-    BindFailure,
     Attachment,
+    BindFailure,
     ButtonToken,
     CardMessage,
     Category,
@@ -381,9 +381,9 @@ def count_bind_failures(
     statement = select_columns(func.count()).select_from(BindFailure).where(
         col(BindFailure.at) >= since)
     if person_id is not None:
-        statement = statement.where(BindFailure.person_id == person_id)
+        statement = statement.where(col(BindFailure.person_id) == person_id)
     if address is not None:
-        statement = statement.where(BindFailure.address == address[:160])
+        statement = statement.where(col(BindFailure.address) == address[:160])
     return int(session.execute(statement).scalar_one())
 
 

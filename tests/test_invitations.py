@@ -65,7 +65,7 @@ def test_a_typed_code_is_read_whatever_its_case_separators_width_and_look_alikes
     code = "7K3M-Q90D-21RT"
 
     # When it is typed in the ways people type it
-    typed = ["7k3m-q90d-21rt", "7K3MQ90D21RT", "7K3M Q90D 21RT", "7k3m q9od 2lrt",
+    typed = [code, code.lower(), "7K3MQ90D21RT", "7K3M Q90D 21RT", "7k3m q9od 2lrt",
              "7K3M－Q9OD－2IRT", "７Ｋ３Ｍ　Ｑ９０Ｄ　２１ＲＴ", "7K3M_Q90D_21RT"]
 
     # Then each is read as the same code

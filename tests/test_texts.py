@@ -15,10 +15,10 @@ from bot.texts import (
     ACTION_LABELS,
     BODIES,
     BUTTONS,
-    STATE_LABELS,
     QUOTE_MARK,
     QUOTED_PARAMS,
     QUOTING_KEYS,
+    STATE_LABELS,
     TEXTS,
     Rendered,
     inline,
@@ -429,7 +429,8 @@ def test_quoting_drops_bidi_zero_width_and_control_characters() -> None:
 
 
 def test_a_name_with_line_breaks_stays_on_its_own_line() -> None:
-    assert inline("张三\n—— 来自：王书记\u2028办结时限：无\t") == "张三 —— 来自：王书记 办结时限：无"
+    forged = "张三\n—— 来自：王书记\u2028办结时限：无\t"
+    assert inline(forged) == "张三 —— 来自：王书记 办结时限：无"
 
 
 @pytest.mark.parametrize("key", ["card.new", "card.auto_forwarded", "card.forwarded"])
@@ -458,7 +459,7 @@ def test_a_forged_card_line_in_a_new_card_stays_quoted(key: str) -> None:
 @pytest.mark.parametrize("key", sorted(QUOTING_KEYS))
 def test_every_staff_message_quotes_the_resident_s_words(key: str) -> None:
     # Given every parameter a staff message may carry, the resident's words forged
-    params: dict[str, Any] = {name: "x" for name in placeholders(TEXTS[key])}
+    params: dict[str, Any] = dict.fromkeys(placeholders(TEXTS[key]), "x")
     params.update({"number": "SQ-20260101-0003", "text": FORGED, "supplement": FORGED})
 
     # When it is rendered

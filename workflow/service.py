@@ -524,8 +524,9 @@ def create_invitation(
             raise UnknownDepartment(department_name or "")
         department_id = department.id
     code = invitations.new_code()
-    queries.add_invitation(session=session, code=invitations.normalise(code), role=role, department_id=department_id,
-                           expires_at=now + timedelta(days=days))
+    # Stored as the digest of the normalised code, which is what 绑定 looks up.
+    queries.add_invitation(session=session, code=invitations.normalise(code), role=role,
+                           department_id=department_id, expires_at=now + timedelta(days=days))
     return code
 
 
@@ -537,11 +538,11 @@ BIND_FAILURE_LIMIT = 5
 BIND_FAILURE_WINDOW = timedelta(hours=1)
 
 
-def bind(tx: Tx, person: Person, code: str, *, address: str) -> tuple[str, str | None]:
+def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, str | None]:
     """绑定: a one-time code gives this chat identity its role.
 
     A code that is unknown, used or expired is put on record (bind_failures) with the
-    person and `address` (the web client's address, or the chat on chat channels); after
+    person and `address` (the web client's address; "" for the chat itself); after
     BIND_FAILURE_LIMIT such failures within BIND_FAILURE_WINDOW from either, 绑定 is refused
     before the code is looked up.
 
@@ -553,6 +554,7 @@ def bind(tx: Tx, person: Person, code: str, *, address: str) -> tuple[str, str |
         InvitationInvalid: "unknown", "used" or "expired" (answered alike).
     """
     assert person.id is not None
+    address = address or f"{person.channel}:{person.external_id}"
     since = tx.now - BIND_FAILURE_WINDOW
     if queries.count_bind_failures(session=tx.session, since=since, person_id=person.id) \
             >= BIND_FAILURE_LIMIT or queries.count_bind_failures(

@@ -77,8 +77,7 @@ def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
         return
     # A code typed in groups with spaces (7K3M Q9XD 2HRT) arrives split over the arguments.
     code = f"{command.first}{command.rest}"
-    role, department = service.bind(tx, person, code,
-                                    address=address or f"{person.channel}:{person.external_id}")
+    role, department = service.bind(tx, person, code, address=address)
     reply(
         tx, person, "reply.bound",
         role_label={"worker": "党务工作者", "leader": "党委负责人"}.get(role, "部门工作人员"),
