@@ -253,6 +253,10 @@ async def web_post_message(request: Request) -> Response:
     except web.BadMessage as exc:
         metrics.INBOUND.labels("web", "bad").inc()
         return error(400, "api.bad_field", field=str(exc))
+    if request.client is not None:
+        # Failed 绑定 are also counted per client address: a new web identity costs nothing,
+        # an address does. Behind a proxy this is the address uvicorn was told (see README).
+        payload["address"] = request.client.host
 
     limit = runtime.settings.flood_per_minute
 

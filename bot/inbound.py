@@ -47,6 +47,9 @@ class Inbound:
     rescanned: bool = False
     #: A platform notice with nothing to answer (a WeChat event redesk does not act on).
     ignored: bool = False
+    #: Where the message came from, where the channel knows more than the chat (the web
+    #: client's address); "" otherwise.
+    address: str = ""
 
 
 @dataclass(frozen=True)

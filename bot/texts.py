@@ -6,6 +6,7 @@ delivery, so the workflow never holds a sentence and a wording change reaches qu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,17 +119,17 @@ TEXTS: dict[str, str] = {
         "—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
     ),
     "card.returned": (
-        "【{number}】「{department}」退单，诉求回到待受理。\n原因：{reason}\n诉求内容：{text}"
+        "【{number}】「{department}」退单，诉求回到待受理。\n原因：{reason}\n诉求内容：\n{text}"
     ),
     "dept.recalled": "【{number}】{by}已撤回转交「{department}」的这件诉求，本部门无需接收和办理。",
     "card.review": (
-        "【{number}】待审核回单（{department} · {by} 办结）\n诉求：{text}\n办理结果：{result}"
+        "【{number}】待审核回单（{department} · {by} 办结）\n诉求：\n{text}\n办理结果：{result}"
     ),
     "card.sent_back": "【{number}】回单被返工（{by}），请重新办理。\n原因：{reason}",
     "card.supplemented": "【{number}】群众补充了信息：\n{supplement}",
     "card.cancelled": "【{number}】群众已撤销该诉求，无需继续办理。",
     "card.reopened": (
-        "【{number}】重办：群众评价为「{rating}」，诉求回到待受理。\n诉求内容：{text}"
+        "【{number}】重办：群众评价为「{rating}」，诉求回到待受理。\n诉求内容：\n{text}"
     ),
     "worker.acted": "【{number}】{by}已{action}。",
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
@@ -214,9 +215,8 @@ TEXTS: dict[str, str] = {
     "error.content_required": "请填写补充内容。",
     "error.satisfaction": "评价格式：评价 <编号> 已解决/未解决 满意/基本满意/不满意",
     "error.unknown_department": "没有名为「{name}」的部门。可选部门：{departments}",
-    "error.invitation_unknown": "邀请码无效，请核对后重试。",
-    "error.invitation_used": "该邀请码已被使用，请向管理员申请新的邀请码。",
-    "error.invitation_expired": "该邀请码已过期，请向管理员申请新的邀请码。",
+    "error.invitation_invalid": "邀请码无效、已使用或已过期，请核对后重试，或向管理员申请新的邀请码。",
+    "error.bind_refused": "绑定失败次数过多，请一小时后再试，或向管理员申请新的邀请码。",
     "error.bind_usage": "请发送「绑定 邀请码」，邀请码由管理员提供。",
     "error.desk_not_worker": "只有已绑定的党务工作者可以在接待台代群众登记诉求。",
     "error.role_no_request": "工作人员身份不能直接提交诉求。如需代群众登记，请使用接待台登记。",
@@ -232,6 +232,54 @@ TEXTS: dict[str, str] = {
     "api.rate_limited": "您发送消息过于频繁（每分钟最多 {limit} 条），这条消息未被接收，请稍候约一分钟再发送。已提交的诉求不受影响。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
 }
+
+#: Marks every line of someone else's words in a message to staff: no line of theirs can then
+#: start like one of the message's own lines (—— 来自：…, 办结时限：…, 复制下列指令…).
+QUOTE_MARK = "│ "
+
+#: Characters that change how the text around them is shown without being seen themselves:
+#: bidi marks, embeddings, overrides and isolates, zero-width characters, the BOM.
+INVISIBLE = re.compile("[\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+#: Line breaks other than "\n" (CR, CRLF, vertical tab, form feed, NEL, file/group/record
+#: separators, U+2028 and U+2029): each becomes one "\n", so it is quoted like any line.
+LINE_BREAKS = re.compile("\r\n|[\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]")
+
+#: Other control characters (tab and newline are kept).
+CONTROLS = re.compile("[\u0000-\u0008\u000e-\u001f\u007f-\u009f]")
+
+#: Messages to staff that show someone else's words in QUOTED_PARAMS, each on lines of its own.
+QUOTING_KEYS: frozenset[str] = frozenset({
+    "card.new", "card.auto_forwarded", "card.forwarded", "card.returned", "card.review",
+    "card.supplemented", "card.reopened", "remind.unacted", "remind.response_soon",
+    "remind.response_due", "remind.resolution_soon", "remind.resolution_due",
+    "escalate.overdue",
+})
+
+#: Parameters that hold a resident's own words as a block: quoted line by line.
+QUOTED_PARAMS: frozenset[str] = frozenset({"text", "supplement"})
+
+#: Parameters that hold names and short values someone chose (a display name, a phone typed
+#: at the desk): shown on one line, whatever they contain.
+INLINE_PARAMS: frozenset[str] = frozenset({
+    "requester", "phone", "contact_name", "contact_phone", "by", "holders", "rating",
+})
+
+
+def clean(words: str) -> str:
+    """`words` without invisible and control characters, every line break a plain "\n"."""
+    return CONTROLS.sub("", INVISIBLE.sub("", LINE_BREAKS.sub("\n", words)))
+
+
+def quote(words: str) -> str:
+    """Someone else's words as a quoted block: every line cleaned and marked with QUOTE_MARK."""
+    return "\n".join(QUOTE_MARK + line.rstrip() for line in clean(words).strip("\n").split("\n"))
+
+
+def inline(words: str) -> str:
+    """A name or short value on one line: cleaned, every run of whitespace one space."""
+    return " ".join(clean(words).split())
+
 
 #: Channel names as people read them.
 CHANNEL_LABELS: dict[str, str] = {
@@ -322,7 +370,13 @@ def text(key: str, **params: Any) -> str:
 def render(key: str, params: Mapping[str, Any]) -> Rendered:
     """An outbox message's text and buttons."""
     values = _Defaults(params)
-    values.setdefault("phone_part", f" {params['phone']}" if params.get("phone") else "")
+    for name in INLINE_PARAMS & values.keys():
+        if isinstance(values[name], str):
+            values[name] = inline(values[name])
+    if key in QUOTING_KEYS:
+        for name in QUOTED_PARAMS & values.keys():
+            values[name] = quote(str(values[name]))
+    values.setdefault("phone_part", f" {values['phone']}" if params.get("phone") else "")
     values.setdefault("channel_label", CHANNEL_LABELS.get(str(params.get("channel")), ""))
     if key == "desk.relay":
         inner = render(str(params["inner"]), {k: v for k, v in params.items() if k != "inner"})
@@ -379,7 +433,8 @@ def _status(params: Mapping[str, Any]) -> str:
     lines = [
         f"【{params['number']}】{STATE_LABELS.get(params['state'], params['state'])}",
         f"类别：{params.get('category', '其他')}　提交：{params.get('created')}",
-        f"诉求：{params.get('text', '')}",
+        "诉求：",
+        quote(str(params.get("text", ""))),
     ]
     if params.get("department"):
         lines.append(f"承办部门：{params['department']}")
@@ -395,7 +450,7 @@ def _status(params: Mapping[str, Any]) -> str:
             when, action, note = entry[:3]
             actor = entry[3] if len(entry) > 3 else ""
             label = ACTION_LABELS.get(action, action) + (f"（{actor}）" if actor else "")
-            lines.append(f"· {when} {label}" + (f"：{note}" if note else ""))
+            lines.append(f"· {when} {inline(label)}" + (f"：{inline(note)}" if note else ""))
     return "\n".join(lines)
 
 
@@ -403,7 +458,7 @@ def _listing(params: Mapping[str, Any]) -> str:
     title = params.get("title", "")
     lines = [title] if title else []
     for number, state, summary in params.get("items", []):
-        lines.append(f"【{number}】{STATE_LABELS.get(state, state)}　{summary}")
+        lines.append(f"【{number}】{STATE_LABELS.get(state, state)}　{inline(summary)}")
     return "\n".join(lines)
 
 
@@ -445,7 +500,7 @@ def _todo(params: Mapping[str, Any]) -> str:
             lines.append(f"  见第 {first_page} 页")
         for number, summary, due, overdue in items:
             mark = "已超期 " if overdue else ""
-            lines.append(f"【{number}】{mark}限 {due}　{summary}")
+            lines.append(f"【{number}】{mark}限 {due}　{inline(summary)}")
     if page < pages and not params.get("buttons"):
         lines.append(f"发送「待办 {page + 1}」查看下一页。")
     return "\n".join(lines)

@@ -194,6 +194,27 @@ class Invitation(SQLModel, table=True):
     used_by_id: int | None = Field(default=None, foreign_key="people.id")
 
 
+class BindFailure(SQLModel, table=True):
+    """A 绑定 whose code was not a valid invitation: counted to refuse guessing, kept on record."""
+
+    __tablename__ = "bind_failures"
+    __table_args__ = (
+        Index("ix_bind_failures_person_at", "person_id", "at"),
+        Index("ix_bind_failures_address_at", "address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = created()
+    channel: str = Field(max_length=20)
+    person_id: int = Field(foreign_key="people.id")
+    #: The chat identity on its channel (Telegram user id, WeChat OpenID, web identity).
+    identity: str = Field(max_length=128)
+    #: Where it came from: the web client's address, or "<channel>:<chat id>" on chat channels.
+    address: str = Field(max_length=160)
+    #: Why it failed (unknown, used, expired); never the code itself.
+    reason: str = Field(max_length=20)
+
+
 class Request(SQLModel, table=True):
     """A resident's request (诉求) and where it stands."""
 

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from storage.models import (
     AdminAudit,
     Attachment,
+    BindFailure,
     ButtonToken,
     CardMessage,
     Category,
@@ -359,6 +360,31 @@ def get_invitation(*, session: Session, code: str) -> Invitation | None:
     return session.exec(
         select(Invitation).where(Invitation.code_hash == digest(code)).with_for_update()
     ).first()
+
+
+def add_bind_failure(
+    *, session: Session, channel: str, person_id: int, identity: str, address: str,
+    reason: str, at: datetime,
+) -> BindFailure:
+    """Puts a failed 绑定 on record (never the code that was tried)."""
+    failure = BindFailure(channel=channel[:20], person_id=person_id, identity=identity[:128],
+                          address=address[:160], reason=reason[:20], at=at)
+    session.add(failure)
+    return failure
+
+
+def count_bind_failures(
+    *, session: Session, since: datetime, person_id: int | None = None,
+    address: str | None = None,
+) -> int:
+    """Failed 绑定 since `since` by this person, or from this address."""
+    statement = select_columns(func.count()).select_from(BindFailure).where(
+        col(BindFailure.at) >= since)
+    if person_id is not None:
+        statement = statement.where(col(BindFailure.person_id) == person_id)
+    if address is not None:
+        statement = statement.where(col(BindFailure.address) == address[:160])
+    return int(session.execute(statement).scalar_one())
 
 
 # --- inbox --------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 #: Tables emptied between PostgreSQL tests, children first.
 TABLES = [
-    "card_messages", "web_messages", "web_sessions", "button_tokens", "attachments", "outbox",
-    "inbox", "events", "reminders",
+    "bind_failures", "card_messages", "web_messages", "web_sessions", "button_tokens",
+    "attachments", "outbox", "inbox", "events", "reminders",
     "requests", "request_counters", "channel_state", "invitations", "people", "categories",
     "departments", "admin_audit",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,13 +261,13 @@ def test_invite_worker_prints_the_code_alone_on_the_last_line_and_it_binds(
     assert code == Exit.OK
     lines = capsys.readouterr().out.strip().splitlines()
     invitation = lines[-1]
-    assert invitation and " " not in invitation
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){2}", invitation)
     assert "党务工作者" in "\n".join(lines[:-1])
 
-    # And a chat identity sending 绑定 <code> becomes a worker
+    # And a chat identity sending 绑定 <code>, typed in lower case with spaces, becomes a worker
     desk = desk_on(cli_db)
     someone = desk.identity("王书记")
-    someone.send(f"绑定 {invitation}")
+    someone.send(f"绑定 {invitation.lower().replace('-', ' ')}")
     assert someone.person().role == Role.WORKER
 
 

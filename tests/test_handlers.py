@@ -12,6 +12,7 @@ from sqlmodel import Session, func, select
 
 from admin_scripts import stats
 from admin_scripts.stats import Period
+from bot.texts import text as catalogue
 from storage import queries
 from storage.db import session_scope
 from storage.models import OutboxMessage, Person, utcnow
@@ -212,9 +213,9 @@ def test_binding_a_department_code_names_the_department(desk: Desk) -> None:
 def test_an_unknown_invitation_code_is_refused(desk: Desk) -> None:
     identity = desk.identity()
 
-    reply = only(identity.send("绑定 NOPE1234"))
+    reply = only(identity.send("绑定 NOPE-1234-ZZZZ"))
 
-    assert "邀请码无效" in reply.text
+    assert reply.text == catalogue("error.invitation_invalid")
     assert identity.person().role == "requester"
 
 
@@ -227,20 +228,20 @@ def test_a_used_invitation_code_is_refused_the_second_time(desk: Desk) -> None:
     # When someone else tries it
     reply = only(latecomer.send(f"绑定 {code}"))
 
-    # Then it is refused and they stay a requester
-    assert "已被使用" in reply.text
+    # Then it is refused like an unknown code, and they stay a requester
+    assert reply.text == catalogue("error.invitation_invalid")
     assert latecomer.person().role == "requester"
 
 
 def test_an_expired_invitation_code_is_refused(desk: Desk) -> None:
     with session_scope(desk.runtime.engine) as session:
-        queries.add_invitation(session=session, code="OLDCODE1", role="worker", department_id=None,
-                               expires_at=utcnow() - timedelta(minutes=1))
+        queries.add_invitation(session=session, code="0BADC0DE1234", role="worker",
+                               department_id=None, expires_at=utcnow() - timedelta(minutes=1))
     identity = desk.identity()
 
-    reply = only(identity.send("绑定 OLDCODE1"))
+    reply = only(identity.send("绑定 0BAD-C0DE-1234"))
 
-    assert "已过期" in reply.text
+    assert reply.text == catalogue("error.invitation_invalid")
     assert identity.person().role == "requester"
 
 

@@ -29,7 +29,16 @@ from bot.texts import render
 from bot.texts import text as catalogue
 from storage import queries
 from storage.db import get_engine, session_scope
-from storage.models import Attachment, ButtonToken, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.models import (
+    Attachment,
+    BindFailure,
+    ButtonToken,
+    Invitation,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    utcnow,
+)
 from storage.settings import Settings
 from tests.fakes.telegram import FakeTelegram
 from tests.utils.app import TestClient
@@ -42,6 +51,7 @@ from tests.utils.telegram import (
     number_in,
     text_of,
 )
+from workflow import invitations
 
 #: The six rating buttons under a result.
 RATINGS = ["已解决 · 满意", "已解决 · 基本满意", "已解决 · 不满意",
@@ -1803,3 +1813,62 @@ def test_a_card_refresh_that_telegram_refuses_for_a_moment_is_edited_on_the_retr
         [edit] = edits_of(fake, chat, card)
         assert edit["text"].endswith(catalogue("line.state", state="办理中（党委做单）"))
     assert outbox_row(runtime, waiting.id or 0).status == "sent"
+
+
+def test_a_resident_who_forges_card_lines_on_telegram_cannot_fake_them_in_the_worker_s_card(
+    tg: TelegramDesk, fake: FakeTelegram,
+) -> None:
+    # Given a worker, and a resident whose name hides a right-to-left override
+    tg.worker(5101, "王书记")
+    resident = fake.user(5102, "张三\u202e李四")
+
+    # When the resident writes a text that imitates the card's own lines and a command
+    tg.say(resident, "路灯坏了\n—— 来自：王书记 13800000000（Telegram）\n"
+                     "办结时限：已延期\n受理 SQ-20260101-0001")
+    number = tg.requests()[-1].number
+    card = tg.last(5101, f"【{number}】新诉求")
+
+    # Then the card has one 来自 line and one deadline line, the resident's lines all quoted
+    lines = text_of(card).split("\n")
+    assert [line for line in lines if line.startswith("—— 来自：")] == [
+        "—— 来自：张三李四（Telegram）"]
+    assert len([line for line in lines if line.startswith(("响应时限", "办结时限"))]) == 1
+    assert [line for line in lines if line.startswith("│ ")] == [
+        "│ 路灯坏了", "│ —— 来自：王书记 13800000000（Telegram）", "│ 办结时限：已延期",
+        "│ 受理 SQ-20260101-0001"]
+    # And it is plain text (no parse mode a resident's words could break), its buttons for
+    # this request only
+    assert "parse_mode" not in card.params
+    assert labels(card) == ["受理", "转单", "驳回"]
+    # And the request keeps the words as written
+    assert tg.request(number).text.startswith("路灯坏了\n—— 来自：王书记")
+
+
+def test_guessing_invitation_codes_on_telegram_is_refused_after_five_failures(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient,
+) -> None:
+    # Given a valid invitation, and a Telegram user who guesses codes through the webhook
+    code = tg.desk.invite("worker")
+    guesser = fake.user(5201, "猜码者")
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    for _ in range(5):
+        update_body = fake.text_update(guesser, f"/bind {invitations.new_code()}")
+        assert client.post("/telegram/webhook", json=update_body, headers=headers
+                           ).status_code == 200
+        tg.work()
+    assert tg.texts(5201) == [catalogue("error.invitation_invalid")] * 5
+
+    # When they send the right code
+    tg.say(guesser, f"绑定 {code}")
+
+    # Then it is refused without being read: the code is unused, they hold no role
+    assert tg.texts(5201)[-1] == catalogue("error.bind_refused")
+    assert tg.person(5201).role == "requester"
+    with Session(tg.runtime.engine) as session:
+        recorded = list(session.exec(select(BindFailure)).all())
+        [invitation] = session.exec(select(Invitation)).all()
+    assert invitation.used_at is None
+    # And the five failures are on record under the chat, with the reason only
+    assert {(f.channel, f.identity, f.address, f.reason) for f in recorded} == {
+        ("telegram", "5201", "telegram:5201", "unknown")}
+    assert len(recorded) == 5

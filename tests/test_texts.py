@@ -15,9 +15,14 @@ from bot.texts import (
     ACTION_LABELS,
     BODIES,
     BUTTONS,
+    QUOTE_MARK,
+    QUOTED_PARAMS,
+    QUOTING_KEYS,
     STATE_LABELS,
     TEXTS,
     Rendered,
+    inline,
+    quote,
     render,
     text,
 )
@@ -374,3 +379,142 @@ def test_every_message_about_a_request_in_a_whole_story_shows_its_number(desk: D
         checked += 1
         assert re.search(re.escape(str(number)), render(row.key, row.params).text), row.key
     assert checked >= 40
+
+
+# --- someone else's words in staff messages -------------------------------------------------
+
+#: A resident's text that imitates a card's own lines: who it is from, a deadline, WeChat's
+#: commands footer with a command to copy.
+FORGED = ("路灯坏了\n—— 来自：王书记 13800000000（网页）\n办结时限：已延期\r\n"
+          "复制下列指令回复即可办理：\u2028受理 SQ-20260101-0001\u2029回单 SQ-20260101-0001")
+
+#: Characters that would reorder or hide text, or break a line, without being seen.
+INVISIBLES = "\u202e\u2066\u200b\ufeff\u200f\u0085\x0b\x00"
+
+
+def card_lines(rendered: str) -> list[str]:
+    """The lines of a rendered message."""
+    return rendered.split("\n")
+
+
+@pytest.mark.parametrize("key", sorted(QUOTING_KEYS))
+def test_every_quoting_message_puts_the_quoted_words_on_lines_of_their_own(key: str) -> None:
+    # Given a staff message that shows someone else's words
+    template = TEXTS[key]
+
+    # Then each such placeholder starts a line and ends one, so every quoted line is marked
+    found = [name for name in QUOTED_PARAMS if "{" + name + "}" in template]
+    assert found, key
+    for name in found:
+        assert re.search(r"(^|\n)\{" + name + r"\}(\n|$)", template), (key, name)
+
+
+def test_quoting_marks_every_line_and_turns_every_line_break_into_one() -> None:
+    # When a text with every kind of line break is quoted
+    quoted = quote("一\r\n二\r三\u2028四\u2029五\x0b六\x0c七\u0085八")
+
+    # Then it is eight lines, each marked
+    assert quoted.split("\n") == [QUOTE_MARK + word for word in "一二三四五六七八"]
+
+
+def test_quoting_drops_bidi_zero_width_and_control_characters() -> None:
+    # When a text with invisible characters is quoted and inlined
+    quoted, inlined = quote(f"路{INVISIBLES}灯"), inline(f"张{INVISIBLES}三")
+
+    # Then none of them is left; its two line breaks (NEL, vertical tab) became lines
+    for char in INVISIBLES:
+        assert char not in quoted.replace("\n", "") and char not in inlined
+    assert quoted.split("\n") == [QUOTE_MARK + "路", QUOTE_MARK, QUOTE_MARK + "灯"]
+    assert inlined == "张 三"
+
+
+def test_a_name_with_line_breaks_stays_on_its_own_line() -> None:
+    forged = "张三\n—— 来自：王书记\u2028办结时限：无\t"
+    assert inline(forged) == "张三 —— 来自：王书记 办结时限：无"
+
+
+@pytest.mark.parametrize("key", ["card.new", "card.auto_forwarded", "card.forwarded"])
+def test_a_forged_card_line_in_a_new_card_stays_quoted(key: str) -> None:
+    # Given a resident whose text and name imitate the card's own lines
+    params = {"number": "SQ-20260101-0002", "category": "市政设施", "text": FORGED,
+              "requester": "张三\n—— 来自：李四", "phone": "139\n办结时限：无",
+              "channel": "web", "department": "城管执法", "by": "王书记",
+              "response_due": "12-01 10:00", "resolution_due": "12-05 18:00"}
+
+    # When the card is rendered
+    lines = card_lines(render(key, params).text)
+
+    # Then it has exactly one 来自 line and one deadline line, the card's own
+    assert len([line for line in lines if line.startswith("—— 来自：")]) == 1
+    assert len([line for line in lines if line.startswith(("办结时限", "响应时限"))]) == 1
+    # And every line of the resident's words is quoted, none starts like a command
+    quoted = [line for line in lines if line.startswith(QUOTE_MARK)]
+    assert len(quoted) == 6
+    assert [line.removeprefix(QUOTE_MARK) for line in quoted] == [
+        "路灯坏了", "—— 来自：王书记 13800000000（网页）", "办结时限：已延期",
+        "复制下列指令回复即可办理：", "受理 SQ-20260101-0001", "回单 SQ-20260101-0001"]
+    assert not [line for line in lines if line.startswith(("受理", "回单", "复制下列指令"))]
+
+
+@pytest.mark.parametrize("key", sorted(QUOTING_KEYS))
+def test_every_staff_message_quotes_the_resident_s_words(key: str) -> None:
+    # Given every parameter a staff message may carry, the resident's words forged
+    params: dict[str, Any] = dict.fromkeys(placeholders(TEXTS[key]), "x")
+    params.update({"number": "SQ-20260101-0003", "text": FORGED, "supplement": FORGED})
+
+    # When it is rendered
+    lines = card_lines(render(key, params).text)
+
+    # Then the six lines of the resident's words are all quoted
+    assert len([line for line in lines if line.startswith(QUOTE_MARK)]) == 6, key
+    own = len(re.findall(r"(^|\n)—— 来自", TEXTS[key]))
+    assert len([line for line in lines if line.startswith("—— 来自")]) == own, key
+    assert not [line for line in lines if line.startswith(("受理", "回单", "复制下列指令"))]
+
+
+def test_a_resident_s_own_text_is_not_quoted_back_to_them() -> None:
+    # A resident's own short text in their answer is not a card: it stays as they wrote it
+    assert "「路灯」" in render("smalltalk.too_short", {"text": "路灯"}).text
+
+
+def test_the_status_of_a_request_quotes_its_text_and_keeps_history_notes_on_one_line() -> None:
+    # When a request whose text and supplement forge lines is shown
+    shown = render("reply.status", {
+        "number": "SQ-20260101-0004", "state": "new", "category": "其他", "created": "12-01",
+        "text": FORGED, "history": [["12-01 10:00", "supplement", "晚上\n办理记录：伪造"]],
+    }).text
+
+    # Then the text is quoted and the note stays on its history line
+    lines = card_lines(shown)
+    assert len([line for line in lines if line.startswith(QUOTE_MARK)]) == 6
+    assert lines[-1] == "· 12-01 10:00 补充：晚上 办理记录：伪造"
+    assert [line for line in lines if line.startswith("办理记录")] == ["办理记录："]
+
+
+def test_a_resident_who_forges_card_lines_on_the_web_desk_cannot_fake_them_in_the_worker_s_card(
+    desk: Desk,
+) -> None:
+    # Given a worker, and a resident whose name also imitates the card's 来自 line
+    desk.add_category("其他", [], fallback=True)
+    worker = desk.worker("王书记")
+    resident = desk.identity("张三\n—— 来自：李四")
+
+    # When the resident writes a text that imitates the card's lines and commands
+    resident.send(FORGED)
+    number = desk.requests()[-1].number
+    worker.send(f"受理 {number}")
+    resident.send(f"补充 {number} 已修好\n—— 来自：王书记\n复制下列指令：\n回单 {number}")
+
+    # Then the worker's card has one 来自 line, the resident's lines all quoted
+    card = [m for m in worker.received if m.updates is None][1]
+    lines = card_lines(card.text)
+    assert [line for line in lines if line.startswith("—— 来自：")] == [
+        "—— 来自：张三 —— 来自：李四（网页）"]
+    assert len([line for line in lines if line.startswith(QUOTE_MARK)]) == 6
+    assert card.actions == [f"受理 {number}", f"转单 {number}", f"驳回 {number}"]
+    # And the supplement's forged lines are quoted too
+    assert card_lines(worker.last().text)[1:] == [
+        QUOTE_MARK + "已修好", QUOTE_MARK + "—— 来自：王书记", QUOTE_MARK + "复制下列指令：",
+        QUOTE_MARK + f"回单 {number}"]
+    # And the request keeps the resident's words as they wrote them
+    assert desk.request(number).text.startswith("路灯坏了\n—— 来自：王书记")

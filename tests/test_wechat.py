@@ -981,3 +981,29 @@ def test_a_worker_s_to_do_on_wechat_names_the_next_page_instead_of_buttons(
 
     # Then the last request is on page 2
     assert "第 2/2 页" in wx.texts("worker-openid")[-1]
+
+
+def test_a_resident_who_forges_the_commands_footer_on_wechat_cannot_fake_it_in_the_card(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a worker bound on WeChat
+    wx.say("worker-openid", f"绑定 {wx.desk.invite('worker')}")
+
+    # When a resident writes a text that imitates the card's 来自 line and commands footer
+    wx.say(RESIDENT, "路灯坏了\n—— 来自：王书记\n复制下列指令回复即可办理：\n"
+                     "回单 SQ-20260101-0001\r\n驳回 SQ-20260101-0001 无")
+    number = wx.last_number()
+
+    # Then the worker's card has one 来自 line and one commands footer, the card's own
+    card = wx.texts("worker-openid")[-1]
+    lines = card.split("\n")
+    assert len([line for line in lines if line.startswith("—— 来自：")]) == 1
+    assert [line for line in lines if line.startswith("复制下列指令")] == [
+        "复制下列指令回复即可办理："]
+    # And every line of the resident's words is quoted, before the footer
+    assert [line for line in lines if line.startswith("│ ")] == [
+        "│ 路灯坏了", "│ —— 来自：王书记", "│ 复制下列指令回复即可办理：",
+        "│ 回单 SQ-20260101-0001", "│ 驳回 SQ-20260101-0001 无"]
+    footer = lines.index("复制下列指令回复即可办理：")
+    assert {line.strip() for line in lines[footer + 1:] if line.strip()} == {
+        f"受理 {number}", f"转单 {number}", f"驳回 {number}"}

@@ -50,6 +50,13 @@ class UnknownDepartment(WorkflowError):
         self.name = name
 
 
+class BindRefused(WorkflowError):
+    """Too many failed 绑定 from this person or address: refused without reading the code."""
+
+    def __init__(self) -> None:
+        super().__init__("Too many failed binds.")
+
+
 class InvitationInvalid(WorkflowError):
     """The invitation code is unknown, used or expired."""
 

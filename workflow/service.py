@@ -4,7 +4,6 @@ event and its outbox rows through the caller's session: the caller commits them 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,8 +21,9 @@ from storage.models import (
     Request,
     Role,
 )
-from workflow import cards, deadlines
+from workflow import cards, deadlines, invitations
 from workflow.errors import (
+    BindRefused,
     InvalidInput,
     InvitationInvalid,
     NotPermitted,
@@ -523,32 +523,61 @@ def create_invitation(
         if department is None or not department.active:
             raise UnknownDepartment(department_name or "")
         department_id = department.id
-    code = secrets.token_hex(4).upper()
-    queries.add_invitation(session=session, code=code, role=role, department_id=department_id,
-                           expires_at=now + timedelta(days=days))
+    code = invitations.new_code()
+    # Stored as the digest of the normalised code, which is what 绑定 looks up.
+    queries.add_invitation(session=session, code=invitations.normalise(code), role=role,
+                           department_id=department_id, expires_at=now + timedelta(days=days))
     return code
 
 
-def bind(tx: Tx, person: Person, code: str) -> tuple[str, str | None]:
+#: Failed 绑定 allowed per person, and per address, within BIND_FAILURE_WINDOW; after that a
+#: 绑定 is refused without looking at its code, so codes cannot be guessed by trying.
+BIND_FAILURE_LIMIT = 5
+
+#: The window in which failed 绑定 are counted.
+BIND_FAILURE_WINDOW = timedelta(hours=1)
+
+
+def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, str | None]:
     """绑定: a one-time code gives this chat identity its role.
+
+    A code that is unknown, used or expired is put on record (bind_failures) with the
+    person and `address` (the web client's address; "" for the chat itself); after
+    BIND_FAILURE_LIMIT such failures within BIND_FAILURE_WINDOW from either, 绑定 is refused
+    before the code is looked up.
 
     Returns:
         The role, and the department's name for department staff.
 
     Raises:
-        InvitationInvalid: "unknown", "used" or "expired".
+        BindRefused: Too many failed 绑定 from this person or address.
+        InvitationInvalid: "unknown", "used" or "expired" (answered alike).
     """
-    invitation = queries.get_invitation(session=tx.session, code=code.strip().upper())
+    assert person.id is not None
+    address = address or f"{person.channel}:{person.external_id}"
+    since = tx.now - BIND_FAILURE_WINDOW
+    if queries.count_bind_failures(session=tx.session, since=since, person_id=person.id) \
+            >= BIND_FAILURE_LIMIT or queries.count_bind_failures(
+                session=tx.session, since=since, address=address) >= BIND_FAILURE_LIMIT:
+        raise BindRefused()
+    invitation = queries.get_invitation(session=tx.session, code=invitations.normalise(code))
+    reason = None
     if invitation is None:
-        raise InvitationInvalid("unknown")
-    if invitation.used_at is not None:
-        raise InvitationInvalid("used")
-    if invitation.expires_at <= tx.now:
-        raise InvitationInvalid("expired")
-    if invitation.department_id is not None:
+        reason = "unknown"
+    elif invitation.used_at is not None:
+        reason = "used"
+    elif invitation.expires_at <= tx.now:
+        reason = "expired"
+    elif invitation.department_id is not None:
         unit = queries.get_department(session=tx.session, department_id=invitation.department_id)
         if unit is None or not unit.active:
-            raise InvitationInvalid("expired")
+            reason = "expired"
+    if reason is not None or invitation is None:
+        reason = reason or "unknown"
+        queries.add_bind_failure(session=tx.session, channel=person.channel,
+                                 person_id=person.id, identity=person.external_id,
+                                 address=address, reason=reason, at=tx.now)
+        raise InvitationInvalid(reason)
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
     person.role = invitation.role

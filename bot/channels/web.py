@@ -86,7 +86,8 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
                        intake=Intake(name=form["name"], phone=form["phone"], text=form["text"]))
     if "action" in payload:
         return Inbound(channel=CHANNEL, chat_id=chat_id, text=payload["action"], pressed=True)
-    return Inbound(channel=CHANNEL, chat_id=chat_id, text=str(payload.get("text", "")))
+    return Inbound(channel=CHANNEL, chat_id=chat_id, text=str(payload.get("text", "")),
+                   address=f"web:{payload['address']}" if payload.get("address") else "")
 
 
 class WebSender:

@@ -88,6 +88,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             _clear_dialogue(tx, person)
             if command.name == "register":
                 _register(tx, person, command, pending, inbound, natural_key)
+            elif command.name == "bind":
+                common.bind(tx, person, command, address=inbound.address)
             else:
                 _run(tx, person, command)
             return Outcome()

@@ -11,6 +11,7 @@ from storage import queries
 from storage.models import Person, Role
 from workflow import deadlines, service
 from workflow.errors import (
+    BindRefused,
     InvalidInput,
     InvitationInvalid,
     NotPermitted,
@@ -65,12 +66,18 @@ def department_name(tx: Tx, person: Person) -> str:
     return department.name if department else ""
 
 
-def bind(tx: Tx, person: Person, command: Command) -> None:
-    """绑定 <code>: takes the role an invitation gives."""
+def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
+    """绑定 <code>: takes the role an invitation gives.
+
+    `address` is where the message came from (the web client's address); without one, the
+    chat itself is the address failed attempts are counted under.
+    """
     if not command.first:
         reply(tx, person, "error.bind_usage")
         return
-    role, department = service.bind(tx, person, command.first)
+    # A code typed in groups with spaces (7K3M Q9XD 2HRT) arrives split over the arguments.
+    code = f"{command.first}{command.rest}"
+    role, department = service.bind(tx, person, code, address=address)
     reply(
         tx, person, "reply.bound",
         role_label={"worker": "党务工作者", "leader": "党委负责人"}.get(role, "部门工作人员"),
@@ -221,7 +228,11 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
         reply(tx, person, "error.unknown_department", name=error.name[:40],
               departments="、".join(names) or "（暂无）")
     elif isinstance(error, InvitationInvalid):
-        reply(tx, person, f"error.invitation_{error.reason}")
+        # Unknown, used and expired codes are answered alike: the answer must not tell a
+        # guesser that a code exists.
+        reply(tx, person, "error.invitation_invalid")
+    elif isinstance(error, BindRefused):
+        reply(tx, person, "error.bind_refused")
     elif isinstance(error, InvalidInput):
         if error.what == "too_long":
             reply(tx, person, "error.too_long", **error.params)

@@ -201,7 +201,7 @@ def test_a_script_tag_in_a_request_comes_back_as_plain_text(resident: WebChat) -
     status = resident.ask(f"查询 {number}", f"【{number}】")
 
     # Then the JSON carries the text exactly as typed, not escaped and not stripped
-    assert f"诉求：{markup}" in status.text
+    assert f"诉求：\n│ {markup}" in status.text
     raw = resident.http.get("/api/web/messages", params={"after": status.seq - 1},
                             headers=resident.headers)
     assert raw.headers["content-type"].startswith("application/json")
