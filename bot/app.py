@@ -516,8 +516,9 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", **status})
 
 
-#: Client addresses counted as this machine: /metrics without a token in production.
-LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "::1", "localhost"})
+#: Client addresses counted as this machine: /metrics without a token in production. uvicorn
+#: has already replaced a local proxy's address with the one its X-Forwarded-For names.
+LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
 def _metrics_refusal(request: Request, settings: Settings) -> Response | None:
@@ -525,7 +526,8 @@ def _metrics_refusal(request: Request, settings: Settings) -> Response | None:
 
     With REDESK_METRICS_TOKEN set, the Bearer token must match (compared in constant time).
     Without it, in production, only loopback clients are answered: a reverse proxy on the same
-    machine is loopback too, so it must not route /metrics (README, deployment).
+    machine that does not set X-Forwarded-For is loopback too, so it must not route /metrics
+    (README, deployment).
     """
     if settings.metrics_token:
         given = _bearer(request) or ""
