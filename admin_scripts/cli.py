@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -68,6 +69,9 @@ people_app = typer.Typer(help="People on the desk and their roles.", no_args_is_
 app.add_typer(people_app, name="people")
 wechat_app = typer.Typer(help="The WeChat official account.", no_args_is_help=True)
 app.add_typer(wechat_app, name="wechat")
+web_app = typer.Typer(help="Web chat identities (the desk page) and their tokens.",
+                      no_args_is_help=True)
+app.add_typer(web_app, name="web")
 inbox_app = typer.Typer(help="Inbound messages kept as failed (unparseable or given up).",
                         no_args_is_help=True)
 app.add_typer(inbox_app, name="inbox")
@@ -79,6 +83,50 @@ class CliError(Exception):
     def __init__(self, message: str, code: Exit = Exit.FAILURE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def check_output(path: str | Path, option: str, *, force: bool) -> None:
+    """Refuses an output file that would silently replace something, or lead somewhere else.
+
+    Every verb that writes a file (export --out and --events, stats --out and --chart) checks
+    its path here before it reads or records anything. Without ``force``, an existing file and a
+    symbolic link (dangling or not: writing through it would land wherever it points) are
+    refused, naming the link and its target. With ``force`` the file is replaced; a link is
+    replaced by the file, never followed (see replace_link).
+
+    Args:
+        path: the file named on the command line.
+        option: the option that named it, for the message.
+        force: whether --force was given.
+
+    Raises:
+        CliError: with Exit.USAGE, one sentence naming the file.
+    """
+    target = Path(path)
+    if target.is_symlink():
+        if not force:
+            pointee = os.readlink(target)
+            missing = "" if target.exists() else ", which does not exist"
+            raise CliError(f"{option} {path} is a symbolic link to {pointee}{missing}; it is "
+                           "not followed: name another file, or pass --force to replace the "
+                           "link with the file.", Exit.USAGE)
+    elif target.is_dir():
+        raise CliError(f"{option} {path} is a directory; name a file.", Exit.USAGE)
+    elif target.exists() and not force:
+        raise CliError(f"{option} {path} exists; pass --force to overwrite it.", Exit.USAGE)
+    # absolute(), not resolve(): the directory the name is in, not the one a link points into.
+    if not target.absolute().parent.is_dir():
+        raise CliError(f"{option} {path}: the directory {target.parent} does not exist.",
+                       Exit.USAGE)
+
+
+def replace_link(path: Path) -> None:
+    """Removes a symbolic link at ``path`` just before a file is written there.
+
+    check_output let it through only with --force, which replaces the link, not its target.
+    """
+    if path.is_symlink():
+        path.unlink()
 
 
 def _settings() -> Settings:
@@ -277,6 +325,14 @@ def _banner(settings: Settings, *, embedded: bool) -> None:
     base = f"http://{settings.host}:{settings.port}"
     say(f"redesk listens on {base}")
     say(f"web desk: {base}/desk")
+    if settings.metrics_token:
+        say(f"metrics: {base}/metrics (REDESK_METRICS_TOKEN as Bearer token)")
+    elif settings.env == "production":
+        say(f"warning: metrics: {base}/metrics has no REDESK_METRICS_TOKEN: it answers only "
+            "clients on this machine; keep the reverse proxy from routing /metrics, or set "
+            "the token")
+    else:
+        say(f"metrics: {base}/metrics (open to whoever reaches the port)")
     say(f"database: {_safe_url(settings.database_url)}")
     say(f"media: {settings.media_dir}")
     say("queue: " + ("in-process worker and scheduler (embedded)" if embedded
@@ -398,11 +454,16 @@ def stats(
     out: Annotated[Path | None, typer.Option(help="write to this file (xlsx needs one)")] = None,
     chart: Annotated[Path | None, typer.Option(
         help="also draw a PNG: received/closed per period and the 三率 per department")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="overwrite an existing --out or --chart file (a symbolic link is "
+        "replaced, not followed)")] = False,
 ) -> None:
     """Count the requests received in a period: 受理量, 办结量, 在办, 超期, 转单, 退单, 驳回, 撤销,
     重办; the 三率 (响应率, 解决率, 满意率) and 评价率, each with its numerator and denominator;
     median and P90 of the time to first action and to 回单, in working and calendar hours; and
     the departments ranked slowest first. Definitions: docs/statistics.md.
+    An existing --out or --chart file, or a symbolic link there, is refused (exit 2) unless
+    --force is given.
 
     Example: redesk stats --from 2026-03-01 --to 2026-03-31 --by department --format xlsx
     --out march.xlsx
@@ -419,6 +480,12 @@ def stats(
         raise CliError("--format must be table, csv, json or xlsx", Exit.USAGE)
     if output_format == "xlsx" and out is None:
         raise CliError("--format xlsx needs --out FILE", Exit.USAGE)
+    if out is not None:
+        check_output(out, "--out", force=force)
+    if chart is not None:
+        check_output(chart, "--chart", force=force)
+        if out is not None and chart.absolute() == out.absolute():
+            raise CliError("--chart and --out name the same file.", Exit.USAGE)
     settings = _settings()
     _require_database(settings)
     engine = read_engine(get_engine(settings.database_url))
@@ -432,6 +499,9 @@ def stats(
             if output_format == "table" or chart is not None else []
     except figures.StatsError as exc:
         raise CliError(str(exc), Exit.NOT_FOUND) from None
+    for path in (out, chart):
+        if path is not None:
+            replace_link(path)
     if output_format == "table":
         # A terminal gets its own width; a file or a pipe gets every column uncut.
         target = Console(file=out.open("w", encoding="utf-8"), width=200) if out else \
@@ -798,6 +868,40 @@ def people_revoke(
                       "makes it the committee group again", markup=False)
 
 
+@web_app.command("revoke")
+def web_revoke(
+    who: Annotated[str, typer.Argument(
+        metavar="ID_OR_NAME", help="the web identity's id (see `redesk people list`) or exact "
+        "name")],
+) -> None:
+    """End every token of a web identity: each page holding one is refused (401) from then on.
+
+    For a resident abusing the desk, or a device that was lost. Their requests and any role
+    stay (`redesk people revoke` takes a role away). Ending tokens is recorded in the admin
+    audit log. An unknown id or name exits 4; a name shared by several web identities is
+    refused (exit 2), listing them.
+
+    Example: redesk web revoke 42
+    """
+    from admin_scripts import manage
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = manage.revoke_web(session=session, who=who, now=utcnow())
+        except manage.AmbiguousName as exc:
+            raise CliError(str(exc), Exit.USAGE) from None
+        except manage.UnknownName as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+    someone = f"{done.name or 'no name'} (id {done.id}, {done.role})"
+    if not done.tokens:
+        say(f"{someone} has no valid web token; nothing changed")
+        return
+    say(f"ended {done.tokens} web token{'s' if done.tokens != 1 else ''} of {someone}: "
+        "their pages must make a new identity")
+
+
 @inbox_app.command("failed")
 def inbox_failed() -> None:
     """List every failed inbox row, of any channel: id, channel, key, chat, received (Beijing
@@ -901,18 +1005,24 @@ def export_requests(
     events: Annotated[str | None, typer.Option(
         metavar="FILE", help="csv only: also write every event (one row each) to this file")]
     = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="overwrite an existing --out or --events file (a symbolic link is "
+        "replaced, not followed)")] = False,
 ) -> None:
     """Export the requests received in a period, one row each with its whole history
     (办理经过), to a CSV file or an Excel workbook (xlsx: a second sheet 办理记录 lists every
     event). Requesters' names and phone numbers are masked (张*, 138****5678) unless
     --include-pii is given; such an export is recorded in the admin audit log.
+    An existing --out or --events file, or a symbolic link there, is refused (exit 2) before
+    anything is read, written or recorded, unless --force is given.
 
     Example: redesk export --from 2026-11-01 --to 2026-11-30 --format xlsx --out november.xlsx
     """
     from admin_scripts import export as exporting
 
     options = exporting.parse_options(from_=start, to=end, format_=output_format, out=out,
-                                      events=events, include_pii=include_pii, now=utcnow())
+                                      events=events, include_pii=include_pii, force=force,
+                                      now=utcnow())
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     summary = exporting.export(options, engine=get_engine(settings.database_url), say=err)

@@ -40,7 +40,7 @@ from sqlalchemy import Row
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from admin_scripts.cli import CliError, Exit
+from admin_scripts.cli import CliError, Exit, check_output
 from admin_scripts.manage import admin_user
 from bot.texts import action_label, state_label
 from storage import queries
@@ -214,23 +214,16 @@ def _day(value: str | None, option: str) -> date | None:
         raise CliError(f"{option} {value} is not a calendar date.", Exit.USAGE) from None
 
 
-def _writable(path: str, option: str) -> None:
-    target = Path(path)
-    if target.is_dir():
-        raise CliError(f"{option} {path} is a directory; name a file.", Exit.USAGE)
-    if not target.resolve().parent.is_dir():
-        raise CliError(f"{option} {path}: the directory {target.parent} does not exist.",
-                       Exit.USAGE)
-
-
 def parse_options(
     *, from_: str | None, to: str | None, format_: str | None, out: str | None,
-    events: str | None, include_pii: bool, now: datetime,
+    events: str | None, include_pii: bool, now: datetime, force: bool = False,
 ) -> Options:
     """Checks the command's options; usage errors raise CliError with Exit.USAGE.
 
     Without --format, the format follows --out's suffix (.xlsx), else csv. Without --out, the
     file is redesk-export-YYYYMMDD-HHMMSS.<format> (Shanghai time) in the current directory.
+    An existing file or a symbolic link at --out or --events is refused unless ``force``
+    (cli.check_output).
     """
     first, last = _day(from_, "--from"), _day(to, "--to")
     if first is not None and last is not None and last < first:
@@ -247,16 +240,16 @@ def parse_options(
         raise CliError("An xlsx workbook cannot go to standard output: name a file with --out.",
                        Exit.USAGE)
     if out != "-":
-        _writable(out, "--out")
+        check_output(out, "--out", force=force)
     if events is not None:
         if format_ == "xlsx":
             raise CliError("--events is for csv; an xlsx export has the events on its "
                            f"{EVENTS_SHEET} sheet.", Exit.USAGE)
         if events == "-":
             raise CliError("--events needs a file name.", Exit.USAGE)
-        if out != "-" and Path(events).resolve() == Path(out).resolve():
+        if out != "-" and _written_at(events) == _written_at(out):
             raise CliError("--events and --out name the same file.", Exit.USAGE)
-        _writable(events, "--events")
+        check_output(events, "--events", force=force)
     return Options(first_day=first, last_day=last, format=format_, out=out, events=events,
                    include_pii=include_pii)
 
@@ -363,8 +356,10 @@ class _Target:
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        # absolute(), not resolve(): beside the name given, so the rename replaces a symbolic
+        # link there (allowed by --force) instead of writing where it points.
         handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
-                                        dir=self.path.resolve().parent)
+                                        dir=self.path.absolute().parent)
         os.close(handle)
         self.partial = Path(name)
 
@@ -561,16 +556,23 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 os_user = admin_user
 
 
+def _written_at(path: str) -> str:
+    """The absolute path a file is written at: its directory resolved, its own name kept
+    (a symbolic link there, replaced with --force, is not where the data goes)."""
+    target = Path(path)
+    return str(target.absolute().parent.resolve() / target.name)
+
+
 def record_pii_use(engine: Engine, options: Options, rows: int) -> AdminAudit:
     """Records an export with personal data, committed on its own before the export starts."""
-    out = options.out if options.to_stdout else str(Path(options.out).resolve())
+    out = options.out if options.to_stdout else _written_at(options.out)
     detail: dict[str, Any] = {
         "from": options.first_day.isoformat() if options.first_day else None,
         "to": options.last_day.isoformat() if options.last_day else None,
         "format": options.format, "out": out, "rows": rows,
     }
     if options.events:
-        detail["events"] = str(Path(options.events).resolve())
+        detail["events"] = _written_at(options.events)
     with session_scope(engine) as session:
         audit = queries.audit_admin_action(session=session, actor=os_user(),
                                            action="export_pii", detail=detail, at=utcnow())

@@ -702,6 +702,60 @@ def _person_meant(session: Session, who: str, role: str | None) -> Person:
     return person
 
 
+# --- web identities -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebRevoked:
+    """Whose web tokens were ended."""
+
+    id: int
+    name: str
+    role: str
+    #: Valid tokens that expired; 0 means there were none and nothing changed.
+    tokens: int
+
+
+def revoke_web(*, session: Session, who: str, now: datetime) -> WebRevoked:
+    """Ends every valid token of a web identity (a resident abusing the desk, a lost device).
+
+    `who` is the person's id or exact display name, among web identities only. Their requests
+    and role stay; any page still holding a token is answered 401 from then on and must make
+    a new identity. Ending at least one token is put on the admin audit log.
+
+    Raises:
+        UnknownName: No web identity has this id or name.
+        AmbiguousName: Several web identities have this name.
+    """
+    who = who.strip()
+    person: Person | None = None
+    if re.fullmatch(r"[0-9]+", who):
+        person = queries.get_person(session=session, person_id=int(who), lock=True)
+        if person is not None and person.channel != "web":
+            raise UnknownName(f"Person {who} ({person.display_name or 'no name'}) is a "
+                              f"{person.channel} identity, not a web one; see `redesk people "
+                              "revoke` for roles.")
+    if person is None:
+        named = [p for p in queries.people_named(session=session, name=who) if p.channel == "web"]
+        if not named:
+            raise UnknownName(f"No web identity has the id or name {who!r} (see `redesk "
+                              "people list`).")
+        if len(named) > 1:
+            candidates = "; ".join(f"id {p.id} ({p.role})" for p in named)
+            raise AmbiguousName(f"{len(named)} web identities are called {who!r}: "
+                                f"{candidates}. Name one by its id.")
+        person = queries.get_person(session=session, person_id=named[0].id or 0, lock=True)
+    assert person is not None and person.id is not None
+    ended = queries.expire_web_sessions(session=session, person_id=person.id, now=now)
+    if ended:
+        queries.audit_admin_action(
+            session=session, actor=admin_user(), action="web_revoke", at=now,
+            detail={"person": person.id, "name": person.display_name, "role": person.role,
+                    "tokens": ended},
+        )
+    return WebRevoked(person.id, person.display_name, person.role, ended)
+
+
 # --- inbox ----------------------------------------------------------------------------------
 
 

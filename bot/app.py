@@ -34,6 +34,7 @@ from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import InboxMessage, Person, Role, utcnow
+from storage.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +336,28 @@ async def web_get_messages(request: Request) -> Response:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def web_logout(request: Request) -> Response:
+    """POST /api/web/logout: the Bearer token expires now; 204, and 401 with it afterwards."""
+    runtime = _runtime(request)
+    token = _bearer(request)
+    if token is None:
+        return error(401, "api.unauthorized")
+
+    def expire() -> int | None:
+        with session_scope(runtime.engine) as session:
+            return queries.expire_web_token(session=session, token=token, now=utcnow())
+
+    try:
+        ended = await asyncio.to_thread(expire)
+    except Exception:
+        logger.exception("Could not end a web token")
+        return error(503, "api.unavailable")
+    if ended is None:
+        return error(401, "api.unauthorized")
+    logger.info("Web identity %s logged out", ended)
+    return Response(status_code=204)
+
+
 async def web_me(request: Request) -> Response:
     """GET /api/web/me: the identity's role, so the desk offers the quick buttons it can use."""
     runtime = _runtime(request)
@@ -497,8 +520,37 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", **status})
 
 
+#: Client addresses counted as this machine: /metrics without a token in production. uvicorn
+#: has already replaced a local proxy's address with the one its X-Forwarded-For names.
+LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+
+def _metrics_refusal(request: Request, settings: Settings) -> Response | None:
+    """Why /metrics is not answered to this client, or None when it may read them.
+
+    With REDESK_METRICS_TOKEN set, the Bearer token must match (compared in constant time).
+    Without it, in production, only loopback clients are answered: a reverse proxy on the same
+    machine that does not set X-Forwarded-For is loopback too, so it must not route /metrics
+    (README, deployment).
+    """
+    if settings.metrics_token:
+        given = _bearer(request) or ""
+        if not hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+            refused = error(401, "api.metrics_unauthorized")
+            refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return refused
+        return None
+    client = request.client.host if request.client else ""
+    if settings.env == "production" and client not in LOOPBACK:
+        return error(403, "api.metrics_local_only")
+    return None
+
+
 async def metrics_endpoint(request: Request) -> Response:
-    """GET /metrics: Prometheus text format."""
+    """GET /metrics: Prometheus text format (token or loopback rules: _metrics_refusal)."""
+    refused = _metrics_refusal(request, _runtime(request).settings)
+    if refused is not None:
+        return refused
     body = await asyncio.to_thread(metrics.render_metrics, _runtime(request))
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -512,6 +564,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/api/web/messages", web_post_message, methods=["POST"]),
         Route("/api/web/messages", web_get_messages, methods=["GET"]),
         Route("/api/web/me", web_me, methods=["GET"]),
+        Route("/api/web/logout", web_logout, methods=["POST"]),
         Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
         Route("/wechat", wechat_verify, methods=["GET"]),
         Route("/wechat", wechat_callback, methods=["POST"]),

@@ -229,6 +229,8 @@ TEXTS: dict[str, str] = {
     "api.unauthorized": "身份无效或已过期，请重新创建身份。",
     "api.too_large": "请求内容过大。",
     "api.unavailable": "服务暂时不可用，请稍后重试。",
+    "api.metrics_unauthorized": "需要有效的监控令牌（Authorization: Bearer）。",
+    "api.metrics_local_only": "未设置监控令牌时，生产环境仅允许本机访问监控指标。",
     "api.rate_limited": "您发送消息过于频繁（每分钟最多 {limit} 条），这条消息未被接收，请稍候约一分钟再发送。已提交的诉求不受影响。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
 }

@@ -548,6 +548,32 @@ def person_for_web_token(*, session: Session, token: str, now: datetime) -> Pers
     return session.get(Person, row.person_id)
 
 
+def expire_web_token(*, session: Session, token: str, now: datetime) -> int | None:
+    """Ends one valid web token (logout): it expires at `now`; whose it was, or None.
+
+    An unknown or already expired token changes nothing and answers None.
+    """
+    row = session.exec(
+        select(WebSession).where(WebSession.token_hash == digest(token))
+        .with_for_update()
+    ).first()
+    if row is None or row.expires_at <= now:
+        return None
+    row.expires_at = now
+    session.add(row)
+    return row.person_id
+
+
+def expire_web_sessions(*, session: Session, person_id: int, now: datetime) -> int:
+    """Ends every valid web token of a person (revoke): they expire at `now`; how many."""
+    result = session.execute(
+        update(WebSession)
+        .where(col(WebSession.person_id) == person_id, col(WebSession.expires_at) > now)
+        .values(expires_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def add_web_message(
     *, session: Session, person_id: int, outbox_id: int, text: str,
     buttons: list[dict[str, str]], at: datetime, updates: int | None = None,

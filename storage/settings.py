@@ -35,8 +35,9 @@ def default_data_dir() -> Path:
 TEMPLATE_VALUES: tuple[str, ...] = ("title", "number", "status", "text", "time")
 
 
-#: Shortest webhook secret and WeChat server Token accepted in production: both are compared
-#: by signature, and a short one can be guessed offline from a single signed request.
+#: Shortest webhook secret, WeChat server Token and metrics token accepted in production: the
+#: first two are compared by signature, and a short one can be guessed offline from a single
+#: signed request; the metrics token must not be guessable by trying.
 MIN_SECRET_LENGTH = 16
 
 #: Secrets that are placeholders (compared lower-cased, without "-", "_", "." and spaces).
@@ -121,6 +122,9 @@ class Settings(BaseSettings):
 
     #: Longest request or supplement text accepted, in characters.
     max_text_length: int = 2000
+    #: Bearer token /metrics asks for (`Authorization: Bearer <token>`); unset: /metrics is
+    #: open, and in production answers only clients on this machine (loopback).
+    metrics_token: str | None = None
     #: How long a web chat identity's token stays valid, in days.
     web_session_days: int = 30
     #: How long an invitation code stays valid, in days.
@@ -297,6 +301,7 @@ class Settings(BaseSettings):
             ("REDESK_WECHAT_APP_SECRET", self.wechat_app_secret, 1),
             ("REDESK_WECHAT_TOKEN", self.wechat_token, MIN_SECRET_LENGTH),
             ("REDESK_WECHAT_AES_KEY", self.wechat_aes_key, 1),
+            ("REDESK_METRICS_TOKEN", self.metrics_token, MIN_SECRET_LENGTH),
             ("REDESK_DATABASE_URL password", make_url(self.database_url).password, 1),
         ]
         for name, value, shortest in checks:
@@ -380,7 +385,7 @@ def redact_logs(settings: Settings) -> None:
     url_password = make_url(settings.database_url).password
     values = {settings.telegram_token, settings.telegram_webhook_secret,
               settings.wechat_app_secret, settings.wechat_token, settings.wechat_aes_key,
-              url_password if isinstance(url_password, str) else None}
+              settings.metrics_token, url_password if isinstance(url_password, str) else None}
     if settings.telegram_token and ":" in settings.telegram_token:
         values.add(settings.telegram_token.split(":", 1)[1])
     with _log_lock:

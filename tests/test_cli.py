@@ -102,6 +102,7 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
     "categories import": ["categories.csv"],
     "people revoke": ["王书记"],
     "inbox retry": ["1"],
+    "web revoke": ["1"],
 }
 
 

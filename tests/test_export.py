@@ -524,3 +524,93 @@ def test_memory_does_not_grow_with_the_number_of_rows(
                  for name in (export.REQUESTS_SHEET, export.EVENTS_SHEET)]
         workbook.close()
         assert sizes == [3001, 6001]
+
+
+# --- files already there --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--out", "--events"])
+def test_an_existing_file_is_refused_before_anything_is_read_written_or_recorded(
+    cli: Path, desk: Desk, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    # Given the two stories and a file of the admin's own where the export would go
+    tell_story(desk)
+    mine = cli / "mine.csv"
+    mine.write_text("keep me\n", encoding="utf-8")
+    args = {"--out": ["--out", "mine.csv"],
+            "--events": ["--out", "requests.csv", "--events", "mine.csv"]}[option]
+
+    # When a personal-data export names it
+    code = main(["export", "--include-pii", *args])
+
+    # Then it is a usage error with one line naming the file and --force
+    assert code == Exit.USAGE
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {option} mine.csv exists; pass --force to overwrite it."
+    # And the file is untouched, nothing else was written and nothing was put on record
+    assert mine.read_text(encoding="utf-8") == "keep me\n"
+    assert sorted(path.name for path in cli.iterdir()) == ["mine.csv"]
+    assert audits(desk) == []
+
+
+def test_force_overwrites_an_existing_out_file(cli: Path, desk: Desk) -> None:
+    # Given the two stories and last month's export where this one goes
+    story = tell_story(desk)
+    (cli / "requests.csv").write_text("old\n", encoding="utf-8")
+
+    # When exported with --force
+    code = main(["export", "--out", "requests.csv", "--force"])
+
+    # Then the file holds this export
+    assert code == Exit.OK
+    assert [row["编号"] for row in read_csv(cli / "requests.csv")] == \
+        [story.closed, story.reopened]
+
+
+def test_a_dangling_symlink_is_refused_naming_the_link_and_its_missing_target(
+    cli: Path, desk: Desk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a request and a symbolic link here pointing into a directory that does not exist
+    desk.identity("周九").send("楼道灯不亮")
+    target = tmp_path / "gone" / "loot.csv"
+    (cli / "out.csv").symlink_to(target)
+
+    # When the export names the link
+    code = main(["export", "--include-pii", "--out", "out.csv"])
+
+    # Then the error names the link and where it points, saying that does not exist
+    assert code == Exit.USAGE
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out out.csv is a symbolic link to {target}, which does not "
+                   "exist; it is not followed: name another file, or pass --force to replace "
+                   "the link with the file.")
+    # And nothing was created, at the link or where it points, and nothing was recorded
+    assert not (tmp_path / "gone").exists()
+    assert (cli / "out.csv").is_symlink()
+    assert audits(desk) == []
+
+
+def test_a_symlink_to_a_file_is_not_followed_and_with_force_the_link_is_replaced(
+    cli: Path, desk: Desk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a request and a link here to a file elsewhere that must stay as it is
+    desk.identity("吴十").send("垃圾清运不及时")
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("do not overwrite\n", encoding="utf-8")
+    (cli / "out.csv").symlink_to(elsewhere)
+
+    # When exported to the link without --force
+    code = main(["export", "--out", "out.csv"])
+
+    # Then it is refused, naming the link and its target, and the target is untouched
+    assert code == Exit.USAGE
+    assert f"--out out.csv is a symbolic link to {elsewhere};" in capsys.readouterr().err
+    assert elsewhere.read_text(encoding="utf-8") == "do not overwrite\n"
+
+    # When exported with --force
+    assert main(["export", "--out", "out.csv", "--force"]) == Exit.OK
+
+    # Then the link itself became the export; the file it pointed to is still untouched
+    assert not (cli / "out.csv").is_symlink()
+    assert len(read_csv(cli / "out.csv")) == 1
+    assert elsewhere.read_text(encoding="utf-8") == "do not overwrite\n"

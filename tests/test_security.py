@@ -36,6 +36,7 @@ from bot.texts import text as catalogue
 from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import (
+    AdminAudit,
     Event,
     InboxMessage,
     InboxStatus,
@@ -847,11 +848,13 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         ("REDESK_WECHAT_AES_KEY", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
         ("REDESK_WECHAT_AES_KEY", "a" * 43),
         ("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:secret@db.internal/redesk"),
+        ("REDESK_METRICS_TOKEN", "changeme"),
+        ("REDESK_METRICS_TOKEN", "prom-2026-x"),
     ],
     ids=["webhook-changeme", "webhook-change-me", "webhook-short", "webhook-missing",
          "telegram-sample-token", "wechat-token-changeme", "wechat-token-short",
          "wechat-appsecret-placeholder", "wechat-aes-sample", "wechat-aes-one-character",
-         "database-password-secret"],
+         "database-password-secret", "metrics-token-placeholder", "metrics-token-short"],
 )
 def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
     production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str,
@@ -1034,3 +1037,299 @@ def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
     assert not leaked, f"in the logs: {leaked}"
     # (the HTTP clients did log their calls: redacted, not silenced)
     assert f"/bot{REDACTED}/sendMessage" in logged
+
+
+def test_the_metrics_token_is_masked_in_the_logs(
+    production_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given REDESK_METRICS_TOKEN in the environment, read the way every redesk process reads it
+    token = "Pm7-qW2zX9kLr4Tb8Nc3"
+    production_env.setenv("REDESK_METRICS_TOKEN", token)
+    load_settings()
+    caplog.set_level(logging.DEBUG)
+
+    # When something logs a scrape's Authorization header
+    logging.getLogger("uvicorn.error").info("GET /metrics Authorization: Bearer %s", token)
+
+    # Then the record carries the mask, not the token
+    assert token not in caplog.text
+    assert f"Bearer {REDACTED}" in caplog.text
+
+
+# --- 7. /metrics ----------------------------------------------------------------------------
+
+
+#: A metrics token as an operator would set it (long, random).
+METRICS_TOKEN = "Xr4-Lm9_Qz2Wp7Kd1Vb8Nt5Hs3"
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {METRICS_TOKEN}"},
+    {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}"},
+    {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+], ids=["none", "wrong", "basic-scheme", "prefix", "longer"])
+def test_with_a_metrics_token_metrics_without_that_bearer_token_are_refused(
+    settings: Settings, stub_broker: dramatiq.Broker, headers: dict[str, str]
+) -> None:
+    # Given REDESK_METRICS_TOKEN and a request on the desk
+    runtime = runtime_with(settings, metrics_token=METRICS_TOKEN)
+    with_departments(runtime).identity("张三").send("路灯坏了")
+    with TestClient(create_app(runtime)) as client:
+        # When /metrics is scraped without the right token
+        refused = client.get("/metrics", headers=headers)
+
+        # Then it answers 401 with a sentence and a Bearer challenge, and no figure
+        assert refused.status_code == 401
+        assert refused.json()["error"] == catalogue("api.metrics_unauthorized")
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "redesk_" not in refused.text
+
+        # And with the right token it answers the figures
+        allowed = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert allowed.status_code == 200
+        assert 'redesk_requests{state="new"} 1.0' in allowed.text
+
+
+def test_the_metrics_token_is_compared_in_constant_time(
+    settings: Settings, stub_broker: dramatiq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given REDESK_METRICS_TOKEN, and hmac.compare_digest watched
+    import hmac
+
+    from bot import app as app_module
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def watched(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(app_module.hmac, "compare_digest", watched)
+    runtime = runtime_with(settings, metrics_token=METRICS_TOKEN)
+    with TestClient(create_app(runtime)) as client:
+        # When a wrong token is tried
+        assert client.get("/metrics", headers={"Authorization": "Bearer guess"}
+                          ).status_code == 401
+
+    # Then the token was checked by the constant-time comparison
+    assert compared == [(b"guess", METRICS_TOKEN.encode())]
+
+
+@pytest.mark.parametrize(("address", "status"), [
+    ("203.0.113.7", 403), ("10.0.0.5", 403), ("127.0.0.1", 200), ("::1", 200),
+])
+def test_in_production_without_a_token_metrics_answer_only_this_machine(
+    settings: Settings, stub_broker: dramatiq.Broker, address: str, status: int
+) -> None:
+    # Given production without REDESK_METRICS_TOKEN
+    runtime = runtime_with(settings, env="production", metrics_token=None)
+
+    # When a client at `address` scrapes /metrics
+    with TestClient(create_app(runtime), client=(address, 40000)) as client:
+        response = client.get("/metrics")
+
+    # Then only a client on this machine gets the figures; others a sentence saying why
+    assert response.status_code == status
+    if status == 403:
+        assert response.json()["error"] == catalogue("api.metrics_local_only")
+        assert "redesk_" not in response.text
+    else:
+        assert "redesk_requests" in response.text
+
+
+def test_in_development_without_a_token_metrics_stay_open(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given development (the default) without REDESK_METRICS_TOKEN
+    runtime = runtime_with(settings, env="development", metrics_token=None)
+
+    # When a client elsewhere scrapes /metrics
+    with TestClient(create_app(runtime), client=("203.0.113.7", 40000)) as client:
+        response = client.get("/metrics")
+
+    # Then it answers: the embedded default listens on 127.0.0.1 only
+    assert response.status_code == 200 and "redesk_requests" in response.text
+
+
+@pytest.mark.parametrize(("metrics_token", "env", "line"), [
+    (METRICS_TOKEN, "production", "metrics: http://127.0.0.1:8000/metrics (REDESK_METRICS_TOKEN "
+     "as Bearer token)"),
+    (None, "production", "warning: metrics: http://127.0.0.1:8000/metrics has no "
+     "REDESK_METRICS_TOKEN: it answers only clients on this machine; keep the reverse proxy "
+     "from routing /metrics, or set the token"),
+    (None, "development", "metrics: http://127.0.0.1:8000/metrics (open to whoever reaches "
+     "the port)"),
+], ids=["token", "production-without-token", "development"])
+def test_the_run_banner_says_how_metrics_are_guarded(
+    settings: Settings, capsys: pytest.CaptureFixture[str], metrics_token: str | None,
+    env: str, line: str,
+) -> None:
+    # Given the settings of `redesk run`
+    configured = settings.model_copy(update={"metrics_token": metrics_token, "env": env,
+                                             "host": "127.0.0.1", "port": 8000})
+
+    # When it prints its banner
+    cli._banner(configured, embedded=True)
+
+    # Then one line says how /metrics is guarded, and never shows the token
+    out = capsys.readouterr().out
+    assert line in out.splitlines()
+    assert METRICS_TOKEN not in out
+
+
+# --- 8. web logout and revoke ---------------------------------------------------------------
+
+
+def test_logout_ends_that_token_only_and_it_is_refused_afterwards(
+    client: TestClient, runtime: Runtime
+) -> None:
+    # Given a resident with two tabs (two identities) and a request sent from the first
+    desk = with_departments(runtime)
+    first, second = new_token(client, "张三"), new_token(client, "张三")
+    assert say(client, first, "路灯坏了，晚上很黑").status_code == 202
+    desk.work()
+    assert read(client, first)
+
+    # When the first logs out
+    response = client.post("/api/web/logout", headers=auth(first))
+
+    # Then it answers 204 with no body
+    assert response.status_code == 204 and response.content == b""
+    # And the token is refused from then on, for reading, writing, the role and logging out
+    stored = inbox_count(runtime)
+    assert client.get("/api/web/messages?wait=0", headers=auth(first)).status_code == 401
+    assert say(client, first, "又坏了").status_code == 401
+    assert client.get("/api/web/me", headers=auth(first)).status_code == 401
+    again = client.post("/api/web/logout", headers=auth(first))
+    assert again.status_code == 401
+    assert again.json()["error"] == catalogue("api.unauthorized")
+    assert inbox_count(runtime) == stored
+    # And the other identity still works
+    assert client.get("/api/web/messages?wait=0", headers=auth(second)).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic dXNlcjpwdw=="},
+], ids=["no-token", "unknown-token", "basic-scheme"])
+def test_logout_without_a_valid_token_is_refused_and_ends_nothing(
+    client: TestClient, runtime: Runtime, headers: dict[str, str]
+) -> None:
+    # Given a web identity
+    token = new_token(client, "李四")
+    with Session(runtime.engine) as session:
+        before = [(row.id, row.expires_at) for row in session.exec(select(WebSession)).all()]
+
+    # When someone logs out without its token
+    response = client.post("/api/web/logout", headers=headers)
+
+    # Then it is 401 with a sentence, and no token expired
+    assert response.status_code == 401
+    assert CHINESE.search(response.json()["error"])
+    with Session(runtime.engine) as session:
+        after = [(row.id, row.expires_at) for row in session.exec(select(WebSession)).all()]
+    assert after == before
+    assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 200
+
+
+@pytest.fixture
+def admin_cli(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> Iterator[None]:
+    """The command line pointed at the database under test."""
+    for name in list(os.environ):
+        if name.startswith("REDESK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDESK_DATABASE_URL", runtime.settings.database_url)
+    bot_runtime.reset()
+    yield
+    bot_runtime.reset()
+
+
+def web_audits(runtime: Runtime) -> list[AdminAudit]:
+    """The admin audit rows of `redesk web revoke`."""
+    with Session(runtime.engine) as session:
+        return list(session.exec(select(AdminAudit).where(AdminAudit.action == "web_revoke")
+                                 ).all())
+
+
+def test_web_revoke_ends_every_token_of_that_identity_on_record_and_no_one_elses(
+    client: TestClient, runtime: Runtime, admin_cli: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a resident abusing the desk, with a second token of the same identity, and
+    # another resident
+    desk = with_departments(runtime)
+    abuser = new_token(client, "捣乱者")
+    person = person_of(runtime, abuser)
+    assert person.id is not None
+    with session_scope(runtime.engine) as session:
+        queries.add_web_session(session=session, token="second-device-token",
+                                person_id=person.id, expires_at=utcnow() + timedelta(days=3))
+    other = new_token(client, "王五")
+    assert say(client, abuser, "骚扰内容一二三").status_code == 202
+    desk.work()
+    number = requests_of(runtime, person.id)[0].number
+
+    # When the admin revokes the identity by its id
+    code = main(["web", "revoke", str(person.id)])
+
+    # Then both its tokens are refused from then on
+    assert code == Exit.OK
+    assert f"ended 2 web tokens of 捣乱者 (id {person.id}, requester)" in \
+        capsys.readouterr().out
+    for token in (abuser, "second-device-token"):
+        assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 401
+        assert say(client, token, "再来一次").status_code == 401
+    # And the other resident is not affected, and the request stays
+    assert client.get("/api/web/messages?wait=0", headers=auth(other)).status_code == 200
+    assert desk.request(number).state == State.NEW
+    # And the revoke is on record: who, whom, how many tokens
+    [audit] = web_audits(runtime)
+    assert audit.actor == cli_admin_user()
+    assert audit.detail == {"person": person.id, "name": "捣乱者", "role": "requester",
+                            "tokens": 2}
+
+    # When it is revoked again, by name
+    assert main(["web", "revoke", "捣乱者"]) == Exit.OK
+
+    # Then nothing changed and nothing more is on record
+    assert "has no valid web token; nothing changed" in capsys.readouterr().out
+    assert len(web_audits(runtime)) == 1
+
+
+def cli_admin_user() -> str:
+    """Who the admin audit log names as the admin running the tests."""
+    from admin_scripts import manage
+
+    return manage.admin_user()
+
+
+@pytest.mark.parametrize(("who", "exit_code", "message"), [
+    ("999999", Exit.NOT_FOUND, "No web identity has the id or name '999999'"),
+    ("无此人", Exit.NOT_FOUND, "No web identity has the id or name '无此人'"),
+    ("同名", Exit.USAGE, "2 web identities are called '同名'"),
+    ("telegram", Exit.NOT_FOUND, "is a telegram identity, not a web one"),
+], ids=["unknown-id", "unknown-name", "shared-name", "not-web"])
+def test_web_revoke_of_someone_unknown_shared_or_not_on_the_web_changes_nothing(
+    client: TestClient, runtime: Runtime, admin_cli: None, capsys: pytest.CaptureFixture[str],
+    who: str, exit_code: Exit, message: str,
+) -> None:
+    # Given two web identities of the same name and one Telegram identity
+    tokens = [new_token(client, "同名"), new_token(client, "同名")]
+    with session_scope(runtime.engine) as session:
+        telegram_person = queries.get_or_create_person(
+            session=session, channel="telegram", external_id="8001", display_name="电报用户")
+        session.flush()
+        telegram_id = telegram_person.id
+    target = str(telegram_id) if who == "telegram" else who
+
+    # When the admin revokes `who`
+    code = main(["web", "revoke", target])
+
+    # Then it exits with one line saying why, and every token still works, nothing on record
+    assert code == exit_code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    for token in tokens:
+        assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 200
+    assert web_audits(runtime) == []

@@ -458,3 +458,64 @@ def test_the_charts_font_has_every_character_it_draws() -> None:
              "全部最早今党委自城管执法市场监")
     missing = [char for char in words if font.get_char_index(ord(char)) == 0]
     assert missing == []
+
+
+@pytest.mark.parametrize("option", ["--out", "--chart"])
+def test_an_existing_out_or_chart_file_is_refused_unless_forced(
+    cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    # Given a file of the admin's own where the figures would go
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(b"keep me")
+    args = ["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "csv"]
+    if option == "--chart":
+        args += ["--out", str(tmp_path / "s.csv")]
+    args += [option, str(mine)]
+
+    # When stats names it
+    code = main(args)
+
+    # Then it is a usage error naming the file, and nothing is written
+    assert code == Exit.USAGE
+    assert capsys.readouterr().err.strip() == \
+        f"error: {option} {mine} exists; pass --force to overwrite it."
+    assert mine.read_bytes() == b"keep me"
+    assert not (tmp_path / "s.csv").exists()
+
+    # When the same is asked with --force
+    assert main([*args, "--force"]) == Exit.OK
+
+    # Then the file holds the figures
+    written = mine.read_bytes()
+    assert written.startswith(b"\x89PNG") if option == "--chart" else b"9" in written
+
+
+def test_stats_does_not_write_through_a_symlink_and_with_force_replaces_the_link(
+    cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a link where the figures would go, to a file elsewhere, and a dangling one
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("do not overwrite\n", encoding="utf-8")
+    link, dangling = tmp_path / "s.csv", tmp_path / "c.png"
+    link.symlink_to(elsewhere)
+    dangling.symlink_to(tmp_path / "nowhere" / "c.png")
+    args = ["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "csv"]
+
+    # When stats names them
+    # Then each is refused, naming the link and its target
+    assert main([*args, "--out", str(link)]) == Exit.USAGE
+    assert f"--out {link} is a symbolic link to {elsewhere};" in capsys.readouterr().err
+    assert main([*args, "--chart", str(dangling)]) == Exit.USAGE
+    assert f"--chart {dangling} is a symbolic link to {tmp_path / 'nowhere' / 'c.png'}, " \
+        "which does not exist;" in capsys.readouterr().err
+    assert elsewhere.read_text(encoding="utf-8") == "do not overwrite\n"
+    assert not (tmp_path / "nowhere").exists()
+
+    # When forced
+    assert main([*args, "--out", str(link), "--chart", str(dangling), "--force"]) == Exit.OK
+
+    # Then the links themselves became the files; what they pointed to is untouched
+    assert not link.is_symlink() and "受理量" in link.read_text(encoding="utf-8-sig")
+    assert not dangling.is_symlink() and dangling.read_bytes().startswith(b"\x89PNG")
+    assert elsewhere.read_text(encoding="utf-8") == "do not overwrite\n"
+    assert not (tmp_path / "nowhere").exists()

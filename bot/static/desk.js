@@ -231,9 +231,10 @@
   // Header: name and connection status
   // ---------------------------------------------------------------------
 
-  // Show the identity's display name, or 未命名.
+  // Show the identity's display name, or 未命名; 退出 only while there is an identity.
   function renderName() {
     el.identityName.textContent = state.name || "未命名";
+    el.logout.hidden = !state.token;
   }
 
   // Update the small connection status line.
@@ -751,6 +752,50 @@
     el.input.focus();
   }
 
+  // 退出: POST /api/web/logout ends the token on the server, then this tab forgets it.
+  // A 401 means it is already invalid, so it is forgotten too; a network failure keeps it,
+  // so that a second click can still end it on the server.
+  async function logout() {
+    const token = state.token;
+    if (!token) return;
+    el.logout.disabled = true;
+    let res = null;
+    try {
+      res = await request("POST", "/api/web/logout", { token, timeoutMs: POST_TIMEOUT_MS });
+    } catch (_) {
+      res = null;
+    }
+    el.logout.disabled = false;
+    if (token !== state.token) return; // another identity was made meanwhile
+    if (!res || (res.status !== 204 && res.status !== 401)) {
+      addNotice(res ? errorText(res) : "网络异常，未能退出，请稍后重试。");
+      return;
+    }
+    forgetIdentity();
+  }
+
+  // Drop this tab's identity (token, name, cursor, queue, transcript) and ask for a new one.
+  function forgetIdentity() {
+    stopPolling();
+    state.identityGen += 1;
+    state.queue = [];
+    state.sending = false;
+    state.token = null;
+    state.name = "";
+    state.after = 0;
+    state.history = [];
+    state.authNoticeFor = null;
+    saveIdentity();
+    el.messages.replaceChildren();
+    nodes.clear();
+    saveHistory();
+    renderName();
+    applyRole(null);
+    setStatus("none");
+    addNotice("已退出，此身份在本页已失效。", "new-identity");
+    openIdentityDialog();
+  }
+
   // ---------------------------------------------------------------------
   // Tabs
   // ---------------------------------------------------------------------
@@ -903,6 +948,7 @@
     const ids = {
       identityName: "identity-name",
       newIdentity: "new-identity",
+      logout: "logout",
       status: "status",
       tabChat: "tab-chat",
       tabIntake: "tab-intake",
@@ -950,6 +996,7 @@
     el.intakeText.addEventListener("input", () => fieldError(el.intakeText, el.intakeTextError, ""));
 
     el.newIdentity.addEventListener("click", openIdentityDialog);
+    el.logout.addEventListener("click", logout);
     el.identityForm.addEventListener("submit", createIdentity);
     el.identityCancel.addEventListener("click", closeIdentityDialog);
     el.identityDialog.addEventListener("keydown", (e) => {
