@@ -32,7 +32,13 @@ from workflow.errors import (
     UnknownRequest,
 )
 from workflow.machine import TERMINAL, Action, State, transition
-from workflow.permissions import COMMITTEE_ROLES, may_view, permitted, role_could
+from workflow.permissions import (
+    COMMITTEE_ROLES,
+    acts_for_walk_in,
+    may_view,
+    permitted,
+    role_could,
+)
 from workflow.routing import detect_category
 
 #: SQ-YYYYMMDD-NNNN; the sequence may grow past four digits.
@@ -564,6 +570,76 @@ def bind(tx: Tx, person: Person, code: str) -> tuple[str, str | None]:
     return invitation.role, department
 
 
+# --- revocation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a revoked person held and where it went."""
+
+    #: Numbers of the requests they were handling, now back in NEW.
+    released: list[str]
+    #: Numbers of the requests they were the handler of in other states (review), now held by
+    #: the committee as a whole.
+    unheld: list[str]
+    #: Numbers of the walk-ins they registered, now relayed to and acted for by every worker.
+    walk_ins: list[str]
+    #: Web tokens of theirs that were expired.
+    web_tokens: int
+    #: Pending messages to them that were dropped.
+    skipped: int
+
+
+def release_holdings(tx: Tx, person: Person) -> Released:
+    """Ends what a person whose role was just revoked still holds.
+
+    The caller has already made `person` a requester (so they are no longer among the
+    workers who are told). Requests they were handling go back to NEW (收回, an event each);
+    requests they are the handler of in another open state keep their state with no
+    handler; walk-ins they registered lose that reference, so that every worker is relayed
+    their notices and may act for them (an event each); every web token of theirs expires.
+    Every worker hears what came back to the committee.
+    """
+    assert person.id is not None
+    label = person_label(person)
+    released: list[str] = []
+    unheld: list[str] = []
+    for request in queries.requests_held_by(session=tx.session, handler_id=person.id):
+        if request.state == State.HANDLING:
+            _move(tx, request, None, Action.RELEASE, note=f"{label}的角色已撤销")
+            released.append(request.number)
+            request.handler_id = None
+            for worker in _workers(tx):
+                tx.notify(worker, "card.released", request, by=label,
+                          **_card(tx, request, _category(tx, request)))
+        else:
+            unheld.append(request.number)
+            request.handler_id = None
+            tx.session.add(request)
+    walk_ins: list[str] = []
+    for request in queries.walk_ins_registered_by(session=tx.session, person_id=person.id):
+        request.registered_by_id = None
+        tx.session.add(request)
+        walk_ins.append(request.number)
+        queries.add_event(session=tx.session, request_id=request.id, actor_id=None,
+                          action=Action.COMMENT, from_state=request.state,
+                          to_state=request.state, at=tx.now,
+                          note=f"登记人{label}的角色已撤销，改由全体党务工作者代为联系群众")
+    tokens = queries.expire_web_sessions(session=tx.session, person_id=person.id, now=tx.now)
+    # Notices queued for them while they had the role (a supplement's text, a card) are not
+    # delivered any more; messages about their own requests and card refreshes (which take
+    # the buttons off their old cards) still are.
+    skipped = queries.skip_pending_outbox(session=tx.session, person_id=person.id,
+                                          keep_requester_id=person.id,
+                                          keep_keys=[cards.REFRESH_KEY], reason="role revoked")
+    if released or unheld or walk_ins:
+        for worker in _workers(tx):
+            tx.notify(worker, "committee.revoked", by=label, released=len(released),
+                      unheld=len(unheld), walk_ins=len(walk_ins),
+                      numbers="、".join(released + unheld + walk_ins))
+    return Released(released, unheld, walk_ins, tokens, skipped)
+
+
 # --- internals ----------------------------------------------------------------------------
 
 
@@ -680,8 +756,8 @@ def _required(tx: Tx, text: str, what: str) -> str:
 def _is_requester(tx: Tx, actor: Person, request: Request) -> bool:
     if actor.id == request.requester_id:
         return True
-    # A walk-in has no chat: the worker who registered them acts for them.
-    return request.channel == DESK_CHANNEL and actor.id == request.registered_by_id
+    return request.channel == DESK_CHANNEL and acts_for_walk_in(
+        role=actor.role, actor_id=actor.id, registered_by_id=request.registered_by_id)
 
 
 def _in_department(actor: Person, request: Request) -> bool:
@@ -747,7 +823,8 @@ def _current_handlers(tx: Tx, request: Request) -> list[Person]:
         ))
     if request.handler_id is not None:
         handler = queries.get_person(session=tx.session, person_id=request.handler_id)
-        if handler is not None and not handler.unreachable:
+        # A handler who is no longer on the committee (role revoked) hears nothing more.
+        if handler is not None and not handler.unreachable and handler.role in COMMITTEE_ROLES:
             return [handler]
     return list(_workers(tx))
 
@@ -756,13 +833,17 @@ def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
     requester = queries.get_person(session=tx.session, person_id=request.requester_id)
     assert requester is not None
     if requester.channel == DESK_CHANNEL:
-        # A walk-in is told by phone: the worker who registered them gets the message.
+        # A walk-in is told by phone: the worker who registered them gets the message, or
+        # every worker once nobody on the committee is that registrar (role revoked).
+        registrar = None
         if request.registered_by_id is not None:
             registrar = queries.get_person(session=tx.session, person_id=request.registered_by_id)
-            if registrar is not None:
-                tx.notify(registrar, "desk.relay", request, inner=key,
-                          contact_name=request.contact_name or "",
-                          contact_phone=request.contact_phone or "", **params)
+        relays = [registrar] if registrar is not None and registrar.role in COMMITTEE_ROLES \
+            else list(queries.reachable_people(session=tx.session, roles=[Role.WORKER]))
+        for person in relays:
+            tx.notify(person, "desk.relay", request, inner=key,
+                      contact_name=request.contact_name or "",
+                      contact_phone=request.contact_phone or "", **params)
         return
     tx.notify(requester, key, request, **params)
 
@@ -814,6 +895,7 @@ def _working_days(tx: Tx, days: int) -> datetime:
 __all__ = [
     "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
     "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
-    "parse_number", "rate", "recall", "reject", "return_", "send_back", "submit", "supplement",
+    "parse_number", "rate", "recall", "reject", "release_holdings", "return_", "send_back",
+    "submit", "supplement",
     "take", "todo", "view",
 ]
