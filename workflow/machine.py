@@ -58,7 +58,8 @@ class Who(StrEnum):
     COMMITTEE = "committee"
     #: Staff of the department the request is forwarded to now.
     DEPARTMENT = "department"
-    #: The person who submitted the request (for a walk-in: the worker who registered it).
+    #: The person who submitted the request (for a walk-in: the worker who registered it, or
+    #: any worker once that worker's role is revoked).
     REQUESTER = "requester"
     #: Nobody by hand: the tick and the automatic routing.
     SYSTEM = "system"

@@ -102,7 +102,8 @@ def role_could(role: str, action: Action) -> bool:
 WHO_LABELS: dict[Who, str] = {
     Who.COMMITTEE: "worker or leader",
     Who.DEPARTMENT: "staff of the department the request is forwarded to",
-    Who.REQUESTER: "the requester (for a walk-in: the worker who registered it)",
+    Who.REQUESTER: "the requester (for a walk-in: the worker who registered it, or any "
+                   "worker or leader once that worker's role is revoked)",
     Who.SYSTEM: "nobody by hand (the system)",
     Who.ANYONE: "anyone",
 }
