@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 import typer
+from sqlalchemy import text as sa_text
 from sqlmodel import Session, col, select
 
 from admin_scripts import cli
@@ -39,7 +41,7 @@ from storage.settings import Settings
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk, Identity
 from workflow import broker as broker_module
-from workflow import deadlines
+from workflow import deadlines, service
 from workflow.deadlines import LOCAL_TZ, format_local
 
 # --- fixtures and helpers -------------------------------------------------------------------
@@ -981,6 +983,52 @@ def test_revoked_department_staff_get_no_more_department_cards_or_notices(
     # And the revoked one cannot take it
     revoked.send(f"接收 {number}")
     assert desk.request(number).state == "forwarded"
+
+
+def waiting_for_a_lock(url: str) -> bool:
+    """Whether some other PostgreSQL backend waits for a row lock now."""
+    with get_engine(url).connect() as connection:
+        return bool(connection.execute(sa_text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND pid <> pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_worker_s_command_in_flight_when_they_are_revoked_is_released_all_the_same(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker whose 受理 is being handled: their person row is locked, as the
+    # dispatcher locks it for each message
+    desk = desk_on(any_db)
+    worker, other, resident = desk.worker("王书记"), desk.worker("赵书记"), desk.identity("张三")
+    resident.send("小区门口的路灯坏了")
+    number = desk.requests()[-1].number
+    codes: list[int] = []
+    with session_scope(desk.runtime.engine) as session:
+        held = queries.get_person(session=session, person_id=worker.person_id, lock=True)
+        assert held is not None
+
+        # When `redesk people revoke` runs meanwhile
+        revoking = threading.Thread(
+            target=lambda: codes.append(main(["people", "revoke", str(worker.person_id)])))
+        revoking.start()
+        for _ in range(200):
+            if waiting_for_a_lock(any_db):
+                break
+            revoking.join(0.05)
+        assert waiting_for_a_lock(any_db), "the revocation did not wait for the worker's lock"
+        # And the worker's 受理 commits first
+        service.accept(desk.runtime.tx(session, "race"), held, number)
+    revoking.join()
+
+    # Then the revocation saw the accepted request and released it to the committee
+    assert codes == [Exit.OK]
+    request = desk.request(number)
+    assert (request.state, request.handler_id) == ("new", None)
+    assert [(e.action, e.to_state) for e in desk.events(number)][-2:] == \
+        [("accept", "handling"), ("release", "new")]
+    desk.work()
+    assert any("已收回" in m.text for m in other.new_messages())
 
 
 def inbox_rows(url: str) -> list[InboxMessage]:
