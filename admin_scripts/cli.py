@@ -783,9 +783,6 @@ def people_revoke(
     if done.released:
         console.print(f"{len(done.released)} requests they were handling are back in 待受理: "
                       f"{', '.join(done.released)}", markup=False)
-    if done.unheld:
-        console.print(f"{len(done.unheld)} requests awaiting review no longer name them: "
-                      f"{', '.join(done.unheld)}", markup=False)
     if done.walk_ins:
         console.print(f"{len(done.walk_ins)} walk-ins they registered are relayed to every "
                       f"worker: {', '.join(done.walk_ins)}", markup=False)

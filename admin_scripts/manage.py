@@ -635,8 +635,6 @@ class Revoked:
     department: str | None
     #: Requests they were handling (做单), now back in 待受理 for the committee.
     released: list[str] = field(default_factory=list)
-    #: Requests awaiting review that named them as handler, now the committee's as a whole.
-    unheld: list[str] = field(default_factory=list)
     #: Walk-ins they registered, now relayed to and acted for by every worker.
     walk_ins: list[str] = field(default_factory=list)
     #: Web tokens of theirs that were expired.
@@ -686,11 +684,11 @@ def revoke_role(*, session: Session, who: str, role: str | None, now: datetime) 
         session=session, actor=admin_user(), action="people_revoke", at=now,
         detail={"person": person.id, "name": person.display_name, "role": old_role,
                 "department": department, "released": held.released,
-                "unheld": held.unheld, "walk_ins": held.walk_ins,
+                "walk_ins": held.walk_ins,
                 "web_tokens": held.web_tokens, "skipped": held.skipped},
     )
     return Revoked(person.id, person.display_name, person.channel, old_role, department,
-                   held.released, held.unheld, held.walk_ins, held.web_tokens,
+                   held.released, held.walk_ins, held.web_tokens,
                    tx.outbox_ids())
 
 

@@ -137,8 +137,8 @@ TEXTS: dict[str, str] = {
         "诉求内容：{text}\n—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
     ),
     "committee.revoked": (
-        "{by}的角色已撤销：{released}件办理中的诉求已收回待受理，{unheld}件待审核回单的诉求改由全体党务工作者跟进，"
-        "{walk_ins}件接待台代登记的诉求改由全体党务工作者联系群众、代为撤销或评价。涉及编号：{numbers}"
+        "{by}的角色已撤销：{released}件办理中的诉求已收回待受理，"
+        "{walk_ins}件接待台代登记的诉求改由全体党务工作者联系群众、代为补充、撤销或评价。涉及编号：{numbers}"
     ),
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
     "remind.unacted": "【{number}】新诉求已超过{minutes}个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"

@@ -670,15 +670,11 @@ def count_requests_in_states(
     return int(session.exec(statement).one())
 
 
-#: Request states in which a request is finished for good (workflow.machine.TERMINAL).
-_FINISHED = ("closed", "rejected", "cancelled")
-
-
-def requests_held_by(*, session: Session, handler_id: int) -> Sequence[Request]:
-    """The open requests whose handler is this person, oldest first, locked."""
+def requests_handled_by(*, session: Session, handler_id: int) -> Sequence[Request]:
+    """The requests this person is handling (做单) now, oldest first, locked."""
     return session.exec(
         select(Request).where(Request.handler_id == handler_id,
-                              col(Request.state).not_in(_FINISHED))
+                              col(Request.state) == "handling")
         .order_by(col(Request.id))
         .with_for_update(key_share=True).execution_options(populate_existing=True)
     ).all()

@@ -765,19 +765,19 @@ def test_revoking_a_worker_releases_what_they_handle_to_the_committee_and_tells_
     assert (desk.request(handled).state, desk.request(handled).handler_id) == ("new", None)
     assert [(e.action, e.from_state, e.to_state, e.actor_id) for e in desk.events(handled)
             if e.action == "release"] == [("release", "handling", "new", None)]
-    # And the request awaiting review keeps its state but no longer names them
-    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == ("review", None)
-    # And the command lists both
-    out = capsys.readouterr().out
-    assert f"1 requests they were handling are back in 待受理: {handled}" in out
-    assert f"1 requests awaiting review no longer name them: {reviewed}" in out
+    # And the request awaiting review keeps its state and, for the record, who completed it
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
+        ("review", worker.person_id)
+    # And the command lists what came back
+    assert f"1 requests they were handling are back in 待受理: {handled}" in \
+        capsys.readouterr().out
     # And the other worker got the released request as a card to act on, and a summary
     told = other.new_messages()
     card = next(m for m in told if "已收回" in m.text)
     assert card.number == handled
     assert card.actions == [f"受理 {handled}", f"转单 {handled}", f"驳回 {handled}"]
     summary = [m.text for m in told if "王书记的角色已撤销：1件办理中" in m.text]
-    assert len(summary) == 1 and handled in summary[0] and reviewed in summary[0]
+    assert len(summary) == 1 and handled in summary[0] and reviewed not in summary[0]
     # And the revoked worker got no new message (their old cards only lose their buttons)
     assert worker.new_messages() == []
     assert [action for action, _ in audit(any_db)] == ["people_revoke"]
@@ -793,6 +793,14 @@ def test_revoking_a_worker_releases_what_they_handle_to_the_committee_and_tells_
     assert "110101199001011234" in received and "13800000000" in received
     assert not any("110101199001011234" in str(row.params) for row in
                    outbox_to(any_db, worker.person_id))
+
+    # When the other worker sends the result they completed back for rework (返工)
+    other.send(f"返工 {reviewed} 请补充照片")
+
+    # Then the rework is the committee's: no handler, and the revoked worker is not told
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
+        ("handling", None)
+    assert worker.new_messages() == []
 
     # And another worker can take the released request up from its card
     other.press(card.action("受理"))

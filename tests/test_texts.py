@@ -44,7 +44,6 @@ TYPICAL: dict[str, Any] = {
     "channel": "web",
     "by": "王书记",
     "released": 1,
-    "unheld": 0,
     "walk_ins": 2,
     "numbers": f"{NUMBER}、SQ-20260101-0002",
     "supplement": "晚上七点以后最明显",

@@ -355,6 +355,9 @@ def send_back(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     reason = _required(tx, reason, "reason_required")
     _move(tx, request, actor, Action.SEND_BACK, note=reason,
           with_department=request.department_id is not None)
+    if request.department_id is None and not _on_committee(tx, request.handler_id):
+        # Whoever completed it lost their role since: the rework is the committee's.
+        request.handler_id = None
     holders = _current_handlers(tx, request)
     for person in holders:
         tx.notify(person, "card.sent_back", request, reason=reason, by=person_label(actor))
@@ -579,9 +582,6 @@ class Released:
 
     #: Numbers of the requests they were handling, now back in NEW.
     released: list[str]
-    #: Numbers of the requests they were the handler of in other states (review), now held by
-    #: the committee as a whole.
-    unheld: list[str]
     #: Numbers of the walk-ins they registered, now relayed to and acted for by every worker.
     walk_ins: list[str]
     #: Web tokens of theirs that were expired.
@@ -595,27 +595,22 @@ def release_holdings(tx: Tx, person: Person) -> Released:
 
     The caller has already made `person` a requester (so they are no longer among the
     workers who are told). Requests they were handling go back to NEW (收回, an event each);
-    requests they are the handler of in another open state keep their state with no
-    handler; walk-ins they registered lose that reference, so that every worker is relayed
-    their notices and may act for them (an event each); every web token of theirs expires.
-    Every worker hears what came back to the committee.
+    requests that name them as handler in a later state (their result in review, replied,
+    closed) keep the name for the record, and `_current_handlers` no longer tells them
+    anything; walk-ins they registered lose that reference, so that every worker is relayed
+    their notices and may act for them (an event each); every web token of theirs expires;
+    notices still queued for them are dropped. Every worker hears what came back.
     """
     assert person.id is not None
     label = person_label(person)
     released: list[str] = []
-    unheld: list[str] = []
-    for request in queries.requests_held_by(session=tx.session, handler_id=person.id):
-        if request.state == State.HANDLING:
-            _move(tx, request, None, Action.RELEASE, note=f"{label}的角色已撤销")
-            released.append(request.number)
-            request.handler_id = None
-            for worker in _workers(tx):
-                tx.notify(worker, "card.released", request, by=label,
-                          **_card(tx, request, _category(tx, request)))
-        else:
-            unheld.append(request.number)
-            request.handler_id = None
-            tx.session.add(request)
+    for request in queries.requests_handled_by(session=tx.session, handler_id=person.id):
+        _move(tx, request, None, Action.RELEASE, note=f"{label}的角色已撤销")
+        request.handler_id = None
+        released.append(request.number)
+        for worker in _workers(tx):
+            tx.notify(worker, "card.released", request, by=label,
+                      **_card(tx, request, _category(tx, request)))
     walk_ins: list[str] = []
     for request in queries.walk_ins_registered_by(session=tx.session, person_id=person.id):
         request.registered_by_id = None
@@ -632,12 +627,11 @@ def release_holdings(tx: Tx, person: Person) -> Released:
     skipped = queries.skip_pending_outbox(session=tx.session, person_id=person.id,
                                           keep_requester_id=person.id,
                                           keep_keys=[cards.REFRESH_KEY], reason="role revoked")
-    if released or unheld or walk_ins:
+    if released or walk_ins:
         for worker in _workers(tx):
             tx.notify(worker, "committee.revoked", by=label, released=len(released),
-                      unheld=len(unheld), walk_ins=len(walk_ins),
-                      numbers="、".join(released + unheld + walk_ins))
-    return Released(released, unheld, walk_ins, tokens, skipped)
+                      walk_ins=len(walk_ins), numbers="、".join(released + walk_ins))
+    return Released(released, walk_ins, tokens, skipped)
 
 
 # --- internals ----------------------------------------------------------------------------
@@ -813,6 +807,14 @@ def _tell_other_workers(
     for worker in _workers(tx):
         if worker.id != actor.id and worker.id not in (skip or set()):
             tx.notify(worker, key, request, by=person_label(actor), **params)
+
+
+def _on_committee(tx: Tx, person_id: int | None) -> bool:
+    """Whether `person_id` names a worker or leader (not someone whose role was revoked)."""
+    if person_id is None:
+        return False
+    person = queries.get_person(session=tx.session, person_id=person_id)
+    return person is not None and person.role in COMMITTEE_ROLES
 
 
 def _current_handlers(tx: Tx, request: Request) -> list[Person]:
