@@ -834,8 +834,10 @@ def people_revoke(
 ) -> None:
     """Take a person's role away: they become a plain requester, with no department.
 
-    From then on every worker or department command they send is refused.
-    Requests they were handling stay in 办理中 for another worker to finish.
+    From then on every worker or department command they send is refused, and their open
+    dialogue is dropped. Requests they were handling go back to 待受理 (收回); walk-ins they
+    registered are relayed to every worker, any of whom may act for them; their web tokens
+    expire; every worker is told.
     A name shared by several people with a role is refused (exit 2), listing them;
     then name the person by their id.
 
@@ -860,9 +862,21 @@ def people_revoke(
         return
     of = f" of {done.department}" if done.department else ""
     console.print(f"revoked {done.role}{of} from {someone}: now a requester", markup=False)
-    if done.handling:
-        console.print(f"{done.handling} requests they were handling stay in 办理中; any worker "
-                      "can finish them", markup=False)
+    if done.released:
+        console.print(f"{len(done.released)} requests they were handling are back in 待受理: "
+                      f"{', '.join(done.released)}", markup=False)
+    if done.walk_ins:
+        console.print(f"{len(done.walk_ins)} walk-ins they registered are relayed to every "
+                      f"worker: {', '.join(done.walk_ins)}", markup=False)
+    if done.web_tokens:
+        console.print(f"{done.web_tokens} web tokens of theirs expired", markup=False)
+    if done.outbox:
+        from workflow import broker
+
+        broker.configure(settings.redis_url)
+        from bot import actors
+
+        actors.enqueue_deliveries(done.outbox)
     if done.role == "group":
         console.print("if REDESK_TELEGRAM_COMMITTEE_CHAT still names this chat, `redesk run` "
                       "makes it the committee group again", markup=False)

@@ -32,6 +32,7 @@ from storage.models import (
     Role,
     Route,
 )
+from workflow import service
 from workflow.deadlines import format_local
 
 #: The file types an import reads, by extension.
@@ -624,7 +625,7 @@ def list_people(*, session: Session, role: str | None) -> list[PersonLine]:
 
 @dataclass(frozen=True)
 class Revoked:
-    """Whose role was taken away."""
+    """Whose role was taken away, and what they held."""
 
     id: int
     name: str
@@ -632,12 +633,24 @@ class Revoked:
     #: The role they had; requester means they had none and nothing changed.
     role: str
     department: str | None
-    #: Requests they were handling (做单); they stay in 办理中 and any worker can finish them.
-    handling: int
+    #: Requests they were handling (做单), now back in 待受理 for the committee.
+    released: list[str] = field(default_factory=list)
+    #: Walk-ins they registered, now relayed to and acted for by every worker.
+    walk_ins: list[str] = field(default_factory=list)
+    #: Web tokens of theirs that were expired.
+    web_tokens: int = 0
+    #: Outbox rows written for the workers (the caller enqueues them after committing).
+    outbox: list[int] = field(default_factory=list)
 
 
 def revoke_role(*, session: Session, who: str, role: str | None, now: datetime) -> Revoked:
-    """Makes a person a plain requester again: no role, no department, no open dialogue.
+    """Makes a person a plain requester again and ends everything their role gave them.
+
+    They lose their role, their department and any open dialogue. What they hold goes back
+    to the committee (workflow.service.release_holdings): requests they were handling return
+    to 待受理 (an event each), walk-ins they registered are relayed to and acted for by every
+    worker, their web tokens expire, and every worker is told. Their Telegram or WeChat chat
+    stays, as a requester's.
 
     `who` is a person's id or exact display name; `role` narrows who is meant.
 
@@ -653,24 +666,30 @@ def revoke_role(*, session: Session, who: str, role: str | None, now: datetime) 
     if person.department_id is not None:
         found = queries.get_department(session=session, department_id=person.department_id)
         department = found.name if found else None
-    handling = 0
-    if old_role != Role.REQUESTER:
-        handling = queries.count_requests_in_states(session=session, states=["handling"],
-                                                    handler_id=person.id)
-        person.role = Role.REQUESTER
-        person.department_id = None
-        # A half-finished command (e.g. 驳回 waiting for its reason) must not complete later.
-        person.dialogue = None
-        session.add(person)
-        queries.add_event(session=session, request_id=None, actor_id=person.id, action="revoke",
-                          from_state=None, to_state=None, note=old_role, at=now)
-        queries.audit_admin_action(
-            session=session, actor=admin_user(), action="people_revoke", at=now,
-            detail={"person": person.id, "name": person.display_name, "role": old_role,
-                    "department": department},
-        )
+    if old_role == Role.REQUESTER:
+        return Revoked(person.id, person.display_name, person.channel, old_role, department)
+    person.role = Role.REQUESTER
+    person.department_id = None
+    # A half-finished command (e.g. 驳回 waiting for its reason) must not complete later.
+    person.dialogue = None
+    session.add(person)
+    # The role change is flushed first, so that the workers told below no longer include them.
+    session.flush()
+    queries.add_event(session=session, request_id=None, actor_id=person.id, action="revoke",
+                      from_state=None, to_state=None, note=old_role, at=now)
+    tx = service.Tx(session=session, now=now, source=f"revoke:{person.id}:{now.isoformat()}")
+    held = service.release_holdings(tx, person)
+    session.flush()
+    queries.audit_admin_action(
+        session=session, actor=admin_user(), action="people_revoke", at=now,
+        detail={"person": person.id, "name": person.display_name, "role": old_role,
+                "department": department, "released": held.released,
+                "walk_ins": held.walk_ins,
+                "web_tokens": held.web_tokens, "skipped": held.skipped},
+    )
     return Revoked(person.id, person.display_name, person.channel, old_role, department,
-                   handling)
+                   held.released, held.walk_ins, held.web_tokens,
+                   tx.outbox_ids())
 
 
 def _person_meant(session: Session, who: str, role: str | None) -> Person:

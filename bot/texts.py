@@ -33,6 +33,7 @@ ACTION_LABELS: dict[str, str] = {
     "take": "接收",
     "return": "退单",
     "recall": "撤回转单",
+    "release": "收回",
     "complete": "办结",
     "approve": "回单",
     "send_back": "返工",
@@ -132,6 +133,14 @@ TEXTS: dict[str, str] = {
         "【{number}】重办：群众评价为「{rating}」，诉求回到待受理。\n诉求内容：\n{text}"
     ),
     "worker.acted": "【{number}】{by}已{action}。",
+    "card.released": (
+        "【{number}】{by}的角色已撤销，其办理中的这件诉求已收回，回到待受理，请重新受理、转单或驳回。\n"
+        "诉求内容：{text}\n—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
+    ),
+    "committee.revoked": (
+        "{by}的角色已撤销：{released}件办理中的诉求已收回待受理，"
+        "{walk_ins}件接待台代登记的诉求改由全体党务工作者联系群众、代为补充、撤销或评价。涉及编号：{numbers}"
+    ),
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
     "remind.unacted": "【{number}】新诉求已超过{minutes}个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"
                       "\n响应时限：{response_due}",
@@ -329,6 +338,7 @@ def _committee_buttons(number: str) -> list[Button]:
 BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     "card.new": lambda p: _committee_buttons(p["number"]),
     "card.returned": lambda p: _committee_buttons(p["number"]),
+    "card.released": lambda p: _committee_buttons(p["number"]),
     "card.reopened": lambda p: _committee_buttons(p["number"]),
     "card.forwarded": lambda p: [
         Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}"),

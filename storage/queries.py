@@ -722,6 +722,62 @@ def count_requests_in_states(
     return int(session.exec(statement).one())
 
 
+def requests_handled_by(*, session: Session, handler_id: int) -> Sequence[Request]:
+    """The requests this person is handling (做单) now, oldest first, locked."""
+    return session.exec(
+        select(Request).where(Request.handler_id == handler_id,
+                              col(Request.state) == "handling")
+        .order_by(col(Request.id))
+        .with_for_update(key_share=True).execution_options(populate_existing=True)
+    ).all()
+
+
+def walk_ins_registered_by(*, session: Session, person_id: int) -> Sequence[Request]:
+    """Every walk-in (desk) request this person registered, oldest first, locked."""
+    return session.exec(
+        select(Request).where(Request.registered_by_id == person_id,
+                              Request.channel == "desk")
+        .order_by(col(Request.id))
+        .with_for_update(key_share=True).execution_options(populate_existing=True)
+    ).all()
+
+
+def expire_web_sessions(*, session: Session, person_id: int, now: datetime) -> int:
+    """Ends every unexpired web token of this person at `now`; how many there were."""
+    rows = session.exec(
+        select(WebSession).where(WebSession.person_id == person_id,
+                                 col(WebSession.expires_at) > now)
+    ).all()
+    for row in rows:
+        row.expires_at = now
+        session.add(row)
+    return len(rows)
+
+
+def skip_pending_outbox(
+    *, session: Session, person_id: int, keep_requester_id: int, keep_keys: Sequence[str],
+    reason: str,
+) -> int:
+    """Marks skipped the pending messages to a person except those about requests
+    `keep_requester_id` submitted and those with a key in `keep_keys`; how many.
+    """
+    own = select_columns(col(Request.id)).where(col(Request.requester_id) == keep_requester_id)
+    rows = session.exec(
+        select(OutboxMessage).where(
+            OutboxMessage.person_id == person_id,
+            OutboxMessage.status == OutboxStatus.PENDING,
+            col(OutboxMessage.key).not_in(list(keep_keys)),
+            or_(col(OutboxMessage.request_id).is_(None),
+                col(OutboxMessage.request_id).not_in(own)))
+        .with_for_update()
+    ).all()
+    for row in rows:
+        row.status = OutboxStatus.SKIPPED
+        row.last_error = reason
+        session.add(row)
+    return len(rows)
+
+
 def audit_admin_action(
     *, session: Session, actor: str, action: str, detail: dict[str, Any], at: datetime
 ) -> AdminAudit:

@@ -41,6 +41,8 @@ EXPECTED: dict[tuple[State, Action], State] = {
     (S.HANDLING, A.FORWARD): S.FORWARDED,
     (S.HANDLING, A.COMPLETE): S.REVIEW,
     (S.HANDLING, A.CANCEL): S.CANCELLED,
+    # ... or, when the handling worker's role is revoked, it goes back to the committee.
+    (S.HANDLING, A.RELEASE): S.NEW,
     # FORWARDED (已转单): the department takes it or hands it back.
     (S.FORWARDED, A.TAKE): S.DEPT_HANDLING,
     (S.FORWARDED, A.RETURN): S.NEW,
@@ -79,7 +81,7 @@ def test_the_expected_table_names_every_state_and_every_action() -> None:
     # Guards the test itself: a new state or action must be decided on here.
     assert {state for state, _ in EXPECTED} == set(State)
     assert {action for _, action in EXPECTED} == set(Action) - {A.SUBMIT}
-    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 18
+    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 19
 
 
 @pytest.mark.parametrize("pair", ALL_PAIRS, ids=_id)

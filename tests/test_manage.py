@@ -6,19 +6,24 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 import typer
+from sqlalchemy import text as sa_text
 from sqlmodel import Session, col, select
 
 from admin_scripts import cli
 from admin_scripts.cli import Exit, app, main
 from bot import dispatch
 from bot import runtime as bot_runtime
-from bot.channels import telegram
+from bot.app import create_app
+from bot.channels import telegram, web
 from bot.runtime import Runtime
 from storage import queries
 from storage.db import get_engine, session_scope
@@ -28,13 +33,16 @@ from storage.models import (
     Department,
     Event,
     InboxMessage,
+    OutboxMessage,
     Person,
     Role,
 )
 from storage.settings import Settings
-from tests.utils.harness import Desk
+from tests.utils.app import TestClient
+from tests.utils.harness import Desk, Identity
 from workflow import broker as broker_module
-from workflow.deadlines import format_local
+from workflow import deadlines, service
+from workflow.deadlines import LOCAL_TZ, format_local
 
 # --- fixtures and helpers -------------------------------------------------------------------
 
@@ -707,6 +715,334 @@ def test_revoke_with_a_role_that_cannot_be_revoked_is_a_usage_error(
 ) -> None:
     assert main(["people", "revoke", "张三", "--role", "requester"]) == Exit.USAGE
     assert "--role must be one of worker, leader, department, group" in capsys.readouterr().err
+
+
+# --- revoking: what the revoked person held ---------------------------------------------------
+
+
+def outbox_to(url: str, person_id: int) -> list[OutboxMessage]:
+    """Every outbox row addressed to a person, oldest first."""
+    with Session(get_engine(url)) as session:
+        return list(session.exec(select(OutboxMessage).where(
+            OutboxMessage.person_id == person_id).order_by(col(OutboxMessage.id))).all())
+
+
+def leader(desk: Desk, name: str = "钱部长") -> Identity:
+    """A web identity bound as a leader."""
+    identity = desk.identity(name)
+    identity.send(f"绑定 {desk.invite('leader')}")
+    return identity
+
+
+def shanghai(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    """A moment on the Asia/Shanghai wall clock, as UTC."""
+    return datetime(year, month, day, hour, minute, tzinfo=LOCAL_TZ).astimezone(UTC)
+
+
+def test_revoking_a_worker_releases_what_they_handle_to_the_committee_and_tells_the_workers(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker handling one request and whose result for another awaits review
+    desk = desk_on(any_db)
+    worker, other, resident = desk.worker("王书记"), desk.worker("赵书记"), desk.identity("张三")
+    resident.send("小区门口的路灯坏了")
+    handled = desk.requests()[-1].number
+    worker.send(f"受理 {handled}")
+    resident.send("楼道里堆满了杂物")
+    reviewed = desk.requests()[-1].number
+    worker.send(f"受理 {reviewed}")
+    worker.send(f"办结 {reviewed} 已清理")
+    assert desk.request(reviewed).state == "review"
+    worker.new_messages()
+    other.new_messages()
+    capsys.readouterr()
+
+    # When the worker's role is revoked
+    assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+    desk.work()
+
+    # Then the handled request is back in 待受理 with nobody holding it, by a system event
+    assert (desk.request(handled).state, desk.request(handled).handler_id) == ("new", None)
+    assert [(e.action, e.from_state, e.to_state, e.actor_id) for e in desk.events(handled)
+            if e.action == "release"] == [("release", "handling", "new", None)]
+    # And the request awaiting review keeps its state and, for the record, who completed it
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
+        ("review", worker.person_id)
+    # And the command lists what came back
+    assert f"1 requests they were handling are back in 待受理: {handled}" in \
+        capsys.readouterr().out
+    # And the other worker got the released request as a card to act on, and a summary
+    told = other.new_messages()
+    card = next(m for m in told if "已收回" in m.text)
+    assert card.number == handled
+    assert card.actions == [f"受理 {handled}", f"转单 {handled}", f"驳回 {handled}"]
+    summary = [m.text for m in told if "王书记的角色已撤销：1件办理中" in m.text]
+    assert len(summary) == 1 and handled in summary[0] and reviewed not in summary[0]
+    # And the revoked worker got no new message (their old cards only lose their buttons)
+    assert worker.new_messages() == []
+    assert [action for action, _ in audit(any_db)] == ["people_revoke"]
+    assert audit(any_db)[-1][1]["released"] == [handled]
+
+    # When the resident adds personal details to both requests
+    resident.send(f"补充 {handled} 身份证号110101199001011234，住春熙路3栋2单元")
+    resident.send(f"补充 {reviewed} 联系电话13800000000")
+
+    # Then the committee's workers receive them and the revoked worker does not
+    assert worker.new_messages() == []
+    received = "\n".join(m.text for m in other.new_messages())
+    assert "110101199001011234" in received and "13800000000" in received
+    assert not any("110101199001011234" in str(row.params) for row in
+                   outbox_to(any_db, worker.person_id))
+
+    # When the other worker sends the result they completed back for rework (返工)
+    other.send(f"返工 {reviewed} 请补充照片")
+
+    # Then the rework is the committee's: no handler, and the revoked worker is not told
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
+        ("handling", None)
+    assert worker.new_messages() == []
+
+    # And another worker can take the released request up from its card
+    other.press(card.action("受理"))
+    assert (desk.request(handled).state, desk.request(handled).handler_id) == \
+        ("handling", other.person_id)
+
+    # And revoking them again changes nothing and tells nobody
+    before = len(desk.events())
+    other.new_messages()
+    assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+    desk.work()
+    assert "has no role to revoke; nothing changed" in capsys.readouterr().out
+    assert len(desk.events()) == before and other.new_messages() == []
+
+
+def test_a_notice_queued_for_a_worker_before_revocation_is_not_delivered_after_it(
+    any_db: str,
+) -> None:
+    # Given a worker handling a request, and a resident's supplement handled but not yet
+    # delivered to them (still in the outbox)
+    desk = desk_on(any_db)
+    worker, resident = desk.worker("王书记"), desk.identity("张三")
+    resident.send("想反映一下噪音问题")
+    number = desk.requests()[-1].number
+    worker.send(f"受理 {number}")
+    with session_scope(desk.runtime.engine) as session:
+        queries.add_inbox(session=session, channel=web.CHANNEL, natural_key="late-supplement",
+                          chat_id=resident.chat_id,
+                          payload={"text": f"补充 {number} 住址：春熙路3栋2单元401"})
+    dispatch.process_chat(desk.runtime, web.CHANNEL, resident.chat_id)
+    pending = [row for row in outbox_to(any_db, worker.person_id) if row.status == "pending"]
+    assert [row.key for row in pending] == ["card.supplemented"]
+
+    # When their role is revoked and the outbox is worked through
+    assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+    desk.work()
+
+    # Then the supplement never reached them: it is skipped, on record why
+    assert all("春熙路3栋2单元401" not in m.text for m in worker.new_messages())
+    rows = {row.id: row for row in outbox_to(any_db, worker.person_id)}
+    assert pending[0].id is not None
+    assert (rows[pending[0].id].status, rows[pending[0].id].last_error) == \
+        ("skipped", "role revoked")
+
+
+def test_after_revocation_no_reminder_escalation_or_digest_reaches_the_revoked_worker(
+    any_db: str,
+) -> None:
+    # Given on Monday 2025-09-22 a worker handling one request, a leader, another worker and
+    # a new request nobody took
+    with time_machine.travel(shanghai(2025, 9, 22, 10), tick=False):
+        desk = desk_on(any_db)
+        worker, other, boss = desk.worker("王书记"), desk.worker("赵书记"), leader(desk)
+        resident = desk.identity("张三")
+        resident.send("小区门口的路灯坏了")
+        handled = desk.requests()[-1].number
+        worker.send(f"受理 {handled}")
+        resident.send("楼道里堆满了杂物")
+        # When the worker's role is revoked the same morning
+        assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+        desk.work()
+    revoked_at = len(outbox_to(any_db, worker.person_id))
+
+    # And a tick runs on Tuesday 09-30 at 09:30: both deadlines have passed, a digest is due
+    try:
+        with time_machine.travel(shanghai(2025, 9, 30, 9, 30), tick=False):
+            written = dispatch.tick(desk.runtime)
+            desk.work()
+    finally:
+        deadlines.configure()
+
+    # Then reminders, 督办 and the digest went out, none of them to the revoked worker
+    with Session(desk.runtime.engine) as session:
+        rows = [session.get(OutboxMessage, outbox_id) for outbox_id in written]
+    by_person: dict[int, list[str]] = {}
+    for row in rows:
+        assert row is not None
+        by_person.setdefault(row.person_id, []).append(row.key)
+    assert worker.person_id not in by_person
+    assert {"remind.unacted", "remind.resolution_due", "digest"} <= set(by_person[other.person_id])
+    assert "digest" in by_person[boss.person_id]
+    assert "escalate.overdue" in by_person[boss.person_id]
+    # And the 督办 names the committee as holder of the released request, not them
+    overdue = [m.text for m in boss.new_messages() if "督办" in m.text and handled in m.text]
+    assert overdue and all("王书记" not in text for text in overdue)
+    assert len(outbox_to(any_db, worker.person_id)) == revoked_at
+
+
+def test_a_walk_in_a_revoked_worker_registered_is_relayed_to_every_worker_and_only_they_act(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a walk-in registered at the desk by a worker, and two other workers
+    desk = desk_on(any_db)
+    worker, other, third = desk.worker("王书记"), desk.worker("赵书记"), desk.worker("孙书记")
+    worker.intake("刘大爷", "13900000000", "家门口的下水道堵了")
+    walk_in = desk.requests()[-1]
+    assert (walk_in.channel, walk_in.registered_by_id) == ("desk", worker.person_id)
+    number = walk_in.number
+    capsys.readouterr()
+
+    # When the registering worker's role is revoked
+    assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+    desk.work()
+
+    # Then the walk-in no longer names them, with an event saying who acts for it now
+    assert desk.request(number).registered_by_id is None
+    assert f"1 walk-ins they registered are relayed to every worker: {number}" in \
+        capsys.readouterr().out
+    notes = [e.note or "" for e in desk.events(number) if e.action == "comment"]
+    assert len(notes) == 1 and "王书记" in notes[0] and "全体党务工作者" in notes[0]
+    worker.new_messages()
+
+    # When they try to cancel it and to look it up
+    answers = [m.text for m in worker.send(f"撤销 {number}") + worker.send(f"查询 {number}")]
+
+    # Then both are refused as for an unknown number, nothing changes, the refusal is recorded
+    assert desk.request(number).state == "new"
+    assert len(answers) == 2 and all(f"没有找到编号为「{number}」" in a for a in answers)
+    assert [(e.action, e.outcome) for e in desk.events(number)
+            if e.actor_id == worker.person_id and e.outcome == "refused"] == \
+        [("cancel", "refused")]
+
+    # When another worker accepts it
+    third.new_messages()
+    accepted = other.send(f"受理 {number}")
+
+    # Then the phone relay of the walk-in's notice goes to every worker, not to them
+    assert worker.new_messages() == []
+    for received in (accepted, third.new_messages()):
+        relays = [m.text for m in received if "接待台登记的群众 刘大爷" in m.text]
+        assert len(relays) == 1 and number in relays[0]
+
+    # And any worker may act for the walk-in: a third worker cancels it for them
+    third.send(f"撤销 {number}")
+    assert desk.request(number).state == "cancelled"
+
+
+def test_a_revoked_worker_s_web_token_is_refused_while_others_still_work(
+    any_db: str, stub_broker: Any,
+) -> None:
+    # Given two workers on the web chat, both able to read their messages
+    desk = desk_on(any_db)
+    worker, other = desk.worker("王书记"), desk.worker("赵书记")
+    with TestClient(create_app(desk.runtime)) as client:
+        def get(token: str) -> int:
+            return client.get("/api/web/messages?after=0&wait=0",
+                              headers={"Authorization": f"Bearer {token}"}).status_code
+
+        assert (get(worker.token), get(other.token)) == (200, 200)
+
+        # When the first worker's role is revoked
+        assert main(["people", "revoke", str(worker.person_id)]) == Exit.OK
+
+        # Then their token is refused for reading and for sending, and nothing is stored
+        assert get(worker.token) == 401
+        inbox_before = len(inbox_rows(any_db))
+        posted = client.post("/api/web/messages", json={"id": "after-revoke", "text": "待办"},
+                             headers={"Authorization": f"Bearer {worker.token}"})
+        assert posted.status_code == 401
+        assert len(inbox_rows(any_db)) == inbox_before
+        # And the other worker's token still works
+        assert get(other.token) == 200
+    assert audit(any_db)[-1][1]["web_tokens"] == 1
+
+
+def test_revoked_department_staff_get_no_more_department_cards_or_notices(
+    any_db: str,
+) -> None:
+    # Given two staff of 城管执法, one of whom is revoked
+    assert main(["departments", "add", "城管执法"]) == Exit.OK
+    desk = desk_on(any_db)
+    worker, resident = desk.worker(), desk.identity("张三")
+    revoked, kept = desk.staff("城管执法", "李科长"), desk.staff("城管执法", "周干事")
+    assert main(["people", "revoke", str(revoked.person_id)]) == Exit.OK
+    desk.work()
+    revoked.new_messages()
+
+    # When a request is forwarded to the department and the resident supplements it
+    resident.send("路边占道经营")
+    number = desk.requests()[-1].number
+    worker.send(f"转单 {number} 城管执法")
+    resident.send(f"补充 {number} 身份证号110101199001011234")
+
+    # Then the remaining staff get the card and the supplement, the revoked one nothing
+    assert revoked.new_messages() == []
+    texts = "\n".join(m.text for m in kept.new_messages())
+    assert f"【{number}】转单" in texts and "110101199001011234" in texts
+    # And the revoked one cannot take it
+    revoked.send(f"接收 {number}")
+    assert desk.request(number).state == "forwarded"
+
+
+def waiting_for_a_lock(url: str) -> bool:
+    """Whether some other PostgreSQL backend waits for a row lock now."""
+    with get_engine(url).connect() as connection:
+        return bool(connection.execute(sa_text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND pid <> pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_worker_s_command_in_flight_when_they_are_revoked_is_released_all_the_same(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker whose 受理 is being handled: their person row is locked, as the
+    # dispatcher locks it for each message
+    desk = desk_on(any_db)
+    worker, other, resident = desk.worker("王书记"), desk.worker("赵书记"), desk.identity("张三")
+    resident.send("小区门口的路灯坏了")
+    number = desk.requests()[-1].number
+    codes: list[int] = []
+    with session_scope(desk.runtime.engine) as session:
+        held = queries.get_person(session=session, person_id=worker.person_id, lock=True)
+        assert held is not None
+
+        # When `redesk people revoke` runs meanwhile
+        revoking = threading.Thread(
+            target=lambda: codes.append(main(["people", "revoke", str(worker.person_id)])))
+        revoking.start()
+        for _ in range(200):
+            if waiting_for_a_lock(any_db):
+                break
+            revoking.join(0.05)
+        assert waiting_for_a_lock(any_db), "the revocation did not wait for the worker's lock"
+        # And the worker's 受理 commits first
+        service.accept(desk.runtime.tx(session, "race"), held, number)
+    revoking.join()
+
+    # Then the revocation saw the accepted request and released it to the committee
+    assert codes == [Exit.OK]
+    request = desk.request(number)
+    assert (request.state, request.handler_id) == ("new", None)
+    assert [(e.action, e.to_state) for e in desk.events(number)][-2:] == \
+        [("accept", "handling"), ("release", "new")]
+    desk.work()
+    assert any("已收回" in m.text for m in other.new_messages())
+
+
+def inbox_rows(url: str) -> list[InboxMessage]:
+    """Every inbox row."""
+    with Session(get_engine(url)) as session:
+        return list(session.exec(select(InboxMessage)).all())
 
 
 # --- inbox ----------------------------------------------------------------------------------

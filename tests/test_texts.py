@@ -48,6 +48,9 @@ TYPICAL: dict[str, Any] = {
     "phone": "13800000000",
     "channel": "web",
     "by": "王书记",
+    "released": 1,
+    "walk_ins": 2,
+    "numbers": f"{NUMBER}、SQ-20260101-0002",
     "supplement": "晚上七点以后最明显",
     "action": "受理",
     "contact_name": "李四",
@@ -243,6 +246,7 @@ def test_every_state_and_action_has_a_label() -> None:
 EXPECTED_BUTTONS: dict[str, set[str]] = {
     "card.new": {"accept", "forward", "reject"},
     "card.returned": {"accept", "forward", "reject"},
+    "card.released": {"accept", "forward", "reject"},
     "card.reopened": {"accept", "forward", "reject"},
     "card.forwarded": {"take", "return", "complete"},
     "card.auto_forwarded": {"recall"},

@@ -15,7 +15,7 @@ from storage import queries
 from storage.models import Person, Request, Role
 from workflow.errors import TransitionNotAllowed
 from workflow.machine import Action, State, transition
-from workflow.permissions import permitted
+from workflow.permissions import acts_for_walk_in, permitted
 
 if TYPE_CHECKING:
     from workflow.service import Tx
@@ -54,7 +54,8 @@ def possible(person: Person, request: Request, action: str) -> bool:
     role = Role.WORKER if person.role == Role.GROUP else person.role
     state = State(request.state)
     is_requester = person.id == request.requester_id or (
-        request.channel == _DESK and person.id == request.registered_by_id)
+        request.channel == _DESK and acts_for_walk_in(
+            role=role, actor_id=person.id, registered_by_id=request.registered_by_id))
     in_department = (role == Role.DEPARTMENT and person.department_id is not None
                      and person.department_id == request.department_id)
     if wanted is Action.COMPLETE and state is State.FORWARDED and in_department:

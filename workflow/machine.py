@@ -35,6 +35,7 @@ class Action(StrEnum):
     TAKE = "take"
     RETURN = "return"
     RECALL = "recall"
+    RELEASE = "release"
     COMPLETE = "complete"
     APPROVE = "approve"
     SEND_BACK = "send_back"
@@ -57,7 +58,8 @@ class Who(StrEnum):
     COMMITTEE = "committee"
     #: Staff of the department the request is forwarded to now.
     DEPARTMENT = "department"
-    #: The person who submitted the request (for a walk-in: the worker who registered it).
+    #: The person who submitted the request (for a walk-in: the worker who registered it, or
+    #: any worker once that worker's role is revoked).
     REQUESTER = "requester"
     #: Nobody by hand: the tick and the automatic routing.
     SYSTEM = "system"
@@ -134,6 +136,9 @@ SPEC: tuple[Rule, ...] = (
     _rule(A.RETURN, "退单", {S.FORWARDED, S.DEPT_HANDLING}, S.NEW, W.DEPARTMENT),
     # Only until the department takes it: once taken, only the department can hand it back.
     _rule(A.RECALL, "撤回转单", {S.FORWARDED}, S.NEW, W.COMMITTEE),
+    # A worker whose role is revoked (`redesk people revoke`) no longer holds what they were
+    # handling: it goes back to the committee as new, for any worker to accept or forward.
+    _rule(A.RELEASE, "收回（角色撤销）", {S.HANDLING}, S.NEW, W.SYSTEM),
     # Whoever holds the request reports: the committee while it handles it, the department
     # while it is with the department. In the other states either may try, so that the
     # answer is the machine's "cannot complete now", not "not yours".

@@ -45,6 +45,23 @@ def is_one_of(who: frozenset[Who], *, role: str, is_requester: bool, in_departme
     )
 
 
+def acts_for_walk_in(*, role: str, actor_id: int | None, registered_by_id: int | None) -> bool:
+    """Whether an actor acts for the walk-in requester of a request (cancel, rate, supplement).
+
+    A walk-in has no chat: the worker who registered them acts for them while they are on
+    the committee. Once that worker's role is revoked the reference is cleared
+    (registered_by_id None), and every worker or leader of the centre acts for the walk-in.
+
+    Args:
+        role: The actor's role.
+        actor_id: The actor's person id.
+        registered_by_id: Who registered the walk-in; None once nobody on the committee is.
+    """
+    if role not in COMMITTEE_ROLES:
+        return False
+    return registered_by_id is None or actor_id == registered_by_id
+
+
 def permitted(
     action: Action,
     state: State,
@@ -85,7 +102,8 @@ def role_could(role: str, action: Action) -> bool:
 WHO_LABELS: dict[Who, str] = {
     Who.COMMITTEE: "worker or leader",
     Who.DEPARTMENT: "staff of the department the request is forwarded to",
-    Who.REQUESTER: "the requester (for a walk-in: the worker who registered it)",
+    Who.REQUESTER: "the requester (for a walk-in: the worker who registered it, or any "
+                   "worker or leader once that worker's role is revoked)",
     Who.SYSTEM: "nobody by hand (the system)",
     Who.ANYONE: "anyone",
 }

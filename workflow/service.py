@@ -32,7 +32,13 @@ from workflow.errors import (
     UnknownRequest,
 )
 from workflow.machine import TERMINAL, Action, State, transition
-from workflow.permissions import COMMITTEE_ROLES, may_view, permitted, role_could
+from workflow.permissions import (
+    COMMITTEE_ROLES,
+    acts_for_walk_in,
+    may_view,
+    permitted,
+    role_could,
+)
 from workflow.routing import detect_category
 
 #: SQ-YYYYMMDD-NNNN; the sequence may grow past four digits.
@@ -349,6 +355,9 @@ def send_back(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     reason = _required(tx, reason, "reason_required")
     _move(tx, request, actor, Action.SEND_BACK, note=reason,
           with_department=request.department_id is not None)
+    if request.department_id is None and not _on_committee(tx, request.handler_id):
+        # Whoever completed it lost their role since: the rework is the committee's.
+        request.handler_id = None
     holders = _current_handlers(tx, request)
     for person in holders:
         tx.notify(person, "card.sent_back", request, reason=reason, by=person_label(actor))
@@ -593,6 +602,67 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
     return invitation.role, department
 
 
+# --- revocation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a revoked person held and where it went."""
+
+    #: Numbers of the requests they were handling, now back in NEW.
+    released: list[str]
+    #: Numbers of the walk-ins they registered, now relayed to and acted for by every worker.
+    walk_ins: list[str]
+    #: Web tokens of theirs that were expired.
+    web_tokens: int
+    #: Pending messages to them that were dropped.
+    skipped: int
+
+
+def release_holdings(tx: Tx, person: Person) -> Released:
+    """Ends what a person whose role was just revoked still holds.
+
+    The caller has already made `person` a requester (so they are no longer among the
+    workers who are told). Requests they were handling go back to NEW (收回, an event each);
+    requests that name them as handler in a later state (their result in review, replied,
+    closed) keep the name for the record, and `_current_handlers` no longer tells them
+    anything; walk-ins they registered lose that reference, so that every worker is relayed
+    their notices and may act for them (an event each); every web token of theirs expires;
+    notices still queued for them are dropped. Every worker hears what came back.
+    """
+    assert person.id is not None
+    label = person_label(person)
+    released: list[str] = []
+    for request in queries.requests_handled_by(session=tx.session, handler_id=person.id):
+        _move(tx, request, None, Action.RELEASE, note=f"{label}的角色已撤销")
+        request.handler_id = None
+        released.append(request.number)
+        for worker in _workers(tx):
+            tx.notify(worker, "card.released", request, by=label,
+                      **_card(tx, request, _category(tx, request)))
+    walk_ins: list[str] = []
+    for request in queries.walk_ins_registered_by(session=tx.session, person_id=person.id):
+        request.registered_by_id = None
+        tx.session.add(request)
+        walk_ins.append(request.number)
+        queries.add_event(session=tx.session, request_id=request.id, actor_id=None,
+                          action=Action.COMMENT, from_state=request.state,
+                          to_state=request.state, at=tx.now,
+                          note=f"登记人{label}的角色已撤销，改由全体党务工作者代为联系群众")
+    tokens = queries.expire_web_sessions(session=tx.session, person_id=person.id, now=tx.now)
+    # Notices queued for them while they had the role (a supplement's text, a card) are not
+    # delivered any more; messages about their own requests and card refreshes (which take
+    # the buttons off their old cards) still are.
+    skipped = queries.skip_pending_outbox(session=tx.session, person_id=person.id,
+                                          keep_requester_id=person.id,
+                                          keep_keys=[cards.REFRESH_KEY], reason="role revoked")
+    if released or walk_ins:
+        for worker in _workers(tx):
+            tx.notify(worker, "committee.revoked", by=label, released=len(released),
+                      walk_ins=len(walk_ins), numbers="、".join(released + walk_ins))
+    return Released(released, walk_ins, tokens, skipped)
+
+
 # --- internals ----------------------------------------------------------------------------
 
 
@@ -709,8 +779,8 @@ def _required(tx: Tx, text: str, what: str) -> str:
 def _is_requester(tx: Tx, actor: Person, request: Request) -> bool:
     if actor.id == request.requester_id:
         return True
-    # A walk-in has no chat: the worker who registered them acts for them.
-    return request.channel == DESK_CHANNEL and actor.id == request.registered_by_id
+    return request.channel == DESK_CHANNEL and acts_for_walk_in(
+        role=actor.role, actor_id=actor.id, registered_by_id=request.registered_by_id)
 
 
 def _in_department(actor: Person, request: Request) -> bool:
@@ -768,6 +838,14 @@ def _tell_other_workers(
             tx.notify(worker, key, request, by=person_label(actor), **params)
 
 
+def _on_committee(tx: Tx, person_id: int | None) -> bool:
+    """Whether `person_id` names a worker or leader (not someone whose role was revoked)."""
+    if person_id is None:
+        return False
+    person = queries.get_person(session=tx.session, person_id=person_id)
+    return person is not None and person.role in COMMITTEE_ROLES
+
+
 def _current_handlers(tx: Tx, request: Request) -> list[Person]:
     """Who holds the request now: the department's staff, the handling worker, or all workers."""
     if request.department_id is not None:
@@ -776,7 +854,8 @@ def _current_handlers(tx: Tx, request: Request) -> list[Person]:
         ))
     if request.handler_id is not None:
         handler = queries.get_person(session=tx.session, person_id=request.handler_id)
-        if handler is not None and not handler.unreachable:
+        # A handler who is no longer on the committee (role revoked) hears nothing more.
+        if handler is not None and not handler.unreachable and handler.role in COMMITTEE_ROLES:
             return [handler]
     return list(_workers(tx))
 
@@ -785,13 +864,17 @@ def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
     requester = queries.get_person(session=tx.session, person_id=request.requester_id)
     assert requester is not None
     if requester.channel == DESK_CHANNEL:
-        # A walk-in is told by phone: the worker who registered them gets the message.
+        # A walk-in is told by phone: the worker who registered them gets the message, or
+        # every worker once nobody on the committee is that registrar (role revoked).
+        registrar = None
         if request.registered_by_id is not None:
             registrar = queries.get_person(session=tx.session, person_id=request.registered_by_id)
-            if registrar is not None:
-                tx.notify(registrar, "desk.relay", request, inner=key,
-                          contact_name=request.contact_name or "",
-                          contact_phone=request.contact_phone or "", **params)
+        relays = [registrar] if registrar is not None and registrar.role in COMMITTEE_ROLES \
+            else list(queries.reachable_people(session=tx.session, roles=[Role.WORKER]))
+        for person in relays:
+            tx.notify(person, "desk.relay", request, inner=key,
+                      contact_name=request.contact_name or "",
+                      contact_phone=request.contact_phone or "", **params)
         return
     tx.notify(requester, key, request, **params)
 
@@ -843,6 +926,7 @@ def _working_days(tx: Tx, days: int) -> datetime:
 __all__ = [
     "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
     "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
-    "parse_number", "rate", "recall", "reject", "return_", "send_back", "submit", "supplement",
+    "parse_number", "rate", "recall", "reject", "release_holdings", "return_", "send_back",
+    "submit", "supplement",
     "take", "todo", "view",
 ]
