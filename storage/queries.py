@@ -742,18 +742,6 @@ def walk_ins_registered_by(*, session: Session, person_id: int) -> Sequence[Requ
     ).all()
 
 
-def expire_web_sessions(*, session: Session, person_id: int, now: datetime) -> int:
-    """Ends every unexpired web token of this person at `now`; how many there were."""
-    rows = session.exec(
-        select(WebSession).where(WebSession.person_id == person_id,
-                                 col(WebSession.expires_at) > now)
-    ).all()
-    for row in rows:
-        row.expires_at = now
-        session.add(row)
-    return len(rows)
-
-
 def skip_pending_outbox(
     *, session: Session, person_id: int, keep_requester_id: int, keep_keys: Sequence[str],
     reason: str,
