@@ -157,7 +157,7 @@ def run() -> None:
     broker.configure(settings.redis_url)
     import uvicorn
 
-    from bot import actors  # noqa: F401  (declares the actors on the broker)
+    from bot import actors, wake  # noqa: F401  (actors declares the actors on the broker)
     from bot.app import create_app
 
     embedded = broker.is_in_process()
@@ -190,6 +190,7 @@ def run() -> None:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Long polls answer now instead of holding the shutdown for up to 30 s.
             asgi.state.stopping = True
+            wake.HUB.wake_all()
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(asgi, host=settings.host, port=settings.port,
