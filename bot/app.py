@@ -439,7 +439,10 @@ async def web_get_messages(request: Request) -> Response:
                         await asyncio.wait_for(waiter.event.wait(),
                                                timeout=min(fallback, remaining))
                     except TimeoutError:
-                        pass
+                        if loop.time() >= deadline:
+                            # Nobody woke it: nothing was delivered (a lost wake-up only
+                            # delays the message to the client's next poll).
+                            return JSONResponse({"messages": []})
             finally:
                 watcher.cancel()
     except wake.TooManyPolls:
