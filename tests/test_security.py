@@ -784,6 +784,50 @@ def test_supplements_edits_and_photos_on_telegram_count_toward_the_flood_limit(
         get_settings.cache_clear()
 
 
+def test_supplements_and_pictures_on_wechat_count_toward_the_flood_limit(
+    channels_on: Runtime, fake_wechat: FakeWeChat, stub_broker: dramatiq.Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given REDESK_FLOOD_PER_MINUTE=5 and a resident on WeChat (safe mode) with one request
+    monkeypatch.setenv("REDESK_FLOOD_PER_MINUTE", "5")
+    get_settings.cache_clear()
+    try:
+        runtime = channels_on
+        desk = with_departments(runtime)
+        openid = "o_flooding_resident"
+        with TestClient(create_app(runtime)) as client:
+            def post(callback: Any) -> None:
+                answer = client.post("/wechat", params=callback.params, content=callback.body,
+                                     headers={"Content-Type": "text/xml"})
+                assert answer.text == "success"
+
+            post(fake_wechat.text(openid, "和平路口井盖丢失，晚上很危险"))
+            desk.work()
+            number = desk.requests()[-1].number
+
+            # When ten 补充 and five pictures arrive within the minute
+            for index in range(10):
+                post(fake_wechat.text(openid, f"补充 {number} 第{index}条补充"))
+            for _ in range(5):
+                post(fake_wechat.image(openid))
+            desk.work()
+
+        # Then only the first four supplements (five messages with the request) were taken
+        with Session(runtime.engine) as session:
+            notes = [e.note for e in session.exec(
+                select(Event).where(Event.action == "supplement", Event.outcome == "ok")
+                .order_by(Event.id))]  # type: ignore[arg-type]
+            attachments = session.exec(select(func.count()).select_from(Attachment)).one()
+        assert notes == [f"第{index}条补充" for index in range(4)]
+        assert attachments == 0
+        # And the resident heard four receipts and one request to slow down, nothing more
+        assert fake_wechat.texts(openid)[1:] == [
+            catalogue("reply.supplemented", number=number)] * 4 + [
+            catalogue("error.flooded", limit=5)]
+    finally:
+        get_settings.cache_clear()
+
+
 # --- 3b. long polls --------------------------------------------------------------------------
 
 
