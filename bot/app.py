@@ -223,10 +223,7 @@ def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
 
 def _session_limiter(request: Request) -> RateLimiter:
     """The limiter of new identities: shared through Redis when there is one."""
-    limiter: RateLimiter | None = getattr(request.app.state, "session_limiter", None)
-    if limiter is None:
-        limiter = make_limiter(_runtime(request).settings.redis_url)
-        request.app.state.session_limiter = limiter
+    limiter: RateLimiter = request.app.state.session_limiter
     return limiter
 
 
@@ -638,6 +635,8 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
     ]
     app = DeskApp(routes=routes)
     app.state.runtime = runtime or get_runtime()
+    #: New web identities booked per client address (connects to Redis on first use).
+    app.state.session_limiter = make_limiter(app.state.runtime.settings.redis_url)
     #: Set when the server is asked to stop: open long polls answer at once.
     app.state.stopping = False
     return app
