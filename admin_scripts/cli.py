@@ -206,7 +206,7 @@ def run() -> None:
     broker.configure(settings.redis_url)
     import uvicorn
 
-    from bot import actors  # noqa: F401  (declares the actors on the broker)
+    from bot import actors, wake  # noqa: F401  (actors declares the actors on the broker)
     from bot.app import create_app
 
     embedded = broker.is_in_process()
@@ -239,10 +239,14 @@ def run() -> None:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Long polls answer now instead of holding the shutdown for up to 30 s.
             asgi.state.stopping = True
+            wake.HUB.wake_all()
             super().handle_exit(sig, frame)
 
+    # proxy_headers=False: the client's address is decided in one place, by
+    # REDESK_TRUSTED_PROXIES (bot.app.client_address), not also by uvicorn's own default.
     server = Server(uvicorn.Config(asgi, host=settings.host, port=settings.port,
-                                   log_level="warning", timeout_graceful_shutdown=30))
+                                   log_level="warning", timeout_graceful_shutdown=30,
+                                   proxy_headers=False))
     # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown with the handlers it found;
     # with the default ones the process would die there, before the embedded worker is stopped.
     # The handlers found are the server's own: a signal that comes before uvicorn installs its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -27,14 +28,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import actors, metrics, scheduler
+from bot import actors, metrics, scheduler, wake
 from bot.channels import telegram, web, wechat
+from bot.ratelimit import RateLimiter, make_limiter
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import InboxMessage, Person, Role, utcnow
-from storage.settings import Settings
+from storage.settings import IPNetwork, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,11 @@ MAX_WAIT = 30.0
 #: Largest `after` a long poll accepts: seq is a 64-bit integer at most.
 MAX_SEQ = 2**63 - 1
 
-#: How often a long poll looks for new messages, in seconds.
-POLL_INTERVAL = 0.2
+#: Retry-After of a long poll refused because too many are open, in seconds.
+POLL_RETRY_AFTER = 5
+
+#: The window REDESK_WEB_SESSIONS_PER_MINUTE counts new identities in, in seconds.
+SESSION_WINDOW = 60.0
 
 #: The window REDESK_FLOOD_PER_MINUTE counts messages in.
 FLOOD_WINDOW = timedelta(minutes=1)
@@ -188,9 +193,73 @@ async def _json_body(request: Request, limit: int) -> Any:
         return None
 
 
+def client_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
+    """The address of the client behind `request`.
+
+    The peer's address, unless the peer is one of the `trusted` proxies: then the right-most
+    address of X-Forwarded-For that is not a trusted proxy (addresses further left were
+    written by the client itself and prove nothing). When every address is a trusted proxy,
+    the left-most one.
+    """
+    peer = request.client.host if request.client is not None else ""
+    if not _trusted(peer, trusted):
+        return peer
+    forwarded = [part.strip() for header in request.headers.getlist("x-forwarded-for")
+                 for part in header.split(",") if part.strip()]
+    for address in reversed(forwarded):
+        if not _trusted(address, trusted):
+            return address
+    return forwarded[0] if forwarded else peer
+
+
+def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        # Not an address (a test client's name, garbage in the header): never a proxy.
+        return False
+    return any(parsed in network for network in trusted)
+
+
+def _session_limiter(request: Request) -> RateLimiter:
+    """The limiter of new identities: shared through Redis when there is one."""
+    limiter: RateLimiter = request.app.state.session_limiter
+    return limiter
+
+
+def _sessions_wait(request: Request, address: str, per_minute: int) -> int | None:
+    """Books one new identity for `address`; None when allowed, else seconds to wait.
+
+    One slot every 60/N seconds, booked up to a minute ahead: N identities at once, then one
+    every 60/N seconds, so no address makes more than N in any minute.
+    """
+    interval = SESSION_WINDOW / per_minute
+    within = SESSION_WINDOW - interval
+    booked, wait = _session_limiter(request).try_reserve(
+        [(f"web:session:{address}", interval)], within)
+    return None if booked else max(1, math.ceil(wait - within))
+
+
 async def web_session(request: Request) -> Response:
-    """POST /api/web/session: a new web chat identity and its token."""
+    """POST /api/web/session: a new web chat identity and its token.
+
+    429 with Retry-After once the client address made REDESK_WEB_SESSIONS_PER_MINUTE
+    identities in the last minute.
+    """
     runtime = _runtime(request)
+    per_minute = runtime.settings.web_sessions_per_minute
+    if per_minute > 0:
+        address = client_address(request, runtime.settings.trusted_proxy_networks)
+        try:
+            wait = await asyncio.to_thread(_sessions_wait, request, address, per_minute)
+        except Exception:
+            logger.exception("Could not check the new-identity limit")
+            return error(503, "api.unavailable")
+        if wait is not None:
+            metrics.INBOUND.labels("web", "sessions_limited").inc()
+            response = error(429, "api.sessions_limited", limit=per_minute)
+            response.headers["Retry-After"] = str(wait)
+            return response
     if _form_posted(request):
         return error(415, "api.bad_content_type")
     try:
@@ -254,19 +323,24 @@ async def web_post_message(request: Request) -> Response:
     except web.BadMessage as exc:
         metrics.INBOUND.labels("web", "bad").inc()
         return error(400, "api.bad_field", field=str(exc))
-    if request.client is not None:
+    address = client_address(request, runtime.settings.trusted_proxy_networks)
+    if address:
         # Failed 绑定 are also counted per client address: a new web identity costs nothing,
-        # an address does. Behind a proxy this is the address uvicorn was told (see README).
-        payload["address"] = request.client.host
+        # an address does (behind a proxy: REDESK_TRUSTED_PROXIES, see client_address).
+        payload["address"] = address
 
     limit = runtime.settings.flood_per_minute
 
     def store() -> tuple[str, bool] | Flooded | None:
         with session_scope(runtime.engine) as session:
             now = utcnow()
-            person = queries.person_for_web_token(session=session, token=token, now=now)
-            if person is None:
+            found = queries.person_for_web_token(session=session, token=token, now=now)
+            if found is None or found.id is None:
                 return None
+            # The person's row lock makes count-then-insert one step: two POSTs of the same
+            # identity cannot both see room for one more message.
+            person = queries.get_person(session=session, person_id=found.id, lock=True)
+            assert person is not None
             chat_id = person.external_id
             natural_key = f"{chat_id}:{client_id}"
             flooded = flood_wait(session, person, limit=limit, now=now)
@@ -297,8 +371,24 @@ async def web_post_message(request: Request) -> Response:
     return JSONResponse({"id": client_id}, status_code=202)
 
 
+async def _watch_disconnect(request: Request, gone: asyncio.Event, waiter: wake.Waiter) -> None:
+    """Sets `gone` and wakes the poll when the client goes away, so its slot is freed."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            waiter.event.set()
+            return
+
+
 async def web_get_messages(request: Request) -> Response:
-    """GET /api/web/messages?after=N&wait=S: the identity's messages after N (long poll)."""
+    """GET /api/web/messages?after=N&wait=S: the identity's messages after N (long poll).
+
+    A waiting poll is woken by the delivery of a message to the identity (and looks at the
+    database every REDESK_WEB_POLL_FALLBACK seconds in case a wake-up was lost). 429 with
+    Retry-After when the identity already holds REDESK_WEB_POLLS_PER_IDENTITY polls, or the
+    process REDESK_WEB_POLLS_TOTAL.
+    """
     runtime = _runtime(request)
     token = _bearer(request)
     if token is None:
@@ -326,14 +416,42 @@ async def web_get_messages(request: Request) -> Response:
             return [{"seq": r.seq, "text": r.text, "buttons": r.buttons}
                     | ({"updates": r.updates} if r.updates is not None else {}) for r in rows]
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        messages = await asyncio.to_thread(fetch)
-        if (messages or loop.time() >= deadline or request.app.state.stopping
-                or await request.is_disconnected()):
-            return JSONResponse({"messages": messages})
-        await asyncio.sleep(POLL_INTERVAL)
+    if wait <= 0:
+        return JSONResponse({"messages": await asyncio.to_thread(fetch)})
+    wake.listen(runtime.settings.redis_url)
+    try:
+        with wake.HUB.hold(person_id, per_identity=runtime.settings.web_polls_per_identity,
+                           total=runtime.settings.web_polls_total) as waiter:
+            gone = asyncio.Event()
+            watcher = asyncio.create_task(_watch_disconnect(request, gone, waiter))
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + wait
+                fallback = runtime.settings.web_poll_fallback
+                while True:
+                    # Cleared before reading: a delivery committed after this read sets it.
+                    waiter.event.clear()
+                    messages = await asyncio.to_thread(fetch)
+                    remaining = deadline - loop.time()
+                    if (messages or remaining <= 0 or request.app.state.stopping
+                            or gone.is_set()):
+                        return JSONResponse({"messages": messages})
+                    # No thread is held while waiting: only a timer and the event.
+                    try:
+                        await asyncio.wait_for(waiter.event.wait(),
+                                               timeout=min(fallback, remaining))
+                    except TimeoutError:
+                        if loop.time() >= deadline:
+                            # Nobody woke it: nothing was delivered (a lost wake-up only
+                            # delays the message to the client's next poll).
+                            return JSONResponse({"messages": []})
+            finally:
+                watcher.cancel()
+    except wake.TooManyPolls:
+        metrics.INBOUND.labels("web", "polls_limited").inc()
+        response = error(429, "api.too_many_polls")
+        response.headers["Retry-After"] = str(POLL_RETRY_AFTER)
+        return response
 
 
 async def web_logout(request: Request) -> Response:
@@ -520,8 +638,8 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", **status})
 
 
-#: Client addresses counted as this machine: /metrics without a token in production. uvicorn
-#: has already replaced a local proxy's address with the one its X-Forwarded-For names.
+#: Client addresses counted as this machine: /metrics without a token in production (a
+#: request that carries X-Forwarded-For is never local).
 LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
@@ -540,8 +658,11 @@ def _metrics_refusal(request: Request, settings: Settings) -> Response | None:
             refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return refused
         return None
-    client = request.client.host if request.client else ""
-    if settings.env == "production" and client not in LOOPBACK:
+    # Local means a client on this machine talking to redesk directly: a request that a proxy
+    # forwarded (X-Forwarded-For) comes from elsewhere, whatever the proxy's own address.
+    client = client_address(request, settings.trusted_proxy_networks)
+    forwarded = bool(request.headers.get("x-forwarded-for"))
+    if settings.env == "production" and (client not in LOOPBACK or forwarded):
         return error(403, "api.metrics_local_only")
     return None
 
@@ -574,6 +695,8 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
     ]
     app = DeskApp(routes=routes)
     app.state.runtime = runtime or get_runtime()
+    #: New web identities booked per client address (connects to Redis on first use).
+    app.state.session_limiter = make_limiter(app.state.runtime.settings.redis_url)
     #: Set when the server is asked to stop: open long polls answer at once.
     app.state.stopping = False
     return app

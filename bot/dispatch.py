@@ -15,7 +15,7 @@ from sqlalchemy import event, insert, inspect, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot import handlers
+from bot import handlers, wake
 from bot.channels import telegram, web, wechat
 from bot.channels.base import (
     Pacer,
@@ -230,6 +230,7 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
             break
         writes = _Writes()
         platform_called = False
+        stored_for_web = False
         try:
             with session_scope(runtime.engine) as session:
                 writes.watch(session)
@@ -247,12 +248,16 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
                 sender = sender_for(runtime, person.channel)
                 retry_in = _deliver_one(session, person, row, sender)
                 platform_called = sender is not None and person.channel not in LOCAL_CHANNELS
+                stored_for_web = person.channel == web.CHANNEL
         except SQLAlchemyError:
             if not platform_called:
                 raise
             # The platform has the message but the database did not take the outcome: sending
             # it again would repeat it, so the outcome is written again until it is taken.
             _record_when_possible(runtime, writes)
+        if stored_for_web:
+            # Committed: the identity's long polls may read it now.
+            wake.notify(runtime.settings.redis_url, person_id)
         if retry_in is not None:
             break
     return retry_in

@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlmodel import Session
 
-from bot import scheduler
+from bot import scheduler, wake
 from bot.runtime import Runtime
 from storage import queries
 
@@ -53,6 +53,11 @@ class DatabaseCollector(Collector):
         for channel, count in sorted(failed.items()):
             unparsed.add_metric([channel], count)
         yield unparsed
+        polls = GaugeMetricFamily(
+            "redesk_web_polls_open", "Long polls (GET /api/web/messages) this process holds "
+            "open; REDESK_WEB_POLLS_TOTAL caps them")
+        polls.add_metric([], wake.HUB.open_polls())
+        yield polls
         yield from self._scheduler()
 
     def _scheduler(self) -> Iterator[GaugeMetricFamily]:

@@ -231,7 +231,7 @@ TEXTS: dict[str, str] = {
     "error.role_no_request": "工作人员身份不能直接提交诉求。如需代群众登记，请使用接待台登记。",
     "error.unsupported": "暂不支持这种消息，请发送文字、图片、语音、视频、文件或位置。",
     "error.internal": "抱歉，系统处理您的消息时出错，工作人员已收到通知。请稍后再试。",
-    "error.flooded": "您发送消息过于频繁（每分钟最多 {limit} 条），之后的消息暂不登记为新诉求，请稍候约一分钟再发送。已登记的诉求不受影响。",
+    "error.flooded": "您发送消息过于频繁（每分钟最多 {limit} 条），之后的新诉求、补充和图片等暂不处理，请稍候约一分钟再发送。已登记的诉求不受影响，查询等命令照常答复。",
     # web API errors (HTTP answers)
     "api.bad_json": "请求格式错误：需要 JSON 对象。",
     "api.bad_field": "请求格式错误：{field}",
@@ -241,6 +241,8 @@ TEXTS: dict[str, str] = {
     "api.metrics_unauthorized": "需要有效的监控令牌（Authorization: Bearer）。",
     "api.metrics_local_only": "未设置监控令牌时，生产环境仅允许本机访问监控指标。",
     "api.rate_limited": "您发送消息过于频繁（每分钟最多 {limit} 条），这条消息未被接收，请稍候约一分钟再发送。已提交的诉求不受影响。",
+    "api.sessions_limited": "新建会话过于频繁（同一网络每分钟最多 {limit} 个），请稍候再试。",
+    "api.too_many_polls": "同时打开的连接过多，请关闭多余的页面后稍候重试。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
 }
 

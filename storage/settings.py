@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -16,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+#: An address network of either family.
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The application name platformdirs places the data directory under.
 APP_NAME = "redesk"
@@ -153,6 +157,18 @@ class Settings(BaseSettings):
     #: Messages a requester may send in one minute before being asked to slow down: the web
     #: API answers 429, chat channels make no further requests (0: no limit).
     flood_per_minute: int = 20
+    #: Web chat identities one client address may create in one minute (0: no limit).
+    web_sessions_per_minute: int = 10
+    #: Reverse proxies whose X-Forwarded-For is believed: comma-separated addresses or
+    #: networks (CIDR); unset: the peer address is the client's, X-Forwarded-For is ignored.
+    trusted_proxies: str = ""
+    #: Long polls (GET /api/web/messages) one web identity may hold open at once (0: any).
+    web_polls_per_identity: int = 2
+    #: Long polls one `redesk run` process holds open at once, all identities together (0: any).
+    web_polls_total: int = 500
+    #: Seconds between two database checks of a waiting long poll that nobody woke: a lost
+    #: delivery notification delays an answer by at most this much.
+    web_poll_fallback: float = 5.0
     #: Fewest characters (letters and digits, after punctuation and emoji are dropped) a
     #: requester's text needs to become a request; a shorter one is asked about (0: any).
     min_request_length: int = 3
@@ -220,12 +236,37 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("flood_per_minute")
+    @field_validator("flood_per_minute", "web_sessions_per_minute", "web_polls_per_identity",
+                     "web_polls_total")
     @classmethod
     def _check_flood(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (no limit) or more")
         return value
+
+    @field_validator("web_poll_fallback")
+    @classmethod
+    def _check_poll_fallback(cls, value: float) -> float:
+        if not 0.5 <= value <= 300:
+            raise ValueError("must be between 0.5 and 300 seconds")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for part in filter(None, (item.strip() for item in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or a network like "
+                                 "10.0.0.0/8") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """REDESK_TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
+        return tuple(ipaddress.ip_network(part, strict=False) for part in
+                     filter(None, (item.strip() for item in self.trusted_proxies.split(","))))
 
     @field_validator("min_request_length")
     @classmethod

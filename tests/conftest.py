@@ -156,8 +156,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    """Settings for the database under test, ignoring the environment's .env."""
-    return Settings(database_url=db_url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+    """Settings for the database under test, ignoring the environment's .env.
+
+    Every test client comes from one address, so the limit of new identities per address is
+    off; the tests of that limit switch it on.
+    """
+    return Settings(database_url=db_url, redis_url=None,  # type: ignore[call-arg]
+                    web_sessions_per_minute=0, _env_file=None)
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ import itertools
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from sqlmodel import Session, select
 
 from admin_scripts import cli
 from admin_scripts.cli import Exit, main
-from bot import dispatch
+from bot import dispatch, wake
 from bot import runtime as bot_runtime
 from bot.app import STATIC_DIR, create_app
 from bot.channels import telegram, wechat
@@ -37,6 +39,7 @@ from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import (
     AdminAudit,
+    Attachment,
     Event,
     InboxMessage,
     InboxStatus,
@@ -53,6 +56,7 @@ from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import FakeWeChat
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk
+from tests.utils.server import serving, wait_until
 from tests.utils.telegram import SECRET, QuickLimiter, TelegramDesk
 from workflow import service
 from workflow.errors import TransitionNotAllowed
@@ -639,6 +643,266 @@ def test_a_telegram_requester_flooding_makes_no_more_requests_and_is_asked_once_
         assert "已受理登记" in tg.texts(8001)[-1]
     finally:
         get_settings.cache_clear()
+
+
+def people_count(runtime: Runtime) -> int:
+    """How many people (chat identities) are stored."""
+    with Session(runtime.engine) as session:
+        return int(session.exec(select(func.count()).select_from(Person)).one())
+
+
+def test_new_web_identities_are_limited_per_client_address_behind_a_trusted_proxy(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given three new identities a minute per address, and the proxy 10.0.0.5 trusted
+    runtime = runtime_with(settings, web_sessions_per_minute=3, trusted_proxies="10.0.0.0/8")
+    app = create_app(runtime)
+    with TestClient(app, client=("10.0.0.5", 40000)) as proxy, \
+            TestClient(app, client=("192.0.2.1", 40001)) as direct:
+        def via_proxy(forwarded: str) -> Any:
+            return proxy.post("/api/web/session", json={},
+                              headers={"X-Forwarded-For": forwarded})
+
+        # When one resident behind the proxy asks for five identities
+        answers = [via_proxy("203.0.113.7") for _ in range(5)]
+
+        # Then three are made and the rest refused with 429, Retry-After and a sentence
+        assert [a.status_code for a in answers] == [201] * 3 + [429] * 2
+        assert answers[-1].json()["error"] == catalogue("api.sessions_limited", limit=3)
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+        made = people_count(runtime)
+        assert made == 3
+
+        # And writing a made-up address in front of the real one changes nothing
+        spoofed = via_proxy("198.51.100.1, 203.0.113.7")
+        assert spoofed.status_code == 429
+        # (the proxy appends the address it saw; the left part is the client's own claim)
+        assert via_proxy("203.0.113.7, 10.0.0.9").status_code == 429
+
+        # And another resident behind the same proxy is not affected
+        assert via_proxy("198.51.100.9").status_code == 201
+
+        # When a client that is no trusted proxy sends X-Forwarded-For of its own
+        direct_answers = [direct.post("/api/web/session", json={},
+                                      headers={"X-Forwarded-For": f"198.51.100.{n}"})
+                          for n in range(10, 15)]
+
+        # Then the header is ignored: the peer's own address is limited
+        assert [a.status_code for a in direct_answers] == [201] * 3 + [429] * 2
+        assert people_count(runtime) == made + 1 + 3
+
+
+def test_the_limit_of_new_identities_is_shared_by_every_process_through_redis(
+    settings: Settings, redis_url: str, stub_broker: dramatiq.Broker
+) -> None:
+    # Given two copies of redesk run sharing one Redis, three new identities a minute
+    runtime = runtime_with(settings, redis_url=redis_url, web_sessions_per_minute=3)
+    first, second = create_app(runtime), create_app(runtime)
+    with TestClient(first, client=("203.0.113.8", 1)) as one, \
+            TestClient(second, client=("203.0.113.8", 2)) as other:
+        # When one address asks each copy in turn
+        answers = [(one if n % 2 else other).post("/api/web/session", json={}).status_code
+                   for n in range(6)]
+
+    # Then three are made in all, not three per copy
+    assert answers == [201] * 3 + [429] * 3
+    assert people_count(runtime) == 3
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_concurrent_posts_of_one_identity_get_exactly_the_flood_limit_accepted(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given a real server on PostgreSQL, a limit of five messages a minute and one resident
+    import httpx
+
+    runtime = runtime_with(settings, flood_per_minute=5)
+    app = create_app(runtime)
+    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+        token = http.post("/api/web/session", json={}).json()["token"]
+        start = threading.Barrier(30)
+
+        def post(index: int) -> int:
+            start.wait()
+            return http.post("/api/web/messages", headers=auth(token), json={
+                "id": f"race-{index}", "text": f"第{index}件：楼道灯坏了"}).status_code
+
+        # When thirty POSTs of that identity arrive at the same moment
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            codes = list(pool.map(post, range(30)))
+
+    # Then exactly five are accepted and stored, the rest refused
+    assert sorted(codes) == [202] * 5 + [429] * 25
+    assert inbox_count(runtime, person_of(runtime, token).external_id) == 5
+
+
+def test_supplements_edits_and_photos_on_telegram_count_toward_the_flood_limit(
+    channels_on: Runtime, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given REDESK_FLOOD_PER_MINUTE=20 and a resident on Telegram with one request
+    monkeypatch.setenv("REDESK_FLOOD_PER_MINUTE", "20")
+    get_settings.cache_clear()
+    try:
+        runtime = channels_on
+        tg = TelegramDesk(runtime, fake_telegram)
+        with_departments(runtime)
+        flooder = fake_telegram.user(8101, "刷屏者")
+        first = fake_telegram.text_update(flooder, "3号楼楼道灯坏了，晚上很黑")
+        tg.feed(first)
+        number = tg.requests()[0].number
+
+        # When 40 补充, 30 photos and 5 edits of the first message arrive within the minute
+        for index in range(40):
+            tg.store(fake_telegram.text_update(flooder, f"补充 {number} 第{index}条补充"))
+        for _ in range(30):
+            tg.store(fake_telegram.photo_update(flooder))
+        for index in range(5):
+            tg.store(fake_telegram.edited_text_update(first, f"3号楼楼道灯坏了 第{index}次修改"))
+        tg.work()
+
+        # Then only the first 19 supplements (20 messages with the request) were taken
+        with Session(runtime.engine) as session:
+            notes = [e.note for e in session.exec(
+                select(Event).where(Event.action == "supplement", Event.outcome == "ok")
+                .order_by(Event.id))]  # type: ignore[arg-type]
+            attachments = session.exec(select(func.count()).select_from(
+                Attachment)).one()
+        assert notes == [f"第{index}条补充" for index in range(19)]
+        # And no photo or edit made anything
+        assert attachments == 0
+        # And the resident heard one receipt per supplement and one request to slow down
+        texts = tg.texts(8101)
+        assert texts[1:] == [catalogue("reply.supplemented", number=number)] * 19 + [
+            catalogue("error.flooded", limit=20)]
+        # And every message was kept and handled
+        assert len(tg.inbox()) == 76
+        assert all(row.status == InboxStatus.DONE for row in tg.inbox())
+
+        # And 查询 is still answered during the flood
+        tg.say(flooder, "查询")
+        assert number in tg.texts(8101)[-1]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_supplements_and_pictures_on_wechat_count_toward_the_flood_limit(
+    channels_on: Runtime, fake_wechat: FakeWeChat, stub_broker: dramatiq.Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given REDESK_FLOOD_PER_MINUTE=5 and a resident on WeChat (safe mode) with one request
+    monkeypatch.setenv("REDESK_FLOOD_PER_MINUTE", "5")
+    get_settings.cache_clear()
+    try:
+        runtime = channels_on
+        desk = with_departments(runtime)
+        openid = "o_flooding_resident"
+        with TestClient(create_app(runtime)) as client:
+            def post(callback: Any) -> None:
+                answer = client.post("/wechat", params=callback.params, content=callback.body,
+                                     headers={"Content-Type": "text/xml"})
+                assert answer.text == "success"
+
+            post(fake_wechat.text(openid, "和平路口井盖丢失，晚上很危险"))
+            desk.work()
+            number = desk.requests()[-1].number
+
+            # When ten 补充 and five pictures arrive within the minute
+            for index in range(10):
+                post(fake_wechat.text(openid, f"补充 {number} 第{index}条补充"))
+            for _ in range(5):
+                post(fake_wechat.image(openid))
+            desk.work()
+
+        # Then only the first four supplements (five messages with the request) were taken
+        with Session(runtime.engine) as session:
+            notes = [e.note for e in session.exec(
+                select(Event).where(Event.action == "supplement", Event.outcome == "ok")
+                .order_by(Event.id))]  # type: ignore[arg-type]
+            attachments = session.exec(select(func.count()).select_from(Attachment)).one()
+        assert notes == [f"第{index}条补充" for index in range(4)]
+        assert attachments == 0
+        # And the resident heard four receipts and one request to slow down, nothing more
+        assert fake_wechat.texts(openid)[1:] == [
+            catalogue("reply.supplemented", number=number)] * 4 + [
+            catalogue("error.flooded", limit=5)]
+    finally:
+        get_settings.cache_clear()
+
+
+# --- 3b. long polls --------------------------------------------------------------------------
+
+
+def test_long_polls_are_capped_per_identity_and_in_all(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given a real server allowing two open polls per identity and three in all
+    import httpx
+
+    runtime = runtime_with(settings, web_polls_per_identity=2, web_polls_total=3)
+    app = create_app(runtime)
+    # (the pool outlives the server: the held polls end when it stops)
+    with ThreadPoolExecutor(max_workers=4) as pool, serving(app) as base_url, \
+            httpx.Client(base_url=base_url, timeout=60) as http:
+        tokens = [http.post("/api/web/session", json={}).json()["token"] for _ in range(3)]
+        people = [person_of(runtime, token).id or 0 for token in tokens]
+
+        def poll(token: str) -> httpx.Response:
+            # A connection of its own, as each browser tab has.
+            return httpx.get(f"{base_url}/api/web/messages?after=0&wait=30",
+                             headers=auth(token), timeout=60)
+
+        # When one identity holds two polls
+        held = [pool.submit(poll, tokens[0]) for _ in range(2)]
+        wait_until(lambda: wake.HUB.open_polls(people[0]) == 2, "two polls open")
+
+        # Then its third is refused at once with 429 and Retry-After
+        third = poll(tokens[0])
+        assert third.status_code == 429
+        assert third.json()["error"] == catalogue("api.too_many_polls")
+        assert int(third.headers["Retry-After"]) >= 1
+        # And a short read (wait=0) is still answered
+        assert http.get("/api/web/messages?wait=0", headers=auth(tokens[0])).status_code == 200
+
+        # When another identity takes the third slot of the process
+        held.append(pool.submit(poll, tokens[1]))
+        wait_until(lambda: wake.HUB.open_polls() == 3, "three polls open")
+
+        # Then a fourth poll, of a third identity, is refused too
+        assert poll(tokens[2]).status_code == 429
+        assert wake.HUB.open_polls() == 3
+
+        # When the server stops, the held polls answer (empty) and free their slots
+    assert [future.result().json() for future in held] == [{"messages": []}] * 3
+    assert wake.HUB.open_polls() == 0
+
+
+def test_a_waiting_long_poll_is_woken_by_the_delivery_of_a_message(
+    settings: Settings, stub_broker: dramatiq.Broker
+) -> None:
+    # Given a real server whose polls never look at the database on their own in 30 s
+    import httpx
+
+    runtime = runtime_with(settings, web_poll_fallback=300.0)
+    app = create_app(runtime)
+    desk = with_departments(runtime)
+    with ThreadPoolExecutor(max_workers=1) as pool, serving(app) as base_url, \
+            httpx.Client(base_url=base_url, timeout=60) as http:
+        token = http.post("/api/web/session", json={}).json()["token"]
+        person_id = person_of(runtime, token).id or 0
+        waiting = pool.submit(httpx.get, f"{base_url}/api/web/messages?after=0&wait=30",
+                              headers=auth(token), timeout=60)
+        wait_until(lambda: wake.HUB.open_polls(person_id) == 1, "the poll is open")
+
+        # When the resident writes and the worker delivers the receipt
+        assert http.post("/api/web/messages", headers=auth(token), json={
+            "id": "w1", "text": "3号楼楼道灯坏了，晚上很黑"}).status_code == 202
+        desk.work()
+
+        # Then the waiting poll answers with it
+        answer = waiting.result()
+    assert answer.status_code == 200
+    messages = answer.json()["messages"]
+    assert len(messages) == 1 and "已受理登记" in messages[0]["text"]
 
 
 # --- 4. the desk page: CSP, escaping, headers, cross-site posts -----------------------------

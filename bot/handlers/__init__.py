@@ -51,6 +51,10 @@ ATTACH_WINDOW_MINUTES = 10.0
 #: The window REDESK_FLOOD_PER_MINUTE counts a chat's messages in.
 FLOOD_WINDOW = timedelta(minutes=1)
 
+#: Commands that add to a request and so count toward REDESK_FLOOD_PER_MINUTE like a new
+#: request; the others (查询, 撤销, ...) are answered during a flood.
+FLOOD_COUNTED: frozenset[str] = frozenset({"supplement"})
+
 #: Channels limited here; the web API refuses a flood at the door (429) instead.
 FLOOD_CHECKED_HERE: frozenset[str] = frozenset({"telegram", "wechat"})
 
@@ -67,7 +71,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
     command: Command | None = None
     try:
         if inbound.edit_of is not None:
-            _edited(tx, person, inbound)
+            if not _flooded(tx, person, inbound, natural_key):
+                _edited(tx, person, inbound)
             return Outcome()
         if inbound.own_phone is not None:
             _own_phone(tx, person, inbound.own_phone)
@@ -90,7 +95,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
                 _register(tx, person, command, pending, inbound, natural_key)
             elif command.name == "bind":
                 common.bind(tx, person, command, address=inbound.address)
-            else:
+            elif command.name not in FLOOD_COUNTED or \
+                    not _flooded(tx, person, inbound, natural_key):
                 _run(tx, person, command)
             return Outcome()
         if person.dialogue and person.dialogue.get("command") == REGISTER_DIALOGUE:
@@ -101,7 +107,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             return Outcome()
         if person.dialogue:
             command = _continue_dialogue(tx, person, inbound.text)
-            if command is not None:
+            if command is not None and (command.name not in FLOOD_COUNTED
+                                        or not _flooded(tx, person, inbound, natural_key)):
                 _run(tx, person, command)
             return Outcome()
         if person.role == Role.REQUESTER:
@@ -228,13 +235,14 @@ def _media(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
     if not inbound.text.strip():
         recent = service.recent_open_request(tx, person, ATTACH_WINDOW_MINUTES)
     described = describe_attachments(inbound.attachments)
+    if _flooded(tx, person, inbound, natural_key):
+        return
     if recent is not None:
         service.supplement(tx, person, recent.number, described, attachments=inbound.attachments)
         common.reply(tx, person, "reply.supplemented", number=recent.number)
         return
     text = inbound.text.strip() or described
-    if not _flooded(tx, person, inbound, natural_key):
-        service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
+    service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
 
 
 def flood_limit() -> int:
@@ -243,16 +251,19 @@ def flood_limit() -> int:
 
 
 def _flooded(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> bool:
-    """Whether this message would make one request too many for its chat this minute.
+    """Whether this message would make one request, supplement, edit or media too many for
+    its chat this minute.
 
     Counts the chat's inbox rows received in the minute before this one (from the database,
     so it holds however many workers there are, and however late the message is handled).
     The first message over the limit is answered with a request to slow down; the later ones
     of the flood are kept in the inbox but answered with nothing, so a flood cannot make
-    redesk flood the chat back. Commands (查询, 补充, ...) are still answered.
+    redesk flood the chat back. Other commands (查询, 撤销, ...) are still answered.
     """
     limit = flood_limit()
-    if limit <= 0 or inbound.channel not in FLOOD_CHECKED_HERE:
+    if limit <= 0 or inbound.channel not in FLOOD_CHECKED_HERE or \
+            person.role != Role.REQUESTER:
+        # Staff (bound by invitation) are not limited, as on the web API.
         return False
     channel, _, key = natural_key.partition(":")
     row = tx.session.exec(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.client import WebChat
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, base_env, serve
 
 #: The web API's body limit (bot.app.WEB_BODY_LIMIT).
 BODY_LIMIT = 64 * 1024
@@ -206,3 +208,84 @@ def test_a_script_tag_in_a_request_comes_back_as_plain_text(resident: WebChat) -
                             headers=resident.headers)
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["messages"][0]["text"] == status.text
+
+
+# --- long polls woken over Redis ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_deployment(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str, e2e_redis_url: str
+) -> Iterator[Deployment]:
+    """PostgreSQL, Redis, `redesk run` and a separate `redesk worker`; waiting polls never
+    look at the database on their own within a poll's 30 s."""
+    directory = tmp_path_factory.mktemp("redesk-e2e-wake")
+    env = base_env(directory, postgres_url)
+    env["REDESK_REDIS_URL"] = e2e_redis_url
+    env["REDESK_WEB_POLL_FALLBACK"] = "300"
+    deployment = Deployment(directory, env)
+    deployment.cli("db", "upgrade")
+    deployment.cli("demo")
+    yield from serve(deployment, "worker", "run")
+
+
+def open_polls(http: httpx.Client) -> float:
+    """redesk_web_polls_open of the server's /metrics."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("redesk_web_polls_open "):
+            return float(line.split()[1])
+    raise AssertionError("no redesk_web_polls_open in /metrics")
+
+
+def test_a_long_poll_is_woken_when_a_separate_worker_delivers(
+    split_deployment: Deployment,
+) -> None:
+    # Given a resident whose long poll waits (the worker is another process)
+    with split_deployment.http() as http, ThreadPoolExecutor(max_workers=1) as pool:
+        resident = WebChat.open(http, "居民")
+        waiting = pool.submit(httpx.get, f"{split_deployment.base_url}/api/web/messages",
+                              params={"after": 0, "wait": 30}, headers=resident.headers,
+                              timeout=60)
+        for _ in range(200):
+            if open_polls(http) == 1:
+                break
+            time.sleep(0.05)
+        assert open_polls(http) == 1
+
+        # When the resident writes and the worker delivers the receipt
+        resident.send("3号楼楼道灯坏了，晚上很黑")
+
+        # Then the waiting poll answers with it (unwoken, it would end empty)
+        answer = waiting.result()
+    assert answer.status_code == 200
+    messages = answer.json()["messages"]
+    assert len(messages) == 1 and "已受理登记" in messages[0]["text"]
+
+
+def test_a_third_long_poll_of_one_identity_is_refused(http: httpx.Client,
+                                                      resident: WebChat) -> None:
+    # Given a resident holding two long polls (the most per identity by default)
+    base = str(http.base_url).rstrip("/")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = [pool.submit(httpx.get, f"{base}/api/web/messages",
+                            params={"after": 0, "wait": 30}, headers=resident.headers,
+                            timeout=60) for _ in range(2)]
+        for _ in range(200):
+            if open_polls(http) == 2:
+                break
+            time.sleep(0.05)
+        assert open_polls(http) == 2
+
+        # When it opens a third
+        third = http.get("/api/web/messages", params={"after": 0, "wait": 30},
+                         headers=resident.headers)
+
+        # Then it is refused with 429 and Retry-After; nothing else changed
+        assert_error(third, 429)
+        assert int(third.headers["Retry-After"]) >= 1
+        assert open_polls(http) == 2
+
+        # And once a message arrives the held polls answer with it and free their slots
+        resident.send("5号楼电梯停运了")
+        answers = [future.result() for future in held]
+    assert all("已受理登记" in a.json()["messages"][0]["text"] for a in answers)
