@@ -1311,6 +1311,8 @@ def test_the_metrics_token_is_masked_in_the_logs(
     production_env.setenv("REDESK_METRICS_TOKEN", token)
     load_settings()
     caplog.set_level(logging.DEBUG)
+    # (uvicorn sets its loggers' levels whenever a server is configured, also in a test)
+    caplog.set_level(logging.DEBUG, logger="uvicorn.error")
 
     # When something logs a scrape's Authorization header
     logging.getLogger("uvicorn.error").info("GET /metrics Authorization: Bearer %s", token)

@@ -30,8 +30,11 @@ def serving(app: Starlette) -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # log_config=None: the test process's logging stays as pytest set it (uvicorn's own
+    # config would stop its loggers propagating, hiding their records from later tests).
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+                                           log_level="warning", lifespan="off",
+                                           log_config=None))
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     for _ in range(STARTUP_ATTEMPTS):
