@@ -564,9 +564,13 @@ def get_client(settings: Settings) -> RedeskWeChatClient:
 
 
 def close_clients() -> None:
-    """Forgets the clients (tests, shutdown)."""
+    """Forgets the clients, the API's and those of the nonce memory (tests, shutdown)."""
     with _clients_lock:
         _clients.clear()
+    with _redis_lock:
+        for client in _redis_clients.values():
+            client.close()
+        _redis_clients.clear()
 
 
 def commands_footer(message: Rendered) -> str:
