@@ -4,8 +4,10 @@ and template messages, the custom menu, and fetching media before WeChat forgets
 Receiving: `parse_callback` checks the signature (constant time) and the timestamp (replays older
 than five minutes are refused), refuses XML with a DOCTYPE or entities, decrypts a safe-mode
 body, and returns the message's natural key (MsgId; FromUserName+CreateTime+Event for events),
-the chat (the sender's openid) and the inner XML. The app stores that in the inbox and answers
-"success" at once; everything else goes out later as customer-service messages.
+the chat (the sender's openid) and the inner XML. `check_nonce` refuses a (timestamp, nonce)
+already seen with another body (the plain-mode signature does not cover the body). The app
+stores the message in the inbox and answers "success" at once; everything else goes out later
+as customer-service messages.
 
 Sending: within 48 hours of the person's last message and at most 5 messages since, a
 customer-service text; otherwise (or when WeChat answers 45015/45047) a template message, if one
