@@ -776,20 +776,30 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
 # --- WeChat callback nonces ---------------------------------------------------------------
 
 
+#: Expired nonce rows deleted by one callback at most (the rest go with the next ones).
+NONCE_CLEANUP_BATCH = 500
+
+
 def remember_nonce(
     *, session: Session, key: str, digest: str, expires_at: datetime, now: datetime
 ) -> str | None:
     """Records a callback's "<timestamp>:<nonce>" with its body's digest.
 
-    Rows whose timestamp is no longer accepted are deleted on the way, so the table holds
-    one replay window's callbacks at most.
+    Rows whose timestamp is no longer accepted are deleted on the way (up to
+    NONCE_CLEANUP_BATCH), so the table stays about one replay window's callbacks.
 
     Returns:
         None when the pair is new (recorded now), else the digest recorded first. On
         PostgreSQL a concurrent insert of the same key waits for the other transaction, so
         of two posts with one nonce exactly one is recorded first.
     """
-    session.execute(delete(WeChatNonce).where(col(WeChatNonce.expires_at) < now))
+    # Skipping rows another callback is deleting: concurrent callbacks neither wait for each
+    # other's clean-up nor deadlock over it (SQLite has one writer and ignores the clause).
+    expired = (
+        select_columns(col(WeChatNonce.key)).where(col(WeChatNonce.expires_at) < now)
+        .limit(NONCE_CLEANUP_BATCH).with_for_update(skip_locked=True)
+    )
+    session.execute(delete(WeChatNonce).where(col(WeChatNonce.key).in_(expired)))
     statement = (
         _insert(session, WeChatNonce)
         .values(key=key, digest=digest, expires_at=expires_at)
