@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from admin_scripts.cli import CliError, Exit, check_output
-from admin_scripts.manage import admin_user
+from admin_scripts.manage import admin_user, audit
 from bot.texts import action_label, state_label
 from storage import queries
 from storage.db import read_engine, session_scope
@@ -574,10 +574,9 @@ def record_pii_use(engine: Engine, options: Options, rows: int) -> AdminAudit:
     if options.events:
         detail["events"] = _written_at(options.events)
     with session_scope(engine) as session:
-        audit = queries.audit_admin_action(session=session, actor=os_user(),
-                                           action="export_pii", detail=detail, at=utcnow())
-        session.expunge(audit)
-    return audit
+        record = audit(session, action="export_pii", detail=detail, at=utcnow())
+        session.expunge(record)
+    return record
 
 
 def _reader(engine: Engine) -> Engine:

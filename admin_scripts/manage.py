@@ -9,9 +9,9 @@ caller's transaction holds a whole import, so a file lands entirely or not at al
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import os
+import pwd
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from storage import queries
 from storage.models import (
+    AdminAudit,
     Category,
     Department,
     DepartmentKind,
@@ -152,12 +153,42 @@ class ImportResult:
     unchanged: list[str] = field(default_factory=list)
 
 
+#: Environment variables that name a login, in the order getpass reads them. Anyone can set
+#: them, so the audit only records them beside the account the real uid belongs to.
+LOGIN_VARIABLES: tuple[str, ...] = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
 def admin_user() -> str:
-    """The operating-system user running the command, for the audit record."""
+    """The operating-system account running the command, from its real uid.
+
+    Not from $LOGNAME or $USER, which whoever runs the command can set to any name. A uid
+    without a passwd entry (some containers) is recorded as "uid <n>".
+    """
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry (some containers)
-        return os.environ.get("USER", "unknown")
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def claimed_users() -> dict[str, str]:
+    """The login variables that name someone other than `admin_user()` (empty when none do)."""
+    actual = admin_user()
+    return {name: value for name in LOGIN_VARIABLES
+            if (value := os.environ.get(name)) is not None and value != actual}
+
+
+def audit(session: Session, *, action: str, detail: dict[str, Any], at: datetime) -> AdminAudit:
+    """Puts an admin action on record under the real account; the row (with its id).
+
+    When $LOGNAME, $USER and the like name someone else, the detail records them too
+    ("claimed_users"), so that the record shows both.
+    """
+    claimed = claimed_users()
+    return queries.audit_admin_action(
+        session=session, actor=admin_user(), action=action, at=at,
+        detail={**detail, "claimed_users": claimed} if claimed else detail,
+    )
 
 
 # --- reading files --------------------------------------------------------------------------
@@ -454,9 +485,8 @@ def deactivate_department(*, session: Session, name: str, now: datetime) -> Deac
     if changed:
         department.active = False
         session.add(department)
-        queries.audit_admin_action(session=session, actor=admin_user(),
-                                   action="departments_deactivate",
-                                   detail={"department": department.name}, at=now)
+        audit(session, action="departments_deactivate",
+              detail={"department": department.name}, at=now)
     return Deactivated(department.name, changed, open_requests, categories)
 
 
@@ -589,10 +619,8 @@ def _update(record: Department | Category, changes: dict[str, Any]) -> bool:
 
 def _audit(session: Session, action: str, path: Path, result: ImportResult,
            now: datetime) -> None:
-    queries.audit_admin_action(
-        session=session, actor=admin_user(), action=action, at=now,
-        detail={"file": str(path), "added": result.added, "updated": result.updated},
-    )
+    audit(session, action=action, at=now,
+          detail={"file": str(path), "added": result.added, "updated": result.updated})
 
 
 # --- people ---------------------------------------------------------------------------------
@@ -680,8 +708,8 @@ def revoke_role(*, session: Session, who: str, role: str | None, now: datetime) 
     tx = service.Tx(session=session, now=now, source=f"revoke:{person.id}:{now.isoformat()}")
     held = service.release_holdings(tx, person)
     session.flush()
-    queries.audit_admin_action(
-        session=session, actor=admin_user(), action="people_revoke", at=now,
+    audit(
+        session, action="people_revoke", at=now,
         detail={"person": person.id, "name": person.display_name, "role": old_role,
                 "department": department, "released": held.released,
                 "walk_ins": held.walk_ins,
@@ -850,8 +878,8 @@ def retry_inbox(*, session: Session, inbox_id: int, now: datetime) -> Retried:
     row.attempts = 0
     row.error = None
     session.add(row)
-    queries.audit_admin_action(
-        session=session, actor=admin_user(), action="inbox_retry", at=now,
+    audit(
+        session, action="inbox_retry", at=now,
         detail={"inbox": inbox_id, "channel": row.channel, "reason": reason},
     )
     return Retried(inbox_id, row.channel, chat, reason)

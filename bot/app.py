@@ -557,9 +557,10 @@ async def wechat_callback(request: Request) -> Response:
     """POST /wechat: checks, decrypts and stores the message, then answers "success".
 
     403 for a bad signature or msg_signature and for a replay (timestamp older than five
-    minutes), 413 over 1 MB, 400 for malformed or hostile XML, a body that does not decrypt or
-    missing fields, 503 when it cannot be stored (WeChat retries). A retry of a stored message
-    is answered "success" and changes nothing.
+    minutes, or a timestamp and nonce already seen with another body), 413 over 1 MB, 400 for
+    malformed or hostile XML, a body that does not decrypt or missing fields, 503 when it
+    cannot be stored (WeChat retries). A retry of a stored message is answered "success" and
+    changes nothing.
     """
     runtime = _runtime(request)
     params = dict(request.query_params)
@@ -578,10 +579,16 @@ async def wechat_callback(request: Request) -> Response:
 
     def store() -> bool:
         with session_scope(runtime.engine) as session:
+            # In the storing transaction: a refused reuse rolls back with nothing stored.
+            wechat.check_nonce(runtime.settings, session, params, raw)
             return wechat.store_callback(session, parsed)
 
     try:
         is_new = await asyncio.to_thread(store)
+    except wechat.CallbackRefused as exc:
+        metrics.INBOUND.labels("wechat", "forbidden").inc()
+        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
+        return PlainTextResponse(exc.reason, status_code=exc.status)
     except Exception:
         logger.exception("Could not store a WeChat message")
         return PlainTextResponse("unavailable", status_code=503)

@@ -440,6 +440,22 @@ class AdminAudit(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class WeChatNonce(SQLModel, table=True):
+    """A WeChat callback's (timestamp, nonce) seen while its timestamp is accepted, with a
+    digest of its body: the same pair again with another body is a forgery, not a retry.
+
+    Used when there is no Redis (which then keeps the same memory)."""
+
+    __tablename__ = "wechat_nonces"
+
+    #: "<timestamp>:<nonce>" as signed by WeChat.
+    key: str = Field(primary_key=True, max_length=100)
+    #: SHA-256 of the body, hex.
+    digest: str = Field(max_length=64)
+    #: When the timestamp stops being accepted; the row may be deleted from then on.
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
 class Reminder(SQLModel, table=True):
     """A reminder, escalation, digest or auto-close that was done: its key makes it happen
     once however many ticks or schedulers run."""

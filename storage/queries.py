@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, or_, update
+from sqlalchemy import Row, delete, func, or_, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,6 +38,7 @@ from storage.models import (
     Role,
     WebMessage,
     WebSession,
+    WeChatNonce,
     utcnow,
 )
 
@@ -866,6 +867,49 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
     )
     rows: Sequence[Row[Any]] = session.execute(statement).all()
     return rows
+
+
+# --- WeChat callback nonces ---------------------------------------------------------------
+
+
+#: Expired nonce rows deleted by one callback at most (the rest go with the next ones).
+NONCE_CLEANUP_BATCH = 500
+
+
+def remember_nonce(
+    *, session: Session, key: str, digest: str, expires_at: datetime, now: datetime
+) -> str | None:
+    """Records a callback's "<timestamp>:<nonce>" with its body's digest.
+
+    Rows whose timestamp is no longer accepted are deleted on the way (up to
+    NONCE_CLEANUP_BATCH), so the table stays about one replay window's callbacks.
+
+    Returns:
+        None when the pair is new (recorded now), else the digest recorded first. On
+        PostgreSQL a concurrent insert of the same key waits for the other transaction, so
+        of two posts with one nonce exactly one is recorded first.
+    """
+    # Skipping rows another callback is deleting: concurrent callbacks neither wait for each
+    # other's clean-up nor deadlock over it (SQLite has one writer and ignores the clause).
+    expired = (
+        select_columns(col(WeChatNonce.key)).where(col(WeChatNonce.expires_at) < now)
+        .limit(NONCE_CLEANUP_BATCH).with_for_update(skip_locked=True)
+    )
+    session.execute(delete(WeChatNonce).where(col(WeChatNonce.key).in_(expired)))
+    statement = (
+        _insert(session, WeChatNonce)
+        .values(key=key, digest=digest, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(col(WeChatNonce.key))
+    )
+    if session.execute(statement).first() is not None:
+        return None
+    earlier = session.execute(
+        select_columns(col(WeChatNonce.digest)).where(col(WeChatNonce.key) == key)
+    ).scalar_one_or_none()
+    # Deleted in between by another callback's clean-up (it expired): nothing to compare with,
+    # and its timestamp is refused by the caller's window check anyway.
+    return str(earlier) if earlier is not None else ""
 
 
 # --- reminders ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
 import threading
 from datetime import date
@@ -68,6 +69,46 @@ SAMPLE_SECRETS: frozenset[str] = frozenset({
     "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
     "QDG6eK",
 })
+
+
+#: Fewest estimated bits of entropy a secret needs in production (see `entropy_bits`). A
+#: random 16-character letters-and-digits secret has about 95, a WeChat AppSecret (32 hex)
+#: about 130, an EncodingAESKey about 250; "passwordpassword" 47, "1111111111111112" or
+#: "abcdefghijklmnop" about 10.
+MIN_SECRET_BITS = 56
+
+#: Alphabet sizes of the character classes a secret draws from.
+_CLASSES: tuple[tuple[str, int], ...] = (
+    (r"[a-z]", 26), (r"[A-Z]", 26), (r"[0-9]", 10), (r"[^a-zA-Z0-9]", 33),
+)
+
+
+def entropy_bits(value: str) -> float:
+    """An estimate of a secret's entropy, in bits, erring low for what people type.
+
+    Each character that cannot be guessed from the ones before counts log2 of the alphabet
+    of the character classes the value uses (lower case, upper case, digits, others). A
+    character can be guessed when it continues a run (the same step of -1, 0 or +1 as the
+    previous pair: "1111", "abcd", "9876") or when it ends a three-character piece seen
+    earlier in the value ("abc123abc123"). Random values of the platforms' formats lose
+    almost nothing; keyboard patterns and repetitions lose nearly everything.
+    """
+    if not value:
+        return 0.0
+    alphabet = sum(size for pattern, size in _CLASSES if re.search(pattern, value))
+    counted = 0
+    seen: set[str] = set()
+    for index, char in enumerate(value):
+        piece = value[max(0, index - 2):index + 1]
+        step = ord(char) - ord(value[index - 1]) if index >= 1 else None
+        before = ord(value[index - 1]) - ord(value[index - 2]) if index >= 2 else None
+        in_run = step is not None and step == before and abs(step) <= 1
+        repeated = len(piece) == 3 and piece in seen
+        if len(piece) == 3:
+            seen.add(piece)
+        if not (in_run or repeated):
+            counted += 1
+    return counted * math.log2(alphabet)
 
 
 def _is_placeholder(value: str) -> bool:
@@ -334,7 +375,8 @@ class Settings(BaseSettings):
         return self
 
     def _check_production_secrets(self) -> None:
-        """Refuses, in production, secrets that are placeholders, samples or too short."""
+        """Refuses, in production, secrets that are placeholders, samples, too short or too
+        easy to guess, and WeChat in plain mode."""
         checks: list[tuple[str, str | None, int]] = [
             ("REDESK_TELEGRAM_TOKEN", self.telegram_token, 1),
             ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret,
@@ -354,6 +396,17 @@ class Settings(BaseSettings):
             if len(value) < shortest:
                 raise ValueError(f"{name} is shorter than {shortest} characters; "
                                  "set a longer random secret (REDESK_ENV=production)")
+            # A bot token is "<bot id>:<secret>"; the id is public.
+            secret = value.split(":", 1)[-1] if name == "REDESK_TELEGRAM_TOKEN" else value
+            if entropy_bits(secret) < MIN_SECRET_BITS:
+                raise ValueError(f"{name} is too easy to guess (runs, repeats or too few kinds "
+                                 "of characters); set a random secret (REDESK_ENV=production)")
+        if self.wechat_on and not self.wechat_aes_key:
+            # Plain mode signs the URL, not the body: whoever sees one callback URL (a proxy's
+            # log, an http:// callback) can post messages in anyone's name under it.
+            raise ValueError("REDESK_WECHAT_AES_KEY is required for WeChat in production: set "
+                             "the official account to safe mode (安全模式) and its "
+                             "EncodingAESKey here (REDESK_ENV=production)")
 
     @property
     def days_off(self) -> frozenset[date]:

@@ -41,11 +41,12 @@ TABLES = [
     "bind_failures", "card_messages", "web_messages", "web_sessions", "button_tokens",
     "attachments", "outbox", "inbox", "events", "reminders",
     "requests", "request_counters", "channel_state", "invitations", "people", "categories",
-    "departments", "admin_audit",
+    "departments", "admin_audit", "wechat_nonces",
 ]
 
 #: Tables without an id sequence.
-NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders"}
+NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders",
+               "wechat_nonces"}
 
 
 #: Tiers chosen by where a test lives or what it asks for (`make test-fast` runs the quick

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import math
 import re
@@ -70,7 +71,9 @@ TOKEN = "RedeskFuzzToken0123456789abcdefg"
 AES_KEY = base64.b64encode(bytes(range(32))).decode("ascii").rstrip("=")
 ACCOUNT = "gh_0123456789ab"
 OPENID = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"
-NONCE = "1234567890"
+#: Nonces of the generated callbacks: a new one each time, since a (timestamp, nonce) seen
+#: with another body is refused (403) and the examples of one second would share one.
+NONCES = itertools.count(1_234_567_890)
 
 #: A fixed instant for the fake's message dates (the callbacks' own timestamps stay current).
 FIXED_TIME = 1_767_225_600
@@ -560,7 +563,7 @@ def test_wechat_takes_arbitrary_bytes_signed_in_plain_and_safe_mode(
     @given(body=st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)),
            safe=st.booleans())
     def run(body: bytes, safe: bool) -> None:
-        callback = fakes[safe].raw(body, safe=safe, openid=OPENID, nonce=NONCE)
+        callback = fakes[safe].raw(body, safe=safe, openid=OPENID, nonce=str(next(NONCES)))
         callback_case(safe_app if safe else app, plain, callback)
 
     run()
@@ -575,7 +578,7 @@ def test_wechat_takes_mutated_real_callbacks_in_plain_and_safe_mode(
     @given(xml=st.one_of(st.sampled_from(REAL_MESSAGES).map(str.encode), mutated_xml()),
            safe=st.booleans())
     def run(xml: bytes, safe: bool) -> None:
-        callback = fakes[safe].raw(xml, safe=safe, openid=OPENID, nonce=NONCE)
+        callback = fakes[safe].raw(xml, safe=safe, openid=OPENID, nonce=str(next(NONCES)))
         callback_case(safe_app if safe else app, plain, callback)
 
     run()
@@ -597,7 +600,8 @@ def mutated_params(draw: st.DrawFn) -> tuple[bool, dict[str, str], bytes]:
     safe = draw(st.booleans())
     fake = _fake(safe=safe)
     content = draw(st.sampled_from(["路灯坏了", "查询", "帮助"]))
-    callback = fake.text(OPENID, content, draw(st.integers(1, 10**18)), safe=safe, nonce=NONCE)
+    callback = fake.text(OPENID, content, draw(st.integers(1, 10**18)), safe=safe,
+                         nonce=str(next(NONCES)))
     params = dict(callback.params)
     for _ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(PARAM_NAMES))

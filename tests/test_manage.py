@@ -4,6 +4,7 @@ through main([...]) on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import threading
@@ -18,8 +19,9 @@ import typer
 from sqlalchemy import text as sa_text
 from sqlmodel import Session, col, select
 
-from admin_scripts import cli
+from admin_scripts import cli, manage
 from admin_scripts.cli import Exit, app, main
+from admin_scripts.manage import LOGIN_VARIABLES
 from bot import dispatch
 from bot import runtime as bot_runtime
 from bot.app import create_app
@@ -52,6 +54,10 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
     for name in list(os.environ):
         if name.startswith("REDESK_"):
             monkeypatch.delenv(name)
+    # Whatever the login variables of the shell running the tests say, the audit's detail
+    # is the same (they are recorded when they name someone other than the real account).
+    for name in LOGIN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDESK_DATABASE_URL", url)
     bot_runtime.reset()
@@ -546,6 +552,65 @@ def test_deactivating_twice_says_so_and_an_unknown_department_is_not_found(
 
     assert main(["departments", "deactivate", "不存在"]) == Exit.NOT_FOUND
     assert "No department is called '不存在'" in capsys.readouterr().err
+
+
+# --- who is on record -----------------------------------------------------------------------
+
+
+def audit_rows(url: str) -> list[AdminAudit]:
+    """The admin audit rows, oldest first."""
+    with Session(get_engine(url)) as session:
+        return list(session.exec(select(AdminAudit).order_by(col(AdminAudit.id))).all())
+
+
+def test_the_audit_names_the_account_of_the_real_uid_whatever_logname_and_user_claim(
+    any_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an admin who sets $LOGNAME and $USER to a colleague's name
+    real = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("LOGNAME", "zhangsan")
+    monkeypatch.setenv("USER", "zhangsan")
+    assert main(["departments", "add", "交警"]) == Exit.OK
+
+    # When they deactivate a department
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+
+    # Then the audit names the account the uid belongs to, and what the variables claimed
+    [row] = audit_rows(any_db)
+    assert (row.actor, row.action) == (real, "departments_deactivate")
+    assert row.detail == {"department": "交警",
+                          "claimed_users": {"LOGNAME": "zhangsan", "USER": "zhangsan"}}
+
+
+def test_login_variables_naming_the_real_account_add_nothing_to_the_audit(
+    any_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given $LOGNAME naming the real account and $USER unset
+    real = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("LOGNAME", real)
+    assert main(["departments", "add", "交警"]) == Exit.OK
+
+    # When a department is deactivated
+    assert main(["departments", "deactivate", "交警"]) == Exit.OK
+
+    # Then the record names that account and nothing else
+    [row] = audit_rows(any_db)
+    assert (row.actor, row.detail) == (real, {"department": "交警"})
+
+
+def test_a_uid_without_a_passwd_entry_is_recorded_by_its_number_not_by_user(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a uid no passwd entry has (some containers), and $USER claiming root
+    taken = {entry.pw_uid for entry in pwd.getpwall()}
+    orphan = next(uid for uid in range(60000, 65000) if uid not in taken)
+    monkeypatch.setattr(os, "getuid", lambda: orphan)
+    monkeypatch.setenv("USER", "root")
+    monkeypatch.delenv("LOGNAME", raising=False)
+
+    # Then the account is that uid, and root is only what was claimed
+    assert manage.admin_user() == f"uid {orphan}"
+    assert manage.claimed_users() == {"USER": "root"}
 
 
 # --- people ---------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import re
 import threading
+import string
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +53,14 @@ from storage.models import (
     WebSession,
     utcnow,
 )
-from storage.settings import REDACTED, Settings, get_settings, load_settings
+from storage.settings import (
+    MIN_SECRET_BITS,
+    REDACTED,
+    Settings,
+    entropy_bits,
+    get_settings,
+    load_settings,
+)
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import FakeWeChat
 from tests.utils.app import TestClient
@@ -1114,11 +1123,23 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         ("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:secret@db.internal/redesk"),
         ("REDESK_METRICS_TOKEN", "changeme"),
         ("REDESK_METRICS_TOKEN", "prom-2026-x"),
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", "1111111111111112"),
+        ("REDESK_TELEGRAM_WEBHOOK_SECRET", "abcdefghijklmnop"),
+        ("REDESK_WECHAT_TOKEN", "passwordpassword"),
+        ("REDESK_WECHAT_TOKEN", "9876543210zyxwvu"),
+        ("REDESK_WECHAT_APP_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("REDESK_WECHAT_AES_KEY", "abc123abc123abc123abc123abc123abc123abc123a"),
+        ("REDESK_TELEGRAM_TOKEN", "7212345678:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
+        ("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:postgres12345678@db/redesk"),
     ],
     ids=["webhook-changeme", "webhook-change-me", "webhook-short", "webhook-missing",
          "telegram-sample-token", "wechat-token-changeme", "wechat-token-short",
          "wechat-appsecret-placeholder", "wechat-aes-sample", "wechat-aes-one-character",
-         "database-password-secret", "metrics-token-placeholder", "metrics-token-short"],
+         "database-password-secret", "metrics-token-placeholder", "metrics-token-short",
+         "webhook-repeated-digit", "webhook-alphabet-run",
+         "wechat-token-repeated-word", "wechat-token-descending-runs", "wechat-appsecret-runs",
+         "wechat-aes-repeated-piece", "telegram-token-repeated-letter",
+         "database-password-run"],
 )
 def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
     production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str,
@@ -1142,6 +1163,70 @@ def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
     assert len(lines) == 1, lines
     assert setting in lines[0]
     assert value not in lines[0] or not value, "the error must not echo the secret"
+
+
+def test_production_refuses_to_start_wechat_in_plain_mode(
+    production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a production configuration with WeChat on but no EncodingAESKey (plain mode)
+    for name, value in GOOD_PRODUCTION.items():
+        production_env.setenv(name, value)
+    production_env.delenv("REDESK_WECHAT_AES_KEY")
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("`redesk run` went on past its configuration checks")
+
+    production_env.setattr(cli, "_prepare_database", started)
+
+    # When `redesk run` starts
+    code = main(["run"])
+
+    # Then it stops with one line asking for safe mode
+    assert code == Exit.CONFIG
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "REDESK_WECHAT_AES_KEY is required for WeChat in production" in lines[0]
+
+    # and development still runs plain mode (a test account, a local tunnel)
+    production_env.setenv("REDESK_ENV", "development")
+    assert load_settings().wechat_aes_key is None
+
+
+def _random_of(alphabet: str, length: int, source: random.Random) -> str:
+    return "".join(source.choice(alphabet) for _ in range(length))
+
+
+def test_production_accepts_random_secrets_in_every_platform_s_format() -> None:
+    # Given many random values of each platform's format (seeded: the same values each run)
+    source = random.Random(20261202)
+    letters = string.ascii_letters + string.digits
+    formats = {
+        "REDESK_TELEGRAM_TOKEN": lambda: f"{source.randint(10**9, 8 * 10**9)}:AA"
+                                         + _random_of(letters + "_-", 33, source),
+        "REDESK_TELEGRAM_WEBHOOK_SECRET": lambda: _random_of(letters + "_-", 32, source),
+        "REDESK_WECHAT_APP_SECRET": lambda: _random_of("0123456789abcdef", 32, source),
+        "REDESK_WECHAT_TOKEN": lambda: _random_of(letters, 16, source),
+        "REDESK_WECHAT_AES_KEY": lambda: _random_of(letters, 43, source),
+    }
+    for name, make in formats.items():
+        for _ in range(300):
+            value = make()
+            # When production settings are made with it
+            values = {key.removeprefix("REDESK_").lower(): good
+                      for key, good in GOOD_PRODUCTION.items()}
+            values[name.removeprefix("REDESK_").lower()] = value
+            # Then they are accepted
+            settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+            assert settings.env == "production", (name, value)
+
+
+def test_the_entropy_estimate_counts_what_cannot_be_guessed() -> None:
+    # Runs, repeats and repeated pieces count once; random characters count in full
+    assert entropy_bits("1111111111111112") < 16
+    assert entropy_bits("abcdefghijklmnop") < 16
+    assert entropy_bits("abc123abc123abc123") < MIN_SECRET_BITS
+    assert entropy_bits("Kf83jsQ0wPz71LmX") > 90
+    assert entropy_bits("") == 0
 
 
 def test_production_accepts_real_secrets_and_development_accepts_placeholders(

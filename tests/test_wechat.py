@@ -28,7 +28,15 @@ from bot.runtime import Runtime
 from bot.texts import text as catalogue
 from storage import queries
 from storage.db import get_engine, session_scope
-from storage.models import Attachment, InboxMessage, OutboxMessage, OutboxStatus, Person, utcnow
+from storage.models import (
+    Attachment,
+    InboxMessage,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    WeChatNonce,
+    utcnow,
+)
 from storage.settings import Settings
 from tests.fakes.wechat import Callback, FakeWeChat
 from tests.utils.app import TestClient
@@ -284,6 +292,177 @@ def test_an_event_posted_twice_is_handled_once(wx: WeChatDesk, fake: FakeWeChat)
 
     assert len(wx.inbox()) == 1
     assert len(fake.sent(RESIDENT)) == 2  # the welcome and the help, once
+
+
+WORKER = "oWorker_3kQ9zT2mXb7Lp0sVd4Rj8Nc1Y"
+
+
+def reused(fake: FakeWeChat, seen: Callback, forged: Callback) -> Callback:
+    """`forged`'s body under the query string of the callback `seen` (its URL, as a proxy's
+    access log or an http:// callback shows it)."""
+    return Callback(params=dict(seen.params), body=forged.body, xml=forged.xml,
+                    openid=forged.openid)
+
+
+def snapshot(wx: WeChatDesk) -> dict[str, Any]:
+    """What a forged callback must not change: inbox, requests, events, outbox, people."""
+    with Session(wx.runtime.engine) as session:
+        people = sorted((p.external_id, p.role, p.unreachable)
+                        for p in session.exec(select(Person)).all())
+    return {
+        "inbox": [(row.id, row.natural_key, row.status) for row in wx.inbox()],
+        "requests": [(r.number, r.state) for r in wx.desk.requests()],
+        "events": len(wx.desk.events()),
+        "outbox": len(wx.outbox()),
+        "people": people,
+    }
+
+
+@pytest.mark.parametrize("fake", ["plain"], indirect=True)
+def test_a_signed_url_reused_with_a_forged_reject_or_unsubscribe_is_refused_and_changes_nothing(
+    wx: WeChatDesk, fake: FakeWeChat, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker bound on WeChat and a new request, and the signed URL of the worker's
+    # last callback (its timestamp is still within the five minutes)
+    wx.say(WORKER, f"绑定 {wx.desk.invite('worker')}")
+    wx.say(RESIDENT, "路灯坏了")
+    number = wx.last_number()
+    seen = fake.text(WORKER, "待办")
+    wx.send(seen)
+    before, sent = snapshot(wx), len(fake.calls)
+    caplog.set_level(logging.INFO)
+
+    # When someone posts the worker's 驳回 and an unsubscribe under that URL (plain mode
+    # signs the timestamp and nonce, not the body)
+    at, nonce = seen.params["timestamp"], seen.params["nonce"]
+    forgeries = [
+        reused(fake, seen, fake.text(WORKER, f"驳回 {number} 不属于受理范围", timestamp=at,
+                                     nonce=nonce)),
+        reused(fake, seen, fake.event(WORKER, "unsubscribe", timestamp=at, nonce=nonce)),
+    ]
+    answers = [wx.post(forged) for forged in forgeries]
+    wx.desk.work()
+
+    # Then both are refused with 403, and nothing was stored, changed or sent
+    assert [(answer.status_code, answer.text) for answer in answers] == [
+        (403, "nonce reused with another body")] * 2
+    assert snapshot(wx) == before
+    assert wx.desk.request(number).state == "new"
+    assert wx.person(WORKER).unreachable is False
+    assert len(fake.calls) == sent
+    assert "不属于受理范围" not in caplog.text
+
+    # and WeChat retrying the genuine callback is still answered "success", changing nothing
+    assert wx.post(seen).text == "success"
+    assert snapshot(wx) == before
+
+
+def test_a_nonce_is_remembered_while_its_timestamp_is_accepted_and_forgotten_afterwards(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given a callback stored, with a timestamp four minutes in the future (clock skew:
+    # accepted until nine minutes from now)
+    ahead = int(fake.now()) + 240
+    first = fake.text(RESIDENT, "路灯坏了", timestamp=ahead, nonce="1357924680")
+    wx.send(first)
+    with Session(wx.runtime.engine) as session:
+        row = session.exec(select(WeChatNonce)).one()
+
+    # Then its nonce is kept until its timestamp leaves the window, not five minutes from now
+    assert row.key == f"{ahead}:1357924680"
+    assert row.expires_at.timestamp() == ahead + wechat.REPLAY_WINDOW_SECONDS + 1
+
+    # When another callback arrives after that
+    with session_scope(wx.runtime.engine) as session:
+        wechat.check_nonce(
+            wx.runtime.settings, session,
+            {"timestamp": str(ahead + 400), "nonce": "2468013579"}, b"<xml/>",
+            now=ahead + wechat.REPLAY_WINDOW_SECONDS + 2)
+
+    # Then the expired nonce was cleaned up on the way, and only the new one is kept
+    with Session(wx.runtime.engine) as session:
+        assert [r.key for r in session.exec(select(WeChatNonce)).all()] == [
+            f"{ahead + 400}:2468013579"]
+
+
+@pytest.mark.parametrize("fake", ["plain"], indirect=True)
+def test_with_redis_the_nonce_is_kept_in_redis_and_refused_from_any_process(
+    db_url: str, fake: FakeWeChat, redis_url: str, stub_broker: dramatiq.Broker, tmp_path: Path
+) -> None:
+    import redis
+
+    from bot.app import create_app
+
+    env = fake.settings_env()
+    shared = Settings(  # type: ignore[call-arg]
+        database_url=db_url, redis_url=redis_url, _env_file=None,
+        wechat_app_id=env["REDESK_WECHAT_APP_ID"],
+        wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
+        wechat_token=env["REDESK_WECHAT_TOKEN"], wechat_api_url=env["REDESK_WECHAT_API_URL"],
+        media_dir=tmp_path / "media",
+    )
+    seen = fake.text(RESIDENT, "路灯坏了")
+    forged = reused(fake, seen, fake.text(RESIDENT, "撤销", timestamp=seen.params["timestamp"],
+                                          nonce=seen.params["nonce"]))
+    # Given two copies of redesk sharing Redis and the database
+    first = Runtime(settings=shared, engine=get_engine(db_url))
+    second = Runtime(settings=shared, engine=get_engine(db_url))
+    with TestClient(create_app(first)) as one, TestClient(create_app(second)) as other:
+        # When the genuine callback reaches the first and a forgery under its URL the second
+        genuine = one.post("/wechat", params=seen.params, content=seen.body)
+        refused = other.post("/wechat", params=forged.params, content=forged.body)
+        retried = other.post("/wechat", params=seen.params, content=seen.body)
+
+    # Then the second refuses the forgery and accepts WeChat's retry of the genuine one
+    assert [(r.status_code, r.text) for r in (genuine, refused, retried)] == [
+        (200, "success"), (403, "nonce reused with another body"), (200, "success")]
+    with Session(first.engine) as session:
+        assert [row.natural_key for row in session.exec(select(InboxMessage)).all()] == [
+            str(seen.msg_id)]
+        # and the nonce is in Redis (not the database), for the replay window at most
+        assert session.exec(select(WeChatNonce)).all() == []
+    client = redis.Redis.from_url(redis_url)
+    key = f"{wechat.NONCE_PREFIX}{seen.params['timestamp']}:{seen.params['nonce']}"
+    assert 0 < client.ttl(key) <= wechat.REPLAY_WINDOW_SECONDS + 1
+    client.close()
+    wechat.close_clients()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("fake", ["plain"], indirect=True)
+def test_concurrent_posts_with_one_nonce_and_different_bodies_store_exactly_one(
+    wx: WeChatDesk, fake: FakeWeChat
+) -> None:
+    # Given pairs of callbacks, each pair under one timestamp and nonce with different bodies
+    pairs = []
+    for index in range(6):
+        at, nonce = int(fake.now()), f"97531{index:05d}"
+        pairs.append((fake.text(RESIDENT, f"路灯坏了 {index}", timestamp=at, nonce=nonce),
+                      fake.text(RESIDENT, f"井盖丢了 {index}", timestamp=at, nonce=nonce)))
+    callbacks = [callback for pair in pairs for callback in pair]
+    barrier = threading.Barrier(len(callbacks), timeout=60)
+
+    def post(callback: Callback) -> int:
+        barrier.wait()
+        return int(wx.post(callback).status_code)
+
+    # When all of them are posted at once
+    answers: dict[int, int] = {}
+    threads = [threading.Thread(target=lambda i=i, c=c: answers.__setitem__(i, post(c)))
+               for i, c in enumerate(callbacks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then of each pair exactly one was stored (200) and the other refused (403)
+    for index in range(len(pairs)):
+        assert sorted((answers[2 * index], answers[2 * index + 1])) == [200, 403]
+    stored = {row.natural_key for row in wx.inbox()}
+    assert len(stored) == len(pairs)
+    for index, (one, other) in enumerate(pairs):
+        winner = one if answers[2 * index] == 200 else other
+        assert str(winner.msg_id) in stored
 
 
 # --- messages and events ----------------------------------------------------------------------

@@ -4,8 +4,10 @@ and template messages, the custom menu, and fetching media before WeChat forgets
 Receiving: `parse_callback` checks the signature (constant time) and the timestamp (replays older
 than five minutes are refused), refuses XML with a DOCTYPE or entities, decrypts a safe-mode
 body, and returns the message's natural key (MsgId; FromUserName+CreateTime+Event for events),
-the chat (the sender's openid) and the inner XML. The app stores that in the inbox and answers
-"success" at once; everything else goes out later as customer-service messages.
+the chat (the sender's openid) and the inner XML. `check_nonce` refuses a (timestamp, nonce)
+already seen with another body (the plain-mode signature does not cover the body). The app
+stores the message in the inbox and answers "success" at once; everything else goes out later
+as customer-service messages.
 
 Sending: within 48 hours of the person's last message and at most 5 messages since, a
 customer-service text; otherwise (or when WeChat answers 45015/45047) a template message, if one
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -80,6 +83,14 @@ CALLBACK_BODY_LIMIT = 1024 * 1024
 
 #: A callback whose timestamp is further than this from now (seconds) is a replay.
 REPLAY_WINDOW_SECONDS = 300
+
+#: Longest nonce and timestamp accepted (WeChat's are about ten digits each); together they
+#: are the key of the callback's remembered nonce.
+MAX_NONCE = 64
+MAX_TIMESTAMP = 20
+
+#: Prefix of the Redis keys remembering callback nonces.
+NONCE_PREFIX = "redesk:wechat:nonce:"
 
 #: WeChat's customer-service window: hours after the person's last message ...
 WINDOW_HOURS = 48
@@ -193,12 +204,68 @@ def check_request(settings: Settings, params: dict[str, str], *, now: float | No
     timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
     if not _same(params.get("signature", ""), signature(token, timestamp, nonce)):
         raise CallbackRefused(403, "bad signature")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise CallbackRefused(403, "bad timestamp") from None
+    if not nonce or len(nonce) > MAX_NONCE:
+        raise CallbackRefused(403, "bad nonce")
+    if not timestamp.isdigit() or len(timestamp) > MAX_TIMESTAMP:
+        raise CallbackRefused(403, "bad timestamp")
+    sent_at = int(timestamp)
     if abs((time.time() if now is None else now) - sent_at) > REPLAY_WINDOW_SECONDS:
         raise CallbackRefused(403, "stale timestamp")
+
+
+def check_nonce(settings: Settings, session: Session, params: dict[str, str], body: bytes,
+                *, now: float | None = None) -> None:
+    """Remembers a callback's (timestamp, nonce) with a digest of its body, for as long as
+    its timestamp is accepted, and refuses the pair again with another body.
+
+    The plain-mode signature covers the token, the timestamp and the nonce but not the body:
+    without this, anyone who saw one signed URL could post any message under it for the
+    whole replay window. The same body again is WeChat retrying; the inbox's natural key
+    already makes that harmless, so it passes. In Redis when configured (SET NX, shared by
+    every process), else in the database (a unique key, so of two concurrent posts exactly
+    one is first). Call it after `check_request`, in the transaction that stores the message.
+
+    Raises:
+        CallbackRefused: 403 when the pair was seen with another body.
+    """
+    timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
+    key = f"{timestamp}:{nonce}"
+    digest = hashlib.sha256(body).hexdigest()
+    # Accepted until `timestamp + window` (the window reaches into the future too, for clock
+    # skew), so remembered until then, not for a window from now.
+    expires = int(timestamp) + REPLAY_WINDOW_SECONDS + 1
+    current = time.time() if now is None else now
+    if settings.redis_url:
+        client = _redis(settings.redis_url)
+        ttl = max(1, expires - int(current))
+        earlier: str | None = None
+        if not client.set(NONCE_PREFIX + key, digest, nx=True, ex=ttl):
+            found = client.get(NONCE_PREFIX + key)
+            # Expired in between: its timestamp is refused by check_request from now on.
+            earlier = found.decode() if found is not None else ""
+    else:
+        earlier = queries.remember_nonce(
+            session=session, key=key, digest=digest,
+            expires_at=datetime.fromtimestamp(expires, UTC),
+            now=datetime.fromtimestamp(current, UTC))
+    if earlier is not None and not _same(earlier, digest):
+        raise CallbackRefused(403, "nonce reused with another body")
+
+
+_redis_clients: dict[str, Any] = {}
+_redis_lock = threading.Lock()
+
+
+def _redis(url: str) -> Any:
+    """This process's Redis client for `url` (made once)."""
+    with _redis_lock:
+        client = _redis_clients.get(url)
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=5)
+            _redis_clients[url] = client
+        return client
 
 
 def _xml(body: bytes | str) -> Element:
@@ -499,9 +566,13 @@ def get_client(settings: Settings) -> RedeskWeChatClient:
 
 
 def close_clients() -> None:
-    """Forgets the clients (tests, shutdown)."""
+    """Forgets the clients, the API's and those of the nonce memory (tests, shutdown)."""
     with _clients_lock:
         _clients.clear()
+    with _redis_lock:
+        for client in _redis_clients.values():
+            client.close()
+        _redis_clients.clear()
 
 
 def commands_footer(message: Rendered) -> str:
