@@ -12,8 +12,8 @@ import logging
 import os
 import random
 import re
-import threading
 import string
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
