@@ -692,8 +692,10 @@ def test_the_web_api_takes_arbitrary_json(
             if added is not None:
                 client_id = response.json()["id"]
                 assert added.natural_key == f"{chat}:{client_id}" and added.chat_id == chat
+                # The client's address rides along (failed binds are counted per address).
+                assert added.payload.get("address") == "testclient"
                 if kinds[0] in ("text", "action"):
-                    assert added.payload == {kinds[0]: body[kinds[0]]}
+                    assert added.payload == {kinds[0]: body[kinds[0]], "address": "testclient"}
                 else:
                     assert set(added.payload["intake"]) == {"name", "phone", "text"}
             if "id" in body:
