@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from admin_scripts.cli import CliError, Exit, check_output
-from admin_scripts.manage import admin_user, audit
+from admin_scripts.manage import audit
 from bot.texts import action_label, state_label
 from storage import queries
 from storage.db import read_engine, session_scope
@@ -550,10 +550,6 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("export", total=total)
         yield lambda rows: progress.advance(task, rows)
-
-
-#: The operating-system user running the command (shared with the other admin verbs).
-os_user = admin_user
 
 
 def _written_at(path: str) -> str:

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from admin_scripts import export
 from admin_scripts.cli import Exit, main
+from admin_scripts.manage import admin_user
 from bot import runtime as bot_runtime
 from storage.db import get_engine, session_scope
 from storage.models import AdminAudit, Event, Person, Request
@@ -206,7 +207,7 @@ def test_include_pii_shows_everything_and_puts_the_export_on_record(
     assert RESIDENT_PHONE in rows[0]["诉求内容"]
     # And the use is on record: who, what, where, how many rows
     [audit] = audits(desk)
-    assert (audit.actor, audit.action) == (export.os_user(), "export_pii")
+    assert (audit.actor, audit.action) == (admin_user(), "export_pii")
     assert audit.detail == {"from": "2000-01-01", "to": "2100-12-31", "format": "csv",
                             "out": str((cli / "full.csv").resolve()), "rows": 2}
     # And the admin is told

@@ -730,8 +730,8 @@
     switchIdentity(res.data.token, name);
   }
 
-  // Forget the old identity (queue, transcript, cursor) and adopt a new token.
-  function switchIdentity(token, name) {
+  // Forget the current identity (queue, transcript, cursor) and hold `token` (null: none).
+  function replaceIdentity(token, name) {
     stopPolling();
     state.identityGen += 1;
     state.queue = [];
@@ -746,6 +746,11 @@
     nodes.clear();
     saveHistory();
     renderName();
+  }
+
+  // Forget the old identity and adopt a new token.
+  function switchIdentity(token, name) {
+    replaceIdentity(token, name);
     addNotice(`已创建新身份「${name || "未命名"}」。发送「帮助」可查看可用功能。`);
     startPolling();
     showTab("chat");
@@ -776,20 +781,7 @@
 
   // Drop this tab's identity (token, name, cursor, queue, transcript) and ask for a new one.
   function forgetIdentity() {
-    stopPolling();
-    state.identityGen += 1;
-    state.queue = [];
-    state.sending = false;
-    state.token = null;
-    state.name = "";
-    state.after = 0;
-    state.history = [];
-    state.authNoticeFor = null;
-    saveIdentity();
-    el.messages.replaceChildren();
-    nodes.clear();
-    saveHistory();
-    renderName();
+    replaceIdentity(null, "");
     applyRole(null);
     setStatus("none");
     addNotice("已退出，此身份在本页已失效。", "new-identity");
