@@ -50,6 +50,9 @@ class Inbound:
     #: Where the message came from, where the channel knows more than the chat (the web
     #: client's address); "" otherwise.
     address: str = ""
+    #: Channel-specific details only that channel's own hooks read (e.g. the task id of a
+    #: pressed WeCom card).
+    platform: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

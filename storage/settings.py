@@ -7,15 +7,17 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Iterable
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
+from pydantic_settings.sources import ENV_FILE_SENTINEL
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -125,6 +127,52 @@ def _is_placeholder(value: str) -> bool:
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
+
+
+#: One secret setting: its variable, its value, and the shortest length production accepts.
+Secret: TypeAlias = tuple[str, "str | None", int]
+
+
+def check_secrets(checks: list[Secret]) -> None:
+    """Refuses (ValueError) secrets that are placeholders, samples, too short or too easy to
+    guess; REDESK_ENV=production calls it."""
+    for name, value, shortest in checks:
+        if value is None or (value == "" and name.endswith("password")):
+            continue
+        if _is_placeholder(value):
+            raise ValueError(f"{name} is a placeholder or a documentation sample; "
+                             "set a real secret (REDESK_ENV=production)")
+        if len(value) < shortest:
+            raise ValueError(f"{name} is shorter than {shortest} characters; "
+                             "set a longer random secret (REDESK_ENV=production)")
+        # A bot token is "<bot id>:<secret>"; the id is public.
+        secret = value.split(":", 1)[-1] if name == "REDESK_TELEGRAM_TOKEN" else value
+        if entropy_bits(secret) < MIN_SECRET_BITS:
+            raise ValueError(f"{name} is too easy to guess (runs, repeats or too few kinds "
+                             "of characters); set a random secret (REDESK_ENV=production)")
+
+
+class Section(BaseSettings):
+    """Settings a plug-in (a channel) declares for itself, read from its own REDESK_<NAME>_*
+    variables and the same .env file as `Settings`; `Settings.section` loads one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    def secrets(self) -> list[Secret]:
+        """The secret settings: refused as placeholders in production, masked in the logs."""
+        return []
+
+    def log_secrets(self) -> list[str]:
+        """Further values to mask in the logs (parts of a secret that appear on their own)."""
+        return []
+
+    def check_production(self) -> None:
+        """Refuses (ValueError) what production must not run with; by default weak
+        secrets."""
+        check_secrets(self.secrets())
+
+
+S = TypeVar("S", bound=Section)
 
 
 class Settings(BaseSettings):
@@ -377,7 +425,7 @@ class Settings(BaseSettings):
     def _check_production_secrets(self) -> None:
         """Refuses, in production, secrets that are placeholders, samples, too short or too
         easy to guess, and WeChat in plain mode."""
-        checks: list[tuple[str, str | None, int]] = [
+        checks: list[Secret] = [
             ("REDESK_TELEGRAM_TOKEN", self.telegram_token, 1),
             ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret,
              MIN_SECRET_LENGTH),
@@ -387,26 +435,60 @@ class Settings(BaseSettings):
             ("REDESK_METRICS_TOKEN", self.metrics_token, MIN_SECRET_LENGTH),
             ("REDESK_DATABASE_URL password", make_url(self.database_url).password, 1),
         ]
-        for name, value, shortest in checks:
-            if value is None or (value == "" and name.endswith("password")):
-                continue
-            if _is_placeholder(value):
-                raise ValueError(f"{name} is a placeholder or a documentation sample; "
-                                 "set a real secret (REDESK_ENV=production)")
-            if len(value) < shortest:
-                raise ValueError(f"{name} is shorter than {shortest} characters; "
-                                 "set a longer random secret (REDESK_ENV=production)")
-            # A bot token is "<bot id>:<secret>"; the id is public.
-            secret = value.split(":", 1)[-1] if name == "REDESK_TELEGRAM_TOKEN" else value
-            if entropy_bits(secret) < MIN_SECRET_BITS:
-                raise ValueError(f"{name} is too easy to guess (runs, repeats or too few kinds "
-                                 "of characters); set a random secret (REDESK_ENV=production)")
+        check_secrets(checks)
         if self.wechat_on and not self.wechat_aes_key:
             # Plain mode signs the URL, not the body: whoever sees one callback URL (a proxy's
             # log, an http:// callback) can post messages in anyone's name under it.
             raise ValueError("REDESK_WECHAT_AES_KEY is required for WeChat in production: set "
                              "the official account to safe mode (安全模式) and its "
                              "EncodingAESKey here (REDESK_ENV=production)")
+
+    _env_file_given: Any = PrivateAttr(default=ENV_FILE_SENTINEL)
+    _sections: dict[type[Section], Section] = PrivateAttr(default_factory=dict)
+    _sections_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # Sections are read from the same .env file (or none, as tests ask with None).
+        self._env_file_given = values.get("_env_file", ENV_FILE_SENTINEL)
+
+    def section(self, model: type[S]) -> S:
+        """A plug-in's own settings (a channel's), read once from the same variables and .env
+        file, checked for production like the rest, and their secrets kept out of the logs.
+
+        Raises:
+            SettingsError: a setting of the section is malformed or refused, named.
+        """
+        with self._sections_lock:
+            found = self._sections.get(model)
+            if found is None:
+                prefix = str(model.model_config.get("env_prefix", ""))
+                try:
+                    found = model(_env_file=self._env_file_given)  # type: ignore[call-arg]
+                    if self.env == "production":
+                        found.check_production()
+                except PydanticSettingsError as exc:
+                    raise _readable(exc, prefix) from None
+                except ValidationError as exc:
+                    raise _readable(exc, prefix) from None
+                except ValueError as exc:
+                    raise SettingsError(f"Invalid setting — {exc}") from None
+                self._sections[model] = found
+                _mask(self._section_secrets(found))
+            assert isinstance(found, model)
+            return found
+
+    def with_sections(self, *sections: Section) -> Settings:
+        """These settings with sections given instead of read (tests, embedding)."""
+        with self._sections_lock:
+            for section in sections:
+                self._sections[type(section)] = section
+                _mask(self._section_secrets(section))
+        return self
+
+    @staticmethod
+    def _section_secrets(section: Section) -> list[str]:
+        return [value for _, value, _ in section.secrets() if value] + section.log_secrets()
 
     @property
     def days_off(self) -> frozenset[date]:
@@ -475,13 +557,20 @@ def redact_logs(settings: Settings) -> None:
     libraries' too), at every level, whatever handlers an operator configures. Loading the
     settings calls it; calling it again only adds secrets.
     """
-    global _log_factory_installed
     url_password = make_url(settings.database_url).password
     values = {settings.telegram_token, settings.telegram_webhook_secret,
               settings.wechat_app_secret, settings.wechat_token, settings.wechat_aes_key,
               settings.metrics_token, url_password if isinstance(url_password, str) else None}
     if settings.telegram_token and ":" in settings.telegram_token:
         values.add(settings.telegram_token.split(":", 1)[1])
+    _mask(value for value in values if value)
+
+
+
+def _mask(values: Iterable[str]) -> None:
+    """Adds secret values to what every log record is cleaned of (installing the cleaner
+    once per process)."""
+    global _log_factory_installed
     with _log_lock:
         _log_secrets.update(value for value in values if value and len(value) >= 6)
         if _log_factory_installed:
@@ -495,7 +584,6 @@ def redact_logs(settings: Settings) -> None:
 
         logging.setLogRecordFactory(factory)
         _log_factory_installed = True
-
 
 def redact(text: str) -> str:
     """`text` without the known secrets and what LOG_PATTERNS matches."""
@@ -530,19 +618,24 @@ def load_settings() -> Settings:
         settings = Settings()
         redact_logs(settings)
         return settings
-    except PydanticSettingsError as exc:
+    except (PydanticSettingsError, ValidationError) as exc:
+        raise _readable(exc, "REDESK_") from None
+
+
+def _readable(exc: PydanticSettingsError | ValidationError, prefix: str) -> SettingsError:
+    """A settings error as one readable sentence per setting, named by its variable."""
+    if isinstance(exc, PydanticSettingsError):
         # A structured setting (JSON) that does not parse; the message names the field.
         found = re.search(r'field "(\w+)"', str(exc))
-        name = f"REDESK_{found.group(1).upper()}" if found else "settings"
-        raise SettingsError(f"Invalid setting — {name}: not valid JSON") from None
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
-            name = f"REDESK_{field.upper()}" if error["loc"] else "settings"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{name}: {message}")
-        raise SettingsError("Invalid setting — " + "; ".join(lines)) from None
+        name = f"{prefix}{found.group(1).upper()}" if found else "settings"
+        return SettingsError(f"Invalid setting — {name}: not valid JSON")
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        name = f"{prefix}{field.upper()}" if error["loc"] else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return SettingsError("Invalid setting — " + "; ".join(lines))
 
 
 @lru_cache(maxsize=1)
