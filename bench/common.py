@@ -177,7 +177,7 @@ class Processes:
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """Starts a process whose output goes to <directory>/<name>.log."""
         log_path = self.directory / f"{name}.log"
-        log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed by the OS
+        log = open(log_path, "wb")
         process = subprocess.Popen(command, env=env or self.env, cwd=cwd or self.directory,
                                    stdout=log, stderr=subprocess.STDOUT)
         log.close()

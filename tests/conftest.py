@@ -106,7 +106,7 @@ def fresh_pg_database(prefix: str = "redesk_test") -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         admin.dispose()
         missing_service("PostgreSQL", exc)
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -186,7 +186,7 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
     try:
         client.flushdb()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         client.close()
         missing_service("Redis", exc)
     yield REDIS_URL

@@ -240,7 +240,7 @@ def test_two_schedulers_ticking_at_once_send_each_reminder_once(
                 for _ in range(4):
                     barrier.wait()
                     dispatch.tick(runtime)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]
