@@ -1494,3 +1494,19 @@ def test_a_first_action_within_the_deadline_is_in_time(cast: Cast, world: World)
     request = world.request(number)
     assert (request.responded_in_time, request.response_seconds,
             request.response_work_seconds) == (True, 1800, 1800)
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), [
+    ("路灯不亮", 30, "路灯不亮"),
+    ("  小区东门\n路灯  不亮 ", 30, "小区东门 路灯 不亮"),
+    ("一二三四五六", 6, "一二三四五六"),
+    ("一二三四五六七", 6, "一二三四五…"),
+    ("", 30, ""),
+])
+def test_a_summary_is_one_line_of_at_most_the_limit(text: str, limit: int, expected: str) -> None:
+    # When a text is summarised
+    result = service.summary(text, limit)
+
+    # Then it reads on one line and never exceeds the limit
+    assert result == expected
+    assert len(result) <= limit

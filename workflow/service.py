@@ -802,9 +802,12 @@ def holders(tx: Tx, request: Request) -> list[Person]:
 
 
 def summary(text: str, limit: int = 30) -> str:
-    """The first line of a request's text, cut to `limit` characters."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= limit else first[:limit] + "…"
+    """A text on one line (runs of whitespace made one space), at most `limit` characters.
+
+    A longer text is cut and ends in "…", which counts toward the limit.
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def record(tx: Tx, request: Request, action: Action, note: str) -> None:
