@@ -608,7 +608,9 @@ def invite(
         except WorkflowError:
             raise CliError(f"No active department is called {department!r} "
                            "(see `redesk departments list`).", Exit.NOT_FOUND) from None
-    what = {"worker": "党务工作者", "leader": "党委负责人"}.get(role, f"{department} 工作人员")
+    from bot.texts import role_label
+
+    what = role_label(role, department or "")
     console.print(f"Invitation for {role} ({what}), valid {settings.invitation_days} days.")
     console.print("Send 「绑定 CODE」 (or /bind CODE) to the bot from the chat to bind:")
     print(code)

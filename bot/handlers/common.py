@@ -6,7 +6,7 @@ from math import ceil
 from typing import Any
 
 from bot.handlers.commands import Command
-from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, state_label
+from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, role_label, state_label
 from storage import queries
 from storage.models import Person, Role
 from workflow import deadlines, service
@@ -80,7 +80,7 @@ def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
     role, department = service.bind(tx, person, code, address=address)
     reply(
         tx, person, "reply.bound",
-        role_label={"worker": "党务工作者", "leader": "党委负责人"}.get(role, "部门工作人员"),
+        role_label=role_label(role),
         department_part=f"（{department}）" if department else "",
         help=_help_text(role, department),
     )
