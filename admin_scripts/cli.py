@@ -20,6 +20,7 @@ from rich.table import Column, Table
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage import queries
+from storage.dates import parse_date
 from storage.db import get_engine, read_engine, session_scope, upgrade
 from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, default_data_dir, get_settings
@@ -429,10 +430,9 @@ def _date(value: str | None, option: str) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"{option} must be a date like 2026-03-01, not {value!r}",
-                       Exit.USAGE) from None
+        return parse_date(value)
+    except ValueError as exc:
+        raise CliError(f"{option} {exc}", Exit.USAGE) from None
 
 
 def _trend_unit(period: Any) -> str:

@@ -387,8 +387,8 @@ def test_without_out_the_file_is_named_by_the_time_in_the_current_directory(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--from", "2026-02-30"], "not a calendar date"),
-    (["--to", "yesterday"], "--to must be a date"),
+    (["--from", "2026-02-30"], "--from must be a calendar date like 2026-03-01"),
+    (["--to", "yesterday"], "--to must be a calendar date like"),
     (["--from", "2026-03-02", "--to", "2026-03-01"], "before --from"),
     (["--format", "pdf"], "--format must be csv or xlsx"),
     (["--format", "xlsx", "--out", "-"], "standard output"),
