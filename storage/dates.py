@@ -1,9 +1,17 @@
-"""Calendar dates as people type them: "YYYY-MM-DD", in settings and on the command line."""
+"""Dates as people type them ("YYYY-MM-DD"), and the defaults every deadline starts from."""
 
 from __future__ import annotations
 
 import re
 from datetime import date
+
+#: Daily working hours (Asia/Shanghai) that response and resolution deadlines count in.
+WORKDAY_START_HOUR = 9
+WORKDAY_END_HOUR = 18
+
+#: A category's deadlines unless it sets its own, and those of a request with no category.
+DEFAULT_RESPONSE_HOURS = 8
+DEFAULT_RESOLUTION_DAYS = 5
 
 #: What a typed date looks like; Python's fromisoformat alone also takes 20261224 or 2026-W52-4.
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")

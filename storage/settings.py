@@ -21,7 +21,7 @@ from pydantic_settings.sources import ENV_FILE_SENTINEL
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from storage.dates import parse_dates
+from storage.dates import WORKDAY_END_HOUR, WORKDAY_START_HOUR, parse_dates
 
 #: An address network of either family.
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -231,8 +231,8 @@ class Settings(BaseSettings):
     #: Worker threads of the in-process (embedded) worker and of `redesk worker`.
     worker_threads: int = 4
     #: Daily working hours used for response deadlines (Asia/Shanghai).
-    workday_start_hour: int = 9
-    workday_end_hour: int = 18
+    workday_start_hour: int = WORKDAY_START_HOUR
+    workday_end_hour: int = WORKDAY_END_HOUR
     #: Local days off beyond the national calendar, and local make-up working days:
     #: comma-separated dates, e.g. "2026-12-24,2026-12-31".
     extra_days_off: str = ""
