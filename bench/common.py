@@ -55,14 +55,6 @@ def redesk_executable() -> str:
     return str(Path(sys.executable).with_name("redesk"))
 
 
-def _version(command: list[str]) -> str:
-    try:
-        answer = subprocess.run(command, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return answer.stdout.strip() or "?"
-
-
 def machine_facts() -> dict[str, str]:
     """The machine, the software and the load on it right now."""
     memory = "?"
