@@ -20,6 +20,7 @@ from rich.table import Column, Table
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage import queries
+from storage.dates import parse_date
 from storage.db import get_engine, read_engine, session_scope, upgrade
 from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, default_data_dir, get_settings
@@ -429,10 +430,9 @@ def _date(value: str | None, option: str) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"{option} must be a date like 2026-03-01, not {value!r}",
-                       Exit.USAGE) from None
+        return parse_date(value)
+    except ValueError as exc:
+        raise CliError(f"{option} {exc}", Exit.USAGE) from None
 
 
 def _trend_unit(period: Any) -> str:
@@ -608,7 +608,9 @@ def invite(
         except WorkflowError:
             raise CliError(f"No active department is called {department!r} "
                            "(see `redesk departments list`).", Exit.NOT_FOUND) from None
-    what = {"worker": "党务工作者", "leader": "党委负责人"}.get(role, f"{department} 工作人员")
+    from bot.texts import role_label
+
+    what = role_label(role, department or "")
     console.print(f"Invitation for {role} ({what}), valid {settings.invitation_days} days.")
     console.print("Send 「绑定 CODE」 (or /bind CODE) to the bot from the chat to bind:")
     print(code)

@@ -44,6 +44,7 @@ from admin_scripts.cli import CliError, Exit, check_output
 from admin_scripts.manage import audit
 from bot.texts import action_label, state_label
 from storage import queries
+from storage.dates import parse_date
 from storage.db import read_engine, session_scope
 from storage.models import AdminAudit, Role, utcnow
 from workflow.deadlines import LOCAL_TZ
@@ -206,12 +207,10 @@ class Options:
 def _day(value: str | None, option: str) -> date | None:
     if value is None:
         return None
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-        raise CliError(f"{option} must be a date like 2026-11-22, not {value!r}.", Exit.USAGE)
     try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise CliError(f"{option} {value} is not a calendar date.", Exit.USAGE) from None
+        return parse_date(value)
+    except ValueError as exc:
+        raise CliError(f"{option} {exc}", Exit.USAGE) from None
 
 
 def parse_options(

@@ -25,6 +25,7 @@ from admin_scripts.stats import (
     percent,
     table_columns,
 )
+from bot.texts import ROLE_LABELS
 
 #: The first column of a flat row, and the label of the totals row.
 GROUP_COLUMN = "分组"
@@ -32,7 +33,7 @@ TOTAL = "合计"
 
 #: --by -> what the group column holds, for headings.
 GROUP_NAMES: dict[str, str] = {
-    "category": "类别", "department": "部门", "worker": "党务工作者", "day": "日",
+    "category": "类别", "department": "部门", "worker": ROLE_LABELS["worker"], "day": "日",
     "week": "周（周一）", "month": "月",
 }
 

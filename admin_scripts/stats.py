@@ -218,7 +218,6 @@ class _Cohort:
     """The cohort as a subquery with everything a figure needs, one row per request."""
 
     query: Subquery
-    grouped: bool
 
 
 def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int | None,
@@ -273,7 +272,7 @@ def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int 
         statement = statement.where(r.c.department_id == department_id)
     if committee_only:
         statement = statement.where(r.c.department_id.is_(None))
-    return _Cohort(statement.subquery("cohort"), by is not None)
+    return _Cohort(statement.subquery("cohort"))
 
 
 def _is(column: Any, value: bool) -> ColumnElement[bool]:

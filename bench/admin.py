@@ -956,7 +956,7 @@ def trace_main(argv: list[str]) -> int:
         seconds = time.perf_counter() - began_at.pop()
         try:
             text = psycopg.ClientCursor(cursor.connection).mogrify(statement, parameters)
-        except Exception:  # noqa: BLE001 - keep the raw text
+        except Exception:
             text = statement
         statements.append({"sql": text, "seconds": seconds})
 

@@ -55,14 +55,6 @@ def redesk_executable() -> str:
     return str(Path(sys.executable).with_name("redesk"))
 
 
-def _version(command: list[str]) -> str:
-    try:
-        answer = subprocess.run(command, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return answer.stdout.strip() or "?"
-
-
 def machine_facts() -> dict[str, str]:
     """The machine, the software and the load on it right now."""
     memory = "?"
@@ -177,7 +169,7 @@ class Processes:
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """Starts a process whose output goes to <directory>/<name>.log."""
         log_path = self.directory / f"{name}.log"
-        log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed by the OS
+        log = open(log_path, "wb")
         process = subprocess.Popen(command, env=env or self.env, cwd=cwd or self.directory,
                                    stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -73,7 +73,7 @@ class FakeApi:
 
     def __init__(self, *, limits: bool, log_path: Any) -> None:
         command = [sys.executable, "-m", "bench.fakeapi"] + ([] if limits else ["--no-limits"])
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        self._log = open(log_path, "wb")
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._log, text=True,
                                         bufsize=1)

@@ -100,7 +100,7 @@ def run(identities: int, messages: int, concurrency: int, workers: int) -> None:
         subprocess.run([redesk, "db", "upgrade"], env=env, cwd=tmp, check=True,
                        capture_output=True)
         subprocess.run([redesk, "demo"], env=env, cwd=tmp, check=True, capture_output=True)
-        log = open(Path(tmp) / "run.log", "w")  # noqa: SIM115 - closed below
+        log = open(Path(tmp) / "run.log", "w")
         processes = [subprocess.Popen([redesk, "run"], env=env, cwd=tmp, stdout=log,
                                       stderr=subprocess.STDOUT)]
         processes += [subprocess.Popen([redesk, "worker"], env=env, cwd=tmp, stdout=log,

@@ -67,7 +67,7 @@ class DatabaseCollector(Collector):
         if redis_url:
             try:
                 seen = scheduler.last_seen(redis_url)
-            except Exception:  # noqa: BLE001 - without Redis no scheduler can act either
+            except Exception:
                 logger.warning("Metrics: Redis does not answer; the scheduler counts as missing")
                 seen = scheduler.Seen(age=None)
         # On the embedded default the scheduler is a thread of `redesk run`: never missing.

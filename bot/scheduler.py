@@ -113,7 +113,7 @@ class RedisLease:
         try:
             held = bool(self._hold(keys=[self._key, self._heartbeat],
                                   args=[self._token, self._ttl_ms]))
-        except Exception:  # noqa: BLE001 - Redis down: another scheduler may hold it
+        except Exception:
             logger.warning("Scheduler lease: Redis does not answer", exc_info=True)
             held = False
         if held != self.holding:
@@ -125,7 +125,7 @@ class RedisLease:
         """See `Leadership.release`."""
         try:
             self._release(keys=[self._key], args=[self._token])
-        except Exception:  # noqa: BLE001 - the lease expires by itself
+        except Exception:
             logger.warning("Scheduler lease: could not release", exc_info=True)
         self.holding = False
         self._client.close()
@@ -189,7 +189,7 @@ class Watch(threading.Thread):
         """One look; logs on a change. None: Redis did not answer (nothing is concluded)."""
         try:
             seen = last_seen(self._redis_url, key=self._key)
-        except Exception:  # noqa: BLE001 - the health check reports Redis itself
+        except Exception:
             logger.warning("Cannot tell whether a scheduler runs: Redis does not answer")
             return None
         if seen.missing and not self.warned:
@@ -235,7 +235,7 @@ def run(
                         continue
                     try:
                         enqueue()
-                    except Exception:  # noqa: BLE001 - a broker outage must not end it
+                    except Exception:
                         logger.warning("Could not enqueue a periodic job", exc_info=True)
                         continue
                     due[index] = now + interval

@@ -476,6 +476,13 @@ def _listing(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def role_label(role: str, department: str = "") -> str:
+    """How a role is called: "党务工作者"; a department's staff by the department when it is known."""
+    if role == "department" and department:
+        return f"{department}{ROLE_LABELS[role]}"
+    return ROLE_LABELS.get(role, role)
+
+
 def actor_label(name: str, role: str | None, department: str = "") -> str:
     """Who did a step, as staff read it in a history: "王书记 · 党务工作者"."""
     if role is None:

@@ -21,6 +21,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from storage.dates import DEFAULT_RESOLUTION_DAYS, DEFAULT_RESPONSE_HOURS
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -126,9 +128,9 @@ class Category(SQLModel, table=True):
     route: str = Field(default=Route.COMMITTEE, max_length=20)
     department_id: int | None = Field(default=None, foreign_key="departments.id")
     #: First action expected within this many working hours (0: the same working day).
-    response_hours: int = 8
+    response_hours: int = DEFAULT_RESPONSE_HOURS
     #: Resolution expected within this many working days (0: the same working day).
-    resolution_days: int = 5
+    resolution_days: int = DEFAULT_RESOLUTION_DAYS
     urgent: bool = False
     #: The category used when no keyword matches.
     is_fallback: bool = False

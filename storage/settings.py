@@ -21,6 +21,8 @@ from pydantic_settings.sources import ENV_FILE_SENTINEL
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from storage.dates import WORKDAY_END_HOUR, WORKDAY_START_HOUR, parse_dates
+
 #: An address network of either family.
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -229,8 +231,8 @@ class Settings(BaseSettings):
     #: Worker threads of the in-process (embedded) worker and of `redesk worker`.
     worker_threads: int = 4
     #: Daily working hours used for response deadlines (Asia/Shanghai).
-    workday_start_hour: int = 9
-    workday_end_hour: int = 18
+    workday_start_hour: int = WORKDAY_START_HOUR
+    workday_end_hour: int = WORKDAY_END_HOUR
     #: Local days off beyond the national calendar, and local make-up working days:
     #: comma-separated dates, e.g. "2026-12-24,2026-12-31".
     extra_days_off: str = ""
@@ -304,11 +306,7 @@ class Settings(BaseSettings):
     @field_validator("extra_days_off", "extra_workdays")
     @classmethod
     def _check_days(cls, value: str) -> str:
-        for part in filter(None, (item.strip() for item in value.split(","))):
-            try:
-                date.fromisoformat(part)
-            except ValueError:
-                raise ValueError(f"{part!r} is not a date like 2026-12-24") from None
+        parse_dates(value)
         return value
 
     @field_validator("tick_interval")
@@ -493,12 +491,12 @@ class Settings(BaseSettings):
     @property
     def days_off(self) -> frozenset[date]:
         """REDESK_EXTRA_DAYS_OFF as dates."""
-        return _dates(self.extra_days_off)
+        return parse_dates(self.extra_days_off)
 
     @property
     def workdays(self) -> frozenset[date]:
         """REDESK_EXTRA_WORKDAYS as dates."""
-        return _dates(self.extra_workdays)
+        return parse_dates(self.extra_workdays)
 
     @property
     def is_sqlite(self) -> bool:
@@ -524,11 +522,6 @@ class Settings(BaseSettings):
     def wechat_on(self) -> bool:
         """Whether the WeChat channel is configured."""
         return bool(self.wechat_app_id and self.wechat_app_secret and self.wechat_token)
-
-
-def _dates(value: str) -> frozenset[date]:
-    return frozenset(date.fromisoformat(part.strip()) for part in value.split(",")
-                     if part.strip())
 
 
 #: Written in log records instead of a secret.

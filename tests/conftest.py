@@ -17,12 +17,15 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bot import runtime as bot_runtime
 from bot.app import create_app
 from bot.runtime import Runtime
 from storage.db import dispose_engines, get_engine, upgrade
 from storage.settings import Settings
 from tests.utils.app import TestClient
+from tests.utils.cli import isolate_cli
 from tests.utils.harness import Desk
+from tests.utils.world import Cast, World, make_cast
 from workflow import broker as broker_module
 
 #: Whether this run is CI's: a missing service fails instead of skipping.
@@ -106,7 +109,7 @@ def fresh_pg_database(prefix: str = "redesk_test") -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         admin.dispose()
         missing_service("PostgreSQL", exc)
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -186,7 +189,7 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
     try:
         client.flushdb()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         client.close()
         missing_service("Redis", exc)
     yield REDIS_URL
@@ -207,3 +210,26 @@ def client(runtime: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClien
     """A client of the app (create_app) on the database under test."""
     with TestClient(create_app(runtime)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> World:
+    """The workflow service on the database under test, at a fixed clock."""
+    return World(runtime)
+
+
+@pytest.fixture
+def cast(world: World) -> Cast:
+    """The usual people, two departments and two categories (see tests/utils/world.py)."""
+    return make_cast(world)
+
+
+@pytest.fixture
+def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A fresh SQLite database named by REDESK_DATABASE_URL, the CLI run from an empty directory."""
+    path = tmp_path / "cli.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    isolate_cli(monkeypatch, tmp_path, url)
+    yield url
+    bot_runtime.reset()

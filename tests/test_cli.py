@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,40 +15,16 @@ from sqlalchemy import inspect
 from admin_scripts import cli, demo
 from admin_scripts.cli import Exit, app, main
 from bot import runtime as bot_runtime
-from bot.runtime import Runtime
 from storage.db import get_engine
 from storage.models import Role
-from storage.settings import Settings
 from tests.conftest import fresh_pg_database
-from tests.utils.harness import Desk
-
-
-@pytest.fixture
-def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """A fresh SQLite database named by REDESK_DATABASE_URL, run from an empty directory."""
-    for name in list(os.environ):
-        if name.startswith("REDESK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "cli.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
-    monkeypatch.setenv("REDESK_DATABASE_URL", url)
-    bot_runtime.reset()
-    yield url
-    bot_runtime.reset()
+from tests.utils.cli import desk_on
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """Points the CLI at another database URL."""
     monkeypatch.setenv("REDESK_DATABASE_URL", url)
     bot_runtime.reset()
-
-
-def desk_on(url: str) -> Desk:
-    """A chat harness on the CLI's database."""
-    settings = Settings(database_url=url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
-    return Desk(Runtime(settings=settings, engine=get_engine(url)))
 
 
 def leaf_commands() -> list[list[str]]:

@@ -275,7 +275,7 @@ def test_concurrent_deliveries_to_one_person_send_each_message_once(desk: Desk) 
         try:
             barrier.wait()
             dispatch.deliver(desk.runtime, ids[0])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     # When four workers deliver at once

@@ -24,6 +24,7 @@ from admin_scripts.manage import admin_user
 from bot import runtime as bot_runtime
 from storage.db import get_engine, session_scope
 from storage.models import AdminAudit, Event, Person, Request
+from tests.utils.cli import isolate_cli
 from tests.utils.harness import Desk
 from workflow.deadlines import LOCAL_TZ, format_local
 
@@ -35,14 +36,9 @@ WALK_IN, WALK_IN_PHONE = "李四", "13900001111"
 @pytest.fixture
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """The command pointed at the database under test, run from an empty directory."""
-    for name in list(os.environ):
-        if name.startswith("REDESK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("REDESK_DATABASE_URL", db_url)
     here = tmp_path / "here"  # not where the SQLite file is
     here.mkdir()
-    monkeypatch.chdir(here)
-    bot_runtime.reset()
+    isolate_cli(monkeypatch, here, db_url)
     yield here
     bot_runtime.reset()
 
@@ -387,8 +383,8 @@ def test_without_out_the_file_is_named_by_the_time_in_the_current_directory(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--from", "2026-02-30"], "not a calendar date"),
-    (["--to", "yesterday"], "--to must be a date"),
+    (["--from", "2026-02-30"], "--from must be a calendar date like 2026-03-01"),
+    (["--to", "yesterday"], "--to must be a calendar date like"),
     (["--from", "2026-03-02", "--to", "2026-03-01"], "before --from"),
     (["--format", "pdf"], "--format must be csv or xlsx"),
     (["--format", "xlsx", "--out", "-"], "standard output"),

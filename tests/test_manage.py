@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,12 +20,10 @@ from sqlmodel import Session, col, select
 
 from admin_scripts import cli, manage
 from admin_scripts.cli import Exit, app, main
-from admin_scripts.manage import LOGIN_VARIABLES
 from bot import dispatch
 from bot import runtime as bot_runtime
 from bot.app import create_app
 from bot.channels import telegram, web
-from bot.runtime import Runtime
 from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import (
@@ -39,8 +36,8 @@ from storage.models import (
     Person,
     Role,
 )
-from storage.settings import Settings
 from tests.utils.app import TestClient
+from tests.utils.cli import desk_on, isolate_cli
 from tests.utils.harness import Desk, Identity
 from workflow import broker as broker_module
 from workflow import deadlines, service
@@ -49,42 +46,12 @@ from workflow.deadlines import LOCAL_TZ, format_local
 # --- fixtures and helpers -------------------------------------------------------------------
 
 
-def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
-    """The CLI sees only REDESK_DATABASE_URL=url and runs from an empty directory."""
-    for name in list(os.environ):
-        if name.startswith("REDESK_"):
-            monkeypatch.delenv(name)
-    # Whatever the login variables of the shell running the tests say, the audit's detail
-    # is the same (they are recorded when they name someone other than the real account).
-    for name in LOGIN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REDESK_DATABASE_URL", url)
-    bot_runtime.reset()
-
-
-@pytest.fixture
-def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """A fresh SQLite database named by REDESK_DATABASE_URL (as in tests/test_cli.py)."""
-    path = tmp_path / "cli.db"
-    shutil.copy(sqlite_template, path)
-    _isolate(monkeypatch, tmp_path, f"sqlite:///{path}")
-    yield f"sqlite:///{path}"
-    bot_runtime.reset()
-
-
 @pytest.fixture
 def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
     """An empty database named by REDESK_DATABASE_URL: SQLite, then PostgreSQL."""
-    _isolate(monkeypatch, tmp_path, db_url)
+    isolate_cli(monkeypatch, tmp_path, db_url)
     yield db_url
     bot_runtime.reset()
-
-
-def desk_on(url: str) -> Desk:
-    """A chat harness on the CLI's database."""
-    settings = Settings(database_url=url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
-    return Desk(Runtime(settings=settings, engine=get_engine(url)))
 
 
 def write(name: str, text: str, *, bom: bool = False) -> str:

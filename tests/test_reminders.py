@@ -5,7 +5,6 @@ working days, on SQLite and PostgreSQL.
 2025: 10-01 .. 10-08 are days off; Sunday 09-28 and Saturday 10-11 are working days.
 """
 
-# ruff: noqa: F811 - the `world` and `cast` fixtures come from tests/test_service.py
 from __future__ import annotations
 
 import threading
@@ -20,7 +19,7 @@ from sqlmodel import Session, select
 from bot import dispatch
 from bot.runtime import Runtime
 from storage.models import Event, OutboxMessage, Person, Reminder
-from tests.test_service import Cast, World, cast, world  # noqa: F401 - fixtures
+from tests.utils.world import Cast, World
 from workflow import deadlines, service
 from workflow.cards import REFRESH_KEY
 from workflow.deadlines import LOCAL_TZ
@@ -240,7 +239,7 @@ def test_two_schedulers_ticking_at_once_send_each_reminder_once(
                 for _ in range(4):
                     barrier.wait()
                     dispatch.tick(runtime)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from admin_scripts.stats import Period
 from bot import runtime as bot_runtime
 from storage.db import get_engine, session_scope
 from storage.models import Category, Department, Event, Person, Request, Role
+from tests.utils.cli import isolate_cli
 from workflow import service
 from workflow.deadlines import LOCAL_TZ
 
@@ -335,13 +335,8 @@ def test_an_unknown_filter_is_an_error(dataset: str) -> None:
 @pytest.fixture
 def cli(dataset: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """The CLI pointed at the dataset, with "now" fixed."""
-    for name in list(os.environ):
-        if name.startswith("REDESK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REDESK_DATABASE_URL", dataset)
+    isolate_cli(monkeypatch, tmp_path, dataset)
     monkeypatch.setattr(stats, "utcnow", lambda: NOW)
-    bot_runtime.reset()
     return dataset
 
 

@@ -40,7 +40,7 @@ def in_threads(count: int, work: Callable[[], T]) -> list[T]:
             value = work()
             with lock:
                 results.append(value)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             with lock:
                 errors.append(exc)
 

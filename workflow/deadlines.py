@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar
 
+from storage.dates import WORKDAY_END_HOUR, WORKDAY_START_HOUR
+
 #: Every date shown to people, and every working day, is in this zone.
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -53,7 +55,8 @@ def next_working_start(moment: datetime, start_hour: int, end_hour: int) -> date
 
 
 def add_working_hours(
-    moment: datetime, hours: float, *, start_hour: int = 9, end_hour: int = 18
+    moment: datetime, hours: float, *, start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR
 ) -> datetime:
     """`moment` plus `hours` of working time; 0 hours means the end of the working day."""
     current = next_working_start(moment, start_hour, end_hour)
@@ -70,7 +73,8 @@ def add_working_hours(
 
 
 def add_working_days(
-    moment: datetime, days: int, *, start_hour: int = 9, end_hour: int = 18
+    moment: datetime, days: int, *, start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR
 ) -> datetime:
     """The end of the working day `days` working days after `moment`'s (0: the same day)."""
     current = next_working_start(moment, start_hour, end_hour)
@@ -83,7 +87,8 @@ def add_working_days(
 
 
 def working_seconds(
-    start: datetime, end: datetime, *, start_hour: int = 9, end_hour: int = 18
+    start: datetime, end: datetime, *, start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR
 ) -> int:
     """Working time between two moments, in whole seconds (0 if `end` is not after `start`).
 

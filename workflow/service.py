@@ -12,6 +12,12 @@ from typing import Any
 from sqlmodel import Session
 
 from storage import queries
+from storage.dates import (
+    DEFAULT_RESOLUTION_DAYS,
+    DEFAULT_RESPONSE_HOURS,
+    WORKDAY_END_HOUR,
+    WORKDAY_START_HOUR,
+)
 from storage.models import (
     Attachment,
     Category,
@@ -59,8 +65,8 @@ class Tx:
     now: datetime
     #: Prefix of the outbox idempotency keys, unique per unit of work (e.g. "in:42").
     source: str
-    workday_start: int = 9
-    workday_end: int = 18
+    workday_start: int = WORKDAY_START_HOUR
+    workday_end: int = WORKDAY_END_HOUR
     max_text: int = 2000
     outbox: list[OutboxMessage] = field(default_factory=list)
     #: State changes made in this unit of work: (number, action, new state, actor id).
@@ -206,8 +212,8 @@ def submit(
     category = detect_category(text, categories)
     day = deadlines.local_day(tx.now).strftime("%Y%m%d")
     sequence = queries.next_request_sequence(session=tx.session, day=day)
-    response_hours = category.response_hours if category else 8
-    resolution_days = category.resolution_days if category else 5
+    response_hours = category.response_hours if category else DEFAULT_RESPONSE_HOURS
+    resolution_days = category.resolution_days if category else DEFAULT_RESOLUTION_DAYS
     request = Request(
         number=f"SQ-{day}-{sequence:04d}",
         requester_id=requester.id,
@@ -498,8 +504,10 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
     else:
         request.reopen_count += 1
         category = _category(tx, request)
-        request.response_due_at = _working_hours(tx, category.response_hours if category else 8)
-        request.resolution_due_at = _working_days(tx, category.resolution_days if category else 5)
+        request.response_due_at = _working_hours(
+            tx, category.response_hours if category else DEFAULT_RESPONSE_HOURS)
+        request.resolution_due_at = _working_days(
+            tx, category.resolution_days if category else DEFAULT_RESOLUTION_DAYS)
         request.deadlines_set_at = tx.now
         request.department_id = None
         request.handler_id = None
@@ -802,9 +810,12 @@ def holders(tx: Tx, request: Request) -> list[Person]:
 
 
 def summary(text: str, limit: int = 30) -> str:
-    """The first line of a request's text, cut to `limit` characters."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= limit else first[:limit] + "…"
+    """A text on one line (runs of whitespace made one space), at most `limit` characters.
+
+    A longer text is cut and ends in "…", which counts toward the limit.
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def record(tx: Tx, request: Request, action: Action, note: str) -> None:

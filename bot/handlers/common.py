@@ -6,7 +6,7 @@ from math import ceil
 from typing import Any
 
 from bot.handlers.commands import Command
-from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, state_label
+from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, role_label, state_label
 from storage import queries
 from storage.models import Person, Role
 from workflow import deadlines, service
@@ -80,7 +80,7 @@ def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
     role, department = service.bind(tx, person, code, address=address)
     reply(
         tx, person, "reply.bound",
-        role_label={"worker": "党务工作者", "leader": "党委负责人"}.get(role, "部门工作人员"),
+        role_label=role_label(role),
         department_part=f"（{department}）" if department else "",
         help=_help_text(role, department),
     )
@@ -101,7 +101,7 @@ def status(tx: Tx, person: Person, command: Command) -> None:
                 reply(tx, person, "reply.no_requests")
                 return
             reply(tx, person, "reply.listing", title="您最近的诉求：",
-                  items=[[r.number, r.state, _summary(r.text)] for r in items])
+                  items=[[r.number, r.state, service.summary(r.text)] for r in items])
             return
         todo(tx, person)
         return
@@ -113,7 +113,7 @@ def status(tx: Tx, person: Person, command: Command) -> None:
         if event.outcome != "ok" or not (staff_view or event.action in REQUESTER_EVENTS):
             continue
         line = [deadlines.format_local(event.created_at), event.action,
-                _summary(event.note, 60) if event.note and
+                service.summary(event.note, 60) if event.note and
                 (staff_view or event.action in REQUESTER_NOTES) else ""]
         if staff_view:
             # Staff follow up with whoever did a step, so each line names its actor.
@@ -179,7 +179,7 @@ def todo(tx: Tx, person: Person, page_argument: str = "") -> None:
         items = []
         for request in section.items:
             due = request.response_due_at if section.name == "new" else request.resolution_due_at
-            items.append([request.number, _summary(request.text),
+            items.append([request.number, service.summary(request.text),
                           deadlines.format_local(due)[5:] if due else "—",
                           due is not None and due < tx.now])
         rows.append([section.name, section.total, first_page, items])
@@ -191,11 +191,6 @@ def complete(tx: Tx, person: Person, command: Command) -> None:
     """办结 <编号> <结果>: the handler reports the result."""
     request = service.complete(tx, person, command.first, command.rest)
     reply(tx, person, "reply.completed", number=request.number)
-
-
-def _summary(text: str, limit: int = 30) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command | None) -> None:

@@ -240,7 +240,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no PostgreSQL
+    except Exception as exc:
         admin.dispose()
         missing_service("PostgreSQL", exc)
     try:
@@ -291,7 +291,7 @@ def held_redis(url: str) -> Iterator[str]:
         client = redis.Redis.from_url(url, socket_timeout=2)
         try:
             client.flushdb()
-        except Exception as exc:  # noqa: BLE001 - any failure means there is no Redis
+        except Exception as exc:
             client.close()
             missing_service("Redis", exc)
         try:

@@ -201,7 +201,7 @@ class Desk:
         def run() -> None:
             try:
                 result.append(self.post_all(updates, pause=pause, threads=threads))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting test
+            except BaseException as exc:
                 failure.append(exc)
 
         thread = threading.Thread(target=run, name="webhook-load", daemon=True)
