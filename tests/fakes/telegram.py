@@ -1,6 +1,7 @@
 """A small local fake of the Telegram Bot API, for tests that drive the real python-telegram-bot.
 
-Standard library only: a ``ThreadingHTTPServer`` on 127.0.0.1 in a background thread.
+Standard library only: the shared scaffold (``tests.fakes.scaffold``), a real HTTP server on
+127.0.0.1 in a background thread.
 
     with FakeTelegram() as fake:
         bot = telegram.Bot(fake.token, base_url=f"{fake.url}/bot",
@@ -76,15 +77,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import email.parser
-import email.policy
 import itertools
 import json
 import math
 import re
-import socket
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,9 +88,19 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.scaffold import (
+    BodyError,
+    FakeServer,
+    Request,
+    Response,
+    Script,
+    UploadedFile,
+    parse_multipart,
+    targets,
+)
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN"
 MAX_TEXT_LENGTH = 4096
@@ -166,15 +172,6 @@ class Call:
         return _norm_chat(self.params.get("chat_id"))
 
 
-@dataclass(frozen=True)
-class UploadedFile:
-    """A file part of a multipart request (what ``Call.params`` holds for an upload)."""
-
-    filename: str | None
-    content_type: str | None
-    content: bytes = field(repr=False)
-
-
 class ApiError(Exception):
     """An error answer of the Bot API."""
 
@@ -204,19 +201,15 @@ def _too_many(retry_after: int) -> ApiError:
 
 
 @dataclass
-class _Fault:
-    remaining: int
-    status: int
-    description: str
-    methods: frozenset[str] | None
+class _Fault(Script):
+    status: int = 500
+    description: str = "Internal Server Error"
 
 
 @dataclass
-class _Delay:
-    remaining: int
-    seconds: float
-    methods: frozenset[str] | None
-    before: bool
+class _Delay(Script):
+    seconds: float = 0.0
+    before: bool = False
 
 
 @dataclass
@@ -252,14 +245,6 @@ def _message_of(message: dict[str, Any] | Call) -> dict[str, Any]:
             raise ValueError(f"{message.method} call has no Message result")
         return message.result
     return message
-
-
-def _methods(methods: Iterable[str] | str | None) -> frozenset[str] | None:
-    if methods is None:
-        return None
-    if isinstance(methods, str):
-        methods = [methods]
-    return frozenset(m.lower() for m in methods)
 
 
 def _update_type(update: dict[str, Any]) -> str:
@@ -530,104 +515,16 @@ def render_text(text: str, parse_mode: str | None) -> str:
     raise _bad(f"unsupported parse_mode: {parse_mode}")
 
 
-# --------------------------------------------------------------------------- HTTP layer
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeTelegram):
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, OSError):  # OSError: the client went away
-            self.fake.errors.append(exc)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this Nagle + delayed ACK cost 40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.fake._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.fake._track(self.connection, add=False)
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _serve(self) -> None:
-        body = self._read_body()
-        status, content_type, payload = self.server.fake._handle_http(
-            self.command, self.path, self.headers.get("Content-Type", ""), body
-        )
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        self.wfile.flush()
-
-
-def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    params: dict[str, Any] = {}
-    if not message.is_multipart():
-        raise _bad("can't parse multipart/form-data body")
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        raw = part.get_payload(decode=True)
-        payload = raw if isinstance(raw, bytes) else b""
-        filename = part.get_filename()
-        if filename is not None:
-            params[str(name)] = UploadedFile(filename, part.get_content_type(), payload)
-        else:
-            charset = part.get_content_charset() or "utf-8"
-            params[str(name)] = payload.decode(charset)
-    return params
-
-
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeTelegram:
+class FakeTelegram(FakeServer[Call]):
     """A local Telegram Bot API server. See the module docstring."""
 
     #: Spacing accepted between two messages in one chat, as a share of per_chat_interval.
     SPACING_TOLERANCE = 0.9
+
+    thread_name = "fake-telegram"
 
     def __init__(
         self,
@@ -638,6 +535,7 @@ class FakeTelegram:
         global_per_second: int = 30,
         limits_enabled: bool = True,
     ) -> None:
+        super().__init__()
         self.token = token
         self.per_chat_interval = per_chat_interval
         self.group_per_minute = group_per_minute
@@ -648,20 +546,11 @@ class FakeTelegram:
         self.bot_user: dict[str, Any] = {
             "id": bot_id, "is_bot": True, "first_name": "redesk", "username": "redesk_bot",
         }
-        #: Exceptions raised inside the fake (its own bugs); tests may assert it stays empty.
-        self.errors: list[BaseException] = []
         #: Every post_webhook: (url, update, status).
         self.webhook_posts: list[tuple[str, dict[str, Any], int]] = []
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
 
-        self._cond = threading.Condition(threading.RLock())
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-
-        self._calls: list[Call] = []
         self._updates: list[dict[str, Any]] = []
         self._allowed: frozenset[str] | None = None
         self._poll_generation = 0
@@ -717,54 +606,9 @@ class FakeTelegram:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeTelegram:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-telegram", daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
+    def on_stop(self) -> None:
         with self._cond:
-            self._cond.notify_all()
-        server.shutdown()
-        server.server_close()
-        with self._cond:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeTelegram:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeTelegram is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The Bot API base (REDESK_TELEGRAM_API_URL), e.g. http://127.0.0.1:PORT."""
-        return f"http://127.0.0.1:{self.port}"
+            self._cond.notify_all()  # wake waiting getUpdates
 
     def bot_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``telegram.Bot(**fake.bot_kwargs())``."""
@@ -772,13 +616,6 @@ class FakeTelegram:
             "token": self.token, "base_url": f"{self.url}/bot",
             "base_file_url": f"{self.url}/file/bot",
         }
-
-    def _track(self, connection: socket.socket, *, add: bool) -> None:
-        with self._cond:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
     # ----------------------------------------------------------------- fault injection
 
@@ -788,7 +625,7 @@ class FakeTelegram:
     ) -> None:
         """The next ``n`` calls of ``methods`` (default: any) answer ``status`` without acting."""
         with self._cond:
-            self._faults.append(_Fault(n, status, description, _methods(methods)))
+            self._faults.append(_Fault(n, targets(methods, str.lower), status, description))
 
     def delay_next(
         self, n: int, seconds: float, methods: Iterable[str] | str | None = None, *,
@@ -796,7 +633,7 @@ class FakeTelegram:
     ) -> None:
         """The next ``n`` matching calls answer ``seconds`` late (acting first unless before)."""
         with self._cond:
-            self._delays.append(_Delay(n, seconds, _methods(methods), before))
+            self._delays.append(_Delay(n, targets(methods, str.lower), seconds, before))
 
     def block(self, chat_id: int | str) -> None:
         """Sends to ``chat_id`` answer 403 (the user blocked the bot / kicked it from a group)."""
@@ -827,16 +664,6 @@ class FakeTelegram:
             self._global_sends.clear()
 
     # ----------------------------------------------------------------- recording
-
-    @property
-    def calls(self) -> list[Call]:
-        """A snapshot of every call so far, in arrival order."""
-        with self._cond:
-            return list(self._calls)
-
-    def reset_calls(self) -> None:
-        with self._cond:
-            self._calls.clear()
 
     def count(self, method: str, *, ok: bool | None = None) -> int:
         """How many calls of ``method`` arrived (only successful/failed ones if ``ok`` is set)."""
@@ -891,31 +718,6 @@ class FakeTelegram:
             call for call in self.calls
             if call.ok and call.method in wanted and (chat is None or call.chat_id == chat)
         ]
-
-    def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 5.0) -> bool:
-        """Waits (at most ``timeout`` s) until ``predicate(self)``; True if it became true."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if predicate(self):
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
-
-    async def wait_for_async(
-        self, predicate: Callable[[FakeTelegram], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bounded poll, same signature as wait_for
-    ) -> bool:
-        """``wait_for`` for code running in an event loop (does not block the loop)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate(self):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
 
     # ----------------------------------------------------------------- files
 
@@ -1320,6 +1122,12 @@ class FakeTelegram:
 
     # ----------------------------------------------------------------- request handling
 
+    def handle(self, request: Request) -> Response:
+        status, content_type, payload = self._handle_http(
+            request.method, request.raw_path, request.content_type, request.body
+        )
+        return Response(status, content_type, payload)
+
     def _handle_http(
         self, verb: str, raw_path: str, content_type: str, body: bytes
     ) -> tuple[int, str, bytes]:
@@ -1370,7 +1178,10 @@ class FakeTelegram:
                     raise _bad("can't parse JSON object")
                 params.update(data)
             elif mime == "multipart/form-data":
-                params.update(_parse_multipart(content_type, body))
+                try:
+                    params.update(parse_multipart(content_type, body))
+                except BodyError as exc:
+                    raise _bad(str(exc)) from None
             else:  # application/x-www-form-urlencoded (and Telegram's lenient default)
                 params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         return _coerce(params)
@@ -1384,30 +1195,17 @@ class FakeTelegram:
         error: ApiError | None = None, content_type: str = "",
     ) -> tuple[int, dict[str, Any]]:
         status = error.status if error else 200
-        call = Call(method, params, status, at, copy.deepcopy(result),
-                    error.description if error else None, content_type)
-        with self._cond:
-            self._calls.append(call)
-            self._cond.notify_all()
+        self.record(Call(method, params, status, at, copy.deepcopy(result),
+                         error.description if error else None, content_type))
         return (status, error.body()) if error else (200, {"ok": True, "result": result})
-
-    def _take(self, items: list[Any], method: str) -> Any:
-        for item in items:
-            if item.methods is None or method.lower() in item.methods:
-                item.remaining -= 1
-                if item.remaining <= 0:
-                    items.remove(item)
-                return item
-        return None
 
     def _call(
         self, method: str, params: dict[str, Any], at: float, content_type: str = ""
     ) -> tuple[int, dict[str, Any]]:
-        with self._cond:
-            delay: _Delay | None = self._take(self._delays, method)
-            fault: _Fault | None = self._take(self._faults, method)
+        delay = self.take(self._delays, method.lower())
+        fault = self.take(self._faults, method.lower())
         if delay is not None and delay.before:
-            self._stopping.wait(delay.seconds)
+            self.pause(delay.seconds)
         result: Any = None
         error: ApiError | None = None
         if fault is not None:
@@ -1427,7 +1225,7 @@ class FakeTelegram:
         response = self._record(method, params, at, result=result, error=error,
                                 content_type=content_type)
         if delay is not None and not delay.before:
-            self._stopping.wait(delay.seconds)
+            self.pause(delay.seconds)
         return response
 
     # ----------------------------------------------------------------- chats and limits

@@ -2,7 +2,7 @@
 
 Two halves:
 
-* a server (standard library only: a ``ThreadingHTTPServer`` on 127.0.0.1 in a background thread)
+* a server (``tests.fakes.scaffold``: a real HTTP server on 127.0.0.1 in a background thread)
   answering the ``/cgi-bin/`` API with WeChat's JSON and error codes;
 * builders of the inbound callbacks WeChat's servers POST to the developer's URL (plain and safe
   mode), and checkers of the passive replies the developer answers with. The safe-mode crypto is
@@ -108,11 +108,8 @@ import json
 import os
 import re
 import secrets
-import socket
 import string
 import struct
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -120,11 +117,12 @@ import xml.etree.ElementTree as ElementTree
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tests.fakes.scaffold import FakeServer, Request, Response, Script, targets
 
 #: WeChat's errmsg for the codes the fake answers.
 ERRMSG: dict[int, str] = {
@@ -328,28 +326,20 @@ class _Media:
 
 
 @dataclass
-class _Fault:
-    remaining: int
-    status: int
-    errcode: int | None
-    errmsg: str | None
-    paths: frozenset[str] | None
+class _Fault(Script):
+    status: int = 500
+    errcode: int | None = None
+    errmsg: str | None = None
 
 
 @dataclass
-class _Delay:
-    remaining: int
-    seconds: float
-    paths: frozenset[str] | None
-    before: bool
+class _Delay(Script):
+    seconds: float = 0.0
+    before: bool = False
 
 
-def _paths(paths: Iterable[str] | str | None) -> frozenset[str] | None:
-    if paths is None:
-        return None
-    if isinstance(paths, str):
-        paths = [paths]
-    return frozenset(p.removeprefix(_API_PREFIX).strip("/") for p in paths)
+def _path(name: str) -> str:
+    return name.removeprefix(_API_PREFIX).strip("/")
 
 
 def _matches(paths: frozenset[str] | None, path: str) -> bool:
@@ -416,84 +406,18 @@ def _parse_xml(body: bytes | str) -> ElementTree.Element:
     return root
 
 
-# --------------------------------------------------------------------------- HTTP layer
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeWeChat):
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, OSError):  # OSError: the client went away
-            self.fake.errors.append(exc)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this Nagle + delayed ACK cost 40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.fake._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.fake._track(self.connection, add=False)
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _serve(self) -> None:
-        body = self._read_body()
-        answer = self.server.fake._handle_http(self.command, self.path, body)
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(answer.payload)))
-        self.end_headers()
-        self.wfile.write(answer.payload)
-        self.wfile.flush()
-
-
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeWeChat:
+class FakeWeChat(FakeServer[Call]):
     """A local WeChat official account API server and callback builder. See the module docstring.
 
     Credentials are random unless given: ``appid`` ("wx" + 16 hex), ``app_secret`` (32 hex),
     ``token`` (the callback token), ``aes_key`` (43-character EncodingAESKey), ``account_id``
     (the original id "gh_" + 12 hex, the ToUserName of callbacks). ``safe`` is the default mode
     of the builders (and whether ``settings_env`` carries the AES key)."""
+
+    thread_name = "fake-wechat"
 
     def __init__(
         self,
@@ -513,6 +437,7 @@ class FakeWeChat:
         media_days: float = 3.0,
         rid: bool = True,
     ) -> None:
+        super().__init__()
         self.appid = appid or "wx" + secrets.token_hex(8)
         self.app_secret = app_secret or secrets.token_hex(16)
         self.token = token or "".join(secrets.choice(_ALNUM) for _ in range(32))
@@ -533,17 +458,8 @@ class FakeWeChat:
         self.rid = rid
         #: The last menu created ({"button": [...]}), None before menu/create or after delete.
         self.menu: dict[str, Any] | None = None
-        #: Exceptions raised inside the fake (its own bugs); tests assert it stays empty.
-        self.errors: list[BaseException] = []
-
-        self._cond = threading.Condition(threading.RLock())
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
 
         self._offset = 0.0
-        self._calls: list[Call] = []
         self._tokens: dict[str, _Token] = {}
         self._token_fetches = 0
         self._users: dict[str, _User] = {}
@@ -567,53 +483,6 @@ class FakeWeChat:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeWeChat:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-wechat", daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        with self._cond:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeWeChat:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeWeChat is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The API base (REDESK_WECHAT_API_URL), e.g. http://127.0.0.1:PORT (no /cgi-bin)."""
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def api_base_url(self) -> str:
         """What wechatpy's ``API_BASE_URL`` must be: ``{url}/cgi-bin/``."""
@@ -634,13 +503,6 @@ class FakeWeChat:
         if self.safe:
             env["REDESK_WECHAT_AES_KEY"] = self.aes_key
         return env
-
-    def _track(self, connection: socket.socket, *, add: bool) -> None:
-        with self._cond:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
     # ----------------------------------------------------------------- time
 
@@ -758,7 +620,7 @@ class FakeWeChat:
         WeChat's "system error", the system-busy answer). ``paths`` default: every API path but
         the token endpoint."""
         with self._cond:
-            self._faults.append(_Fault(n, status, errcode, errmsg, _paths(paths)))
+            self._faults.append(_Fault(n, targets(paths, _path), status, errcode, errmsg))
 
     def delay_next(
         self, n: int, seconds: float, *, paths: Iterable[str] | str | None = None,
@@ -766,7 +628,7 @@ class FakeWeChat:
     ) -> None:
         """The next ``n`` matching calls answer ``seconds`` late (acting first unless before)."""
         with self._cond:
-            self._delays.append(_Delay(n, seconds, _paths(paths), before))
+            self._delays.append(_Delay(n, targets(paths, _path), seconds, before))
 
     def clear_faults(self) -> None:
         with self._cond:
@@ -775,16 +637,6 @@ class FakeWeChat:
             self._per_second = None
 
     # ----------------------------------------------------------------- recording
-
-    @property
-    def calls(self) -> list[Call]:
-        """A snapshot of every call so far, in arrival order."""
-        with self._cond:
-            return list(self._calls)
-
-    def reset_calls(self) -> None:
-        with self._cond:
-            self._calls.clear()
 
     def count(self, path: str, *, ok: bool | None = None) -> int:
         """How many calls of ``path`` ("message/custom/send") arrived (successful/failed)."""
@@ -813,18 +665,6 @@ class FakeWeChat:
     def templates(self, openid: str | None = None) -> list[Call]:
         """Successful message/template/send calls (to ``openid`` if given), in order."""
         return self._successful("message/template/send", openid)
-
-    def wait_for(self, predicate: Callable[[FakeWeChat], bool], timeout: float = 5.0) -> bool:
-        """Waits (at most ``timeout`` s) until ``predicate(self)``; True if it became true."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if predicate(self):
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
 
     # ----------------------------------------------------------------- crypto
 
@@ -1008,7 +848,7 @@ class FakeWeChat:
             "image/jpeg",
         )
         if pic_url is None:
-            pic_url = (f"{self.url}/mmbiz_jpg/{media_id}/0" if self._server is not None
+            pic_url = (f"{self.url}/mmbiz_jpg/{media_id}/0" if self.started
                        else f"http://mmbiz.qpic.cn/mmbiz_jpg/{media_id}/0")
         options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
                    "bad_signature": bad_signature}
@@ -1165,11 +1005,14 @@ class FakeWeChat:
 
     # ----------------------------------------------------------------- request handling
 
-    def _handle_http(self, verb: str, raw_path: str, body: bytes) -> _Answer:
-        at = time.monotonic()
-        parts = urlsplit(raw_path)
-        path = unquote(parts.path)
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    def handle(self, request: Request) -> Response:
+        answer = self._answer(request.method, request.path, dict(request.query), request.body,
+                              request.at)
+        return Response(answer.status, answer.content_type, answer.payload, answer.headers)
+
+    def _answer(
+        self, verb: str, path: str, params: dict[str, str], body: bytes, at: float,
+    ) -> _Answer:
         if path.startswith(_API_PREFIX):
             return self._api(verb, path[len(_API_PREFIX):].strip("/"), params, body, at)
         match = re.fullmatch(r"/(?:mmbiz_jpg|mmvideo)/([^/]+)(?:/0)?", path)
@@ -1197,15 +1040,6 @@ class FakeWeChat:
                        errcode=int(response.get("errcode", 0)), errmsg=response.get("errmsg"),
                        response=response)
 
-    def _take(self, items: list[Any], path: str) -> Any:
-        for item in items:
-            if _matches(item.paths, path):
-                item.remaining -= 1
-                if item.remaining <= 0:
-                    items.remove(item)
-                return item
-        return None
-
     def _api(
         self, verb: str, path: str, params: dict[str, str], raw: bytes, at: float,
     ) -> _Answer:
@@ -1215,11 +1049,10 @@ class FakeWeChat:
                 body = json.loads(raw.decode("utf-8"))
             except ValueError:
                 body = None
-        with self._cond:
-            fault: _Fault | None = self._take(self._faults, path)
-            delay: _Delay | None = self._take(self._delays, path)
+        fault = self.take(self._faults, path, _matches)
+        delay = self.take(self._delays, path, _matches)
         if delay is not None and delay.before:
-            self._stopping.wait(delay.seconds)
+            self.pause(delay.seconds)
         if fault is not None:
             if fault.errcode is not None:
                 answer = self._error(fault.errcode, fault.errmsg)
@@ -1237,18 +1070,15 @@ class FakeWeChat:
                                  errcode=None)
         self._record(verb, path, params, body, raw, at, answer)
         if delay is not None and not delay.before:
-            self._stopping.wait(delay.seconds)
+            self.pause(delay.seconds)
         return answer
 
     def _record(
         self, verb: str, path: str, params: dict[str, str], body: Any, raw: bytes, at: float,
         answer: _Answer,
     ) -> None:
-        call = Call(verb, path, params, copy.deepcopy(body), answer.errcode, at, answer.status,
-                    answer.errmsg, copy.deepcopy(answer.response), raw)
-        with self._cond:
-            self._calls.append(call)
-            self._cond.notify_all()
+        self.record(Call(verb, path, params, copy.deepcopy(body), answer.errcode, at,
+                         answer.status, answer.errmsg, copy.deepcopy(answer.response), raw))
 
     def _dispatch(
         self, verb: str, path: str, params: dict[str, str], raw: bytes, body: Any,
