@@ -28,6 +28,7 @@ from workflow import service
 from workflow.errors import WorkflowError
 
 if TYPE_CHECKING:
+    from bot.channels.base import Stoppable
     from bot.scheduler import Watch
 
 
@@ -68,8 +69,6 @@ app.add_typer(departments_app, name="departments")
 app.add_typer(categories_app, name="categories")
 people_app = typer.Typer(help="People on the desk and their roles.", no_args_is_help=True)
 app.add_typer(people_app, name="people")
-wechat_app = typer.Typer(help="The WeChat official account.", no_args_is_help=True)
-app.add_typer(wechat_app, name="wechat")
 web_app = typer.Typer(help="Web chat identities (the desk page) and their tokens.",
                       no_args_is_help=True)
 app.add_typer(web_app, name="web")
@@ -131,10 +130,26 @@ def replace_link(path: Path) -> None:
 
 
 def _settings() -> Settings:
+    """The settings, every channel's section read too: a malformed or refused setting stops
+    the verb with one line (exit 3)."""
+    from bot.channels import registry
+
     try:
-        return get_settings()
+        settings = get_settings()
+        registry.check_sections(settings)
     except SettingsError as exc:
         raise CliError(str(exc), Exit.CONFIG) from None
+    return settings
+
+
+def _mount_channel_commands() -> None:
+    """Adds each channel's own verbs (`redesk <channel> ...`)."""
+    from bot.channels.registry import CHANNELS
+
+    for channel in CHANNELS:
+        commands = channel.commands()
+        if commands is not None:
+            app.add_typer(commands, name=channel.name)
 
 
 def _setup_logging() -> None:
@@ -212,19 +227,7 @@ def run() -> None:
 
     embedded = broker.is_in_process()
     _banner(settings, embedded=embedded)
-    say("channel web: on")
-    poller = _start_telegram(settings) if settings.telegram_on else None
-    if not settings.telegram_on:
-        say("channel telegram: off (set REDESK_TELEGRAM_TOKEN to switch it on)")
-    if settings.wechat_on:
-        mode = "safe mode, encrypted" if settings.wechat_aes_key else "plain mode"
-        window = "template messages outside the 48-hour window" if \
-            settings.wechat_template_id else "no REDESK_WECHAT_TEMPLATE_ID: messages outside the " \
-            "48-hour window cannot be delivered"
-        say(f"channel wechat: on, callback /wechat ({mode}; {window})")
-    else:
-        say("channel wechat: off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET "
-            "and REDESK_WECHAT_TOKEN to switch it on)")
+    started = _start_channels(settings)
     worker = None
     watch = None
     stop = threading.Event()
@@ -263,8 +266,8 @@ def run() -> None:
         stop.set()
         if watch is not None:
             watch.stop()
-        if poller is not None:
-            poller.stop()
+        for running in started:
+            running.stop()
         if worker is not None:
             worker.stop()
 
@@ -344,32 +347,30 @@ def _banner(settings: Settings, *, embedded: bool) -> None:
                      else "Redis; run `redesk worker` and `redesk scheduler`"))
 
 
-def _start_telegram(settings: Settings) -> Any:
-    """Checks the token; sets the webhook (public URL) or starts polling; returns the poller."""
+def _start_channels(settings: Settings) -> list[Stoppable]:
+    """Starts every channel that is on (token checks, webhooks, pollers), each saying its
+    line; prints the line of each one that is off. A channel that cannot start stops the
+    server with its one line (exit 3)."""
     from bot import actors
-    from bot.channels import telegram
+    from bot.channels.base import ChannelError
+    from bot.channels.registry import CHANNELS
     from bot.runtime import get_runtime
 
-    try:
-        me = telegram.check_token(settings)
-    except ValueError as exc:
-        raise CliError(str(exc), Exit.CONFIG) from None
     runtime = get_runtime()
-    if settings.telegram_committee_chat:
-        with session_scope(runtime.engine) as session:
-            telegram.ensure_committee_chat(session, settings.telegram_committee_chat)
-    client = telegram.get_client(settings)
-    if settings.public_url:
-        url = f"{settings.public_url}/telegram/webhook"
-        client.run(client.bot.set_webhook(url, secret_token=settings.telegram_webhook_secret,
-                                          allowed_updates=list(telegram.ALLOWED_UPDATES)))
-        say(f"channel telegram: on as @{me['username']} (webhook {url})")
-        return None
-    client.run(client.bot.delete_webhook())
-    poller = telegram.Poller(runtime, actors.enqueue_inbound)
-    poller.start()
-    say(f"channel telegram: on as @{me['username']} (polling getUpdates)")
-    return poller
+    started: list[Stoppable] = []
+    for channel in CHANNELS:
+        if not channel.enabled(settings):
+            say(f"channel {channel.name}: {channel.describe(settings)}")
+            continue
+        try:
+            running = channel.start(runtime, say, actors.enqueue_inbound)
+        except ChannelError as exc:
+            for other in started:
+                other.stop()
+            raise CliError(str(exc), Exit.CONFIG) from None
+        if running is not None:
+            started.append(running)
+    return started
 
 
 def _check_word_list() -> None:
@@ -528,37 +529,6 @@ def stats(
             now=now)
         output.write_chart(trend, departments, chart)
         err.print(f"chart: {chart}")
-
-
-# --- wechat ---------------------------------------------------------------------------------
-
-
-@wechat_app.command("menu")
-def wechat_menu() -> None:
-    """Create the official account's custom menu: 我要反映, 我的诉求, 帮助.
-
-    Needs REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and REDESK_WECHAT_TOKEN.
-
-    Example: redesk wechat menu
-    """
-    from wechatpy.exceptions import WeChatClientException
-
-    from bot.channels import wechat
-
-    settings = _settings()
-    if not settings.wechat_on:
-        raise CliError("WeChat is off: set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
-                       "REDESK_WECHAT_TOKEN", Exit.CONFIG)
-    try:
-        wechat.get_client(settings).menu.create(wechat.MENU)
-    except WeChatClientException as exc:
-        raise CliError(f"WeChat refused the menu: {exc.errcode} {exc.errmsg}",
-                       Exit.FAILURE) from None
-    except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
-        raise CliError(f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})",
-                       Exit.UNAVAILABLE) from None
-    names = " / ".join(button["name"] for button in wechat.MENU["button"])
-    console.print(f"menu created: {names}")
 
 
 # --- database -------------------------------------------------------------------------------
@@ -1068,11 +1038,19 @@ def _data_help() -> str:
 def main(args: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     app.info.help = f"{HELP}\n\n{_data_help()}"
+    from bot.channels.base import CommandFailed
+
     try:
         app(args=args, prog_name="redesk", standalone_mode=False)
     except CliError as exc:
         err.print(f"error: {exc}")
         return int(exc.code)
+    except CommandFailed as exc:
+        err.print(f"error: {exc}")
+        return exc.code
+    except SettingsError as exc:
+        err.print(f"error: {exc}")
+        return int(Exit.CONFIG)
     except SQLAlchemyError as exc:
         err.print(f"error: database failure: {type(exc).__name__}: {exc}")
         return int(Exit.UNAVAILABLE)
@@ -1091,6 +1069,9 @@ def main(args: list[str] | None = None) -> int:
             return int(Exit.USAGE)
         raise
     return int(Exit.OK)
+
+
+_mount_channel_commands()
 
 
 if __name__ == "__main__":

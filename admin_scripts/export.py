@@ -42,7 +42,7 @@ from sqlmodel import Session
 
 from admin_scripts.cli import CliError, Exit, check_output
 from admin_scripts.manage import audit
-from bot.texts import action_label, state_label
+from bot.texts import action_label, channel_labels, state_label
 from storage import queries
 from storage.dates import parse_date
 from storage.db import read_engine, session_scope
@@ -71,11 +71,6 @@ EVENT_HEADERS: tuple[str, ...] = ("编号", "时间", "动作", "从", "到", "�
 #: Sheet names of the xlsx workbook.
 REQUESTS_SHEET = "诉求"
 EVENTS_SHEET = "办理记录"
-
-#: How each channel is called.
-CHANNEL_LABELS: dict[str, str] = {
-    "web": "网页", "telegram": "Telegram", "wechat": "微信公众号", "desk": "接待台",
-}
 
 #: Separator of the events in the 办理经过 cell.
 HISTORY_SEPARATOR = "；"
@@ -311,7 +306,7 @@ def request_row(request: Row[Any], events: Sequence[Row[Any]], redact: Redactor)
     )
     return [
         request.number, _local(request.created_at),
-        CHANNEL_LABELS.get(request.channel, request.channel), request.category or "",
+        channel_labels().get(request.channel, request.channel), request.category or "",
         state_label(request.state), request.department or "", _undertaker(request, events, redact),
         redact.name(request.contact_name or request.requester_name),
         redact.phone(request.contact_phone or request.requester_phone),

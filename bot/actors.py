@@ -11,6 +11,7 @@ import logging
 import dramatiq
 
 from bot import dispatch
+from bot.channels.registry import CHANNELS
 from bot.runtime import get_runtime
 from workflow import broker as broker_module
 
@@ -66,7 +67,7 @@ def sweep() -> None:
         handle_inbound.send(channel, chat_id)
     enqueue_deliveries(outbox)
     settings = get_runtime().settings
-    if settings.wechat_on or settings.telegram_on:
+    if any(channel.has_media(settings) for channel in CHANNELS):
         fetch_media.send()
     if chats or outbox:
         logger.info("Sweep re-enqueued %d chats and %d deliveries", len(chats), len(outbox))

@@ -1,10 +1,10 @@
-"""The ASGI app: channel endpoints, the web desk, health and metrics."""
+"""The ASGI app: the web desk and its API, health and metrics, and the routes of every channel
+that is on (bot/channels/registry.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -20,23 +20,24 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import actors, metrics, scheduler, wake
-from bot.channels import telegram, web, wechat
+from bot.channels import web
+from bot.channels.registry import CHANNELS
+from bot.http import BodyTooLarge, client_address, read_body, runtime_of
 from bot.ratelimit import RateLimiter, make_limiter
 from bot.runtime import Runtime, get_runtime
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import InboxMessage, Person, Role, utcnow
-from storage.settings import IPNetwork, Settings
+from storage.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -111,33 +112,13 @@ class DeskApp(Starlette):
         return SecurityHeaders(super().build_middleware_stack())
 
 
-class BodyTooLarge(Exception):
-    """The request body is over the endpoint's limit."""
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def error(status: int, key: str, **params: Any) -> JSONResponse:
     """A JSON error answer with a sentence from the catalogue."""
     return JSONResponse({"error": t(key, **params)}, status_code=status)
 
 
 def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 def _bearer(request: Request) -> str | None:
@@ -191,34 +172,6 @@ async def _json_body(request: Request, limit: int) -> Any:
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: deeply nested arrays, which fit well within the body limit.
         return None
-
-
-def client_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
-    """The address of the client behind `request`.
-
-    The peer's address, unless the peer is one of the `trusted` proxies: then the right-most
-    address of X-Forwarded-For that is not a trusted proxy (addresses further left were
-    written by the client itself and prove nothing). When every address is a trusted proxy,
-    the left-most one.
-    """
-    peer = request.client.host if request.client is not None else ""
-    if not _trusted(peer, trusted):
-        return peer
-    forwarded = [part.strip() for header in request.headers.getlist("x-forwarded-for")
-                 for part in header.split(",") if part.strip()]
-    for address in reversed(forwarded):
-        if not _trusted(address, trusted):
-            return address
-    return forwarded[0] if forwarded else peer
-
-
-def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        # Not an address (a test client's name, garbage in the header): never a proxy.
-        return False
-    return any(parsed in network for network in trusted)
 
 
 def _session_limiter(request: Request) -> RateLimiter:
@@ -494,110 +447,6 @@ async def web_me(request: Request) -> Response:
     return JSONResponse({"role": found})
 
 
-async def telegram_webhook(request: Request) -> Response:
-    """POST /telegram/webhook: checks the secret, stores the update, then answers 200.
-
-    403 for a wrong or missing secret, 413 over 1 MB, 400 for what is not an Update (not a
-    JSON object with an integer update_id, or not storable), 503 when the update cannot be
-    stored (Telegram retries). Update types redesk does not handle are stored and answered
-    200; so is an update python-telegram-bot cannot model, kept as failed with the reason.
-    """
-    runtime = _runtime(request)
-    secret = runtime.settings.telegram_webhook_secret or ""
-    given = request.headers.get("x-telegram-bot-api-secret-token", "")
-    if not runtime.settings.telegram_on or not secret or \
-            not hmac.compare_digest(given.encode(), secret.encode()):
-        metrics.INBOUND.labels("telegram", "forbidden").inc()
-        return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
-    try:
-        raw = await read_body(request, telegram.WEBHOOK_BODY_LIMIT)
-    except BodyTooLarge:
-        metrics.INBOUND.labels("telegram", "too_large").inc()
-        return JSONResponse({"ok": False, "error": "body too large"}, status_code=413)
-    try:
-        data = json.loads(raw)
-        classified = telegram.classify(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        metrics.INBOUND.labels("telegram", "bad").inc()
-        reason = str(exc) if isinstance(exc, telegram.BadUpdate) else "not JSON"
-        logger.warning("Telegram webhook: a body that is not an Update (%d bytes): %s",
-                       len(raw), reason)
-        return JSONResponse({"ok": False, "error": "not an Update"}, status_code=400)
-
-    def store() -> tuple[str | None, bool]:
-        with session_scope(runtime.engine) as session:
-            return telegram.store_update(session, data, classified)
-
-    try:
-        chat, is_new = await asyncio.to_thread(store)
-    except Exception:
-        logger.exception("Could not store a Telegram update")
-        return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
-    outcome = "unparseable" if classified.error else "stored"
-    metrics.INBOUND.labels("telegram", outcome if is_new else "duplicate").inc()
-    if chat is not None and is_new:
-        await asyncio.to_thread(actors.enqueue_inbound, telegram.CHANNEL, chat)
-    return JSONResponse({"ok": True})
-
-
-async def wechat_verify(request: Request) -> Response:
-    """GET /wechat: WeChat's server verification; echoes `echostr` when the signature holds."""
-    runtime = _runtime(request)
-    params = dict(request.query_params)
-    try:
-        wechat.check_request(runtime.settings, params)
-    except wechat.CallbackRefused as exc:
-        metrics.INBOUND.labels("wechat", "forbidden").inc()
-        logger.warning("WeChat verification refused: %s", exc.reason)
-        return PlainTextResponse("forbidden", status_code=exc.status)
-    return PlainTextResponse(params.get("echostr", "")[:200])
-
-
-async def wechat_callback(request: Request) -> Response:
-    """POST /wechat: checks, decrypts and stores the message, then answers "success".
-
-    403 for a bad signature or msg_signature and for a replay (timestamp older than five
-    minutes, or a timestamp and nonce already seen with another body), 413 over 1 MB, 400 for
-    malformed or hostile XML, a body that does not decrypt or missing fields, 503 when it
-    cannot be stored (WeChat retries). A retry of a stored message is answered "success" and
-    changes nothing.
-    """
-    runtime = _runtime(request)
-    params = dict(request.query_params)
-    try:
-        wechat.check_request(runtime.settings, params)
-        raw = await read_body(request, wechat.CALLBACK_BODY_LIMIT)
-        parsed = wechat.parse_callback(runtime.settings, params, raw)
-    except BodyTooLarge:
-        metrics.INBOUND.labels("wechat", "too_large").inc()
-        return PlainTextResponse("body too large", status_code=413)
-    except wechat.CallbackRefused as exc:
-        metrics.INBOUND.labels("wechat", "forbidden" if exc.status == 403 else "bad").inc()
-        # The reason only: never the body, which holds personal data.
-        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
-        return PlainTextResponse(exc.reason, status_code=exc.status)
-
-    def store() -> bool:
-        with session_scope(runtime.engine) as session:
-            # In the storing transaction: a refused reuse rolls back with nothing stored.
-            wechat.check_nonce(runtime.settings, session, params, raw)
-            return wechat.store_callback(session, parsed)
-
-    try:
-        is_new = await asyncio.to_thread(store)
-    except wechat.CallbackRefused as exc:
-        metrics.INBOUND.labels("wechat", "forbidden").inc()
-        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
-        return PlainTextResponse(exc.reason, status_code=exc.status)
-    except Exception:
-        logger.exception("Could not store a WeChat message")
-        return PlainTextResponse("unavailable", status_code=503)
-    metrics.INBOUND.labels("wechat", "stored" if is_new else "duplicate").inc()
-    if parsed.chat is not None and is_new:
-        await asyncio.to_thread(actors.enqueue_inbound, wechat.CHANNEL, parsed.chat)
-    return PlainTextResponse(wechat.SUCCESS)
-
-
 async def desk(request: Request) -> Response:
     """GET /desk: the web desk page."""
     return FileResponse(STATIC_DIR / "desk.html", media_type="text/html; charset=utf-8")
@@ -685,7 +534,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 def create_app(runtime: Runtime | None = None) -> Starlette:
     """The ASGI application for `runtime` (the process's own by default)."""
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", root),
         Route("/desk", desk),
         Route("/api/web/session", web_session, methods=["POST"]),
@@ -693,15 +542,17 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/api/web/messages", web_get_messages, methods=["GET"]),
         Route("/api/web/me", web_me, methods=["GET"]),
         Route("/api/web/logout", web_logout, methods=["POST"]),
-        Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
-        Route("/wechat", wechat_verify, methods=["GET"]),
-        Route("/wechat", wechat_callback, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    runtime = runtime or get_runtime()
+    # Each channel brings its routes; a channel that is off serves none (404).
+    for channel in CHANNELS:
+        if channel.enabled(runtime.settings):
+            routes.extend(channel.routes())
     app = DeskApp(routes=routes)
-    app.state.runtime = runtime or get_runtime()
+    app.state.runtime = runtime
     #: New web identities booked per client address (connects to Redis on first use).
     app.state.session_limiter = make_limiter(app.state.runtime.settings.redis_url)
     #: Set when the server is asked to stop: open long polls answer at once.

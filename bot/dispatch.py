@@ -6,18 +6,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import event, insert, inspect, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot import handlers, wake
-from bot.channels import telegram, web, wechat
+from bot.channels import web
 from bot.channels.base import (
+    Channel,
     Pacer,
     PermanentSendError,
     Sender,
@@ -25,8 +25,7 @@ from bot.channels.base import (
     TransientSendError,
     Unreachable,
 )
-from bot.handlers import Outcome
-from bot.inbound import Inbound
+from bot.channels.registry import CHANNELS, by_name
 from bot.runtime import Runtime
 from bot.texts import render
 from storage import queries
@@ -34,7 +33,7 @@ from storage.db import read_engine, session_scope
 from storage.models import Attachment, InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
 from workflow import reminders
 from workflow.cards import REFRESH_KEY
-from workflow.service import DESK_CHANNEL, Tx
+from workflow.service import DESK_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -52,45 +51,24 @@ CONFIRM_PATIENCE = 600.0
 #: Seconds between two such attempts.
 CONFIRM_PAUSE = 0.5
 
-#: Channel -> inbox payload parser.
-PARSERS: dict[str, Callable[[str, dict[str, Any]], Inbound]] = {
-    web.CHANNEL: web.to_inbound, telegram.CHANNEL: telegram.to_inbound,
-    wechat.CHANNEL: wechat.to_inbound,
-}
-
-
-class Hooks(Protocol):
-    """Channel work around the handlers (e.g. resolving and answering platform buttons)."""
-
-    def prepare(self, tx: Tx, person: Person, inbound: Inbound) -> Inbound | None:
-        """The Inbound to handle, or None when the channel answered it itself."""
-
-    def finish(self, tx: Tx, person: Person, inbound: Inbound, outcome: Outcome) -> None:
-        """What the channel does once the handlers are done."""
-
-
-#: Channel -> hooks.
-HOOKS: dict[str, Hooks] = {
-    telegram.CHANNEL: telegram.TelegramHooks(), wechat.CHANNEL: wechat.WeChatHooks(),
-}
-
-#: Channel -> sender. Other channels register theirs when they are switched on.
-SENDERS: dict[str, Sender] = {web.CHANNEL: web.WebSender()}
+#: Channel -> a sender used instead of the channel's own (tests, embedding).
+SENDERS: dict[str, Sender] = {}
 
 #: Outbox keys that answer a press or edit a card rather than write to the person's own chat:
 #: they go out even when that chat is closed (a worker acting only in the committee group).
-NOT_TO_CHAT: frozenset[str] = frozenset({"tg.callback", "tg.edit"})
+NOT_TO_CHAT: frozenset[str] = frozenset().union(*(channel.not_to_chat for channel in CHANNELS))
 
 #: Channels whose messages can be updated in place (bot/cards.py records their cards). A card
 #: refresh for any other channel (WeChat: no buttons, no edits) is skipped unsent.
-CARD_CHANNELS: frozenset[str] = frozenset({web.CHANNEL, telegram.CHANNEL})
+CARD_CHANNELS: frozenset[str] = frozenset(channel.name for channel in CHANNELS if channel.cards)
 
 _lazy_senders: dict[tuple[str, int], Sender] = {}
 _lazy_lock = threading.Lock()
 
 
 def sender_for(runtime: Runtime, channel: str) -> Sender | None:
-    """The sender of a channel: a registered one, or the configured platform's (made once)."""
+    """The sender of a channel: one given in SENDERS, or the channel's own (made once per
+    settings); None when the channel is unknown or off."""
     sender = SENDERS.get(channel)
     if sender is not None:
         return sender
@@ -98,17 +76,25 @@ def sender_for(runtime: Runtime, channel: str) -> Sender | None:
     made = _lazy_senders.get(key)
     if made is not None:
         return made
-    settings = runtime.settings
-    if channel == telegram.CHANNEL and settings.telegram_on:
-        maker: Callable[[], Sender] = lambda: telegram.TelegramSender(settings)  # noqa: E731
-    elif channel == wechat.CHANNEL and settings.wechat_on:
-        maker = lambda: wechat.WeChatSender(settings)  # noqa: E731
-    else:
+    found = by_name.get(channel)
+    if found is None:
         return None
     with _lazy_lock:
         if key not in _lazy_senders:
-            _lazy_senders[key] = maker()
+            made = found.sender(runtime)
+            if made is None:
+                return None
+            _lazy_senders[key] = made
         return _lazy_senders[key]
+
+
+def _channel(name: str) -> Channel:
+    """The channel of an inbox row.
+
+    Raises:
+        KeyError: no such channel (the row is kept as failed).
+    """
+    return by_name[name]
 
 
 class InboxRetry(Exception):
@@ -144,7 +130,7 @@ def process_chat(
             row.attempts += 1
             tx = runtime.tx(session, f"in:{row.id}")
             try:
-                inbound = PARSERS[channel](chat_id, row.payload)
+                inbound = _channel(channel).to_inbound(chat_id, row.payload)
             except Exception as exc:  # noqa: BLE001 - a payload the parser cannot model
                 # Parsing again gives the same answer: it is kept as failed at once (for
                 # `redesk inbox retry` after an upgrade), and the chat's next messages go on.
@@ -163,13 +149,12 @@ def process_chat(
             failure: Exception | None = None
             try:
                 with session.begin_nested():
-                    hooks = HOOKS.get(channel)
-                    prepared = hooks.prepare(tx, person, inbound) if hooks else inbound
+                    hooks = _channel(channel)
+                    prepared = hooks.prepare(tx, person, inbound)
                     if prepared is not None:
                         outcome = handlers.handle(tx, person, prepared,
                                                   natural_key=f"{channel}:{row.natural_key}")
-                        if hooks:
-                            hooks.finish(tx, person, prepared, outcome)
+                        hooks.finish(tx, person, prepared, outcome)
             except SQLAlchemyError:
                 # The database failed, not the message: roll everything back, retry later.
                 raise
@@ -434,12 +419,6 @@ def stale_work(
     return chats, outbox
 
 
-#: Channel -> how one of its attachments is downloaded (to its stored path, or MEDIA_GONE).
-FETCHERS: dict[str, Callable[[Any, Attachment], str]] = {
-    telegram.CHANNEL: telegram.fetch_media, wechat.CHANNEL: wechat.fetch_media,
-}
-
-
 def fetch_media(runtime: Runtime, limit: int = 20) -> int:
     """Fetches pending media of the channels that are on into REDESK_MEDIA_DIR, a batch at a
     time, oldest first.
@@ -453,17 +432,16 @@ def fetch_media(runtime: Runtime, limit: int = 20) -> int:
     Raises:
         TransientSendError: A platform could not be reached; the actor retries later.
     """
-    channels = [channel for channel, on in ((telegram.CHANNEL, runtime.settings.telegram_on),
-                                            (wechat.CHANNEL, runtime.settings.wechat_on)) if on]
     settled = 0
-    for channel in channels:
+    for found in (channel for channel in CHANNELS if channel.has_media(runtime.settings)):
+        channel = found.name
         with session_scope(read_engine(runtime.engine)) as session:
             pending = list(queries.unfetched_attachments(session=session, channel=channel,
                                                          limit=limit))
             for row in pending:
                 session.expunge(row)
         for attachment in pending:
-            stored = FETCHERS[channel](runtime.settings, attachment)
+            stored = found.fetch_media(runtime.settings, attachment)
             with session_scope(runtime.engine) as session:
                 current = session.get(Attachment, attachment.id)
                 if current is not None and current.stored_path is None:

@@ -294,10 +294,35 @@ def inline(words: str) -> str:
     return " ".join(clean(words).split())
 
 
-#: Channel names as people read them.
-CHANNEL_LABELS: dict[str, str] = {
-    "web": "网页", "telegram": "Telegram", "wechat": "微信", "desk": "接待台",
-}
+#: What people read for the reception desk's walk-ins, which come through no channel.
+DESK_LABEL = "接待台"
+
+
+def channel_labels() -> dict[str, str]:
+    """Channel name -> what people read for it: each channel's label, and the desk's.
+
+    The registry is imported here, not at the top: the channel packages import this module.
+    """
+    from bot.channels import registry
+
+    return {**registry.labels(), "desk": DESK_LABEL}
+
+
+def buttonless_channels() -> frozenset[str]:
+    """Channels without buttons: their messages carry command texts to copy instead."""
+    from bot.channels import registry
+
+    return registry.buttonless()
+
+
+def _entry(key: str) -> str:
+    """A catalogue sentence: bot/texts.py's own, or one a channel adds (`Channel.texts`)."""
+    found = TEXTS.get(key)
+    if found is not None:
+        return found
+    from bot.channels import registry
+
+    return registry.texts()[key]
 
 
 @dataclass(frozen=True)
@@ -378,7 +403,7 @@ class _Defaults(dict[str, Any]):
 
 def text(key: str, **params: Any) -> str:
     """One catalogue sentence with its parameters filled in (missing ones left empty)."""
-    return TEXTS[key].format_map(_Defaults(params))
+    return _entry(key).format_map(_Defaults(params))
 
 
 def render(key: str, params: Mapping[str, Any]) -> Rendered:
@@ -391,15 +416,15 @@ def render(key: str, params: Mapping[str, Any]) -> Rendered:
         for name in QUOTED_PARAMS & values.keys():
             values[name] = quote(str(values[name]))
     values.setdefault("phone_part", f" {values['phone']}" if params.get("phone") else "")
-    values.setdefault("channel_label", CHANNEL_LABELS.get(str(params.get("channel")), ""))
+    values.setdefault("channel_label", channel_labels().get(str(params.get("channel")), ""))
     if key == "desk.relay":
         inner = render(str(params["inner"]), {k: v for k, v in params.items() if k != "inner"})
         values["inner_text"] = inner.text
-        return Rendered(TEXTS[key].format_map(values), inner.buttons)
+        return Rendered(_entry(key).format_map(values), inner.buttons)
     if key in BODIES:
         body = BODIES[key](params)
     else:
-        body = TEXTS[key].format_map(values)
+        body = _entry(key).format_map(values)
     if params.get("attachments"):
         body += "\n" + TEXTS["line.attachments"].format(
             items=describe_attachments(params["attachments"]))
@@ -490,9 +515,6 @@ def actor_label(name: str, role: str | None, department: str = "") -> str:
     what = department if role == "department" and department else ROLE_LABELS.get(role, role)
     return f"{name} · {what}" if name else what
 
-
-#: Channels without buttons: their messages carry command texts to copy instead.
-BUTTONLESS_CHANNELS: frozenset[str] = frozenset({"wechat"})
 
 #: 待办 sections: name -> heading, and the command words each of its lines offers as buttons.
 TODO_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -7,11 +7,11 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import platformdirs
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -40,13 +40,9 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
-#: What a WeChat template field can be filled with (REDESK_WECHAT_TEMPLATE_FIELDS).
-TEMPLATE_VALUES: tuple[str, ...] = ("title", "number", "status", "text", "time")
-
-
-#: Shortest webhook secret, WeChat server Token and metrics token accepted in production: the
-#: first two are compared by signature, and a short one can be guessed offline from a single
-#: signed request; the metrics token must not be guessable by trying.
+#: Shortest secret accepted in production where a secret is compared by signature (a webhook
+#: secret, a server token: a short one can be guessed offline from a single signed request) or
+#: must not be guessable by trying (the metrics token).
 MIN_SECRET_LENGTH = 16
 
 #: Secrets that are placeholders (compared lower-cased, without "-", "_", "." and spaces).
@@ -63,21 +59,11 @@ PLACEHOLDER_WORDS: tuple[str, ...] = (
     "changeme", "changethis", "replaceme", "placeholder", "yoursecret", "yourtoken", "xxxxxx",
 )
 
-#: Samples from the platforms' documentation, sometimes pasted as they are.
-SAMPLE_SECRETS: frozenset[str] = frozenset({
-    # Telegram Bot API documentation (BotFather examples).
-    "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
-    "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
-    # WeChat message encryption documentation and sample code.
-    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-    "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
-    "QDG6eK",
-})
 
 
 #: Fewest estimated bits of entropy a secret needs in production (see `entropy_bits`). A
-#: random 16-character letters-and-digits secret has about 95, a WeChat AppSecret (32 hex)
-#: about 130, an EncodingAESKey about 250; "passwordpassword" 47, "1111111111111112" or
+#: random 16-character letters-and-digits secret has about 95, 32 hex digits about 130, 43
+#: letters and digits about 250; "passwordpassword" 47, "1111111111111112" or
 #: "abcdefghijklmnop" about 10.
 MIN_SECRET_BITS = 56
 
@@ -115,11 +101,11 @@ def entropy_bits(value: str) -> float:
     return counted * math.log2(alphabet)
 
 
-def _is_placeholder(value: str) -> bool:
+def _is_placeholder(value: str, samples: frozenset[str]) -> bool:
     """Whether a secret is a placeholder, a documentation sample or one repeated character."""
     folded = re.sub(r"[-_.\s]", "", value.lower())
     return (
-        value in SAMPLE_SECRETS
+        value in samples
         or folded in PLACEHOLDER_SECRETS
         or any(word in folded for word in PLACEHOLDER_WORDS)
         or folded.startswith("your")
@@ -135,21 +121,31 @@ class SettingsError(Exception):
 Secret: TypeAlias = tuple[str, "str | None", int]
 
 
-def check_secrets(checks: list[Secret]) -> None:
+def _whole(name: str, value: str) -> str:
+    return value
+
+
+def check_secrets(checks: list[Secret], *, samples: frozenset[str] = frozenset(),
+                  part: Callable[[str, str], str] = _whole) -> None:
     """Refuses (ValueError) secrets that are placeholders, samples, too short or too easy to
-    guess; REDESK_ENV=production calls it."""
+    guess; REDESK_ENV=production calls it.
+
+    Args:
+        checks: the secrets, each with its variable and the shortest length accepted.
+        samples: values from the platform's documentation, refused as they are.
+        part: the part of a secret (its variable, its value) whose entropy is judged, e.g.
+            a token's half after a public id; by default all of it.
+    """
     for name, value, shortest in checks:
         if value is None or (value == "" and name.endswith("password")):
             continue
-        if _is_placeholder(value):
+        if _is_placeholder(value, samples):
             raise ValueError(f"{name} is a placeholder or a documentation sample; "
                              "set a real secret (REDESK_ENV=production)")
         if len(value) < shortest:
             raise ValueError(f"{name} is shorter than {shortest} characters; "
                              "set a longer random secret (REDESK_ENV=production)")
-        # A bot token is "<bot id>:<secret>"; the id is public.
-        secret = value.split(":", 1)[-1] if name == "REDESK_TELEGRAM_TOKEN" else value
-        if entropy_bits(secret) < MIN_SECRET_BITS:
+        if entropy_bits(part(name, value)) < MIN_SECRET_BITS:
             raise ValueError(f"{name} is too easy to guess (runs, repeats or too few kinds "
                              "of characters); set a random secret (REDESK_ENV=production)")
 
@@ -160,9 +156,17 @@ class Section(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
+    #: Secrets from the platform's documentation, sometimes pasted as they are: refused in
+    #: production.
+    samples: ClassVar[frozenset[str]] = frozenset()
+
     def secrets(self) -> list[Secret]:
         """The secret settings: refused as placeholders in production, masked in the logs."""
         return []
+
+    def secret_part(self, name: str, value: str) -> str:
+        """The part of secret `name` whose entropy production judges; by default all of it."""
+        return value
 
     def log_secrets(self) -> list[str]:
         """Further values to mask in the logs (parts of a secret that appear on their own)."""
@@ -171,7 +175,11 @@ class Section(BaseSettings):
     def check_production(self) -> None:
         """Refuses (ValueError) what production must not run with; by default weak
         secrets."""
-        check_secrets(self.secrets())
+        check_secrets(self.secrets(), samples=self.samples, part=self.secret_part)
+
+    def check_with(self, settings: Settings) -> None:
+        """Refuses (ValueError) a combination with the core settings that cannot work (any
+        environment); by default none."""
 
 
 S = TypeVar("S", bound=Section)
@@ -195,24 +203,7 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = None
 
-    telegram_token: str | None = None
-    telegram_api_url: str = "https://api.telegram.org"
-    telegram_webhook_secret: str | None = None
-    telegram_committee_chat: str | None = None
-
-    wechat_app_id: str | None = None
-    wechat_app_secret: str | None = None
-    wechat_token: str | None = None
-    wechat_aes_key: str | None = None
-    wechat_api_url: str = "https://api.weixin.qq.com"
-    #: Template message sent when the 48-hour customer-service window is closed; unset: such
-    #: messages wait until the person writes again.
-    wechat_template_id: str | None = None
-    #: Template field -> what fills it (title, number, status, text, time), as JSON.
-    wechat_template_fields: dict[str, str] = {
-        "first": "title", "keyword1": "number", "keyword2": "time", "remark": "text",
-    }
-    #: Where fetched media (WeChat pictures, voice, video) are kept.
+    #: Where fetched media (pictures, voice, video of the chat channels) are kept.
     media_dir: Path = Field(default_factory=lambda data: data["data_dir"] / "media")
 
     #: Longest request or supplement text accepted, in characters.
@@ -382,38 +373,8 @@ class Settings(BaseSettings):
             raise ValueError("must be an hour from 0 to 23")
         return value
 
-    @field_validator("wechat_aes_key")
-    @classmethod
-    def _check_wechat_aes_key(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        if len(value) != 43:
-            raise ValueError("an EncodingAESKey has 43 characters")
-        return value
-
-    @field_validator("wechat_template_fields")
-    @classmethod
-    def _check_template_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value.values()) - set(TEMPLATE_VALUES))
-        if unknown:
-            raise ValueError(f"unknown values {unknown}; use {', '.join(TEMPLATE_VALUES)}")
-        if not value:
-            raise ValueError("needs at least one field")
-        return value
-
-    @field_validator("wechat_api_url", "telegram_api_url")
-    @classmethod
-    def _check_api_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s):// URL")
-        return value.rstrip("/")
-
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
-        if self.public_url and self.telegram_token and not self.telegram_webhook_secret:
-            raise ValueError(
-                "REDESK_TELEGRAM_WEBHOOK_SECRET is required when REDESK_PUBLIC_URL is set"
-            )
         if not 0 <= self.workday_start_hour < self.workday_end_hour <= 24:
             raise ValueError("REDESK_WORKDAY_START_HOUR must be before REDESK_WORKDAY_END_HOUR")
         if self.env == "production":
@@ -422,24 +383,12 @@ class Settings(BaseSettings):
 
     def _check_production_secrets(self) -> None:
         """Refuses, in production, secrets that are placeholders, samples, too short or too
-        easy to guess, and WeChat in plain mode."""
+        easy to guess (a section's own are checked when it is read)."""
         checks: list[Secret] = [
-            ("REDESK_TELEGRAM_TOKEN", self.telegram_token, 1),
-            ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret,
-             MIN_SECRET_LENGTH),
-            ("REDESK_WECHAT_APP_SECRET", self.wechat_app_secret, 1),
-            ("REDESK_WECHAT_TOKEN", self.wechat_token, MIN_SECRET_LENGTH),
-            ("REDESK_WECHAT_AES_KEY", self.wechat_aes_key, 1),
             ("REDESK_METRICS_TOKEN", self.metrics_token, MIN_SECRET_LENGTH),
             ("REDESK_DATABASE_URL password", make_url(self.database_url).password, 1),
         ]
         check_secrets(checks)
-        if self.wechat_on and not self.wechat_aes_key:
-            # Plain mode signs the URL, not the body: whoever sees one callback URL (a proxy's
-            # log, an http:// callback) can post messages in anyone's name under it.
-            raise ValueError("REDESK_WECHAT_AES_KEY is required for WeChat in production: set "
-                             "the official account to safe mode (安全模式) and its "
-                             "EncodingAESKey here (REDESK_ENV=production)")
 
     _env_file_given: Any = PrivateAttr(default=ENV_FILE_SENTINEL)
     _sections: dict[type[Section], Section] = PrivateAttr(default_factory=dict)
@@ -465,6 +414,7 @@ class Settings(BaseSettings):
                     found = model(_env_file=self._env_file_given)  # type: ignore[call-arg]
                     if self.env == "production":
                         found.check_production()
+                    found.check_with(self)
                 except PydanticSettingsError as exc:
                     raise _readable(exc, prefix) from None
                 except ValidationError as exc:
@@ -513,29 +463,25 @@ class Settings(BaseSettings):
             return None
         return Path(database).absolute()
 
-    @property
-    def telegram_on(self) -> bool:
-        """Whether the Telegram channel is configured."""
-        return bool(self.telegram_token)
-
-    @property
-    def wechat_on(self) -> bool:
-        """Whether the WeChat channel is configured."""
-        return bool(self.wechat_app_id and self.wechat_app_secret and self.wechat_token)
 
 
 #: Written in log records instead of a secret.
 REDACTED = "<redacted>"
 
-#: Secrets in what the HTTP client libraries log: the bot token in Bot API URLs, secrets and
-#: access tokens in query strings (WeChat's token URL carries the AppSecret), and the whole
-#: request and answer of every Bot API call in python-telegram-bot's debug records (message
-#: texts, names, phone numbers).
-LOG_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), f"/bot{REDACTED}"),
+#: Secrets in what the HTTP client libraries log: secrets and access tokens in query strings
+#: (a token URL carrying an app secret); a channel adds its platform's own with
+#: `add_log_pattern`.
+LOG_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(\w*(?:secret|token|password))=[^&\s\"']+"), rf"\1={REDACTED}"),
-    (re.compile(r"(with parameters|with return value) `.*`", re.S), rf"\1 {REDACTED}"),
-)
+]
+
+
+def add_log_pattern(pattern: re.Pattern[str], replacement: str) -> None:
+    """Cleans what `pattern` matches out of every log record from now on (a channel's client
+    logging its secrets or people's data in a shape of its own)."""
+    with _log_lock:
+        if (pattern, replacement) not in LOG_PATTERNS:
+            LOG_PATTERNS.append((pattern, replacement))
 
 #: Secret values of the settings loaded in this process (shorter ones would redact too much).
 _log_secrets: set[str] = set()
@@ -548,14 +494,11 @@ def redact_logs(settings: Settings) -> None:
 
     Installed once per process as a log record factory, so it covers every logger (the HTTP
     libraries' too), at every level, whatever handlers an operator configures. Loading the
-    settings calls it; calling it again only adds secrets.
+    settings calls it; calling it again only adds secrets. A section's secrets are added when
+    it is read (`Settings.section`).
     """
     url_password = make_url(settings.database_url).password
-    values = {settings.telegram_token, settings.telegram_webhook_secret,
-              settings.wechat_app_secret, settings.wechat_token, settings.wechat_aes_key,
-              settings.metrics_token, url_password if isinstance(url_password, str) else None}
-    if settings.telegram_token and ":" in settings.telegram_token:
-        values.add(settings.telegram_token.split(":", 1)[1])
+    values = {settings.metrics_token, url_password if isinstance(url_password, str) else None}
     _mask(value for value in values if value)
 
 

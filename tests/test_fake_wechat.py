@@ -22,6 +22,7 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
 from tests.fakes.wechat import Callback, FakeWeChat, ReplyError, new_openid, random_aes_key
+from tests.utils.settings import wechat_of
 
 #: A fixed clock, so CreateTime and timestamps are known.
 T0 = 1_700_000_000.0
@@ -705,8 +706,9 @@ def test_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
-        assert settings.wechat_on
-        assert (settings.wechat_app_id, settings.wechat_aes_key) == (fake.appid, fake.aes_key)
+        assert wechat_of(settings).enabled
+        own = wechat_of(settings)
+        assert (own.app_id, own.aes_key) == (fake.appid, fake.aes_key)
         assert len(fake.aes_key) == 43
         assert fake.text("o1", "x").safe  # the builders default to the fake's mode
     with FakeWeChat() as plain:

@@ -59,6 +59,7 @@ from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import Callback, FakeWeChat
 from tests.fakes.wechat import signature as wechat_signature
 from tests.utils.app import TestClient
+from tests.utils.settings import make_settings
 from tests.utils.telegram import SECRET
 
 #: Examples per endpoint test and database.
@@ -96,7 +97,7 @@ def _settings(examples: str) -> Any:
 def settings_(db_url: str, tmp_path: Path) -> Settings:
     """Telegram (webhook) and WeChat (plain mode) on; no flood limit, so the fuzzing reaches
     the inbox instead of 429."""
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         database_url=db_url, redis_url=None, _env_file=None, media_dir=tmp_path / "media",
         telegram_token="123456:FUZZ-TOKEN", telegram_webhook_secret=SECRET,
         wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_token=TOKEN,

@@ -59,13 +59,13 @@ from storage.settings import (
     Settings,
     entropy_bits,
     get_settings,
-    load_settings,
 )
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import FakeWeChat
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk
 from tests.utils.server import serving, wait_until
+from tests.utils.settings import load_all, make_settings, telegram_of, wechat_of
 from tests.utils.telegram import SECRET, QuickLimiter, TelegramDesk
 from workflow import service
 from workflow.errors import TransitionNotAllowed
@@ -1189,7 +1189,7 @@ def test_production_refuses_to_start_wechat_in_plain_mode(
 
     # and development still runs plain mode (a test account, a local tunnel)
     production_env.setenv("REDESK_ENV", "development")
-    assert load_settings().wechat_aes_key is None
+    assert wechat_of(load_all()).aes_key is None
 
 
 def _random_of(alphabet: str, length: int, source: random.Random) -> str:
@@ -1216,7 +1216,9 @@ def test_production_accepts_random_secrets_in_every_platform_s_format() -> None:
                       for key, good in GOOD_PRODUCTION.items()}
             values[name.removeprefix("REDESK_").lower()] = value
             # Then they are accepted
-            settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+            settings = make_settings(_env_file=None, **values)
+            telegram_of(settings).check_production()
+            wechat_of(settings).check_production()
             assert settings.env == "production", (name, value)
 
 
@@ -1234,12 +1236,12 @@ def test_production_accepts_real_secrets_and_development_accepts_placeholders(
 ) -> None:
     for name, value in GOOD_PRODUCTION.items():
         production_env.setenv(name, value)
-    assert load_settings().env == "production"
+    assert load_all().env == "production"
 
     production_env.setenv("REDESK_ENV", "development")
     production_env.setenv("REDESK_TELEGRAM_WEBHOOK_SECRET", "changeme")
     production_env.setenv("REDESK_WECHAT_TOKEN", "changeme")
-    assert load_settings().telegram_webhook_secret == "changeme"
+    assert telegram_of(load_all()).webhook_secret == "changeme"
 
 
 # --- 6. what reaches the logs ---------------------------------------------------------------
@@ -1293,7 +1295,7 @@ def channels_on(
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = load_all()
     runtime = Runtime(settings=settings, engine=get_engine(db_url))
     sender = TelegramSender(settings, limiter=QuickLimiter())
     monkeypatch.setitem(dispatch.SENDERS, telegram.CHANNEL, sender)
@@ -1370,9 +1372,9 @@ def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
         "Telegram bot token": tg_fake.token,
         "Telegram bot token secret part": tg_fake.token.split(":", 1)[1],
         "webhook secret": SECRET,
-        "WeChat token": runtime.settings.wechat_token,
-        "WeChat AES key": runtime.settings.wechat_aes_key,
-        "WeChat AppSecret": runtime.settings.wechat_app_secret,
+        "WeChat token": wechat_of(runtime.settings).token,
+        "WeChat AES key": wechat_of(runtime.settings).aes_key,
+        "WeChat AppSecret": wechat_of(runtime.settings).app_secret,
         "web bearer token": worker,
         "invitation code": code,
         "Telegram invitation code": tg_code,
@@ -1394,7 +1396,7 @@ def test_the_metrics_token_is_masked_in_the_logs(
     # Given REDESK_METRICS_TOKEN in the environment, read the way every redesk process reads it
     token = "Pm7-qW2zX9kLr4Tb8Nc3"
     production_env.setenv("REDESK_METRICS_TOKEN", token)
-    load_settings()
+    load_all()
     caplog.set_level(logging.DEBUG)
     # (uvicorn sets its loggers' levels whenever a server is configured, also in a test)
     caplog.set_level(logging.DEBUG, logger="uvicorn.error")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.settings import Settings, SettingsError, get_settings, load_settings
+from storage.settings import Settings, SettingsError, get_settings
+from tests.utils.settings import load_all, make_settings, telegram_of, wechat_of
 
 
 @pytest.fixture(autouse=True)
@@ -41,12 +42,12 @@ def test_defaults_are_the_documented_embedded_ones(tmp_path: Path) -> None:
     assert settings.host == "127.0.0.1"
     assert settings.port == 8000
     assert settings.public_url is None
-    assert settings.telegram_token is None
-    assert settings.telegram_api_url == "https://api.telegram.org"
-    assert settings.wechat_api_url == "https://api.weixin.qq.com"
-    assert settings.wechat_aes_key is None
-    assert not settings.telegram_on
-    assert not settings.wechat_on
+    assert telegram_of(settings).token is None
+    assert telegram_of(settings).api_url == "https://api.telegram.org"
+    assert wechat_of(settings).api_url == "https://api.weixin.qq.com"
+    assert wechat_of(settings).aes_key is None
+    assert not telegram_of(settings).enabled
+    assert not wechat_of(settings).enabled
     assert settings.min_request_length == 3
     assert settings.small_talk_file is None
 
@@ -161,17 +162,17 @@ def test_redesk_variables_are_read_from_the_environment(monkeypatch: pytest.Monk
     assert settings.host == "0.0.0.0"
     assert settings.port == 9090
     assert settings.public_url == "https://desk.example.cn"
-    assert settings.telegram_token == "123:abc"
-    assert settings.telegram_api_url == "http://127.0.0.1:8081"
-    assert settings.telegram_webhook_secret == "s3cret"
-    assert settings.telegram_committee_chat == "-100123"
-    assert settings.wechat_app_id == "wx123"
-    assert settings.wechat_app_secret == "appsecret"
-    assert settings.wechat_token == "wxtoken"
-    assert settings.wechat_aes_key == "k" * 43
-    assert settings.wechat_api_url == "http://127.0.0.1:8082"
-    assert settings.telegram_on
-    assert settings.wechat_on
+    assert telegram_of(settings).token == "123:abc"
+    assert telegram_of(settings).api_url == "http://127.0.0.1:8081"
+    assert telegram_of(settings).webhook_secret == "s3cret"
+    assert telegram_of(settings).committee_chat == "-100123"
+    assert wechat_of(settings).app_id == "wx123"
+    assert wechat_of(settings).app_secret == "appsecret"
+    assert wechat_of(settings).token == "wxtoken"
+    assert wechat_of(settings).aes_key == "k" * 43
+    assert wechat_of(settings).api_url == "http://127.0.0.1:8082"
+    assert telegram_of(settings).enabled
+    assert wechat_of(settings).enabled
 
 
 def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
                                    encoding="utf-8")
 
     # When the settings are loaded
-    settings = load_settings()
+    settings = load_all()
 
     # Then its values are taken
     assert settings.port == 8123
@@ -226,7 +227,7 @@ def test_a_bad_setting_is_refused_with_a_message_naming_it(
 
     # When the settings are loaded
     with pytest.raises(SettingsError) as raised:
-        load_settings()
+        load_all()
 
     # Then the error names the setting, on one line, without pydantic's noise
     message = str(raised.value)
@@ -239,7 +240,7 @@ def test_an_unsupported_backend_is_explained(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("REDESK_DATABASE_URL", "mysql://redesk@db/redesk")
 
     with pytest.raises(SettingsError, match="sqlite.*postgresql"):
-        load_settings()
+        load_all()
 
 
 def test_get_settings_raises_the_same_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,22 +259,22 @@ def test_a_public_url_with_a_telegram_token_needs_a_webhook_secret(
 
     # Then it is refused, naming the missing secret
     with pytest.raises(SettingsError, match="REDESK_TELEGRAM_WEBHOOK_SECRET"):
-        load_settings()
+        load_all()
 
     # And with the secret it is accepted
     monkeypatch.setenv("REDESK_TELEGRAM_WEBHOOK_SECRET", "s3cret")
-    assert load_settings().telegram_webhook_secret == "s3cret"
+    assert telegram_of(load_all()).webhook_secret == "s3cret"
 
 
 def test_a_public_url_without_telegram_needs_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDESK_PUBLIC_URL", "https://desk.example.cn")
 
-    assert load_settings().public_url == "https://desk.example.cn"
+    assert load_all().public_url == "https://desk.example.cn"
 
 
 def test_telegram_is_on_exactly_when_its_token_is_set() -> None:
-    assert not Settings(_env_file=None).telegram_on  # type: ignore[call-arg]
-    assert Settings(telegram_token="123:abc", _env_file=None).telegram_on  # type: ignore[call-arg]
+    assert not telegram_of(Settings(_env_file=None)).enabled  # type: ignore[call-arg]
+    assert telegram_of(make_settings(telegram_token="123:abc", _env_file=None)).enabled
 
 
 @pytest.mark.parametrize(
@@ -288,10 +289,10 @@ def test_telegram_is_on_exactly_when_its_token_is_set() -> None:
 def test_wechat_is_on_only_with_app_id_secret_and_token(
     app_id: str | None, secret: str | None, token: str | None, on: bool
 ) -> None:
-    settings = Settings(wechat_app_id=app_id, wechat_app_secret=secret,  # type: ignore[call-arg]
+    settings = make_settings(wechat_app_id=app_id, wechat_app_secret=secret,
                         wechat_token=token, _env_file=None)
 
-    assert settings.wechat_on is on
+    assert wechat_of(settings).enabled is on
 
 
 def test_working_hours_must_be_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,14 +300,14 @@ def test_working_hours_must_be_in_order(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("REDESK_WORKDAY_END_HOUR", "9")
 
     with pytest.raises(SettingsError, match="REDESK_WORKDAY_START_HOUR"):
-        load_settings()
+        load_all()
 
 
 def test_wechat_template_fields_are_read_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDESK_WECHAT_TEMPLATE_FIELDS",
                        '{"thing1": "title", "character_string2": "number", "time3": "time"}')
 
-    fields = load_settings().wechat_template_fields
+    fields = wechat_of(load_all()).template_fields
 
     assert fields == {"thing1": "title", "character_string2": "number", "time3": "time"}
 
@@ -317,7 +318,7 @@ def test_local_days_off_and_workdays_are_read_as_dates(monkeypatch: pytest.Monke
     monkeypatch.setenv("REDESK_EXTRA_DAYS_OFF", "2026-12-24, 2026-12-31")
     monkeypatch.setenv("REDESK_EXTRA_WORKDAYS", "2026-12-26")
 
-    settings = load_settings()
+    settings = load_all()
 
     assert settings.days_off == {date(2026, 12, 24), date(2026, 12, 31)}
     assert settings.workdays == {date(2026, 12, 26)}

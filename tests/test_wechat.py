@@ -24,6 +24,8 @@ from wechatpy.events import EVENT_TYPES
 
 from bot import dispatch
 from bot.channels import wechat
+from bot.channels.split import split_text
+from bot.media import MEDIA_GONE
 from bot.runtime import Runtime
 from bot.texts import text as catalogue
 from storage import queries
@@ -41,6 +43,7 @@ from storage.settings import Settings
 from tests.fakes.wechat import Callback, FakeWeChat
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk
+from tests.utils.settings import make_settings, wechat_of
 
 #: A request number in a message.
 NUMBER = re.compile(r"SQ-\d{8}-\d{4,}")
@@ -69,7 +72,7 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeWeChat]:
 def settings(db_url: str, fake: FakeWeChat, tmp_path: Path) -> Settings:
     """Settings for the database under test with WeChat on, pointing at the fake."""
     env = fake.settings_env()
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         database_url=db_url, redis_url=None, _env_file=None,
         wechat_app_id=env["REDESK_WECHAT_APP_ID"],
         wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
@@ -394,7 +397,7 @@ def test_with_redis_the_nonce_is_kept_in_redis_and_refused_from_any_process(
     from bot.app import create_app
 
     env = fake.settings_env()
-    shared = Settings(  # type: ignore[call-arg]
+    shared = make_settings(
         database_url=db_url, redis_url=redis_url, _env_file=None,
         wechat_app_id=env["REDESK_WECHAT_APP_ID"],
         wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
@@ -547,7 +550,7 @@ def test_media_wechat_no_longer_has_are_marked_gone(
 
     assert dispatch.fetch_media(runtime) == 1
 
-    assert wx.attachments()[0].stored_path == wechat.MEDIA_GONE
+    assert wx.attachments()[0].stored_path == MEDIA_GONE
 
 
 def test_voice_uses_wechats_recognition_and_a_location_joins_the_request(
@@ -762,8 +765,8 @@ def test_a_scan_without_a_scene_is_welcomed_back_and_changes_no_scene(
     # Then both are answered with the welcome back; the first changes no scene, the second
     # keeps WeChat's 64 characters at most
     assert wx.texts()[before:] == [catalogue("wechat.welcome_back")] * 2
-    assert [row.scene for row in wx.inbox()] == [SCENE, None, "X" * wechat.MAX_SCENE]
-    assert wx.person().scene == "X" * wechat.MAX_SCENE
+    assert [row.scene for row in wx.inbox()] == [SCENE, None, "X" * wechat.receive.MAX_SCENE]
+    assert wx.person().scene == "X" * wechat.receive.MAX_SCENE
     assert wx.desk.requests() == []
 
 
@@ -844,7 +847,7 @@ def test_the_sixth_message_in_the_window_goes_as_a_template(
     # WeChat having to refuse one first
     assert len(fake.sent(RESIDENT)) == 5
     assert len(fake.templates(RESIDENT)) == 1
-    assert [c for c in fake.calls if c.errcode == wechat.ERR_OUT_OF_COUNT] == []
+    assert [c for c in fake.calls if c.errcode == wechat.client.ERR_OUT_OF_COUNT] == []
 
 
 def test_a_45015_from_wechat_falls_back_to_the_template(
@@ -862,14 +865,14 @@ def test_a_45015_from_wechat_falls_back_to_the_template(
     # The receipt went as a customer-service message; the acceptance was refused as one
     assert [c.errcode for c in fake.calls
             if c.path.endswith("custom/send") and c.openid == RESIDENT] == [
-        0, wechat.ERR_OUT_OF_TIME]
+        0, wechat.client.ERR_OUT_OF_TIME]
     assert len(fake.templates(RESIDENT)) == 1
 
 
 def test_without_a_template_a_message_outside_the_window_is_marked_failed(
     wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime.settings, "wechat_template_id", None)
+    monkeypatch.setattr(wechat_of(runtime.settings), "template_id", None)
     worker = wx.desk.worker()
     wx.say(RESIDENT, "路灯坏了")
     number = wx.last_number()
@@ -999,7 +1002,7 @@ def test_a_person_who_unsubscribed_meanwhile_is_marked_unreachable_on_43004(
 
 
 def test_a_long_answer_is_sent_in_parts(wx: WeChatDesk, fake: FakeWeChat) -> None:
-    parts = wechat.split_text("路灯" * 1500)
+    parts = split_text("路灯" * 1500, wechat.MAX_MESSAGE)
     assert [len(part) for part in parts] == [2000, 1000]
     assert "".join(parts) == "路灯" * 1500
 

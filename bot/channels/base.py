@@ -52,6 +52,19 @@ class ChannelError(Exception):
     what to fix; `redesk run` stops with it."""
 
 
+class CommandFailed(ChannelError):
+    """A channel's own CLI verb failed: one line, and the `redesk` exit code to end with."""
+
+    #: The exit codes a verb may end with (those of admin_scripts.cli.Exit).
+    FAILURE = 1
+    CONFIG = 3
+    UNAVAILABLE = 5
+
+    def __init__(self, message: str, code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 @runtime_checkable
 class Pacer(Protocol):
     """A sender that waits for its platform's rate limits outside the delivery transaction."""
@@ -144,7 +157,8 @@ class Channel:
     # --- receiving --------------------------------------------------------------------------
 
     def routes(self) -> Sequence[BaseRoute]:
-        """The HTTP routes the channel serves (webhooks, callbacks); only mounted while on."""
+        """The HTTP routes the channel serves (webhooks, callbacks); bot.app mounts them only
+        while the channel is on (off, their paths answer 404)."""
         return ()
 
     def to_inbound(self, chat_id: str, payload: dict[str, Any]) -> Inbound:
@@ -187,9 +201,13 @@ class Channel:
         """Starts what the channel runs beside the server (`redesk run` only): token checks,
         webhook registration, a poller handing chats to `enqueue(channel, chat_id)`.
 
+        By default it says the channel's `describe` line; a channel that overrides it says
+        its own line once started.
+
         Raises:
             ChannelError: the channel cannot run as configured (the server does not start).
         """
+        say(f"channel {self.name}: {self.describe(runtime.settings)}")
         return None
 
     def close(self) -> None:

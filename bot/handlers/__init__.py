@@ -55,8 +55,14 @@ FLOOD_WINDOW = timedelta(minutes=1)
 #: request; the others (查询, 撤销, ...) are answered during a flood.
 FLOOD_COUNTED: frozenset[str] = frozenset({"supplement"})
 
-#: Channels limited here; the web API refuses a flood at the door (429) instead.
-FLOOD_CHECKED_HERE: frozenset[str] = frozenset({"telegram", "wechat"})
+
+def flood_checked_here() -> frozenset[str]:
+    """Channels limited here (`Channel.flood_checked_by_handlers`); the web API refuses a
+    flood at the door (429) instead. The registry is imported here: it imports the channel
+    packages, which import this one."""
+    from bot.channels import registry
+
+    return registry.flood_checked()
 
 
 @dataclass
@@ -261,7 +267,7 @@ def _flooded(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> bool
     redesk flood the chat back. Other commands (查询, 撤销, ...) are still answered.
     """
     limit = flood_limit()
-    if limit <= 0 or inbound.channel not in FLOOD_CHECKED_HERE or \
+    if limit <= 0 or inbound.channel not in flood_checked_here() or \
             person.role != Role.REQUESTER:
         # Staff (bound by invitation) are not limited, as on the web API.
         return False

@@ -6,7 +6,7 @@ from math import ceil
 from typing import Any
 
 from bot.handlers.commands import Command
-from bot.texts import BUTTONLESS_CHANNELS, action_label, actor_label, role_label, state_label
+from bot.texts import action_label, actor_label, buttonless_channels, role_label, state_label
 from storage import queries
 from storage.models import Person, Role
 from workflow import deadlines, service
@@ -184,7 +184,7 @@ def todo(tx: Tx, person: Person, page_argument: str = "") -> None:
                           due is not None and due < tx.now])
         rows.append([section.name, section.total, first_page, items])
     reply(tx, person, "reply.todo", total=total, page=page, pages=pages, todo=rows,
-          buttons=person.channel not in BUTTONLESS_CHANNELS)
+          buttons=person.channel not in buttonless_channels())
 
 
 def complete(tx: Tx, person: Person, command: Command) -> None:
