@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element
 
+import requests
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError
 from defusedxml.ElementTree import fromstring as safe_fromstring
@@ -37,6 +38,7 @@ from wechatpy.fields import IntegerField, StringField
 from bot import metrics
 from bot.channels.wechat.receive import CallbackRefused as NonceRefused
 from bot.channels.wechat.receive import check_nonce
+from bot.channels.wecom.client import ApiError, get_client
 from bot.channels.wecom.settings import CHANNEL, wecom_settings
 from bot.http import BodyTooLarge, enqueue_inbound, read_body, runtime_of
 from bot.inbound import Callback, Inbound
@@ -220,10 +222,25 @@ def _parse(xml: str) -> Any:
         raise CallbackRefused(400, "not a WeCom message") from None
 
 
-def store_callback(session: Session, parsed: Parsed) -> bool:
+def member_name(settings: Settings, session: Session, userid: str) -> str:
+    """The member's name from user/get, when redesk has none for them yet ("" otherwise, and
+    when WeCom does not answer: the name is only a courtesy)."""
+    person = queries.find_person(session=session, channel=CHANNEL, external_id=userid)
+    if person is not None and person.display_name:
+        return ""
+    try:
+        answer = get_client(settings).call("GET", "user/get", params={"userid": userid})
+    except (ApiError, requests.RequestException) as exc:
+        logger.info("WeCom user/get gave no name (%s)", type(exc).__name__)
+        return ""
+    return str(answer.get("name") or "")[:100]
+
+
+def store_callback(session: Session, parsed: Parsed, name: str = "") -> bool:
     """Stores a parsed callback in the inbox; False for a repeat (WeCom's retry)."""
+    payload = {"xml": parsed.xml, **({"name": name} if name else {})}
     inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=parsed.natural_key,
-                                 chat_id=parsed.chat or "-", payload={"xml": parsed.xml},
+                                 chat_id=parsed.chat or "-", payload=payload,
                                  status="pending" if parsed.chat else "done")
     return inbox_id is not None
 
@@ -231,7 +248,8 @@ def store_callback(session: Session, parsed: Parsed) -> bool:
 def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     """An inbox row's message as the channel-neutral Inbound."""
     message = parse_message(payload["xml"])
-    base: dict[str, Any] = {"channel": CHANNEL, "chat_id": chat_id}
+    base: dict[str, Any] = {"channel": CHANNEL, "chat_id": chat_id,
+                            "display_name": str(payload.get("name") or "")}
     if isinstance(message, TextMessage):
         return Inbound(**base, text=message.content or "")
     if isinstance(message, ImageMessage):
@@ -289,11 +307,15 @@ async def callback(request: Request) -> Response:
         return _refused(exc, "callback")
 
     def store() -> bool:
+        name = ""
+        if parsed.chat is not None:
+            with session_scope(runtime.engine) as session:
+                name = member_name(runtime.settings, session, parsed.chat)
         with session_scope(runtime.engine) as session:
             # In the storing transaction: a refused reuse rolls back with nothing stored.
             check_nonce(runtime.settings, session, {**params, "nonce": f"wecom:{params['nonce']}"},
                         raw)
-            return store_callback(session, parsed)
+            return store_callback(session, parsed, name)
 
     try:
         is_new = await asyncio.to_thread(store)
