@@ -273,8 +273,8 @@ def test_a_public_url_without_telegram_needs_no_secret(monkeypatch: pytest.Monke
 
 
 def test_telegram_is_on_exactly_when_its_token_is_set() -> None:
-    assert not Settings(_env_file=None).telegram_on  # type: ignore[call-arg]
-    assert make_settings(telegram_token="123:abc", _env_file=None).telegram_on
+    assert not telegram_of(Settings(_env_file=None)).enabled  # type: ignore[call-arg]
+    assert telegram_of(make_settings(telegram_token="123:abc", _env_file=None)).enabled
 
 
 @pytest.mark.parametrize(
