@@ -412,6 +412,38 @@ def test_a_press_the_workflow_refuses_changes_nothing_and_says_so_on_the_card(
     assert view is not None and view.replace_name == catalogue("wecom.refused")
 
 
+def test_reject_asks_for_the_reason_and_the_typed_reason_updates_the_card(
+    wc: WeComDesk, fake: FakeWeCom
+) -> None:
+    wc.bind(WORKER, "worker")
+    wc.resident_says("楼道灯不亮了，请派人看看")
+    card = fake.cards(WORKER)[-1]
+    number = NUMBER.search(card["main_title"]["title"]).group(0)  # type: ignore[union-attr]
+    wc.press(WORKER, "驳回", card)
+    assert "请输入驳回原因" in fake.texts(WORKER)[-1]
+    assert wc.state(number) == "new"
+    assert fake.view(card["task_id"], WORKER).replace_name is None  # type: ignore[union-attr]
+    wc.say(WORKER, "不属于本中心受理范围")
+    assert wc.state(number) == "rejected"
+    assert fake.view(card["task_id"], WORKER).replace_name == "已驳回 · 李书记"  # type: ignore[union-attr]
+
+
+def test_a_card_gone_stale_is_refreshed_with_the_code_message_send_returned(
+    wc: WeComDesk, fake: FakeWeCom
+) -> None:
+    wc.bind(WORKER, "worker")
+    wc.bind("wangsj", "worker")
+    wc.resident_says("楼道灯不亮了，请派人看看")
+    mine, theirs = fake.cards(WORKER)[-1], fake.cards("wangsj")[-1]
+    wc.press(WORKER, "受理", mine)
+    view = fake.view(theirs["task_id"], "wangsj")
+    assert view is not None and view.updates == 1
+    # Only what is still possible for them is left, under the current state
+    assert [b["text"] for b in view.template_card["button_list"]] == ["转单"]
+    assert "办理中" in view.template_card["sub_title_text"]
+    assert fake.view(mine["task_id"], WORKER).replace_name == "已受理 · 李书记"  # type: ignore[union-attr]
+
+
 # --- sending --------------------------------------------------------------------------------
 
 
@@ -440,6 +472,28 @@ def test_the_token_is_fetched_once_and_a_revoked_one_refreshed_once(
     _send(sender, runtime, WORKER, Rendered("三"))
     assert fake.token_fetches == 2
     assert fake.texts(WORKER) == ["一", "二", "三"]
+
+
+def test_the_token_is_shared_by_processes_through_redis(
+    fake: FakeWeCom, redis_url: str, db_url: str
+) -> None:
+    # Given two processes' clients on one Redis
+    made = [make_settings(database_url=db_url, redis_url=redis_url, _env_file=None)
+            .with_sections(wecom_section(fake)) for _ in range(2)]
+    first, second = (wecom.WeComClient(settings) for settings in made)
+    try:
+        # When both call the API
+        first.call("GET", "user/get", params={"userid": WORKER})
+        second.call("GET", "user/get", params={"userid": WORKER})
+        # Then one token was fetched; a revoked one is refreshed once for both
+        assert fake.token_fetches == 1
+        fake.revoke_tokens()
+        first.call("GET", "user/get", params={"userid": WORKER})
+        second.call("GET", "user/get", params={"userid": WORKER})
+        assert fake.token_fetches == 2
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_5xx_is_transient_and_the_retry_sends_once(

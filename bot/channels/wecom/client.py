@@ -39,6 +39,9 @@ TOKEN_ERRORS: frozenset[int] = frozenset({ERR_INVALID_SECRET, ERR_INVALID_TOKEN,
 #: Seconds to wait for one API answer.
 TIMEOUT = 10
 
+#: Seconds to wait for user/get while a callback waits to be answered (WeCom waits 5 s).
+NAME_TIMEOUT = 2
+
 #: Prefix of the Redis keys of the shared token and of its refresh lock.
 TOKEN_PREFIX = "redesk:wecom:token:"
 
@@ -140,7 +143,8 @@ class WeComClient:
         return self.store.get(self.key) or self.fetch_token()
 
     def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: dict[str, Any] | None = None, raw: bool = False) -> Any:
+             body: dict[str, Any] | None = None, raw: bool = False,
+             timeout: float = TIMEOUT) -> Any:
         """One API call with the token; a refused token is fetched again once.
 
         Returns:
@@ -152,7 +156,7 @@ class WeComClient:
         """
         token = self.token()
         for attempt in (1, 2):
-            response = self.http.request(method, f"{self.base}{path}", timeout=TIMEOUT,
+            response = self.http.request(method, f"{self.base}{path}", timeout=timeout,
                                          params={**(params or {}), "access_token": token},
                                          json=body)
             if raw and response.ok and "json" not in response.headers.get("Content-Type", ""):

@@ -38,7 +38,7 @@ from wechatpy.fields import IntegerField, StringField
 from bot import metrics
 from bot.channels.wechat.receive import CallbackRefused as NonceRefused
 from bot.channels.wechat.receive import check_nonce
-from bot.channels.wecom.client import ApiError, get_client
+from bot.channels.wecom.client import NAME_TIMEOUT, ApiError, get_client
 from bot.channels.wecom.settings import CHANNEL, wecom_settings
 from bot.http import BodyTooLarge, enqueue_inbound, read_body, runtime_of
 from bot.inbound import Callback, Inbound
@@ -229,7 +229,8 @@ def member_name(settings: Settings, session: Session, userid: str) -> str:
     if person is not None and person.display_name:
         return ""
     try:
-        answer = get_client(settings).call("GET", "user/get", params={"userid": userid})
+        answer = get_client(settings).call("GET", "user/get", params={"userid": userid},
+                                             timeout=NAME_TIMEOUT)
     except (ApiError, requests.RequestException) as exc:
         logger.info("WeCom user/get gave no name (%s)", type(exc).__name__)
         return ""
