@@ -25,8 +25,8 @@ from bot.runtime import Runtime
 from bot.texts import Rendered
 from bot.texts import text as catalogue
 from storage import queries
-from storage.models import InboxMessage, OutboxMessage, OutboxStatus, Person
-from storage.settings import Settings
+from storage.models import Attachment, InboxMessage, OutboxMessage, OutboxStatus, Person
+from storage.settings import Settings, SettingsError
 from tests.fakes.wechat import FakeWeChat
 from tests.fakes.wecom import Callback, FakeWeCom
 from tests.utils.app import TestClient
@@ -309,6 +309,36 @@ def test_events_other_than_presses_are_stored_as_done(wc: WeComDesk, fake: FakeW
     wc.send(fake.event(WORKER, "enter_agent"))
     assert [row.status for row in wc.inbox()] == ["done"]
     assert fake.texts(WORKER) == []
+
+
+def test_a_members_picture_is_downloaded_with_media_get(
+    wc: WeComDesk, fake: FakeWeCom, runtime: Runtime
+) -> None:
+    # Given a member with no role, who reports something with a picture
+    wc.say(STAFF, "单元楼门口井盖缺失，很危险，请尽快处理")
+    wc.send(fake.image(STAFF))
+
+    # When the media are fetched
+    assert dispatch.fetch_media(runtime) == 1
+
+    # Then the file is stored with the picture's bytes
+    with Session(runtime.engine) as session:
+        (attachment,) = session.exec(select(Attachment)).all()
+    assert attachment.stored_path
+    stored = Path(runtime.settings.media_dir) / attachment.stored_path
+    assert stored.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_production_refuses_a_placeholder_wecom_secret(
+    fake: FakeWeCom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in fake.settings_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDESK_WECOM_TOKEN", "changeme")
+    production = make_settings(_env_file=None, env="production",
+                               secret_key="k" * 8 + "Zq3!x9Lm#2vB7&wR")
+    with pytest.raises(SettingsError, match="REDESK_WECOM_TOKEN"):
+        production.section(WeComSettings)
 
 
 # --- the whole cycle ------------------------------------------------------------------------
