@@ -13,6 +13,7 @@ from bot.channels.base import Channel
 from bot.channels.telegram import TelegramChannel
 from bot.channels.web import WebChannel
 from bot.channels.wechat import WeChatChannel
+from bot.channels.wecom import WeComChannel
 from storage.settings import Settings
 
 #: Every channel, one line each.
@@ -20,6 +21,7 @@ CHANNELS: tuple[Channel, ...] = (
     WebChannel(),
     TelegramChannel(),
     WeChatChannel(),
+    WeComChannel(),
 )
 
 #: Channel name -> channel.
