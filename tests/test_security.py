@@ -1023,7 +1023,8 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
         assert "set-cookie" not in response.headers, where
         assert "access-control-allow-origin" not in response.headers, where
     # (answers of every kind were seen: ok, redirect, client errors)
-    assert {200, 201, 202, 307, 400, 401, 403, 404, 405, 415} <= statuses
+    # (a channel that is off serves no routes: its webhook answers 404, not 403)
+    assert {200, 201, 202, 307, 400, 401, 404, 405, 415} <= statuses
 
 
 def test_even_the_answer_to_an_unexpected_error_carries_the_security_headers(

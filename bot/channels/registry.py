@@ -9,20 +9,29 @@ which time every module is loaded.
 
 from __future__ import annotations
 
+import importlib
+
 from bot.channels.base import Channel
-from bot.channels.telegram import TelegramChannel
-from bot.channels.web import WebChannel
-from bot.channels.wechat import WeChatChannel
-from bot.channels.wecom import WeComChannel
 from storage.settings import Settings
 
-#: Every channel, one line each.
-CHANNELS: tuple[Channel, ...] = (
-    WebChannel(),
-    TelegramChannel(),
-    WeChatChannel(),
-    WeComChannel(),
+#: Every channel, one line each: "<package>:<its Channel subclass>".
+CHANNEL_CLASSES: tuple[str, ...] = (
+    "bot.channels.web:WebChannel",
+    "bot.channels.telegram:TelegramChannel",
+    "bot.channels.wechat:WeChatChannel",
+    "bot.channels.wecom:WeComChannel",
 )
+
+
+def _load(spec: str) -> Channel:
+    module, name = spec.split(":")
+    channel = getattr(importlib.import_module(module), name)()
+    assert isinstance(channel, Channel), spec
+    return channel
+
+
+#: Every channel, in CHANNEL_CLASSES's order.
+CHANNELS: tuple[Channel, ...] = tuple(_load(spec) for spec in CHANNEL_CLASSES)
 
 #: Channel name -> channel.
 by_name: dict[str, Channel] = {channel.name: channel for channel in CHANNELS}

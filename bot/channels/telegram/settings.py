@@ -22,6 +22,9 @@ class TelegramSettings(ChannelSettings):
     model_config = SettingsConfigDict(env_prefix="REDESK_TELEGRAM_", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
 
+    #: Samples from the Bot API documentation (BotFather), refused in production.
+    samples = frozenset({"123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11", "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"})
+
     #: The bot's token from BotFather ("<bot id>:<secret>"); set: the channel is on.
     token: str | None = None
     #: Where every Bot API call goes (a local Bot API server, or the fake in tests).

@@ -22,6 +22,9 @@ class WeChatSettings(ChannelSettings):
     model_config = SettingsConfigDict(env_prefix="REDESK_WECHAT_", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
 
+    #: Samples from the message encryption docs and sample code, refused in production.
+    samples = frozenset({"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "QDG6eK"})
+
     app_id: str | None = None
     app_secret: str | None = None
     #: The server Token (服务器配置) the callbacks are signed with.
