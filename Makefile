@@ -25,8 +25,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not faults and not browser"
 
+## ruff (rules and formatting) and mypy strict; CI fails on any finding.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 ## Known vulnerabilities in the installed dependencies (pip-audit; needs internet access).

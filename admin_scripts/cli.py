@@ -58,22 +58,27 @@ HELP = "redesk: the request desk of a party–mass service centre (党群服务�
 
 app = typer.Typer(
     help=HELP,
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 departments_app = typer.Typer(help="Departments requests are forwarded to.", no_args_is_help=True)
-categories_app = typer.Typer(help="Request categories: keywords, route, deadlines.",
-                             no_args_is_help=True)
+categories_app = typer.Typer(
+    help="Request categories: keywords, route, deadlines.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(departments_app, name="departments")
 app.add_typer(categories_app, name="categories")
 people_app = typer.Typer(help="People on the desk and their roles.", no_args_is_help=True)
 app.add_typer(people_app, name="people")
-web_app = typer.Typer(help="Web chat identities (the desk page) and their tokens.",
-                      no_args_is_help=True)
+web_app = typer.Typer(
+    help="Web chat identities (the desk page) and their tokens.", no_args_is_help=True
+)
 app.add_typer(web_app, name="web")
-inbox_app = typer.Typer(help="Inbound messages kept as failed (unparseable or given up).",
-                        no_args_is_help=True)
+inbox_app = typer.Typer(
+    help="Inbound messages kept as failed (unparseable or given up).", no_args_is_help=True
+)
 app.add_typer(inbox_app, name="inbox")
 
 
@@ -107,17 +112,21 @@ def check_output(path: str | Path, option: str, *, force: bool) -> None:
         if not force:
             pointee = os.readlink(target)
             missing = "" if target.exists() else ", which does not exist"
-            raise CliError(f"{option} {path} is a symbolic link to {pointee}{missing}; it is "
-                           "not followed: name another file, or pass --force to replace the "
-                           "link with the file.", Exit.USAGE)
+            raise CliError(
+                f"{option} {path} is a symbolic link to {pointee}{missing}; it is "
+                "not followed: name another file, or pass --force to replace the "
+                "link with the file.",
+                Exit.USAGE,
+            )
     elif target.is_dir():
         raise CliError(f"{option} {path} is a directory; name a file.", Exit.USAGE)
     elif target.exists() and not force:
         raise CliError(f"{option} {path} exists; pass --force to overwrite it.", Exit.USAGE)
     # absolute(), not resolve(): the directory the name is in, not the one a link points into.
     if not target.absolute().parent.is_dir():
-        raise CliError(f"{option} {path}: the directory {target.parent} does not exist.",
-                       Exit.USAGE)
+        raise CliError(
+            f"{option} {path}: the directory {target.parent} does not exist.", Exit.USAGE
+        )
 
 
 def replace_link(path: Path) -> None:
@@ -153,8 +162,9 @@ def _mount_channel_commands() -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _require_database(settings: Settings) -> None:
@@ -166,9 +176,12 @@ def _require_database(settings: Settings) -> None:
     """
     path = settings.sqlite_file
     if path is not None and not path.exists():
-        raise CliError(f"No database file {path}: start `redesk run` (or run `redesk db "
-                       "upgrade` or `redesk demo`) first, or point REDESK_DATA_DIR or "
-                       "REDESK_DATABASE_URL at the server's database.", Exit.UNAVAILABLE)
+        raise CliError(
+            f"No database file {path}: start `redesk run` (or run `redesk db "
+            "upgrade` or `redesk demo`) first, or point REDESK_DATA_DIR or "
+            "REDESK_DATABASE_URL at the server's database.",
+            Exit.UNAVAILABLE,
+        )
 
 
 def _prepare_database(settings: Settings, *, auto_upgrade: bool, create: bool = False) -> None:
@@ -195,11 +208,13 @@ def _prepare_database(settings: Settings, *, auto_upgrade: bool, create: bool = 
             current = MigrationContext.configure(connection).get_current_revision()
         head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
     except OperationalError as exc:
-        raise CliError(f"The database at REDESK_DATABASE_URL does not answer: {exc.orig}",
-                       Exit.UNAVAILABLE) from None
+        raise CliError(
+            f"The database at REDESK_DATABASE_URL does not answer: {exc.orig}", Exit.UNAVAILABLE
+        ) from None
     if current != head:
-        raise CliError("The database schema is not current: run `redesk db upgrade` first.",
-                       Exit.CONFIG)
+        raise CliError(
+            "The database schema is not current: run `redesk db upgrade` first.", Exit.CONFIG
+        )
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -233,8 +248,9 @@ def run() -> None:
     stop = threading.Event()
     if embedded:
         worker = _start_worker(settings)
-        threading.Thread(target=_schedule, args=(settings, stop), name="scheduler",
-                         daemon=True).start()
+        threading.Thread(
+            target=_schedule, args=(settings, stop), name="scheduler", daemon=True
+        ).start()
     else:
         watch = _watch_scheduler(settings)
     asgi = create_app()
@@ -248,16 +264,25 @@ def run() -> None:
 
     # proxy_headers=False: the client's address is decided in one place, by
     # REDESK_TRUSTED_PROXIES (bot.app.client_address), not also by uvicorn's own default.
-    server = Server(uvicorn.Config(asgi, host=settings.host, port=settings.port,
-                                   log_level="warning", timeout_graceful_shutdown=30,
-                                   proxy_headers=False))
+    server = Server(
+        uvicorn.Config(
+            asgi,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+            proxy_headers=False,
+        )
+    )
     # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown with the handlers it found;
     # with the default ones the process would die there, before the embedded worker is stopped.
     # The handlers found are the server's own: a signal that comes before uvicorn installs its
     # handlers (inside server.run) still stops it, where one that did nothing would be lost and
     # the server would run on; one re-raised after the shutdown changes nothing.
-    previous = {signum: signal.signal(signum, server.handle_exit)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, server.handle_exit)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         server.run()
     finally:
@@ -280,8 +305,11 @@ def worker() -> None:
     """
     settings = _settings()
     if not settings.redis_url:
-        raise CliError("`redesk worker` needs REDESK_REDIS_URL; on the embedded default "
-                       "`redesk run` has its own worker.", Exit.CONFIG)
+        raise CliError(
+            "`redesk worker` needs REDESK_REDIS_URL; on the embedded default "
+            "`redesk run` has its own worker.",
+            Exit.CONFIG,
+        )
     _check_word_list()
     _setup_logging()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
@@ -308,8 +336,10 @@ def scheduler() -> None:
     """
     settings = _settings()
     if not settings.redis_url:
-        raise CliError("REDESK_REDIS_URL is not set: without Redis, `redesk run` runs the "
-                       "scheduler itself", Exit.CONFIG)
+        raise CliError(
+            "REDESK_REDIS_URL is not set: without Redis, `redesk run` runs the scheduler itself",
+            Exit.CONFIG,
+        )
     _setup_logging()
     from workflow import broker
 
@@ -318,11 +348,14 @@ def scheduler() -> None:
     from bot.scheduler import RedisLease
 
     stop = threading.Event()
-    thread = threading.Thread(target=_schedule, args=(settings, stop, RedisLease(
-        settings.redis_url)), daemon=True)
+    thread = threading.Thread(
+        target=_schedule, args=(settings, stop, RedisLease(settings.redis_url)), daemon=True
+    )
     thread.start()
-    say(f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
-        f"every {settings.tick_interval:g} s (acts while it holds the lease)")
+    say(
+        f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
+        f"every {settings.tick_interval:g} s (acts while it holds the lease)"
+    )
     _wait_for_signal()
     stop.set()
     thread.join(timeout=5)
@@ -336,15 +369,23 @@ def _banner(settings: Settings, *, embedded: bool) -> None:
     if settings.metrics_token:
         say(f"metrics: {base}/metrics (REDESK_METRICS_TOKEN as Bearer token)")
     elif settings.env == "production":
-        say(f"warning: metrics: {base}/metrics has no REDESK_METRICS_TOKEN: it answers only "
+        say(
+            f"warning: metrics: {base}/metrics has no REDESK_METRICS_TOKEN: it answers only "
             "clients on this machine; keep the reverse proxy from routing /metrics, or set "
-            "the token")
+            "the token"
+        )
     else:
         say(f"metrics: {base}/metrics (open to whoever reaches the port)")
     say(f"database: {_safe_url(settings.database_url)}")
     say(f"media: {settings.media_dir}")
-    say("queue: " + ("in-process worker and scheduler (embedded)" if embedded
-                     else "Redis; run `redesk worker` and `redesk scheduler`"))
+    say(
+        "queue: "
+        + (
+            "in-process worker and scheduler (embedded)"
+            if embedded
+            else "Redis; run `redesk worker` and `redesk scheduler`"
+        )
+    )
 
 
 def _start_channels(settings: Settings) -> list[Stoppable]:
@@ -386,6 +427,7 @@ def _check_word_list() -> None:
 
 def _start_worker(settings: Settings) -> Worker:
     from workflow import broker
+
     running = Worker(broker.current(), worker_threads=settings.worker_threads, worker_timeout=100)
     running.start()
     return running
@@ -395,10 +437,14 @@ def _schedule(settings: Settings, stop: threading.Event, leadership: Any = None)
     from bot import actors
     from bot.scheduler import Alone, run
 
-    run(stop=stop, leadership=leadership or Alone(), jobs=[
-        (settings.sweep_interval, actors.sweep.send),
-        (settings.tick_interval, actors.tick.send),
-    ])
+    run(
+        stop=stop,
+        leadership=leadership or Alone(),
+        jobs=[
+            (settings.sweep_interval, actors.sweep.send),
+            (settings.tick_interval, actors.tick.send),
+        ],
+    )
 
 
 def _watch_scheduler(settings: Settings) -> Watch:
@@ -446,22 +492,40 @@ def _trend_unit(period: Any) -> str:
 
 @app.command()
 def stats(
-    start: Annotated[str | None, typer.Option("--from", help="first intake date, YYYY-MM-DD "
-                                              "(Asia/Shanghai); default: the first")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="first intake date, YYYY-MM-DD (Asia/Shanghai); default: the first"
+        ),
+    ] = None,
     end: Annotated[str | None, typer.Option("--to", help="last intake date, inclusive")] = None,
-    by: Annotated[str | None, typer.Option(
-        help="one row per category, department, worker, day, week or month")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="one row per category, department, worker, day, week or month"),
+    ] = None,
     category: Annotated[str | None, typer.Option(help="only this category")] = None,
-    department: Annotated[str | None, typer.Option(
-        help="only this department (党委: what the committee handles itself)")] = None,
-    output_format: Annotated[str, typer.Option("--format",
-                                               help="table, csv, json or xlsx")] = "table",
+    department: Annotated[
+        str | None,
+        typer.Option(help="only this department (党委: what the committee handles itself)"),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table, csv, json or xlsx")
+    ] = "table",
     out: Annotated[Path | None, typer.Option(help="write to this file (xlsx needs one)")] = None,
-    chart: Annotated[Path | None, typer.Option(
-        help="also draw a PNG: received/closed per period and the 三率 per department")] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="overwrite an existing --out or --chart file (a symbolic link is "
-        "replaced, not followed)")] = False,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            help="also draw a PNG: received/closed per period and the 三率 per department"
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="overwrite an existing --out or --chart file (a symbolic link is "
+            "replaced, not followed)",
+        ),
+    ] = False,
 ) -> None:
     """Count the requests received in a period: 受理量, 办结量, 在办, 超期, 转单, 退单, 驳回, 撤销,
     重办; the 三率 (响应率, 解决率, 满意率) and 评价率, each with its numerator and denominator;
@@ -496,12 +560,17 @@ def stats(
     engine = read_engine(get_engine(settings.database_url))
     now = figures.utcnow()
     try:
-        result = figures.compute(engine, period, by=by, category=category,
-                                 department=department, now=now)
+        result = figures.compute(
+            engine, period, by=by, category=category, department=department, now=now
+        )
         # The "who is slow" ranking is shown by the table and the chart only.
-        departments = result.rows if by == "department" else figures.ranked_departments(
-            engine, period, category=category, now=now) \
-            if output_format == "table" or chart is not None else []
+        departments = (
+            result.rows
+            if by == "department"
+            else figures.ranked_departments(engine, period, category=category, now=now)
+            if output_format == "table" or chart is not None
+            else []
+        )
     except figures.StatsError as exc:
         raise CliError(str(exc), Exit.NOT_FOUND) from None
     for path in (out, chart):
@@ -509,8 +578,13 @@ def stats(
             replace_link(path)
     if output_format == "table":
         # A terminal gets its own width; a file or a pipe gets every column uncut.
-        target = Console(file=out.open("w", encoding="utf-8"), width=200) if out else \
-            console if console.is_terminal else Console(width=200)
+        target = (
+            Console(file=out.open("w", encoding="utf-8"), width=200)
+            if out
+            else console
+            if console.is_terminal
+            else Console(width=200)
+        )
         output.render_table(target, result, departments)
     elif output_format == "xlsx":
         assert out is not None
@@ -524,9 +598,18 @@ def stats(
     if out is not None:
         err.print(f"written: {out}")
     if chart is not None:
-        trend = result if by in ("day", "week", "month") else figures.compute(
-            engine, period, by=_trend_unit(period), category=category, department=department,
-            now=now)
+        trend = (
+            result
+            if by in ("day", "week", "month")
+            else figures.compute(
+                engine,
+                period,
+                by=_trend_unit(period),
+                category=category,
+                department=department,
+                now=now,
+            )
+        )
         output.write_chart(trend, departments, chart)
         err.print(f"chart: {chart}")
 
@@ -554,8 +637,9 @@ def db_upgrade() -> None:
 @app.command()
 def invite(
     role: Annotated[str, typer.Argument(help="worker, leader or department")],
-    department: Annotated[str | None, typer.Argument(help="the department (for department)")]
-    = None,
+    department: Annotated[
+        str | None, typer.Argument(help="the department (for department)")
+    ] = None,
 ) -> None:
     """Print a one-time invitation code; `绑定 <code>` in any chat gives that role.
 
@@ -572,12 +656,17 @@ def invite(
     with session_scope(get_engine(settings.database_url)) as session:
         try:
             code = service.create_invitation(
-                session=session, role=role, department_name=department, now=utcnow(),
+                session=session,
+                role=role,
+                department_name=department,
+                now=utcnow(),
                 days=settings.invitation_days,
             )
         except WorkflowError:
-            raise CliError(f"No active department is called {department!r} "
-                           "(see `redesk departments list`).", Exit.NOT_FOUND) from None
+            raise CliError(
+                f"No active department is called {department!r} (see `redesk departments list`).",
+                Exit.NOT_FOUND,
+            ) from None
     from bot.texts import role_label
 
     what = role_label(role, department or "")
@@ -601,9 +690,12 @@ def departments_list() -> None:
         rows = queries.list_departments(session=session, active_only=False)
         table = Table("名称", "类型", "办结时限（工作日）", "状态")
         for row in rows:
-            table.add_row(row.name, row.kind,
-                          "—" if row.resolution_days is None else str(row.resolution_days),
-                          "启用" if row.active else "停用")
+            table.add_row(
+                row.name,
+                row.kind,
+                "—" if row.resolution_days is None else str(row.resolution_days),
+                "启用" if row.active else "停用",
+            )
     console.print(table)
 
 
@@ -654,16 +746,19 @@ def departments_deactivate(
         except manage.UnknownName as exc:
             raise CliError(str(exc), Exit.NOT_FOUND) from None
     if not done.changed:
-        console.print(f"department {done.name} is inactive already; nothing changed",
-                      markup=False)
+        console.print(f"department {done.name} is inactive already; nothing changed", markup=False)
         return
-    console.print(f"deactivated department {done.name}: no new requests are forwarded to it",
-                  markup=False)
-    console.print(f"{done.open_requests} requests stay with it (forwarded to it or being "
-                  "handled by it)", markup=False)
+    console.print(
+        f"deactivated department {done.name}: no new requests are forwarded to it", markup=False
+    )
+    console.print(
+        f"{done.open_requests} requests stay with it (forwarded to it or being handled by it)",
+        markup=False,
+    )
     if done.categories:
-        console.print(f"new requests of {'、'.join(done.categories)} now go to the committee",
-                      markup=False)
+        console.print(
+            f"new requests of {'、'.join(done.categories)} now go to the committee", markup=False
+        )
 
 
 @departments_app.command("import")
@@ -709,13 +804,16 @@ def _import_file(what: str, file: str) -> None:
     except manage.BadRows as exc:
         for row in exc.rows:
             err.print(f"{path.name} line {row.line}: {'; '.join(row.reasons)}")
-        raise CliError(f"{len(exc.rows)} of {exc.total} rows are bad; nothing was "
-                       "imported.") from None
+        raise CliError(
+            f"{len(exc.rows)} of {exc.total} rows are bad; nothing was imported."
+        ) from None
     except manage.ImportConflict as exc:
         raise CliError(f"{path.name}: {exc}; nothing was imported.") from None
-    console.print(f"imported {what} from {path.name}: {len(result.added)} added, "
-                  f"{len(result.updated)} updated, {len(result.unchanged)} unchanged",
-                  markup=False)
+    console.print(
+        f"imported {what} from {path.name}: {len(result.added)} added, "
+        f"{len(result.updated)} updated, {len(result.unchanged)} unchanged",
+        markup=False,
+    )
     for label, names in (("added", result.added), ("updated", result.updated)):
         if names:
             console.print(f"  {label}: {'、'.join(names)}", markup=False)
@@ -730,17 +828,28 @@ def categories_list() -> None:
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
-        departments = {d.id: d.name for d in queries.list_departments(session=session,
-                                                                      active_only=False)}
+        departments = {
+            d.id: d.name for d in queries.list_departments(session=session, active_only=False)
+        }
         # Keywords fold rather than end in "…": unspaced Chinese cannot wrap at words.
-        table = Table("类别", Column("关键词", overflow="fold"), "默认去向", "响应（工作小时）",
-                      "办结（工作日）")
+        table = Table(
+            "类别",
+            Column("关键词", overflow="fold"),
+            "默认去向",
+            "响应（工作小时）",
+            "办结（工作日）",
+        )
         for row in queries.list_categories(session=session, active_only=False):
-            route = departments.get(row.department_id, "党委") if row.route == "department" \
-                else "党委"
-            table.add_row(row.name + (" (兜底)" if row.is_fallback else ""),
-                          "、".join(row.keywords) or "—", route, str(row.response_hours),
-                          str(row.resolution_days))
+            route = (
+                departments.get(row.department_id, "党委") if row.route == "department" else "党委"
+            )
+            table.add_row(
+                row.name + (" (兜底)" if row.is_fallback else ""),
+                "、".join(row.keywords) or "—",
+                route,
+                str(row.response_hours),
+                str(row.resolution_days),
+            )
     console.print(table)
 
 
@@ -771,9 +880,12 @@ def categories_import(
 
 @people_app.command("list")
 def people_list(
-    role: Annotated[str | None, typer.Option(
-        help="only people with this role: worker, leader, department, group or requester")]
-    = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="only people with this role: worker, leader, department, group or requester"
+        ),
+    ] = None,
 ) -> None:
     """List people: id, channel, name, role, department, unreachable, created (Beijing time).
 
@@ -789,13 +901,26 @@ def people_list(
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         people = manage.list_people(session=session, role=role)
-    table = Table(Column("ID", no_wrap=True), "渠道", "名称", "角色", "部门", "无法送达",
-                  Column("创建时间", no_wrap=True))
+    table = Table(
+        Column("ID", no_wrap=True),
+        "渠道",
+        "名称",
+        "角色",
+        "部门",
+        "无法送达",
+        Column("创建时间", no_wrap=True),
+    )
     for person in people:
         # Text(): names come from chat users; they must not be read as rich markup.
-        table.add_row(str(person.id), person.channel, Text(person.name), person.role,
-                      Text(person.department), "是" if person.unreachable else "",
-                      person.created)
+        table.add_row(
+            str(person.id),
+            person.channel,
+            Text(person.name),
+            person.role,
+            Text(person.department),
+            "是" if person.unreachable else "",
+            person.created,
+        )
     console.print(table)
     if not people:
         console.print("nobody" + (f" with role {role}" if role else "") + " yet")
@@ -803,10 +928,16 @@ def people_list(
 
 @people_app.command("revoke")
 def people_revoke(
-    who: Annotated[str, typer.Argument(
-        metavar="ID_OR_NAME", help="the person's id (see `redesk people list`) or exact name")],
-    role: Annotated[str | None, typer.Option(
-        help="only a person with this role: worker, leader, department or group")] = None,
+    who: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID_OR_NAME", help="the person's id (see `redesk people list`) or exact name"
+        ),
+    ],
+    role: Annotated[
+        str | None,
+        typer.Option(help="only a person with this role: worker, leader, department or group"),
+    ] = None,
 ) -> None:
     """Take a person's role away: they become a plain requester, with no department.
 
@@ -839,11 +970,17 @@ def people_revoke(
     of = f" of {done.department}" if done.department else ""
     console.print(f"revoked {done.role}{of} from {someone}: now a requester", markup=False)
     if done.released:
-        console.print(f"{len(done.released)} requests they were handling are back in 待受理: "
-                      f"{', '.join(done.released)}", markup=False)
+        console.print(
+            f"{len(done.released)} requests they were handling are back in 待受理: "
+            f"{', '.join(done.released)}",
+            markup=False,
+        )
     if done.walk_ins:
-        console.print(f"{len(done.walk_ins)} walk-ins they registered are relayed to every "
-                      f"worker: {', '.join(done.walk_ins)}", markup=False)
+        console.print(
+            f"{len(done.walk_ins)} walk-ins they registered are relayed to every "
+            f"worker: {', '.join(done.walk_ins)}",
+            markup=False,
+        )
     if done.web_tokens:
         console.print(f"{done.web_tokens} web tokens of theirs expired", markup=False)
     if done.outbox:
@@ -854,15 +991,22 @@ def people_revoke(
 
         actors.enqueue_deliveries(done.outbox)
     if done.role == "group":
-        console.print("if REDESK_TELEGRAM_COMMITTEE_CHAT still names this chat, `redesk run` "
-                      "makes it the committee group again", markup=False)
+        console.print(
+            "if REDESK_TELEGRAM_COMMITTEE_CHAT still names this chat, `redesk run` "
+            "makes it the committee group again",
+            markup=False,
+        )
 
 
 @web_app.command("revoke")
 def web_revoke(
-    who: Annotated[str, typer.Argument(
-        metavar="ID_OR_NAME", help="the web identity's id (see `redesk people list`) or exact "
-        "name")],
+    who: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID_OR_NAME",
+            help="the web identity's id (see `redesk people list`) or exact name",
+        ),
+    ],
 ) -> None:
     """End every token of a web identity: each page holding one is refused (401) from then on.
 
@@ -888,8 +1032,10 @@ def web_revoke(
     if not done.tokens:
         say(f"{someone} has no valid web token; nothing changed")
         return
-    say(f"ended {done.tokens} web token{'s' if done.tokens != 1 else ''} of {someone}: "
-        "their pages must make a new identity")
+    say(
+        f"ended {done.tokens} web token{'s' if done.tokens != 1 else ''} of {someone}: "
+        "their pages must make a new identity"
+    )
 
 
 @inbox_app.command("failed")
@@ -908,12 +1054,26 @@ def inbox_failed() -> None:
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         rows = manage.list_failed_inbox(session=session)
-    table = Table(Column("ID", no_wrap=True), "渠道", "消息标识", "会话",
-                  Column("接收时间", no_wrap=True), "尝试次数", "原因")
+    table = Table(
+        Column("ID", no_wrap=True),
+        "渠道",
+        "消息标识",
+        "会话",
+        Column("接收时间", no_wrap=True),
+        "尝试次数",
+        "原因",
+    )
     for row in rows:
         # Text(): keys and reasons come from outside; they must not be read as rich markup.
-        table.add_row(str(row.id), row.channel, Text(row.natural_key), Text(row.chat_id),
-                      row.received, str(row.attempts), Text(row.reason))
+        table.add_row(
+            str(row.id),
+            row.channel,
+            Text(row.natural_key),
+            Text(row.chat_id),
+            row.received,
+            str(row.attempts),
+            Text(row.reason),
+        )
     console.print(table)
     if not rows:
         console.print("no failed inbox rows")
@@ -921,8 +1081,9 @@ def inbox_failed() -> None:
 
 @inbox_app.command("retry")
 def inbox_retry(
-    inbox_id: Annotated[int, typer.Argument(
-        metavar="ID", help="the inbox row's id (see `redesk inbox failed`)")],
+    inbox_id: Annotated[
+        int, typer.Argument(metavar="ID", help="the inbox row's id (see `redesk inbox failed`)")
+    ],
 ) -> None:
     """Hand a failed inbox row to the workers again (e.g. after upgrading python-telegram-bot):
     it goes back to pending and is enqueued. An unknown id exits 4; a row that is not failed,
@@ -943,8 +1104,11 @@ def inbox_retry(
         except (manage.NotFailed, manage.StillUnparseable) as exc:
             raise CliError(str(exc), Exit.FAILURE) from None
     if done.chat is None:
-        console.print(f"inbox row {done.id} ({done.channel}) parses now and is nobody's "
-                      "message to handle: marked done", markup=False)
+        console.print(
+            f"inbox row {done.id} ({done.channel}) parses now and is nobody's "
+            "message to handle: marked done",
+            markup=False,
+        )
         return
     from workflow import broker
 
@@ -953,8 +1117,9 @@ def inbox_retry(
 
     actors.enqueue_inbound(done.channel, done.chat)
     later = "" if settings.redis_url else " (the running server's next sweep picks it up)"
-    console.print(f"inbox row {done.id} ({done.channel}) is pending again and enqueued{later}",
-                  markup=False)
+    console.print(
+        f"inbox row {done.id} ({done.channel}) is pending again and enqueued{later}", markup=False
+    )
 
 
 @app.command()
@@ -977,27 +1142,57 @@ def demo() -> None:
 
 @app.command("export")
 def export_requests(
-    start: Annotated[str | None, typer.Option(
-        "--from", metavar="DATE", help="first day the requests came in, YYYY-MM-DD "
-        "(Asia/Shanghai); default: from the first request")] = None,
-    end: Annotated[str | None, typer.Option(
-        "--to", metavar="DATE", help="last day, inclusive; default: up to now")] = None,
-    output_format: Annotated[str | None, typer.Option(
-        "--format", metavar="csv|xlsx",
-        help="csv or xlsx; default: xlsx when --out ends in .xlsx, else csv")]
-    = None,
-    out: Annotated[str | None, typer.Option(
-        metavar="FILE", help="where to write; `-` writes CSV to standard output; default: "
-        "redesk-export-YYYYMMDD-HHMMSS.csv (or .xlsx) here")] = None,
-    include_pii: Annotated[bool, typer.Option(
-        "--include-pii", help="show requesters' names and phone numbers in full (recorded in "
-        "the admin audit log)")] = False,
-    events: Annotated[str | None, typer.Option(
-        metavar="FILE", help="csv only: also write every event (one row each) to this file")]
-    = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="overwrite an existing --out or --events file (a symbolic link is "
-        "replaced, not followed)")] = False,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="DATE",
+            help="first day the requests came in, YYYY-MM-DD "
+            "(Asia/Shanghai); default: from the first request",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", metavar="DATE", help="last day, inclusive; default: up to now"),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="csv|xlsx",
+            help="csv or xlsx; default: xlsx when --out ends in .xlsx, else csv",
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="where to write; `-` writes CSV to standard output; default: "
+            "redesk-export-YYYYMMDD-HHMMSS.csv (or .xlsx) here",
+        ),
+    ] = None,
+    include_pii: Annotated[
+        bool,
+        typer.Option(
+            "--include-pii",
+            help="show requesters' names and phone numbers in full (recorded in "
+            "the admin audit log)",
+        ),
+    ] = False,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE", help="csv only: also write every event (one row each) to this file"
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="overwrite an existing --out or --events file (a symbolic link is "
+            "replaced, not followed)",
+        ),
+    ] = False,
 ) -> None:
     """Export the requests received in a period, one row each with its whole history
     (办理经过), to a CSV file or an Excel workbook (xlsx: a second sheet 办理记录 lists every
@@ -1010,22 +1205,33 @@ def export_requests(
     """
     from admin_scripts import export as exporting
 
-    options = exporting.parse_options(from_=start, to=end, format_=output_format, out=out,
-                                      events=events, include_pii=include_pii, force=force,
-                                      now=utcnow())
+    options = exporting.parse_options(
+        from_=start,
+        to=end,
+        format_=output_format,
+        out=out,
+        events=events,
+        include_pii=include_pii,
+        force=force,
+        now=utcnow(),
+    )
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     summary = exporting.export(options, engine=get_engine(settings.database_url), say=err)
     where = "standard output" if options.to_stdout else options.out
-    err.print(f"exported {summary.requests} requests to {where}"
-              + (f", {summary.events} events to {options.events}" if options.events else ""))
+    err.print(
+        f"exported {summary.requests} requests to {where}"
+        + (f", {summary.events} events to {options.events}" if options.events else "")
+    )
 
 
 def _data_help() -> str:
     """The paragraphs of `redesk --help` that say where the data is, as configured now."""
     default = default_data_dir()
-    lines = [f"Default data directory: {default} (the database redesk.db and media/ are "
-             "there, whatever the working directory; REDESK_DATA_DIR moves it)."]
+    lines = [
+        f"Default data directory: {default} (the database redesk.db and media/ are "
+        "there, whatever the working directory; REDESK_DATA_DIR moves it)."
+    ]
     try:
         settings = get_settings()
     except SettingsError:
@@ -1060,8 +1266,9 @@ def main(args: list[str] | None = None) -> int:
         # Newer typer vendors click: its exceptions are typer's, not click's.
         if isinstance(exc, click.exceptions.Abort | typer.Abort):
             return int(Exit.FAILURE)
-        if isinstance(exc, click.ClickException | getattr(typer, "TyperException",
-                                                          click.ClickException)):
+        if isinstance(
+            exc, click.ClickException | getattr(typer, "TyperException", click.ClickException)
+        ):
             if hasattr(exc, "show"):
                 exc.show()
             else:

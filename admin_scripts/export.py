@@ -60,9 +60,27 @@ FORMATS: tuple[str, ...] = ("csv", "xlsx")
 
 #: The requests sheet / file: one row per request.
 REQUEST_HEADERS: tuple[str, ...] = (
-    "编号", "受理时间", "渠道", "类别", "状态", "部门", "承办人", "群众", "联系电话", "诉求内容",
-    "办理结果", "是否解决", "满意度", "重办次数", "首次响应时间", "是否按时响应", "首次回单时间",
-    "办结时间", "响应时限", "办结时限", "办理经过",
+    "编号",
+    "受理时间",
+    "渠道",
+    "类别",
+    "状态",
+    "部门",
+    "承办人",
+    "群众",
+    "联系电话",
+    "诉求内容",
+    "办理结果",
+    "是否解决",
+    "满意度",
+    "重办次数",
+    "首次响应时间",
+    "是否按时响应",
+    "首次回单时间",
+    "办结时间",
+    "响应时限",
+    "办结时限",
+    "办理经过",
 )
 
 #: The events sheet / file: one row per event (outcome ok) of the exported requests.
@@ -77,8 +95,10 @@ HISTORY_SEPARATOR = "；"
 
 #: A mainland mobile number (11 digits starting with 1, maybe grouped 3-4-4 and prefixed
 #: +86 / 0086 / 86) that is not part of a longer number.
-MOBILE = re.compile(r"(?<![\d+])(?P<prefix>(?:\+|00)?86[- ]?)?"
-                    r"(?P<mobile>1\d{2}[- ]?\d{4}[- ]?\d{4})(?!\d)")
+MOBILE = re.compile(
+    r"(?<![\d+])(?P<prefix>(?:\+|00)?86[- ]?)?"
+    r"(?P<mobile>1\d{2}[- ]?\d{4}[- ]?\d{4})(?!\d)"
+)
 
 #: Characters a spreadsheet reads as the start of a formula (CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -88,8 +108,17 @@ XLSX_ILLEGAL = re.compile(r"[\000-\010\013\014\016-\037]")
 
 #: Column widths of the xlsx sheets (characters), by header.
 XLSX_WIDTHS: dict[str, float] = {
-    "编号": 18, "受理时间": 17, "时间": 17, "诉求内容": 40, "办理结果": 30, "办理经过": 60,
-    "首次响应时间": 17, "首次回单时间": 17, "办结时间": 17, "响应时限": 17, "办结时限": 17,
+    "编号": 18,
+    "受理时间": 17,
+    "时间": 17,
+    "诉求内容": 40,
+    "办理结果": 30,
+    "办理经过": 60,
+    "首次响应时间": 17,
+    "首次回单时间": 17,
+    "办结时间": 17,
+    "响应时限": 17,
+    "办结时限": 17,
     "备注": 40,
 }
 
@@ -129,8 +158,9 @@ def mask_mobiles(text: str) -> str:
 class Redactor:
     """Masks one request's personal data in its cells, or passes everything through."""
 
-    def __init__(self, *, names: Sequence[str | None], phones: Sequence[str | None],
-                 include_pii: bool) -> None:
+    def __init__(
+        self, *, names: Sequence[str | None], phones: Sequence[str | None], include_pii: bool
+    ) -> None:
         self.include_pii = include_pii
         secrets: dict[str, str] = {}
         # One-character names cannot be looked for in text without masking every such
@@ -190,8 +220,9 @@ class Options:
         """The moment after the period (Shanghai midnight after the last day), UTC."""
         if self.last_day is None:
             return None
-        return datetime.combine(self.last_day + timedelta(days=1), time(0),
-                                LOCAL_TZ).astimezone(UTC)
+        return datetime.combine(self.last_day + timedelta(days=1), time(0), LOCAL_TZ).astimezone(
+            UTC
+        )
 
     @property
     def to_stdout(self) -> bool:
@@ -209,8 +240,15 @@ def _day(value: str | None, option: str) -> date | None:
 
 
 def parse_options(
-    *, from_: str | None, to: str | None, format_: str | None, out: str | None,
-    events: str | None, include_pii: bool, now: datetime, force: bool = False,
+    *,
+    from_: str | None,
+    to: str | None,
+    format_: str | None,
+    out: str | None,
+    events: str | None,
+    include_pii: bool,
+    now: datetime,
+    force: bool = False,
 ) -> Options:
     """Checks the command's options; usage errors raise CliError with Exit.USAGE.
 
@@ -231,21 +269,30 @@ def parse_options(
         stamp = now.astimezone(LOCAL_TZ).strftime("%Y%m%d-%H%M%S")
         out = f"redesk-export-{stamp}.{format_}"
     if out == "-" and format_ == "xlsx":
-        raise CliError("An xlsx workbook cannot go to standard output: name a file with --out.",
-                       Exit.USAGE)
+        raise CliError(
+            "An xlsx workbook cannot go to standard output: name a file with --out.", Exit.USAGE
+        )
     if out != "-":
         check_output(out, "--out", force=force)
     if events is not None:
         if format_ == "xlsx":
-            raise CliError("--events is for csv; an xlsx export has the events on its "
-                           f"{EVENTS_SHEET} sheet.", Exit.USAGE)
+            raise CliError(
+                f"--events is for csv; an xlsx export has the events on its {EVENTS_SHEET} sheet.",
+                Exit.USAGE,
+            )
         if events == "-":
             raise CliError("--events needs a file name.", Exit.USAGE)
         if out != "-" and _written_at(events) == _written_at(out):
             raise CliError("--events and --out name the same file.", Exit.USAGE)
         check_output(events, "--events", force=force)
-    return Options(first_day=first, last_day=last, format=format_, out=out, events=events,
-                   include_pii=include_pii)
+    return Options(
+        first_day=first,
+        last_day=last,
+        format=format_,
+        out=out,
+        events=events,
+        include_pii=include_pii,
+    )
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -273,10 +320,13 @@ def _actor(event: Row[Any], request: Row[Any], redact: Redactor) -> str:
 def event_row(event: Row[Any], request: Row[Any], redact: Redactor) -> list[str]:
     """One row of the events sheet / file."""
     return [
-        request.number, _local(event.created_at), action_label(event.action),
+        request.number,
+        _local(event.created_at),
+        action_label(event.action),
         state_label(event.from_state) if event.from_state else "",
         state_label(event.to_state) if event.to_state else "",
-        _actor(event, request, redact), redact.text(event.note),
+        _actor(event, request, redact),
+        redact.text(event.note),
     ]
 
 
@@ -300,29 +350,41 @@ def request_row(request: Row[Any], events: Sequence[Row[Any]], redact: Redactor)
     """One row of the requests sheet / file, its history in the last cell."""
     history = HISTORY_SEPARATOR.join(
         f"{_local(event.created_at)} {action_label(event.action)} "
-        f"{_actor(event, request, redact)}"
-        + (f"：{redact.text(event.note)}" if event.note else "")
+        f"{_actor(event, request, redact)}" + (f"：{redact.text(event.note)}" if event.note else "")
         for event in events
     )
     return [
-        request.number, _local(request.created_at),
-        channel_labels().get(request.channel, request.channel), request.category or "",
-        state_label(request.state), request.department or "", _undertaker(request, events, redact),
+        request.number,
+        _local(request.created_at),
+        channel_labels().get(request.channel, request.channel),
+        request.category or "",
+        state_label(request.state),
+        request.department or "",
+        _undertaker(request, events, redact),
         redact.name(request.contact_name or request.requester_name),
         redact.phone(request.contact_phone or request.requester_phone),
-        redact.text(request.text), redact.text(request.result), _yes_no(request.solved),
-        request.satisfaction or "", request.reopen_count, _local(request.first_action_at),
-        _yes_no(request.responded_in_time), _local(request.first_replied_at),
-        _local(request.closed_at), _local(request.response_due_at),
-        _local(request.resolution_due_at), history,
+        redact.text(request.text),
+        redact.text(request.result),
+        _yes_no(request.solved),
+        request.satisfaction or "",
+        request.reopen_count,
+        _local(request.first_action_at),
+        _yes_no(request.responded_in_time),
+        _local(request.first_replied_at),
+        _local(request.closed_at),
+        _local(request.response_due_at),
+        _local(request.resolution_due_at),
+        history,
     ]
 
 
 def redactor_for(request: Row[Any], include_pii: bool) -> Redactor:
     """The masking of one request: its requester's names and phone numbers."""
-    return Redactor(names=[request.contact_name, request.requester_name],
-                    phones=[request.contact_phone, request.requester_phone],
-                    include_pii=include_pii)
+    return Redactor(
+        names=[request.contact_name, request.requester_name],
+        phones=[request.contact_phone, request.requester_phone],
+        include_pii=include_pii,
+    )
 
 
 # --- writers ------------------------------------------------------------------------------
@@ -352,8 +414,9 @@ class _Target:
         self.path = Path(path)
         # absolute(), not resolve(): beside the name given, so the rename replaces a symbolic
         # link there (allowed by --force) instead of writing where it points.
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
-                                        dir=self.path.absolute().parent)
+        handle, name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".part", dir=self.path.absolute().parent
+        )
         os.close(handle)
         self.partial = Path(name)
 
@@ -380,8 +443,7 @@ class CsvSink:
         if out == "-":
             sys.stdout.flush()
             if hasattr(sys.stdout, "buffer"):
-                self._stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig",
-                                                newline="")
+                self._stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
                 self._requests_file: IO[str] = self._stdout
             else:  # a text-only stream (some embedders): the BOM by hand
                 self._requests_file = sys.stdout
@@ -528,8 +590,9 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("— rows/s" if speed is None else f"{speed:,.0f} rows/s",
-                    style="progress.data.speed")
+        return Text(
+            "— rows/s" if speed is None else f"{speed:,.0f} rows/s", style="progress.data.speed"
+        )
 
 
 @contextmanager
@@ -539,8 +602,14 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     if total < PROGRESS_MIN_ROWS or not console.is_terminal:
         yield lambda rows: None
         return
-    columns = (TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("exporting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("export", total=total)
         yield lambda rows: progress.advance(task, rows)
@@ -559,7 +628,9 @@ def record_pii_use(engine: Engine, options: Options, rows: int) -> AdminAudit:
     detail: dict[str, Any] = {
         "from": options.first_day.isoformat() if options.first_day else None,
         "to": options.last_day.isoformat() if options.last_day else None,
-        "format": options.format, "out": out, "rows": rows,
+        "format": options.format,
+        "out": out,
+        "rows": rows,
     }
     if options.events:
         detail["events"] = _written_at(options.events)
@@ -573,8 +644,9 @@ def _reader(engine: Engine) -> Engine:
     """The read-only engine; on PostgreSQL one snapshot for the count and the rows."""
     reader = read_engine(engine)
     if reader.dialect.name == "postgresql":
-        reader = reader.execution_options(isolation_level="REPEATABLE READ",
-                                          postgresql_readonly=True)
+        reader = reader.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
     return reader
 
 
@@ -584,13 +656,14 @@ SHEET_ROWS = 1_048_576
 
 def _check_sheet_limits(session: Session, options: Options, requests: int) -> None:
     """Refuses an xlsx export whose sheets would hold more rows than Excel opens."""
-    events = queries.count_events_received(session=session, start=options.start,
-                                           end=options.end)
+    events = queries.count_events_received(session=session, start=options.start, end=options.end)
     if max(requests, events) + 1 > SHEET_ROWS:
         raise CliError(
             f"{requests} requests with {events} events do not fit an xlsx sheet (Excel opens "
             f"{SHEET_ROWS - 1} rows); export a shorter period, or use --format csv with "
-            "--events FILE.", Exit.USAGE)
+            "--events FILE.",
+            Exit.USAGE,
+        )
 
 
 def export(options: Options, *, engine: Engine, say: Console) -> Summary:
@@ -602,15 +675,20 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
     requests = events = 0
     audit_id = None
     with Session(_reader(engine)) as session:
-        total = queries.count_requests_received(session=session, start=options.start,
-                                                end=options.end)
+        total = queries.count_requests_received(
+            session=session, start=options.start, end=options.end
+        )
         if options.format == "xlsx":
             _check_sheet_limits(session, options, total)
         if options.include_pii:
             audit = record_pii_use(engine, options, total)
             audit_id = audit.id
-            say.print(f"personal data included: this use is recorded in the admin audit log "
-                      f"(entry {audit.id}, user {audit.actor})", markup=False, highlight=False)
+            say.print(
+                f"personal data included: this use is recorded in the admin audit log "
+                f"(entry {audit.id}, user {audit.actor})",
+                markup=False,
+                highlight=False,
+            )
         try:
             sink = open_sink(options)
         except OSError as exc:
@@ -618,7 +696,9 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
         try:
             with _progress(total) as advance:
                 for batch in queries.stream_requests_received(
-                    session=session, start=options.start, end=options.end,
+                    session=session,
+                    start=options.start,
+                    end=options.end,
                     batch_size=BATCH_SIZE,
                 ):
                     history: dict[int, list[Row[Any]]] = defaultdict(list)

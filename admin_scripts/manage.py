@@ -43,8 +43,16 @@ YAML_SUFFIXES = (".yaml", ".yml")
 #: Fields of a department in an import file.
 DEPARTMENT_FIELDS = ("name", "kind", "resolution_days", "active")
 #: Fields of a category in an import file.
-CATEGORY_FIELDS = ("name", "keywords", "route", "department", "response_hours",
-                   "resolution_days", "urgent", "fallback")
+CATEGORY_FIELDS = (
+    "name",
+    "keywords",
+    "route",
+    "department",
+    "response_hours",
+    "resolution_days",
+    "urgent",
+    "fallback",
+)
 
 #: Longest deadlines an import accepts. Deadlines are counted one working day at a time, and
 #: the columns are 32-bit integers on PostgreSQL, so an absurd number must stop here.
@@ -174,8 +182,11 @@ def admin_user() -> str:
 def claimed_users() -> dict[str, str]:
     """The login variables that name someone other than `admin_user()` (empty when none do)."""
     actual = admin_user()
-    return {name: value for name in LOGIN_VARIABLES
-            if (value := os.environ.get(name)) is not None and value != actual}
+    return {
+        name: value
+        for name in LOGIN_VARIABLES
+        if (value := os.environ.get(name)) is not None and value != actual
+    }
 
 
 def audit(session: Session, *, action: str, detail: dict[str, Any], at: datetime) -> AdminAudit:
@@ -186,7 +197,10 @@ def audit(session: Session, *, action: str, detail: dict[str, Any], at: datetime
     """
     claimed = claimed_users()
     return queries.audit_admin_action(
-        session=session, actor=admin_user(), action=action, at=at,
+        session=session,
+        actor=admin_user(),
+        action=action,
+        at=at,
         detail={**detail, "claimed_users": claimed} if claimed else detail,
     )
 
@@ -208,9 +222,10 @@ def read_rows(path: Path, fields: Sequence[str], required: Sequence[str] = ("nam
         # utf-8-sig drops the byte-order mark Excel writes at the start of "CSV UTF-8".
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UnreadableFile("the file is not UTF-8 (in Excel, save it as \"CSV UTF-8\")",
-                             line) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise UnreadableFile(
+            'the file is not UTF-8 (in Excel, save it as "CSV UTF-8")', line
+        ) from None
     if path.suffix.lower() in CSV_SUFFIXES:
         return _read_csv(text, fields, required)
     return _read_yaml(text, fields)
@@ -236,8 +251,9 @@ def _read_csv(text: str, fields: Sequence[str], required: Sequence[str]) -> list
     try:
         header = [cell.strip().lower() for cell in next(reader)]
     except StopIteration:
-        raise UnreadableFile("the file is empty; line 1 must be the header "
-                             f"({', '.join(fields)})", 1) from None
+        raise UnreadableFile(
+            f"the file is empty; line 1 must be the header ({', '.join(fields)})", 1
+        ) from None
     known = ", ".join(fields)
     for column in header:
         if column == "":
@@ -269,9 +285,10 @@ def _csv_row(line: int, header: list[str], cells: list[str]) -> Row:
         if column:
             row.fields[column] = cell or None
         elif cell:
-            row.problems.append(f"{cell!r} is in column {index + 1}, which has no name in the "
-                                "header")
-    if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header):]):
+            row.problems.append(
+                f"{cell!r} is in column {index + 1}, which has no name in the header"
+            )
+    if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
         row.problems.append(f"it has {len(cells)} cells but the header has {len(header)} columns")
     return row
 
@@ -291,15 +308,17 @@ def _read_yaml(text: str, fields: Sequence[str]) -> list[Row]:
     if root is None:
         return []
     if not isinstance(root, yaml.SequenceNode):
-        raise UnreadableFile("the file must be a list, one item per entry starting with \"- \"",
-                             root.start_mark.line + 1)
+        raise UnreadableFile(
+            'the file must be a list, one item per entry starting with "- "',
+            root.start_mark.line + 1,
+        )
     constructor = yaml.SafeLoader("")
     rows: list[Row] = []
     for item in root.value:
         row = Row(item.start_mark.line + 1, {})
         rows.append(row)
         if not isinstance(item, yaml.MappingNode):
-            row.problems.append("it is not a set of \"field: value\" lines")
+            row.problems.append('it is not a set of "field: value" lines')
             row.broken = True
             continue
         for key_node, value_node in item.value:
@@ -428,8 +447,9 @@ def import_departments(*, session: Session, path: Path, now: datetime) -> Import
         changes: dict[str, Any] = {"kind": kind}
         if "resolution_days" in row.fields:
             # An empty cell means none: the category's resolution deadline applies.
-            changes["resolution_days"] = _number(row, "resolution_days", reasons,
-                                                 MAX_RESOLUTION_DAYS)
+            changes["resolution_days"] = _number(
+                row, "resolution_days", reasons, MAX_RESOLUTION_DAYS
+            )
         active = _flag(row, "active", reasons)
         if active is not None:
             changes["active"] = active
@@ -475,18 +495,22 @@ def deactivate_department(*, session: Session, name: str, now: datetime) -> Deac
     """
     department = queries.get_department_by_name(session=session, name=name.strip())
     if department is None or department.id is None:
-        raise UnknownName(f"No department is called {name.strip()!r} "
-                          "(see `redesk departments list`).")
-    open_requests = queries.count_requests_in_states(session=session, states=DEPARTMENT_STATES,
-                                                     department_id=department.id)
-    categories = [c.name for c in queries.categories_routed_to(session=session,
-                                                               department_id=department.id)]
+        raise UnknownName(
+            f"No department is called {name.strip()!r} (see `redesk departments list`)."
+        )
+    open_requests = queries.count_requests_in_states(
+        session=session, states=DEPARTMENT_STATES, department_id=department.id
+    )
+    categories = [
+        c.name for c in queries.categories_routed_to(session=session, department_id=department.id)
+    ]
     changed = department.active
     if changed:
         department.active = False
         session.add(department)
-        audit(session, action="departments_deactivate",
-              detail={"department": department.name}, at=now)
+        audit(
+            session, action="departments_deactivate", detail={"department": department.name}, at=now
+        )
     return Deactivated(department.name, changed, open_requests, categories)
 
 
@@ -504,8 +528,7 @@ def import_categories(*, session: Session, path: Path, now: datetime) -> ImportR
     """
     rows = read_rows(path, CATEGORY_FIELDS)
     existing = {c.name: c for c in queries.list_categories(session=session, active_only=False)}
-    departments = {d.name: d for d in queries.list_departments(session=session,
-                                                                active_only=False)}
+    departments = {d.name: d for d in queries.list_departments(session=session, active_only=False)}
     seen: dict[str, int] = {}
     planned: list[tuple[str, dict[str, Any]]] = []
     problems: dict[int, list[str]] = {}
@@ -524,25 +547,30 @@ def import_categories(*, session: Session, path: Path, now: datetime) -> ImportR
             planned.append((name, changes))
     # At most one fallback after the import: the database's others, then the file's, in order.
     fallbacks: list[tuple[str, Row | None]] = [
-        (c.name, None) for c in existing.values()
+        (c.name, None)
+        for c in existing.values()
         if c.is_fallback and c.active and c.name not in fallback_of
     ]
     fallbacks += [(name, row) for name, (flag, row) in fallback_of.items() if flag]
     if len(fallbacks) > 1 and fallbacks[1][1] is None:
         names = ", ".join(name for name, row in fallbacks if row is None)
-        raise ImportConflict(f"the database already has several fallback categories ({names}); "
-                             "list them in the file with fallback set to no on all but one")
+        raise ImportConflict(
+            f"the database already has several fallback categories ({names}); "
+            "list them in the file with fallback set to no on all but one"
+        )
     for _, extra in fallbacks[1:]:
         assert extra is not None  # the database's own are first, and there is one at most
         first, first_row = fallbacks[0]
         if first_row is None:
             problems[extra.line].append(
                 f"only one category can be the fallback and {first} already is; to move the "
-                f"fallback here, add {first} to the file with fallback no")
+                f"fallback here, add {first} to the file with fallback no"
+            )
         else:
             problems[extra.line].append(
                 f"only one category can be the fallback and {first} (line {first_row.line}) "
-                "already is; set fallback to no on one of them")
+                "already is; set fallback to no on one of them"
+            )
     bad = [BadRow(line, reasons) for line, reasons in problems.items() if reasons]
     if bad:
         raise BadRows(bad, len(rows))
@@ -561,8 +589,9 @@ def import_categories(*, session: Session, path: Path, now: datetime) -> ImportR
     return result
 
 
-def _category_changes(row: Row, reasons: list[str], current: Category | None,
-                      departments: dict[str, Department]) -> dict[str, Any]:
+def _category_changes(
+    row: Row, reasons: list[str], current: Category | None, departments: dict[str, Department]
+) -> dict[str, Any]:
     """The category's fields the row sets (new categories get the model's defaults)."""
     changes: dict[str, Any] = {}
     keywords = _keywords(row, reasons)
@@ -579,22 +608,26 @@ def _category_changes(row: Row, reasons: list[str], current: Category | None,
     department_name = _text(row, "department", reasons)
     if final_route == Route.COMMITTEE:
         if department_name is not None:
-            reasons.append("department is only for route department (this category's route "
-                           "is committee)")
+            reasons.append(
+                "department is only for route department (this category's route is committee)"
+            )
         changes["department_id"] = None
     elif department_name is not None:
         department = departments.get(department_name)
         if department is None:
-            reasons.append(f"department {department_name!r} does not exist "
-                           "(see `redesk departments list`)")
+            reasons.append(
+                f"department {department_name!r} does not exist (see `redesk departments list`)"
+            )
         elif not department.active:
             reasons.append(f"department {department_name!r} is inactive")
         else:
             changes["department_id"] = department.id
     elif current is None or current.department_id is None:
         reasons.append("department is missing: route department needs one")
-    for name, maximum in (("response_hours", MAX_RESPONSE_HOURS),
-                          ("resolution_days", MAX_RESOLUTION_DAYS)):
+    for name, maximum in (
+        ("response_hours", MAX_RESPONSE_HOURS),
+        ("resolution_days", MAX_RESOLUTION_DAYS),
+    ):
         number = _number(row, name, reasons, maximum)
         if number is not None:
             changes[name] = number
@@ -617,10 +650,13 @@ def _update(record: Department | Category, changes: dict[str, Any]) -> bool:
     return changed
 
 
-def _audit(session: Session, action: str, path: Path, result: ImportResult,
-           now: datetime) -> None:
-    audit(session, action=action, at=now,
-          detail={"file": str(path), "added": result.added, "updated": result.updated})
+def _audit(session: Session, action: str, path: Path, result: ImportResult, now: datetime) -> None:
+    audit(
+        session,
+        action=action,
+        at=now,
+        detail={"file": str(path), "added": result.added, "updated": result.updated},
+    )
 
 
 # --- people ---------------------------------------------------------------------------------
@@ -641,12 +677,19 @@ class PersonLine:
 
 def list_people(*, session: Session, role: str | None) -> list[PersonLine]:
     """Everyone (or everyone with `role`), oldest first; times in Asia/Shanghai."""
-    departments = {d.id: d.name for d in queries.list_departments(session=session,
-                                                                  active_only=False)}
+    departments = {
+        d.id: d.name for d in queries.list_departments(session=session, active_only=False)
+    }
     return [
-        PersonLine(person.id or 0, person.channel, person.display_name, person.role,
-                   departments.get(person.department_id, "") if person.department_id else "",
-                   person.unreachable, format_local(person.created_at))
+        PersonLine(
+            person.id or 0,
+            person.channel,
+            person.display_name,
+            person.role,
+            departments.get(person.department_id, "") if person.department_id else "",
+            person.unreachable,
+            format_local(person.created_at),
+        )
         for person in queries.list_people(session=session, roles=[role] if role else None)
     ]
 
@@ -703,21 +746,45 @@ def revoke_role(*, session: Session, who: str, role: str | None, now: datetime) 
     session.add(person)
     # The role change is flushed first, so that the workers told below no longer include them.
     session.flush()
-    queries.add_event(session=session, request_id=None, actor_id=person.id, action="revoke",
-                      from_state=None, to_state=None, note=old_role, at=now)
+    queries.add_event(
+        session=session,
+        request_id=None,
+        actor_id=person.id,
+        action="revoke",
+        from_state=None,
+        to_state=None,
+        note=old_role,
+        at=now,
+    )
     tx = service.Tx(session=session, now=now, source=f"revoke:{person.id}:{now.isoformat()}")
     held = service.release_holdings(tx, person)
     session.flush()
     audit(
-        session, action="people_revoke", at=now,
-        detail={"person": person.id, "name": person.display_name, "role": old_role,
-                "department": department, "released": held.released,
-                "walk_ins": held.walk_ins,
-                "web_tokens": held.web_tokens, "skipped": held.skipped},
+        session,
+        action="people_revoke",
+        at=now,
+        detail={
+            "person": person.id,
+            "name": person.display_name,
+            "role": old_role,
+            "department": department,
+            "released": held.released,
+            "walk_ins": held.walk_ins,
+            "web_tokens": held.web_tokens,
+            "skipped": held.skipped,
+        },
     )
-    return Revoked(person.id, person.display_name, person.channel, old_role, department,
-                   held.released, held.walk_ins, held.web_tokens,
-                   tx.outbox_ids())
+    return Revoked(
+        person.id,
+        person.display_name,
+        person.channel,
+        old_role,
+        department,
+        held.released,
+        held.walk_ins,
+        held.web_tokens,
+        tx.outbox_ids(),
+    )
 
 
 def _person_meant(session: Session, who: str, role: str | None) -> Person:
@@ -725,8 +792,10 @@ def _person_meant(session: Session, who: str, role: str | None) -> Person:
         person = queries.get_person(session=session, person_id=int(who), lock=True)
         if person is not None:
             if role is not None and person.role != role:
-                raise UnknownName(f"Person {who} ({person.display_name or 'no name'}) is a "
-                                  f"{person.role}, not a {role}.")
+                raise UnknownName(
+                    f"Person {who} ({person.display_name or 'no name'}) is a "
+                    f"{person.role}, not a {role}."
+                )
             return person
     named = queries.people_named(session=session, name=who)
     if not named:
@@ -742,8 +811,9 @@ def _person_meant(session: Session, who: str, role: str | None) -> Person:
             return named[0]  # a requester already: nothing to revoke
     if len(holders) > 1:
         candidates = "; ".join(f"id {p.id} ({p.channel}, {p.role})" for p in holders)
-        raise AmbiguousName(f"{len(holders)} people are called {who!r}: {candidates}. "
-                            "Name one by its id.")
+        raise AmbiguousName(
+            f"{len(holders)} people are called {who!r}: {candidates}. Name one by its id."
+        )
     person = queries.get_person(session=session, person_id=holders[0].id or 0, lock=True)
     assert person is not None
     return person
@@ -779,26 +849,37 @@ def revoke_web(*, session: Session, who: str, now: datetime) -> WebRevoked:
     if re.fullmatch(r"[0-9]+", who):
         person = queries.get_person(session=session, person_id=int(who), lock=True)
         if person is not None and person.channel != "web":
-            raise UnknownName(f"Person {who} ({person.display_name or 'no name'}) is a "
-                              f"{person.channel} identity, not a web one; see `redesk people "
-                              "revoke` for roles.")
+            raise UnknownName(
+                f"Person {who} ({person.display_name or 'no name'}) is a "
+                f"{person.channel} identity, not a web one; see `redesk people "
+                "revoke` for roles."
+            )
     if person is None:
         named = [p for p in queries.people_named(session=session, name=who) if p.channel == "web"]
         if not named:
-            raise UnknownName(f"No web identity has the id or name {who!r} (see `redesk "
-                              "people list`).")
+            raise UnknownName(
+                f"No web identity has the id or name {who!r} (see `redesk people list`)."
+            )
         if len(named) > 1:
             candidates = "; ".join(f"id {p.id} ({p.role})" for p in named)
-            raise AmbiguousName(f"{len(named)} web identities are called {who!r}: "
-                                f"{candidates}. Name one by its id.")
+            raise AmbiguousName(
+                f"{len(named)} web identities are called {who!r}: {candidates}. Name one by its id."
+            )
         person = queries.get_person(session=session, person_id=named[0].id or 0, lock=True)
     assert person is not None and person.id is not None
     ended = queries.expire_web_sessions(session=session, person_id=person.id, now=now)
     if ended:
         queries.audit_admin_action(
-            session=session, actor=admin_user(), action="web_revoke", at=now,
-            detail={"person": person.id, "name": person.display_name, "role": person.role,
-                    "tokens": ended},
+            session=session,
+            actor=admin_user(),
+            action="web_revoke",
+            at=now,
+            detail={
+                "person": person.id,
+                "name": person.display_name,
+                "role": person.role,
+                "tokens": ended,
+            },
         )
     return WebRevoked(person.id, person.display_name, person.role, ended)
 
@@ -824,8 +905,15 @@ class FailedLine:
 def list_failed_inbox(*, session: Session) -> list[FailedLine]:
     """Every failed inbox row, of any channel, oldest first."""
     return [
-        FailedLine(row.id or 0, row.channel, row.natural_key, row.chat_id,
-                   format_local(row.received_at), row.attempts, row.error or "")
+        FailedLine(
+            row.id or 0,
+            row.channel,
+            row.natural_key,
+            row.chat_id,
+            format_local(row.received_at),
+            row.attempts,
+            row.error or "",
+        )
         for row in queries.failed_inbox(session=session)
     ]
 
@@ -867,11 +955,14 @@ def retry_inbox(*, session: Session, inbox_id: int, now: datetime) -> Retried:
         try:
             classified = telegram.classify(row.payload)
         except telegram.BadUpdate as exc:
-            raise StillUnparseable(f"Inbox row {inbox_id} is no Telegram update ({exc}); "
-                                   "nothing changed.") from None
+            raise StillUnparseable(
+                f"Inbox row {inbox_id} is no Telegram update ({exc}); nothing changed."
+            ) from None
         if classified.chat is None and classified.error:
-            raise StillUnparseable(f"Inbox row {inbox_id} still cannot be parsed "
-                                   f"({classified.error}); nothing changed.")
+            raise StillUnparseable(
+                f"Inbox row {inbox_id} still cannot be parsed "
+                f"({classified.error}); nothing changed."
+            )
         chat = classified.chat
         row.chat_id = chat or "-"
     row.status = InboxStatus.PENDING if chat else InboxStatus.DONE
@@ -879,7 +970,9 @@ def retry_inbox(*, session: Session, inbox_id: int, now: datetime) -> Retried:
     row.error = None
     session.add(row)
     audit(
-        session, action="inbox_retry", at=now,
+        session,
+        action="inbox_retry",
+        at=now,
         detail={"inbox": inbox_id, "channel": row.channel, "reason": reason},
     )
     return Retried(inbox_id, row.channel, chat, reason)

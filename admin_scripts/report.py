@@ -33,8 +33,12 @@ TOTAL = "合计"
 
 #: --by -> what the group column holds, for headings.
 GROUP_NAMES: dict[str, str] = {
-    "category": "类别", "department": "部门", "worker": ROLE_LABELS["worker"], "day": "日",
-    "week": "周（周一）", "month": "月",
+    "category": "类别",
+    "department": "部门",
+    "worker": ROLE_LABELS["worker"],
+    "day": "日",
+    "week": "周（周一）",
+    "month": "月",
 }
 
 
@@ -43,8 +47,9 @@ def render_table(console: Console, report: Report, departments: Sequence[Figures
     console.print(f"[bold]诉求统计[/bold]  {describe_period(report.period)}")
     console.print(_totals_table(report.totals))
     if report.by is not None:
-        console.print(_rows_table(GROUP_NAMES[report.by], report.rows,
-                                  ranked=report.by == "department"))
+        console.print(
+            _rows_table(GROUP_NAMES[report.by], report.rows, ranked=report.by == "department")
+        )
     if report.by != "department" and departments:
         console.print(_rows_table("部门（慢者在前）", departments, ranked=True))
 
@@ -62,8 +67,9 @@ def _totals_table(totals: Figures) -> Table:
             shown = "中位数" if percentile == "median" else "P90"
             working = totals.durations.get(f"{name}_{percentile}_working_seconds")
             calendar = totals.durations.get(f"{name}_{percentile}_calendar_seconds")
-            table.add_row(f"{label}用时{shown}",
-                          f"工作 {duration(working)} / 自然 {duration(calendar)}")
+            table.add_row(
+                f"{label}用时{shown}", f"工作 {duration(working)} / 自然 {duration(calendar)}"
+            )
     return table
 
 
@@ -120,8 +126,11 @@ def write_xlsx(report: Report, path: Path) -> None:
     sheet.append(columns)
     for cell in sheet[1]:
         cell.font = Font(bold=True)
-    rate_columns = {index + 1 for index, name in enumerate(columns)
-                    if name in {label for _, label, _, _ in RATES}}
+    rate_columns = {
+        index + 1
+        for index, name in enumerate(columns)
+        if name in {label for _, label, _, _ in RATES}
+    }
     for row in _flat_rows(report):
         sheet.append(row)
         for column in rate_columns:
@@ -145,8 +154,7 @@ def write_chart(trend: Report, departments: Sequence[Figures], path: Path) -> No
     with matplotlib.rc_context({"font.family": name, "axes.unicode_minus": False}):
         figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), layout="constrained")
         keys = [row.key or "" for row in trend.rows]
-        top.plot(keys, [row.counts["received"] for row in trend.rows], marker="o",
-                 label="受理量")
+        top.plot(keys, [row.counts["received"] for row in trend.rows], marker="o", label="受理量")
         top.plot(keys, [row.counts["closed"] for row in trend.rows], marker="s", label="办结量")
         top.set_title(f"受理与办结趋势（{GROUP_NAMES.get(trend.by or 'month', '')}）")
         top.legend()

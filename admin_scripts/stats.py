@@ -55,8 +55,14 @@ NOBODY = "（未处理）"
 
 #: Counts, in the order they are shown (JSON key, Chinese column).
 COUNTS: tuple[tuple[str, str], ...] = (
-    ("received", "受理量"), ("closed", "办结量"), ("open", "在办"), ("overdue", "超期"),
-    ("forwarded", "转单"), ("returned", "退单"), ("rejected", "驳回"), ("cancelled", "撤销"),
+    ("received", "受理量"),
+    ("closed", "办结量"),
+    ("open", "在办"),
+    ("overdue", "超期"),
+    ("forwarded", "转单"),
+    ("returned", "退单"),
+    ("rejected", "驳回"),
+    ("cancelled", "撤销"),
     ("reopened", "重办"),
 )
 
@@ -91,10 +97,14 @@ class Period:
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """The period as UTC instants [from, to)."""
-        start = datetime.combine(self.start, time(0), LOCAL_TZ).astimezone(UTC) \
-            if self.start else None
-        end = datetime.combine(self.end + timedelta(days=1), time(0), LOCAL_TZ).astimezone(UTC) \
-            if self.end else None
+        start = (
+            datetime.combine(self.start, time(0), LOCAL_TZ).astimezone(UTC) if self.start else None
+        )
+        end = (
+            datetime.combine(self.end + timedelta(days=1), time(0), LOCAL_TZ).astimezone(UTC)
+            if self.end
+            else None
+        )
         return start, end
 
 
@@ -113,8 +123,11 @@ class Rate:
     def as_json(self) -> dict[str, Any]:
         """{"numerator", "denominator", "value"} (value rounded to 4 places, or null)."""
         value = self.value
-        return {"numerator": self.numerator, "denominator": self.denominator,
-                "value": round(value, 4) if value is not None else None}
+        return {
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "value": round(value, 4) if value is not None else None,
+        }
 
 
 @dataclass
@@ -132,8 +145,12 @@ class Figures:
         data: dict[str, Any] = {} if self.key is None else {"key": self.key}
         data.update(self.counts)
         data.update({name: rate.as_json() for name, rate in self.rates.items()})
-        data.update({name: None if value is None else round(value, 1)
-                     for name, value in self.durations.items()})
+        data.update(
+            {
+                name: None if value is None else round(value, 1)
+                for name, value in self.durations.items()
+            }
+        )
         return data
 
 
@@ -150,9 +167,11 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         """One object: period, grouping, totals and rows."""
         return {
-            "period": {"from": self.period.start.isoformat() if self.period.start else None,
-                       "to": self.period.end.isoformat() if self.period.end else None,
-                       "timezone": "Asia/Shanghai"},
+            "period": {
+                "from": self.period.start.isoformat() if self.period.start else None,
+                "to": self.period.end.isoformat() if self.period.end else None,
+                "timezone": "Asia/Shanghai",
+            },
             "by": self.by,
             "generated_at": self.generated_at.isoformat(),
             "totals": self.totals.as_json(),
@@ -162,9 +181,12 @@ class Report:
 
 def duration_keys() -> list[str]:
     """The duration figure names: first_action_median_hours, ..."""
-    return [f"{name}_{label}_{unit}_seconds"
-            for name, _, _ in DURATIONS for label, _ in PERCENTILES
-            for unit in ("calendar", "working")]
+    return [
+        f"{name}_{label}_{unit}_seconds"
+        for name, _, _ in DURATIONS
+        for label, _ in PERCENTILES
+        for unit in ("calendar", "working")
+    ]
 
 
 # --- the SQL ----------------------------------------------------------------------------------
@@ -196,8 +218,11 @@ def _event_summary(*, first_actions: bool) -> Subquery:
     def count(name: str) -> ColumnElement[Any]:
         return func.sum(case((action == name, 1), else_=0))
 
-    columns = [request_id.label("request_id"), count("forward").label("forwards"),
-               count("return").label("returns")]
+    columns = [
+        request_id.label("request_id"),
+        count("forward").label("forwards"),
+        count("return").label("returns"),
+    ]
     wanted = ["forward", "return"]
     if first_actions:
         # A person's first action: the system's automatic forward (no actor) is not one, so a
@@ -220,8 +245,15 @@ class _Cohort:
     query: Subquery
 
 
-def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int | None,
-            department_id: int | None, committee_only: bool) -> _Cohort:
+def _cohort(
+    engine: Engine,
+    period: Period,
+    *,
+    by: str | None,
+    category_id: int | None,
+    department_id: int | None,
+    committee_only: bool,
+) -> _Cohort:
     summary = _event_summary(first_actions=by == "worker")
     first = Event.__table__.alias("first_event")  # type: ignore[attr-defined]
     actor = Person.__table__.alias("first_actor")  # type: ignore[attr-defined]
@@ -245,9 +277,16 @@ def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int 
         group = literal("")
     columns = [
         group.label("grp"),
-        r.c.state, r.c.reopen_count, r.c.solved, r.c.satisfaction, r.c.resolution_due_at,
-        r.c.responded_in_time, r.c.first_replied_at,
-        r.c.response_seconds, r.c.response_work_seconds, r.c.reply_seconds,
+        r.c.state,
+        r.c.reopen_count,
+        r.c.solved,
+        r.c.satisfaction,
+        r.c.resolution_due_at,
+        r.c.responded_in_time,
+        r.c.first_replied_at,
+        r.c.response_seconds,
+        r.c.response_work_seconds,
+        r.c.reply_seconds,
         r.c.reply_work_seconds,
         func.coalesce(summary.c.forwards, 0).label("forwards"),
         func.coalesce(summary.c.returns, 0).label("returns"),
@@ -258,8 +297,9 @@ def _cohort(engine: Engine, period: Period, *, by: str | None, category_id: int 
         .outerjoin(summary, summary.c.request_id == r.c.id)
     )
     if by == "worker":
-        joined = joined.outerjoin(first, first.c.id == summary.c.first_event) \
-            .outerjoin(actor, actor.c.id == first.c.actor_id)
+        joined = joined.outerjoin(first, first.c.id == summary.c.first_event).outerjoin(
+            actor, actor.c.id == first.c.actor_id
+        )
     statement: Select[Any] = select(*columns).select_from(joined)
     start, end = period.bounds()
     if start is not None:
@@ -280,8 +320,9 @@ def _is(column: Any, value: bool) -> ColumnElement[bool]:
     return condition
 
 
-def _counts_query(cohort: Subquery, now: datetime, *, percentiles: bool = False,
-                  with_totals: bool = False) -> Select[Any]:
+def _counts_query(
+    cohort: Subquery, now: datetime, *, percentiles: bool = False, with_totals: bool = False
+) -> Select[Any]:
     """The counts of each group; with `percentiles` (PostgreSQL) also every duration's
     percentiles, so one statement (one scan) gives the whole cohort; with `with_totals`
     (PostgreSQL) also the totals row, by GROUPING SETS, marked by `is_total`."""
@@ -318,19 +359,27 @@ def _percentile_columns(cohort: Subquery) -> list[Any]:
     for name, _, stem in DURATIONS:
         for unit, column in (("calendar", f"{stem}_seconds"), ("working", f"{stem}_work_seconds")):
             for label, share in PERCENTILES:
-                columns.append(func.percentile_cont(share).within_group(cohort.c[column].asc())
-                               .label(f"{name}_{label}_{unit}_seconds"))
+                columns.append(
+                    func.percentile_cont(share)
+                    .within_group(cohort.c[column].asc())
+                    .label(f"{name}_{label}_{unit}_seconds")
+                )
     return columns
 
 
 def _percentiles_window(cohort: Subquery, column: str) -> Select[Any]:
     """Linear-interpolation percentiles (as percentile_cont) with window functions."""
     value = cohort.c[column]
-    ranked = select(
-        cohort.c.grp, value.label("v"),
-        func.row_number().over(partition_by=cohort.c.grp, order_by=value).label("rn"),
-        func.count().over(partition_by=cohort.c.grp).label("n"),
-    ).where(value.is_not(None)).subquery("ranked")
+    ranked = (
+        select(
+            cohort.c.grp,
+            value.label("v"),
+            func.row_number().over(partition_by=cohort.c.grp, order_by=value).label("rn"),
+            func.count().over(partition_by=cohort.c.grp).label("n"),
+        )
+        .where(value.is_not(None))
+        .subquery("ranked")
+    )
     parts = []
     for label, share in PERCENTILES:
         # Position h = (n - 1) * share between rows lo = floor(h) + 1 and lo + 1 (1-based).
@@ -347,44 +396,61 @@ def _durations(connection: Connection, cohort: Subquery) -> dict[str, dict[str, 
     """Group -> duration figure -> seconds, with window functions (SQLite)."""
     found: dict[str, dict[str, float | None]] = {}
     for name, _, stem in DURATIONS:
-        for unit, column in (("calendar", f"{stem}_seconds"),
-                             ("working", f"{stem}_work_seconds")):
+        for unit, column in (("calendar", f"{stem}_seconds"), ("working", f"{stem}_work_seconds")):
             for row in connection.execute(_percentiles_window(cohort, column)).mappings():
                 figures = found.setdefault(str(row["grp"]), {})
                 for label, _ in PERCENTILES:
                     value = row[label]
-                    figures[f"{name}_{label}_{unit}_seconds"] = \
+                    figures[f"{name}_{label}_{unit}_seconds"] = (
                         None if value is None else float(value)
+                    )
     return found
 
 
-def _cohort_figures(connection: Connection, cohort: Subquery, now: datetime, *,
-                    with_totals: bool = False) -> list[tuple[str, Any, dict[str, float | None]]]:
+def _cohort_figures(
+    connection: Connection, cohort: Subquery, now: datetime, *, with_totals: bool = False
+) -> list[tuple[str, Any, dict[str, float | None]]]:
     """(group, counts row, durations) of every group of a cohort.
 
     PostgreSQL: one statement (counts and percentile_cont together, one scan). SQLite: the
     counts, then one window-function statement per duration column.
     """
     if connection.dialect.name == "postgresql":
-        rows = list(connection.execute(_counts_query(
-            cohort, now, percentiles=True, with_totals=with_totals)).mappings())
-        return [("" if with_totals and row["is_total"] else str(row["grp"]), row, {
-            key: None if row[key] is None else float(row[key]) for key in duration_keys()
-        }) for row in rows]
+        rows = list(
+            connection.execute(
+                _counts_query(cohort, now, percentiles=True, with_totals=with_totals)
+            ).mappings()
+        )
+        return [
+            (
+                "" if with_totals and row["is_total"] else str(row["grp"]),
+                row,
+                {key: None if row[key] is None else float(row[key]) for key in duration_keys()},
+            )
+            for row in rows
+        ]
     rows = list(connection.execute(_counts_query(cohort, now)).mappings())
     durations = _durations(connection, cohort)
     return [(str(row["grp"]), row, durations.get(str(row["grp"]), {})) for row in rows]
 
 
-def _figures(key: str | None, row: Mapping[str, Any] | Any,
-             durations: Mapping[str, float | None]) -> Figures:
+def _figures(
+    key: str | None, row: Mapping[str, Any] | Any, durations: Mapping[str, float | None]
+) -> Figures:
     counts = {name: int(row.get(name) or 0) for name, _ in COUNTS}
-    raw = {name: int(row.get(name) or 0) for name in
-           ("responded_in_time", "rated", "solved", "satisfied", "replied", "received")}
-    rates = {name: Rate(raw[numerator], raw[denominator])
-             for name, _, numerator, denominator in RATES}
-    return Figures(key=key, counts=counts, rates=rates,
-                   durations={name: durations.get(name) for name in duration_keys()})
+    raw = {
+        name: int(row.get(name) or 0)
+        for name in ("responded_in_time", "rated", "solved", "satisfied", "replied", "received")
+    }
+    rates = {
+        name: Rate(raw[numerator], raw[denominator]) for name, _, numerator, denominator in RATES
+    }
+    return Figures(
+        key=key,
+        counts=counts,
+        rates=rates,
+        durations={name: durations.get(name) for name in duration_keys()},
+    )
 
 
 def _empty(key: str | None) -> Figures:
@@ -421,8 +487,11 @@ def compute(
         raise StatsError(f"unknown grouping {by!r}; use one of {', '.join(GROUPS)}")
     now = now or utcnow()
     category_id, department_id, committee_only = _resolve(engine, category, department)
-    filters: dict[str, Any] = {"category_id": category_id, "department_id": department_id,
-                               "committee_only": committee_only}
+    filters: dict[str, Any] = {
+        "category_id": category_id,
+        "department_id": department_id,
+        "committee_only": committee_only,
+    }
     rows: list[Figures] = []
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
@@ -434,18 +503,24 @@ def compute(
             cohort = _cohort(engine, period, by=by, **filters)
             found = _cohort_figures(connection, cohort.query, now, with_totals=True)
             total_rows = [item for item in found if item[1]["is_total"]]
-            totals = _figures(None, total_rows[0][1], total_rows[0][2]) if total_rows \
-                else _empty(None)
-            rows = [_figures(key, row, durations) for key, row, durations in found
-                    if not row["is_total"]]
+            totals = (
+                _figures(None, total_rows[0][1], total_rows[0][2]) if total_rows else _empty(None)
+            )
+            rows = [
+                _figures(key, row, durations)
+                for key, row, durations in found
+                if not row["is_total"]
+            ]
         else:
             totals_cohort = _cohort(engine, period, by=None, **filters)
             found = _cohort_figures(connection, totals_cohort.query, now)
             totals = _figures(None, found[0][1], found[0][2]) if found else _empty(None)
             if by is not None:
                 cohort = _cohort(engine, period, by=by, **filters)
-                rows = [_figures(key, row, durations) for key, row, durations
-                        in _cohort_figures(connection, cohort.query, now)]
+                rows = [
+                    _figures(key, row, durations)
+                    for key, row, durations in _cohort_figures(connection, cohort.query, now)
+                ]
         rows.sort(key=_department_rank if by == "department" else _by_key)
     return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now)
 
@@ -457,21 +532,28 @@ def _by_key(figures: Figures) -> tuple[str, ...]:
 def _department_rank(figures: Figures) -> tuple[Any, ...]:
     """Who is slow first: the longest median working time to 回单, then the lowest 三率."""
     reply = figures.durations.get("reply_median_working_seconds")
-    rates = [figures.rates[name].value for name in
-             ("response_rate", "resolution_rate", "satisfaction_rate")]
-    return (reply is None, -(reply or 0.0),
-            *[(rate is None, rate if rate is not None else 0.0) for rate in rates],
-            figures.key or "")
+    rates = [
+        figures.rates[name].value
+        for name in ("response_rate", "resolution_rate", "satisfaction_rate")
+    ]
+    return (
+        reply is None,
+        -(reply or 0.0),
+        *[(rate is None, rate if rate is not None else 0.0) for rate in rates],
+        figures.key or "",
+    )
 
 
-def _resolve(engine: Engine, category: str | None,
-             department: str | None) -> tuple[int | None, int | None, bool]:
+def _resolve(
+    engine: Engine, category: str | None, department: str | None
+) -> tuple[int | None, int | None, bool]:
     category_id = department_id = None
     committee_only = False
     with engine.connect() as connection:
         if category is not None:
             category_id = connection.execute(
-                select(col(Category.id)).where(col(Category.name) == category)).scalar()
+                select(col(Category.id)).where(col(Category.name) == category)
+            ).scalar()
             if category_id is None:
                 raise StatsError(f"no category named {category!r}")
         if department is not None:
@@ -486,8 +568,9 @@ def _resolve(engine: Engine, category: str | None,
     return category_id, department_id, committee_only
 
 
-def ranked_departments(engine: Engine, period: Period, *, category: str | None = None,
-                       now: datetime | None = None) -> list[Figures]:
+def ranked_departments(
+    engine: Engine, period: Period, *, category: str | None = None, now: datetime | None = None
+) -> list[Figures]:
     """The "who is slow" view: every department (and 党委自办), slowest first."""
     return compute(engine, period, by="department", category=category, now=now).rows
 
@@ -535,8 +618,11 @@ def flat(figures: Figures) -> list[Any]:
     values: list[Any] = [figures.counts[name] for name, _ in COUNTS]
     for name, _, _, _ in RATES:
         rate = figures.rates[name]
-        values += [None if rate.value is None else round(rate.value, 4), rate.numerator,
-                   rate.denominator]
+        values += [
+            None if rate.value is None else round(rate.value, 4),
+            rate.numerator,
+            rate.denominator,
+        ]
     for name, _, _ in DURATIONS:
         for percentile, _ in PERCENTILES:
             for unit in ("working", "calendar"):
@@ -553,6 +639,19 @@ def describe_period(period: Period) -> str:
 
 
 __all__: Sequence[str] = [
-    "GROUPS", "Figures", "Period", "Rate", "Report", "StatsError", "compute", "describe_period",
-    "duration", "duration_keys", "flat", "percent", "ranked_departments", "table_columns", "utcnow",
+    "GROUPS",
+    "Figures",
+    "Period",
+    "Rate",
+    "Report",
+    "StatsError",
+    "compute",
+    "describe_period",
+    "duration",
+    "duration_keys",
+    "flat",
+    "percent",
+    "ranked_departments",
+    "table_columns",
+    "utcnow",
 ]

@@ -39,10 +39,13 @@ def _ingest(args: argparse.Namespace) -> None:
     from bench import telegram
 
     print("\n### telegram ingest: POST /telegram/webhook\n")
-    print(f"PostgreSQL + Redis, webhook mode, no workers running (jobs wait in Redis); "
-          f"closed loop, {args.seconds:g} s per endpoint after a 3 s warm-up.\n")
-    telegram.print_ingest(telegram.ingest(seconds=args.seconds, concurrency=args.concurrency,
-                                          chats=args.chats))
+    print(
+        f"PostgreSQL + Redis, webhook mode, no workers running (jobs wait in Redis); "
+        f"closed loop, {args.seconds:g} s per endpoint after a 3 s warm-up.\n"
+    )
+    telegram.print_ingest(
+        telegram.ingest(seconds=args.seconds, concurrency=args.concurrency, chats=args.chats)
+    )
 
 
 def _wechat_ingest(args: argparse.Namespace) -> None:
@@ -51,14 +54,24 @@ def _wechat_ingest(args: argparse.Namespace) -> None:
     from bench import wechat
 
     print("\n### wechat ingest: POST /wechat (safe mode)\n")
-    print(f"PostgreSQL + Redis, WeChat in safe mode and Telegram in webhook mode, no workers "
-          f"running (jobs wait in Redis); closed loop, {args.seconds:g} s per endpoint after a "
-          f"3 s warm-up; open loop, {args.rate_seconds:g} s per rate.\n")
+    print(
+        f"PostgreSQL + Redis, WeChat in safe mode and Telegram in webhook mode, no workers "
+        f"running (jobs wait in Redis); closed loop, {args.seconds:g} s per endpoint after a "
+        f"3 s warm-up; open loop, {args.rate_seconds:g} s per rate.\n"
+    )
     rates = [float(rate) for rate in args.rates.split(",") if rate.strip()] or None
-    wechat.print_report(wechat.ingest(
-        seconds=args.seconds, concurrency=args.concurrency, openids=args.openids,
-        chats=args.chats, rates=rates, rate_seconds=args.rate_seconds,
-        max_connections=args.max_connections, refine=not args.no_refine))
+    wechat.print_report(
+        wechat.ingest(
+            seconds=args.seconds,
+            concurrency=args.concurrency,
+            openids=args.openids,
+            chats=args.chats,
+            rates=rates,
+            rate_seconds=args.rate_seconds,
+            max_connections=args.max_connections,
+            refine=not args.no_refine,
+        )
+    )
 
 
 def _e2e(args: argparse.Namespace) -> None:
@@ -67,13 +80,21 @@ def _e2e(args: argparse.Namespace) -> None:
 
     print("\n### telegram end to end: resident message -> receipt\n")
     rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-    trials = telegram.end_to_end_series(rates=rates, seconds=args.seconds,
-                                        overload_seconds=args.overload_seconds, chats=args.chats,
-                                        workers=args.workers, drain=args.drain)
+    trials = telegram.end_to_end_series(
+        rates=rates,
+        seconds=args.seconds,
+        overload_seconds=args.overload_seconds,
+        chats=args.chats,
+        workers=args.workers,
+        drain=args.drain,
+    )
     telegram.print_trials(trials, args.workers, args.chats)
     held = [trial.rate for trial in trials if trial.sustained]
-    print(f"\nHighest steady rate sustained: {max(held):g} msg/s." if held else
-          "\nNo rate tried was sustained.")
+    print(
+        f"\nHighest steady rate sustained: {max(held):g} msg/s."
+        if held
+        else "\nNo rate tried was sustained."
+    )
     for trial in trials:
         telegram.print_samples(trial)
 
@@ -83,9 +104,14 @@ def _delivery(args: argparse.Namespace) -> None:
     from bench import telegram
 
     print("\n### telegram delivery: notifications through the limits\n")
-    telegram.print_delivery(telegram.delivery(notifications=args.notifications,
-                                              chats=args.chats, workers=args.workers,
-                                              timeout=args.timeout))
+    telegram.print_delivery(
+        telegram.delivery(
+            notifications=args.notifications,
+            chats=args.chats,
+            workers=args.workers,
+            timeout=args.timeout,
+        )
+    )
 
 
 def _admin(args: argparse.Namespace) -> None:
@@ -100,60 +126,106 @@ def _add_web(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identities", type=int, default=50)
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=0,
-                        help="separate `redesk worker` processes (needs REDESK_BENCH_REDIS_URL "
-                             "and REDESK_BENCH_DATABASE_URL)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="separate `redesk worker` processes (needs REDESK_BENCH_REDIS_URL "
+        "and REDESK_BENCH_DATABASE_URL)",
+    )
 
 
 def _add_ingest(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=15.0,
-                        help="measured seconds per endpoint at full concurrency")
-    parser.add_argument("--concurrency", type=int, default=40,
-                        help="concurrent connections (Telegram's default max_connections: 40)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=15.0,
+        help="measured seconds per endpoint at full concurrency",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=40,
+        help="concurrent connections (Telegram's default max_connections: 40)",
+    )
     parser.add_argument("--chats", type=int, default=1000)
 
 
 def _add_wechat_ingest(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=15.0,
-                        help="measured seconds per endpoint at full concurrency (closed loop)")
-    parser.add_argument("--concurrency", type=int, default=40,
-                        help="concurrent connections of the closed loop")
-    parser.add_argument("--openids", type=int, default=1000,
-                        help="distinct WeChat users the callbacks come from")
-    parser.add_argument("--chats", type=int, default=1000,
-                        help="distinct Telegram chats of the webhook comparison")
-    parser.add_argument("--rates", default="",
-                        help="comma-separated steady rates (callbacks/s) of the open loop, "
-                             "climbed until the first one not sustained; default: 50, 75, 90, "
-                             "100 and 110 %% of the closed-loop throughput of the same run")
-    parser.add_argument("--rate-seconds", type=float, default=8.0,
-                        help="seconds of load per open-loop rate")
-    parser.add_argument("--max-connections", type=int, default=40,
-                        help="most callbacks in flight at once in the open loop")
-    parser.add_argument("--no-refine", action="store_true",
-                        help="do not try a rate between the last sustained and the first not")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=15.0,
+        help="measured seconds per endpoint at full concurrency (closed loop)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=40, help="concurrent connections of the closed loop"
+    )
+    parser.add_argument(
+        "--openids", type=int, default=1000, help="distinct WeChat users the callbacks come from"
+    )
+    parser.add_argument(
+        "--chats", type=int, default=1000, help="distinct Telegram chats of the webhook comparison"
+    )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="comma-separated steady rates (callbacks/s) of the open loop, "
+        "climbed until the first one not sustained; default: 50, 75, 90, "
+        "100 and 110 %% of the closed-loop throughput of the same run",
+    )
+    parser.add_argument(
+        "--rate-seconds", type=float, default=8.0, help="seconds of load per open-loop rate"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=40,
+        help="most callbacks in flight at once in the open loop",
+    )
+    parser.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="do not try a rate between the last sustained and the first not",
+    )
 
 
 def _add_e2e(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rates", default="",
-                        help="comma-separated offered rates (msg/s); default: 200, then a "
-                             "ladder of steady rates 5 apart from the capacity 200/s showed")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="seconds of load of a steady trial")
-    parser.add_argument("--overload-seconds", type=float, default=10.0,
-                        help="seconds of load of the 200/s trial (default series only)")
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="comma-separated offered rates (msg/s); default: 200, then a "
+        "ladder of steady rates 5 apart from the capacity 200/s showed",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="seconds of load of a steady trial"
+    )
+    parser.add_argument(
+        "--overload-seconds",
+        type=float,
+        default=10.0,
+        help="seconds of load of the 200/s trial (default series only)",
+    )
     parser.add_argument("--chats", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--drain", type=float, default=20.0,
-                        help="seconds to wait for the rest of the receipts after the load")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=20.0,
+        help="seconds to wait for the rest of the receipts after the load",
+    )
 
 
 def _add_delivery(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notifications", type=int, default=3000)
     parser.add_argument("--chats", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=170.0,
-                        help="stop waiting after this many seconds and report what was sent")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=170.0,
+        help="stop waiting after this many seconds and report what was sent",
+    )
 
 
 def _add_admin(parser: argparse.ArgumentParser) -> None:
@@ -174,8 +246,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one benchmark, or all of them."""
-    parser = argparse.ArgumentParser(prog="python -m bench",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command")
     for name, (add, run) in COMMANDS.items():
         add(sub.add_parser(name, help=(run.__doc__ or "").strip()))

@@ -65,16 +65,29 @@ TERMINAL = ("closed", "rejected", "cancelled")
 
 #: (name, kind, own resolution days or None).
 DEPARTMENTS: tuple[tuple[str, str, int | None], ...] = (
-    *((f"{name}街道", "街道", None) for name in (
-        "东华", "西苑", "南湖", "北关", "中山", "长安", "新华", "和平", "青山", "白云")),
-    ("城管执法", "职能部门", None), ("住建局", "职能部门", 10), ("交通运输局", "职能部门", None),
-    ("市场监管局", "职能部门", None), ("生态环境局", "职能部门", 10), ("水务局", "职能部门", None),
-    ("卫健委", "职能部门", None), ("教育局", "职能部门", None), ("人社局", "职能部门", None),
-    ("民政局", "职能部门", None), ("公安分局", "职能部门", 3), ("消防救援大队", "职能部门", 3),
-    ("自然资源局", "职能部门", 15), ("园林绿化局", "职能部门", None),
+    *(
+        (f"{name}街道", "街道", None)
+        for name in ("东华", "西苑", "南湖", "北关", "中山", "长安", "新华", "和平", "青山", "白云")
+    ),
+    ("城管执法", "职能部门", None),
+    ("住建局", "职能部门", 10),
+    ("交通运输局", "职能部门", None),
+    ("市场监管局", "职能部门", None),
+    ("生态环境局", "职能部门", 10),
+    ("水务局", "职能部门", None),
+    ("卫健委", "职能部门", None),
+    ("教育局", "职能部门", None),
+    ("人社局", "职能部门", None),
+    ("民政局", "职能部门", None),
+    ("公安分局", "职能部门", 3),
+    ("消防救援大队", "职能部门", 3),
+    ("自然资源局", "职能部门", 15),
+    ("园林绿化局", "职能部门", None),
     ("供电公司", "职能部门", None),
-    ("社区志愿者协会", "社会组织", None), ("物业管理协会", "社会组织", None),
-    ("老年人协会", "社会组织", None), ("法律援助中心", "社会组织", None),
+    ("社区志愿者协会", "社会组织", None),
+    ("物业管理协会", "社会组织", None),
+    ("老年人协会", "社会组织", None),
+    ("法律援助中心", "社会组织", None),
     ("心理咨询服务站", "社会组织", None),
 )
 
@@ -128,17 +141,40 @@ COMPLAINTS: tuple[tuple[str, ...], ...] = (
 )
 
 PLACES: tuple[str, ...] = (
-    "幸福小区", "阳光花园", "锦绣家园", "和谐里", "翠湖苑", "春晖小区", "金桥新村", "滨江花园",
-    "丽景湾", "文化路", "人民路", "建设街", "解放路", "新华路", "长江路", "黄河路",
+    "幸福小区",
+    "阳光花园",
+    "锦绣家园",
+    "和谐里",
+    "翠湖苑",
+    "春晖小区",
+    "金桥新村",
+    "滨江花园",
+    "丽景湾",
+    "文化路",
+    "人民路",
+    "建设街",
+    "解放路",
+    "新华路",
+    "长江路",
+    "黄河路",
 )
 
 RESULTS: tuple[str, ...] = (
-    "已派人现场处理完毕", "已联系相关单位整改到位", "已约谈当事方并督促整改", "已维修恢复正常",
-    "已清理完毕", "已答复群众并解释政策", "已协调解决", "经核实已处理",
+    "已派人现场处理完毕",
+    "已联系相关单位整改到位",
+    "已约谈当事方并督促整改",
+    "已维修恢复正常",
+    "已清理完毕",
+    "已答复群众并解释政策",
+    "已协调解决",
+    "经核实已处理",
 )
 
 REASONS: tuple[str, ...] = (
-    "不属于本部门职责", "信息不全无法处理", "需由其他部门办理", "地址不在辖区内",
+    "不属于本部门职责",
+    "信息不全无法处理",
+    "需由其他部门办理",
+    "地址不在辖区内",
 )
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶"
@@ -148,8 +184,32 @@ CHANNELS: tuple[tuple[str, float], ...] = (("telegram", 0.45), ("wechat", 0.40),
 
 #: Relative intake per weekday (Monday first) and per local hour.
 WEEKDAY_WEIGHTS = (1.0, 1.0, 0.97, 0.95, 0.9, 0.45, 0.4)
-HOUR_WEIGHTS = (0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.5, 4.0, 7.0, 8.0, 7.5, 5.0, 5.5, 7.0, 7.5,
-                7.0, 6.0, 4.5, 4.0, 3.5, 3.0, 2.0, 1.0)
+HOUR_WEIGHTS = (
+    0.3,
+    0.2,
+    0.1,
+    0.1,
+    0.1,
+    0.2,
+    0.5,
+    1.5,
+    4.0,
+    7.0,
+    8.0,
+    7.5,
+    5.0,
+    5.5,
+    7.0,
+    7.5,
+    7.0,
+    6.0,
+    4.5,
+    4.0,
+    3.5,
+    3.0,
+    2.0,
+    1.0,
+)
 
 
 # --- generation ---------------------------------------------------------------------------
@@ -226,8 +286,10 @@ def _intake_times(rng: random.Random, count: int, end_day: date, days: int) -> l
     start = int(datetime(first.year, first.month, first.day, tzinfo=SHANGHAI).timestamp())
     chosen_days = rng.choices(range(days), weights=weights, k=count)
     chosen_hours = rng.choices(range(24), weights=HOUR_WEIGHTS, k=count)
-    moments = [start + day * 86400 + hour * 3600 + rng.randrange(3600)
-               for day, hour in zip(chosen_days, chosen_hours, strict=True)]
+    moments = [
+        start + day * 86400 + hour * 3600 + rng.randrange(3600)
+        for day, hour in zip(chosen_days, chosen_hours, strict=True)
+    ]
     moments.sort()
     return moments
 
@@ -251,19 +313,40 @@ def _office(rng: random.Random, moment: int) -> int:
 class History:
     """One request's life, simulated up to the horizon, as a requests row and event rows."""
 
-    __slots__ = ("rng", "org", "horizon", "events", "t", "state", "dept", "handler",
-                 "first_action_at", "responded_in_time", "response_seconds", "result",
-                 "replied_at", "first_replied_at", "reply_seconds", "closed_at", "solved",
-                 "satisfaction", "reopen_count", "response_due", "resolution_due", "created",
-                 "requester", "category", "deadlines_set")
+    __slots__ = (
+        "rng",
+        "org",
+        "horizon",
+        "events",
+        "t",
+        "state",
+        "dept",
+        "handler",
+        "first_action_at",
+        "responded_in_time",
+        "response_seconds",
+        "result",
+        "replied_at",
+        "first_replied_at",
+        "reply_seconds",
+        "closed_at",
+        "solved",
+        "satisfaction",
+        "reopen_count",
+        "response_due",
+        "resolution_due",
+        "created",
+        "requester",
+        "category",
+        "deadlines_set",
+    )
 
     def __init__(self, rng: random.Random, org: Organisation, horizon: int) -> None:
         self.rng = rng
         self.org = org
         self.horizon = horizon
         #: (actor, action, from, to, outcome, note, epoch seconds)
-        self.events: list[tuple[int | None, str, str | None, str | None, str, str | None,
-                                int]] = []
+        self.events: list[tuple[int | None, str, str | None, str | None, str, str | None, int]] = []
         self.t = self.created = self.response_due = self.resolution_due = 0
         self.deadlines_set = 0
         self.state = "new"
@@ -281,10 +364,12 @@ class History:
         self.solved: bool | None = None
         self.satisfaction: str | None = None
 
-    def _event(self, actor: int | None, action: str, to: str | None, note: str | None,
-               outcome: str = "ok") -> None:
-        self.events.append((actor, action, self.state if action != "submit" else None, to,
-                            outcome, note, self.t))
+    def _event(
+        self, actor: int | None, action: str, to: str | None, note: str | None, outcome: str = "ok"
+    ) -> None:
+        self.events.append(
+            (actor, action, self.state if action != "submit" else None, to, outcome, note, self.t)
+        )
         if outcome == "ok" and to is not None:
             self.state = to
 
@@ -353,8 +438,10 @@ class History:
             state = self.state
             if state in TERMINAL:
                 break
-            if state in ("new", "handling", "forwarded", "dept_handling", "review") \
-                    and rng.random() < 0.004:
+            if (
+                state in ("new", "handling", "forwarded", "dept_handling", "review")
+                and rng.random() < 0.004
+            ):
                 if not self._at(self._wait(6 * 3600, 1.5, office=False)):
                     break
                 self._event(requester, "cancel", "cancelled", None)
@@ -362,8 +449,11 @@ class History:
                 break
             if state == "new":
                 moment = self._wait(1.5 * 3600, 1.3)
-                if self.first_action_at is None and moment > self.response_due > self.t \
-                        and self._at(self.response_due):
+                if (
+                    self.first_action_at is None
+                    and moment > self.response_due > self.t
+                    and self._at(self.response_due)
+                ):
                     self._event(None, "remind", "new", "响应已超时")
                 self._maybe_supplement(moment)
                 if not self._at(moment):
@@ -378,10 +468,12 @@ class History:
                     self.handler = self.events[-1][0]
                     self._mark_first_action()
                 else:
-                    department = rng.choice(targets) if rng.random() < 0.8 else \
-                        rng.randrange(1, len(DEPARTMENTS) + 1)
-                    self._forward_to(department, self._worker(),
-                                     DEPARTMENTS[department - 1][0])
+                    department = (
+                        rng.choice(targets)
+                        if rng.random() < 0.8
+                        else rng.randrange(1, len(DEPARTMENTS) + 1)
+                    )
+                    self._forward_to(department, self._worker(), DEPARTMENTS[department - 1][0])
             elif state == "forwarded":
                 moment = self._wait(3 * 3600, 1.2)
                 if stuck:
@@ -406,8 +498,13 @@ class History:
                     self._event(self._staff(), "return", "new", rng.choice(REASONS))
                     self.dept = None
                 else:
-                    actor = self.handler if state == "handling" and self.handler else \
-                        self._staff() if state == "dept_handling" else self._worker()
+                    actor = (
+                        self.handler
+                        if state == "handling" and self.handler
+                        else self._staff()
+                        if state == "dept_handling"
+                        else self._worker()
+                    )
                     result = rng.choice(RESULTS)
                     self._event(actor, "complete", "review", result)
                     self.result = result
@@ -481,16 +578,30 @@ class Loader:
             cursor.executemany(
                 "INSERT INTO departments (id, name, kind, active, resolution_days, created_at) "
                 "VALUES (%s, %s, %s, true, %s, %s)",
-                [(index, name, kind, days, datetime.fromtimestamp(created, UTC))
-                 for index, (name, kind, days) in enumerate(DEPARTMENTS, 1)])
+                [
+                    (index, name, kind, days, datetime.fromtimestamp(created, UTC))
+                    for index, (name, kind, days) in enumerate(DEPARTMENTS, 1)
+                ],
+            )
             cursor.executemany(
                 "INSERT INTO categories (id, name, keywords, route, department_id, response_hours,"
                 " resolution_days, urgent, is_fallback, active) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)",
-                [(index, name, json.dumps([name[:2]], ensure_ascii=False),
-                  "department" if routed else "committee", routed, hours, days, hours <= 2,
-                  name == "其他")
-                 for index, (name, _, hours, days, routed, _) in enumerate(CATEGORIES, 1)])
+                [
+                    (
+                        index,
+                        name,
+                        json.dumps([name[:2]], ensure_ascii=False),
+                        "department" if routed else "committee",
+                        routed,
+                        hours,
+                        days,
+                        hours <= 2,
+                        name == "其他",
+                    )
+                    for index, (name, _, hours, days, routed, _) in enumerate(CATEGORIES, 1)
+                ],
+            )
         workers = list(range(1, 51))
         staff: dict[int, list[int]] = {}
         next_id = 51
@@ -499,34 +610,50 @@ class Loader:
             staff[department] = list(range(next_id, next_id + count))
             next_id += count
         requesters = max(100, int(self.count * 0.3))
-        columns = ("id, channel, external_id, display_name, phone, role, department_id, "
-                   "unreachable, web_seq, window_sent, created_at")
-        with connection.cursor() as cursor, \
-                cursor.copy(f"COPY people ({columns}) FROM STDIN") as copy:
+        columns = (
+            "id, channel, external_id, display_name, phone, role, department_id, "
+            "unreachable, web_seq, window_sent, created_at"
+        )
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY people ({columns}) FROM STDIN") as copy,
+        ):
             stamp = ts(created)
             lines = []
             for person in workers:
                 role = "leader" if person <= 3 else "worker"
-                lines.append(f"{person}\ttelegram\tw{person}\t{_name(rng)}\t{_phone(rng)}\t"
-                             f"{role}\t\\N\tf\t0\t0\t{stamp}\n")
+                lines.append(
+                    f"{person}\ttelegram\tw{person}\t{_name(rng)}\t{_phone(rng)}\t"
+                    f"{role}\t\\N\tf\t0\t0\t{stamp}\n"
+                )
             for department, people in staff.items():
                 for person in people:
-                    lines.append(f"{person}\twechat\td{person}\t{_name(rng)}\t{_phone(rng)}\t"
-                                 f"department\t{department}\tf\t0\t0\t{stamp}\n")
+                    lines.append(
+                        f"{person}\twechat\td{person}\t{_name(rng)}\t{_phone(rng)}\t"
+                        f"department\t{department}\tf\t0\t0\t{stamp}\n"
+                    )
             copy.write("".join(lines))
             lines = []
             for person in range(next_id, next_id + requesters):
-                channel = "telegram" if rng.random() < 0.45 else \
-                    "wechat" if rng.random() < 0.73 else "web"
+                channel = (
+                    "telegram"
+                    if rng.random() < 0.45
+                    else "wechat"
+                    if rng.random() < 0.73
+                    else "web"
+                )
                 phone = _phone(rng) if rng.random() < 0.6 else None
-                lines.append(f"{person}\t{channel}\tr{person}\t{_name(rng)}\t{_null(phone)}\t"
-                             f"requester\t\\N\tf\t0\t0\t{stamp}\n")
+                lines.append(
+                    f"{person}\t{channel}\tr{person}\t{_name(rng)}\t{_null(phone)}\t"
+                    f"requester\t\\N\tf\t0\t0\t{stamp}\n"
+                )
                 if len(lines) >= 5000:
                     copy.write("".join(lines))
                     lines = []
             copy.write("".join(lines))
-        return Organisation(workers=workers, staff=staff, requesters=requesters,
-                            first_requester=next_id)
+        return Organisation(
+            workers=workers, staff=staff, requesters=requesters, first_requester=next_id
+        )
 
     def run(self) -> Generated:
         """Generates and loads everything; returns the counts and times."""
@@ -555,48 +682,74 @@ class Loader:
                 "handler_id, result, solved, satisfaction, reopen_count, created_at, "
                 "updated_at, first_action_at, response_due_at, resolution_due_at, replied_at, "
                 "closed_at, responded_in_time, response_seconds, response_work_seconds, "
-                "first_replied_at, reply_seconds, reply_work_seconds")
+                "first_replied_at, reply_seconds, reply_work_seconds"
+            )
             # Revision 0005 added when the deadlines were last set; filled when present.
-            deadlines_set = bool(main.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_name = 'requests' "
-                "AND column_name = 'deadlines_set_at'").fetchone())
+            deadlines_set = bool(
+                main.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_name = 'requests' "
+                    "AND column_name = 'deadlines_set_at'"
+                ).fetchone()
+            )
             if deadlines_set:
                 request_columns += ", deadlines_set_at"
-            event_columns = "id, request_id, actor_id, action, from_state, to_state, outcome, " \
-                "note, created_at"
-            with main.cursor() as requests_cursor, side.cursor() as events_cursor, \
-                    requests_cursor.copy(f"COPY requests ({request_columns}) FROM STDIN",
-                                         writer=QueuedLibpqWriter(requests_cursor)) as copy_r, \
-                    events_cursor.copy(f"COPY events ({event_columns}) FROM STDIN",
-                                       writer=QueuedLibpqWriter(events_cursor)) as copy_e:
-                counters = self._requests(rng, org, moments, horizon, copy_r.write,
-                                          copy_e.write, result, deadlines_set)
+            event_columns = (
+                "id, request_id, actor_id, action, from_state, to_state, outcome, note, created_at"
+            )
+            with (
+                main.cursor() as requests_cursor,
+                side.cursor() as events_cursor,
+                requests_cursor.copy(
+                    f"COPY requests ({request_columns}) FROM STDIN",
+                    writer=QueuedLibpqWriter(requests_cursor),
+                ) as copy_r,
+                events_cursor.copy(
+                    f"COPY events ({event_columns}) FROM STDIN",
+                    writer=QueuedLibpqWriter(events_cursor),
+                ) as copy_e,
+            ):
+                counters = self._requests(
+                    rng, org, moments, horizon, copy_r.write, copy_e.write, result, deadlines_set
+                )
             main.commit()
             side.commit()
             with main.cursor() as cursor:
-                cursor.executemany("INSERT INTO request_counters (day, last) VALUES (%s, %s)",
-                                   sorted(counters.items()))
+                cursor.executemany(
+                    "INSERT INTO request_counters (day, last) VALUES (%s, %s)",
+                    sorted(counters.items()),
+                )
                 for table in ("departments", "categories", "people", "requests", "events"):
-                    cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                   f"(SELECT max(id) FROM {table}))")
+                    cursor.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
             main.commit()
         result.requests_seconds = time.monotonic() - began
         began = time.monotonic()
         with psycopg.connect(self.url, autocommit=True) as connection:
             connection.execute("VACUUM (ANALYZE)")
-        result.database_mb = int(common.pg_scalar(
-            self.url, "SELECT pg_database_size(current_database())")) / 2**20
+        result.database_mb = (
+            int(common.pg_scalar(self.url, "SELECT pg_database_size(current_database())")) / 2**20
+        )
         result.vacuum_seconds = time.monotonic() - began
         return result
 
-    def _requests(self, rng: random.Random, org: Organisation, moments: Sequence[int],
-                  horizon: int, write_request: Callable[[str], None],
-                  write_event: Callable[[str], None], result: Generated,
-                  deadlines_set: bool) -> dict[str, int]:
+    def _requests(
+        self,
+        rng: random.Random,
+        org: Organisation,
+        moments: Sequence[int],
+        horizon: int,
+        write_request: Callable[[str], None],
+        write_event: Callable[[str], None],
+        result: Generated,
+        deadlines_set: bool,
+    ) -> dict[str, int]:
         ts = self.ts
         category_weights = [share for _, share, *_ in CATEGORIES]
-        categories = rng.choices(range(1, len(CATEGORIES) + 1), weights=category_weights,
-                                 k=len(moments))
+        categories = rng.choices(
+            range(1, len(CATEGORIES) + 1), weights=category_weights, k=len(moments)
+        )
         history = History(rng, org, horizon)
         counters: dict[str, int] = {}
         event_id = 0
@@ -605,8 +758,7 @@ class Loader:
         states: dict[str, int] = {}
         first_requester, requesters = org.first_requester, org.requesters
         last_day, day = -1, ""
-        for request_id, (created, category) in enumerate(zip(moments, categories, strict=True),
-                                                         1):
+        for request_id, (created, category) in enumerate(zip(moments, categories, strict=True), 1):
             # A few residents write often: the square skews towards the first ids.
             requester = first_requester + int(requesters * rng.random() ** 2)
             history.simulate(created, requester, category)
@@ -624,8 +776,13 @@ class Loader:
             states[h.state] = states.get(h.state, 0) + 1
             response_work = None if h.response_seconds is None else h.response_seconds * 9 // 24
             reply_work = None if h.reply_seconds is None else h.reply_seconds * 9 // 24
-            channel = CHANNELS[0][0] if requester % 20 < 9 else \
-                CHANNELS[1][0] if requester % 20 < 17 else CHANNELS[2][0]
+            channel = (
+                CHANNELS[0][0]
+                if requester % 20 < 9
+                else CHANNELS[1][0]
+                if requester % 20 < 17
+                else CHANNELS[2][0]
+            )
             request_lines.append(
                 f"{request_id}\tSQ-{day}-{sequence:04d}\t{requester}\t{channel}\t{text}\t"
                 f"{category}\t{h.state}\t{_null(h.dept)}\t{_null(h.handler)}\t"
@@ -635,12 +792,14 @@ class Loader:
                 f"{ts(h.replied_at)}\t{ts(h.closed_at)}\t{_bool(h.responded_in_time)}\t"
                 f"{_null(h.response_seconds)}\t{_null(response_work)}\t"
                 f"{ts(h.first_replied_at)}\t{_null(h.reply_seconds)}\t{_null(reply_work)}"
-                + (f"\t{ts(h.deadlines_set)}\n" if deadlines_set else "\n"))
+                + (f"\t{ts(h.deadlines_set)}\n" if deadlines_set else "\n")
+            )
             for actor, action, source, target, outcome, note, moment in h.events:
                 event_id += 1
                 event_lines.append(
                     f"{event_id}\t{request_id}\t{_null(actor)}\t{action}\t{_null(source)}\t"
-                    f"{_null(target)}\t{outcome}\t{_null(note)}\t{ts(moment)}\n")
+                    f"{_null(target)}\t{outcome}\t{_null(note)}\t{ts(moment)}\n"
+                )
             if len(request_lines) >= 2000:
                 write_request("".join(request_lines))
                 write_event("".join(event_lines))
@@ -683,8 +842,13 @@ def _vm_hwm(pid: int) -> float:
     return 0.0
 
 
-def measure(command: Sequence[str], env: dict[str, str], cwd: Path,
-            monitor: common.CpuMonitor | None = None, label: str = "") -> Run:
+def measure(
+    command: Sequence[str],
+    env: dict[str, str],
+    cwd: Path,
+    monitor: common.CpuMonitor | None = None,
+    label: str = "",
+) -> Run:
     """Runs `command` to completion: wall time, peak RSS and CPU.
 
     Peak RSS and CPU come from GNU time (`/usr/bin/time -v`). Not `ru_maxrss` of a child
@@ -692,10 +856,16 @@ def measure(command: Sequence[str], env: dict[str, str], cwd: Path,
     Python spawns with vfork, so that figure is at least this (large) process's own RSS.
     Without GNU time, VmHWM is polled from /proc every 20 ms (may miss the last 20 ms).
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        wrapped = [GNU_TIME, "-v", "-o", report.name, *command] if os.path.exists(GNU_TIME) \
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".time") as report,
+    ):
+        wrapped = (
+            [GNU_TIME, "-v", "-o", report.name, *command]
+            if os.path.exists(GNU_TIME)
             else list(command)
+        )
         began = time.monotonic()
         process = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=out, stderr=err)
         if monitor is not None:
@@ -722,9 +892,14 @@ def measure(command: Sequence[str], env: dict[str, str], cwd: Path,
             returncode = process.returncode
         out.seek(0)
         err.seek(0)
-        return Run(seconds=seconds, rss_mb=peak, cpu_seconds=cpu, returncode=returncode,
-                   output=out.read().decode(errors="replace"),
-                   errors=err.read().decode(errors="replace"))
+        return Run(
+            seconds=seconds,
+            rss_mb=peak,
+            cpu_seconds=cpu,
+            returncode=returncode,
+            output=out.read().decode(errors="replace"),
+            errors=err.read().decode(errors="replace"),
+        )
 
 
 def _redesk_env(url: str) -> dict[str, str]:
@@ -739,23 +914,46 @@ def _redesk_env(url: str) -> dict[str, str]:
 #: The groupings compared, as `redesk stats` arguments, and the SQL key of each.
 INVOCATIONS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("totals", ("stats", "--format", "json"), None),
-    ("--by department", ("stats", "--by", "department", "--format", "json"),
-     "coalesce(d.name, '党委自办')"),
-    ("--by month", ("stats", "--by", "month", "--format", "json"),
-     "to_char(timezone('Asia/Shanghai', r.created_at), 'YYYY-MM')"),
+    (
+        "--by department",
+        ("stats", "--by", "department", "--format", "json"),
+        "coalesce(d.name, '党委自办')",
+    ),
+    (
+        "--by month",
+        ("stats", "--by", "month", "--format", "json"),
+        "to_char(timezone('Asia/Shanghai', r.created_at), 'YYYY-MM')",
+    ),
 )
 
-COUNT_KEYS = ("received", "closed", "open", "overdue", "forwarded", "returned", "rejected",
-              "cancelled", "reopened", "responded_in_time", "rated", "solved", "satisfied",
-              "replied")
-DURATION_COLUMNS = (("first_action", "calendar", "response_seconds"),
-                    ("first_action", "working", "response_work_seconds"),
-                    ("reply", "calendar", "reply_seconds"),
-                    ("reply", "working", "reply_work_seconds"))
-RATE_PARTS = {"response_rate": ("responded_in_time", "received"),
-              "resolution_rate": ("solved", "rated"),
-              "satisfaction_rate": ("satisfied", "rated"),
-              "rating_rate": ("rated", "replied")}
+COUNT_KEYS = (
+    "received",
+    "closed",
+    "open",
+    "overdue",
+    "forwarded",
+    "returned",
+    "rejected",
+    "cancelled",
+    "reopened",
+    "responded_in_time",
+    "rated",
+    "solved",
+    "satisfied",
+    "replied",
+)
+DURATION_COLUMNS = (
+    ("first_action", "calendar", "response_seconds"),
+    ("first_action", "working", "response_work_seconds"),
+    ("reply", "calendar", "reply_seconds"),
+    ("reply", "working", "reply_work_seconds"),
+)
+RATE_PARTS = {
+    "response_rate": ("responded_in_time", "received"),
+    "resolution_rate": ("solved", "rated"),
+    "satisfaction_rate": ("satisfied", "rated"),
+    "rating_rate": ("rated", "replied"),
+}
 
 
 def hand_sql(group: str | None, now: str) -> str:
@@ -808,9 +1006,11 @@ def _parse_psql(text: str) -> dict[str | None, dict[str, Any]]:
             continue
         cells = line.split("\t")
         key, total, rest = cells[0], cells[1] == "t", cells[2:]
-        figures: dict[str, Any] = {name: int(value) for name, value in
-                                   zip(COUNT_KEYS, rest[:len(COUNT_KEYS)], strict=True)}
-        for (name, unit, _), cell in zip(DURATION_COLUMNS, rest[len(COUNT_KEYS):], strict=True):
+        figures: dict[str, Any] = {
+            name: int(value)
+            for name, value in zip(COUNT_KEYS, rest[: len(COUNT_KEYS)], strict=True)
+        }
+        for (name, unit, _), cell in zip(DURATION_COLUMNS, rest[len(COUNT_KEYS) :], strict=True):
             values = [float(v) for v in cell.strip("{}").split(",")] if cell else [None, None]
             figures[f"{name}_median_{unit}_seconds"] = values[0]
             figures[f"{name}_p90_{unit}_seconds"] = values[1]
@@ -824,8 +1024,10 @@ def compare(report: dict[str, Any], hand: dict[str | None, dict[str, Any]]) -> l
     rows: dict[str | None, dict[str, Any]] = {None: report["totals"]}
     rows.update({row["key"]: row for row in report["rows"]})
     if set(rows) != set(hand):
-        problems.append(f"groups differ: only redesk {sorted(map(str, set(rows) - set(hand)))},"
-                        f" only SQL {sorted(map(str, set(hand) - set(rows)))}")
+        problems.append(
+            f"groups differ: only redesk {sorted(map(str, set(rows) - set(hand)))},"
+            f" only SQL {sorted(map(str, set(hand) - set(rows)))}"
+        )
     for key in set(rows) & set(hand):
         mine, theirs = rows[key], hand[key]
         where = "totals" if key is None else key
@@ -834,11 +1036,12 @@ def compare(report: dict[str, Any], hand: dict[str | None, dict[str, Any]]) -> l
                 problems.append(f"{where} {name}: redesk {mine[name]}, SQL {theirs[name]}")
         for name, (numerator, denominator) in RATE_PARTS.items():
             rate = mine[name]
-            if (rate["numerator"], rate["denominator"]) != (theirs[numerator],
-                                                             theirs[denominator]):
-                problems.append(f"{where} {name}: redesk {rate['numerator']}/"
-                                f"{rate['denominator']}, SQL {theirs[numerator]}/"
-                                f"{theirs[denominator]}")
+            if (rate["numerator"], rate["denominator"]) != (theirs[numerator], theirs[denominator]):
+                problems.append(
+                    f"{where} {name}: redesk {rate['numerator']}/"
+                    f"{rate['denominator']}, SQL {theirs[numerator]}/"
+                    f"{theirs[denominator]}"
+                )
         for name, unit, _ in DURATION_COLUMNS:
             for label in ("median", "p90"):
                 figure = f"{name}_{label}_{unit}_seconds"
@@ -891,8 +1094,9 @@ class StatsResult:
         return self._median(self.redesk if which == "redesk" else self.psql, attribute)
 
 
-def run_stats(url: str, directory: Path, repeats: int,
-              monitor: common.CpuMonitor) -> list[StatsResult]:
+def run_stats(
+    url: str, directory: Path, repeats: int, monitor: common.CpuMonitor
+) -> list[StatsResult]:
     """Every invocation `repeats` times, redesk and psql interleaved."""
     env = _redesk_env(url)
     psql_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -905,16 +1109,35 @@ def run_stats(url: str, directory: Path, repeats: int,
         gap = 0.0
         totals: dict[str, Any] = {}
         for attempt in range(repeats):
-            run = measure([common.redesk_executable(), *arguments], env, directory, monitor,
-                          "redesk stats")
+            run = measure(
+                [common.redesk_executable(), *arguments], env, directory, monitor, "redesk stats"
+            )
             if run.returncode != 0:
                 raise RuntimeError(f"redesk {' '.join(arguments)} failed:\n{run.errors}")
             report = json.loads(run.output)
             redesk_runs.append(run)
             script = directory / f"hand-{len(results)}.sql"
             script.write_text(hand_sql(group, report["generated_at"]), encoding="utf-8")
-            hand = measure(["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-                            "-f", str(script), psql_url], env, directory, monitor, "psql")
+            hand = measure(
+                [
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-F",
+                    "\t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-f",
+                    str(script),
+                    psql_url,
+                ],
+                env,
+                directory,
+                monitor,
+                "psql",
+            )
             if hand.returncode != 0:
                 raise RuntimeError(f"psql failed:\n{hand.errors}")
             psql_runs.append(hand)
@@ -924,11 +1147,15 @@ def run_stats(url: str, directory: Path, repeats: int,
             groups = len(report["rows"])
             totals = report["totals"]
             problems += [f"run {attempt + 1}: {problem}" for problem in found]
-            print(f"  {name} run {attempt + 1}: redesk {run.seconds:.2f} s "
-                  f"({run.rss_mb:.0f} MB), psql {hand.seconds:.2f} s; "
-                  f"{'equal' if not found else f'{len(found)} differences'}", file=sys.stderr)
-        results.append(StatsResult(name, arguments, redesk_runs, psql_runs, problems, groups, gap,
-                                   totals))
+            print(
+                f"  {name} run {attempt + 1}: redesk {run.seconds:.2f} s "
+                f"({run.rss_mb:.0f} MB), psql {hand.seconds:.2f} s; "
+                f"{'equal' if not found else f'{len(found)} differences'}",
+                file=sys.stderr,
+            )
+        results.append(
+            StatsResult(name, arguments, redesk_runs, psql_runs, problems, groups, gap, totals)
+        )
     return results
 
 
@@ -946,13 +1173,15 @@ def trace_main(argv: list[str]) -> int:
     began_at: list[float] = []
 
     @event.listens_for(Engine, "before_cursor_execute")
-    def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-                executemany: bool) -> None:
+    def _before(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         began_at.append(time.perf_counter())
 
     @event.listens_for(Engine, "after_cursor_execute")
-    def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-               executemany: bool) -> None:
+    def _after(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         seconds = time.perf_counter() - began_at.pop()
         try:
             text = psycopg.ClientCursor(cursor.connection).mogrify(statement, parameters)
@@ -967,8 +1196,9 @@ def trace_main(argv: list[str]) -> int:
         code = main(argv)
     total = time.perf_counter() - began
     Path(os.environ["BENCH_TRACE_OUT"]).write_text(
-        json.dumps({"code": code, "seconds": total, "statements": statements},
-                   ensure_ascii=False), encoding="utf-8")
+        json.dumps({"code": code, "seconds": total, "statements": statements}, ensure_ascii=False),
+        encoding="utf-8",
+    )
     return code
 
 
@@ -1027,8 +1257,13 @@ def trace_stats(url: str, directory: Path, plans: Path | None) -> list[Trace]:
     psql_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     traces = []
     for name, arguments, group in INVOCATIONS:
-        answer = subprocess.run([sys.executable, "-m", "bench.admin", "trace", *arguments],
-                                env=env, cwd=common.ROOT, capture_output=True, timeout=3600)
+        answer = subprocess.run(
+            [sys.executable, "-m", "bench.admin", "trace", *arguments],
+            env=env,
+            cwd=common.ROOT,
+            capture_output=True,
+            timeout=3600,
+        )
         if answer.returncode != 0:
             raise RuntimeError(f"trace failed:\n{answer.stderr.decode()}")
         data = json.loads((directory / "trace.json").read_text(encoding="utf-8"))
@@ -1042,19 +1277,22 @@ def trace_stats(url: str, directory: Path, plans: Path | None) -> list[Trace]:
             if slowest is not None:
                 targets.insert(0, ("redesk " + _shape(slowest["sql"]), slowest["sql"]))
             for label, sql in targets:
-                rows = connection.execute(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
+                rows = connection.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
                 found[label] = "\n".join(row[0] for row in rows)
         if plans is not None:
             plans.mkdir(parents=True, exist_ok=True)
             slug = name.replace("--by ", "by-")
             for label, plan in found.items():
                 path = plans / f"{slug}-{label.split()[0]}.txt"
-                sql = slowest["sql"] if slowest is not None and label.startswith("redesk") \
+                sql = (
+                    slowest["sql"]
+                    if slowest is not None and label.startswith("redesk")
                     else hand_sql(group, now)
+                )
                 path.write_text(f"{sql}\n\n{plan}\n", encoding="utf-8")
             (plans / f"{slug}-statements.json").write_text(
-                json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+                json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8"
+            )
         traces.append(Trace(name, data["seconds"], statements, found))
     return traces
 
@@ -1087,30 +1325,59 @@ def export_available(url: str, directory: Path) -> bool:
     """Whether `redesk export --help` works."""
     if not (common.ROOT / "admin_scripts" / "export.py").exists():
         return False
-    answer = subprocess.run([common.redesk_executable(), "export", "--help"],
-                            env=_redesk_env(url), cwd=directory, capture_output=True, timeout=120)
+    answer = subprocess.run(
+        [common.redesk_executable(), "export", "--help"],
+        env=_redesk_env(url),
+        cwd=directory,
+        capture_output=True,
+        timeout=120,
+    )
     return answer.returncode == 0
 
 
-def run_export(url: str, directory: Path, output_format: str, label: str,
-               monitor: common.CpuMonitor, period: tuple[str, str] | None = None,
-               events: int = 0) -> ExportResult:
+def run_export(
+    url: str,
+    directory: Path,
+    output_format: str,
+    label: str,
+    monitor: common.CpuMonitor,
+    period: tuple[str, str] | None = None,
+    events: int = 0,
+) -> ExportResult:
     """`redesk export --format F --out FILE` (optionally --from/--to), measured."""
     out = directory / f"export.{output_format}"
     arguments = ["export", "--format", output_format, "--out", str(out)]
     if period is not None:
         arguments += ["--from", period[0], "--to", period[1]]
-    run = measure([common.redesk_executable(), *arguments], _redesk_env(url), directory,
-                  monitor, f"redesk export {output_format}")
+    run = measure(
+        [common.redesk_executable(), *arguments],
+        _redesk_env(url),
+        directory,
+        monitor,
+        f"redesk export {output_format}",
+    )
     if run.returncode != 0 and "schema is not current" in run.errors:
         # The product gained a migration while this (long) run went on: bring the database up
         # to it, say so, and measure again.
-        subprocess.run([common.redesk_executable(), "db", "upgrade"], env=_redesk_env(url),
-                       cwd=directory, capture_output=True, timeout=3600, check=True)
-        print(f"\nNote: the schema changed during the run; `redesk db upgrade` ran before "
-              f"the {output_format} export.")
-        run = measure([common.redesk_executable(), *arguments], _redesk_env(url), directory,
-                      monitor, f"redesk export {output_format}")
+        subprocess.run(
+            [common.redesk_executable(), "db", "upgrade"],
+            env=_redesk_env(url),
+            cwd=directory,
+            capture_output=True,
+            timeout=3600,
+            check=True,
+        )
+        print(
+            f"\nNote: the schema changed during the run; `redesk db upgrade` ran before "
+            f"the {output_format} export."
+        )
+        run = measure(
+            [common.redesk_executable(), *arguments],
+            _redesk_env(url),
+            directory,
+            monitor,
+            f"redesk export {output_format}",
+        )
     if run.returncode != 0:
         raise RuntimeError(f"redesk {' '.join(arguments)} failed:\n{run.errors}")
     found = re.search(r"exported (\d+) requests", run.errors)
@@ -1122,16 +1389,26 @@ def run_export(url: str, directory: Path, output_format: str, label: str,
 def _first_rows_period(url: str, rows: int) -> tuple[str, str, int, int]:
     """Shanghai dates from the first day to the day of the `rows`-th request, with the
     requests and events in that span."""
-    first = common.pg_scalar(url, "SELECT min(timezone('Asia/Shanghai', created_at))::date "
-                                  "FROM requests")
-    last = common.pg_scalar(url, "SELECT timezone('Asia/Shanghai', created_at)::date FROM "
-                                 "requests ORDER BY created_at, id OFFSET %s LIMIT 1",
-                            (rows - 1,))
-    count = common.pg_scalar(url, "SELECT count(*) FROM requests WHERE "
-                                  "timezone('Asia/Shanghai', created_at)::date <= %s", (last,))
+    first = common.pg_scalar(
+        url, "SELECT min(timezone('Asia/Shanghai', created_at))::date FROM requests"
+    )
+    last = common.pg_scalar(
+        url,
+        "SELECT timezone('Asia/Shanghai', created_at)::date FROM "
+        "requests ORDER BY created_at, id OFFSET %s LIMIT 1",
+        (rows - 1,),
+    )
+    count = common.pg_scalar(
+        url,
+        "SELECT count(*) FROM requests WHERE timezone('Asia/Shanghai', created_at)::date <= %s",
+        (last,),
+    )
     events = common.pg_scalar(
-        url, "SELECT count(*) FROM events e JOIN requests r ON r.id = e.request_id WHERE "
-             "e.outcome = 'ok' AND timezone('Asia/Shanghai', r.created_at)::date <= %s", (last,))
+        url,
+        "SELECT count(*) FROM events e JOIN requests r ON r.id = e.request_id WHERE "
+        "e.outcome = 'ok' AND timezone('Asia/Shanghai', r.created_at)::date <= %s",
+        (last,),
+    )
     return first.isoformat(), last.isoformat(), int(count), int(events)
 
 
@@ -1142,49 +1419,67 @@ def _print_generation(generated: Generated) -> None:
     total_rows = generated.people + generated.requests + generated.events
     print("| step | rows | seconds | rows/s |")
     print("|---|---:|---:|---:|")
-    print(f"| people, departments, categories | {common.fmt(generated.people)} | "
-          f"{generated.people_seconds:.1f} | "
-          f"{common.fmt(generated.people / max(generated.people_seconds, 1e-9))} |")
+    print(
+        f"| people, departments, categories | {common.fmt(generated.people)} | "
+        f"{generated.people_seconds:.1f} | "
+        f"{common.fmt(generated.people / max(generated.people_seconds, 1e-9))} |"
+    )
     load = generated.requests + generated.events
-    print(f"| requests + events (COPY, two connections) | {common.fmt(load)} "
-          f"({common.fmt(generated.requests)} + {common.fmt(generated.events)}) | "
-          f"{generated.requests_seconds:.1f} | "
-          f"{common.fmt(load / max(generated.requests_seconds, 1e-9))} |")
+    print(
+        f"| requests + events (COPY, two connections) | {common.fmt(load)} "
+        f"({common.fmt(generated.requests)} + {common.fmt(generated.events)}) | "
+        f"{generated.requests_seconds:.1f} | "
+        f"{common.fmt(load / max(generated.requests_seconds, 1e-9))} |"
+    )
     print(f"| VACUUM (ANALYZE) | — | {generated.vacuum_seconds:.1f} | — |")
     seconds = generated.people_seconds + generated.requests_seconds + generated.vacuum_seconds
-    print(f"| **total** | {common.fmt(total_rows)} | {seconds:.1f} | "
-          f"{common.fmt(total_rows / max(seconds, 1e-9))} |")
-    states = ", ".join(f"{state} {count / generated.requests * 100:.1f} %" for state, count in
-                       sorted(generated.states.items(), key=lambda item: -item[1]))
-    print(f"\n{generated.events / generated.requests:.2f} events per request; states: {states}; "
-          f"database {generated.database_mb:,.0f} MB.")
+    print(
+        f"| **total** | {common.fmt(total_rows)} | {seconds:.1f} | "
+        f"{common.fmt(total_rows / max(seconds, 1e-9))} |"
+    )
+    states = ", ".join(
+        f"{state} {count / generated.requests * 100:.1f} %"
+        for state, count in sorted(generated.states.items(), key=lambda item: -item[1])
+    )
+    print(
+        f"\n{generated.events / generated.requests:.2f} events per request; states: {states}; "
+        f"database {generated.database_mb:,.0f} MB."
+    )
     print(f"\n{generated.cpu}")
 
 
 def _print_stats(results: list[StatsResult], repeats: int) -> None:
-    print(f"\nMedian of {repeats} runs each, redesk and psql interleaved; peak = the "
-          "process's maximum RSS and CPU = its user + system time, both from "
-          "`/usr/bin/time -v`.\n")
-    print("| invocation | groups | redesk s | redesk peak MB | redesk CPU s | psql s | "
-          "psql peak MB | redesk / psql | ≤ 1.5× | < 300 MB | results equal |")
+    print(
+        f"\nMedian of {repeats} runs each, redesk and psql interleaved; peak = the "
+        "process's maximum RSS and CPU = its user + system time, both from "
+        "`/usr/bin/time -v`.\n"
+    )
+    print(
+        "| invocation | groups | redesk s | redesk peak MB | redesk CPU s | psql s | "
+        "psql peak MB | redesk / psql | ≤ 1.5× | < 300 MB | results equal |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for result in results:
         mine, hand = result.median("redesk"), result.median("psql")
         ratio = mine / hand if hand else float("nan")
         peak = max(run.rss_mb for run in result.redesk)
-        print(f"| `redesk {' '.join(result.arguments)}` | {result.groups} | {mine:.2f} | "
-              f"{peak:.0f} | "
-              f"{result.median('redesk', 'cpu_seconds'):.2f} | {hand:.2f} | "
-              f"{max(run.rss_mb for run in result.psql):.0f} | **{ratio:.2f}** | "
-              f"{'yes' if ratio <= 1.5 else 'no'} | {'yes' if peak < 300 else 'no'} | "
-              f"{'yes' if not result.problems else 'NO'} |")
+        print(
+            f"| `redesk {' '.join(result.arguments)}` | {result.groups} | {mine:.2f} | "
+            f"{peak:.0f} | "
+            f"{result.median('redesk', 'cpu_seconds'):.2f} | {hand:.2f} | "
+            f"{max(run.rss_mb for run in result.psql):.0f} | **{ratio:.2f}** | "
+            f"{'yes' if ratio <= 1.5 else 'no'} | {'yes' if peak < 300 else 'no'} | "
+            f"{'yes' if not result.problems else 'NO'} |"
+        )
     if results:
         print(f"\n{describe_totals(results[0].totals)}")
     for result in results:
         spread_r = ", ".join(f"{run.seconds:.2f}" for run in result.redesk)
         spread_p = ", ".join(f"{run.seconds:.2f}" for run in result.psql)
-        print(f"\n{result.name}: redesk runs {spread_r} s; psql runs {spread_p} s; largest "
-              f"|redesk − exact| of a percentile {result.gap:.3f} s (JSON rounds to 0.1 s).")
+        print(
+            f"\n{result.name}: redesk runs {spread_r} s; psql runs {spread_p} s; largest "
+            f"|redesk − exact| of a percentile {result.gap:.3f} s (JSON rounds to 0.1 s)."
+        )
         for problem in result.problems[:20]:
             print(f"- DIFFERENCE {problem}")
 
@@ -1196,7 +1491,9 @@ def describe_totals(totals: dict[str, Any]) -> str:
     counts = ", ".join(f"{name} {common.fmt(totals[name])}" for name in COUNT_KEYS[:9])
     rates = ", ".join(
         f"{name} {totals[name]['numerator']:,}/{totals[name]['denominator']:,}"
-        f" = {(totals[name]['value'] or 0) * 100:.1f} %" for name in RATE_PARTS)
+        f" = {(totals[name]['value'] or 0) * 100:.1f} %"
+        for name in RATE_PARTS
+    )
 
     def hours(key: str) -> str:
         value = totals.get(key)
@@ -1205,37 +1502,46 @@ def describe_totals(totals: dict[str, Any]) -> str:
     durations = "; ".join(
         f"{name.replace('_', ' ')} median / P90 {hours(f'{name}_median_{unit}_seconds')} / "
         f"{hours(f'{name}_p90_{unit}_seconds')} h {unit}"
-        for name, unit, _ in DURATION_COLUMNS)
+        for name, unit, _ in DURATION_COLUMNS
+    )
     return f"The figures (redesk's totals): {counts}; {rates}; {durations}."
 
 
 def _print_traces(traces: list[Trace]) -> None:
-    print("\nWhere redesk's time goes (one more run of each, in-process, every statement "
-          "timed; a cohort is one counts statement and its four percentile statements, in the "
-          "order sent; then EXPLAIN ANALYZE of its slowest counts statement and of the "
-          "hand-written SQL):\n")
-    print("| invocation | total s | statements | in SQL s | cohorts computed, s | "
-          "slowest counts: execution ms (JIT ms) | hand SQL: execution ms (JIT ms) |")
+    print(
+        "\nWhere redesk's time goes (one more run of each, in-process, every statement "
+        "timed; a cohort is one counts statement and its four percentile statements, in the "
+        "order sent; then EXPLAIN ANALYZE of its slowest counts statement and of the "
+        "hand-written SQL):\n"
+    )
+    print(
+        "| invocation | total s | statements | in SQL s | cohorts computed, s | "
+        "slowest counts: execution ms (JIT ms) | hand SQL: execution ms (JIT ms) |"
+    )
     print("|---|---:|---:|---:|---|---:|---:|")
     for trace in traces:
         in_sql = sum(seconds for _, seconds in trace.statements)
-        blocks = ", ".join(f"{label} {seconds:.2f}"
-                           for label, _, seconds in cohort_blocks(trace.statements))
-        mine = next((plan for label, plan in trace.plans.items() if label.startswith("redesk")),
-                    "")
+        blocks = ", ".join(
+            f"{label} {seconds:.2f}" for label, _, seconds in cohort_blocks(trace.statements)
+        )
+        mine = next((plan for label, plan in trace.plans.items() if label.startswith("redesk")), "")
         hand = trace.plans.get("hand-written SQL", "")
-        print(f"| {trace.name} | {trace.seconds:.2f} | {len(trace.statements)} | {in_sql:.2f} | "
-              f"{blocks} | {_execution_ms(mine):,.0f} ({_jit_ms(mine):,.0f}) "
-              f"| {_execution_ms(hand):,.0f} ({_jit_ms(hand):,.0f}) |")
+        print(
+            f"| {trace.name} | {trace.seconds:.2f} | {len(trace.statements)} | {in_sql:.2f} | "
+            f"{blocks} | {_execution_ms(mine):,.0f} ({_jit_ms(mine):,.0f}) "
+            f"| {_execution_ms(hand):,.0f} ({_jit_ms(hand):,.0f}) |"
+        )
 
 
 def _print_exports(exports: list[ExportResult]) -> None:
     print("\n| export | requests | events | seconds | requests/s | peak MB | CPU s | file MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for item in exports:
-        print(f"| {item.label} | {common.fmt(item.requests)} | {common.fmt(item.events)} | "
-              f"{item.run.seconds:.1f} | {common.fmt(item.requests / item.run.seconds)} | "
-              f"{item.run.rss_mb:.0f} | {item.run.cpu_seconds:.1f} | {item.size_mb:,.0f} |")
+        print(
+            f"| {item.label} | {common.fmt(item.requests)} | {common.fmt(item.events)} | "
+            f"{item.run.seconds:.1f} | {common.fmt(item.requests / item.run.seconds)} | "
+            f"{item.run.rss_mb:.0f} | {item.run.cpu_seconds:.1f} | {item.size_mb:,.0f} |"
+        )
 
 
 def _wait_for_export(url: str, directory: Path, minutes: float) -> bool:
@@ -1256,15 +1562,29 @@ def _phase(title: str) -> Iterator[common.CpuMonitor]:
         yield monitor
 
 
-def run(requests: int, seed: int, end: date, days: int, repeats: int, xlsx_sample: int,
-        plans: Path | None, export_wait: float) -> None:
+def run(
+    requests: int,
+    seed: int,
+    end: date,
+    days: int,
+    repeats: int,
+    xlsx_sample: int,
+    plans: Path | None,
+    export_wait: float,
+) -> None:
     """The whole benchmark; prints Markdown."""
-    with common.fresh_database("admin") as url, \
-            tempfile.TemporaryDirectory(prefix="redesk-bench-admin-") as temp:
+    with (
+        common.fresh_database("admin") as url,
+        tempfile.TemporaryDirectory(prefix="redesk-bench-admin-") as temp,
+    ):
         directory = Path(temp)
-        answer = subprocess.run([common.redesk_executable(), "db", "upgrade"],
-                                env=_redesk_env(url), cwd=directory, capture_output=True,
-                                timeout=300)
+        answer = subprocess.run(
+            [common.redesk_executable(), "db", "upgrade"],
+            env=_redesk_env(url),
+            cwd=directory,
+            capture_output=True,
+            timeout=300,
+        )
         if answer.returncode != 0:
             raise RuntimeError(f"redesk db upgrade failed:\n{answer.stderr.decode()}")
         with _phase(f"generating {requests:,} requests") as monitor:
@@ -1283,59 +1603,94 @@ def run(requests: int, seed: int, end: date, days: int, repeats: int, xlsx_sampl
         _print_traces(traces)
 
         if not _wait_for_export(url, directory, export_wait):
-            print("\nTODO: `redesk export` did not exist (or `redesk export --help` failed) "
-                  f"after waiting {export_wait:g} minutes; export not measured.")
+            print(
+                "\nTODO: `redesk export` did not exist (or `redesk export --help` failed) "
+                f"after waiting {export_wait:g} minutes; export not measured."
+            )
             return
         exports = []
-        all_events = int(common.pg_scalar(url, "SELECT count(*) FROM events "
-                                               "WHERE outcome = 'ok'"))
+        all_events = int(common.pg_scalar(url, "SELECT count(*) FROM events WHERE outcome = 'ok'"))
         with _phase("redesk export csv") as monitor:
-            exports.append(run_export(url, directory, "csv", "csv, all rows", monitor,
-                                      events=all_events))
+            exports.append(
+                run_export(url, directory, "csv", "csv, all rows", monitor, events=all_events)
+            )
         print(f"\n{monitor.summary()} (csv)")
         first, last, sample, sample_events = _first_rows_period(url, min(xlsx_sample, requests))
         with _phase(f"redesk export xlsx, {sample:,} rows") as monitor:
-            exports.append(run_export(url, directory, "xlsx",
-                                      f"xlsx, --from {first} --to {last}", monitor,
-                                      (first, last), events=sample_events))
+            exports.append(
+                run_export(
+                    url,
+                    directory,
+                    "xlsx",
+                    f"xlsx, --from {first} --to {last}",
+                    monitor,
+                    (first, last),
+                    events=sample_events,
+                )
+            )
         print(f"{monitor.summary()} (xlsx sample)")
         rate = exports[-1].requests / exports[-1].run.seconds
         projected = requests / rate
         if sample < requests and projected <= 600:
             with _phase("redesk export xlsx, all rows") as monitor:
-                exports.append(run_export(url, directory, "xlsx", "xlsx, all rows", monitor,
-                                          events=all_events))
+                exports.append(
+                    run_export(url, directory, "xlsx", "xlsx, all rows", monitor, events=all_events)
+                )
             print(f"{monitor.summary()} (xlsx)")
         _print_exports(exports)
         if sample < requests and projected > 600:
-            print(f"\nxlsx of all {requests:,} rows not run: {projected / 60:.0f} minutes "
-                  f"projected at the sample's {rate:,.0f} requests/s.")
+            print(
+                f"\nxlsx of all {requests:,} rows not run: {projected / 60:.0f} minutes "
+                f"projected at the sample's {rate:,.0f} requests/s."
+            )
         if all_events > 1_048_575:
-            print(f"\nNote: {all_events:,} events exceed an xlsx sheet's 1,048,576 rows; the "
-                  "办理记录 sheet of an xlsx export of all rows cannot hold them.")
+            print(
+                f"\nNote: {all_events:,} events exceed an xlsx sheet's 1,048,576 rows; the "
+                "办理记录 sheet of an xlsx export of all rows cannot hold them."
+            )
 
 
 def add_arguments(parser: Any) -> None:
     """The options of `python -m bench admin`."""
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20261122)
-    parser.add_argument("--end", default="2026-11-22",
-                        help="intake ends the day before this date (Asia/Shanghai)")
+    parser.add_argument(
+        "--end", default="2026-11-22", help="intake ends the day before this date (Asia/Shanghai)"
+    )
     parser.add_argument("--days", type=int, default=730, help="days of intake")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each stats invocation")
-    parser.add_argument("--xlsx-sample", type=int, default=100_000,
-                        help="export the first ~N requests to xlsx (all when projected to take "
-                             "at most 10 minutes)")
-    parser.add_argument("--plans", type=Path, default=None,
-                        help="write the traced statements and EXPLAIN ANALYZE plans here")
-    parser.add_argument("--export-wait", type=float, default=20.0,
-                        help="minutes to wait for `redesk export` to appear")
+    parser.add_argument(
+        "--xlsx-sample",
+        type=int,
+        default=100_000,
+        help="export the first ~N requests to xlsx (all when projected to take at most 10 minutes)",
+    )
+    parser.add_argument(
+        "--plans",
+        type=Path,
+        default=None,
+        help="write the traced statements and EXPLAIN ANALYZE plans here",
+    )
+    parser.add_argument(
+        "--export-wait",
+        type=float,
+        default=20.0,
+        help="minutes to wait for `redesk export` to appear",
+    )
 
 
 def main_from_args(args: Any) -> None:
     """Runs the benchmark with parsed options."""
-    run(args.requests, args.seed, date.fromisoformat(args.end), args.days, args.repeats,
-        args.xlsx_sample, args.plans, args.export_wait)
+    run(
+        args.requests,
+        args.seed,
+        date.fromisoformat(args.end),
+        args.days,
+        args.repeats,
+        args.xlsx_sample,
+        args.plans,
+        args.export_wait,
+    )
 
 
 if __name__ == "__main__":

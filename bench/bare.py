@@ -45,13 +45,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bare")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    app = Starlette(routes=[Route("/telegram/webhook", webhook, methods=["POST"]),
-                            Route("/wechat", wechat, methods=["POST"]),
-                            Route("/healthz", healthz)],
-                    middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=[
+            Route("/telegram/webhook", webhook, methods=["POST"]),
+            Route("/wechat", wechat, methods=["POST"]),
+            Route("/healthz", healthz),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+    )
     print(f"bare app on 127.0.0.1:{args.port}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port,
-                                  log_level="warning", timeout_graceful_shutdown=30)).run()
+    uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=30
+        )
+    ).run()
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 #: A PostgreSQL database the benchmarks may create other databases from.
-PG_ADMIN_URL = os.environ.get("REDESK_BENCH_PG_ADMIN_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "REDESK_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 #: The Redis database the Telegram benchmarks flush before and after (not the tests' 14/15).
 REDIS_URL = os.environ.get("REDESK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -92,10 +93,12 @@ def machine_facts() -> dict[str, str]:
 
 def print_facts(facts: dict[str, str]) -> None:
     """The machine facts as one Markdown line."""
-    print(f"\n_{facts['date']} — {facts['cpu']}, {facts['memory']}, Python {facts['python']}, "
-          f"PostgreSQL {facts['postgresql']}, Redis {facts['redis']}; load average before the "
-          f"run {facts['load']}. Load generator, server, workers, fake Bot API, PostgreSQL and "
-          "Redis all share these cores._\n")
+    print(
+        f"\n_{facts['date']} — {facts['cpu']}, {facts['memory']}, Python {facts['python']}, "
+        f"PostgreSQL {facts['postgresql']}, Redis {facts['redis']}; load average before the "
+        f"run {facts['load']}. Load generator, server, workers, fake Bot API, PostgreSQL and "
+        "Redis all share these cores._\n"
+    )
 
 
 # --- PostgreSQL and Redis -------------------------------------------------------------------
@@ -159,19 +162,35 @@ class Processes:
 
     def run(self, *args: str, timeout: float = 120) -> None:
         """Runs a `redesk` verb to completion (raises with its output when it fails)."""
-        answer = subprocess.run([redesk_executable(), *args], env=self.env, cwd=self.directory,
-                                capture_output=True, timeout=timeout)
+        answer = subprocess.run(
+            [redesk_executable(), *args],
+            env=self.env,
+            cwd=self.directory,
+            capture_output=True,
+            timeout=timeout,
+        )
         if answer.returncode != 0:
-            raise RuntimeError(f"redesk {' '.join(args)} failed:\n"
-                               f"{answer.stdout.decode()}{answer.stderr.decode()}")
+            raise RuntimeError(
+                f"redesk {' '.join(args)} failed:\n{answer.stdout.decode()}{answer.stderr.decode()}"
+            )
 
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Starts a process whose output goes to <directory>/<name>.log."""
         log_path = self.directory / f"{name}.log"
         log = open(log_path, "wb")
-        process = subprocess.Popen(command, env=env or self.env, cwd=cwd or self.directory,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env or self.env,
+            cwd=cwd or self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         self.started.append((name, process, log_path))
         return process
@@ -190,11 +209,11 @@ class Processes:
                 if needle in log_path.read_text(errors="replace"):
                     return
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({process.returncode}):\n"
-                                       f"{self.tail(name)}")
+                    raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.tail(name)}")
                 time.sleep(0.1)
-            raise RuntimeError(f"{name} did not log {needle!r} in {timeout:g} s:\n"
-                               f"{self.tail(name)}")
+            raise RuntimeError(
+                f"{name} did not log {needle!r} in {timeout:g} s:\n{self.tail(name)}"
+            )
         raise KeyError(name)
 
     def tail(self, name: str, lines: int = 30) -> str:
@@ -261,8 +280,8 @@ def _proc_stat(pid: str) -> tuple[str, int, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    name = raw[raw.index("(") + 1:raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2:].split()
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
     return name, int(fields[1]), int(fields[11]) + int(fields[12])
 
 
@@ -354,8 +373,11 @@ class CpuMonitor:
                 continue
             label = self._label(pid, name, parent)
             used[label] = used.get(label, 0.0) + spent
-        busy = ((self._ended[0] - self._began[0]) / max(1, self._ended[1] - self._began[1])
-                * (os.cpu_count() or 1))
+        busy = (
+            (self._ended[0] - self._began[0])
+            / max(1, self._ended[1] - self._began[1])
+            * (os.cpu_count() or 1)
+        )
         result = {label: seconds / capacity for label, seconds in used.items()}
         result["machine busy"] = busy
         return result
@@ -364,7 +386,12 @@ class CpuMonitor:
         """One line: where the cores went."""
         shares = self.shares()
         busy = shares.pop("machine busy")
-        parts = [f"{label} {share:.2f}" for label, share in
-                 sorted(shares.items(), key=lambda item: -item[1]) if share >= 0.005]
-        return (f"CPU over {self._wall:.0f} s, in cores: {busy:.2f} of {os.cpu_count()} busy — "
-                + ", ".join(parts))
+        parts = [
+            f"{label} {share:.2f}"
+            for label, share in sorted(shares.items(), key=lambda item: -item[1])
+            if share >= 0.005
+        ]
+        return (
+            f"CPU over {self._wall:.0f} s, in cores: {busy:.2f} of {os.cpu_count()} busy — "
+            + ", ".join(parts)
+        )

@@ -35,10 +35,16 @@ def _stats(fake: Any) -> dict[str, Any]:
         if call.method == "sendMessage" and call.status == 200:
             first = call.at if first is None else min(first, call.at)
             last = call.at if last is None else max(last, call.at)
-    return {"calls": len(calls), "by": dict(by), "statuses": {str(k): v for k, v in
-                                                              statuses.items()},
-            "sent": by.get("sendMessage:200", 0), "too_many": statuses.get(429, 0),
-            "first_sent_at": first, "last_sent_at": last, "errors": len(fake.errors)}
+    return {
+        "calls": len(calls),
+        "by": dict(by),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "sent": by.get("sendMessage:200", 0),
+        "too_many": statuses.get(429, 0),
+        "first_sent_at": first,
+        "last_sent_at": last,
+        "errors": len(fake.errors),
+    }
 
 
 def serve(limits: bool) -> int:
@@ -74,9 +80,15 @@ class FakeApi:
     def __init__(self, *, limits: bool, log_path: Any) -> None:
         command = [sys.executable, "-m", "bench.fakeapi"] + ([] if limits else ["--no-limits"])
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                        bufsize=1)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
         assert self.process.stdout is not None
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "READY":
@@ -129,6 +141,9 @@ class FakeApi:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.fakeapi")
-    parser.add_argument("--no-limits", action="store_true",
-                        help="answer every send (no 1/s per chat, 30/s overall 429s)")
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="answer every send (no 1/s per chat, 30/s overall 429s)",
+    )
     sys.exit(serve(limits=not parser.parse_args().no_limits))

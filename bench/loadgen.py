@@ -14,11 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
-def post(path: str, body: bytes, headers: dict[str, str] | None = None,
-         host: str = "127.0.0.1") -> bytes:
+def post(
+    path: str, body: bytes, headers: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> bytes:
     """The bytes of one POST request with a JSON body."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -102,8 +107,16 @@ class Result:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-async def closed_loop(host: str, port: int, make: Callable[[int], bytes], *, concurrency: int,
-                      seconds: float, warmup: float = 2.0, start: int = 0) -> Result:
+async def closed_loop(
+    host: str,
+    port: int,
+    make: Callable[[int], bytes],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 2.0,
+    start: int = 0,
+) -> Result:
     """`concurrency` clients each send a request as soon as the previous one is answered.
 
     Requests during the first `warmup` seconds are sent but not counted.
@@ -133,9 +146,16 @@ async def closed_loop(host: str, port: int, make: Callable[[int], bytes], *, con
     return result
 
 
-async def open_loop(host: str, port: int, make: Callable[[int], bytes], *, rate: float,
-                    seconds: float, max_connections: int = 100,
-                    on_sent: Callable[[int, float], None] | None = None) -> Result:
+async def open_loop(
+    host: str,
+    port: int,
+    make: Callable[[int], bytes],
+    *,
+    rate: float,
+    seconds: float,
+    max_connections: int = 100,
+    on_sent: Callable[[int, float], None] | None = None,
+) -> Result:
     """Sends `rate` requests a second on schedule, whatever the answers take.
 
     Latency is measured from the scheduled instant (so a slow server is not hidden by a late

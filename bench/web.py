@@ -53,7 +53,8 @@ async def _run(base: str, identities: int, messages: int, concurrency: int) -> d
             async with semaphore:
                 started = time.perf_counter()
                 answer = await client.post(
-                    "/api/web/messages", headers={"Authorization": f"Bearer {token}"},
+                    "/api/web/messages",
+                    headers={"Authorization": f"Bearer {token}"},
                     json={"id": f"bench-{n}", "text": f"第{n}件：小区门口的路灯不亮了"},
                 )
                 latencies.append(time.perf_counter() - started)
@@ -67,7 +68,8 @@ async def _run(base: str, identities: int, messages: int, concurrency: int) -> d
             seen = 0
             while seen < messages:
                 answer = await client.get(
-                    "/api/web/messages", params={"after": 0, "wait": 5},
+                    "/api/web/messages",
+                    params={"after": 0, "wait": 5},
                     headers={"Authorization": f"Bearer {token}"},
                 )
                 seen = sum("已受理登记" in m["text"] for m in answer.json()["messages"])
@@ -92,19 +94,30 @@ def run(identities: int, messages: int, concurrency: int, workers: int) -> None:
     redesk = str(Path(sys.executable).with_name("redesk"))
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        env = {**os.environ, "REDESK_PORT": str(port), "REDESK_HOST": "127.0.0.1",
-               "REDESK_DATABASE_URL": os.environ.get("REDESK_BENCH_DATABASE_URL",
-                                                     f"sqlite:///{tmp}/bench.db")}
+        env = {
+            **os.environ,
+            "REDESK_PORT": str(port),
+            "REDESK_HOST": "127.0.0.1",
+            "REDESK_DATABASE_URL": os.environ.get(
+                "REDESK_BENCH_DATABASE_URL", f"sqlite:///{tmp}/bench.db"
+            ),
+        }
         if os.environ.get("REDESK_BENCH_REDIS_URL"):
             env["REDESK_REDIS_URL"] = os.environ["REDESK_BENCH_REDIS_URL"]
-        subprocess.run([redesk, "db", "upgrade"], env=env, cwd=tmp, check=True,
-                       capture_output=True)
+        subprocess.run([redesk, "db", "upgrade"], env=env, cwd=tmp, check=True, capture_output=True)
         subprocess.run([redesk, "demo"], env=env, cwd=tmp, check=True, capture_output=True)
         log = open(Path(tmp) / "run.log", "w")
-        processes = [subprocess.Popen([redesk, "run"], env=env, cwd=tmp, stdout=log,
-                                      stderr=subprocess.STDOUT)]
-        processes += [subprocess.Popen([redesk, "worker"], env=env, cwd=tmp, stdout=log,
-                                       stderr=subprocess.STDOUT) for _ in range(workers)]
+        processes = [
+            subprocess.Popen(
+                [redesk, "run"], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT
+            )
+        ]
+        processes += [
+            subprocess.Popen(
+                [redesk, "worker"], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT
+            )
+            for _ in range(workers)
+        ]
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):
@@ -123,11 +136,15 @@ def run(identities: int, messages: int, concurrency: int, workers: int) -> None:
             log.close()
     backend = "PostgreSQL" if "postgresql" in env["REDESK_DATABASE_URL"] else "SQLite"
     queue = "Redis" if "REDESK_REDIS_URL" in env else "in-process"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; database {backend}; queue {queue}; "
-          f"workers {workers}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; database {backend}; queue {queue}; "
+        f"workers {workers}"
+    )
     print("| messages | ingest msg/s | POST p50 ms | POST p99 ms | end-to-end msg/s |")
     print("|---:|---:|---:|---:|---:|")
-    print(f"| {result['messages']:.0f} | {result['ingest_per_second']:.0f} | "
-          f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
-          f"{result['end_to_end_per_second']:.0f} |")
+    print(
+        f"| {result['messages']:.0f} | {result['ingest_per_second']:.0f} | "
+        f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
+        f"{result['end_to_end_per_second']:.0f} |"
+    )

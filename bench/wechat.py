@@ -82,8 +82,10 @@ SUCCESS = b"success"
 
 def callback_request(path: str, query: str, body: bytes) -> bytes:
     """The bytes of one POST of a WeChat callback (XML body, signature in the query)."""
-    head = (f"POST {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -115,8 +117,10 @@ class Callbacks:
         return env
 
     def _build(self, index: int) -> bytes:
-        callback = self.fake.text(self.openids[index % len(self.openids)],
-                                  f"小区{index % 97}号楼门口的路灯不亮了，晚上出行不便（{index}）")
+        callback = self.fake.text(
+            self.openids[index % len(self.openids)],
+            f"小区{index % 97}号楼门口的路灯不亮了，晚上出行不便（{index}）",
+        )
         assert callback.msg_id is not None
         self.msg_ids[index] = callback.msg_id
         return callback_request("/wechat", callback.query, callback.body)
@@ -168,8 +172,15 @@ class Answers:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-async def closed_loop(port: int, make: Callable[[int], bytes], *, concurrency: int,
-                      seconds: float, warmup: float, start: int) -> Answers:
+async def closed_loop(
+    port: int,
+    make: Callable[[int], bytes],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    start: int,
+) -> Answers:
     """`concurrency` clients, each sending its next request when the last is answered (as
     bench/loadgen.py `closed_loop`, but every answer is kept for the checks)."""
     answers = Answers()
@@ -199,8 +210,15 @@ async def closed_loop(port: int, make: Callable[[int], bytes], *, concurrency: i
     return answers
 
 
-async def open_loop(port: int, make: Callable[[int], bytes], *, rate: float, seconds: float,
-                    start: int, max_connections: int) -> Answers:
+async def open_loop(
+    port: int,
+    make: Callable[[int], bytes],
+    *,
+    rate: float,
+    seconds: float,
+    start: int,
+    max_connections: int,
+) -> Answers:
     """`rate` requests a second on schedule whatever the answers take (as bench/loadgen.py
     `open_loop`); latency runs from the scheduled instant. `seconds` of the answers is the time
     from the first scheduled send to the last answer."""
@@ -256,8 +274,11 @@ def backlog_growth(answers: Answers, rate: float, seconds: float) -> float:
 
 def _successes(answers: Answers) -> set[int]:
     """Indexes of the requests answered 200 "success"."""
-    return {index for index, (status, body) in answers.replies.items()
-            if status == 200 and body == SUCCESS}
+    return {
+        index
+        for index, (status, body) in answers.replies.items()
+        if status == 200 and body == SUCCESS
+    }
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -285,8 +306,12 @@ class Step:
     def sustained(self) -> bool:
         """Every callback answered "success", p99 below SUSTAINED_P99, and the callbacks waiting
         did not grow by MAX_GROWTH of the rate a second or more (the server kept up)."""
-        return (self.requests > 0 and self.success == self.requests
-                and self.p99_ms < SUSTAINED_P99 * 1000 and self.growth < MAX_GROWTH * self.rate)
+        return (
+            self.requests > 0
+            and self.success == self.requests
+            and self.p99_ms < SUSTAINED_P99 * 1000
+            and self.growth < MAX_GROWTH * self.rate
+        )
 
 
 @dataclass
@@ -321,14 +346,21 @@ def deployment(wechat_env: dict[str, str]) -> Iterator[telegram.Deployment]:
         fake = stack.enter_context(FakeApi(limits=True, log_path=directory / "fake.log"))
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("REDESK_")}
-        env.update({
-            "REDESK_ENV": "production", "REDESK_DATABASE_URL": database_url,
-            "REDESK_REDIS_URL": redis_url, "REDESK_HOST": "127.0.0.1", "REDESK_PORT": str(port),
-            "REDESK_TELEGRAM_TOKEN": TOKEN, "REDESK_TELEGRAM_API_URL": fake.url,
-            "REDESK_PUBLIC_URL": "https://bench.example",
-            "REDESK_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PTB_TIMEDELTA": "true", "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "REDESK_ENV": "production",
+                "REDESK_DATABASE_URL": database_url,
+                "REDESK_REDIS_URL": redis_url,
+                "REDESK_HOST": "127.0.0.1",
+                "REDESK_PORT": str(port),
+                "REDESK_TELEGRAM_TOKEN": TOKEN,
+                "REDESK_TELEGRAM_API_URL": fake.url,
+                "REDESK_PUBLIC_URL": "https://bench.example",
+                "REDESK_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "PTB_TIMEDELTA": "true",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(wechat_env)
         processes = stack.enter_context(Processes(directory, env))
         processes.run("db", "upgrade")
@@ -337,8 +369,9 @@ def deployment(wechat_env: dict[str, str]) -> Iterator[telegram.Deployment]:
         wait_healthy(f"http://127.0.0.1:{port}")
         processes.wait_for_log("run", "channel wechat: on")
         bare_port = free_port()
-        processes.start("bare", [sys.executable, "-m", "bench.bare", "--port", str(bare_port)],
-                        cwd=ROOT)
+        processes.start(
+            "bare", [sys.executable, "-m", "bench.bare", "--port", str(bare_port)], cwd=ROOT
+        )
         wait_healthy(f"http://127.0.0.1:{bare_port}")
         env = {**env, "BENCH_BARE_PORT": str(bare_port)}
         yield telegram.Deployment(directory, env, processes, fake, database_url, redis_url, port)
@@ -349,8 +382,17 @@ def _server_ms(shares: dict[str, float], label: str, per_second: float) -> float
     return shares.get(label, 0.0) / per_second * 1000 if per_second else float("nan")
 
 
-def ingest(*, seconds: float, concurrency: int, openids: int, chats: int, rates: list[float] | None,
-           rate_seconds: float, max_connections: int, refine: bool) -> Report:
+def ingest(
+    *,
+    seconds: float,
+    concurrency: int,
+    openids: int,
+    chats: int,
+    rates: list[float] | None,
+    rate_seconds: float,
+    max_connections: int,
+    refine: bool,
+) -> Report:
     """(a) closed loop, `concurrency` clients then one: POST /wechat (redesk, safe mode), POST
     /telegram/webhook (redesk) and the bare app's POST /telegram/webhook and POST /wechat;
     (b) open loop, POST /wechat at the steady `rates` (by default LADDER times the closed-loop
@@ -364,9 +406,11 @@ def ingest(*, seconds: float, concurrency: int, openids: int, chats: int, rates:
     telegram_answers: list[Answers] = []
     with deployment(wechat_env) as run:
         bare_port = int(run.env["BENCH_BARE_PORT"])
-        bare_telegram = loadgen.post("/telegram/webhook",
-                                     telegram.update_body(0, telegram.FIRST_CHAT),
-                                     {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET})
+        bare_telegram = loadgen.post(
+            "/telegram/webhook",
+            telegram.update_body(0, telegram.FIRST_CHAT),
+            {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+        )
         sample = callbacks.fake.text(callbacks.openids[0], "路灯不亮了")
         bare_wechat = callback_request("/wechat", sample.query, sample.body)
 
@@ -376,64 +420,101 @@ def ingest(*, seconds: float, concurrency: int, openids: int, chats: int, rates:
         targets: list[tuple[str, str, int, Callable[[int], bytes], str]] = [
             ("POST /wechat (redesk, safe mode)", "wechat", run.port, callbacks, "redesk run"),
             ("POST /telegram/webhook (redesk)", "telegram", run.port, webhook, "redesk run"),
-            ("POST /telegram/webhook (bare Starlette app)", "bare", bare_port,
-             lambda _: bare_telegram, "bare app"),
-            ("POST /wechat (bare Starlette app)", "bare", bare_port, lambda _: bare_wechat,
-             "bare app"),
+            (
+                "POST /telegram/webhook (bare Starlette app)",
+                "bare",
+                bare_port,
+                lambda _: bare_telegram,
+                "bare app",
+            ),
+            (
+                "POST /wechat (bare Starlette app)",
+                "bare",
+                bare_port,
+                lambda _: bare_wechat,
+                "bare app",
+            ),
         ]
         next_index = 0
         for clients, length, warmup in ((concurrency, seconds, 3.0), (1, min(seconds, 5.0), 1.0)):
             for name, kind, port, make, server in targets:
                 if kind == "wechat":
                     report.build_seconds += callbacks.prepare(
-                        next_index, int((length + warmup) * POOL_RATE))
+                        next_index, int((length + warmup) * POOL_RATE)
+                    )
                 with run.cpu() as cpu:
-                    answers = asyncio.run(closed_loop(port, make, concurrency=clients,
-                                                      seconds=length, warmup=warmup,
-                                                      start=next_index))
+                    answers = asyncio.run(
+                        closed_loop(
+                            port,
+                            make,
+                            concurrency=clients,
+                            seconds=length,
+                            warmup=warmup,
+                            start=next_index,
+                        )
+                    )
                 next_index += 1_000_000
                 if kind == "wechat":
                     wechat_answers.append(answers)
                 elif kind == "telegram":
                     telegram_answers.append(answers)
                 shares = cpu.shares()
-                report.rows.append({
-                    "endpoint": name, "kind": kind, "concurrency": clients,
-                    "requests": answers.count, "per_second": answers.per_second,
-                    "p50_ms": percentile(answers.latencies, 0.5) * 1000,
-                    "p99_ms": percentile(answers.latencies, 0.99) * 1000,
-                    "not_ok": sum(n for status, n in answers.statuses.items() if status != 200),
-                    "server_ms": _server_ms(shares, server, answers.per_second),
-                    "cpu": cpu.summary(),
-                })
+                report.rows.append(
+                    {
+                        "endpoint": name,
+                        "kind": kind,
+                        "concurrency": clients,
+                        "requests": answers.count,
+                        "per_second": answers.per_second,
+                        "p50_ms": percentile(answers.latencies, 0.5) * 1000,
+                        "p99_ms": percentile(answers.latencies, 0.99) * 1000,
+                        "not_ok": sum(n for status, n in answers.statuses.items() if status != 200),
+                        "server_ms": _server_ms(shares, server, answers.per_second),
+                        "cpu": cpu.summary(),
+                    }
+                )
 
         def step(rate: float) -> Step:
             nonlocal next_index
             count = int(rate * rate_seconds)
             report.build_seconds += callbacks.prepare(next_index, count)
             with run.cpu() as cpu:
-                answers = asyncio.run(open_loop(run.port, callbacks, rate=rate,
-                                                seconds=rate_seconds, start=next_index,
-                                                max_connections=max_connections))
+                answers = asyncio.run(
+                    open_loop(
+                        run.port,
+                        callbacks,
+                        rate=rate,
+                        seconds=rate_seconds,
+                        start=next_index,
+                        max_connections=max_connections,
+                    )
+                )
             next_index += 1_000_000
             wechat_answers.append(answers)
-            result = Step(rate=rate, seconds=rate_seconds, requests=answers.count,
-                          answered_per_second=answers.per_second,
-                          p50_ms=percentile(answers.latencies, 0.5) * 1000,
-                          p99_ms=percentile(answers.latencies, 0.99) * 1000,
-                          max_ms=max(answers.latencies, default=float("nan")) * 1000,
-                          success=len(_successes(answers)),
-                          over_deadline=sum(1 for x in answers.latencies if x > WECHAT_DEADLINE),
-                          most_in_flight=answers.most_in_flight,
-                          growth=backlog_growth(answers, rate, rate_seconds),
-                          server_ms=_server_ms(cpu.shares(), "redesk run", answers.per_second),
-                          cpu=cpu.summary())
+            result = Step(
+                rate=rate,
+                seconds=rate_seconds,
+                requests=answers.count,
+                answered_per_second=answers.per_second,
+                p50_ms=percentile(answers.latencies, 0.5) * 1000,
+                p99_ms=percentile(answers.latencies, 0.99) * 1000,
+                max_ms=max(answers.latencies, default=float("nan")) * 1000,
+                success=len(_successes(answers)),
+                over_deadline=sum(1 for x in answers.latencies if x > WECHAT_DEADLINE),
+                most_in_flight=answers.most_in_flight,
+                growth=backlog_growth(answers, rate, rate_seconds),
+                server_ms=_server_ms(cpu.shares(), "redesk run", answers.per_second),
+                cpu=cpu.summary(),
+            )
             report.steps.append(result)
             return result
 
         if not rates:
-            capacity = next(row["per_second"] for row in report.rows
-                            if row["kind"] == "wechat" and row["concurrency"] == concurrency)
+            capacity = next(
+                row["per_second"]
+                for row in report.rows
+                if row["kind"] == "wechat" and row["concurrency"] == concurrency
+            )
             rates = [max(10.0, round(capacity * share / 10) * 10) for share in LADDER]
         last_held: float | None = None
         failed: float | None = None
@@ -449,18 +530,21 @@ def ingest(*, seconds: float, concurrency: int, openids: int, chats: int, rates:
             if lower < middle < failed:
                 step(middle)
 
-        report.wechat_stored = int(pg_scalar(
-            run.database_url, "SELECT count(*) FROM inbox WHERE channel = 'wechat'"))
-        report.telegram_stored = int(pg_scalar(
-            run.database_url, "SELECT count(*) FROM inbox WHERE channel = 'telegram'"))
+        report.wechat_stored = int(
+            pg_scalar(run.database_url, "SELECT count(*) FROM inbox WHERE channel = 'wechat'")
+        )
+        report.telegram_stored = int(
+            pg_scalar(run.database_url, "SELECT count(*) FROM inbox WHERE channel = 'telegram'")
+        )
         report.log_errors = run.processes.errors()
     for answers in wechat_answers:
         report.wechat_posted += len(answers.replies)
         for status, body in answers.replies.values():
             if not (status == 200 and body == SUCCESS):
                 report.wechat_refusals[f"{status} {body.decode(errors='replace')}"] += 1
-    report.wechat_success = len({callbacks.msg_ids[index] for answers in wechat_answers
-                                 for index in _successes(answers)})
+    report.wechat_success = len(
+        {callbacks.msg_ids[index] for answers in wechat_answers for index in _successes(answers)}
+    )
     for answers in telegram_answers:
         report.telegram_posted += len(answers.replies)
         report.telegram_ok += sum(1 for status, _ in answers.replies.values() if status == 200)
@@ -480,71 +564,93 @@ def sustained_rate(report: Report) -> Step | None:
 def print_report(report: Report) -> None:
     """Markdown tables of the run, the ratios, the CPU and the checks."""
     print("Closed loop:\n")
-    print("| endpoint | clients | requests | req/s | p50 ms | p99 ms | non-200 | "
-          "server CPU ms/req |")
+    print(
+        "| endpoint | clients | requests | req/s | p50 ms | p99 ms | non-200 | server CPU ms/req |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in report.rows:
-        print(f"| {row['endpoint']} | {row['concurrency']} | {fmt(row['requests'])} | "
-              f"{fmt(row['per_second'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)} | "
-              f"{row['not_ok']} | {fmt(row['server_ms'], 2)} |")
+        print(
+            f"| {row['endpoint']} | {row['concurrency']} | {fmt(row['requests'])} | "
+            f"{fmt(row['per_second'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)} | "
+            f"{row['not_ok']} | {fmt(row['server_ms'], 2)} |"
+        )
     for clients in sorted({row["concurrency"] for row in report.rows}, reverse=True):
         group = {row["endpoint"]: row for row in report.rows if row["concurrency"] == clients}
         wechat = group["POST /wechat (redesk, safe mode)"]["per_second"]
         webhook = group["POST /telegram/webhook (redesk)"]["per_second"]
         bare_wechat = group["POST /wechat (bare Starlette app)"]["per_second"]
         bare_telegram = group["POST /telegram/webhook (bare Starlette app)"]["per_second"]
-        print(f"\nRatios of the throughput at {clients} client(s): WeChat / bare /wechat = "
-              f"**{wechat / bare_wechat:.3f}**; WeChat / bare /telegram/webhook = "
-              f"{wechat / bare_telegram:.3f}; WeChat / Telegram webhook = "
-              f"**{wechat / webhook:.2f}** (Telegram webhook / bare /telegram/webhook = "
-              f"{webhook / bare_telegram:.3f}).")
+        print(
+            f"\nRatios of the throughput at {clients} client(s): WeChat / bare /wechat = "
+            f"**{wechat / bare_wechat:.3f}**; WeChat / bare /telegram/webhook = "
+            f"{wechat / bare_telegram:.3f}; WeChat / Telegram webhook = "
+            f"**{wechat / webhook:.2f}** (Telegram webhook / bare /telegram/webhook = "
+            f"{webhook / bare_telegram:.3f})."
+        )
     print()
     for row in report.rows:
         print(f"- {row['endpoint']}, {row['concurrency']} client(s): {row['cpu']}")
 
-    print(f"\nOpen loop, POST /wechat (redesk, safe mode), at most {report.max_connections} "
-          "connections, latency from the scheduled instant (most waiting: callbacks due and not "
-          "answered at once, on the wire or waiting for a connection):\n")
-    print("| offered req/s | s | requests | answered req/s | p50 ms | p99 ms | max ms | "
-          "answered \"success\" | over 5 s | most waiting | backlog growth /s | "
-          "server CPU ms/req | sustained |")
+    print(
+        f"\nOpen loop, POST /wechat (redesk, safe mode), at most {report.max_connections} "
+        "connections, latency from the scheduled instant (most waiting: callbacks due and not "
+        "answered at once, on the wire or waiting for a connection):\n"
+    )
+    print(
+        "| offered req/s | s | requests | answered req/s | p50 ms | p99 ms | max ms | "
+        'answered "success" | over 5 s | most waiting | backlog growth /s | '
+        "server CPU ms/req | sustained |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for step in sorted(report.steps, key=lambda s: s.rate):
         share = step.success / step.requests if step.requests else float("nan")
-        print(f"| {fmt(step.rate)} | {fmt(step.seconds)} | {fmt(step.requests)} | "
-              f"{fmt(step.answered_per_second)} | {fmt(step.p50_ms, 1)} | {fmt(step.p99_ms, 1)} | "
-              f"{fmt(step.max_ms)} | {share:.1%} | {step.over_deadline} | {step.most_in_flight} | "
-              f"{fmt(step.growth, 1)} | {fmt(step.server_ms, 2)} | "
-              f"{'yes' if step.sustained else 'no'} |")
+        print(
+            f"| {fmt(step.rate)} | {fmt(step.seconds)} | {fmt(step.requests)} | "
+            f"{fmt(step.answered_per_second)} | {fmt(step.p50_ms, 1)} | {fmt(step.p99_ms, 1)} | "
+            f"{fmt(step.max_ms)} | {share:.1%} | {step.over_deadline} | {step.most_in_flight} | "
+            f"{fmt(step.growth, 1)} | {fmt(step.server_ms, 2)} | "
+            f"{'yes' if step.sustained else 'no'} |"
+        )
     print()
     for step in sorted(report.steps, key=lambda s: s.rate):
         print(f"- {fmt(step.rate)} req/s: {step.cpu}")
     best = sustained_rate(report)
     if best is None:
-        print("\nNo rate tried was sustained (p99 below "
-              f"{SUSTAINED_P99 * 1000:.0f} ms, every callback answered \"success\", backlog "
-              f"growth below {MAX_GROWTH:.0%} of the rate a second).")
+        print(
+            "\nNo rate tried was sustained (p99 below "
+            f'{SUSTAINED_P99 * 1000:.0f} ms, every callback answered "success", backlog '
+            f"growth below {MAX_GROWTH:.0%} of the rate a second)."
+        )
     else:
-        print(f"\nHighest steady rate sustained (p99 below {SUSTAINED_P99 * 1000:.0f} ms, every "
-              f"callback answered \"success\", backlog growth below {MAX_GROWTH:.0%} of the "
-              f"rate a second): **{fmt(best.rate)} callbacks/s**, p99 "
-              f"{fmt(best.p99_ms, 1)} ms = {best.p99_ms / (WECHAT_DEADLINE * 1000):.1%} of "
-              f"WeChat's {WECHAT_DEADLINE:g} s deadline (max {fmt(best.max_ms)} ms).")
+        print(
+            f"\nHighest steady rate sustained (p99 below {SUSTAINED_P99 * 1000:.0f} ms, every "
+            f'callback answered "success", backlog growth below {MAX_GROWTH:.0%} of the '
+            f"rate a second): **{fmt(best.rate)} callbacks/s**, p99 "
+            f"{fmt(best.p99_ms, 1)} ms = {best.p99_ms / (WECHAT_DEADLINE * 1000):.1%} of "
+            f"WeChat's {WECHAT_DEADLINE:g} s deadline (max {fmt(best.max_ms)} ms)."
+        )
 
     same = report.wechat_stored == report.wechat_success
-    print(f"\nStored: {fmt(report.wechat_stored)} inbox rows with channel 'wechat' for "
-          f"{fmt(report.wechat_success)} distinct MsgIds answered \"success\" "
-          f"({fmt(report.wechat_posted)} POST /wechat sent, warm-ups included) — "
-          f"{'equal' if same else 'DIFFERENT'}; {fmt(report.telegram_stored)} 'telegram' rows for "
-          f"{fmt(report.telegram_ok)} webhooks answered 200 of {fmt(report.telegram_posted)}.")
+    print(
+        f"\nStored: {fmt(report.wechat_stored)} inbox rows with channel 'wechat' for "
+        f'{fmt(report.wechat_success)} distinct MsgIds answered "success" '
+        f"({fmt(report.wechat_posted)} POST /wechat sent, warm-ups included) — "
+        f"{'equal' if same else 'DIFFERENT'}; {fmt(report.telegram_stored)} 'telegram' rows for "
+        f"{fmt(report.telegram_ok)} webhooks answered 200 of {fmt(report.telegram_posted)}."
+    )
     if report.wechat_refusals:
-        refusals = ", ".join(f"{reason!r}: {n}" for reason, n in
-                             report.wechat_refusals.most_common(5))
-        print(f"\nCallbacks not answered \"success\": {refusals}.")
-    print(f"\nCallbacks built ahead in {report.build_seconds:.1f} s; {report.built_late} built "
-          "during a phase (pool too small).")
+        refusals = ", ".join(
+            f"{reason!r}: {n}" for reason, n in report.wechat_refusals.most_common(5)
+        )
+        print(f'\nCallbacks not answered "success": {refusals}.')
+    print(
+        f"\nCallbacks built ahead in {report.build_seconds:.1f} s; {report.built_late} built "
+        "during a phase (pool too small)."
+    )
     if not same:
-        print("WARNING: the inbox does not hold exactly the callbacks answered \"success\"",
-              file=sys.stderr)
+        print(
+            'WARNING: the inbox does not hold exactly the callbacks answered "success"',
+            file=sys.stderr,
+        )
     for line in report.log_errors[:10]:
         print(f"log: {line}", file=sys.stderr)

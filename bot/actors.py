@@ -25,8 +25,12 @@ MIN_BACKOFF_MS = 500
 MAX_BACKOFF_MS = 60_000
 
 
-@dramatiq.actor(queue_name="inbound", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
-                max_backoff=MAX_BACKOFF_MS)
+@dramatiq.actor(
+    queue_name="inbound",
+    max_retries=MAX_RETRIES,
+    min_backoff=MIN_BACKOFF_MS,
+    max_backoff=MAX_BACKOFF_MS,
+)
 def handle_inbound(channel: str, chat_id: str) -> None:
     """Handles every pending inbox message of one chat, in order, then enqueues deliveries."""
     runtime = get_runtime()
@@ -37,15 +41,23 @@ def handle_inbound(channel: str, chat_id: str) -> None:
         fetch_media.send()
 
 
-@dramatiq.actor(queue_name="maintenance", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
-                max_backoff=MAX_BACKOFF_MS)
+@dramatiq.actor(
+    queue_name="maintenance",
+    max_retries=MAX_RETRIES,
+    min_backoff=MIN_BACKOFF_MS,
+    max_backoff=MAX_BACKOFF_MS,
+)
 def fetch_media() -> None:
     """Downloads media not fetched yet (WeChat keeps them three days)."""
     dispatch.fetch_media(get_runtime())
 
 
-@dramatiq.actor(queue_name="outbound", max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
-                max_backoff=MAX_BACKOFF_MS)
+@dramatiq.actor(
+    queue_name="outbound",
+    max_retries=MAX_RETRIES,
+    min_backoff=MIN_BACKOFF_MS,
+    max_backoff=MAX_BACKOFF_MS,
+)
 def deliver(outbox_id: int) -> None:
     """Sends the recipient's due messages in order; schedules itself again for what must wait."""
     retry_in = dispatch.deliver(get_runtime(), outbox_id)
@@ -90,5 +102,12 @@ def enqueue_deliveries(outbox_ids: list[int]) -> None:
         logger.warning("Could not enqueue %d deliveries", len(outbox_ids), exc_info=True)
 
 
-__all__ = ["deliver", "enqueue_deliveries", "enqueue_inbound", "fetch_media", "tick",
-           "handle_inbound", "sweep"]
+__all__ = [
+    "deliver",
+    "enqueue_deliveries",
+    "enqueue_inbound",
+    "fetch_media",
+    "tick",
+    "handle_inbound",
+    "sweep",
+]

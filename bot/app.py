@@ -65,7 +65,9 @@ FLOOD_WINDOW = timedelta(minutes=1)
 #: Content types a cross-site HTML form can send without a CORS preflight; the JSON API
 #: refuses them, so no other site's page can post to it (it needs no cookie either).
 FORM_CONTENT_TYPES: tuple[str, ...] = (
-    "application/x-www-form-urlencoded", "multipart/form-data", "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
 )
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -140,9 +142,7 @@ class Flooded:
     retry_after: int
 
 
-def flood_wait(
-    session: Session, person: Person, *, limit: int, now: datetime
-) -> Flooded | None:
+def flood_wait(session: Session, person: Person, *, limit: int, now: datetime) -> Flooded | None:
     """Whether a web requester already sent `limit` messages in the last minute.
 
     Counted from the inbox, so every copy of `redesk run` sees the same count. Staff (bound
@@ -189,7 +189,8 @@ def _sessions_wait(request: Request, address: str, per_minute: int) -> int | Non
     interval = SESSION_WINDOW / per_minute
     within = SESSION_WINDOW - interval
     booked, wait = _session_limiter(request).try_reserve(
-        [(f"web:session:{address}", interval)], within)
+        [(f"web:session:{address}", interval)], within
+    )
     return None if booked else max(1, math.ceil(wait - within))
 
 
@@ -227,8 +228,7 @@ async def web_session(request: Request) -> Response:
 
     def create() -> str:
         with session_scope(runtime.engine) as session:
-            return web.create_identity(session, name=name,
-                                       days=runtime.settings.web_session_days)
+            return web.create_identity(session, name=name, days=runtime.settings.web_session_days)
 
     try:
         token = await asyncio.to_thread(create)
@@ -241,8 +241,9 @@ async def web_session(request: Request) -> Response:
 def _already_stored(session: Session, natural_key: str) -> bool:
     """Whether a web message with this natural key is in the inbox (a client's retry)."""
     found = session.execute(
-        select(col(InboxMessage.id)).where(col(InboxMessage.channel) == web.CHANNEL,
-                                           col(InboxMessage.natural_key) == natural_key)
+        select(col(InboxMessage.id)).where(
+            col(InboxMessage.channel) == web.CHANNEL, col(InboxMessage.natural_key) == natural_key
+        )
     ).first()
     return found is not None
 
@@ -300,9 +301,13 @@ async def web_post_message(request: Request) -> Response:
             if flooded is not None and not _already_stored(session, natural_key):
                 # Refused before it is stored: nothing the identity sent earlier is touched.
                 return flooded
-            inbox_id = queries.add_inbox(session=session, channel=web.CHANNEL,
-                                         natural_key=natural_key, chat_id=chat_id,
-                                         payload=payload)
+            inbox_id = queries.add_inbox(
+                session=session,
+                channel=web.CHANNEL,
+                natural_key=natural_key,
+                chat_id=chat_id,
+                payload=payload,
+            )
         return chat_id, inbox_id is not None
 
     try:
@@ -366,15 +371,21 @@ async def web_get_messages(request: Request) -> Response:
     def fetch() -> list[dict[str, Any]]:
         with session_scope(read_engine(runtime.engine)) as session:
             rows = queries.web_messages_after(session=session, person_id=person_id, after=after)
-            return [{"seq": r.seq, "text": r.text, "buttons": r.buttons}
-                    | ({"updates": r.updates} if r.updates is not None else {}) for r in rows]
+            return [
+                {"seq": r.seq, "text": r.text, "buttons": r.buttons}
+                | ({"updates": r.updates} if r.updates is not None else {})
+                for r in rows
+            ]
 
     if wait <= 0:
         return JSONResponse({"messages": await asyncio.to_thread(fetch)})
     wake.listen(runtime.settings.redis_url)
     try:
-        with wake.HUB.hold(person_id, per_identity=runtime.settings.web_polls_per_identity,
-                           total=runtime.settings.web_polls_total) as waiter:
+        with wake.HUB.hold(
+            person_id,
+            per_identity=runtime.settings.web_polls_per_identity,
+            total=runtime.settings.web_polls_total,
+        ) as waiter:
             gone = asyncio.Event()
             watcher = asyncio.create_task(_watch_disconnect(request, gone, waiter))
             try:
@@ -386,13 +397,13 @@ async def web_get_messages(request: Request) -> Response:
                     waiter.event.clear()
                     messages = await asyncio.to_thread(fetch)
                     remaining = deadline - loop.time()
-                    if (messages or remaining <= 0 or request.app.state.stopping
-                            or gone.is_set()):
+                    if messages or remaining <= 0 or request.app.state.stopping or gone.is_set():
                         return JSONResponse({"messages": messages})
                     # No thread is held while waiting: only a timer and the event.
                     try:
-                        await asyncio.wait_for(waiter.event.wait(),
-                                               timeout=min(fallback, remaining))
+                        await asyncio.wait_for(
+                            waiter.event.wait(), timeout=min(fallback, remaining)
+                        )
                     except TimeoutError:
                         if loop.time() >= deadline:
                             # Nobody woke it: nothing was delivered (a lost wake-up only

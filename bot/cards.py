@@ -33,8 +33,14 @@ def _action(button_action: str) -> str | None:
 
 
 def record(
-    session: Session, person: Person, row: OutboxMessage, shown_text: str,
-    buttons: list[Button], *, chat_id: str | None = None, message_id: int | None = None,
+    session: Session,
+    person: Person,
+    row: OutboxMessage,
+    shown_text: str,
+    buttons: list[Button],
+    *,
+    chat_id: str | None = None,
+    message_id: int | None = None,
     web_seq: int | None = None,
 ) -> None:
     """Remembers a delivered message as a card if it offers buttons that can go stale."""
@@ -44,18 +50,24 @@ def record(
         return
     assert person.id is not None
     queries.add_card_message(
-        session=session, request_id=row.request_id, person_id=person.id,
-        channel=person.channel, outbox_id=row.id, text=shown_text,
-        buttons=[button.as_dict() for button in buttons], at=utcnow(), chat_id=chat_id,
-        message_id=message_id, web_seq=web_seq,
+        session=session,
+        request_id=row.request_id,
+        person_id=person.id,
+        channel=person.channel,
+        outbox_id=row.id,
+        text=shown_text,
+        buttons=[button.as_dict() for button in buttons],
+        at=utcnow(),
+        chat_id=chat_id,
+        message_id=message_id,
+        web_seq=web_seq,
     )
 
 
 def close_at(session: Session, channel: str, chat_id: str, message_id: int) -> None:
     """Marks the card at a platform message as done (it was edited otherwise, e.g. to show
     who pressed it), so that no refresh edits it again."""
-    card = queries.card_at(session=session, channel=channel, chat_id=chat_id,
-                           message_id=message_id)
+    card = queries.card_at(session=session, channel=channel, chat_id=chat_id, message_id=message_id)
     if card is not None and card.open:
         card.open = False
         card.buttons = []
@@ -87,10 +99,15 @@ def update_for(session: Session, person: Person, row: OutboxMessage) -> StaleCar
     request = session.get(Request, card.request_id)
     if request is None:
         return None
-    still = [Button(str(item["label"]), str(item["action"])) for item in card.buttons
-             if possible(person, request, _action(str(item["action"])) or "")]
+    still = [
+        Button(str(item["label"]), str(item["action"]))
+        for item in card.buttons
+        if possible(person, request, _action(str(item["action"])) or "")
+    ]
     if len(still) == len(card.buttons):
         return None
-    line = text("line.state" if any(_action(b.action) for b in still) else "line.done",
-                state=state_label(request.state))
+    line = text(
+        "line.state" if any(_action(b.action) for b in still) else "line.done",
+        state=state_label(request.state),
+    )
     return StaleCard(card, Rendered(f"{card.text}\n\n{line}", still))

@@ -122,8 +122,9 @@ def process_chat(
     written: list[int] = []
     while True:
         with session_scope(runtime.engine) as session:
-            person = queries.get_or_create_person(session=session, channel=channel,
-                                                  external_id=chat_id)
+            person = queries.get_or_create_person(
+                session=session, channel=channel, external_id=chat_id
+            )
             row = queries.next_pending_inbox(session=session, channel=channel, chat_id=chat_id)
             if row is None:
                 break
@@ -134,8 +135,12 @@ def process_chat(
             except Exception as exc:  # noqa: BLE001 - a payload the parser cannot model
                 # Parsing again gives the same answer: it is kept as failed at once (for
                 # `redesk inbox retry` after an upgrade), and the chat's next messages go on.
-                logger.warning("Inbox message %s cannot be parsed; kept as failed: %s: %s",
-                               row.id, type(exc).__name__, exc)
+                logger.warning(
+                    "Inbox message %s cannot be parsed; kept as failed: %s: %s",
+                    row.id,
+                    type(exc).__name__,
+                    exc,
+                )
                 row.status = InboxStatus.FAILED
                 row.error = f"{type(exc).__name__}: {exc}"[:500]
                 session.add(row)
@@ -152,8 +157,9 @@ def process_chat(
                     hooks = _channel(channel)
                     prepared = hooks.prepare(tx, person, inbound)
                     if prepared is not None:
-                        outcome = handlers.handle(tx, person, prepared,
-                                                  natural_key=f"{channel}:{row.natural_key}")
+                        outcome = handlers.handle(
+                            tx, person, prepared, natural_key=f"{channel}:{row.natural_key}"
+                        )
                         hooks.finish(tx, person, prepared, outcome)
             except SQLAlchemyError:
                 # The database failed, not the message: roll everything back, retry later.
@@ -165,8 +171,11 @@ def process_chat(
             if failure is None:
                 row.status = InboxStatus.DONE
                 row.processed_at = tx.now
-                if seen_media is not None and row.id is not None and any(
-                        item.get("file_id") for item in inbound.attachments):
+                if (
+                    seen_media is not None
+                    and row.id is not None
+                    and any(item.get("file_id") for item in inbound.attachments)
+                ):
                     seen_media.append(row.id)
             else:
                 row.error = f"{type(failure).__name__}: {failure}"[:500]
@@ -282,12 +291,16 @@ class _Writes:
             self.rows.append(_Write(type(instance), values, None))
         for instance in session.dirty:
             state = inspect(instance)
-            changed = {attr.key: getattr(instance, attr.key)
-                       for attr in state.mapper.column_attrs
-                       if state.attrs[attr.key].history.has_changes()}
+            changed = {
+                attr.key: getattr(instance, attr.key)
+                for attr in state.mapper.column_attrs
+                if state.attrs[attr.key].history.has_changes()
+            }
             if changed and state.identity is not None:
-                key = {column.key: value for column, value
-                       in zip(state.mapper.primary_key, state.identity, strict=True)}
+                key = {
+                    column.key: value
+                    for column, value in zip(state.mapper.primary_key, state.identity, strict=True)
+                }
                 self.rows.append(_Write(type(instance), changed, key))
 
     def write(self, session: Session) -> None:
@@ -410,12 +423,17 @@ def stale_work(
     seconds = runtime.settings.sweep_grace if grace is None else grace
     before = utcnow() - timedelta(seconds=seconds)
     with session_scope(runtime.engine) as session:
-        chats = list(dict.fromkeys(
-            (row.channel, row.chat_id) for row in queries.stale_inbox(session=session,
-                                                                      before=before)
-        ))
-        outbox = [row.id for row in queries.stale_outbox(session=session, before=before)
-                  if row.id is not None]
+        chats = list(
+            dict.fromkeys(
+                (row.channel, row.chat_id)
+                for row in queries.stale_inbox(session=session, before=before)
+            )
+        )
+        outbox = [
+            row.id
+            for row in queries.stale_outbox(session=session, before=before)
+            if row.id is not None
+        ]
     return chats, outbox
 
 
@@ -436,8 +454,9 @@ def fetch_media(runtime: Runtime, limit: int = 20) -> int:
     for found in (channel for channel in CHANNELS if channel.has_media(runtime.settings)):
         channel = found.name
         with session_scope(read_engine(runtime.engine)) as session:
-            pending = list(queries.unfetched_attachments(session=session, channel=channel,
-                                                         limit=limit))
+            pending = list(
+                queries.unfetched_attachments(session=session, channel=channel, limit=limit)
+            )
             for row in pending:
                 session.expunge(row)
         for attachment in pending:

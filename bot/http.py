@@ -64,8 +64,12 @@ def client_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
     peer = request.client.host if request.client is not None else ""
     if not _trusted(peer, trusted):
         return peer
-    forwarded = [part.strip() for header in request.headers.getlist("x-forwarded-for")
-                 for part in header.split(",") if part.strip()]
+    forwarded = [
+        part.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for part in header.split(",")
+        if part.strip()
+    ]
     for address in reversed(forwarded):
         if not _trusted(address, trusted):
             return address

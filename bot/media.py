@@ -17,21 +17,31 @@ MEDIA_GONE = ""
 #: Extensions of the content types the platforms send that Python's mimetypes does not know
 #: (WeChat voice is AMR, Speex or MP3) or names oddly (".jpe" for JPEG on some systems).
 EXTENSIONS: dict[str, str] = {
-    "audio/amr": ".amr", "audio/amr-wb": ".awb", "audio/speex": ".speex",
-    "audio/x-speex": ".speex", "voice/speex": ".speex", "audio/silk": ".silk",
+    "audio/amr": ".amr",
+    "audio/amr-wb": ".awb",
+    "audio/speex": ".speex",
+    "audio/x-speex": ".speex",
+    "voice/speex": ".speex",
+    "audio/silk": ".silk",
     "audio/mpeg": ".mp3",
-    "audio/mp3": ".mp3", "audio/ogg": ".ogg", "audio/mp4": ".m4a", "audio/x-m4a": ".m4a",
-    "image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
-    "video/mp4": ".mp4", "video/quicktime": ".mov", "application/pdf": ".pdf",
+    "audio/mp3": ".mp3",
+    "audio/ogg": ".ogg",
+    "audio/mp4": ".m4a",
+    "audio/x-m4a": ".m4a",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "application/pdf": ".pdf",
 }
 
 #: Content types that say nothing about the file (the next hint is tried instead).
-_VAGUE_TYPES: frozenset[str] = frozenset({"", "application/octet-stream",
-                                          "binary/octet-stream"})
+_VAGUE_TYPES: frozenset[str] = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 
-def extension_for(content_type: str, *names: str | None,
-                  fallback_type: str | None = None) -> str:
+def extension_for(content_type: str, *names: str | None, fallback_type: str | None = None) -> str:
     """The file extension for fetched bytes, from the best hint there is.
 
     Args:
@@ -57,8 +67,13 @@ def extension_for(content_type: str, *names: str | None,
     return ".bin"
 
 
-def store(media_dir: Path, attachment: Attachment, content: bytes, content_type: str,
-          file_name: str | None = None) -> str:
+def store(
+    media_dir: Path,
+    attachment: Attachment,
+    content: bytes,
+    content_type: str,
+    file_name: str | None = None,
+) -> str:
     """Writes one attachment's bytes (atomically: a partial file is never seen).
 
     Args:
@@ -72,8 +87,9 @@ def store(media_dir: Path, attachment: Attachment, content: bytes, content_type:
         The path relative to `media_dir`, for attachments.stored_path.
     """
     month = (attachment.created_at or utcnow()).strftime("%Y%m")
-    extension = extension_for(content_type, file_name, attachment.file_name,
-                              fallback_type=attachment.mime_type)
+    extension = extension_for(
+        content_type, file_name, attachment.file_name, fallback_type=attachment.mime_type
+    )
     relative = Path(attachment.channel) / month / f"{attachment.id}{extension}"
     target = Path(media_dir) / relative
     target.parent.mkdir(parents=True, exist_ok=True)

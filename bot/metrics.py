@@ -21,8 +21,10 @@ REGISTRY = CollectorRegistry()
 
 #: Inbound messages accepted over HTTP, by channel and outcome (stored, duplicate, refused).
 INBOUND = Counter(
-    "redesk_inbound_messages_total", "Inbound messages by channel and outcome",
-    ["channel", "outcome"], registry=REGISTRY,
+    "redesk_inbound_messages_total",
+    "Inbound messages by channel and outcome",
+    ["channel", "outcome"],
+    registry=REGISTRY,
 )
 
 
@@ -48,14 +50,19 @@ class DatabaseCollector(Collector):
             pending.add_metric([queue], count)
         yield pending
         unparsed = GaugeMetricFamily(
-            "redesk_inbox_failed", "Inbox rows kept as failed (unparseable or given up), "
-            "by channel; `redesk inbox failed` lists them", labels=["channel"])
+            "redesk_inbox_failed",
+            "Inbox rows kept as failed (unparseable or given up), "
+            "by channel; `redesk inbox failed` lists them",
+            labels=["channel"],
+        )
         for channel, count in sorted(failed.items()):
             unparsed.add_metric([channel], count)
         yield unparsed
         polls = GaugeMetricFamily(
-            "redesk_web_polls_open", "Long polls (GET /api/web/messages) this process holds "
-            "open; REDESK_WEB_POLLS_TOTAL caps them")
+            "redesk_web_polls_open",
+            "Long polls (GET /api/web/messages) this process holds "
+            "open; REDESK_WEB_POLLS_TOTAL caps them",
+        )
         polls.add_metric([], wake.HUB.open_polls())
         yield polls
         yield from self._scheduler()
@@ -72,13 +79,17 @@ class DatabaseCollector(Collector):
                 seen = scheduler.Seen(age=None)
         # On the embedded default the scheduler is a thread of `redesk run`: never missing.
         missing = GaugeMetricFamily(
-            "redesk_scheduler_missing", "1 when no scheduler has held the lease for "
-            f"{scheduler.MISSING_AFTER_SECONDS:g} s (nothing re-enqueues unfinished work)")
+            "redesk_scheduler_missing",
+            "1 when no scheduler has held the lease for "
+            f"{scheduler.MISSING_AFTER_SECONDS:g} s (nothing re-enqueues unfinished work)",
+        )
         missing.add_metric([], 1 if seen is not None and seen.missing else 0)
         yield missing
         if seen is not None and seen.age is not None:
-            age = GaugeMetricFamily("redesk_scheduler_lease_age_seconds",
-                                    "Seconds since a scheduler last held the lease")
+            age = GaugeMetricFamily(
+                "redesk_scheduler_lease_age_seconds",
+                "Seconds since a scheduler last held the lease",
+            )
             age.add_metric([], seen.age)
             yield age
 

@@ -192,7 +192,7 @@ class LocalRateLimiter:
             for key, interval in intervals.items():
                 booked = self._booked.setdefault(key, [])
                 # Bookings at or before now - interval can no longer be in the way.
-                del booked[:bisect.bisect_right(booked, now - interval)]
+                del booked[: bisect.bisect_right(booked, now - interval)]
                 self._intervals[key] = interval
             moved = True
             while moved:

@@ -29,9 +29,11 @@ class Runtime:
     @property
     def policy(self) -> Policy:
         """The reminders' knobs."""
-        return Policy(unacted_minutes=self.settings.unacted_minutes,
-                      auto_close_days=self.settings.auto_close_days,
-                      digest_hour=self.settings.digest_hour)
+        return Policy(
+            unacted_minutes=self.settings.unacted_minutes,
+            auto_close_days=self.settings.auto_close_days,
+            digest_hour=self.settings.digest_hour,
+        )
 
     def tx(self, session: Session, source: str) -> Tx:
         """A unit of work on `session` at the current time."""

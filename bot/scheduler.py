@@ -95,8 +95,9 @@ class Alone:
 class RedisLease:
     """A lease in Redis shared by every scheduler of a deployment."""
 
-    def __init__(self, redis_url: str, *, key: str = LEASE_KEY,
-                 seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, redis_url: str, *, key: str = LEASE_KEY, seconds: float = LEASE_SECONDS
+    ) -> None:
         import redis
 
         self._client = redis.Redis.from_url(redis_url)
@@ -111,8 +112,9 @@ class RedisLease:
     def hold(self) -> bool:
         """See `Leadership.hold`; a Redis error means not holding it (act on no stale lease)."""
         try:
-            held = bool(self._hold(keys=[self._key, self._heartbeat],
-                                  args=[self._token, self._ttl_ms]))
+            held = bool(
+                self._hold(keys=[self._key, self._heartbeat], args=[self._token, self._ttl_ms])
+            )
         except Exception:
             logger.warning("Scheduler lease: Redis does not answer", exc_info=True)
             held = False
@@ -175,8 +177,9 @@ class Watch(threading.Thread):
     run` and `redesk worker` with Redis); warns once when there is none, and says when one is
     back."""
 
-    def __init__(self, redis_url: str, *, key: str = LEASE_KEY,
-                 every: float = WATCH_SECONDS) -> None:
+    def __init__(
+        self, redis_url: str, *, key: str = LEASE_KEY, every: float = WATCH_SECONDS
+    ) -> None:
         super().__init__(name="scheduler-watch", daemon=True)
         self._redis_url = redis_url
         self._key = key
@@ -196,7 +199,9 @@ class Watch(threading.Thread):
             logger.warning(
                 "No `redesk scheduler` has held the lease for %s: work left unfinished (e.g. "
                 "by a Redis restarted empty) is not re-enqueued and no reminders are sent. "
-                "Run one `redesk scheduler` next to the workers.", seen.describe())
+                "Run one `redesk scheduler` next to the workers.",
+                seen.describe(),
+            )
         elif not seen.missing and self.warned:
             logger.info("A scheduler holds the lease again (%s ago)", seen.describe())
         self.warned = seen.missing

@@ -143,15 +143,15 @@ TEXTS: dict[str, str] = {
     ),
     "worker.rated": "【{number}】群众已评价：{rating}，诉求办结。",
     "remind.unacted": "【{number}】新诉求已超过{minutes}个工作分钟无人处理，请及时受理、转单或驳回：\n{text}"
-                      "\n响应时限：{response_due}",
+    "\n响应时限：{response_due}",
     "remind.response_soon": "【{number}】响应时限即将到期（{response_due}），请尽快处理：\n{text}",
     "remind.response_due": "【{number}】已超过响应时限（{response_due}）仍未处理，已报告领导督办：\n{text}",
     "remind.resolution_soon": "【{number}】办结时限即将到期（{resolution_due}），请抓紧办理：\n{text}",
     "remind.resolution_due": "【{number}】已超过办结时限（{resolution_due}），已报告领导督办，请立即办理："
-                             "\n{text}",
+    "\n{text}",
     "escalate.overdue": "【{number}】督办：已超过{which}时限（{due}）。\n{text}\n当前处理：{holders}",
     "requester.auto_closed": "【{number}】办理结果已回复您{days}天，未收到评价，诉求已自动办结。"
-                             "如问题仍未解决，欢迎再次反映。",
+    "如问题仍未解决，欢迎再次反映。",
     "desk.relay": "【{number}】接待台登记的群众 {contact_name} {contact_phone}，请电话告知：\n{inner_text}",
     # replies to the actor
     "reply.accepted": "【{number}】已受理（做单）。办理完成后请发送「办结 {number} 结果」。",
@@ -170,9 +170,9 @@ TEXTS: dict[str, str] = {
     "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
     "tg.pressed": "已收到",
     "wechat.welcome": "欢迎关注党群服务中心！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可，"
-                      "我们会为您登记编号并跟进办理。",
+    "我们会为您登记编号并跟进办理。",
     "wechat.welcome_back": "欢迎回来！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可；"
-                           "发送「查询」可查看您的诉求。",
+    "发送「查询」可查看您的诉求。",
     "wechat.report": "请直接发送您要反映的问题，可附图片、语音和位置。",
     "wechat.commands": "复制下列指令回复即可办理：",
     "wechat.template_status": "有新进展",
@@ -262,21 +262,40 @@ LINE_BREAKS = re.compile("\r\n|[\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]")
 CONTROLS = re.compile("[\u0000-\u0008\u000e-\u001f\u007f-\u009f]")
 
 #: Messages to staff that show someone else's words in QUOTED_PARAMS, each on lines of its own.
-QUOTING_KEYS: frozenset[str] = frozenset({
-    "card.new", "card.auto_forwarded", "card.forwarded", "card.returned", "card.review",
-    "card.supplemented", "card.reopened", "remind.unacted", "remind.response_soon",
-    "remind.response_due", "remind.resolution_soon", "remind.resolution_due",
-    "escalate.overdue",
-})
+QUOTING_KEYS: frozenset[str] = frozenset(
+    {
+        "card.new",
+        "card.auto_forwarded",
+        "card.forwarded",
+        "card.returned",
+        "card.review",
+        "card.supplemented",
+        "card.reopened",
+        "remind.unacted",
+        "remind.response_soon",
+        "remind.response_due",
+        "remind.resolution_soon",
+        "remind.resolution_due",
+        "escalate.overdue",
+    }
+)
 
 #: Parameters that hold a resident's own words as a block: quoted line by line.
 QUOTED_PARAMS: frozenset[str] = frozenset({"text", "supplement"})
 
 #: Parameters that hold names and short values someone chose (a display name, a phone typed
 #: at the desk): shown on one line, whatever they contain.
-INLINE_PARAMS: frozenset[str] = frozenset({
-    "requester", "phone", "contact_name", "contact_phone", "by", "holders", "rating",
-})
+INLINE_PARAMS: frozenset[str] = frozenset(
+    {
+        "requester",
+        "phone",
+        "contact_name",
+        "contact_phone",
+        "by",
+        "holders",
+        "rating",
+    }
+)
 
 
 def clean(words: str) -> str:
@@ -368,21 +387,25 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     "card.released": lambda p: _committee_buttons(p["number"]),
     "card.reopened": lambda p: _committee_buttons(p["number"]),
     "card.forwarded": lambda p: [
-        Button("接收", f"接收 {p['number']}"), Button("退单", f"退单 {p['number']}"),
+        Button("接收", f"接收 {p['number']}"),
+        Button("退单", f"退单 {p['number']}"),
         Button("办结", f"办结 {p['number']}"),
     ],
     "card.auto_forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
     "reply.forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
     "reply.recalled": lambda p: _committee_buttons(p["number"]),
     "card.review": lambda p: [
-        Button("回单", f"回单 {p['number']}"), Button("返工", f"返工 {p['number']}")
+        Button("回单", f"回单 {p['number']}"),
+        Button("返工", f"返工 {p['number']}"),
     ],
     "card.sent_back": lambda p: [Button("办结", f"办结 {p['number']}")],
     "reply.accepted": lambda p: [
-        Button("办结", f"办结 {p['number']}"), Button("转单", f"转单 {p['number']}")
+        Button("办结", f"办结 {p['number']}"),
+        Button("转单", f"转单 {p['number']}"),
     ],
     "reply.taken": lambda p: [
-        Button("办结", f"办结 {p['number']}"), Button("退单", f"退单 {p['number']}")
+        Button("办结", f"办结 {p['number']}"),
+        Button("退单", f"退单 {p['number']}"),
     ],
     "requester.replied": lambda p: _rating_buttons(p["number"]),
     "ask.rate": lambda p: _rating_buttons(p["number"]),
@@ -427,16 +450,24 @@ def render(key: str, params: Mapping[str, Any]) -> Rendered:
         body = _entry(key).format_map(values)
     if params.get("attachments"):
         body += "\n" + TEXTS["line.attachments"].format(
-            items=describe_attachments(params["attachments"]))
+            items=describe_attachments(params["attachments"])
+        )
     buttons = BUTTONS[key](params) if key in BUTTONS else []
     return Rendered(body, buttons)
 
 
 #: How attachments are named in messages.
 ATTACHMENT_LABELS: dict[str, str] = {
-    "photo": "图片", "live_photo": "实况照片", "video": "视频", "video_note": "视频消息",
-    "animation": "动图", "audio": "音频", "voice": "语音", "document": "文件",
-    "location": "位置", "contact": "联系人",
+    "photo": "图片",
+    "live_photo": "实况照片",
+    "video": "视频",
+    "video_note": "视频消息",
+    "animation": "动图",
+    "audio": "音频",
+    "voice": "语音",
+    "document": "文件",
+    "location": "位置",
+    "contact": "联系人",
 }
 
 
@@ -455,8 +486,9 @@ def describe_attachments(attachments: Any) -> str:
 
 
 def _callback(params: Mapping[str, Any]) -> str:
-    return render(str(params.get("message_key", "tg.pressed")),
-                  params.get("message_params") or {}).text
+    return render(
+        str(params.get("message_key", "tg.pressed")), params.get("message_params") or {}
+    ).text
 
 
 def _help(params: Mapping[str, Any]) -> str:
@@ -480,7 +512,9 @@ def _status(params: Mapping[str, Any]) -> str:
     if params.get("result"):
         lines.append(f"办理结果：{params['result']}")
     if params.get("response_due"):
-        lines.append(f"响应时限：{params['response_due']}　办结时限：{params.get('resolution_due')}")
+        lines.append(
+            f"响应时限：{params['response_due']}　办结时限：{params.get('resolution_due')}"
+        )
     history = params.get("history") or []
     if history:
         lines.append("办理记录：")
@@ -566,8 +600,11 @@ def _todo_buttons(params: Mapping[str, Any]) -> list[Button]:
 
 #: Digest sections, in order: parameter name -> heading.
 DIGEST_SECTIONS: tuple[tuple[str, str], ...] = (
-    ("new", "昨日以来新收"), ("due_today", "今日到期"), ("overdue", "已超期"),
-    ("review", "待审核回单"), ("reopened", "重办中"),
+    ("new", "昨日以来新收"),
+    ("due_today", "今日到期"),
+    ("overdue", "已超期"),
+    ("review", "待审核回单"),
+    ("reopened", "重办中"),
 )
 
 
@@ -594,7 +631,8 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     # A card's update is assembled by its channel from the stored card (bot/cards.py);
     # this line is what the refresh says on its own (logs, a channel without cards).
     "card.refresh": lambda params: TEXTS["card.refreshed"].format(
-        number=params.get("number", ""), state=state_label(str(params.get("state", "")))),
+        number=params.get("number", ""), state=state_label(str(params.get("state", "")))
+    ),
     "digest": _digest,
 }
 

@@ -77,8 +77,9 @@ class PollHub:
         waiter = Waiter(asyncio.get_running_loop())
         with self._lock:
             held = self._waiters.setdefault(person_id, set())
-            if (per_identity > 0 and len(held) >= per_identity) or \
-                    (total > 0 and self._total >= total):
+            if (per_identity > 0 and len(held) >= per_identity) or (
+                total > 0 and self._total >= total
+            ):
                 if not held:
                     del self._waiters[person_id]
                 raise TooManyPolls
@@ -150,8 +151,7 @@ class Subscriber:
                     self._hub.wake(person_id)
             except redis.RedisError as exc:
                 # Polls fall back to their slow check meanwhile.
-                logger.warning("Web wake subscription lost (%s); reconnecting",
-                               type(exc).__name__)
+                logger.warning("Web wake subscription lost (%s); reconnecting", type(exc).__name__)
                 self._stop.wait(RECONNECT_PAUSE)
             finally:
                 pubsub.close()
@@ -191,8 +191,7 @@ def notify(redis_url: str | None, person_id: int) -> None:
         with _publishers_lock:
             client = _publishers.get(redis_url)
             if client is None:
-                client = _publishers[redis_url] = redis.Redis.from_url(redis_url,
-                                                                       socket_timeout=2)
+                client = _publishers[redis_url] = redis.Redis.from_url(redis_url, socket_timeout=2)
         client.publish(WAKE_CHANNEL, str(person_id))
     except redis.RedisError as exc:
         logger.warning("Could not publish a web wake-up (%s)", type(exc).__name__)

@@ -32,7 +32,9 @@ def _sqlite_engine(url: str) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True,
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_pre_ping=True,
         hide_parameters=True,
     )
 
@@ -68,8 +70,9 @@ def get_engine(url: str) -> Engine:
             else:
                 # hide_parameters: a database error's message (which is logged) must not
                 # carry the statement's values: request texts, phone numbers.
-                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                       hide_parameters=True)
+                engine = create_engine(
+                    url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+                )
             _engines[url] = engine
         return engine
 

@@ -76,8 +76,15 @@ def get_or_create_person(
     """
     statement = (
         _insert(session, Person)
-        .values(channel=channel, external_id=external_id, display_name=display_name[:100],
-                role=Role.REQUESTER, unreachable=False, web_seq=0, created_at=utcnow())
+        .values(
+            channel=channel,
+            external_id=external_id,
+            display_name=display_name[:100],
+            role=Role.REQUESTER,
+            unreachable=False,
+            web_seq=0,
+            created_at=utcnow(),
+        )
         .on_conflict_do_nothing(index_elements=["channel", "external_id"])
     )
     session.execute(statement)
@@ -169,9 +176,7 @@ def next_request_sequence(*, session: Session, day: str) -> int:
     statement = (
         _insert(session, RequestCounter)
         .values(day=day, last=1)
-        .on_conflict_do_update(
-            index_elements=["day"], set_={"last": col(RequestCounter.last) + 1}
-        )
+        .on_conflict_do_update(index_elements=["day"], set_={"last": col(RequestCounter.last) + 1})
         .returning(col(RequestCounter.last))
     )
     bind = session.get_bind()
@@ -182,14 +187,13 @@ def next_request_sequence(*, session: Session, day: str) -> int:
     return int(session.execute(statement).scalar_one())
 
 
-def get_request_by_number(
-    *, session: Session, number: str, lock: bool = False
-) -> Request | None:
+def get_request_by_number(*, session: Session, number: str, lock: bool = False) -> Request | None:
     """A request by its number, optionally locked for the rest of the transaction."""
     statement = select(Request).where(Request.number == number)
     if lock:
         statement = statement.with_for_update(key_share=True).execution_options(
-            populate_existing=True)
+            populate_existing=True
+        )
     return session.exec(statement).first()
 
 
@@ -205,18 +209,21 @@ def get_request_by_origin(
 def unfetched_attachments(*, session: Session, channel: str, limit: int) -> Sequence[Attachment]:
     """A channel's attachments with a file not fetched yet (stored_path NULL), oldest first."""
     return session.exec(
-        select(Attachment).where(Attachment.channel == channel,
-                                 col(Attachment.file_id).is_not(None),
-                                 col(Attachment.stored_path).is_(None))
-        .order_by(col(Attachment.id)).limit(limit)
+        select(Attachment)
+        .where(
+            Attachment.channel == channel,
+            col(Attachment.file_id).is_not(None),
+            col(Attachment.stored_path).is_(None),
+        )
+        .order_by(col(Attachment.id))
+        .limit(limit)
     ).all()
 
 
 def attachments_of(*, session: Session, request_id: int) -> Sequence[Attachment]:
     """A request's attachments, oldest first."""
     return session.exec(
-        select(Attachment).where(Attachment.request_id == request_id)
-        .order_by(col(Attachment.id))
+        select(Attachment).where(Attachment.request_id == request_id).order_by(col(Attachment.id))
     ).all()
 
 
@@ -257,24 +264,33 @@ def _committee_sections(handler_id: int) -> list[_Section]:
     return [
         ("new", col(Request.state) == "new", col(Request.response_due_at)),
         ("review", col(Request.state) == "review", col(Request.resolution_due_at)),
-        ("mine", (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
-         col(Request.resolution_due_at)),
+        (
+            "mine",
+            (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
+            col(Request.resolution_due_at),
+        ),
     ]
 
 
 def _department_sections(department_id: int) -> list[_Section]:
     mine = col(Request.department_id) == department_id
     return [
-        ("forwarded", mine & (col(Request.state) == "forwarded"),
-         col(Request.resolution_due_at)),
-        ("dept_handling", mine & (col(Request.state) == "dept_handling"),
-         col(Request.resolution_due_at)),
+        ("forwarded", mine & (col(Request.state) == "forwarded"), col(Request.resolution_due_at)),
+        (
+            "dept_handling",
+            mine & (col(Request.state) == "dept_handling"),
+            col(Request.resolution_due_at),
+        ),
     ]
 
 
 def todo_page(
-    *, session: Session, handler_id: int | None = None, department_id: int | None = None,
-    offset: int = 0, limit: int = 10,
+    *,
+    session: Session,
+    handler_id: int | None = None,
+    department_id: int | None = None,
+    offset: int = 0,
+    limit: int = 10,
 ) -> list[TodoSection]:
     """A page of a worker's (handler_id) or a department's to-do list, by section.
 
@@ -297,11 +313,15 @@ def todo_page(
         ).scalar_one()
         items: list[Request] = []
         if room > 0 and skip < total:
-            items = list(session.exec(
-                select(Request).where(condition)
-                .order_by(deadline.asc().nulls_last(), col(Request.id))
-                .offset(skip).limit(room)
-            ).all())
+            items = list(
+                session.exec(
+                    select(Request)
+                    .where(condition)
+                    .order_by(deadline.asc().nulls_last(), col(Request.id))
+                    .offset(skip)
+                    .limit(room)
+                ).all()
+            )
             room -= len(items)
         skip = max(0, skip - total)
         result.append(TodoSection(name, total, items))
@@ -322,8 +342,14 @@ def add_event(
 ) -> Event:
     """Records one event in a request's history."""
     event = Event(
-        request_id=request_id, actor_id=actor_id, action=action, from_state=from_state,
-        to_state=to_state, note=note, outcome=outcome, created_at=at,
+        request_id=request_id,
+        actor_id=actor_id,
+        action=action,
+        from_state=from_state,
+        to_state=to_state,
+        note=note,
+        outcome=outcome,
+        created_at=at,
     )
     session.add(event)
     return event
@@ -364,23 +390,39 @@ def get_invitation(*, session: Session, code: str) -> Invitation | None:
 
 
 def add_bind_failure(
-    *, session: Session, channel: str, person_id: int, identity: str, address: str,
-    reason: str, at: datetime,
+    *,
+    session: Session,
+    channel: str,
+    person_id: int,
+    identity: str,
+    address: str,
+    reason: str,
+    at: datetime,
 ) -> BindFailure:
     """Puts a failed 绑定 on record (never the code that was tried)."""
-    failure = BindFailure(channel=channel[:20], person_id=person_id, identity=identity[:128],
-                          address=address[:160], reason=reason[:20], at=at)
+    failure = BindFailure(
+        channel=channel[:20],
+        person_id=person_id,
+        identity=identity[:128],
+        address=address[:160],
+        reason=reason[:20],
+        at=at,
+    )
     session.add(failure)
     return failure
 
 
 def count_bind_failures(
-    *, session: Session, since: datetime, person_id: int | None = None,
+    *,
+    session: Session,
+    since: datetime,
+    person_id: int | None = None,
     address: str | None = None,
 ) -> int:
     """Failed 绑定 since `since` by this person, or from this address."""
-    statement = select_columns(func.count()).select_from(BindFailure).where(
-        col(BindFailure.at) >= since)
+    statement = (
+        select_columns(func.count()).select_from(BindFailure).where(col(BindFailure.at) >= since)
+    )
     if person_id is not None:
         statement = statement.where(col(BindFailure.person_id) == person_id)
     if address is not None:
@@ -392,8 +434,15 @@ def count_bind_failures(
 
 
 def add_inbox(
-    *, session: Session, channel: str, natural_key: str, chat_id: str, payload: dict[str, Any],
-    status: str = InboxStatus.PENDING, error: str | None = None, scene: str | None = None,
+    *,
+    session: Session,
+    channel: str,
+    natural_key: str,
+    chat_id: str,
+    payload: dict[str, Any],
+    status: str = InboxStatus.PENDING,
+    error: str | None = None,
+    scene: str | None = None,
 ) -> int | None:
     """Stores an inbound message; None when this natural key was stored before.
 
@@ -403,8 +452,17 @@ def add_inbox(
     """
     statement = (
         _insert(session, InboxMessage)
-        .values(channel=channel, natural_key=natural_key, chat_id=chat_id, payload=payload,
-                status=status, error=error, attempts=0, received_at=utcnow(), scene=scene)
+        .values(
+            channel=channel,
+            natural_key=natural_key,
+            chat_id=chat_id,
+            payload=payload,
+            status=status,
+            error=error,
+            attempts=0,
+            received_at=utcnow(),
+            scene=scene,
+        )
         .on_conflict_do_nothing(index_elements=["channel", "natural_key"])
         .returning(col(InboxMessage.id))
     )
@@ -435,7 +493,8 @@ def next_pending_inbox(*, session: Session, channel: str, chat_id: str) -> Inbox
 def failed_inbox(*, session: Session) -> Sequence[InboxMessage]:
     """Every failed inbox row, of any channel, oldest first."""
     return session.exec(
-        select(InboxMessage).where(InboxMessage.status == InboxStatus.FAILED)
+        select(InboxMessage)
+        .where(InboxMessage.status == InboxStatus.FAILED)
         .order_by(col(InboxMessage.id))
     ).all()
 
@@ -443,8 +502,9 @@ def failed_inbox(*, session: Session) -> Sequence[InboxMessage]:
 def count_failed_inbox(*, session: Session) -> dict[str, int]:
     """Failed inbox rows by channel (channels without any are left out)."""
     rows = session.execute(
-        select_columns(col(InboxMessage.channel), func.count()).where(
-            col(InboxMessage.status) == InboxStatus.FAILED).group_by(col(InboxMessage.channel))
+        select_columns(col(InboxMessage.channel), func.count())
+        .where(col(InboxMessage.status) == InboxStatus.FAILED)
+        .group_by(col(InboxMessage.channel))
     ).all()
     return {channel: int(count) for channel, count in rows}
 
@@ -474,8 +534,13 @@ def add_outbox(
 ) -> OutboxMessage:
     """Queues one message to send."""
     row = OutboxMessage(
-        idempotency_key=idempotency_key, person_id=person_id, key=key, params=params,
-        request_id=request_id, created_at=at, status=OutboxStatus.PENDING,
+        idempotency_key=idempotency_key,
+        person_id=person_id,
+        key=key,
+        params=params,
+        request_id=request_id,
+        created_at=at,
+        status=OutboxStatus.PENDING,
     )
     session.add(row)
     return row
@@ -506,8 +571,10 @@ def stale_outbox(
         .where(
             OutboxMessage.status == OutboxStatus.PENDING,
             OutboxMessage.created_at < before,
-            or_(col(OutboxMessage.next_attempt_at).is_(None),
-                col(OutboxMessage.next_attempt_at) <= before),
+            or_(
+                col(OutboxMessage.next_attempt_at).is_(None),
+                col(OutboxMessage.next_attempt_at) <= before,
+            ),
         )
         .order_by(col(OutboxMessage.id))
         .limit(limit)
@@ -517,12 +584,14 @@ def stale_outbox(
 def count_backlog(*, session: Session) -> dict[str, int]:
     """Unfinished inbox and outbox rows."""
     inbox = session.exec(
-        select(func.count()).select_from(InboxMessage).where(
-            InboxMessage.status == InboxStatus.PENDING)
+        select(func.count())
+        .select_from(InboxMessage)
+        .where(InboxMessage.status == InboxStatus.PENDING)
     ).one()
     outbox = session.exec(
-        select(func.count()).select_from(OutboxMessage).where(
-            OutboxMessage.status == OutboxStatus.PENDING)
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.PENDING)
     ).one()
     return {"inbox": int(inbox), "outbox": int(outbox)}
 
@@ -541,9 +610,7 @@ def add_web_session(
 
 def person_for_web_token(*, session: Session, token: str, now: datetime) -> Person | None:
     """The identity a valid, unexpired web token belongs to."""
-    row = session.exec(
-        select(WebSession).where(WebSession.token_hash == digest(token))
-    ).first()
+    row = session.exec(select(WebSession).where(WebSession.token_hash == digest(token))).first()
     if row is None or row.expires_at <= now:
         return None
     return session.get(Person, row.person_id)
@@ -555,8 +622,7 @@ def expire_web_token(*, session: Session, token: str, now: datetime) -> int | No
     An unknown or already expired token changes nothing and answers None.
     """
     row = session.exec(
-        select(WebSession).where(WebSession.token_hash == digest(token))
-        .with_for_update()
+        select(WebSession).where(WebSession.token_hash == digest(token)).with_for_update()
     ).first()
     if row is None or row.expires_at <= now:
         return None
@@ -576,8 +642,14 @@ def expire_web_sessions(*, session: Session, person_id: int, now: datetime) -> i
 
 
 def add_web_message(
-    *, session: Session, person_id: int, outbox_id: int, text: str,
-    buttons: list[dict[str, str]], at: datetime, updates: int | None = None,
+    *,
+    session: Session,
+    person_id: int,
+    outbox_id: int,
+    text: str,
+    buttons: list[dict[str, str]],
+    at: datetime,
+    updates: int | None = None,
 ) -> WebMessage:
     """Delivers a message to a web identity with the next sequence number.
 
@@ -590,8 +662,15 @@ def add_web_message(
         .values(web_seq=col(Person.web_seq) + 1)
         .returning(col(Person.web_seq))
     ).scalar_one()
-    row = WebMessage(person_id=person_id, seq=int(seq), outbox_id=outbox_id, text=text,
-                     buttons=buttons, created_at=at, updates=updates)
+    row = WebMessage(
+        person_id=person_id,
+        seq=int(seq),
+        outbox_id=outbox_id,
+        text=text,
+        buttons=buttons,
+        created_at=at,
+        updates=updates,
+    )
     session.add(row)
     return row
 
@@ -612,14 +691,32 @@ def web_messages_after(
 
 
 def add_card_message(
-    *, session: Session, request_id: int, person_id: int, channel: str, outbox_id: int,
-    text: str, buttons: list[dict[str, str]], at: datetime, chat_id: str | None = None,
-    message_id: int | None = None, web_seq: int | None = None,
+    *,
+    session: Session,
+    request_id: int,
+    person_id: int,
+    channel: str,
+    outbox_id: int,
+    text: str,
+    buttons: list[dict[str, str]],
+    at: datetime,
+    chat_id: str | None = None,
+    message_id: int | None = None,
+    web_seq: int | None = None,
 ) -> CardMessage:
     """Records where a delivered card is and which buttons it offers."""
-    row = CardMessage(request_id=request_id, person_id=person_id, channel=channel,
-                      outbox_id=outbox_id, chat_id=chat_id, message_id=message_id,
-                      web_seq=web_seq, text=text, buttons=buttons, created_at=at)
+    row = CardMessage(
+        request_id=request_id,
+        person_id=person_id,
+        channel=channel,
+        outbox_id=outbox_id,
+        chat_id=chat_id,
+        message_id=message_id,
+        web_seq=web_seq,
+        text=text,
+        buttons=buttons,
+        created_at=at,
+    )
     session.add(row)
     return row
 
@@ -629,29 +726,33 @@ def card_of_outbox(*, session: Session, outbox_id: int) -> CardMessage | None:
     return session.exec(select(CardMessage).where(CardMessage.outbox_id == outbox_id)).first()
 
 
-def card_at(
-    *, session: Session, channel: str, chat_id: str, message_id: int
-) -> CardMessage | None:
+def card_at(*, session: Session, channel: str, chat_id: str, message_id: int) -> CardMessage | None:
     """The card shown as a platform message (Telegram: chat + message id)."""
     return session.exec(
-        select(CardMessage).where(CardMessage.channel == channel,
-                                  CardMessage.chat_id == chat_id,
-                                  CardMessage.message_id == message_id)
+        select(CardMessage).where(
+            CardMessage.channel == channel,
+            CardMessage.chat_id == chat_id,
+            CardMessage.message_id == message_id,
+        )
     ).first()
 
 
-def cards_of_request(
-    *, session: Session, request_id: int, skip_key: str
-) -> list[tuple[int, int]]:
+def cards_of_request(*, session: Session, request_id: int, skip_key: str) -> list[tuple[int, int]]:
     """(outbox id, person id) of every message about a request that is, or may become, a
     card with buttons: open cards, and rows not delivered yet (except rows of `skip_key`)."""
     open_cards = select_columns(col(CardMessage.outbox_id)).where(
-        col(CardMessage.request_id) == request_id, col(CardMessage.open).is_(True))
+        col(CardMessage.request_id) == request_id, col(CardMessage.open).is_(True)
+    )
     rows = session.execute(
         select_columns(col(OutboxMessage.id), col(OutboxMessage.person_id))
-        .where(col(OutboxMessage.request_id) == request_id, col(OutboxMessage.key) != skip_key,
-               or_(col(OutboxMessage.status) == OutboxStatus.PENDING,
-                   col(OutboxMessage.id).in_(open_cards)))
+        .where(
+            col(OutboxMessage.request_id) == request_id,
+            col(OutboxMessage.key) != skip_key,
+            or_(
+                col(OutboxMessage.status) == OutboxStatus.PENDING,
+                col(OutboxMessage.id).in_(open_cards),
+            ),
+        )
         .order_by(col(OutboxMessage.id))
     ).all()
     return [(int(outbox_id), int(person_id)) for outbox_id, person_id in rows]
@@ -660,8 +761,9 @@ def cards_of_request(
 # --- platform buttons and channel state ---------------------------------------------------
 
 
-def add_button_token(*, session: Session, token: str, person_id: int, action: str,
-                     at: datetime) -> ButtonToken:
+def add_button_token(
+    *, session: Session, token: str, person_id: int, action: str, at: datetime
+) -> ButtonToken:
     """Stores what a platform button stands for."""
     row = ButtonToken(token=token, person_id=person_id, action=action, created_at=at)
     session.add(row)
@@ -695,9 +797,12 @@ def set_channel_state(*, session: Session, key: str, value: str) -> None:
 def categories_routed_to(*, session: Session, department_id: int) -> Sequence[Category]:
     """Active categories whose requests go to this department first."""
     return session.exec(
-        select(Category).where(Category.route == "department",
-                               Category.department_id == department_id,
-                               col(Category.active).is_(True))
+        select(Category)
+        .where(
+            Category.route == "department",
+            Category.department_id == department_id,
+            col(Category.active).is_(True),
+        )
         .order_by(col(Category.id))
     ).all()
 
@@ -710,12 +815,16 @@ def people_named(*, session: Session, name: str) -> Sequence[Person]:
 
 
 def count_requests_in_states(
-    *, session: Session, states: Sequence[str], department_id: int | None = None,
+    *,
+    session: Session,
+    states: Sequence[str],
+    department_id: int | None = None,
     handler_id: int | None = None,
 ) -> int:
     """How many requests are in one of `states` (of one department, or one handler, if given)."""
-    statement = select(func.count()).select_from(Request).where(
-        col(Request.state).in_(list(states)))
+    statement = (
+        select(func.count()).select_from(Request).where(col(Request.state).in_(list(states)))
+    )
     if department_id is not None:
         statement = statement.where(Request.department_id == department_id)
     if handler_id is not None:
@@ -726,25 +835,31 @@ def count_requests_in_states(
 def requests_handled_by(*, session: Session, handler_id: int) -> Sequence[Request]:
     """The requests this person is handling (做单) now, oldest first, locked."""
     return session.exec(
-        select(Request).where(Request.handler_id == handler_id,
-                              col(Request.state) == "handling")
+        select(Request)
+        .where(Request.handler_id == handler_id, col(Request.state) == "handling")
         .order_by(col(Request.id))
-        .with_for_update(key_share=True).execution_options(populate_existing=True)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     ).all()
 
 
 def walk_ins_registered_by(*, session: Session, person_id: int) -> Sequence[Request]:
     """Every walk-in (desk) request this person registered, oldest first, locked."""
     return session.exec(
-        select(Request).where(Request.registered_by_id == person_id,
-                              Request.channel == "desk")
+        select(Request)
+        .where(Request.registered_by_id == person_id, Request.channel == "desk")
         .order_by(col(Request.id))
-        .with_for_update(key_share=True).execution_options(populate_existing=True)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     ).all()
 
 
 def skip_pending_outbox(
-    *, session: Session, person_id: int, keep_requester_id: int, keep_keys: Sequence[str],
+    *,
+    session: Session,
+    person_id: int,
+    keep_requester_id: int,
+    keep_keys: Sequence[str],
     reason: str,
 ) -> int:
     """Marks skipped the pending messages to a person except those about requests
@@ -752,12 +867,13 @@ def skip_pending_outbox(
     """
     own = select_columns(col(Request.id)).where(col(Request.requester_id) == keep_requester_id)
     rows = session.exec(
-        select(OutboxMessage).where(
+        select(OutboxMessage)
+        .where(
             OutboxMessage.person_id == person_id,
             OutboxMessage.status == OutboxStatus.PENDING,
             col(OutboxMessage.key).not_in(list(keep_keys)),
-            or_(col(OutboxMessage.request_id).is_(None),
-                col(OutboxMessage.request_id).not_in(own)))
+            or_(col(OutboxMessage.request_id).is_(None), col(OutboxMessage.request_id).not_in(own)),
+        )
         .with_for_update()
     ).all()
     for row in rows:
@@ -779,6 +895,7 @@ def audit_admin_action(
 
 # --- exports ------------------------------------------------------------------------------
 
+
 def _received_between(statement: Any, start: datetime | None, end: datetime | None) -> Any:
     """`statement` limited to requests received in [start, end); None leaves that end open."""
     if start is not None:
@@ -796,14 +913,16 @@ def count_requests_received(
     return int(session.execute(statement).scalar_one())
 
 
-def count_events_received(
-    *, session: Session, start: datetime | None, end: datetime | None
-) -> int:
+def count_events_received(*, session: Session, start: datetime | None, end: datetime | None) -> int:
     """How many events (outcome ok) the requests received in [start, end) have."""
     statement = _received_between(
-        select_columns(func.count()).select_from(Event)
+        select_columns(func.count())
+        .select_from(Event)
         .join(Request, col(Request.id) == col(Event.request_id))
-        .where(col(Event.outcome) == "ok"), start, end)
+        .where(col(Event.outcome) == "ok"),
+        start,
+        end,
+    )
     return int(session.execute(statement).scalar_one())
 
 
@@ -821,14 +940,27 @@ def stream_requests_received(
     handler = aliased(Person, name="handler")
     statement = (
         select_columns(
-            col(Request.id), col(Request.number), col(Request.created_at),
-            col(Request.channel), col(Request.state), col(Request.text), col(Request.result),
-            col(Request.solved), col(Request.satisfaction), col(Request.reopen_count),
-            col(Request.first_action_at), col(Request.responded_in_time),
-            col(Request.first_replied_at), col(Request.closed_at),
-            col(Request.response_due_at), col(Request.resolution_due_at),
-            col(Request.contact_name), col(Request.contact_phone), col(Request.requester_id),
-            col(Category.name).label("category"), col(Department.name).label("department"),
+            col(Request.id),
+            col(Request.number),
+            col(Request.created_at),
+            col(Request.channel),
+            col(Request.state),
+            col(Request.text),
+            col(Request.result),
+            col(Request.solved),
+            col(Request.satisfaction),
+            col(Request.reopen_count),
+            col(Request.first_action_at),
+            col(Request.responded_in_time),
+            col(Request.first_replied_at),
+            col(Request.closed_at),
+            col(Request.response_due_at),
+            col(Request.resolution_due_at),
+            col(Request.contact_name),
+            col(Request.contact_phone),
+            col(Request.requester_id),
+            col(Category.name).label("category"),
+            col(Department.name).label("department"),
             col(handler.display_name).label("handler_name"),
             col(requester.display_name).label("requester_name"),
             col(requester.phone).label("requester_phone"),
@@ -857,9 +989,15 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
         return []
     statement: Any = (
         select_columns(
-            col(Event.request_id), col(Event.created_at), col(Event.action),
-            col(Event.from_state), col(Event.to_state), col(Event.note), col(Event.actor_id),
-            col(Person.display_name).label("actor_name"), col(Person.role).label("actor_role"),
+            col(Event.request_id),
+            col(Event.created_at),
+            col(Event.action),
+            col(Event.from_state),
+            col(Event.to_state),
+            col(Event.note),
+            col(Event.actor_id),
+            col(Person.display_name).label("actor_name"),
+            col(Person.role).label("actor_role"),
         )
         .outerjoin(Person, col(Person.id) == col(Event.actor_id))
         .where(col(Event.request_id).in_(list(request_ids)), col(Event.outcome) == "ok")
@@ -892,8 +1030,10 @@ def remember_nonce(
     # Skipping rows another callback is deleting: concurrent callbacks neither wait for each
     # other's clean-up nor deadlock over it (SQLite has one writer and ignores the clause).
     expired = (
-        select_columns(col(WeChatNonce.key)).where(col(WeChatNonce.expires_at) < now)
-        .limit(NONCE_CLEANUP_BATCH).with_for_update(skip_locked=True)
+        select_columns(col(WeChatNonce.key))
+        .where(col(WeChatNonce.expires_at) < now)
+        .limit(NONCE_CLEANUP_BATCH)
+        .with_for_update(skip_locked=True)
     )
     session.execute(delete(WeChatNonce).where(col(WeChatNonce.key).in_(expired)))
     statement = (
@@ -932,20 +1072,22 @@ def reminder_keys(*, session: Session, request_ids: Sequence[int]) -> set[str]:
     """The reminder keys already done for these requests."""
     if not request_ids:
         return set()
-    return set(session.exec(
-        select(Reminder.key).where(col(Reminder.request_id).in_(list(request_ids)))
-    ).all())
+    return set(
+        session.exec(
+            select(Reminder.key).where(col(Reminder.request_id).in_(list(request_ids)))
+        ).all()
+    )
 
 
 def open_requests(*, session: Session, excluded: Sequence[str]) -> Sequence[Request]:
     """Requests not in the `excluded` states, oldest first."""
     return session.exec(
-        select(Request).where(col(Request.state).not_in(list(excluded)))
-        .order_by(col(Request.id))
+        select(Request).where(col(Request.state).not_in(list(excluded))).order_by(col(Request.id))
     ).all()
 
 
 def requests_where(*, session: Session, condition: Any, limit: int = 200) -> Sequence[Request]:
     """Requests matching a SQL condition, oldest first, at most `limit`."""
-    return session.exec(select(Request).where(condition).order_by(col(Request.id))
-                        .limit(limit)).all()
+    return session.exec(
+        select(Request).where(condition).order_by(col(Request.id)).limit(limit)
+    ).all()

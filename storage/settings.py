@@ -46,19 +46,50 @@ def default_data_dir() -> Path:
 MIN_SECRET_LENGTH = 16
 
 #: Secrets that are placeholders (compared lower-cased, without "-", "_", "." and spaces).
-PLACEHOLDER_SECRETS: frozenset[str] = frozenset({
-    "changeme", "changeit", "changethis", "secret", "mysecret", "yoursecret", "password",
-    "passw0rd", "token", "mytoken", "yourtoken", "example", "placeholder", "todo", "fixme",
-    "test", "testing", "dummy", "default", "none", "null", "xxx", "xxxx", "webhooksecret",
-    "replaceme", "postgres", "redesk", "admin",
-})
+PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
+    {
+        "changeme",
+        "changeit",
+        "changethis",
+        "secret",
+        "mysecret",
+        "yoursecret",
+        "password",
+        "passw0rd",
+        "token",
+        "mytoken",
+        "yourtoken",
+        "example",
+        "placeholder",
+        "todo",
+        "fixme",
+        "test",
+        "testing",
+        "dummy",
+        "default",
+        "none",
+        "null",
+        "xxx",
+        "xxxx",
+        "webhooksecret",
+        "replaceme",
+        "postgres",
+        "redesk",
+        "admin",
+    }
+)
 
 #: Words that mark a value as a placeholder wherever they occur in it ("your..." as in
 #: "your-app-secret" only at the start).
 PLACEHOLDER_WORDS: tuple[str, ...] = (
-    "changeme", "changethis", "replaceme", "placeholder", "yoursecret", "yourtoken", "xxxxxx",
+    "changeme",
+    "changethis",
+    "replaceme",
+    "placeholder",
+    "yoursecret",
+    "yourtoken",
+    "xxxxxx",
 )
-
 
 
 #: Fewest estimated bits of entropy a secret needs in production (see `entropy_bits`). A
@@ -69,7 +100,10 @@ MIN_SECRET_BITS = 56
 
 #: Alphabet sizes of the character classes a secret draws from.
 _CLASSES: tuple[tuple[str, int], ...] = (
-    (r"[a-z]", 26), (r"[A-Z]", 26), (r"[0-9]", 10), (r"[^a-zA-Z0-9]", 33),
+    (r"[a-z]", 26),
+    (r"[A-Z]", 26),
+    (r"[0-9]", 10),
+    (r"[^a-zA-Z0-9]", 33),
 )
 
 
@@ -89,7 +123,7 @@ def entropy_bits(value: str) -> float:
     counted = 0
     seen: set[str] = set()
     for index, char in enumerate(value):
-        piece = value[max(0, index - 2):index + 1]
+        piece = value[max(0, index - 2) : index + 1]
         step = ord(char) - ord(value[index - 1]) if index >= 1 else None
         before = ord(value[index - 1]) - ord(value[index - 2]) if index >= 2 else None
         in_run = step is not None and step == before and abs(step) <= 1
@@ -125,8 +159,12 @@ def _whole(name: str, value: str) -> str:
     return value
 
 
-def check_secrets(checks: list[Secret], *, samples: frozenset[str] = frozenset(),
-                  part: Callable[[str, str], str] = _whole) -> None:
+def check_secrets(
+    checks: list[Secret],
+    *,
+    samples: frozenset[str] = frozenset(),
+    part: Callable[[str, str], str] = _whole,
+) -> None:
     """Refuses (ValueError) secrets that are placeholders, samples, too short or too easy to
     guess; REDESK_ENV=production calls it.
 
@@ -140,14 +178,20 @@ def check_secrets(checks: list[Secret], *, samples: frozenset[str] = frozenset()
         if value is None or (value == "" and name.endswith("password")):
             continue
         if _is_placeholder(value, samples):
-            raise ValueError(f"{name} is a placeholder or a documentation sample; "
-                             "set a real secret (REDESK_ENV=production)")
+            raise ValueError(
+                f"{name} is a placeholder or a documentation sample; "
+                "set a real secret (REDESK_ENV=production)"
+            )
         if len(value) < shortest:
-            raise ValueError(f"{name} is shorter than {shortest} characters; "
-                             "set a longer random secret (REDESK_ENV=production)")
+            raise ValueError(
+                f"{name} is shorter than {shortest} characters; "
+                "set a longer random secret (REDESK_ENV=production)"
+            )
         if entropy_bits(part(name, value)) < MIN_SECRET_BITS:
-            raise ValueError(f"{name} is too easy to guess (runs, repeats or too few kinds "
-                             "of characters); set a random secret (REDESK_ENV=production)")
+            raise ValueError(
+                f"{name} is too easy to guess (runs, repeats or too few kinds "
+                "of characters); set a random secret (REDESK_ENV=production)"
+            )
 
 
 class Section(BaseSettings):
@@ -197,7 +241,8 @@ class Settings(BaseSettings):
     #: declared before database_url and media_dir, whose defaults are made from it.
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = Field(
-        default_factory=lambda data: f"sqlite:///{data['data_dir'] / 'redesk.db'}")
+        default_factory=lambda data: f"sqlite:///{data['data_dir'] / 'redesk.db'}"
+    )
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -314,8 +359,9 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("flood_per_minute", "web_sessions_per_minute", "web_polls_per_identity",
-                     "web_polls_total")
+    @field_validator(
+        "flood_per_minute", "web_sessions_per_minute", "web_polls_per_identity", "web_polls_total"
+    )
     @classmethod
     def _check_flood(cls, value: int) -> int:
         if value < 0:
@@ -336,15 +382,18 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(part, strict=False)
             except ValueError:
-                raise ValueError(f"{part!r} is not an address or a network like "
-                                 "10.0.0.0/8") from None
+                raise ValueError(
+                    f"{part!r} is not an address or a network like 10.0.0.0/8"
+                ) from None
         return value
 
     @property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         """REDESK_TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
-        return tuple(ipaddress.ip_network(part, strict=False) for part in
-                     filter(None, (item.strip() for item in self.trusted_proxies.split(","))))
+        return tuple(
+            ipaddress.ip_network(part, strict=False)
+            for part in filter(None, (item.strip() for item in self.trusted_proxies.split(",")))
+        )
 
     @field_validator("min_request_length")
     @classmethod
@@ -362,8 +411,9 @@ class Settings(BaseSettings):
         try:
             path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read {path} as UTF-8 text ({exc.__class__.__name__})") \
-                from None
+            raise ValueError(
+                f"cannot read {path} as UTF-8 text ({exc.__class__.__name__})"
+            ) from None
         return path
 
     @field_validator("digest_hour")
@@ -464,7 +514,6 @@ class Settings(BaseSettings):
         return Path(database).absolute()
 
 
-
 #: Written in log records instead of a secret.
 REDACTED = "<redacted>"
 
@@ -482,6 +531,7 @@ def add_log_pattern(pattern: re.Pattern[str], replacement: str) -> None:
     with _log_lock:
         if (pattern, replacement) not in LOG_PATTERNS:
             LOG_PATTERNS.append((pattern, replacement))
+
 
 #: Secret values of the settings loaded in this process (shorter ones would redact too much).
 _log_secrets: set[str] = set()
@@ -502,7 +552,6 @@ def redact_logs(settings: Settings) -> None:
     _mask(value for value in values if value)
 
 
-
 def _mask(values: Iterable[str]) -> None:
     """Adds secret values to what every log record is cleaned of (installing the cleaner
     once per process)."""
@@ -520,6 +569,7 @@ def _mask(values: Iterable[str]) -> None:
 
         logging.setLogRecordFactory(factory)
         _log_factory_installed = True
+
 
 def redact(text: str) -> str:
     """`text` without the known secrets and what LOG_PATTERNS matches."""

@@ -41,15 +41,29 @@ REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 #: Tables emptied between PostgreSQL tests, children first.
 TABLES = [
-    "bind_failures", "card_messages", "web_messages", "web_sessions", "button_tokens",
-    "attachments", "outbox", "inbox", "events", "reminders",
-    "requests", "request_counters", "channel_state", "invitations", "people", "categories",
-    "departments", "admin_audit", "wechat_nonces",
+    "bind_failures",
+    "card_messages",
+    "web_messages",
+    "web_sessions",
+    "button_tokens",
+    "attachments",
+    "outbox",
+    "inbox",
+    "events",
+    "reminders",
+    "requests",
+    "request_counters",
+    "channel_state",
+    "invitations",
+    "people",
+    "categories",
+    "departments",
+    "admin_audit",
+    "wechat_nonces",
 ]
 
 #: Tables without an id sequence.
-NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders",
-               "wechat_nonces"}
+NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders", "wechat_nonces"}
 
 
 #: Tiers chosen by where a test lives or what it asks for (`make test-fast` runs the quick
@@ -57,10 +71,19 @@ NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders"
 SLOW_TIERS = ("e2e", "faults", "browser")
 
 #: Fixtures that reach a real database or Redis: a test asking for one is in the db tier.
-SERVICE_FIXTURES = frozenset({
-    "db_url", "pg_url", "sqlite_template", "redis_url", "settings", "runtime", "desk",
-    "client", "cli_db",
-})
+SERVICE_FIXTURES = frozenset(
+    {
+        "db_url",
+        "pg_url",
+        "sqlite_template",
+        "redis_url",
+        "settings",
+        "runtime",
+        "desk",
+        "client",
+        "cli_db",
+    }
+)
 
 
 #: This directory: tests/<tier>/ holds the tests of a slow tier.
@@ -76,7 +99,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     for item in items:
         if any(item.get_closest_marker(tier) for tier in SLOW_TIERS) or any(
-                item.path.is_relative_to(TESTS_DIR / tier) for tier in SLOW_TIERS):
+            item.path.is_relative_to(TESTS_DIR / tier) for tier in SLOW_TIERS
+        ):
             continue
         names = set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.db if names & SERVICE_FIXTURES else pytest.mark.unit)
@@ -165,8 +189,12 @@ def settings(db_url: str) -> Settings:
     Every test client comes from one address, so the limit of new identities per address is
     off; the tests of that limit switch it on.
     """
-    return Settings(database_url=db_url, redis_url=None,  # type: ignore[call-arg]
-                    web_sessions_per_minute=0, _env_file=None)
+    return Settings(
+        database_url=db_url,
+        redis_url=None,  # type: ignore[call-arg]
+        web_sessions_per_minute=0,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

@@ -104,12 +104,15 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 def store(runtime: Runtime, identity: Identity, client_id: str, text: str) -> int:
     """Stores a web message in the inbox, as the app does, without enqueueing it."""
-    _, payload = web.parse_body({"id": client_id, "text": text},
-                                runtime.settings.max_text_length)
+    _, payload = web.parse_body({"id": client_id, "text": text}, runtime.settings.max_text_length)
     with session_scope(runtime.engine) as session:
-        inbox_id = queries.add_inbox(session=session, channel=web.CHANNEL,
-                                     natural_key=f"{identity.chat_id}:{client_id}",
-                                     chat_id=identity.chat_id, payload=payload)
+        inbox_id = queries.add_inbox(
+            session=session,
+            channel=web.CHANNEL,
+            natural_key=f"{identity.chat_id}:{client_id}",
+            chat_id=identity.chat_id,
+            payload=payload,
+        )
     assert inbox_id is not None
     return inbox_id
 
@@ -125,8 +128,9 @@ def inbox_status(runtime: Runtime, inbox_id: int) -> str:
 def web_messages_of(runtime: Runtime, identity: Identity) -> list[WebMessage]:
     """Every message delivered to an identity."""
     with Session(runtime.engine) as session:
-        return list(session.exec(select(WebMessage).where(
-            WebMessage.person_id == identity.person_id)).all())
+        return list(
+            session.exec(select(WebMessage).where(WebMessage.person_id == identity.person_id)).all()
+        )
 
 
 def resident_desk(runtime: Runtime) -> tuple[Desk, Identity]:
@@ -137,7 +141,8 @@ def resident_desk(runtime: Runtime) -> tuple[Desk, Identity]:
 
 
 def test_a_web_message_enqueued_on_redis_is_answered_by_a_worker(
-    actor_runtime: Runtime, redis_broker: RedisBroker,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
     start_worker: Callable[[], dramatiq.Worker],
 ) -> None:
     # Given a stored message and a running worker
@@ -158,7 +163,8 @@ def test_a_web_message_enqueued_on_redis_is_answered_by_a_worker(
 
 
 def test_a_message_posted_to_the_app_comes_back_through_redis_and_the_long_poll(
-    actor_runtime: Runtime, start_worker: Callable[[], dramatiq.Worker],
+    actor_runtime: Runtime,
+    start_worker: Callable[[], dramatiq.Worker],
 ) -> None:
     # Given the app on the actors' runtime, with Redis as the broker and a worker
     desk, _ = resident_desk(actor_runtime)
@@ -168,15 +174,17 @@ def test_a_message_posted_to_the_app_comes_back_through_redis_and_the_long_poll(
         headers = {"Authorization": f"Bearer {token}"}
 
         # When a message is posted
-        posted = client.post("/api/web/messages", json={"id": "p1", "text": "楼道灯不亮"},
-                             headers=headers)
+        posted = client.post(
+            "/api/web/messages", json={"id": "p1", "text": "楼道灯不亮"}, headers=headers
+        )
 
         # Then the long poll returns the receipt once the worker has answered
         found: list[dict[str, object]] = []
 
         def answered() -> bool:
-            found.extend(client.get("/api/web/messages?after=0&wait=2",
-                                    headers=headers).json()["messages"])
+            found.extend(
+                client.get("/api/web/messages?after=0&wait=2", headers=headers).json()["messages"]
+            )
             return bool(found)
 
         assert posted.status_code == 202
@@ -185,7 +193,8 @@ def test_a_message_posted_to_the_app_comes_back_through_redis_and_the_long_poll(
 
 
 def test_the_same_message_enqueued_three_times_makes_one_request_and_one_receipt(
-    actor_runtime: Runtime, redis_broker: RedisBroker,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
     start_worker: Callable[[], dramatiq.Worker],
 ) -> None:
     # Given one stored message
@@ -213,7 +222,8 @@ def test_the_same_message_enqueued_three_times_makes_one_request_and_one_receipt
 
 
 def test_messages_of_one_chat_are_answered_in_order(
-    actor_runtime: Runtime, redis_broker: RedisBroker,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
     start_worker: Callable[[], dramatiq.Worker],
 ) -> None:
     # Given three messages of one chat, each enqueued
@@ -234,8 +244,11 @@ def test_messages_of_one_chat_are_answered_in_order(
 
 
 def test_the_sweep_re_enqueues_a_message_lost_with_an_emptied_redis(
-    actor_runtime: Runtime, redis_broker: RedisBroker, redis_url: str,
-    start_worker: Callable[[], dramatiq.Worker], monkeypatch: pytest.MonkeyPatch,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
+    redis_url: str,
+    start_worker: Callable[[], dramatiq.Worker],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a stored message whose job Redis lost (it restarted empty)
     desk, resident = resident_desk(actor_runtime)
@@ -271,12 +284,19 @@ def test_the_sweep_re_enqueues_a_message_lost_with_an_emptied_redis(
 def add_outbox_for(runtime: Runtime, channel: str, external_id: str) -> int:
     """A pending outbox row for a person on `channel`."""
     with session_scope(runtime.engine) as session:
-        person = queries.get_or_create_person(session=session, channel=channel,
-                                              external_id=external_id)
+        person = queries.get_or_create_person(
+            session=session, channel=channel, external_id=external_id
+        )
         assert person.id is not None
-        row = queries.add_outbox(session=session, idempotency_key=f"test:{channel}:{external_id}",
-                                 person_id=person.id, key="error.internal", params={},
-                                 request_id=None, at=utcnow())
+        row = queries.add_outbox(
+            session=session,
+            idempotency_key=f"test:{channel}:{external_id}",
+            person_id=person.id,
+            key="error.internal",
+            params={},
+            request_id=None,
+            at=utcnow(),
+        )
         session.flush()
         assert row.id is not None
         return row.id
@@ -298,8 +318,7 @@ class FlakyPlatform:
         self.received: list[str] = []
         self._lock = threading.Lock()
 
-    def send(self, session: Session, person: Person, message: Rendered,
-             row: OutboxMessage) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Refuses the first message with a short retry-after, then takes them."""
         with self._lock:
             self.attempts += 1
@@ -309,8 +328,10 @@ class FlakyPlatform:
 
 
 def test_a_delivery_refused_for_now_is_retried_after_a_delay(
-    actor_runtime: Runtime, redis_broker: RedisBroker,
-    start_worker: Callable[[], dramatiq.Worker], monkeypatch: pytest.MonkeyPatch,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
+    start_worker: Callable[[], dramatiq.Worker],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a platform that answers "too many requests" once
     platform = FlakyPlatform()
@@ -322,8 +343,10 @@ def test_a_delivery_refused_for_now_is_retried_after_a_delay(
     actors.deliver.send(outbox_id)
 
     # Then the actor schedules itself again and the second attempt is sent
-    wait_until(lambda: outbox_row(actor_runtime, outbox_id).status == OutboxStatus.SENT,
-               "the retried delivery")
+    wait_until(
+        lambda: outbox_row(actor_runtime, outbox_id).status == OutboxStatus.SENT,
+        "the retried delivery",
+    )
     row = outbox_row(actor_runtime, outbox_id)
     assert row.attempts == 1  # the rate limit is not counted as a failed attempt
     assert row.last_error == "429 Too Many Requests"
@@ -332,7 +355,9 @@ def test_a_delivery_refused_for_now_is_retried_after_a_delay(
 
 
 def test_a_delivery_to_a_switched_off_channel_waits_in_the_delay_queue(
-    actor_runtime: Runtime, redis_broker: RedisBroker, redis_url: str,
+    actor_runtime: Runtime,
+    redis_broker: RedisBroker,
+    redis_url: str,
     start_worker: Callable[[], dramatiq.Worker],
 ) -> None:
     # Given a message to someone on a channel that is off in this process

@@ -229,8 +229,12 @@ def test_one_identity_never_sees_another_ones_messages(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Bearer "},
-     {"Authorization": "Basic dXNlcjpwYXNz"}],
+    [
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
     ids=["none", "unknown-token", "empty-token", "basic"],
 )
 def test_without_a_valid_token_both_endpoints_answer_401(
@@ -272,8 +276,11 @@ def test_a_body_that_is_not_json_is_refused_in_chinese(
 ) -> None:
     token = new_token(client)
 
-    posted = client.post("/api/web/messages", content=b"text=hello",
-                         headers={**auth(token), "Content-Type": "application/json"})
+    posted = client.post(
+        "/api/web/messages",
+        content=b"text=hello",
+        headers={**auth(token), "Content-Type": "application/json"},
+    )
     session = client.post("/api/web/session", content=b"{not json")
 
     assert posted.status_code == 400
@@ -300,8 +307,19 @@ def test_a_body_that_is_not_json_is_refused_in_chinese(
         {"id": "1", "intake": "张三"},
         {"id": "1", "text": "长" * 10_000},
     ],
-    ids=["list", "string", "null", "empty", "no-text", "text-number", "text-and-action",
-         "id-object", "id-too-long", "intake-string", "text-far-too-long"],
+    ids=[
+        "list",
+        "string",
+        "null",
+        "empty",
+        "no-text",
+        "text-number",
+        "text-and-action",
+        "id-object",
+        "id-too-long",
+        "intake-string",
+        "text-far-too-long",
+    ],
 )
 def test_a_body_of_the_wrong_shape_is_refused(
     client: TestClient, runtime: Runtime, stub_broker: dramatiq.Broker, body: Any
@@ -322,8 +340,11 @@ def test_a_declared_body_over_64_kib_answers_413_and_stores_nothing(
     token = new_token(client)
     body = b'{"id": "big", "text": "' + b"a" * WEB_BODY_LIMIT + b'"}'
 
-    response = client.post("/api/web/messages", content=body,
-                           headers={**auth(token), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/web/messages",
+        content=body,
+        headers={**auth(token), "Content-Type": "application/json"},
+    )
 
     assert response.status_code == 413
     assert CHINESE.search(response.json()["error"])
@@ -343,8 +364,11 @@ def test_a_chunked_body_over_the_limit_answers_413_and_stores_nothing(
         yield b'"}'
 
     # When it is posted
-    response = client.post("/api/web/messages", content=chunks(),
-                           headers={**auth(token), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/web/messages",
+        content=chunks(),
+        headers={**auth(token), "Content-Type": "application/json"},
+    )
 
     # Then it is refused like a declared one
     assert response.status_code == 413
@@ -357,8 +381,11 @@ def test_a_body_just_under_the_limit_is_read(client: TestClient) -> None:
     body = f'{{"id": "edge",{padding}"text": "帮助"}}'.encode()
     assert len(body) <= WEB_BODY_LIMIT
 
-    response = client.post("/api/web/messages", content=body,
-                           headers={**auth(token), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/web/messages",
+        content=body,
+        headers={**auth(token), "Content-Type": "application/json"},
+    )
 
     assert response.status_code == 202
 
@@ -394,8 +421,11 @@ def test_healthz_answers_200_when_the_database_answers(client: TestClient) -> No
 
 def runtime_for(database_url: str, redis_url: str | None = None) -> Runtime:
     """A runtime on a given database (and Redis)."""
-    settings = Settings(database_url=database_url, redis_url=redis_url,  # type: ignore[call-arg]
-                        _env_file=None)
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,  # type: ignore[call-arg]
+        _env_file=None,
+    )
     return Runtime(settings=settings, engine=get_engine(database_url))
 
 
@@ -441,8 +471,13 @@ def test_healthz_and_metrics_say_when_no_scheduler_has_held_the_lease(
 
         # Then the process is alive (200) but says the scheduler is missing
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "database": "ok", "redis": "ok",
-                                 "scheduler": "missing", "scheduler_seen_seconds_ago": None}
+        assert health.json() == {
+            "status": "ok",
+            "database": "ok",
+            "redis": "ok",
+            "scheduler": "missing",
+            "scheduler_seen_seconds_ago": None,
+        }
         assert "redesk_scheduler_missing 1.0" in metrics_text
         assert "redesk_scheduler_lease_age_seconds" not in metrics_text
 
@@ -548,8 +583,9 @@ def test_the_desk_page_needs_no_inline_script_or_style() -> None:
 
     scripts = re.findall(r"<script\b[^>]*>", html)
     assert scripts and all("src=" in tag for tag in scripts)
-    assert all(not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", html,
-                                                       flags=re.S))
+    assert all(
+        not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S)
+    )
     assert "<style" not in html
     assert " style=" not in html
     assert " onclick=" not in html.lower()
@@ -570,8 +606,9 @@ def test_the_root_redirects_to_the_desk(client: TestClient) -> None:
     assert response.headers["location"].endswith("/desk")
 
 
-@pytest.mark.parametrize(("path", "kind"), [("/static/desk.js", "javascript"),
-                                             ("/static/desk.css", "css")])
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/static/desk.js", "javascript"), ("/static/desk.css", "css")]
+)
 def test_the_desk_assets_are_served(client: TestClient, path: str, kind: str) -> None:
     response = client.get(path)
 
@@ -593,7 +630,8 @@ def test_the_web_api_refuses_other_methods(client: TestClient) -> None:
 
 
 def test_web_me_answers_the_identity_s_role_which_changes_when_a_code_is_bound(
-    client: TestClient, runtime: Runtime,
+    client: TestClient,
+    runtime: Runtime,
 ) -> None:
     # Given a new web identity (a resident)
     desk = Desk(runtime)
@@ -612,7 +650,8 @@ def test_web_me_answers_the_identity_s_role_which_changes_when_a_code_is_bound(
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
 def test_web_me_without_a_valid_token_answers_401(
-    client: TestClient, headers: dict[str, str],
+    client: TestClient,
+    headers: dict[str, str],
 ) -> None:
     response = client.get("/api/web/me", headers=headers)
 

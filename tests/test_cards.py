@@ -42,9 +42,13 @@ def store_only(identity: Identity, text: str) -> None:
     """Stores and handles `identity`'s message without delivering anything yet."""
     runtime = identity.desk.runtime
     with session_scope(runtime.engine) as session:
-        queries.add_inbox(session=session, channel=web.CHANNEL,
-                          natural_key=f"{identity.chat_id}:{text}", chat_id=identity.chat_id,
-                          payload={"text": text})
+        queries.add_inbox(
+            session=session,
+            channel=web.CHANNEL,
+            natural_key=f"{identity.chat_id}:{text}",
+            chat_id=identity.chat_id,
+            payload={"text": text},
+        )
     dispatch.process_chat(runtime, web.CHANNEL, identity.chat_id)
 
 
@@ -80,8 +84,9 @@ def test_the_web_api_names_the_updated_seq_only_on_update_messages(
     second.send(f"驳回 {number} 不属于受理范围")
 
     # When the first worker's page reads its messages
-    response = client.get("/api/web/messages?after=0&wait=0",
-                          headers={"Authorization": f"Bearer {first.token}"})
+    response = client.get(
+        "/api/web/messages?after=0&wait=0", headers={"Authorization": f"Bearer {first.token}"}
+    )
 
     # Then the card is as it was sent (no "updates"), and the update names its seq, with the
     # state and no buttons
@@ -131,8 +136,11 @@ def test_a_press_on_a_stale_web_card_answers_with_the_current_state_and_changes_
     answers = first.press(card.action("受理"))
 
     # Then the answer names the current state, and nothing else happens
-    assert [m.text for m in answers] == [catalogue(
-        "error.transition", number=number, state_label="办理中（党委做单）", action_label="受理")]
+    assert [m.text for m in answers] == [
+        catalogue(
+            "error.transition", number=number, state_label="办理中（党委做单）", action_label="受理"
+        )
+    ]
     request = desk.request(number)
     assert (request.state, request.handler_id) == ("handling", second.person().id)
     assert desk.events(number)[events:] == []
@@ -164,8 +172,9 @@ def test_an_auto_closed_answer_marks_the_requesters_rating_card_done(
     receipt = card_of(resident, "已受理登记")
     assert updates_of(resident, receipt) == []
     with Session(runtime.engine) as session:
-        kept = session.exec(select(CardMessage).where(
-            CardMessage.person_id == resident.person_id)).all()
+        kept = session.exec(
+            select(CardMessage).where(CardMessage.person_id == resident.person_id)
+        ).all()
     assert [(row.web_seq, row.open) for row in kept] == [(result.seq, False)]
 
 
@@ -174,8 +183,9 @@ def test_a_refresh_for_a_channel_without_cards_is_skipped_unsent(
 ) -> None:
     # Given a WeChat worker (no buttons, no edits) with a card row not delivered yet
     with session_scope(runtime.engine) as session:
-        person = queries.get_or_create_person(session=session, channel="wechat",
-                                              external_id="openid-1")
+        person = queries.get_or_create_person(
+            session=session, channel="wechat", external_id="openid-1"
+        )
         person.role = "worker"
         session.add(person)
     store_only(desk.identity("张三"), "路灯坏了")
@@ -185,8 +195,11 @@ def test_a_refresh_for_a_channel_without_cards_is_skipped_unsent(
     # When a worker accepts the request while the WeChat card is still pending
     store_only(worker, f"受理 {request.number}")
     with Session(runtime.engine) as session:
-        [refresh] = session.exec(select(OutboxMessage).where(
-            OutboxMessage.key == REFRESH_KEY, OutboxMessage.person_id == person.id)).all()
+        [refresh] = session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.key == REFRESH_KEY, OutboxMessage.person_id == person.id
+            )
+        ).all()
     assert refresh.id is not None
     with session_scope(runtime.engine) as session:
         # The card before it has given up (WeChat is off here, so it would wait otherwise).
@@ -201,5 +214,4 @@ def test_a_refresh_for_a_channel_without_cards_is_skipped_unsent(
     with Session(runtime.engine) as session:
         row = session.get(OutboxMessage, refresh.id)
         assert row is not None
-        assert (row.status, row.last_error) == (OutboxStatus.SKIPPED,
-                                                "no cards on this channel")
+        assert (row.status, row.last_error) == (OutboxStatus.SKIPPED, "no cards on this channel")

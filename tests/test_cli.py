@@ -83,18 +83,22 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
 
 def database_verbs() -> list[list[str]]:
     """Every verb that opens an existing database."""
-    return [words for words in leaf_commands()
-            if " ".join(words) not in CREATING_VERBS | VERBS_WITHOUT_DATABASE]
+    return [
+        words
+        for words in leaf_commands()
+        if " ".join(words) not in CREATING_VERBS | VERBS_WITHOUT_DATABASE
+    ]
 
 
 @pytest.mark.parametrize("words", database_verbs(), ids=" ".join)
 def test_every_verb_but_run_db_upgrade_and_demo_refuses_a_missing_database_file_naming_it(
-    words: list[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    words: list[str],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given no database in the data directory (and import files that would be valid)
-    (Path.cwd() / "departments.csv").write_text("name,kind\n城管执法,职能部门\n",
-                                                encoding="utf-8")
+    (Path.cwd() / "departments.csv").write_text("name,kind\n城管执法,职能部门\n", encoding="utf-8")
     (Path.cwd() / "categories.csv").write_text("name,keywords\n路灯,路灯\n", encoding="utf-8")
     monkeypatch.setenv("REDESK_REDIS_URL", "redis://127.0.0.1:1/0")  # `worker` needs one
 
@@ -111,7 +115,9 @@ def test_every_verb_but_run_db_upgrade_and_demo_refuses_a_missing_database_file_
 
 
 def test_a_relative_database_url_from_another_directory_is_refused_not_created(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a server's database at data/redesk.db under tmp_path/work
@@ -135,7 +141,9 @@ def test_a_relative_database_url_from_another_directory_is_refused_not_created(
 
 
 def test_an_invitation_made_in_another_directory_binds_on_the_database_the_demo_made(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given the demo loaded from one working directory (it makes the default database)
@@ -170,7 +178,9 @@ def test_db_upgrade_makes_the_data_directory_and_its_database(
 
 
 def test_the_run_banner_keeps_every_url_and_path_whole_on_its_own_line_in_40_columns(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a terminal 40 columns wide and a data directory with a long path
@@ -300,8 +310,10 @@ def test_demo_adds_its_data_once(cli_db: str, capsys: pytest.CaptureFixture[str]
 
     # Then the first run adds everything and the second nothing
     assert first == second == Exit.OK
-    assert (f"{len(demo.DEPARTMENTS)} departments and {len(demo.CATEGORIES)} categories added"
-            in first_out)
+    assert (
+        f"{len(demo.DEPARTMENTS)} departments and {len(demo.CATEGORIES)} categories added"
+        in first_out
+    )
     assert "0 departments and 0 categories added" in second_out
     desk = desk_on(cli_db)
     assert len(desk.requests()) == 0
@@ -324,9 +336,7 @@ def test_departments_add_then_list_shows_it(
     assert "启用" in out
 
 
-def test_adding_a_department_twice_fails(
-    cli_db: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_adding_a_department_twice_fails(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["departments", "add", "交警"]) == Exit.OK
 
     code = main(["departments", "add", "交警"])
@@ -397,8 +407,15 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_postgresql_database(
         assert first == second == Exit.OK
         assert "database schema is current" in capsys.readouterr().out
         tables = set(inspect(get_engine(url)).get_table_names())
-        assert {"requests", "events", "inbox", "outbox", "people", "web_messages",
-                "alembic_version"} <= tables
+        assert {
+            "requests",
+            "events",
+            "inbox",
+            "outbox",
+            "people",
+            "web_messages",
+            "alembic_version",
+        } <= tables
         # And the verbs work on it
         assert main(["demo"]) == Exit.OK
         assert main(["departments", "list"]) == Exit.OK
@@ -431,7 +448,10 @@ def test_worker_without_redis_exits_config_and_says_what_is_missing(
 
 @pytest.mark.parametrize("verb", ["run", "worker"])
 def test_a_malformed_small_talk_word_list_stops_run_and_worker_naming_file_and_line(
-    verb: str, cli_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    verb: str,
+    cli_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a readable word list with a phrase before any section
@@ -485,9 +505,12 @@ def test_wechat_menu_with_wechat_unreachable_exits_unavailable(
     from bot.channels import wechat
     from tests.e2e.conftest import free_port
 
-    for name, value in {"REDESK_WECHAT_APP_ID": "wx0123", "REDESK_WECHAT_APP_SECRET": "s",
-                        "REDESK_WECHAT_TOKEN": "t",
-                        "REDESK_WECHAT_API_URL": f"http://127.0.0.1:{free_port()}"}.items():
+    for name, value in {
+        "REDESK_WECHAT_APP_ID": "wx0123",
+        "REDESK_WECHAT_APP_SECRET": "s",
+        "REDESK_WECHAT_TOKEN": "t",
+        "REDESK_WECHAT_API_URL": f"http://127.0.0.1:{free_port()}",
+    }.items():
         monkeypatch.setenv(name, value)
     bot_runtime.reset()
     try:
@@ -500,8 +523,18 @@ def test_wechat_menu_with_wechat_unreachable_exits_unavailable(
 def test_the_command_has_every_documented_verb() -> None:
     verbs = {" ".join(words) for words in leaf_commands()}
 
-    assert {"run", "worker", "scheduler", "db upgrade", "invite", "departments list",
-            "departments add", "categories list", "wechat menu", "demo"} <= verbs
+    assert {
+        "run",
+        "worker",
+        "scheduler",
+        "db upgrade",
+        "invite",
+        "departments list",
+        "departments add",
+        "categories list",
+        "wechat menu",
+        "demo",
+    } <= verbs
 
 
 @pytest.mark.parametrize("words", leaf_commands(), ids=" ".join)

@@ -12,10 +12,22 @@ NUMBER = "SQ-20260101-0001"
 @pytest.mark.parametrize(
     ("word", "name"),
     [
-        ("帮助", "help"), ("绑定", "bind"), ("查询", "status"), ("补充", "supplement"),
-        ("撤销", "cancel"), ("评价", "rate"), ("待办", "inbox"), ("受理", "accept"),
-        ("转单", "forward"), ("驳回", "reject"), ("办结", "complete"), ("回单", "approve"),
-        ("返工", "send_back"), ("接收", "take"), ("退单", "return"), ("取消", "abort"),
+        ("帮助", "help"),
+        ("绑定", "bind"),
+        ("查询", "status"),
+        ("补充", "supplement"),
+        ("撤销", "cancel"),
+        ("评价", "rate"),
+        ("待办", "inbox"),
+        ("受理", "accept"),
+        ("转单", "forward"),
+        ("驳回", "reject"),
+        ("办结", "complete"),
+        ("回单", "approve"),
+        ("返工", "send_back"),
+        ("接收", "take"),
+        ("退单", "return"),
+        ("取消", "abort"),
         ("撤回转单", "recall"),
     ],
 )
@@ -28,11 +40,24 @@ def test_every_chinese_command_word_of_the_design_parses_to_its_command(
 @pytest.mark.parametrize(
     ("alias", "name"),
     [
-        ("/help", "help"), ("/start", "help"), ("/bind", "bind"), ("/status", "status"),
-        ("/add", "supplement"), ("/cancel", "cancel"), ("/rate", "rate"), ("/inbox", "inbox"),
-        ("/accept", "accept"), ("/forward", "forward"), ("/reject", "reject"),
-        ("/done", "complete"), ("/approve", "approve"), ("/sendback", "send_back"),
-        ("/take", "take"), ("/return", "return"), ("/abort", "abort"), ("/recall", "recall"),
+        ("/help", "help"),
+        ("/start", "help"),
+        ("/bind", "bind"),
+        ("/status", "status"),
+        ("/add", "supplement"),
+        ("/cancel", "cancel"),
+        ("/rate", "rate"),
+        ("/inbox", "inbox"),
+        ("/accept", "accept"),
+        ("/forward", "forward"),
+        ("/reject", "reject"),
+        ("/done", "complete"),
+        ("/approve", "approve"),
+        ("/sendback", "send_back"),
+        ("/take", "take"),
+        ("/return", "return"),
+        ("/abort", "abort"),
+        ("/recall", "recall"),
     ],
 )
 def test_every_slash_alias_of_the_design_parses_to_its_command(alias: str, name: str) -> None:
@@ -109,7 +134,9 @@ def test_a_rating_splits_into_number_and_answers() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "", "   ", "\n",
+        "",
+        "   ",
+        "\n",
         "我家门口的路灯坏了",
         "查询一下我的诉求进度",  # starts with a command word, but is a sentence
         "受理了吗？",

@@ -13,8 +13,9 @@ def test_a_typed_date_is_read_with_its_spaces_ignored() -> None:
     assert parse_date(" 2026-03-01 ") == date(2026, 3, 1)
 
 
-@pytest.mark.parametrize("value", ["yesterday", "20260301", "2026-W09-7", "2026-02-30",
-                                   "2026-3-1", ""])
+@pytest.mark.parametrize(
+    "value", ["yesterday", "20260301", "2026-W09-7", "2026-02-30", "2026-3-1", ""]
+)
 def test_anything_but_a_calendar_date_is_refused_in_one_line(value: str) -> None:
     # When something that is not a calendar day is read
     with pytest.raises(ValueError) as raised:

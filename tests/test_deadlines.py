@@ -138,8 +138,9 @@ def test_working_days_beyond_the_calendar_skip_only_weekends() -> None:
 
 
 def test_working_days_use_the_configured_end_of_the_working_day() -> None:
-    assert add_working_days(local(2026, 3, 2, 10), 1, start_hour=8, end_hour=17) \
-        == local(2026, 3, 3, 17)
+    assert add_working_days(local(2026, 3, 2, 10), 1, start_hour=8, end_hour=17) == local(
+        2026, 3, 3, 17
+    )
 
 
 # --- working hours -----------------------------------------------------------------------
@@ -201,13 +202,16 @@ def test_fractional_hours_are_honoured() -> None:
 def test_hours_with_a_working_day_ending_at_midnight() -> None:
     # Given working hours 0-24
     # Then Monday 22:00 + 4 h is Tuesday 02:00, and 0 h is Monday's midnight
-    assert add_working_hours(local(2026, 3, 2, 22), 4, start_hour=0, end_hour=24) \
-        == local(2026, 3, 3, 2)
-    assert add_working_hours(local(2026, 3, 2, 22), 0, start_hour=0, end_hour=24) \
-        == local(2026, 3, 3, 0)
+    assert add_working_hours(local(2026, 3, 2, 22), 4, start_hour=0, end_hour=24) == local(
+        2026, 3, 3, 2
+    )
+    assert add_working_hours(local(2026, 3, 2, 22), 0, start_hour=0, end_hour=24) == local(
+        2026, 3, 3, 0
+    )
     # And Friday 23:00 + 2 h skips the weekend to Monday 01:00
-    assert add_working_hours(local(2026, 3, 6, 23), 2, start_hour=0, end_hour=24) \
-        == local(2026, 3, 9, 1)
+    assert add_working_hours(local(2026, 3, 6, 23), 2, start_hour=0, end_hour=24) == local(
+        2026, 3, 9, 1
+    )
 
 
 def test_hours_beyond_the_calendar_skip_only_weekends() -> None:
@@ -239,23 +243,26 @@ def test_format_local_shows_a_dash_for_no_moment() -> None:
     assert format_local(None) == "—"
 
 
-@pytest.mark.parametrize(("start", "end", "hours"), [
-    # within one working day
-    (local(2025, 9, 30, 10), local(2025, 9, 30, 12, 30), 2.5),
-    # Friday evening to Monday morning: the weekend does not count
-    (local(2025, 9, 19, 17), local(2025, 9, 22, 10), 2.0),
-    # across the National Day holiday (10-01 .. 10-08): only 09-30 17-18 and 10-09 9-10
-    (local(2025, 9, 30, 17), local(2025, 10, 9, 10), 2.0),
-    # the make-up working Saturday 10-11 counts in full
-    (local(2025, 10, 10, 17), local(2025, 10, 13, 9, 30), 10.5),
-    # the make-up working Sunday 09-28 counts too
-    (local(2025, 9, 27, 12), local(2025, 9, 28, 12), 3.0),
-    # before opening and after closing count nothing
-    (local(2025, 9, 30, 6), local(2025, 9, 30, 8), 0.0),
-    (local(2025, 9, 30, 19), local(2025, 9, 30, 23), 0.0),
-    # the end before the start
-    (local(2025, 9, 30, 12), local(2025, 9, 30, 10), 0.0),
-])
+@pytest.mark.parametrize(
+    ("start", "end", "hours"),
+    [
+        # within one working day
+        (local(2025, 9, 30, 10), local(2025, 9, 30, 12, 30), 2.5),
+        # Friday evening to Monday morning: the weekend does not count
+        (local(2025, 9, 19, 17), local(2025, 9, 22, 10), 2.0),
+        # across the National Day holiday (10-01 .. 10-08): only 09-30 17-18 and 10-09 9-10
+        (local(2025, 9, 30, 17), local(2025, 10, 9, 10), 2.0),
+        # the make-up working Saturday 10-11 counts in full
+        (local(2025, 10, 10, 17), local(2025, 10, 13, 9, 30), 10.5),
+        # the make-up working Sunday 09-28 counts too
+        (local(2025, 9, 27, 12), local(2025, 9, 28, 12), 3.0),
+        # before opening and after closing count nothing
+        (local(2025, 9, 30, 6), local(2025, 9, 30, 8), 0.0),
+        (local(2025, 9, 30, 19), local(2025, 9, 30, 23), 0.0),
+        # the end before the start
+        (local(2025, 9, 30, 12), local(2025, 9, 30, 10), 0.0),
+    ],
+)
 def test_working_seconds_count_only_working_hours_of_working_days(
     start: datetime, end: datetime, hours: float
 ) -> None:

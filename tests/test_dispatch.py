@@ -41,9 +41,11 @@ def store(desk: Desk, who: Identity, *texts: str) -> list[int]:
     with session_scope(desk.runtime.engine) as session:
         for text in texts:
             inbox_id = queries.add_inbox(
-                session=session, channel=web.CHANNEL,
+                session=session,
+                channel=web.CHANNEL,
                 natural_key=f"{who.chat_id}:stored-{next(_keys)}",
-                chat_id=who.chat_id, payload={"text": text},
+                chat_id=who.chat_id,
+                payload={"text": text},
             )
             assert inbox_id is not None
             ids.append(inbox_id)
@@ -59,18 +61,22 @@ def inbox_row(desk: Desk, inbox_id: int) -> InboxMessage:
 
 def outbox_rows(desk: Desk, person_id: int) -> list[OutboxMessage]:
     with Session(desk.runtime.engine) as session:
-        return list(session.exec(
-            select(OutboxMessage).where(OutboxMessage.person_id == person_id)
-            .order_by(OutboxMessage.id)  # type: ignore[arg-type]
-        ).all())
+        return list(
+            session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.person_id == person_id)
+                .order_by(OutboxMessage.id)  # type: ignore[arg-type]
+            ).all()
+        )
 
 
 def web_messages(desk: Desk, person_id: int) -> list[WebMessage]:
     with Session(desk.runtime.engine) as session:
-        return list(session.exec(
-            select(WebMessage).where(WebMessage.person_id == person_id)
-            .order_by(WebMessage.id)  # type: ignore[arg-type]
-        ).all())
+        return list(
+            session.exec(
+                select(WebMessage).where(WebMessage.person_id == person_id).order_by(WebMessage.id)  # type: ignore[arg-type]
+            ).all()
+        )
 
 
 def count(desk: Desk, model: Any) -> int:
@@ -260,8 +266,10 @@ def test_deliver_sends_a_person_s_messages_once_and_in_order(desk: Desk) -> None
     sent = web_messages(desk, resident.person_id)
     assert [m.seq for m in sent] == [1, 2, 3]
     assert [m.outbox_id for m in sent] == ids
-    assert all(row.status == OutboxStatus.SENT and row.attempts == 1
-               for row in outbox_rows(desk, resident.person_id))
+    assert all(
+        row.status == OutboxStatus.SENT and row.attempts == 1
+        for row in outbox_rows(desk, resident.person_id)
+    )
     assert resident.person().web_seq == 3
 
 
@@ -304,8 +312,7 @@ class ScriptedSender:
         self.real = web.WebSender()
         self.calls = 0
 
-    def send(self, session: Session, person: Person, message: Rendered,
-             row: OutboxMessage) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
@@ -315,8 +322,11 @@ class ScriptedSender:
 def make_due(desk: Desk, outbox_id: int) -> None:
     """Moves a row's retry time into the past (instead of waiting for it)."""
     with session_scope(desk.runtime.engine) as session:
-        session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)  # type: ignore[arg-type]
-                        .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == outbox_id)  # type: ignore[arg-type]
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_a_transient_failure_schedules_a_retry_and_a_later_call_sends_once(
@@ -376,8 +386,9 @@ def test_a_transient_failure_with_retry_after_waits_that_long(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, ids = three_receipts(desk)
-    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL,
-                        ScriptedSender(TransientSendError("429", retry_after=30)))
+    monkeypatch.setitem(
+        dispatch.SENDERS, web.CHANNEL, ScriptedSender(TransientSendError("429", retry_after=30))
+    )
 
     assert dispatch.deliver(desk.runtime, ids[0]) == 30.0
 
@@ -387,8 +398,9 @@ def test_a_message_waiting_for_a_retry_holds_back_the_later_ones(
 ) -> None:
     # Given the first of three messages failed and waits for its retry
     resident, ids = three_receipts(desk)
-    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL,
-                        ScriptedSender(TransientSendError("timeout")))
+    monkeypatch.setitem(
+        dispatch.SENDERS, web.CHANNEL, ScriptedSender(TransientSendError("timeout"))
+    )
     dispatch.deliver(desk.runtime, ids[0])
 
     # When delivery runs again before the retry time (another message's job, the sweeper)
@@ -437,7 +449,8 @@ def test_an_unreachable_person_is_marked_and_their_messages_skipped(
     # Then the person is unreachable, every message is skipped, and no send is tried again
     assert resident.person().unreachable is True
     assert [row.status for row in outbox_rows(desk, resident.person_id)] == [
-        OutboxStatus.SKIPPED] * 3
+        OutboxStatus.SKIPPED
+    ] * 3
     assert sender.calls == 1
     assert web_messages(desk, resident.person_id) == []
 
@@ -447,30 +460,38 @@ def test_an_unreachable_worker_gets_no_more_cards(desk: Desk) -> None:
     gone = desk.worker("离职的")
     present = desk.worker("在岗的")
     with session_scope(desk.runtime.engine) as session:
-        session.execute(update(Person).where(Person.id == gone.person_id)  # type: ignore[arg-type]
-                        .values(unreachable=True))
+        session.execute(
+            update(Person)
+            .where(Person.id == gone.person_id)  # type: ignore[arg-type]
+            .values(unreachable=True)
+        )
 
     # When a request comes in
     desk.identity().send("路灯坏了")
 
     # Then only the reachable worker gets the card
     assert [row.key for row in outbox_rows(desk, gone.person_id)] == ["reply.bound"]
-    assert [row.key for row in outbox_rows(desk, present.person_id)] == [
-        "reply.bound", "card.new"]
+    assert [row.key for row in outbox_rows(desk, present.person_id)] == ["reply.bound", "card.new"]
 
 
 def test_a_permanent_failure_fails_one_message_and_the_next_ones_go_out(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resident, ids = three_receipts(desk)
-    monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL,
-                        ScriptedSender(PermanentSendError("400 message is malformed")))
+    monkeypatch.setitem(
+        dispatch.SENDERS,
+        web.CHANNEL,
+        ScriptedSender(PermanentSendError("400 message is malformed")),
+    )
 
     dispatch.deliver(desk.runtime, ids[0])
 
     rows = outbox_rows(desk, resident.person_id)
-    assert [row.status for row in rows] == [OutboxStatus.FAILED, OutboxStatus.SENT,
-                                            OutboxStatus.SENT]
+    assert [row.status for row in rows] == [
+        OutboxStatus.FAILED,
+        OutboxStatus.SENT,
+        OutboxStatus.SENT,
+    ]
     assert [m.seq for m in web_messages(desk, resident.person_id)] == [1, 2]
 
 
@@ -494,8 +515,7 @@ def test_first_per_person_picks_one_outbox_row_per_recipient(desk: Desk) -> None
 @pytest.fixture
 def patient(db_url: str) -> Runtime:
     """A runtime whose sweeper leaves rows alone for a minute."""
-    settings = Settings(database_url=db_url, redis_url=None, sweep_grace=60,
-                        _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=db_url, redis_url=None, sweep_grace=60, _env_file=None)  # type: ignore[call-arg]
     return Runtime(settings=settings, engine=get_engine(db_url))
 
 
@@ -516,10 +536,18 @@ def test_stale_work_returns_only_rows_older_than_the_grace(desk: Desk, patient: 
 
     # And outbox rows: old and due, old but retrying later, old and sent, fresh
     with session_scope(desk.runtime.engine) as session:
-        rows = [queries.add_outbox(session=session, idempotency_key=f"t:{i}",
-                                   person_id=fresh_chat.person_id, key="reply.empty_todo",
-                                   params={}, request_id=None, at=at)
-                for i, at in enumerate([long_ago, long_ago, long_ago, utcnow()])]
+        rows = [
+            queries.add_outbox(
+                session=session,
+                idempotency_key=f"t:{i}",
+                person_id=fresh_chat.person_id,
+                key="reply.empty_todo",
+                params={},
+                request_id=None,
+                at=at,
+            )
+            for i, at in enumerate([long_ago, long_ago, long_ago, utcnow()])
+        ]
         session.flush()
         due, later, sent, _ = (row.id for row in rows)
     age(desk, OutboxMessage, later, next_attempt_at=utcnow() + timedelta(minutes=5))
@@ -559,12 +587,16 @@ class PlatformSender:
         self.platform: list[int | None] = []
         self.after_call = after_call
 
-    def send(self, session: Session, person: Person, message: Rendered,
-             row: OutboxMessage) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         assert person.id is not None
         self.platform.append(row.id)
-        queries.add_button_token(session=session, token=f"button-{row.id}", person_id=person.id,
-                                 action=f"查询 {row.id}", at=utcnow())
+        queries.add_button_token(
+            session=session,
+            token=f"button-{row.id}",
+            person_id=person.id,
+            action=f"查询 {row.id}",
+            at=utcnow(),
+        )
         self.after_call()
 
 
@@ -647,8 +679,9 @@ def test_a_database_failure_before_the_platform_is_called_is_raised_for_a_retry(
 
     # Then nothing went to the platform and nothing was recorded
     assert sender.platform == []
-    assert [row.status for row in outbox_rows(desk, resident.person_id)] == \
-        [OutboxStatus.PENDING] * 3
+    assert [row.status for row in outbox_rows(desk, resident.person_id)] == [
+        OutboxStatus.PENDING
+    ] * 3
 
 
 def test_rate_limit_answers_do_not_use_up_the_attempts(
@@ -657,8 +690,10 @@ def test_rate_limit_answers_do_not_use_up_the_attempts(
     # Given a platform that answers "too many requests, come back in 1 s" more times than a
     # message may fail, then takes it
     resident, ids = three_receipts(desk)
-    limits = [TransientSendError("429 Too Many Requests", retry_after=1.0)
-              for _ in range(dispatch.MAX_OUTBOX_ATTEMPTS + 3)]
+    limits = [
+        TransientSendError("429 Too Many Requests", retry_after=1.0)
+        for _ in range(dispatch.MAX_OUTBOX_ATTEMPTS + 3)
+    ]
     sender = ScriptedSender(*limits)
     monkeypatch.setitem(dispatch.SENDERS, web.CHANNEL, sender)
 
@@ -671,6 +706,5 @@ def test_rate_limit_answers_do_not_use_up_the_attempts(
     assert dispatch.deliver(desk.runtime, ids[0]) is None
 
     # Then every message went out once, in order, none given up
-    assert [row.status for row in outbox_rows(desk, resident.person_id)] == \
-        [OutboxStatus.SENT] * 3
+    assert [row.status for row in outbox_rows(desk, resident.person_id)] == [OutboxStatus.SENT] * 3
     assert [m.outbox_id for m in web_messages(desk, resident.person_id)] == ids

@@ -66,8 +66,9 @@ def tell_story(desk: Desk) -> Story:
     worker.send(f"回单 {closed}")
     resident.send(f"评价 {closed} 已解决 满意")
 
-    worker.intake(WALK_IN, WALK_IN_PHONE,
-                  f'楼道堆放杂物, "很危险"\n联系人{WALK_IN} {WALK_IN_PHONE}')
+    worker.intake(
+        WALK_IN, WALK_IN_PHONE, f'楼道堆放杂物, "很危险"\n联系人{WALK_IN} {WALK_IN_PHONE}'
+    )
     reopened = desk.requests()[-1].number
     worker.send(f"受理 {reopened}")
     worker.send(f"办结 {reopened} 已清理")
@@ -101,22 +102,32 @@ def everything_masked(text: str) -> None:
         assert mask in text
 
 
-@pytest.mark.parametrize(("text", "masked"), [
-    ("电话13812345678。", "电话138****5678。"),
-    ("+8613812345678", "+86138****5678"),
-    ("138-1234-5678 或 138 1234 5678", "138****5678 或 138****5678"),
-    ("订单号2026113812345678", "订单号2026113812345678"),  # part of a longer number
-    ("座机028-86001234", "座机028-86001234"),  # not a mobile number
-])
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("电话13812345678。", "电话138****5678。"),
+        ("+8613812345678", "+86138****5678"),
+        ("138-1234-5678 或 138 1234 5678", "138****5678 或 138****5678"),
+        ("订单号2026113812345678", "订单号2026113812345678"),  # part of a longer number
+        ("座机028-86001234", "座机028-86001234"),  # not a mobile number
+    ],
+)
 def test_mobile_numbers_inside_text_are_masked(text: str, masked: str) -> None:
     assert export.mask_mobiles(text) == masked
 
 
 def test_names_keep_their_first_character_and_phones_their_ends() -> None:
-    assert [export.mask_name(name) for name in ("张三", "王", "欧阳娜娜", "")] == \
-        ["张*", "*", "欧*", ""]
-    assert [export.mask_phone(phone) for phone in ("13812345678", "12345", "028-86001234")] \
-        == ["138****5678", "****", "028****1234"]
+    assert [export.mask_name(name) for name in ("张三", "王", "欧阳娜娜", "")] == [
+        "张*",
+        "*",
+        "欧*",
+        "",
+    ]
+    assert [export.mask_phone(phone) for phone in ("13812345678", "12345", "028-86001234")] == [
+        "138****5678",
+        "****",
+        "028****1234",
+    ]
 
 
 def test_a_csv_export_masks_requesters_names_and_phones_even_inside_the_text(
@@ -160,10 +171,18 @@ def test_the_csv_has_a_bom_the_headers_and_one_row_per_request_with_its_history(
     closed, reopened = rows
     request = desk.request(story.closed)
     assert closed["受理时间"] == format_local(request.created_at)
-    assert (closed["渠道"], closed["状态"], closed["部门"], closed["承办人"]) == \
-        ("网页", "已办结", "城管执法", "李科长")
-    assert (closed["群众"], closed["是否解决"], closed["满意度"], closed["重办次数"]) == \
-        ("张*", "是", "满意", "0")
+    assert (closed["渠道"], closed["状态"], closed["部门"], closed["承办人"]) == (
+        "网页",
+        "已办结",
+        "城管执法",
+        "李科长",
+    )
+    assert (closed["群众"], closed["是否解决"], closed["满意度"], closed["重办次数"]) == (
+        "张*",
+        "是",
+        "满意",
+        "0",
+    )
     assert closed["是否按时响应"] == "是"
     assert closed["办结时间"] == format_local(request.closed_at)
     assert closed["响应时限"] == format_local(request.response_due_at)
@@ -177,10 +196,17 @@ def test_the_csv_has_a_bom_the_headers_and_one_row_per_request_with_its_history(
     assert history[-1].endswith("评价 张*：已解决 满意")
     assert "受理 张*" not in closed["办理经过"]
     # And the walk-in's row: contact masked, reopened, text with comma, quotes and newline intact
-    assert (reopened["渠道"], reopened["群众"], reopened["联系电话"]) == \
-        ("接待台", "李*", "139****1111")
-    assert (reopened["状态"], reopened["重办次数"], reopened["是否解决"], reopened["满意度"]) == \
-        ("待受理", "1", "否", "不满意")
+    assert (reopened["渠道"], reopened["群众"], reopened["联系电话"]) == (
+        "接待台",
+        "李*",
+        "139****1111",
+    )
+    assert (reopened["状态"], reopened["重办次数"], reopened["是否解决"], reopened["满意度"]) == (
+        "待受理",
+        "1",
+        "否",
+        "不满意",
+    )
     assert reopened["诉求内容"] == '楼道堆放杂物, "很危险"\n联系人李* 139****1111'
     assert reopened["承办人"] == ""
 
@@ -192,20 +218,38 @@ def test_include_pii_shows_everything_and_puts_the_export_on_record(
     tell_story(desk)
 
     # When exported with personal data
-    code = main(["export", "--from", "2000-01-01", "--to", "2100-12-31", "--include-pii",
-                 "--out", "full.csv"])
+    code = main(
+        [
+            "export",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-12-31",
+            "--include-pii",
+            "--out",
+            "full.csv",
+        ]
+    )
 
     # Then names and phones are in full
     assert code == Exit.OK
     rows = read_csv(cli / "full.csv")
-    assert (rows[0]["群众"], rows[1]["群众"], rows[1]["联系电话"]) == \
-        (RESIDENT, WALK_IN, WALK_IN_PHONE)
+    assert (rows[0]["群众"], rows[1]["群众"], rows[1]["联系电话"]) == (
+        RESIDENT,
+        WALK_IN,
+        WALK_IN_PHONE,
+    )
     assert RESIDENT_PHONE in rows[0]["诉求内容"]
     # And the use is on record: who, what, where, how many rows
     [audit] = audits(desk)
     assert (audit.actor, audit.action) == (admin_user(), "export_pii")
-    assert audit.detail == {"from": "2000-01-01", "to": "2100-12-31", "format": "csv",
-                            "out": str((cli / "full.csv").resolve()), "rows": 2}
+    assert audit.detail == {
+        "from": "2000-01-01",
+        "to": "2100-12-31",
+        "format": "csv",
+        "out": str((cli / "full.csv").resolve()),
+        "rows": 2,
+    }
     # And the admin is told
     assert "recorded in the admin audit log" in capsys.readouterr().err
 
@@ -266,8 +310,15 @@ def test_an_xlsx_export_has_the_requests_and_the_events_sheets(cli: Path, desk: 
     assert events[0] == export.EVENT_HEADERS
     expected = ok_events(desk, story.closed) + ok_events(desk, story.reopened)
     assert len(events) - 1 == len(expected) == 11
-    assert events[1] == (story.closed, format_local(expected[0].created_at), "接单", None,
-                         "待受理", "张*", None)
+    assert events[1] == (
+        story.closed,
+        format_local(expected[0].created_at),
+        "接单",
+        None,
+        "待受理",
+        "张*",
+        None,
+    )
     assert events[2][2:] == ("转单", "待受理", "已转单，待部门接收", "王书记", "城管执法")
     walk_in_intake = events[7]
     assert walk_in_intake[0] == story.reopened
@@ -304,7 +355,7 @@ def test_text_that_looks_like_a_formula_stays_text(cli: Path, desk: Desk) -> Non
     assert main(["export", "--out", "r.xlsx"]) == Exit.OK
 
     # Then the csv cell is quoted out of formula position and the xlsx cell is a string
-    assert read_csv(cli / "r.csv")[0]["诉求内容"] == "'=HYPERLINK(\"http://example.org\",\"点我\")"
+    assert read_csv(cli / "r.csv")[0]["诉求内容"] == '\'=HYPERLINK("http://example.org","点我")'
     workbook = openpyxl.load_workbook(cli / "r.xlsx")
     cell = workbook[export.REQUESTS_SHEET].cell(row=2, column=10)
     assert (cell.value, cell.data_type) == ('=HYPERLINK("http://example.org","点我")', "s")
@@ -329,16 +380,20 @@ def test_the_period_is_whole_shanghai_days_inclusive(cli: Path, desk: Desk) -> N
             session.add(request)
 
     # When March is exported
-    assert main(["export", "--from", "2026-03-01", "--to", "2026-03-31", "--out", "m.csv"]) \
-        == Exit.OK
+    assert (
+        main(["export", "--from", "2026-03-01", "--to", "2026-03-31", "--out", "m.csv"]) == Exit.OK
+    )
 
     # Then exactly the two March requests are in, oldest first, in Shanghai time
     rows = read_csv(cli / "m.csv")
     assert [(row["编号"], row["受理时间"]) for row in rows] == [
-        (numbers[3], "2026-03-01 00:00"), (numbers[0], "2026-03-31 23:59")]
+        (numbers[3], "2026-03-01 00:00"),
+        (numbers[0], "2026-03-31 23:59"),
+    ]
     # And one day alone is that day
-    assert main(["export", "--from", "2026-04-01", "--to", "2026-04-01", "--out", "d.csv"]) \
-        == Exit.OK
+    assert (
+        main(["export", "--from", "2026-04-01", "--to", "2026-04-01", "--out", "d.csv"]) == Exit.OK
+    )
     assert [row["编号"] for row in read_csv(cli / "d.csv")] == [numbers[1]]
     # And an open start takes everything up to the last day
     assert main(["export", "--to", "2026-02-28", "--out", "f.csv"]) == Exit.OK
@@ -382,16 +437,27 @@ def test_without_out_the_file_is_named_by_the_time_in_the_current_directory(
     assert len(read_csv(cli / names[0])) == 1
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--from", "2026-02-30"], "--from must be a calendar date like 2026-03-01"),
-    (["--to", "yesterday"], "--to must be a calendar date like"),
-    (["--from", "2026-03-02", "--to", "2026-03-01"], "before --from"),
-    (["--format", "pdf"], "--format must be csv or xlsx"),
-    (["--format", "xlsx", "--out", "-"], "standard output"),
-    (["--out", "x.xlsx", "--events", "e.csv"], "--events is for csv"),
-    (["--out", "missing/x.csv"], "does not exist"),
-], ids=["impossible-date", "not-a-date", "to-before-from", "unknown-format", "xlsx-to-stdout",
-        "events-with-xlsx", "no-such-directory"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2026-02-30"], "--from must be a calendar date like 2026-03-01"),
+        (["--to", "yesterday"], "--to must be a calendar date like"),
+        (["--from", "2026-03-02", "--to", "2026-03-01"], "before --from"),
+        (["--format", "pdf"], "--format must be csv or xlsx"),
+        (["--format", "xlsx", "--out", "-"], "standard output"),
+        (["--out", "x.xlsx", "--events", "e.csv"], "--events is for csv"),
+        (["--out", "missing/x.csv"], "does not exist"),
+    ],
+    ids=[
+        "impossible-date",
+        "not-a-date",
+        "to-before-from",
+        "unknown-format",
+        "xlsx-to-stdout",
+        "events-with-xlsx",
+        "no-such-directory",
+    ],
+)
 def test_bad_options_are_usage_errors_and_write_nothing(
     cli: Path, desk: Desk, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
@@ -427,24 +493,42 @@ def add_requests(desk: Desk, count: int, *, start: int = 0) -> None:
     """`count` generated requests of one requester, each with two events, inserted in bulk."""
     base = datetime(2026, 5, 1, tzinfo=UTC)
     with session_scope(desk.runtime.engine) as session:
-        requester = Person(channel="web", external_id=f"bulk-{start}", display_name="周九",
-                           phone=RESIDENT_PHONE)
+        requester = Person(
+            channel="web", external_id=f"bulk-{start}", display_name="周九", phone=RESIDENT_PHONE
+        )
         session.add(requester)
         session.flush()
-        rows = [{
-            "number": f"SQ-20260501-{start + index:05d}", "requester_id": requester.id,
-            "channel": "web", "text": f"第{start + index}件：路灯不亮，电话{RESIDENT_PHONE}",
-            "state": "handling", "created_at": base + timedelta(minutes=start + index),
-            "updated_at": base, "reopen_count": 0,
-        } for index in range(count)]
+        rows = [
+            {
+                "number": f"SQ-20260501-{start + index:05d}",
+                "requester_id": requester.id,
+                "channel": "web",
+                "text": f"第{start + index}件：路灯不亮，电话{RESIDENT_PHONE}",
+                "state": "handling",
+                "created_at": base + timedelta(minutes=start + index),
+                "updated_at": base,
+                "reopen_count": 0,
+            }
+            for index in range(count)
+        ]
         ids = session.scalars(insert(Request).returning(col(Request.id)), rows).all()
-        session.execute(insert(Event), [
-            {"request_id": request_id, "actor_id": requester.id if kind == "submit" else None,
-             "action": kind, "from_state": None if kind == "submit" else "new",
-             "to_state": "new" if kind == "submit" else "handling", "outcome": "ok",
-             "note": None, "created_at": base}
-            for request_id in ids for kind in ("submit", "accept")
-        ])
+        session.execute(
+            insert(Event),
+            [
+                {
+                    "request_id": request_id,
+                    "actor_id": requester.id if kind == "submit" else None,
+                    "action": kind,
+                    "from_state": None if kind == "submit" else "new",
+                    "to_state": "new" if kind == "submit" else "handling",
+                    "outcome": "ok",
+                    "note": None,
+                    "created_at": base,
+                }
+                for request_id in ids
+                for kind in ("submit", "accept")
+            ],
+        )
 
 
 def test_the_export_reads_through_a_streaming_cursor_in_batches(
@@ -455,8 +539,9 @@ def test_the_export_reads_through_a_streaming_cursor_in_batches(
     monkeypatch.setattr(export, "BATCH_SIZE", 40)
     statements: list[tuple[str, bool, str]] = []
 
-    def spy(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-            executemany: bool) -> None:
+    def spy(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         streaming = bool(context.execution_options.get("stream_results"))
         statements.append((statement, streaming, type(cursor).__name__))
 
@@ -470,8 +555,11 @@ def test_the_export_reads_through_a_streaming_cursor_in_batches(
 
     # Then the requests were read by one streaming query (a named server-side cursor on
     # PostgreSQL), and the events by one query per batch of 40: 3, not 100
-    reads = [s for s in statements if re.match(r"\s*SELECT\b.*\bFROM requests\b", s[0], re.S)
-             and "count(" not in s[0]]
+    reads = [
+        s
+        for s in statements
+        if re.match(r"\s*SELECT\b.*\bFROM requests\b", s[0], re.S) and "count(" not in s[0]
+    ]
     assert len(reads) == 1 and reads[0][1]
     if engine.dialect.name == "postgresql":
         assert reads[0][2] == "ServerCursor"
@@ -517,8 +605,10 @@ def test_memory_does_not_grow_with_the_number_of_rows(
         assert len(read_csv(cli / "large.csv")) == 3000
     else:
         workbook = openpyxl.load_workbook(cli / "large.xlsx", read_only=True)
-        sizes = [sum(1 for _ in workbook[name].iter_rows(values_only=True))
-                 for name in (export.REQUESTS_SHEET, export.EVENTS_SHEET)]
+        sizes = [
+            sum(1 for _ in workbook[name].iter_rows(values_only=True))
+            for name in (export.REQUESTS_SHEET, export.EVENTS_SHEET)
+        ]
         workbook.close()
         assert sizes == [3001, 6001]
 
@@ -534,8 +624,10 @@ def test_an_existing_file_is_refused_before_anything_is_read_written_or_recorded
     tell_story(desk)
     mine = cli / "mine.csv"
     mine.write_text("keep me\n", encoding="utf-8")
-    args = {"--out": ["--out", "mine.csv"],
-            "--events": ["--out", "requests.csv", "--events", "mine.csv"]}[option]
+    args = {
+        "--out": ["--out", "mine.csv"],
+        "--events": ["--out", "requests.csv", "--events", "mine.csv"],
+    }[option]
 
     # When a personal-data export names it
     code = main(["export", "--include-pii", *args])
@@ -560,8 +652,7 @@ def test_force_overwrites_an_existing_out_file(cli: Path, desk: Desk) -> None:
 
     # Then the file holds this export
     assert code == Exit.OK
-    assert [row["编号"] for row in read_csv(cli / "requests.csv")] == \
-        [story.closed, story.reopened]
+    assert [row["编号"] for row in read_csv(cli / "requests.csv")] == [story.closed, story.reopened]
 
 
 def test_a_dangling_symlink_is_refused_naming_the_link_and_its_missing_target(
@@ -578,9 +669,11 @@ def test_a_dangling_symlink_is_refused_naming_the_link_and_its_missing_target(
     # Then the error names the link and where it points, saying that does not exist
     assert code == Exit.USAGE
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: --out out.csv is a symbolic link to {target}, which does not "
-                   "exist; it is not followed: name another file, or pass --force to replace "
-                   "the link with the file.")
+    assert err == (
+        f"error: --out out.csv is a symbolic link to {target}, which does not "
+        "exist; it is not followed: name another file, or pass --force to replace "
+        "the link with the file."
+    )
     # And nothing was created, at the link or where it points, and nothing was recorded
     assert not (tmp_path / "gone").exists()
     assert (cli / "out.csv").is_symlink()

@@ -88,8 +88,10 @@ async def test_ptb_sends_urlencoded_posts_with_string_values(
 def test_json_bodies_and_get_query_strings_are_accepted(fake: FakeTelegram) -> None:
     base = f"{fake.url}/bot{fake.token}"
     request = urllib.request.Request(
-        f"{base}/sendMessage", data=json.dumps({"chat_id": "7", "text": "json"}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"{base}/sendMessage",
+        data=json.dumps({"chat_id": "7", "text": "json"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         body = json.load(response)
@@ -128,14 +130,16 @@ async def test_group_chats_are_supergroups(fake: FakeTelegram, bot: telegram.Bot
 
 async def test_edit_message_text(fake: FakeTelegram, bot: telegram.Bot) -> None:
     sent = await bot.send_message(42, "old", reply_markup=keyboard(("A", "a")))
-    edited = await bot.edit_message_text("new", chat_id=42, message_id=sent.message_id,
-                                         reply_markup=keyboard(("B", "b")))
+    edited = await bot.edit_message_text(
+        "new", chat_id=42, message_id=sent.message_id, reply_markup=keyboard(("B", "b"))
+    )
     assert isinstance(edited, telegram.Message)
     assert edited.text == "new" and edited.edit_date is not None
     assert fake.last_message(42)["text"] == "new"  # type: ignore[index]
     with pytest.raises(BadRequest, match="not modified"):
-        await bot.edit_message_text("new", chat_id=42, message_id=sent.message_id,
-                                    reply_markup=keyboard(("B", "b")))
+        await bot.edit_message_text(
+            "new", chat_id=42, message_id=sent.message_id, reply_markup=keyboard(("B", "b"))
+        )
     # Without reply_markup Telegram removes the inline keyboard: that is a modification.
     await bot.edit_message_text("new", chat_id=42, message_id=sent.message_id)
     assert "reply_markup" not in fake.last_message(42)  # type: ignore[operator]
@@ -191,7 +195,11 @@ async def test_media_and_location(fake: FakeTelegram, bot: telegram.Bot) -> None
     location = await bot.send_location(42, latitude=31.23, longitude=121.47)
     assert location.location is not None and location.location.latitude == pytest.approx(31.23)
     assert [c.method for c in fake.sent(42)] == [
-        "sendPhoto", "sendVoice", "sendVideo", "sendDocument", "sendLocation",
+        "sendPhoto",
+        "sendVoice",
+        "sendVideo",
+        "sendDocument",
+        "sendLocation",
     ]
     with pytest.raises(BadRequest, match="(?i)wrong file identifier"):
         await bot.send_photo(42, "no-such-file-id")
@@ -260,13 +268,25 @@ async def test_every_update_builder_parses(fake: FakeTelegram, bot: telegram.Bot
     updates = await bot.get_updates(timeout=1)
     assert [u.update_id for u in updates] == [u["update_id"] for u in built]
     assert len({u.update_id for u in updates}) == len(built)
-    (plain, bind, help_, photo, voice, video, document, location, edited, callback, in_group,
-     post, poll, member) = updates
+    (
+        plain,
+        bind,
+        help_,
+        photo,
+        voice,
+        video,
+        document,
+        location,
+        edited,
+        callback,
+        in_group,
+        post,
+        poll,
+        member,
+    ) = updates
     assert plain.message is not None and plain.message.text == "hello"
     assert bind.message is not None
-    assert bind.message.parse_entities(["bot_command"]) == {
-        bind.message.entities[0]: "/bind"
-    }
+    assert bind.message.parse_entities(["bot_command"]) == {bind.message.entities[0]: "/bind"}
     assert help_.message is not None and help_.message.text == "/help@redesk_bot"
     assert help_.message.chat.type == "supergroup"
     assert photo.message is not None and len(photo.message.photo) == 3
@@ -313,8 +333,11 @@ async def test_answer_callback_query(fake: FakeTelegram, bot: telegram.Bot) -> N
 
 
 async def test_webhook_and_get_updates_conflict(fake: FakeTelegram, bot: telegram.Bot) -> None:
-    assert await bot.set_webhook("https://desk.example/telegram/webhook", secret_token="s3cret",
-                                 allowed_updates=["message", "callback_query"])
+    assert await bot.set_webhook(
+        "https://desk.example/telegram/webhook",
+        secret_token="s3cret",
+        allowed_updates=["message", "callback_query"],
+    )
     assert fake.webhook["secret_token"] == "s3cret"
     info = await bot.get_webhook_info()
     assert info.url == "https://desk.example/telegram/webhook"
@@ -344,8 +367,7 @@ def test_post_webhook_sends_what_telegram_sends(fake: FakeTelegram) -> None:
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers.get("X-Telegram-Bot-Api-Secret-Token"),
-                             json.loads(body)))
+            received.append((self.headers.get("X-Telegram-Bot-Api-Secret-Token"), json.loads(body)))
             self.send_response(200 if received[-1][0] == "s3cret" else 403)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -360,10 +382,14 @@ def test_post_webhook_sends_what_telegram_sends(fake: FakeTelegram) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/telegram/webhook"
         update = fake.text_update(fake.user(7), "hi")
-        urllib.request.urlopen(urllib.request.Request(  # setWebhook like the app would
-            f"{fake.url}/bot{fake.token}/setWebhook",
-            data=f"url={url}&secret_token=s3cret".encode(), method="POST",
-        ), timeout=5).close()
+        urllib.request.urlopen(
+            urllib.request.Request(  # setWebhook like the app would
+                f"{fake.url}/bot{fake.token}/setWebhook",
+                data=f"url={url}&secret_token=s3cret".encode(),
+                method="POST",
+            ),
+            timeout=5,
+        ).close()
         assert fake.post_webhook(None, update) == (200, "ok")  # registered url and secret
         assert fake.post_webhook(url, update, "wrong")[0] == 403
         assert fake.post_webhook(url, update, None)[0] == 403
@@ -411,8 +437,8 @@ async def test_group_and_global_limits() -> None:
                 await bot.send_message(-100123, f"g{n}")
             with pytest.raises(RetryAfter) as caught:
                 await bot.send_message(-100123, "g3")
-            assert dtm.timedelta(seconds=55) <= caught.value.retry_after <= dtm.timedelta(
-                seconds=60
+            assert (
+                dtm.timedelta(seconds=55) <= caught.value.retry_after <= dtm.timedelta(seconds=60)
             )
             await bot.send_message(1, "p1")
             await bot.send_message(2, "p2")
@@ -501,8 +527,11 @@ async def test_ptb_application_polls_the_fake(fake: FakeTelegram) -> None:
         await update.callback_query.edit_message_text("done")
 
     app = (
-        Application.builder().token(fake.token).base_url(f"{fake.url}/bot")
-        .base_file_url(f"{fake.url}/file/bot").build()
+        Application.builder()
+        .token(fake.token)
+        .base_url(f"{fake.url}/bot")
+        .base_file_url(f"{fake.url}/file/bot")
+        .build()
     )
     app.add_handler(MessageHandler(filters.TEXT, echo))
     app.add_handler(CallbackQueryHandler(pressed))

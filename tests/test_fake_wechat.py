@@ -39,8 +39,7 @@ class FakeClient(WeChatClient):  # type: ignore[misc]
     def fetch_access_token(self) -> dict[str, Any]:
         return self._fetch_access_token(  # type: ignore[no-any-return]
             url=self.token_url,
-            params={"grant_type": "client_credential", "appid": self.appid,
-                    "secret": self.secret},
+            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
         )
 
 
@@ -116,8 +115,11 @@ def test_expired_tokens_are_refreshed_by_wechatpy(fake: FakeWeChat, client: Fake
     assert fake.texts("o1") == ["one", "two"]
     assert fake.token_fetches == 2
     assert [(c.path, c.errcode) for c in fake.calls] == [
-        ("token", 0), ("message/custom/send", 0), ("message/custom/send", 42001),
-        ("token", 0), ("message/custom/send", 0),
+        ("token", 0),
+        ("message/custom/send", 0),
+        ("message/custom/send", 42001),
+        ("token", 0),
+        ("message/custom/send", 0),
     ]
 
 
@@ -167,8 +169,12 @@ def test_send_text_is_recorded(fake: FakeWeChat, client: FakeClient) -> None:
     assert fake.texts("o1") == ["已收到"]
     assert fake.texts("o2") == []
     call = fake.sent("o1")[0]
-    assert (call.method, call.path, call.errcode, call.ok) == ("POST", "message/custom/send", 0,
-                                                                True)
+    assert (call.method, call.path, call.errcode, call.ok) == (
+        "POST",
+        "message/custom/send",
+        0,
+        True,
+    )
     assert call.body == {"touser": "o1", "msgtype": "text", "text": {"content": "已收到"}}
     assert call.params["access_token"] in fake.tokens
     assert call.response == {"errcode": 0, "errmsg": "ok"}
@@ -180,15 +186,24 @@ def test_other_custom_message_types(fake: FakeWeChat, client: FakeClient) -> Non
     image = fake.image("o1")
     client.message.send_image("o1", image.media_id)
     client.message.send_link("o1", {"title": "t", "description": "d", "url": "https://x.cn"})
-    client.message.send_articles("o1", [{"title": "t", "description": "d", "url": "https://x.cn",
-                                         "image": "https://x.cn/a.jpg"}])
+    client.message.send_articles(
+        "o1",
+        [{"title": "t", "description": "d", "url": "https://x.cn", "image": "https://x.cn/a.jpg"}],
+    )
     assert [c.body["msgtype"] for c in fake.sent("o1")] == ["image", "link", "news"]
     assert fake.texts("o1") == []
     assert errcode_of(lambda: client.message.send_voice("o1", "no-such-media")) == 40007
     two = [{"title": "t", "description": "d", "url": "https://x.cn"}] * 2
     assert errcode_of(lambda: client.message.send_articles("o1", two)) == 45008
-    assert errcode_of(lambda: client.post("message/custom/send", data={
-        "touser": "o1", "msgtype": "telepathy", "telepathy": {}})) == 40008
+    assert (
+        errcode_of(
+            lambda: client.post(
+                "message/custom/send",
+                data={"touser": "o1", "msgtype": "telepathy", "telepathy": {}},
+            )
+        )
+        == 40008
+    )
 
 
 def test_the_48_hour_window(fake: FakeWeChat, client: FakeClient) -> None:
@@ -254,8 +269,11 @@ def test_text_length_limit(fake: FakeWeChat, client: FakeClient) -> None:
 
 def test_errmsg_without_rid() -> None:
     with FakeWeChat(rid=False) as fake:
-        answer = requests.get(fake.url + "/cgi-bin/token", timeout=5, params={
-            "grant_type": "client_credential", "appid": "wx0", "secret": "x"})
+        answer = requests.get(
+            fake.url + "/cgi-bin/token",
+            timeout=5,
+            params={"grant_type": "client_credential", "appid": "wx0", "secret": "x"},
+        )
         assert answer.json() == {"errcode": 40013, "errmsg": "invalid appid"}
     assert fake.errors == []
 
@@ -266,8 +284,12 @@ def test_errmsg_without_rid() -> None:
 def test_template_messages(fake: FakeWeChat, client: FakeClient) -> None:
     fake.template("TPL1", fields=["first", "keyword1", "keyword2", "remark"])
     fake.follower("o1")  # no interaction needed for templates
-    data = {"first": {"value": "您的诉求有新进展"}, "keyword1": {"value": "SQ-20261122-0001"},
-            "keyword2": {"value": "已办结", "color": "#173177"}, "remark": {"value": "请评价"}}
+    data = {
+        "first": {"value": "您的诉求有新进展"},
+        "keyword1": {"value": "SQ-20261122-0001"},
+        "keyword2": {"value": "已办结", "color": "#173177"},
+        "remark": {"value": "请评价"},
+    }
     result = client.message.send_template("o1", "TPL1", data, url="https://example.cn/r/1")
     assert result["errcode"] == 0 and isinstance(result["msgid"], int)
     fake.advance(hours=49)  # not subject to the 48-hour window
@@ -291,9 +313,7 @@ def test_template_messages(fake: FakeWeChat, client: FakeClient) -> None:
     assert fake.sent() == []
 
 
-def test_new_style_template_fields_are_length_checked(
-    fake: FakeWeChat, client: FakeClient
-) -> None:
+def test_new_style_template_fields_are_length_checked(fake: FakeWeChat, client: FakeClient) -> None:
     fake.template("NEW", fields=["character_string1", "thing2"])
     fake.follower("o1")
     ok = {"character_string1": {"value": "SQ-20261122-0001"}, "thing2": {"value": "路灯" * 10}}
@@ -308,14 +328,19 @@ def test_new_style_template_fields_are_length_checked(
 # --------------------------------------------------------------------------- menu
 
 
-MENU = {"button": [
-    {"type": "click", "name": "我的诉求", "key": "MY_REQUESTS"},
-    {"type": "view", "name": "网页", "url": "https://example.cn/desk"},
-    {"name": "更多", "sub_button": [
-        {"type": "click", "name": "帮助", "key": "HELP"},
-        {"type": "view", "name": "服务中心简介", "url": "https://example.cn/about"},
-    ]},
-]}
+MENU = {
+    "button": [
+        {"type": "click", "name": "我的诉求", "key": "MY_REQUESTS"},
+        {"type": "view", "name": "网页", "url": "https://example.cn/desk"},
+        {
+            "name": "更多",
+            "sub_button": [
+                {"type": "click", "name": "帮助", "key": "HELP"},
+                {"type": "view", "name": "服务中心简介", "url": "https://example.cn/about"},
+            ],
+        },
+    ]
+}
 
 
 def test_menu_create_get_delete(fake: FakeWeChat, client: FakeClient) -> None:
@@ -327,21 +352,30 @@ def test_menu_create_get_delete(fake: FakeWeChat, client: FakeClient) -> None:
     assert fake.menu is None
 
 
-@pytest.mark.parametrize(("menu", "errcode"), [
-    ({"button": []}, 40016),
-    ({"button": [MENU["button"][0]] * 4}, 40016),
-    ({"button": [{"type": "click", "name": "x"}]}, 40019),
-    ({"button": [{"type": "view", "name": "x"}]}, 40020),
-    ({"button": [{"type": "bogus", "name": "x", "key": "k"}]}, 40017),
-    ({"button": [{"type": "click", "key": "k"}]}, 40018),
-    ({"button": [{"type": "click", "name": "一二三四五六", "key": "k"}]}, 40018),
-    ({"button": [{"name": "x", "sub_button": []}]}, 40023),
-    ({"button": [{"name": "x", "sub_button": [{"type": "click", "name": "y", "key": "k"}] * 6}]},
-     40023),
-    ({"button": [{"name": "x", "sub_button": [{"type": "view", "name": "y"}]}]}, 40027),
-    ({"button": [{"name": "x", "sub_button": [{"type": "bogus", "name": "y"}]}]}, 40024),
-    ({"button": [{"name": "x", "sub_button": [{"name": "y", "sub_button": []}]}]}, 40022),
-])
+@pytest.mark.parametrize(
+    ("menu", "errcode"),
+    [
+        ({"button": []}, 40016),
+        ({"button": [MENU["button"][0]] * 4}, 40016),
+        ({"button": [{"type": "click", "name": "x"}]}, 40019),
+        ({"button": [{"type": "view", "name": "x"}]}, 40020),
+        ({"button": [{"type": "bogus", "name": "x", "key": "k"}]}, 40017),
+        ({"button": [{"type": "click", "key": "k"}]}, 40018),
+        ({"button": [{"type": "click", "name": "一二三四五六", "key": "k"}]}, 40018),
+        ({"button": [{"name": "x", "sub_button": []}]}, 40023),
+        (
+            {
+                "button": [
+                    {"name": "x", "sub_button": [{"type": "click", "name": "y", "key": "k"}] * 6}
+                ]
+            },
+            40023,
+        ),
+        ({"button": [{"name": "x", "sub_button": [{"type": "view", "name": "y"}]}]}, 40027),
+        ({"button": [{"name": "x", "sub_button": [{"type": "bogus", "name": "y"}]}]}, 40024),
+        ({"button": [{"name": "x", "sub_button": [{"name": "y", "sub_button": []}]}]}, 40022),
+    ],
+)
 def test_menu_validation(
     fake: FakeWeChat, client: FakeClient, menu: dict[str, Any], errcode: int
 ) -> None:
@@ -368,8 +402,11 @@ def test_media_download(fake: FakeWeChat, client: FakeClient) -> None:
     assert (voice.headers["Content-Type"], voice.content) == ("audio/amr", b"#!AMR\n1234")
 
     assert errcode_of(lambda: client.media.download("unknown")) == 40007
-    unknown = requests.get(fake.url + "/cgi-bin/media/get", timeout=5, params={
-        "access_token": fake.tokens[-1], "media_id": "unknown"})
+    unknown = requests.get(
+        fake.url + "/cgi-bin/media/get",
+        timeout=5,
+        params={"access_token": fake.tokens[-1], "media_id": "unknown"},
+    )
     assert unknown.headers["Content-Type"].startswith("application/json")
     assert unknown.json()["errcode"] == 40007
 
@@ -483,47 +520,100 @@ def fixed() -> FakeWeChat:
 
 
 BUILDERS: list[tuple[str, Callable[[FakeWeChat], Callback], type, dict[str, Any]]] = [
-    ("text", lambda f: f.text("o1", "小区门口的路灯坏了 <b>&amp; ]]> x"), messages.TextMessage,
-     {"content": "小区门口的路灯坏了 <b>&amp; ]]> x"}),
-    ("image", lambda f: f.image("o1", media_id="IMG1", pic_url="http://mmbiz.qpic.cn/a/0"),
-     messages.ImageMessage, {"media_id": "IMG1", "image": "http://mmbiz.qpic.cn/a/0"}),
-    ("voice", lambda f: f.voice("o1", recognition="路灯坏了", media_id="V1"),
-     messages.VoiceMessage, {"media_id": "V1", "format": "amr", "recognition": "路灯坏了"}),
-    ("voice without recognition", lambda f: f.voice("o1", media_id="V2"), messages.VoiceMessage,
-     {"media_id": "V2", "recognition": None}),
-    ("video", lambda f: f.video("o1", media_id="VID1"), messages.VideoMessage,
-     {"media_id": "VID1"}),
-    ("shortvideo", lambda f: f.shortvideo("o1", media_id="SV1"), messages.ShortVideoMessage,
-     {"media_id": "SV1"}),
-    ("location", lambda f: f.location("o1", 23.134521, 113.358803, "广州市天河区", scale=20),
-     messages.LocationMessage,
-     {"location": ("23.134521", "113.358803"), "scale": "20", "label": "广州市天河区"}),
-    ("link", lambda f: f.link("o1", "标题", "描述", "https://example.cn/a?b=1&c=2"),
-     messages.LinkMessage,
-     {"title": "标题", "description": "描述", "url": "https://example.cn/a?b=1&c=2"}),
+    (
+        "text",
+        lambda f: f.text("o1", "小区门口的路灯坏了 <b>&amp; ]]> x"),
+        messages.TextMessage,
+        {"content": "小区门口的路灯坏了 <b>&amp; ]]> x"},
+    ),
+    (
+        "image",
+        lambda f: f.image("o1", media_id="IMG1", pic_url="http://mmbiz.qpic.cn/a/0"),
+        messages.ImageMessage,
+        {"media_id": "IMG1", "image": "http://mmbiz.qpic.cn/a/0"},
+    ),
+    (
+        "voice",
+        lambda f: f.voice("o1", recognition="路灯坏了", media_id="V1"),
+        messages.VoiceMessage,
+        {"media_id": "V1", "format": "amr", "recognition": "路灯坏了"},
+    ),
+    (
+        "voice without recognition",
+        lambda f: f.voice("o1", media_id="V2"),
+        messages.VoiceMessage,
+        {"media_id": "V2", "recognition": None},
+    ),
+    (
+        "video",
+        lambda f: f.video("o1", media_id="VID1"),
+        messages.VideoMessage,
+        {"media_id": "VID1"},
+    ),
+    (
+        "shortvideo",
+        lambda f: f.shortvideo("o1", media_id="SV1"),
+        messages.ShortVideoMessage,
+        {"media_id": "SV1"},
+    ),
+    (
+        "location",
+        lambda f: f.location("o1", 23.134521, 113.358803, "广州市天河区", scale=20),
+        messages.LocationMessage,
+        {"location": ("23.134521", "113.358803"), "scale": "20", "label": "广州市天河区"},
+    ),
+    (
+        "link",
+        lambda f: f.link("o1", "标题", "描述", "https://example.cn/a?b=1&c=2"),
+        messages.LinkMessage,
+        {"title": "标题", "description": "描述", "url": "https://example.cn/a?b=1&c=2"},
+    ),
     ("subscribe", lambda f: f.event("o1", "subscribe"), events.SubscribeEvent, {"key": ""}),
-    ("subscribe by QR code", lambda f: f.event("o1", "subscribe", key="qrscene_42", ticket="T"),
-     events.SubscribeScanEvent, {"scene_id": "42", "ticket": "T"}),
+    (
+        "subscribe by QR code",
+        lambda f: f.event("o1", "subscribe", key="qrscene_42", ticket="T"),
+        events.SubscribeScanEvent,
+        {"scene_id": "42", "ticket": "T"},
+    ),
     ("unsubscribe", lambda f: f.event("o1", "unsubscribe"), events.UnsubscribeEvent, {}),
-    ("scan", lambda f: f.event("o1", "scan", key="42", ticket="T"), events.ScanEvent,
-     {"scene_id": "42", "ticket": "T"}),
-    ("click", lambda f: f.event("o1", "click", key="MY_REQUESTS"), events.ClickEvent,
-     {"key": "MY_REQUESTS"}),
-    ("view", lambda f: f.event("o1", "VIEW", key="https://example.cn/desk"), events.ViewEvent,
-     {"url": "https://example.cn/desk"}),
-    ("location event",
-     lambda f: f.event("o1", "LOCATION", latitude=23.137466, longitude=113.352425,
-                       precision=119.385040),
-     events.LocationEvent, {"latitude": 23.137466, "longitude": 113.352425,
-                            "precision": 119.38504}),
+    (
+        "scan",
+        lambda f: f.event("o1", "scan", key="42", ticket="T"),
+        events.ScanEvent,
+        {"scene_id": "42", "ticket": "T"},
+    ),
+    (
+        "click",
+        lambda f: f.event("o1", "click", key="MY_REQUESTS"),
+        events.ClickEvent,
+        {"key": "MY_REQUESTS"},
+    ),
+    (
+        "view",
+        lambda f: f.event("o1", "VIEW", key="https://example.cn/desk"),
+        events.ViewEvent,
+        {"url": "https://example.cn/desk"},
+    ),
+    (
+        "location event",
+        lambda f: f.event(
+            "o1", "LOCATION", latitude=23.137466, longitude=113.352425, precision=119.385040
+        ),
+        events.LocationEvent,
+        {"latitude": 23.137466, "longitude": 113.352425, "precision": 119.38504},
+    ),
 ]
 
 
 @pytest.mark.parametrize("safe", [False, True], ids=["plain", "safe"])
-@pytest.mark.parametrize(("build", "kind", "fields"), [b[1:] for b in BUILDERS],
-                         ids=[b[0] for b in BUILDERS])
+@pytest.mark.parametrize(
+    ("build", "kind", "fields"), [b[1:] for b in BUILDERS], ids=[b[0] for b in BUILDERS]
+)
 def test_wechatpy_parses_every_builder(
-    fixed: FakeWeChat, safe: bool, build: Callable[[FakeWeChat], Callback], kind: Any,
+    fixed: FakeWeChat,
+    safe: bool,
+    build: Callable[[FakeWeChat], Callback],
+    kind: Any,
     fields: dict[str, Any],
 ) -> None:
     fixed.safe = safe
@@ -532,12 +622,19 @@ def test_wechatpy_parses_every_builder(
     check_signature(fixed.token, params["signature"], params["timestamp"], params["nonce"])
     assert params["timestamp"] == str(int(T0)) and params["openid"] == "o1"
     if safe:
-        assert list(params) == ["signature", "timestamp", "nonce", "openid", "encrypt_type",
-                                "msg_signature"]
+        assert list(params) == [
+            "signature",
+            "timestamp",
+            "nonce",
+            "openid",
+            "encrypt_type",
+            "msg_signature",
+        ]
         assert params["encrypt_type"] == "aes"
         crypto = WeChatCrypto(fixed.token, fixed.aes_key, fixed.appid)
-        xml = crypto.decrypt_message(callback.body, params["msg_signature"],
-                                     params["timestamp"], params["nonce"])
+        xml = crypto.decrypt_message(
+            callback.body, params["msg_signature"], params["timestamp"], params["nonce"]
+        )
         assert xml == callback.xml
         outer = parse_message(callback.body.replace(b"<xml>", b"<xml><MsgType>x</MsgType>"))
         assert outer.target == fixed.account_id
@@ -577,8 +674,12 @@ def test_every_padding_length_decrypts_with_wechatpy(fixed: FakeWeChat) -> None:
     for n in range(70):  # covers every padding 1..32, including a whole extra block
         callback = fixed.raw("x" * n, safe=True)
         params = callback.params
-        assert crypto.decrypt_message(callback.body, params["msg_signature"],
-                                      params["timestamp"], params["nonce"]) == "x" * n
+        assert (
+            crypto.decrypt_message(
+                callback.body, params["msg_signature"], params["timestamp"], params["nonce"]
+            )
+            == "x" * n
+        )
         assert fixed.decrypt(fixed.encrypt("x" * n)) == b"x" * n
 
 
@@ -586,12 +687,14 @@ def test_raw_bodies(fixed: FakeWeChat) -> None:
     hostile = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><xml>&a;</xml>'
     plain = fixed.raw(hostile)
     assert plain.body == hostile and not plain.safe and "openid" not in plain.params
-    check_signature(fixed.token, plain.params["signature"], plain.params["timestamp"],
-                    plain.params["nonce"])
+    check_signature(
+        fixed.token, plain.params["signature"], plain.params["timestamp"], plain.params["nonce"]
+    )
     safe = fixed.raw(hostile, safe=True, openid="o1")
     crypto = WeChatCrypto(fixed.token, fixed.aes_key, fixed.appid)
-    xml = crypto.decrypt_message(safe.body, safe.params["msg_signature"],
-                                 safe.params["timestamp"], safe.params["nonce"])
+    xml = crypto.decrypt_message(
+        safe.body, safe.params["msg_signature"], safe.params["timestamp"], safe.params["nonce"]
+    )
     assert xml == hostile.decode()
     assert safe.params["openid"] == "o1"
 
@@ -600,11 +703,13 @@ def test_bad_signatures_and_old_timestamps(fixed: FakeWeChat) -> None:
     crypto = WeChatCrypto(fixed.token, fixed.aes_key, fixed.appid)
     bad = fixed.text("o1", "x", safe=True, bad_signature=True)
     with pytest.raises(InvalidSignatureException):
-        check_signature(fixed.token, bad.params["signature"], bad.params["timestamp"],
-                        bad.params["nonce"])
+        check_signature(
+            fixed.token, bad.params["signature"], bad.params["timestamp"], bad.params["nonce"]
+        )
     with pytest.raises(InvalidSignatureException):
-        crypto.decrypt_message(bad.body, bad.params["msg_signature"], bad.params["timestamp"],
-                               bad.params["nonce"])
+        crypto.decrypt_message(
+            bad.body, bad.params["msg_signature"], bad.params["timestamp"], bad.params["nonce"]
+        )
     unsigned = fixed.text("o1", "x", safe=True, sign=False)
     assert "signature" not in unsigned.params and "msg_signature" not in unsigned.params
     old = fixed.text("o1", "x", timestamp=int(T0) - 600, nonce="12345")
@@ -627,15 +732,22 @@ def test_verify_params(fixed: FakeWeChat) -> None:
 def test_decrypt_reply_accepts_wechatpy_replies(fixed: FakeWeChat) -> None:
     callback = fixed.text("o1", "路灯坏了", safe=True)
     crypto = WeChatCrypto(fixed.token, fixed.aes_key, fixed.appid)
-    xml = crypto.decrypt_message(callback.body, callback.params["msg_signature"],
-                                 callback.params["timestamp"], callback.params["nonce"])
+    xml = crypto.decrypt_message(
+        callback.body,
+        callback.params["msg_signature"],
+        callback.params["timestamp"],
+        callback.params["nonce"],
+    )
     reply = TextReply(message=parse_message(xml), content="已受理 SQ-20261122-0001").render()
     body = crypto.encrypt_message(reply, callback.params["nonce"], callback.params["timestamp"])
     assert fixed.decrypt_reply(body.encode(), callback) == reply
     fields = fixed.reply_fields(body, callback)
     assert fields is not None
     assert (fields["MsgType"], fields["Content"], fields["ToUserName"]) == (
-        "text", "已受理 SQ-20261122-0001", "o1")
+        "text",
+        "已受理 SQ-20261122-0001",
+        "o1",
+    )
     assert fixed.reply_fields(reply) == fields  # a plain-mode reply
     assert fixed.reply_fields(b"success") is None and fixed.reply_fields("") is None
 
@@ -675,16 +787,18 @@ def test_post_callback_sends_what_wechat_sends(fake: FakeWeChat) -> None:
         def do_POST(self) -> None:
             parts = urlsplit(self.path)
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((parts.path, dict(parse_qsl(parts.query)), body,
-                             self.headers["Content-Type"]))
+            received.append(
+                (parts.path, dict(parse_qsl(parts.query)), body, self.headers["Content-Type"])
+            )
             self.send_response(200)
             self.send_header("Content-Length", "7")
             self.end_headers()
             self.wfile.write(b"success")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Target)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         callback = fake.text("o1", "你好", safe=True)
@@ -719,10 +833,20 @@ def test_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_given_credentials_are_used() -> None:
     key = random_aes_key()
-    fake = FakeWeChat(appid="wx1234567890abcdef", app_secret="s", token="tok", aes_key=key,
-                      account_id="gh_0123456789ab")
+    fake = FakeWeChat(
+        appid="wx1234567890abcdef",
+        app_secret="s",
+        token="tok",
+        aes_key=key,
+        account_id="gh_0123456789ab",
+    )
     assert (fake.appid, fake.app_secret, fake.token, fake.aes_key, fake.account_id) == (
-        "wx1234567890abcdef", "s", "tok", key, "gh_0123456789ab")
+        "wx1234567890abcdef",
+        "s",
+        "tok",
+        key,
+        "gh_0123456789ab",
+    )
     with pytest.raises(ValueError, match="43"):
         FakeWeChat(aes_key="short")
     openid = new_openid()

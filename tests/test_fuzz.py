@@ -86,8 +86,13 @@ WEB_CODES = {202, 400, 401, 413, 415, 429, 503}
 
 
 def _settings(examples: str) -> Any:
-    return settings(max_examples=EXAMPLES[examples], deadline=None, derandomize=True,
-                    database=None, print_blob=False)
+    return settings(
+        max_examples=EXAMPLES[examples],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+    )
 
 
 # --- the app, twice: WeChat in plain and in safe mode ------------------------------------------
@@ -98,10 +103,17 @@ def settings_(db_url: str, tmp_path: Path) -> Settings:
     """Telegram (webhook) and WeChat (plain mode) on; no flood limit, so the fuzzing reaches
     the inbox instead of 429."""
     return make_settings(
-        database_url=db_url, redis_url=None, _env_file=None, media_dir=tmp_path / "media",
-        telegram_token="123456:FUZZ-TOKEN", telegram_webhook_secret=SECRET,
-        wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_token=TOKEN,
-        wechat_api_url="http://127.0.0.1:9", flood_per_minute=0,
+        database_url=db_url,
+        redis_url=None,
+        _env_file=None,
+        media_dir=tmp_path / "media",
+        telegram_token="123456:FUZZ-TOKEN",
+        telegram_webhook_secret=SECRET,
+        wechat_app_id=APP_ID,
+        wechat_app_secret=APP_SECRET,
+        wechat_token=TOKEN,
+        wechat_api_url="http://127.0.0.1:9",
+        flood_per_minute=0,
     )
 
 
@@ -117,8 +129,9 @@ def plain(settings_: Settings, runtime: Runtime) -> Runtime:
 
 @pytest.fixture
 def safe(settings_: Settings, runtime: Runtime) -> Runtime:
-    return Runtime(settings=settings_.model_copy(update={"wechat_aes_key": AES_KEY}),
-                   engine=runtime.engine)
+    return Runtime(
+        settings=settings_.model_copy(update={"wechat_aes_key": AES_KEY}), engine=runtime.engine
+    )
 
 
 def _client(runtime: Runtime) -> Iterator[TestClient]:
@@ -141,15 +154,22 @@ def safe_app(safe: Runtime, stub_broker: dramatiq.Broker) -> Iterator[TestClient
 
 #: The tables a refused request must leave alone (and an accepted one, but for the inbox).
 WATCHED: dict[str, type[SQLModel]] = {
-    "inbox": InboxMessage, "requests": Request, "events": Event, "outbox": OutboxMessage,
-    "people": Person, "attachments": Attachment, "web_messages": WebMessage,
+    "inbox": InboxMessage,
+    "requests": Request,
+    "events": Event,
+    "outbox": OutboxMessage,
+    "people": Person,
+    "attachments": Attachment,
+    "web_messages": WebMessage,
 }
 
 
 def counts(runtime: Runtime) -> dict[str, int]:
     with Session(runtime.engine) as session:
-        return {name: int(session.exec(select(func.count()).select_from(model)).one())
-                for name, model in WATCHED.items()}
+        return {
+            name: int(session.exec(select(func.count()).select_from(model)).one())
+            for name, model in WATCHED.items()
+        }
 
 
 def inbox(runtime: Runtime) -> list[InboxMessage]:
@@ -175,8 +195,13 @@ def assert_inbox_complete(rows: list[InboxMessage]) -> None:
 
 
 def check_answer(
-    runtime: Runtime, codes: set[int], status: int, before: dict[str, int],
-    before_rows: list[InboxMessage], ok: int, bug: str | None,
+    runtime: Runtime,
+    codes: set[int],
+    status: int,
+    before: dict[str, int],
+    before_rows: list[InboxMessage],
+    ok: int,
+    bug: str | None,
 ) -> InboxMessage | None:
     """The properties every answer has; returns the inbox row an accepted request added."""
     after = counts(runtime)
@@ -192,8 +217,9 @@ def check_answer(
     if status != ok:
         assert after == before, f"a refused request ({status}) changed {before} -> {after}"
         return None
-    assert {k: v for k, v in after.items() if k != "inbox"} == \
-        {k: v for k, v in before.items() if k != "inbox"}
+    assert {k: v for k, v in after.items() if k != "inbox"} == {
+        k: v for k, v in before.items() if k != "inbox"
+    }
     assert after["inbox"] - before["inbox"] in (0, 1)
     old = {row.id for row in before_rows}
     added = [row for row in rows if row.id not in old]
@@ -240,8 +266,7 @@ def known_telegram_bug(body: Any, backend: str) -> str | None:
 
 def known_web_bug(body: Any) -> str | None:
     """Which known bug a web message body runs into, if any."""
-    if isinstance(body, dict) and isinstance(body.get("id"), str) and \
-            not _encodable(body["id"]):
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and not _encodable(body["id"]):
         return "a client id with a lone surrogate cannot be stored (503)"
     return None
 
@@ -250,22 +275,56 @@ def known_web_bug(body: Any) -> str | None:
 
 #: Values that tend to break parsers: edges of integer widths, timestamps out of range, long
 #: strings, a NUL, a lone surrogate, strings that look like numbers or chat types.
-NASTY = st.sampled_from([
-    0, -1, 1, 2**31, 2**53 + 1, 2**63, -(2**63) - 1, 10**20, -(10**20), 10**300, 1.5, -0.0,
-    1e300, "", " ", "0", "100", "-1", "a" * 300, "private", "group", "/start", "\x00", "\ud800",
-    "null", [], {}, None, True, False,
-])
+NASTY = st.sampled_from(
+    [
+        0,
+        -1,
+        1,
+        2**31,
+        2**53 + 1,
+        2**63,
+        -(2**63) - 1,
+        10**20,
+        -(10**20),
+        10**300,
+        1.5,
+        -0.0,
+        1e300,
+        "",
+        " ",
+        "0",
+        "100",
+        "-1",
+        "a" * 300,
+        "private",
+        "group",
+        "/start",
+        "\x00",
+        "\ud800",
+        "null",
+        [],
+        {},
+        None,
+        True,
+        False,
+    ]
+)
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20), NASTY,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    NASTY,
 )
 
 #: Any JSON value.
 JSON = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -311,8 +370,11 @@ def mutated(draw: st.DrawFn, originals: list[Any]) -> Any:
             parent.insert(key, draw(JSON))
         else:
             old = parent[key]
-            parent[key] = str(old) if not isinstance(old, str) else (
-                int(old) if re.fullmatch(r"-?\d{1,30}", old) else [old])
+            parent[key] = (
+                str(old)
+                if not isinstance(old, str)
+                else (int(old) if re.fullmatch(r"-?\d{1,30}", old) else [old])
+            )
     return value
 
 
@@ -322,9 +384,14 @@ def mutated(draw: st.DrawFn, originals: list[Any]) -> Any:
 def _fixed(value: Any) -> Any:
     """The fake's update with its clock-dependent and hash-dependent fields made constant."""
     if isinstance(value, dict):
-        return {key: FIXED_TIME if key in ("date", "edit_date") else
-                "4242" if key == "chat_instance" else _fixed(item)
-                for key, item in value.items()}
+        return {
+            key: FIXED_TIME
+            if key in ("date", "edit_date")
+            else "4242"
+            if key == "chat_instance"
+            else _fixed(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_fixed(item) for item in value]
     return value
@@ -334,9 +401,14 @@ def _real_updates() -> list[dict[str, Any]]:
     fake = FakeTelegram()
     resident, worker = fake.user(100, "张三", "zhangsan"), fake.user(200, "王书记")
     group = fake.group(-1001000000001, "党群服务中心工作群")
-    sent = {"message_id": 77, "date": FIXED_TIME, "chat": fake.private_chat(resident),
-            "from": fake.bot_user, "text": "SQ-20260302-0001 已受理",
-            "reply_markup": {"inline_keyboard": [[{"text": "评价", "callback_data": "t0k3n"}]]}}
+    sent = {
+        "message_id": 77,
+        "date": FIXED_TIME,
+        "chat": fake.private_chat(resident),
+        "from": fake.bot_user,
+        "text": "SQ-20260302-0001 已受理",
+        "reply_markup": {"inline_keyboard": [[{"text": "评价", "callback_data": "t0k3n"}]]},
+    }
     first = fake.text_update(resident, "小区门口的路灯坏了")
     updates = [
         first,
@@ -364,14 +436,22 @@ REAL_UPDATES = _real_updates()
 #: Something shaped like an update: an update_id (mostly an integer) and any fields.
 UPDATE_LIKE = st.fixed_dictionaries(
     {"update_id": st.one_of(st.integers(), NASTY)},
-    optional={"message": JSON, "edited_message": JSON, "callback_query": JSON,
-              "my_chat_member": JSON, "poll": JSON},
+    optional={
+        "message": JSON,
+        "edited_message": JSON,
+        "callback_query": JSON,
+        "my_chat_member": JSON,
+        "poll": JSON,
+    },
 )
 
 
 def post_update(client: TestClient, raw: bytes) -> Any:
-    return client.post("/telegram/webhook", content=raw, headers={
-        "X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"})
+    return client.post(
+        "/telegram/webhook",
+        content=raw,
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
+    )
 
 
 def webhook_case(client: TestClient, runtime: Runtime, backend: str, raw: bytes) -> None:
@@ -384,8 +464,9 @@ def webhook_case(client: TestClient, runtime: Runtime, backend: str, raw: bytes)
     response = post_update(client, raw)
     note(f"answered {response.status_code}")
     bug = known_telegram_bug(body, backend) if body is not None else None
-    added = check_answer(runtime, TELEGRAM_CODES - {503}, response.status_code, before,
-                         before_rows, 200, bug)
+    added = check_answer(
+        runtime, TELEGRAM_CODES - {503}, response.status_code, before, before_rows, 200, bug
+    )
     if response.status_code == 200:
         # Only an object with an integer update_id is an Update; it is stored as it came.
         assert isinstance(body, dict)
@@ -424,16 +505,30 @@ def test_the_telegram_webhook_takes_mutated_real_updates(
 #: Bytes: anything, or JSON text cut, spliced or spelt in ways json.loads accepts.
 RAW_JSON = st.one_of(
     st.binary(max_size=200),
-    st.builds(lambda data, cut: dumps(data)[:cut], st.sampled_from(REAL_UPDATES),
-              st.integers(0, 400)),
-    st.builds(lambda data, at, junk: dumps(data)[:at] + junk + dumps(data)[at:],
-              st.sampled_from(REAL_UPDATES), st.integers(0, 400), st.binary(min_size=1,
-                                                                           max_size=8)),
-    st.sampled_from([
-        b"", b"null", b"[]", b"{}", b'{"update_id": NaN}', b'{"update_id": 1e999}',
-        b'{"update_id": 1, "message": {"text": "x"}}', b"[" * 5000 + b"]" * 5000,
-        b'{"update_id": 1' + b"0" * 5000 + b"}", b"\xef\xbb\xbf{}", b'{"update_id": 1}\x00',
-    ]),
+    st.builds(
+        lambda data, cut: dumps(data)[:cut], st.sampled_from(REAL_UPDATES), st.integers(0, 400)
+    ),
+    st.builds(
+        lambda data, at, junk: dumps(data)[:at] + junk + dumps(data)[at:],
+        st.sampled_from(REAL_UPDATES),
+        st.integers(0, 400),
+        st.binary(min_size=1, max_size=8),
+    ),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b"{}",
+            b'{"update_id": NaN}',
+            b'{"update_id": 1e999}',
+            b'{"update_id": 1, "message": {"text": "x"}}',
+            b"[" * 5000 + b"]" * 5000,
+            b'{"update_id": 1' + b"0" * 5000 + b"}",
+            b"\xef\xbb\xbf{}",
+            b'{"update_id": 1}\x00',
+        ]
+    ),
 )
 
 
@@ -452,8 +547,15 @@ def test_the_telegram_webhook_takes_arbitrary_bytes(
 
 
 def _fake(*, safe: bool, clock: Callable[[], float] = time.time) -> FakeWeChat:
-    return FakeWeChat(appid=APP_ID, app_secret=APP_SECRET, token=TOKEN, aes_key=AES_KEY,
-                      account_id=ACCOUNT, safe=safe, clock=clock)
+    return FakeWeChat(
+        appid=APP_ID,
+        app_secret=APP_SECRET,
+        token=TOKEN,
+        aes_key=AES_KEY,
+        account_id=ACCOUNT,
+        safe=safe,
+        clock=clock,
+    )
 
 
 def _real_messages() -> list[str]:
@@ -480,12 +582,41 @@ def _real_messages() -> list[str]:
 REAL_MESSAGES = _real_messages()
 
 #: Elements a callback may carry, and values that are odd for them.
-FIELDS = ["ToUserName", "FromUserName", "CreateTime", "MsgType", "MsgId", "Content", "Event",
-          "EventKey", "MediaId", "Encrypt", "Recognition", "Location_X"]
+FIELDS = [
+    "ToUserName",
+    "FromUserName",
+    "CreateTime",
+    "MsgType",
+    "MsgId",
+    "Content",
+    "Event",
+    "EventKey",
+    "MediaId",
+    "Encrypt",
+    "Recognition",
+    "Location_X",
+]
 ODD_TEXT = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["", " ", "9" * 300, "١٢٣", "²", "-1", "event", "text", "subscribe",
-                     "CLICK", "x" * 129, "o" * 128, "]]>", "&amp;", "\u3000"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "9" * 300,
+            "١٢٣",
+            "²",
+            "-1",
+            "event",
+            "text",
+            "subscribe",
+            "CLICK",
+            "x" * 129,
+            "o" * 128,
+            "]]>",
+            "&amp;",
+            "\u3000",
+        ]
+    ),
 )
 
 
@@ -496,8 +627,11 @@ def mutated_xml(draw: st.DrawFn) -> bytes:
     root = ElementTree.fromstring(draw(st.sampled_from(REAL_MESSAGES)))
     for _ in range(draw(st.integers(1, 3))):
         children = list(root)
-        operation = draw(st.sampled_from(["text", "text", "delete", "add", "rename",
-                                          "duplicate", "nest", "root", "new id"]))
+        operation = draw(
+            st.sampled_from(
+                ["text", "text", "delete", "add", "rename", "duplicate", "nest", "root", "new id"]
+            )
+        )
         child = draw(st.sampled_from(children)) if children else None
         if operation == "new id":
             # A message not stored yet (MsgId; for events, their CreateTime).
@@ -523,7 +657,7 @@ def mutated_xml(draw: st.DrawFn) -> bytes:
     data = ElementTree.tostring(root, encoding="unicode").encode("utf-8")
     damage = draw(st.sampled_from(["none", "none", "cut", "splice", "doctype", "declaration"]))
     if damage == "cut":
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     elif damage == "splice":
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(min_size=1, max_size=6)) + data[at:]
@@ -536,8 +670,7 @@ def mutated_xml(draw: st.DrawFn) -> bytes:
 
 
 def post_callback(client: TestClient, params: dict[str, str], body: bytes) -> Any:
-    return client.post("/wechat", params=params, content=body,
-                       headers={"Content-Type": "text/xml"})
+    return client.post("/wechat", params=params, content=body, headers={"Content-Type": "text/xml"})
 
 
 def callback_case(client: TestClient, runtime: Runtime, callback: Callback) -> Any:
@@ -545,8 +678,9 @@ def callback_case(client: TestClient, runtime: Runtime, callback: Callback) -> A
     before, before_rows = counts(runtime), inbox(runtime)
     response = post_callback(client, callback.params, callback.body)
     note(f"answered {response.status_code}: {response.text[:60]!r}")
-    added = check_answer(runtime, WECHAT_CODES - {503}, response.status_code, before,
-                         before_rows, 200, None)
+    added = check_answer(
+        runtime, WECHAT_CODES - {503}, response.status_code, before, before_rows, 200, None
+    )
     if response.status_code == 200:
         assert response.text == "success"
         if added is not None:
@@ -561,8 +695,10 @@ def test_wechat_takes_arbitrary_bytes_signed_in_plain_and_safe_mode(
     fakes = {False: _fake(safe=False), True: _fake(safe=True)}
 
     @_settings(backend)
-    @given(body=st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)),
-           safe=st.booleans())
+    @given(
+        body=st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)),
+        safe=st.booleans(),
+    )
     def run(body: bytes, safe: bool) -> None:
         callback = fakes[safe].raw(body, safe=safe, openid=OPENID, nonce=str(next(NONCES)))
         callback_case(safe_app if safe else app, plain, callback)
@@ -576,8 +712,10 @@ def test_wechat_takes_mutated_real_callbacks_in_plain_and_safe_mode(
     fakes = {False: _fake(safe=False), True: _fake(safe=True)}
 
     @_settings(backend)
-    @given(xml=st.one_of(st.sampled_from(REAL_MESSAGES).map(str.encode), mutated_xml()),
-           safe=st.booleans())
+    @given(
+        xml=st.one_of(st.sampled_from(REAL_MESSAGES).map(str.encode), mutated_xml()),
+        safe=st.booleans(),
+    )
     def run(xml: bytes, safe: bool) -> None:
         callback = fakes[safe].raw(xml, safe=safe, openid=OPENID, nonce=str(next(NONCES)))
         callback_case(safe_app if safe else app, plain, callback)
@@ -585,12 +723,35 @@ def test_wechat_takes_mutated_real_callbacks_in_plain_and_safe_mode(
     run()
 
 
-PARAM_NAMES = ["signature", "timestamp", "nonce", "openid", "encrypt_type", "msg_signature",
-               "echostr", "x"]
+PARAM_NAMES = [
+    "signature",
+    "timestamp",
+    "nonce",
+    "openid",
+    "encrypt_type",
+    "msg_signature",
+    "echostr",
+    "x",
+]
 ODD_PARAMS = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["", "0", "-1", "aes", "AES", "raw", "9" * 400, "١٧٠٠٠٠٠٠٠٠", "1_700_000",
-                     " 1700000000", "+1700000000", "1e9", "da39a3ee5e6b4b0d3255bfef95601890"]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "aes",
+            "AES",
+            "raw",
+            "9" * 400,
+            "١٧٠٠٠٠٠٠٠٠",
+            "1_700_000",
+            " 1700000000",
+            "+1700000000",
+            "1e9",
+            "da39a3ee5e6b4b0d3255bfef95601890",
+        ]
+    ),
 )
 
 
@@ -601,8 +762,9 @@ def mutated_params(draw: st.DrawFn) -> tuple[bool, dict[str, str], bytes]:
     safe = draw(st.booleans())
     fake = _fake(safe=safe)
     content = draw(st.sampled_from(["路灯坏了", "查询", "帮助"]))
-    callback = fake.text(OPENID, content, draw(st.integers(1, 10**18)), safe=safe,
-                         nonce=str(next(NONCES)))
+    callback = fake.text(
+        OPENID, content, draw(st.integers(1, 10**18)), safe=safe, nonce=str(next(NONCES))
+    )
     params = dict(callback.params)
     for _ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(PARAM_NAMES))
@@ -638,41 +800,62 @@ def test_wechat_takes_mutated_query_parameters(
 # --- the web API -----------------------------------------------------------------------------
 
 #: Something shaped like a web message: an id and one or more of text, action, intake.
-MESSAGE_LIKE = st.fixed_dictionaries({}, optional={
-    "id": st.one_of(st.text(max_size=110), st.integers(), NASTY),
-    "text": st.one_of(st.text(max_size=50), NASTY, JSON),
-    "action": st.one_of(st.text(max_size=50), NASTY),
-    "intake": st.one_of(
-        st.fixed_dictionaries({}, optional={"name": st.one_of(st.text(max_size=110), NASTY),
-                                            "phone": st.one_of(st.text(max_size=35), NASTY),
-                                            "text": st.one_of(st.text(max_size=50), NASTY)}),
-        JSON),
-})
+MESSAGE_LIKE = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=110), st.integers(), NASTY),
+        "text": st.one_of(st.text(max_size=50), NASTY, JSON),
+        "action": st.one_of(st.text(max_size=50), NASTY),
+        "intake": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "name": st.one_of(st.text(max_size=110), NASTY),
+                    "phone": st.one_of(st.text(max_size=35), NASTY),
+                    "text": st.one_of(st.text(max_size=50), NASTY),
+                },
+            ),
+            JSON,
+        ),
+    },
+)
 
 
 #: A web message of the documented form, now and then with an odd value.
 WELL_FORMED = st.one_of(
-    st.fixed_dictionaries({"text": st.text(max_size=50)},
-                          optional={"id": st.one_of(st.text(max_size=100), st.integers())}),
-    st.fixed_dictionaries({"action": st.text(max_size=50)},
-                          optional={"id": st.one_of(st.text(max_size=100), st.integers())}),
-    st.fixed_dictionaries({"intake": st.fixed_dictionaries(
-        {"name": st.text(max_size=20), "phone": st.text(max_size=30),
-         "text": st.text(max_size=50)})}),
+    st.fixed_dictionaries(
+        {"text": st.text(max_size=50)},
+        optional={"id": st.one_of(st.text(max_size=100), st.integers())},
+    ),
+    st.fixed_dictionaries(
+        {"action": st.text(max_size=50)},
+        optional={"id": st.one_of(st.text(max_size=100), st.integers())},
+    ),
+    st.fixed_dictionaries(
+        {
+            "intake": st.fixed_dictionaries(
+                {
+                    "name": st.text(max_size=20),
+                    "phone": st.text(max_size=30),
+                    "text": st.text(max_size=50),
+                }
+            )
+        }
+    ),
 )
 
 
-def test_the_web_api_takes_arbitrary_json(
-    app: TestClient, plain: Runtime, backend: str
-) -> None:
+def test_the_web_api_takes_arbitrary_json(app: TestClient, plain: Runtime, backend: str) -> None:
     with session_scope(plain.engine) as session:
         token = web.create_identity(session, name="居民", days=1)
     with Session(plain.engine) as session:
         chat = session.exec(select(Person.external_id).where(Person.channel == "web")).one()
 
     @_settings(backend)
-    @given(body=st.one_of(JSON, MESSAGE_LIKE, WELL_FORMED),
-           how=st.sampled_from(["json", "json", "json", "no token", "bad token", "form"]))
+    @given(
+        body=st.one_of(JSON, MESSAGE_LIKE, WELL_FORMED),
+        how=st.sampled_from(["json", "json", "json", "no token", "bad token", "form"]),
+    )
     def run(body: Any, how: str) -> None:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         if how == "no token":
@@ -684,8 +867,15 @@ def test_the_web_api_takes_arbitrary_json(
         before, before_rows = counts(plain), inbox(plain)
         response = app.post("/api/web/messages", content=dumps(body), headers=headers)
         note(f"answered {response.status_code}: {response.text[:80]!r}")
-        added = check_answer(plain, WEB_CODES - {503}, response.status_code, before,
-                             before_rows, 202, known_web_bug(body))
+        added = check_answer(
+            plain,
+            WEB_CODES - {503},
+            response.status_code,
+            before,
+            before_rows,
+            202,
+            known_web_bug(body),
+        )
         if response.status_code == 202:
             assert how == "json" and isinstance(body, dict)
             kinds = [kind for kind in ("text", "action", "intake") if kind in body]
@@ -719,16 +909,31 @@ RESIDENT = {"id": 100, "is_bot": False, "first_name": "张三"}
 MESSAGE = {"message_id": 1, "date": FIXED_TIME, "chat": PRIVATE, "from": RESIDENT, "text": "hi"}
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"update_id": 1, "message": {**MESSAGE, "date": 10**20}}, "failed"),
-    ({"update_id": 3, "callback_query": {"id": "1", "chat_instance": "1", "data": "x"}},
-     "failed"),
-    ({"update_id": 4, "message": {**MESSAGE, "from": {**RESIDENT, "id": "1" * 129}}}, "failed"),
-    # No chat: not a private message, so kept and ignored like a group's chatter.
-    ({"update_id": 2, "message": {key: value for key, value in MESSAGE.items() if key != "chat"}},
-     "done"),
-], ids=["date-out-of-range", "callback-without-from", "sender-id-129-characters",
-        "message-without-chat"])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"update_id": 1, "message": {**MESSAGE, "date": 10**20}}, "failed"),
+        (
+            {"update_id": 3, "callback_query": {"id": "1", "chat_instance": "1", "data": "x"}},
+            "failed",
+        ),
+        ({"update_id": 4, "message": {**MESSAGE, "from": {**RESIDENT, "id": "1" * 129}}}, "failed"),
+        # No chat: not a private message, so kept and ignored like a group's chatter.
+        (
+            {
+                "update_id": 2,
+                "message": {key: value for key, value in MESSAGE.items() if key != "chat"},
+            },
+            "done",
+        ),
+    ],
+    ids=[
+        "date-out-of-range",
+        "callback-without-from",
+        "sender-id-129-characters",
+        "message-without-chat",
+    ],
+)
 def test_a_malformed_update_is_answered_200_and_kept_with_its_reason(
     app: TestClient, plain: Runtime, body: dict[str, Any], status: str
 ) -> None:
@@ -749,13 +954,17 @@ def test_a_malformed_update_is_answered_200_and_kept_with_its_reason(
     assert row.payload == body
 
 
-@pytest.mark.parametrize("raw", [
-    dumps({"update_id": 10**200, "message": MESSAGE}),
-    dumps({"update_id": 5, "message": {**MESSAGE, "from": {**RESIDENT, "id": "\ud800"}}}),
-    b'{"update_id": 6, "message": {"message_id": 1, "date": 1, "text": "hi", '
-    b'"chat": {"id": 100, "type": "private"}, "from": {"id": 100, "is_bot": false, '
-    b'"first_name": "a"}}, "x": NaN}',
-], ids=["update-id-201-digits", "sender-id-lone-surrogate", "nan"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        dumps({"update_id": 10**200, "message": MESSAGE}),
+        dumps({"update_id": 5, "message": {**MESSAGE, "from": {**RESIDENT, "id": "\ud800"}}}),
+        b'{"update_id": 6, "message": {"message_id": 1, "date": 1, "text": "hi", '
+        b'"chat": {"id": 100, "type": "private"}, "from": {"id": 100, "is_bot": false, '
+        b'"first_name": "a"}}, "x": NaN}',
+    ],
+    ids=["update-id-201-digits", "sender-id-lone-surrogate", "nan"],
+)
 def test_an_update_that_cannot_be_stored_is_answered_400(
     app: TestClient, plain: Runtime, raw: bytes
 ) -> None:
@@ -774,9 +983,11 @@ def test_a_web_message_id_with_a_lone_surrogate_is_answered_400(
         token = web.create_identity(session, name="居民", days=1)
     before = counts(plain)
 
-    response = app.post("/api/web/messages", content=b'{"id": "\\ud800", "text": "hi"}',
-                        headers={"Content-Type": "application/json",
-                                 "Authorization": f"Bearer {token}"})
+    response = app.post(
+        "/api/web/messages",
+        content=b'{"id": "\\ud800", "text": "hi"}',
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
 
     assert response.status_code == 400
     assert counts(plain) == before

@@ -51,8 +51,14 @@ class Office:
             identity.new_messages()
 
     def everyone(self) -> list[Identity]:
-        return [self.worker, self.colleague, self.staff, self.other_staff, self.resident,
-                self.neighbour]
+        return [
+            self.worker,
+            self.colleague,
+            self.staff,
+            self.other_staff,
+            self.resident,
+            self.neighbour,
+        ]
 
     def state(self, number: str) -> str:
         return self.desk.request(number).state
@@ -162,8 +168,7 @@ def test_help_for_department_staff_names_their_department(office: Office) -> Non
 
 
 def test_help_differs_for_requester_worker_and_department(office: Office) -> None:
-    helps = {only(who.send("/help")).text
-             for who in (office.resident, office.worker, office.staff)}
+    helps = {only(who.send("/help")).text for who in (office.resident, office.worker, office.staff)}
 
     assert len(helps) == 3
 
@@ -235,8 +240,13 @@ def test_a_used_invitation_code_is_refused_the_second_time(desk: Desk) -> None:
 
 def test_an_expired_invitation_code_is_refused(desk: Desk) -> None:
     with session_scope(desk.runtime.engine) as session:
-        queries.add_invitation(session=session, code="0BADC0DE1234", role="worker",
-                               department_id=None, expires_at=utcnow() - timedelta(minutes=1))
+        queries.add_invitation(
+            session=session,
+            code="0BADC0DE1234",
+            role="worker",
+            department_id=None,
+            expires_at=utcnow() - timedelta(minutes=1),
+        )
     identity = desk.identity()
 
     reply = only(identity.send("绑定 0BAD-C0DE-1234"))
@@ -271,8 +281,11 @@ def test_a_requester_s_free_text_becomes_a_request_with_number_category_and_due_
     for worker in (office.worker, office.colleague):
         card = only(worker.new_messages())
         assert request.number in card.text and "张三" in card.text
-        assert card.actions == [f"受理 {request.number}", f"转单 {request.number}",
-                                f"驳回 {request.number}"]
+        assert card.actions == [
+            f"受理 {request.number}",
+            f"转单 {request.number}",
+            f"驳回 {request.number}",
+        ]
     assert office.staff.new_messages() == []
 
 
@@ -483,7 +496,11 @@ def test_the_committee_handles_a_request_itself_from_card_to_closed(office: Offi
     assert office.state(number) == "closed"
     assert "群众已评价" in only(office.worker.new_messages()).text
     assert [e.action for e in office.desk.events(number)] == [
-        "submit", "accept", "complete", "approve", "rate"
+        "submit",
+        "accept",
+        "complete",
+        "approve",
+        "rate",
     ]
 
 
@@ -570,9 +587,7 @@ def test_staff_of_another_department_cannot_take_it(office: Office) -> None:
     assert number in reply.text and "不由您负责" in reply.text and "接收" in reply.text
     assert office.state(number) == "forwarded"
     refused = [e for e in office.desk.events(number) if e.outcome == "refused"]
-    assert [(e.action, e.actor_id) for e in refused] == [
-        ("take", office.other_staff.person_id)
-    ]
+    assert [(e.action, e.actor_id) for e in refused] == [("take", office.other_staff.person_id)]
 
 
 def test_staff_completing_before_taking_take_it_on_the_way(office: Office) -> None:
@@ -646,8 +661,9 @@ def test_a_worker_recalls_an_automatic_forward_and_forwards_it_elsewhere(office:
     assert office.desk.request(number).department_id is None
     # And 城管执法's staff are told not to take it, a colleague hears who took it back
     notice = only(office.staff.new_messages())
-    assert notice.text == (f"【{number}】王书记已撤回转交「城管执法」的这件诉求，"
-                           "本部门无需接收和办理。")
+    assert notice.text == (
+        f"【{number}】王书记已撤回转交「城管执法」的这件诉求，本部门无需接收和办理。"
+    )
     assert notice.actions == []
     assert "撤回转单" in only(office.colleague.new_messages()).text
     assert office.resident.new_messages() == []
@@ -663,7 +679,12 @@ def test_a_worker_recalls_an_automatic_forward_and_forwards_it_elsewhere(office:
     assert "已接收" in only(office.other_staff.send(f"接收 {number}")).text
     assert office.state(number) == "dept_handling"
     assert [e.action for e in office.desk.events(number) if e.outcome == "ok"] == [
-        "submit", "forward", "recall", "forward", "take"]
+        "submit",
+        "forward",
+        "recall",
+        "forward",
+        "take",
+    ]
 
 
 def test_the_worker_s_forward_reply_offers_to_take_it_back_and_slash_recall_does(
@@ -1157,21 +1178,26 @@ def test_an_empty_walk_in_request_is_refused(office: Office) -> None:
 # --- small talk ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "answer"), [
-    ("你好", "直接发送文字描述即可"),
-    ("您好！", "直接发送文字描述即可"),
-    ("在吗？", "直接发送文字描述即可"),
-    ("谢谢", "不客气"),
-    ("谢谢 🙏", "不客气"),
-    ("好的，谢谢！", "不客气"),
-    ("好的", "好的。"),
-    ("收到", "好的。"),
-    ("ＯＫ", "好的。"),
-    ("👍", "请用文字描述您遇到的问题"),
-    ("。。。？！", "请用文字描述您遇到的问题"),
-])
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("你好", "直接发送文字描述即可"),
+        ("您好！", "直接发送文字描述即可"),
+        ("在吗？", "直接发送文字描述即可"),
+        ("谢谢", "不客气"),
+        ("谢谢 🙏", "不客气"),
+        ("好的，谢谢！", "不客气"),
+        ("好的", "好的。"),
+        ("收到", "好的。"),
+        ("ＯＫ", "好的。"),
+        ("👍", "请用文字描述您遇到的问题"),
+        ("。。。？！", "请用文字描述您遇到的问题"),
+    ],
+)
 def test_small_talk_is_answered_kindly_and_makes_no_request(
-    office: Office, text: str, answer: str,
+    office: Office,
+    text: str,
+    answer: str,
 ) -> None:
     # Given no request yet
     outbox_before = outbox_count(office.desk)
@@ -1271,8 +1297,7 @@ def test_a_description_long_after_a_too_short_text_stands_alone(office: Office) 
     with session_scope(office.desk.runtime.engine) as session:
         person = session.get(Person, office.resident.person_id)
         assert person is not None and person.dialogue is not None
-        person.dialogue = {**person.dialogue,
-                           "at": (utcnow() - timedelta(minutes=31)).isoformat()}
+        person.dialogue = {**person.dialogue, "at": (utcnow() - timedelta(minutes=31)).isoformat()}
         session.add(person)
 
     # When the resident writes a request of its own
@@ -1385,7 +1410,8 @@ def test_pressing_a_to_do_button_acts_on_that_request(office: Office) -> None:
 
 @pytest.mark.parametrize("argument", ["3", "0", "abc", "99999999999"])
 def test_a_to_do_page_that_does_not_exist_gets_the_page_count(
-    office: Office, argument: str,
+    office: Office,
+    argument: str,
 ) -> None:
     office.submit()
 

@@ -54,7 +54,7 @@ def test_a_new_code_is_three_groups_of_four_from_the_unambiguous_alphabet() -> N
     # Then each is shown as XXXX-XXXX-XXXX, no two alike, and it carries at least 60 bits
     assert all(SHOWN.fullmatch(code) for code in codes)
     assert len(codes) == 500
-    assert len(invitations.ALPHABET) ** invitations.CODE_LENGTH >= 2 ** 60
+    assert len(invitations.ALPHABET) ** invitations.CODE_LENGTH >= 2**60
     assert not set("ILOU") & set(invitations.ALPHABET)
     # And every symbol of the alphabet turns up
     assert set("".join(codes).replace("-", "")) == set(invitations.ALPHABET)
@@ -65,8 +65,16 @@ def test_a_typed_code_is_read_whatever_its_case_separators_width_and_look_alikes
     code = "7K3M-Q90D-21RT"
 
     # When it is typed in the ways people type it
-    typed = [code, code.lower(), "7K3MQ90D21RT", "7K3M Q90D 21RT", "7k3m q9od 2lrt",
-             "7K3M－Q9OD－2IRT", "７Ｋ３Ｍ　Ｑ９０Ｄ　２１ＲＴ", "7K3M_Q90D_21RT"]
+    typed = [
+        code,
+        code.lower(),
+        "7K3MQ90D21RT",
+        "7K3M Q90D 21RT",
+        "7k3m q9od 2lrt",
+        "7K3M－Q9OD－2IRT",
+        "７Ｋ３Ｍ　Ｑ９０Ｄ　２１ＲＴ",
+        "7K3M_Q90D_21RT",
+    ]
 
     # Then each is read as the same code
     assert {invitations.normalise(form) for form in typed} == {"7K3MQ90D21RT"}
@@ -99,10 +107,20 @@ def test_a_code_binds_typed_in_lower_case_with_spaces_and_look_alikes(desk: Desk
 def test_a_code_of_the_earlier_form_still_binds_until_it_expires(desk: Desk) -> None:
     # Given two codes of the earlier form (8 hex digits), one expired
     with session_scope(desk.runtime.engine) as session:
-        queries.add_invitation(session=session, code="DEADBEEF", role="worker",
-                               department_id=None, expires_at=utcnow() + timedelta(days=1))
-        queries.add_invitation(session=session, code="0BADF00D", role="worker",
-                               department_id=None, expires_at=utcnow() - timedelta(seconds=1))
+        queries.add_invitation(
+            session=session,
+            code="DEADBEEF",
+            role="worker",
+            department_id=None,
+            expires_at=utcnow() + timedelta(days=1),
+        )
+        queries.add_invitation(
+            session=session,
+            code="0BADF00D",
+            role="worker",
+            department_id=None,
+            expires_at=utcnow() - timedelta(seconds=1),
+        )
     current, late = desk.identity(), desk.identity()
 
     # When each is bound, typed in lower case
@@ -120,26 +138,37 @@ def test_used_expired_and_unknown_codes_are_answered_alike(desk: Desk) -> None:
     answer(desk.identity(), f"绑定 {used}")
     expired = desk.invite("leader")
     with session_scope(desk.runtime.engine) as session:
-        row = session.exec(select(Invitation).where(
-            Invitation.code_hash == queries.digest(invitations.normalise(expired)))).one()
+        row = session.exec(
+            select(Invitation).where(
+                Invitation.code_hash == queries.digest(invitations.normalise(expired))
+            )
+        ).one()
         row.expires_at = utcnow() - timedelta(seconds=1)
         session.add(row)
     unknown = invitations.new_code()
 
     # When three people try them
     tried = {reason: desk.identity() for reason in ("used", "expired", "unknown")}
-    answers = {reason: answer(tried[reason], f"绑定 {code}")
-               for reason, code in (("used", used), ("expired", expired), ("unknown", unknown))}
+    answers = {
+        reason: answer(tried[reason], f"绑定 {code}")
+        for reason, code in (("used", used), ("expired", expired), ("unknown", unknown))
+    }
 
     # Then every answer is the same sentence, and nobody got a role
     assert set(answers.values()) == {catalogue("error.invitation_invalid")}
     assert all(person.person().role == Role.REQUESTER for person in tried.values())
     # And each failure is on record with its reason, never the code
     assert [(f.reason, f.channel) for f in failures(desk)] == [
-        ("used", "web"), ("expired", "web"), ("unknown", "web")]
+        ("used", "web"),
+        ("expired", "web"),
+        ("unknown", "web"),
+    ]
     assert [f.identity for f in failures(desk)] == [p.chat_id for p in tried.values()]
-    assert not any(code.replace("-", "") in repr(f.model_dump())
-                   for f in failures(desk) for code in (used, expired, unknown))
+    assert not any(
+        code.replace("-", "") in repr(f.model_dump())
+        for f in failures(desk)
+        for code in (used, expired, unknown)
+    )
 
 
 def test_after_five_failed_binds_a_person_is_refused_without_the_code_being_read(
@@ -150,7 +179,8 @@ def test_after_five_failed_binds_a_person_is_refused_without_the_code_being_read
     guesser = desk.identity()
     for _ in range(BIND_FAILURE_LIMIT):
         assert answer(guesser, f"绑定 {invitations.new_code()}") == catalogue(
-            "error.invitation_invalid")
+            "error.invitation_invalid"
+        )
 
     # When they then send the right code
     refused = answer(guesser, f"绑定 {code}")
@@ -190,8 +220,9 @@ def new_token(client: TestClient) -> str:
 def say(client: TestClient, desk: Desk, token: str, text: str) -> list[dict[str, Any]]:
     """POSTs typed text as that identity, works it through, and returns its messages."""
     headers = {"Authorization": f"Bearer {token}"}
-    response = client.post("/api/web/messages", json={"id": uuid.uuid4().hex, "text": text},
-                           headers=headers)
+    response = client.post(
+        "/api/web/messages", json={"id": uuid.uuid4().hex, "text": text}, headers=headers
+    )
     assert response.status_code == 202, response.text
     desk.work()
     read = client.get("/api/web/messages?after=0&wait=0", headers=headers)
@@ -201,7 +232,8 @@ def say(client: TestClient, desk: Desk, token: str, text: str) -> list[dict[str,
 
 
 def test_guessing_codes_with_a_fresh_web_identity_for_each_guess_is_refused_by_address(
-    client: TestClient, desk: Desk,
+    client: TestClient,
+    desk: Desk,
 ) -> None:
     # Given a valid invitation, and a guesser who makes a new web identity for every guess
     code = desk.invite("worker")
@@ -223,7 +255,8 @@ def test_guessing_codes_with_a_fresh_web_identity_for_each_guess_is_refused_by_a
     recorded = failures(desk)
     assert len(recorded) == BIND_FAILURE_LIMIT
     assert {(f.channel, f.address, f.reason) for f in recorded} == {
-        ("web", "web:testclient", "unknown")}
+        ("web", "web:testclient", "unknown")
+    }
     assert len({f.identity for f in recorded}) == BIND_FAILURE_LIMIT
 
     # When someone on another address sends it

@@ -144,9 +144,7 @@ def test_with_department_changes_nothing_but_send_back(pair: tuple[State, Action
 
 @pytest.mark.parametrize("state", FINISHED, ids=str)
 @pytest.mark.parametrize("action", [a for a in Action if a not in EVENTS_ONLY], ids=str)
-def test_a_finished_request_accepts_no_state_changing_action(
-    state: State, action: Action
-) -> None:
+def test_a_finished_request_accepts_no_state_changing_action(state: State, action: Action) -> None:
     for with_department in (False, True):
         with pytest.raises(TransitionNotAllowed):
             transition(state, action, with_department=with_department)
@@ -192,8 +190,14 @@ def test_allowed_actions_lists_exactly_the_actions_the_table_allows(state: State
 
 def test_allowed_actions_of_a_new_request_put_state_changes_before_events() -> None:
     assert allowed_actions(S.NEW) == [
-        A.ACCEPT, A.FORWARD, A.REJECT, A.CANCEL,
-        A.SUPPLEMENT, A.COMMENT, A.REMIND, A.ESCALATE,
+        A.ACCEPT,
+        A.FORWARD,
+        A.REJECT,
+        A.CANCEL,
+        A.SUPPLEMENT,
+        A.COMMENT,
+        A.REMIND,
+        A.ESCALATE,
     ]
 
 
@@ -226,8 +230,15 @@ def test_states_and_actions_are_stored_as_their_plain_string_values() -> None:
     assert State("dept_handling") is S.DEPT_HANDLING
     assert Action("send_back") is A.SEND_BACK
     assert [s.value for s in State] == [
-        "new", "handling", "forwarded", "dept_handling", "review", "replied", "closed",
-        "rejected", "cancelled",
+        "new",
+        "handling",
+        "forwarded",
+        "dept_handling",
+        "review",
+        "replied",
+        "closed",
+        "rejected",
+        "cancelled",
     ]
 
 
@@ -239,8 +250,7 @@ def test_every_action_is_declared_exactly_once_in_the_spec() -> None:
     assert sorted(declared) == sorted(Action)
     assert len(declared) == len(set(declared))
     assert RULES[A.SEND_BACK].target_with_department is S.DEPT_HANDLING
-    assert all(rule.sources == NON_TRANSITIONS[rule.action] for rule in SPEC
-               if rule.target is None)
+    assert all(rule.sources == NON_TRANSITIONS[rule.action] for rule in SPEC if rule.target is None)
 
 
 def test_a_rule_with_no_source_state_cannot_happen_to_an_existing_request() -> None:

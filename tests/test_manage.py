@@ -63,8 +63,10 @@ def write(name: str, text: str, *, bom: bool = False) -> str:
 def departments(url: str) -> dict[str, tuple[str, int | None, bool]]:
     """Every department: name -> (kind, resolution days, active)."""
     with Session(get_engine(url)) as session:
-        return {d.name: (d.kind, d.resolution_days, d.active)
-                for d in session.exec(select(Department)).all()}
+        return {
+            d.name: (d.kind, d.resolution_days, d.active)
+            for d in session.exec(select(Department)).all()
+        }
 
 
 def categories(url: str) -> dict[str, dict[str, Any]]:
@@ -72,10 +74,15 @@ def categories(url: str) -> dict[str, dict[str, Any]]:
     with Session(get_engine(url)) as session:
         names = {d.id: d.name for d in session.exec(select(Department)).all()}
         return {
-            c.name: {"keywords": c.keywords, "route": c.route,
-                     "department": names.get(c.department_id), "response_hours": c.response_hours,
-                     "resolution_days": c.resolution_days, "urgent": c.urgent,
-                     "fallback": c.is_fallback}
+            c.name: {
+                "keywords": c.keywords,
+                "route": c.route,
+                "department": names.get(c.department_id),
+                "response_hours": c.response_hours,
+                "resolution_days": c.resolution_days,
+                "urgent": c.urgent,
+                "fallback": c.is_fallback,
+            }
             for c in session.exec(select(Category)).all()
         }
 
@@ -91,8 +98,10 @@ def person(url: str, person_id: int) -> Person:
 def audit(url: str) -> list[tuple[str, dict[str, Any]]]:
     """The admin audit log: (action, detail), oldest first."""
     with Session(get_engine(url)) as session:
-        return [(row.action, row.detail)
-                for row in session.exec(select(AdminAudit).order_by(col(AdminAudit.id))).all()]
+        return [
+            (row.action, row.detail)
+            for row in session.exec(select(AdminAudit).order_by(col(AdminAudit.id))).all()
+        ]
 
 
 def reported_lines(err: str) -> list[int]:
@@ -154,9 +163,16 @@ CATEGORIES_YAML = """- name: 市容环境
 
 
 def test_the_command_has_the_departments_categories_and_people_verbs() -> None:
-    assert {"departments list", "departments add", "departments deactivate",
-            "departments import", "categories list", "categories import", "people list",
-            "people revoke"} <= leaf_commands()
+    assert {
+        "departments list",
+        "departments add",
+        "departments deactivate",
+        "departments import",
+        "categories list",
+        "categories import",
+        "people list",
+        "people revoke",
+    } <= leaf_commands()
 
 
 # --- departments import ---------------------------------------------------------------------
@@ -182,8 +198,10 @@ def test_a_departments_csv_with_a_bom_adds_new_ones_and_updates_existing_ones(
         "交警": ("街道", 7, False),
     }
     # And the import is on record
-    assert audit(any_db)[-1] == ("departments_import", {
-        "file": "departments.csv", "added": ["城管执法", "物业服务中心"], "updated": ["交警"]})
+    assert audit(any_db)[-1] == (
+        "departments_import",
+        {"file": "departments.csv", "added": ["城管执法", "物业服务中心"], "updated": ["交警"]},
+    )
 
 
 def test_a_departments_yaml_lands_and_importing_it_again_changes_nothing(
@@ -213,11 +231,15 @@ def test_an_import_that_leaves_active_empty_keeps_a_deactivated_department_inact
     assert main(["departments", "deactivate", "交警"]) == Exit.OK
 
     # When a file names it without an active value, then with active yes
-    assert main(["departments", "import",
-                 write("a.csv", "name,kind,active\n交警,职能部门,\n")]) == Exit.OK
+    assert (
+        main(["departments", "import", write("a.csv", "name,kind,active\n交警,职能部门,\n")])
+        == Exit.OK
+    )
     still = departments(any_db)["交警"]
-    assert main(["departments", "import",
-                 write("b.csv", "name,kind,active\n交警,职能部门,yes\n")]) == Exit.OK
+    assert (
+        main(["departments", "import", write("b.csv", "name,kind,active\n交警,职能部门,yes\n")])
+        == Exit.OK
+    )
 
     # Then the first leaves it inactive and the second switches it on again
     assert still == ("职能部门", None, False)
@@ -240,14 +262,33 @@ def test_a_categories_csv_lands_with_its_keywords_route_and_deadlines(
     assert code == Exit.OK
     assert "3 added" in capsys.readouterr().out
     assert categories(any_db) == {
-        "市容环境": {"keywords": ["垃圾", "占道", "油烟"], "route": "department",
-                     "department": "城管执法", "response_hours": 8, "resolution_days": 5,
-                     "urgent": False, "fallback": False},
-        "紧急求助": {"keywords": ["紧急", "火灾"], "route": "committee", "department": None,
-                     "response_hours": 0, "resolution_days": 0, "urgent": True,
-                     "fallback": False},
-        "其他": {"keywords": [], "route": "committee", "department": None,
-                 "response_hours": 8, "resolution_days": 5, "urgent": False, "fallback": True},
+        "市容环境": {
+            "keywords": ["垃圾", "占道", "油烟"],
+            "route": "department",
+            "department": "城管执法",
+            "response_hours": 8,
+            "resolution_days": 5,
+            "urgent": False,
+            "fallback": False,
+        },
+        "紧急求助": {
+            "keywords": ["紧急", "火灾"],
+            "route": "committee",
+            "department": None,
+            "response_hours": 0,
+            "resolution_days": 0,
+            "urgent": True,
+            "fallback": False,
+        },
+        "其他": {
+            "keywords": [],
+            "route": "committee",
+            "department": None,
+            "response_hours": 8,
+            "resolution_days": 5,
+            "urgent": False,
+            "fallback": True,
+        },
     }
 
 
@@ -268,8 +309,9 @@ def test_a_categories_yaml_updates_the_demo_and_new_requests_follow_it(
     after = categories(any_db)
     assert after["市容环境"]["keywords"] == ["垃圾", "占道", "油烟"]
     assert (after["市容环境"]["response_hours"], after["市容环境"]["resolution_days"]) == (4, 3)
-    assert {k: v for k, v in after.items() if k != "市容环境"} == \
-        {k: v for k, v in before.items() if k != "市容环境"}
+    assert {k: v for k, v in after.items() if k != "市容环境"} == {
+        k: v for k, v in before.items() if k != "市容环境"
+    }
 
     # And a resident's request with one of the keywords goes to 城管执法 at once
     resident = desk_on(any_db).identity("张三")
@@ -287,39 +329,61 @@ def test_a_categories_yaml_updates_the_demo_and_new_requests_follow_it(
 #: around exactly one bad one.
 ONE_BAD_ROW = {
     "unknown kind": (
-        "departments.csv", "name,kind\n新部门,街道\n公司甲,公司\n另一部门,社会组织\n", 3,
-        "kind must be 街道, 职能部门 or 社会组织, not '公司'"),
+        "departments.csv",
+        "name,kind\n新部门,街道\n公司甲,公司\n另一部门,社会组织\n",
+        3,
+        "kind must be 街道, 职能部门 or 社会组织, not '公司'",
+    ),
     "negative days": (
         "departments.yaml",
         "- name: 新部门\n  kind: 街道\n- name: 城管执法\n  kind: 职能部门\n  resolution_days: -2\n",
-        3, "resolution_days must be 0 or more, not -2"),
+        3,
+        "resolution_days must be 0 or more, not -2",
+    ),
     "missing name": (
-        "departments.csv", "name,kind,resolution_days\n新部门,街道,3\n,街道,3\n", 3,
-        "name is missing"),
+        "departments.csv",
+        "name,kind,resolution_days\n新部门,街道,3\n,街道,3\n",
+        3,
+        "name is missing",
+    ),
     "duplicate department": (
         "departments.yaml",
-        "- name: 新部门\n  kind: 街道\n\n- name: 新部门\n  kind: 社会组织\n", 4,
-        "新部门 appears twice in the file (first on line 1)"),
+        "- name: 新部门\n  kind: 街道\n\n- name: 新部门\n  kind: 社会组织\n",
+        4,
+        "新部门 appears twice in the file (first on line 1)",
+    ),
     "department that does not exist": (
         "categories.csv",
-        "name,keywords,route,department\n新类别,路灯,committee,\n"
-        "违建,违章搭建,department,规划局\n", 3,
-        "department '规划局' does not exist"),
+        "name,keywords,route,department\n新类别,路灯,committee,\n违建,违章搭建,department,规划局\n",
+        3,
+        "department '规划局' does not exist",
+    ),
     "duplicate category": (
-        "categories.csv", "name,keywords\n新类别,路灯\n新类别,井盖\n", 3,
-        "新类别 appears twice in the file (first on line 2)"),
+        "categories.csv",
+        "name,keywords\n新类别,路灯\n新类别,井盖\n",
+        3,
+        "新类别 appears twice in the file (first on line 2)",
+    ),
     "two fallbacks in the file": (
         "categories.yaml",
         "- name: 其他\n  fallback: yes\n- name: 新类别\n  keywords: [路灯]\n"
-        "- name: 兜底二\n  fallback: yes\n", 5,
-        "only one category can be the fallback and 其他 (line 1) already is"),
+        "- name: 兜底二\n  fallback: yes\n",
+        5,
+        "only one category can be the fallback and 其他 (line 1) already is",
+    ),
     "a second fallback beside the database's": (
-        "categories.csv", "name,fallback\n新类别,no\n兜底二,yes\n", 3,
+        "categories.csv",
+        "name,fallback\n新类别,no\n兜底二,yes\n",
+        3,
         "only one category can be the fallback and 其他 already is; to move the fallback here, "
-        "add 其他 to the file with fallback no"),
+        "add 其他 to the file with fallback no",
+    ),
     "negative hours": (
-        "categories.yaml", "- name: 新类别\n  response_hours: -1\n", 1,
-        "response_hours must be 0 or more, not -1"),
+        "categories.yaml",
+        "- name: 新类别\n  response_hours: -1\n",
+        1,
+        "response_hours must be 0 or more, not -1",
+    ),
 }
 
 
@@ -351,23 +415,27 @@ def test_a_departments_file_with_many_bad_rows_reports_every_one(
     # Given one department
     assert main(["departments", "add", "交警"]) == Exit.OK
     capsys.readouterr()
-    content = ("name,kind,resolution_days,active\n"
-               "交警,街道,3,yes\n"          # 2: good (an update)
-               "甲,公司,,\n"               # 3: unknown kind
-               "乙,街道,-1,\n"             # 4: negative days
-               "丙,街道,x,maybe\n"          # 5: two reasons
-               ",街道,,\n"                 # 6: no name
-               "\n"                        # 7: blank, skipped
-               "乙,街道,,\n"               # 8: duplicate of line 4
-               "丁,街道,\n")               # 9: good (a short row)
+    content = (
+        "name,kind,resolution_days,active\n"
+        "交警,街道,3,yes\n"  # 2: good (an update)
+        "甲,公司,,\n"  # 3: unknown kind
+        "乙,街道,-1,\n"  # 4: negative days
+        "丙,街道,x,maybe\n"  # 5: two reasons
+        ",街道,,\n"  # 6: no name
+        "\n"  # 7: blank, skipped
+        "乙,街道,,\n"  # 8: duplicate of line 4
+        "丁,街道,\n"
+    )  # 9: good (a short row)
 
     code = main(["departments", "import", write("units.csv", content)])
 
     assert code == Exit.FAILURE
     err = capsys.readouterr().err
     assert reported_lines(err) == [3, 4, 5, 6, 8]
-    assert ("units.csv line 5: resolution_days must be a whole number, not 'x'; "
-            "active must be yes or no, not 'maybe'") in err
+    assert (
+        "units.csv line 5: resolution_days must be a whole number, not 'x'; "
+        "active must be yes or no, not 'maybe'"
+    ) in err
     assert "units.csv line 8: 乙 appears twice in the file (first on line 4)" in err
     assert "5 of 7 rows are bad; nothing was imported." in err
     assert departments(any_db) == {"交警": ("职能部门", None, True)}
@@ -407,10 +475,9 @@ def test_a_categories_yaml_with_bad_items_reports_each_by_its_line(
     assert "line 2: department '交警' is inactive" in err
     assert "line 8: unknown field 'colour'" in err
     assert "department is missing: route department needs one" in err
-    assert "line 11: it is not a set of \"field: value\" lines" in err
+    assert 'line 11: it is not a set of "field: value" lines' in err
     assert "line 12: department is only for route department" in err
-    assert "line 14: response_hours must be at most 2000, not 2001; urgent must be yes or no" \
-        in err
+    assert "line 14: response_hours must be at most 2000, not 2001; urgent must be yes or no" in err
     assert categories(any_db) == {}
 
 
@@ -466,8 +533,18 @@ def test_a_deactivated_department_gets_no_new_forwards_but_keeps_its_requests(
     # Given 城管执法 with staff, a category routed to it, and one request forwarded to it
     assert main(["departments", "add", "城管执法"]) == Exit.OK
     assert main(["departments", "add", "交警"]) == Exit.OK
-    assert main(["categories", "import", write("c.csv", "name,keywords,route,department\n"
-                                                       "市容环境,垃圾,department,城管执法\n")]) == 0
+    assert (
+        main(
+            [
+                "categories",
+                "import",
+                write(
+                    "c.csv", "name,keywords,route,department\n市容环境,垃圾,department,城管执法\n"
+                ),
+            ]
+        )
+        == 0
+    )
     desk = desk_on(any_db)
     worker, staff, resident = desk.worker(), desk.staff("城管执法"), desk.identity("张三")
     resident.send("小区门口的路灯坏了")
@@ -545,8 +622,10 @@ def test_the_audit_names_the_account_of_the_real_uid_whatever_logname_and_user_c
     # Then the audit names the account the uid belongs to, and what the variables claimed
     [row] = audit_rows(any_db)
     assert (row.actor, row.action) == (real, "departments_deactivate")
-    assert row.detail == {"department": "交警",
-                          "claimed_users": {"LOGNAME": "zhangsan", "USER": "zhangsan"}}
+    assert row.detail == {
+        "department": "交警",
+        "claimed_users": {"LOGNAME": "zhangsan", "USER": "zhangsan"},
+    }
 
 
 def test_login_variables_naming_the_real_account_add_nothing_to_the_audit(
@@ -566,7 +645,7 @@ def test_login_variables_naming_the_real_account_add_nothing_to_the_audit(
 
 
 def test_a_uid_without_a_passwd_entry_is_recorded_by_its_number_not_by_user(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a uid no passwd entry has (some containers), and $USER claiming root
     taken = {entry.pw_uid for entry in pwd.getpwall()}
@@ -601,8 +680,11 @@ def test_people_list_shows_roles_departments_and_local_creation_times(
     workers = capsys.readouterr().out
 
     # Then each row shows id, channel, name, role and department, created in Beijing time
-    rows = {line.split("│")[3].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
-            for line in everyone.splitlines() if line.count("│") == 8}
+    rows = {
+        line.split("│")[3].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in everyone.splitlines()
+        if line.count("│") == 8
+    }
     assert set(rows) == {"王书记", "李科长", "张三"}
     assert rows["王书记"][:5] == [str(worker.person_id), "web", "王书记", "worker", ""]
     assert rows["李科长"][:5] == [str(staff.person_id), "web", "李科长", "department", "城管执法"]
@@ -616,8 +698,10 @@ def test_people_list_with_an_unknown_role_is_a_usage_error(
     cli_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["people", "list", "--role", "boss"]) == Exit.USAGE
-    assert "--role must be one of worker, leader, department, group, requester" in \
-        capsys.readouterr().err
+    assert (
+        "--role must be one of worker, leader, department, group, requester"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_revoked_worker_can_no_longer_accept_and_their_open_command_is_dropped(
@@ -637,8 +721,10 @@ def test_a_revoked_worker_can_no_longer_accept_and_their_open_command_is_dropped
 
     # Then they are a requester again, and the command says so
     assert code == Exit.OK
-    assert f"revoked worker from 王书记 (id {worker.person_id}, web): now a requester" in \
-        capsys.readouterr().out
+    assert (
+        f"revoked worker from 王书记 (id {worker.person_id}, web): now a requester"
+        in capsys.readouterr().out
+    )
     revoked = person(any_db, worker.person_id)
     assert (revoked.role, revoked.department_id, revoked.dialogue) == ("requester", None, None)
 
@@ -708,8 +794,10 @@ def test_revoking_an_ambiguous_name_is_refused_with_the_candidates(
     # Then it is a usage error listing both (not the resident), and nobody changes
     assert code == Exit.USAGE
     err = capsys.readouterr().err
-    assert (f"2 people are called '王书记': id {first.person_id} (web, worker); "
-            f"id {second.person_id} (web, leader)") in err
+    assert (
+        f"2 people are called '王书记': id {first.person_id} (web, worker); "
+        f"id {second.person_id} (web, leader)"
+    ) in err
     assert "by its id" in err
     assert (first.person().role, second.person().role) == ("worker", "leader")
 
@@ -731,8 +819,7 @@ def test_revoking_someone_unknown_is_not_found_and_a_requester_is_left_alone(
 
     assert main(["people", "revoke", "99999"]) == Exit.NOT_FOUND
 
-    assert main(["people", "revoke", str(worker.person_id), "--role", "leader"]) == \
-        Exit.NOT_FOUND
+    assert main(["people", "revoke", str(worker.person_id), "--role", "leader"]) == Exit.NOT_FOUND
     assert "is a worker, not a leader" in capsys.readouterr().err
     assert worker.person().role == "worker"
 
@@ -755,8 +842,13 @@ def test_revoke_with_a_role_that_cannot_be_revoked_is_a_usage_error(
 def outbox_to(url: str, person_id: int) -> list[OutboxMessage]:
     """Every outbox row addressed to a person, oldest first."""
     with Session(get_engine(url)) as session:
-        return list(session.exec(select(OutboxMessage).where(
-            OutboxMessage.person_id == person_id).order_by(col(OutboxMessage.id))).all())
+        return list(
+            session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.person_id == person_id)
+                .order_by(col(OutboxMessage.id))
+            ).all()
+        )
 
 
 def leader(desk: Desk, name: str = "钱部长") -> Identity:
@@ -795,14 +887,18 @@ def test_revoking_a_worker_releases_what_they_handle_to_the_committee_and_tells_
 
     # Then the handled request is back in 待受理 with nobody holding it, by a system event
     assert (desk.request(handled).state, desk.request(handled).handler_id) == ("new", None)
-    assert [(e.action, e.from_state, e.to_state, e.actor_id) for e in desk.events(handled)
-            if e.action == "release"] == [("release", "handling", "new", None)]
+    assert [
+        (e.action, e.from_state, e.to_state, e.actor_id)
+        for e in desk.events(handled)
+        if e.action == "release"
+    ] == [("release", "handling", "new", None)]
     # And the request awaiting review keeps its state and, for the record, who completed it
-    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
-        ("review", worker.person_id)
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == (
+        "review",
+        worker.person_id,
+    )
     # And the command lists what came back
-    assert f"1 requests they were handling are back in 待受理: {handled}" in \
-        capsys.readouterr().out
+    assert f"1 requests they were handling are back in 待受理: {handled}" in capsys.readouterr().out
     # And the other worker got the released request as a card to act on, and a summary
     told = other.new_messages()
     card = next(m for m in told if "已收回" in m.text)
@@ -823,21 +919,23 @@ def test_revoking_a_worker_releases_what_they_handle_to_the_committee_and_tells_
     assert worker.new_messages() == []
     received = "\n".join(m.text for m in other.new_messages())
     assert "110101199001011234" in received and "13800000000" in received
-    assert not any("110101199001011234" in str(row.params) for row in
-                   outbox_to(any_db, worker.person_id))
+    assert not any(
+        "110101199001011234" in str(row.params) for row in outbox_to(any_db, worker.person_id)
+    )
 
     # When the other worker sends the result they completed back for rework (返工)
     other.send(f"返工 {reviewed} 请补充照片")
 
     # Then the rework is the committee's: no handler, and the revoked worker is not told
-    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == \
-        ("handling", None)
+    assert (desk.request(reviewed).state, desk.request(reviewed).handler_id) == ("handling", None)
     assert worker.new_messages() == []
 
     # And another worker can take the released request up from its card
     other.press(card.action("受理"))
-    assert (desk.request(handled).state, desk.request(handled).handler_id) == \
-        ("handling", other.person_id)
+    assert (desk.request(handled).state, desk.request(handled).handler_id) == (
+        "handling",
+        other.person_id,
+    )
 
     # And revoking them again changes nothing and tells nobody
     before = len(desk.events())
@@ -859,9 +957,13 @@ def test_a_notice_queued_for_a_worker_before_revocation_is_not_delivered_after_i
     number = desk.requests()[-1].number
     worker.send(f"受理 {number}")
     with session_scope(desk.runtime.engine) as session:
-        queries.add_inbox(session=session, channel=web.CHANNEL, natural_key="late-supplement",
-                          chat_id=resident.chat_id,
-                          payload={"text": f"补充 {number} 住址：春熙路3栋2单元401"})
+        queries.add_inbox(
+            session=session,
+            channel=web.CHANNEL,
+            natural_key="late-supplement",
+            chat_id=resident.chat_id,
+            payload={"text": f"补充 {number} 住址：春熙路3栋2单元401"},
+        )
     dispatch.process_chat(desk.runtime, web.CHANNEL, resident.chat_id)
     pending = [row for row in outbox_to(any_db, worker.person_id) if row.status == "pending"]
     assert [row.key for row in pending] == ["card.supplemented"]
@@ -874,8 +976,10 @@ def test_a_notice_queued_for_a_worker_before_revocation_is_not_delivered_after_i
     assert all("春熙路3栋2单元401" not in m.text for m in worker.new_messages())
     rows = {row.id: row for row in outbox_to(any_db, worker.person_id)}
     assert pending[0].id is not None
-    assert (rows[pending[0].id].status, rows[pending[0].id].last_error) == \
-        ("skipped", "role revoked")
+    assert (rows[pending[0].id].status, rows[pending[0].id].last_error) == (
+        "skipped",
+        "role revoked",
+    )
 
 
 def test_after_revocation_no_reminder_escalation_or_digest_reaches_the_revoked_worker(
@@ -939,8 +1043,10 @@ def test_a_walk_in_a_revoked_worker_registered_is_relayed_to_every_worker_and_on
 
     # Then the walk-in no longer names them, with an event saying who acts for it now
     assert desk.request(number).registered_by_id is None
-    assert f"1 walk-ins they registered are relayed to every worker: {number}" in \
-        capsys.readouterr().out
+    assert (
+        f"1 walk-ins they registered are relayed to every worker: {number}"
+        in capsys.readouterr().out
+    )
     notes = [e.note or "" for e in desk.events(number) if e.action == "comment"]
     assert len(notes) == 1 and "王书记" in notes[0] and "全体党务工作者" in notes[0]
     worker.new_messages()
@@ -951,9 +1057,11 @@ def test_a_walk_in_a_revoked_worker_registered_is_relayed_to_every_worker_and_on
     # Then both are refused as for an unknown number, nothing changes, the refusal is recorded
     assert desk.request(number).state == "new"
     assert len(answers) == 2 and all(f"没有找到编号为「{number}」" in a for a in answers)
-    assert [(e.action, e.outcome) for e in desk.events(number)
-            if e.actor_id == worker.person_id and e.outcome == "refused"] == \
-        [("cancel", "refused")]
+    assert [
+        (e.action, e.outcome)
+        for e in desk.events(number)
+        if e.actor_id == worker.person_id and e.outcome == "refused"
+    ] == [("cancel", "refused")]
 
     # When another worker accepts it
     third.new_messages()
@@ -971,15 +1079,18 @@ def test_a_walk_in_a_revoked_worker_registered_is_relayed_to_every_worker_and_on
 
 
 def test_a_revoked_worker_s_web_token_is_refused_while_others_still_work(
-    any_db: str, stub_broker: Any,
+    any_db: str,
+    stub_broker: Any,
 ) -> None:
     # Given two workers on the web chat, both able to read their messages
     desk = desk_on(any_db)
     worker, other = desk.worker("王书记"), desk.worker("赵书记")
     with TestClient(create_app(desk.runtime)) as client:
+
         def get(token: str) -> int:
-            return client.get("/api/web/messages?after=0&wait=0",
-                              headers={"Authorization": f"Bearer {token}"}).status_code
+            return client.get(
+                "/api/web/messages?after=0&wait=0", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
 
         assert (get(worker.token), get(other.token)) == (200, 200)
 
@@ -989,8 +1100,11 @@ def test_a_revoked_worker_s_web_token_is_refused_while_others_still_work(
         # Then their token is refused for reading and for sending, and nothing is stored
         assert get(worker.token) == 401
         inbox_before = len(inbox_rows(any_db))
-        posted = client.post("/api/web/messages", json={"id": "after-revoke", "text": "待办"},
-                             headers={"Authorization": f"Bearer {worker.token}"})
+        posted = client.post(
+            "/api/web/messages",
+            json={"id": "after-revoke", "text": "待办"},
+            headers={"Authorization": f"Bearer {worker.token}"},
+        )
         assert posted.status_code == 401
         assert len(inbox_rows(any_db)) == inbox_before
         # And the other worker's token still works
@@ -1028,9 +1142,14 @@ def test_revoked_department_staff_get_no_more_department_cards_or_notices(
 def waiting_for_a_lock(url: str) -> bool:
     """Whether some other PostgreSQL backend waits for a row lock now."""
     with get_engine(url).connect() as connection:
-        return bool(connection.execute(sa_text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND pid <> pg_backend_pid()")).scalar_one())
+        return bool(
+            connection.execute(
+                sa_text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -1050,7 +1169,8 @@ def test_a_worker_s_command_in_flight_when_they_are_revoked_is_released_all_the_
 
         # When `redesk people revoke` runs meanwhile
         revoking = threading.Thread(
-            target=lambda: codes.append(main(["people", "revoke", str(worker.person_id)])))
+            target=lambda: codes.append(main(["people", "revoke", str(worker.person_id)]))
+        )
         revoking.start()
         for _ in range(200):
             if waiting_for_a_lock(any_db):
@@ -1065,8 +1185,10 @@ def test_a_worker_s_command_in_flight_when_they_are_revoked_is_released_all_the_
     assert codes == [Exit.OK]
     request = desk.request(number)
     assert (request.state, request.handler_id) == ("new", None)
-    assert [(e.action, e.to_state) for e in desk.events(number)][-2:] == \
-        [("accept", "handling"), ("release", "new")]
+    assert [(e.action, e.to_state) for e in desk.events(number)][-2:] == [
+        ("accept", "handling"),
+        ("release", "new"),
+    ]
     desk.work()
     assert any("已收回" in m.text for m in other.new_messages())
 
@@ -1083,10 +1205,16 @@ def inbox_rows(url: str) -> list[InboxMessage]:
 def text_update(update_id: int, user_id: int, text: str) -> dict[str, Any]:
     """A private text message as the Bot API sends it."""
     user = {"id": user_id, "is_bot": False, "first_name": "张三", "language_code": "zh-hans"}
-    return {"update_id": update_id, "message": {
-        "message_id": update_id % 1000, "from": user,
-        "chat": {"id": user_id, "first_name": "张三", "type": "private"},
-        "date": 1764633600, "text": text}}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id % 1000,
+            "from": user,
+            "chat": {"id": user_id, "first_name": "张三", "type": "private"},
+            "date": 1764633600,
+            "text": text,
+        },
+    }
 
 
 def unparseable_photo(update_id: int, user_id: int) -> dict[str, Any]:
@@ -1096,10 +1224,10 @@ def unparseable_photo(update_id: int, user_id: int) -> dict[str, Any]:
     message = update["message"]
     del message["text"]
     message["caption"] = "井盖丢了"
-    message["photo"] = [{"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qx", "file_size": 1403,
-                         "width": 90, "height": 68},
-                        {"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qy", "file_size": 20377,
-                         "width": 320, "height": 240}]
+    message["photo"] = [
+        {"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qx", "file_size": 1403, "width": 90, "height": 68},
+        {"file_id": "AgACAgUAAxkBAAIBZ2dNb3Qy", "file_size": 20377, "width": 320, "height": 240},
+    ]
     return update
 
 
@@ -1115,8 +1243,9 @@ def store(url: str, update: dict[str, Any]) -> int:
     """Stores a Telegram update as the webhook and the poller do; its inbox id."""
     with session_scope(get_engine(url)) as session:
         telegram.store_update(session, update)
-        row = session.exec(select(InboxMessage).where(
-            InboxMessage.natural_key == str(update["update_id"]))).one()
+        row = session.exec(
+            select(InboxMessage).where(InboxMessage.natural_key == str(update["update_id"]))
+        ).one()
         assert row.id is not None
         return row.id
 
@@ -1133,11 +1262,18 @@ def test_inbox_failed_lists_every_failed_row_of_any_channel_with_its_time_and_re
     # and a pending message
     photo = store(any_db, unparseable_photo(700000001, 100))
     with session_scope(get_engine(any_db)) as session:
-        queries.add_inbox(session=session, channel="web", natural_key="7:a", chat_id="7",
-                          payload={"text": "路灯坏了"}, status="failed",
-                          error="RuntimeError: the handler failed")
-        queries.add_inbox(session=session, channel="web", natural_key="7:b", chat_id="7",
-                          payload={"text": "帮助"})
+        queries.add_inbox(
+            session=session,
+            channel="web",
+            natural_key="7:a",
+            chat_id="7",
+            payload={"text": "路灯坏了"},
+            status="failed",
+            error="RuntimeError: the handler failed",
+        )
+        queries.add_inbox(
+            session=session, channel="web", natural_key="7:b", chat_id="7", payload={"text": "帮助"}
+        )
     web = photo + 1
     monkeypatch.setattr(cli.console, "width", 400)
 
@@ -1146,9 +1282,14 @@ def test_inbox_failed_lists_every_failed_row_of_any_channel_with_its_time_and_re
     out = capsys.readouterr().out
 
     # Then both failed rows are there, with id, channel, key, chat, time and reason
-    rows = {cells[0]: cells for cells in (
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in out.splitlines() if line.count("│") == 8)}
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [cell.strip() for cell in line.split("│")[1:-1]]
+            for line in out.splitlines()
+            if line.count("│") == 8
+        )
+    }
     assert set(rows) == {str(photo), str(web)}
     assert rows[str(photo)][:4] == [str(photo), "telegram", "700000001", "100"]
     assert rows[str(photo)][4] == format_local(inbox_row(any_db, photo).received_at)
@@ -1172,9 +1313,14 @@ def test_inbox_retry_hands_a_row_that_parses_now_to_the_workers_and_it_is_answer
     assert main(["demo"]) == Exit.OK
     with session_scope(get_engine(any_db)) as session:
         inbox_id = queries.add_inbox(
-            session=session, channel=telegram.CHANNEL, natural_key="700000001", chat_id="100",
-            payload=text_update(700000001, 100, "路灯坏了"), status="failed",
-            error="TypeError: Message.__init__() missing 1 required positional argument: 'chat'")
+            session=session,
+            channel=telegram.CHANNEL,
+            natural_key="700000001",
+            chat_id="100",
+            payload=text_update(700000001, 100, "路灯坏了"),
+            status="failed",
+            error="TypeError: Message.__init__() missing 1 required positional argument: 'chat'",
+        )
     assert inbox_id is not None
     capsys.readouterr()
 
@@ -1183,8 +1329,9 @@ def test_inbox_retry_hands_a_row_that_parses_now_to_the_workers_and_it_is_answer
 
     # Then it is pending again, from zero attempts, enqueued, and the retry is on record
     assert code == Exit.OK
-    assert f"inbox row {inbox_id} (telegram) is pending again and enqueued" in \
-        capsys.readouterr().out
+    assert (
+        f"inbox row {inbox_id} (telegram) is pending again and enqueued" in capsys.readouterr().out
+    )
     row = inbox_row(any_db, inbox_id)
     assert (row.status, row.attempts, row.error, row.chat_id) == ("pending", 0, None, "100")
     assert queued_inbound() == 1
@@ -1223,8 +1370,7 @@ def test_inbox_retry_refuses_an_unknown_id_a_row_not_failed_and_an_unparseable_u
     # Given a pending message, and an update that neither parses nor names a sender
     pending = store(any_db, text_update(700000001, 100, "帮助"))
     nobody = store(any_db, {"update_id": 700000002, "message": {"text": "hi"}})
-    before = [(inbox_row(any_db, i).status, inbox_row(any_db, i).error)
-              for i in (pending, nobody)]
+    before = [(inbox_row(any_db, i).status, inbox_row(any_db, i).error) for i in (pending, nobody)]
     capsys.readouterr()
 
     # When the admin retries an unknown id, the pending row and the update of nobody
@@ -1242,6 +1388,7 @@ def test_inbox_retry_refuses_an_unknown_id_a_row_not_failed_and_an_unparseable_u
     assert f"Inbox row {pending} is pending, not failed; nothing changed." in not_failed_err
     assert still == Exit.FAILURE
     assert f"Inbox row {nobody} still cannot be parsed" in still_err
-    assert [(inbox_row(any_db, i).status, inbox_row(any_db, i).error)
-            for i in (pending, nobody)] == before
+    assert [
+        (inbox_row(any_db, i).status, inbox_row(any_db, i).error) for i in (pending, nobody)
+    ] == before
     assert [action for action, _ in audit(any_db)] == []

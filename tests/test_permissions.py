@@ -70,36 +70,39 @@ def test_permitted_follows_the_rule_for_every_role_and_relationship(
     action, state = pair
     for role, is_requester, in_department in ACTORS:
         expected = expected_rule(action, state, role, is_requester, in_department)
-        actual = permitted(action, state, role=role, is_requester=is_requester,
-                           in_department=in_department)
+        actual = permitted(
+            action, state, role=role, is_requester=is_requester, in_department=in_department
+        )
         assert actual is expected, (role, is_requester, in_department)
 
 
 @pytest.mark.parametrize("action", [A.TAKE, A.RETURN], ids=str)
 def test_a_worker_cannot_take_or_return_a_forwarded_request(action: Action) -> None:
     for role in ("worker", "leader"):
-        assert not permitted(action, S.FORWARDED, role=role, is_requester=False,
-                             in_department=False)
+        assert not permitted(
+            action, S.FORWARDED, role=role, is_requester=False, in_department=False
+        )
 
 
 @pytest.mark.parametrize("action", [A.TAKE, A.RETURN], ids=str)
 def test_staff_of_another_department_cannot_take_or_return(action: Action) -> None:
-    assert not permitted(action, S.FORWARDED, role="department", is_requester=False,
-                         in_department=False)
-    assert permitted(action, S.FORWARDED, role="department", is_requester=False,
-                     in_department=True)
+    assert not permitted(
+        action, S.FORWARDED, role="department", is_requester=False, in_department=False
+    )
+    assert permitted(action, S.FORWARDED, role="department", is_requester=False, in_department=True)
 
 
 def test_only_the_committee_may_recall_a_forwarded_request() -> None:
     # Given a forwarded request
     # Then workers and leaders may take it back, its department's staff and its requester not
     for role in ("worker", "leader"):
-        assert permitted(A.RECALL, S.FORWARDED, role=role, is_requester=False,
-                         in_department=False)
-    assert not permitted(A.RECALL, S.FORWARDED, role="department", is_requester=False,
-                         in_department=True)
-    assert not permitted(A.RECALL, S.FORWARDED, role="requester", is_requester=True,
-                         in_department=False)
+        assert permitted(A.RECALL, S.FORWARDED, role=role, is_requester=False, in_department=False)
+    assert not permitted(
+        A.RECALL, S.FORWARDED, role="department", is_requester=False, in_department=True
+    )
+    assert not permitted(
+        A.RECALL, S.FORWARDED, role="requester", is_requester=True, in_department=False
+    )
 
 
 def test_a_department_completes_only_while_it_handles_the_request() -> None:
@@ -112,37 +115,38 @@ def test_a_department_completes_only_while_it_handles_the_request() -> None:
 
 def test_the_committee_completes_in_handling_but_not_a_departments_request() -> None:
     for role in ("worker", "leader"):
-        assert permitted(A.COMPLETE, S.HANDLING, role=role, is_requester=False,
-                         in_department=False)
-        assert not permitted(A.COMPLETE, S.DEPT_HANDLING, role=role, is_requester=False,
-                             in_department=False)
+        assert permitted(A.COMPLETE, S.HANDLING, role=role, is_requester=False, in_department=False)
+        assert not permitted(
+            A.COMPLETE, S.DEPT_HANDLING, role=role, is_requester=False, in_department=False
+        )
 
 
 @pytest.mark.parametrize("action", [A.SUPPLEMENT, A.CANCEL, A.RATE, A.REOPEN], ids=str)
 def test_only_the_requester_supplements_cancels_rates_and_reopens(action: Action) -> None:
     for role in ROLES:
-        assert not permitted(action, S.REPLIED, role=role, is_requester=False,
-                             in_department=True)
+        assert not permitted(action, S.REPLIED, role=role, is_requester=False, in_department=True)
         # A worker who registered a walk-in counts as its requester.
         assert permitted(action, S.REPLIED, role=role, is_requester=True, in_department=False)
 
 
-@pytest.mark.parametrize("action", [A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE,
-                                    A.SEND_BACK, A.COMMENT], ids=str)
+@pytest.mark.parametrize(
+    "action", [A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE, A.SEND_BACK, A.COMMENT], ids=str
+)
 def test_a_requester_cannot_act_for_the_committee_even_on_their_own_request(
     action: Action,
 ) -> None:
     assert not permitted(action, S.NEW, role="requester", is_requester=True, in_department=False)
-    assert not permitted(action, S.REVIEW, role="department", is_requester=False,
-                         in_department=True)
+    assert not permitted(
+        action, S.REVIEW, role="department", is_requester=False, in_department=True
+    )
 
 
 @pytest.mark.parametrize("action", [A.REMIND, A.ESCALATE, A.AUTO_CLOSE], ids=str)
 def test_nobody_may_remind_escalate_or_auto_close_by_hand(action: Action) -> None:
-    for role, is_requester, in_department in itertools.product(ROLES, (False, True),
-                                                               (False, True)):
-        assert not permitted(action, S.REPLIED, role=role, is_requester=is_requester,
-                             in_department=in_department)
+    for role, is_requester, in_department in itertools.product(ROLES, (False, True), (False, True)):
+        assert not permitted(
+            action, S.REPLIED, role=role, is_requester=is_requester, in_department=in_department
+        )
 
 
 def test_anyone_may_submit() -> None:
@@ -152,7 +156,8 @@ def test_anyone_may_submit() -> None:
 
 def test_an_unknown_role_may_do_nothing_but_submit() -> None:
     allowed = {
-        action for action, state in itertools.product(Action, State)
+        action
+        for action, state in itertools.product(Action, State)
         if permitted(action, state, role="stranger", is_requester=False, in_department=True)
     }
     assert allowed == {A.SUBMIT}
@@ -179,8 +184,9 @@ def test_may_view_lets_only_the_requester_the_committee_and_the_holding_departme
 
 
 def test_may_view_is_true_for_every_committee_member_whatever_the_relationship() -> None:
-    for role, is_requester, in_department in itertools.product(("worker", "leader"),
-                                                               (False, True), (False, True)):
+    for role, is_requester, in_department in itertools.product(
+        ("worker", "leader"), (False, True), (False, True)
+    ):
         assert may_view(role=role, is_requester=is_requester, in_department=in_department)
 
 
@@ -191,17 +197,28 @@ def test_role_could_is_true_exactly_when_some_relationship_permits_the_role(
     # Given every role
     for role in [*ROLES, "stranger"]:
         # When some state and relationship lets that role take the action
-        some = any(permitted(action, state, role=role, is_requester=is_requester,
-                             in_department=in_department)
-                   for state in State for is_requester in (False, True)
-                   for in_department in (False, True))
+        some = any(
+            permitted(
+                action, state, role=role, is_requester=is_requester, in_department=in_department
+            )
+            for state in State
+            for is_requester in (False, True)
+            for in_department in (False, True)
+        )
 
         # Then role_could says so, and says no otherwise
         assert role_could(role, action) is some, (role, action)
 
 
 def test_committee_department_and_requester_action_sets_follow_the_rule() -> None:
-    assert COMMITTEE_ACTIONS == {A.ACCEPT, A.FORWARD, A.RECALL, A.REJECT, A.APPROVE,
-                                 A.SEND_BACK, A.COMMENT}
+    assert COMMITTEE_ACTIONS == {
+        A.ACCEPT,
+        A.FORWARD,
+        A.RECALL,
+        A.REJECT,
+        A.APPROVE,
+        A.SEND_BACK,
+        A.COMMENT,
+    }
     assert DEPARTMENT_ACTIONS == {A.TAKE, A.RETURN}
     assert REQUESTER_ACTIONS == {A.SUPPLEMENT, A.CANCEL, A.RATE, A.REOPEN}

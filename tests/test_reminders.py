@@ -38,6 +38,7 @@ def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> da
 @pytest.fixture
 def tick(runtime: Runtime) -> Iterator[Any]:
     """tick(at): one tick of the scheduler's work at `at`; the keys it queued, by person id."""
+
     def run(at: datetime, digest: bool = False) -> dict[int, list[str]]:
         """The keys queued by person; the daily digest left out unless `digest`."""
         with time_machine.travel(at, tick=False):
@@ -180,8 +181,9 @@ def test_replied_requests_are_not_chased_for_their_deadline(
 
     queued = tick(due_at + timedelta(hours=1))
 
-    assert not {"remind.resolution_soon", "remind.resolution_due",
-                "escalate.overdue"} & all_keys(queued)
+    assert not {"remind.resolution_soon", "remind.resolution_due", "escalate.overdue"} & all_keys(
+        queued
+    )
     assert events(world, number, "escalate") == []
 
 
@@ -204,7 +206,8 @@ def test_an_answer_nobody_rates_is_closed_after_seven_days(
     # the messages about it, which nothing delivered here: tests/test_cards.py)
     assert before == {}
     assert [key for key in keys(after, cast.requester) if key != REFRESH_KEY] == [
-        "requester.auto_closed"]
+        "requester.auto_closed"
+    ]
     request = world.request(number)
     assert (request.state, request.solved, request.satisfaction) == ("closed", None, None)
     [closing] = events(world, number, "auto_close")
@@ -251,8 +254,9 @@ def test_two_schedulers_ticking_at_once_send_each_reminder_once(
     # Then each worker got one ping per request
     assert failures == []
     with Session(runtime.engine) as session:
-        pings = session.exec(select(OutboxMessage).where(
-            OutboxMessage.key == "remind.unacted")).all()
+        pings = session.exec(
+            select(OutboxMessage).where(OutboxMessage.key == "remind.unacted")
+        ).all()
         done = session.exec(select(Reminder)).all()
     assert len(pings) == 3 * len(service_committee(world))
     assert sorted(r.kind for r in done) == ["digest", "unacted", "unacted", "unacted"]
@@ -262,6 +266,7 @@ def test_two_schedulers_ticking_at_once_send_each_reminder_once(
 def service_committee(world: World) -> list[Person]:
     with Session(world.engine) as session:
         from workflow.service import Tx
+
         tx = Tx(session=session, now=datetime.now(UTC), source="count")
         return list(service.committee(tx))
 
@@ -281,6 +286,7 @@ def test_the_digest_lists_the_right_numbers_once_on_working_days(
     world.do(service.rate, cast.requester, reopened, False, "不满意")
     with Session(runtime.engine) as session:
         from storage.models import Request
+
         for number, due in ((review, local(*day, 17)), (reopened, local(*day, 3))):
             row = session.exec(select(Request).where(Request.number == number)).one()
             row.resolution_due_at = due
@@ -300,8 +306,11 @@ def test_the_digest_lists_the_right_numbers_once_on_working_days(
     assert keys(digest, cast.staff) == []
     assert "digest" not in all_keys(later) and "digest" not in all_keys(sunday)
     with Session(runtime.engine) as session:
-        row = session.exec(select(OutboxMessage).where(
-            OutboxMessage.key == "digest", OutboxMessage.person_id == cast.worker.id)).one()
+        row = session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.key == "digest", OutboxMessage.person_id == cast.worker.id
+            )
+        ).one()
     sections = row.params["sections"]
     assert any(fresh in line for line in sections["new"])
     assert any(review in line for line in sections["due_today"])
@@ -309,6 +318,7 @@ def test_the_digest_lists_the_right_numbers_once_on_working_days(
     assert any(reopened in line for line in sections["overdue"])
     assert any(reopened in line for line in sections["reopened"])
     from bot.texts import render
+
     text = render("digest", row.params).text
     assert "今日到期（1）" in text and review in text
 
@@ -317,8 +327,9 @@ def test_local_days_off_and_make_up_days_from_the_settings(
     cast: Cast, world: World, tick: Any
 ) -> None:
     # Given Monday 2025-09-22 declared a local day off, and Sunday 09-21 a working day
-    deadlines.configure(days_off=frozenset({date(2025, 9, 22)}),
-                        workdays=frozenset({date(2025, 9, 21)}))
+    deadlines.configure(
+        days_off=frozenset({date(2025, 9, 22)}), workdays=frozenset({date(2025, 9, 21)})
+    )
 
     # Then the digest comes on Sunday, not Monday
     assert "digest" in all_keys(tick(local(2025, 9, 21, 9, 30), digest=True))

@@ -62,10 +62,18 @@ def test_two_schedulers_running_enqueue_the_jobs_of_one(redis_url: str) -> None:
         enqueued.append(name)
         loops.release()
 
-    threads = [threading.Thread(target=run, kwargs={
-        "stop": stop, "leadership": lease(redis_url),
-        "jobs": [(3600.0, lambda name=name: job(name))], "loop_seconds": 0.01,
-    }) for name in ("a", "b")]
+    threads = [
+        threading.Thread(
+            target=run,
+            kwargs={
+                "stop": stop,
+                "leadership": lease(redis_url),
+                "jobs": [(3600.0, lambda name=name: job(name))],
+                "loop_seconds": 0.01,
+            },
+        )
+        for name in ("a", "b")
+    ]
     for thread in threads:
         thread.start()
     assert loops.acquire(timeout=30)
@@ -144,7 +152,8 @@ def test_the_watch_warns_once_while_no_scheduler_holds_the_lease_and_says_when_o
     # Then it says so, and warns no more
     assert back is not None and not back.missing
     assert [r.getMessage() for r in caplog.records][0].startswith(
-        "A scheduler holds the lease again")
+        "A scheduler holds the lease again"
+    )
     assert not any(r.levelno == logging.WARNING for r in caplog.records)
     scheduler.release()
 

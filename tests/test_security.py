@@ -97,8 +97,9 @@ def new_token(client: TestClient, name: str = "") -> str:
 
 def say(client: TestClient, token: str, text: str) -> Any:
     """POSTs typed text as that identity (a fresh client message id each time)."""
-    return client.post("/api/web/messages", json={"id": uuid.uuid4().hex, "text": text},
-                       headers=auth(token))
+    return client.post(
+        "/api/web/messages", json={"id": uuid.uuid4().hex, "text": text}, headers=auth(token)
+    )
 
 
 def read(client: TestClient, token: str, after: int = 0) -> list[dict[str, Any]]:
@@ -120,8 +121,11 @@ def person_of(runtime: Runtime, token: str) -> Person:
 def requests_of(runtime: Runtime, person_id: int) -> list[Request]:
     """The person's requests, oldest first."""
     with Session(runtime.engine) as session:
-        return list(session.exec(select(Request).where(Request.requester_id == person_id)
-                                 .order_by(Request.id)).all())  # type: ignore[arg-type]
+        return list(
+            session.exec(
+                select(Request).where(Request.requester_id == person_id).order_by(Request.id)
+            ).all()
+        )  # type: ignore[arg-type]
 
 
 def inbox_count(runtime: Runtime, chat_id: str | None = None) -> int:
@@ -148,8 +152,9 @@ def with_departments(runtime: Runtime) -> Desk:
     return desk
 
 
-def bind(client: TestClient, desk: Desk, token: str, role: str, department: str | None = None
-         ) -> None:
+def bind(
+    client: TestClient, desk: Desk, token: str, role: str, department: str | None = None
+) -> None:
     """Binds a web identity with an invitation code, typed through the API."""
     assert say(client, token, f"绑定 {desk.invite(role, department)}").status_code == 202
     desk.work()
@@ -221,8 +226,13 @@ class Cast:
             staff = self.person(session, "staff of the right department")
             if state is State.HANDLING:
                 service.accept(tx, worker, number)
-            if state in (State.FORWARDED, State.DEPT_HANDLING, State.REVIEW, State.REPLIED,
-                         State.CLOSED):
+            if state in (
+                State.FORWARDED,
+                State.DEPT_HANDLING,
+                State.REVIEW,
+                State.REPLIED,
+                State.CLOSED,
+            ):
                 service.forward(tx, worker, number, RIGHT)
             if state in (State.DEPT_HANDLING, State.REVIEW, State.REPLIED, State.CLOSED):
                 service.take(tx, staff, number)
@@ -238,10 +248,12 @@ class Cast:
                 service.cancel(tx, self.person(session, "owner"), number)
             # What the setup told people is not delivered: each command's answer is then the
             # newest message its identity reads.
-            session.execute(update(OutboxMessage)
-                            .where(OutboxMessage.idempotency_key.startswith("setup:"))  # type: ignore[attr-defined]
-                            .where(OutboxMessage.status == OutboxStatus.PENDING)  # type: ignore[arg-type]
-                            .values(status=OutboxStatus.SKIPPED))
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.idempotency_key.startswith("setup:"))  # type: ignore[attr-defined]
+                .where(OutboxMessage.status == OutboxStatus.PENDING)  # type: ignore[arg-type]
+                .values(status=OutboxStatus.SKIPPED)
+            )
         assert self.desk.request(number).state == state
         return number
 
@@ -284,11 +296,23 @@ def cast_of(runtime: Runtime, client: TestClient) -> Cast:
         if role == "group":
             # A group never binds (it is REDESK_TELEGRAM_COMMITTEE_CHAT): its role is set.
             with session_scope(runtime.engine) as session:
-                session.execute(update(Person).where(Person.id == person.id)  # type: ignore[arg-type]
-                                .values(role=Role.GROUP))
+                session.execute(
+                    update(Person)
+                    .where(Person.id == person.id)  # type: ignore[arg-type]
+                    .values(role=Role.GROUP)
+                )
         assert person.id is not None
-        cast.actors.append(Actor(label, token, person.id, person.external_id, role,
-                                 cast.departments.get(department or ""), label == "owner"))
+        cast.actors.append(
+            Actor(
+                label,
+                token,
+                person.id,
+                person.external_id,
+                role,
+                cast.departments.get(department or ""),
+                label == "owner",
+            )
+        )
     return cast
 
 
@@ -303,8 +327,9 @@ def expected_outcome(action: Action, request: Request, actor: Actor) -> State | 
     if action is Action.COMPLETE and state is State.FORWARDED and in_department:
         steps = [Action.TAKE, Action.COMPLETE]
     for step in steps:
-        if not permitted(step, state, role=actor.role, is_requester=actor.owner,
-                         in_department=in_department):
+        if not permitted(
+            step, state, role=actor.role, is_requester=actor.owner, in_department=in_department
+        ):
             return None
         try:
             state = transition(state, step, with_department=request.department_id is not None)
@@ -323,9 +348,11 @@ def events_after(runtime: Runtime, number: str, after: int) -> list[Event]:
     with Session(runtime.engine) as session:
         request = queries.get_request_by_number(session=session, number=number)
         assert request is not None and request.id is not None
-        return [event for event in queries.events_of_request(session=session,
-                                                              request_id=request.id)
-                if (event.id or 0) > after]
+        return [
+            event
+            for event in queries.events_of_request(session=session, request_id=request.id)
+            if (event.id or 0) > after
+        ]
 
 
 def last_event_id(runtime: Runtime) -> int:
@@ -347,8 +374,7 @@ def test_every_role_command_and_state_is_allowed_exactly_as_the_permission_table
 
         for state in State:
             number = cast.bring_to(state)
-            for actor, (word, (action, line)) in itertools.product(cast.actors,
-                                                                   COMMANDS.items()):
+            for actor, (word, (action, line)) in itertools.product(cast.actors, COMMANDS.items()):
                 cases += 1
                 before = cast.desk.request(number)
                 first_new_event = last_event_id(runtime)
@@ -363,36 +389,46 @@ def test_every_role_command_and_state_is_allowed_exactly_as_the_permission_table
                 answer = replies[-1]["text"] if replies else "(no answer)"
                 case = f"{state.value:>13} | {actor.label:<30} | {word}"
                 if action is None:
-                    visible = may_view(role=actor.role, is_requester=actor.owner,
-                                       in_department=actor.role == "department"
-                                       and actor.department_id == before.department_id)
+                    visible = may_view(
+                        role=actor.role,
+                        is_requester=actor.owner,
+                        in_department=actor.role == "department"
+                        and actor.department_id == before.department_id,
+                    )
                     shown = MATRIX_TEXT in answer and number in answer
                     unknown = answer == catalogue("error.unknown_request", number=number)
                     if (visible and not shown) or (not visible and not unknown):
-                        mismatches.append(f"{case}: expected {'shown' if visible else 'unknown'}"
-                                          f", answered {answer[:60]!r}")
+                        mismatches.append(
+                            f"{case}: expected {'shown' if visible else 'unknown'}"
+                            f", answered {answer[:60]!r}"
+                        )
                     if row_of(after) != row_of(before):
                         mismatches.append(f"{case}: a view changed the request")
                     continue
                 target = expected_outcome(action, before, actor)
-                acted = [event for event in events_after(runtime, number, first_new_event)
-                         if event.outcome == "ok" and event.actor_id == actor.person_id]
+                acted = [
+                    event
+                    for event in events_after(runtime, number, first_new_event)
+                    if event.outcome == "ok" and event.actor_id == actor.person_id
+                ]
                 changed = bool(acted) or row_of(after) != row_of(before)
                 if target is None and changed:
-                    mismatches.append(f"{case}: expected refused, but it acted "
-                                      f"({before.state} -> {after.state})")
+                    mismatches.append(
+                        f"{case}: expected refused, but it acted ({before.state} -> {after.state})"
+                    )
                 elif target is None and not CHINESE.search(answer):
                     mismatches.append(f"{case}: refused without an answer")
                 elif target is not None and (not acted or after.state != target):
-                    mismatches.append(f"{case}: expected {before.state} -> {target.value}, got "
-                                      f"{after.state}; answered {answer[:60]!r}")
+                    mismatches.append(
+                        f"{case}: expected {before.state} -> {target.value}, got "
+                        f"{after.state}; answered {answer[:60]!r}"
+                    )
                 if changed:
                     # The request moved on: the next command starts from a fresh one.
                     number = cast.bring_to(state)
 
     assert cases == len(State) * len(cast.actors) * len(COMMANDS)
-    assert not mismatches, f"{len(mismatches)} of {cases} cases differ:\n" + "\n".join(
-        mismatches)
+    assert not mismatches, f"{len(mismatches)} of {cases} cases differ:\n" + "\n".join(mismatches)
 
 
 # --- 2. what a requester can see; web sessions ---------------------------------------------
@@ -489,10 +525,12 @@ def test_web_tokens_are_random_distinct_and_stored_only_as_digests(
     with Session(runtime.engine) as session:
         rows = session.exec(select(WebSession)).all()
         people = session.exec(select(Person)).all()
-        stored = " ".join(str(value) for row in [*rows, *people]
-                          for value in row.model_dump().values())
+        stored = " ".join(
+            str(value) for row in [*rows, *people] for value in row.model_dump().values()
+        )
     assert {row.token_hash for row in rows} == {
-        hashlib.sha256(token.encode()).hexdigest() for token in tokens}
+        hashlib.sha256(token.encode()).hexdigest() for token in tokens
+    }
     assert not any(token in stored for token in tokens)
 
 
@@ -502,8 +540,10 @@ def test_a_web_token_expires_after_redesk_web_session_days(
     # Given REDESK_WEB_SESSION_DAYS=2 and a token made now
     runtime = runtime_with(settings, web_session_days=2)
     start = utcnow()
-    with time_machine.travel(start, tick=False) as traveller, \
-            TestClient(create_app(runtime)) as client:
+    with (
+        time_machine.travel(start, tick=False) as traveller,
+        TestClient(create_app(runtime)) as client,
+    ):
         token = new_token(client)
 
         # When a day and 23 hours have passed, it still works
@@ -542,9 +582,17 @@ def test_one_identity_s_token_reads_and_writes_only_as_that_identity(
 
     # And a body that names B's chat is still A's message (identity comes from the token)
     before_b = inbox_count(runtime, person_b.external_id)
-    response = client.post("/api/web/messages", headers=auth(token_a), json={
-        "id": "impostor", "text": f"撤销 {number_b}", "chat_id": person_b.external_id,
-        "person_id": person_b.id, "token": token_b})
+    response = client.post(
+        "/api/web/messages",
+        headers=auth(token_a),
+        json={
+            "id": "impostor",
+            "text": f"撤销 {number_b}",
+            "chat_id": person_b.external_id,
+            "person_id": person_b.id,
+            "token": token_b,
+        },
+    )
     assert response.status_code == 202
     desk.work()
     assert inbox_count(runtime, person_b.external_id) == before_b
@@ -570,8 +618,13 @@ def test_a_web_requester_flooding_is_slowed_down_and_nobody_else_is_affected(
         # halfway through, the worker presses on)
         answers = []
         for index in range(100):
-            answers.append(client.post("/api/web/messages", headers=auth(flooder), json={
-                "id": f"flood-{index}", "text": f"第{index}件：{index}号楼的楼道灯坏了"}))
+            answers.append(
+                client.post(
+                    "/api/web/messages",
+                    headers=auth(flooder),
+                    json={"id": f"flood-{index}", "text": f"第{index}件：{index}号楼的楼道灯坏了"},
+                )
+            )
             if index == 50:
                 assert say(client, neighbour, "邻居：小区门口积水严重").status_code == 202
         staff_answers = [say(client, worker, "待办").status_code for _ in range(limit + 5)]
@@ -587,8 +640,11 @@ def test_a_web_requester_flooding_is_slowed_down_and_nobody_else_is_affected(
         assert staff_answers == [202] * (limit + 5)
 
         # And a client's retry of a message already accepted is still acknowledged, once
-        retry = client.post("/api/web/messages", headers=auth(flooder), json={
-            "id": "flood-3", "text": "第3件：3号楼的楼道灯坏了"})
+        retry = client.post(
+            "/api/web/messages",
+            headers=auth(flooder),
+            json={"id": "flood-3", "text": "第3件：3号楼的楼道灯坏了"},
+        )
         assert retry.status_code == 202
 
         # And what was accepted becomes requests: all 20, each once; the neighbour's too
@@ -637,7 +693,8 @@ def test_a_telegram_requester_flooding_makes_no_more_requests_and_is_asked_once_
         assert all(row.status == InboxStatus.DONE for row in tg.inbox())
         assert len(tg.inbox()) == 101
         assert [r.text for r in tg.requests() if r.requester_id == tg.person(8002).id] == [
-            "邻居：小区门口积水严重"]
+            "邻居：小区门口积水严重"
+        ]
         assert "已受理登记" in tg.texts(8002)[-1]
 
         # And commands are still answered during the flood
@@ -646,8 +703,9 @@ def test_a_telegram_requester_flooding_makes_no_more_requests_and_is_asked_once_
 
         # And once the minute has passed, a message makes a request again
         with session_scope(runtime.engine) as session:
-            session.execute(update(InboxMessage).values(
-                received_at=utcnow() - timedelta(minutes=2)))
+            session.execute(
+                update(InboxMessage).values(received_at=utcnow() - timedelta(minutes=2))
+            )
         tg.say(flooder, "楼道灯还是不亮")
         assert "已受理登记" in tg.texts(8001)[-1]
     finally:
@@ -666,11 +724,13 @@ def test_new_web_identities_are_limited_per_client_address_behind_a_trusted_prox
     # Given three new identities a minute per address, and the proxy 10.0.0.5 trusted
     runtime = runtime_with(settings, web_sessions_per_minute=3, trusted_proxies="10.0.0.0/8")
     app = create_app(runtime)
-    with TestClient(app, client=("10.0.0.5", 40000)) as proxy, \
-            TestClient(app, client=("192.0.2.1", 40001)) as direct:
+    with (
+        TestClient(app, client=("10.0.0.5", 40000)) as proxy,
+        TestClient(app, client=("192.0.2.1", 40001)) as direct,
+    ):
+
         def via_proxy(forwarded: str) -> Any:
-            return proxy.post("/api/web/session", json={},
-                              headers={"X-Forwarded-For": forwarded})
+            return proxy.post("/api/web/session", json={}, headers={"X-Forwarded-For": forwarded})
 
         # When one resident behind the proxy asks for five identities
         answers = [via_proxy("203.0.113.7") for _ in range(5)]
@@ -692,9 +752,10 @@ def test_new_web_identities_are_limited_per_client_address_behind_a_trusted_prox
         assert via_proxy("198.51.100.9").status_code == 201
 
         # When a client that is no trusted proxy sends X-Forwarded-For of its own
-        direct_answers = [direct.post("/api/web/session", json={},
-                                      headers={"X-Forwarded-For": f"198.51.100.{n}"})
-                          for n in range(10, 15)]
+        direct_answers = [
+            direct.post("/api/web/session", json={}, headers={"X-Forwarded-For": f"198.51.100.{n}"})
+            for n in range(10, 15)
+        ]
 
         # Then the header is ignored: the peer's own address is limited
         assert [a.status_code for a in direct_answers] == [201] * 3 + [429] * 2
@@ -707,11 +768,15 @@ def test_the_limit_of_new_identities_is_shared_by_every_process_through_redis(
     # Given two copies of redesk run sharing one Redis, three new identities a minute
     runtime = runtime_with(settings, redis_url=redis_url, web_sessions_per_minute=3)
     first, second = create_app(runtime), create_app(runtime)
-    with TestClient(first, client=("203.0.113.8", 1)) as one, \
-            TestClient(second, client=("203.0.113.8", 2)) as other:
+    with (
+        TestClient(first, client=("203.0.113.8", 1)) as one,
+        TestClient(second, client=("203.0.113.8", 2)) as other,
+    ):
         # When one address asks each copy in turn
-        answers = [(one if n % 2 else other).post("/api/web/session", json={}).status_code
-                   for n in range(6)]
+        answers = [
+            (one if n % 2 else other).post("/api/web/session", json={}).status_code
+            for n in range(6)
+        ]
 
     # Then three are made in all, not three per copy
     assert answers == [201] * 3 + [429] * 3
@@ -733,8 +798,11 @@ def test_concurrent_posts_of_one_identity_get_exactly_the_flood_limit_accepted(
 
         def post(index: int) -> int:
             start.wait()
-            return http.post("/api/web/messages", headers=auth(token), json={
-                "id": f"race-{index}", "text": f"第{index}件：楼道灯坏了"}).status_code
+            return http.post(
+                "/api/web/messages",
+                headers=auth(token),
+                json={"id": f"race-{index}", "text": f"第{index}件：楼道灯坏了"},
+            ).status_code
 
         # When thirty POSTs of that identity arrive at the same moment
         with ThreadPoolExecutor(max_workers=30) as pool:
@@ -771,18 +839,23 @@ def test_supplements_edits_and_photos_on_telegram_count_toward_the_flood_limit(
 
         # Then only the first 19 supplements (20 messages with the request) were taken
         with Session(runtime.engine) as session:
-            notes = [e.note for e in session.exec(
-                select(Event).where(Event.action == "supplement", Event.outcome == "ok")
-                .order_by(Event.id))]  # type: ignore[arg-type]
-            attachments = session.exec(select(func.count()).select_from(
-                Attachment)).one()
+            notes = [
+                e.note
+                for e in session.exec(
+                    select(Event)
+                    .where(Event.action == "supplement", Event.outcome == "ok")
+                    .order_by(Event.id)
+                )
+            ]  # type: ignore[arg-type]
+            attachments = session.exec(select(func.count()).select_from(Attachment)).one()
         assert notes == [f"第{index}条补充" for index in range(19)]
         # And no photo or edit made anything
         assert attachments == 0
         # And the resident heard one receipt per supplement and one request to slow down
         texts = tg.texts(8101)
         assert texts[1:] == [catalogue("reply.supplemented", number=number)] * 19 + [
-            catalogue("error.flooded", limit=20)]
+            catalogue("error.flooded", limit=20)
+        ]
         # And every message was kept and handled
         assert len(tg.inbox()) == 76
         assert all(row.status == InboxStatus.DONE for row in tg.inbox())
@@ -795,7 +868,9 @@ def test_supplements_edits_and_photos_on_telegram_count_toward_the_flood_limit(
 
 
 def test_supplements_and_pictures_on_wechat_count_toward_the_flood_limit(
-    channels_on: Runtime, fake_wechat: FakeWeChat, stub_broker: dramatiq.Broker,
+    channels_on: Runtime,
+    fake_wechat: FakeWeChat,
+    stub_broker: dramatiq.Broker,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given REDESK_FLOOD_PER_MINUTE=5 and a resident on WeChat (safe mode) with one request
@@ -806,9 +881,14 @@ def test_supplements_and_pictures_on_wechat_count_toward_the_flood_limit(
         desk = with_departments(runtime)
         openid = "o_flooding_resident"
         with TestClient(create_app(runtime)) as client:
+
             def post(callback: Any) -> None:
-                answer = client.post("/wechat", params=callback.params, content=callback.body,
-                                     headers={"Content-Type": "text/xml"})
+                answer = client.post(
+                    "/wechat",
+                    params=callback.params,
+                    content=callback.body,
+                    headers={"Content-Type": "text/xml"},
+                )
                 assert answer.text == "success"
 
             post(fake_wechat.text(openid, "和平路口井盖丢失，晚上很危险"))
@@ -824,16 +904,21 @@ def test_supplements_and_pictures_on_wechat_count_toward_the_flood_limit(
 
         # Then only the first four supplements (five messages with the request) were taken
         with Session(runtime.engine) as session:
-            notes = [e.note for e in session.exec(
-                select(Event).where(Event.action == "supplement", Event.outcome == "ok")
-                .order_by(Event.id))]  # type: ignore[arg-type]
+            notes = [
+                e.note
+                for e in session.exec(
+                    select(Event)
+                    .where(Event.action == "supplement", Event.outcome == "ok")
+                    .order_by(Event.id)
+                )
+            ]  # type: ignore[arg-type]
             attachments = session.exec(select(func.count()).select_from(Attachment)).one()
         assert notes == [f"第{index}条补充" for index in range(4)]
         assert attachments == 0
         # And the resident heard four receipts and one request to slow down, nothing more
         assert fake_wechat.texts(openid)[1:] == [
-            catalogue("reply.supplemented", number=number)] * 4 + [
-            catalogue("error.flooded", limit=5)]
+            catalogue("reply.supplemented", number=number)
+        ] * 4 + [catalogue("error.flooded", limit=5)]
     finally:
         get_settings.cache_clear()
 
@@ -850,15 +935,19 @@ def test_long_polls_are_capped_per_identity_and_in_all(
     runtime = runtime_with(settings, web_polls_per_identity=2, web_polls_total=3)
     app = create_app(runtime)
     # (the pool outlives the server: the held polls end when it stops)
-    with ThreadPoolExecutor(max_workers=4) as pool, serving(app) as base_url, \
-            httpx.Client(base_url=base_url, timeout=60) as http:
+    with (
+        ThreadPoolExecutor(max_workers=4) as pool,
+        serving(app) as base_url,
+        httpx.Client(base_url=base_url, timeout=60) as http,
+    ):
         tokens = [http.post("/api/web/session", json={}).json()["token"] for _ in range(3)]
         people = [person_of(runtime, token).id or 0 for token in tokens]
 
         def poll(token: str) -> httpx.Response:
             # A connection of its own, as each browser tab has.
-            return httpx.get(f"{base_url}/api/web/messages?after=0&wait=30",
-                             headers=auth(token), timeout=60)
+            return httpx.get(
+                f"{base_url}/api/web/messages?after=0&wait=30", headers=auth(token), timeout=60
+            )
 
         # When one identity holds two polls
         held = [pool.submit(poll, tokens[0]) for _ in range(2)]
@@ -894,17 +983,30 @@ def test_a_waiting_long_poll_is_woken_by_the_delivery_of_a_message(
     runtime = runtime_with(settings, web_poll_fallback=300.0)
     app = create_app(runtime)
     desk = with_departments(runtime)
-    with ThreadPoolExecutor(max_workers=1) as pool, serving(app) as base_url, \
-            httpx.Client(base_url=base_url, timeout=60) as http:
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        serving(app) as base_url,
+        httpx.Client(base_url=base_url, timeout=60) as http,
+    ):
         token = http.post("/api/web/session", json={}).json()["token"]
         person_id = person_of(runtime, token).id or 0
-        waiting = pool.submit(httpx.get, f"{base_url}/api/web/messages?after=0&wait=30",
-                              headers=auth(token), timeout=60)
+        waiting = pool.submit(
+            httpx.get,
+            f"{base_url}/api/web/messages?after=0&wait=30",
+            headers=auth(token),
+            timeout=60,
+        )
         wait_until(lambda: wake.HUB.open_polls(person_id) == 1, "the poll is open")
 
         # When the resident writes and the worker delivers the receipt
-        assert http.post("/api/web/messages", headers=auth(token), json={
-            "id": "w1", "text": "3号楼楼道灯坏了，晚上很黑"}).status_code == 202
+        assert (
+            http.post(
+                "/api/web/messages",
+                headers=auth(token),
+                json={"id": "w1", "text": "3号楼楼道灯坏了，晚上很黑"},
+            ).status_code
+            == 202
+        )
         desk.work()
 
         # Then the waiting poll answers with it
@@ -942,8 +1044,9 @@ def test_the_desk_page_forbids_inline_script_and_has_none(client: TestClient) ->
     # And the page needs none: every script is a file, no event handler attribute
     html = response.text
     assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/desk.js" defer>']
-    assert all(not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", html,
-                                                       flags=re.S))
+    assert all(
+        not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S)
+    )
     assert not re.search(r"\son[a-z]+\s*=", html, flags=re.I)
     assert "javascript:" not in html.lower()
 
@@ -973,9 +1076,18 @@ def test_a_request_with_a_script_tag_is_data_in_the_api_and_text_on_the_page(
 
     # And desk.js puts every message, button label and notice into the page as text
     script = (STATIC_DIR / "desk.js").read_text(encoding="utf-8")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
-                 "DOMParser", "createContextualFragment", "eval(", "new Function",
-                 "setAttribute(\"on", "srcdoc"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "DOMParser",
+        "createContextualFragment",
+        "eval(",
+        "new Function",
+        'setAttribute("on',
+        "srcdoc",
+    ):
         assert sink not in script, sink
     assert "if (text !== undefined && text !== null) node.textContent = text;" in script
     assert 'make("div", "bubble", entry.text)' in script  # bot and user messages
@@ -1012,8 +1124,7 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
     for method, path, options in ENDPOINTS:
         options = dict(options)
         headers = auth(token) if options.pop("token", False) else {}
-        response = client.request(method, path, headers=headers, follow_redirects=False,
-                                  **options)
+        response = client.request(method, path, headers=headers, follow_redirects=False, **options)
         statuses.add(response.status_code)
         where = f"{method} {path} ({response.status_code})"
         assert "default-src 'self'" in response.headers.get("content-security-policy", ""), where
@@ -1053,19 +1164,30 @@ def test_a_cross_site_form_post_is_refused(client: TestClient, runtime: Runtime)
         identities = len(session.exec(select(WebSession)).all())
 
     # When another site's page posts a form to the API (a browser sends no token with it)
-    form = client.post("/api/web/messages", data={"id": "x", "text": "撤销 SQ-20260101-0001"},
-                       headers=evil)
-    plain = client.post("/api/web/messages", content=b'{"id": "y", "text": "hi"}',
-                        headers={**evil, "Content-Type": "text/plain"})
-    identity = client.post("/api/web/session", content=b'{"name": "x"}',
-                           headers={**evil, "Content-Type": "text/plain"})
+    form = client.post(
+        "/api/web/messages", data={"id": "x", "text": "撤销 SQ-20260101-0001"}, headers=evil
+    )
+    plain = client.post(
+        "/api/web/messages",
+        content=b'{"id": "y", "text": "hi"}',
+        headers={**evil, "Content-Type": "text/plain"},
+    )
+    identity = client.post(
+        "/api/web/session", content=b'{"name": "x"}', headers={**evil, "Content-Type": "text/plain"}
+    )
     # (and even with the token, a form-encoded body is not the desk's JSON)
-    with_token = client.post("/api/web/messages", data={"text": "hi"},
-                             headers={**evil, **auth(token)})
+    with_token = client.post(
+        "/api/web/messages", data={"text": "hi"}, headers={**evil, **auth(token)}
+    )
     # (a preflight for a JSON post with the token is not answered with CORS permission)
-    preflight = client.options("/api/web/messages", headers={
-        **evil, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    preflight = client.options(
+        "/api/web/messages",
+        headers={
+            **evil,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
 
     # Then all are refused, and nothing is stored or created
     assert form.status_code == 401 and plain.status_code == 401
@@ -1095,8 +1217,9 @@ GOOD_PRODUCTION: dict[str, str] = {
 
 
 @pytest.fixture
-def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                   sqlite_template: Path) -> Iterator[pytest.MonkeyPatch]:
+def production_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path
+) -> Iterator[pytest.MonkeyPatch]:
     """A clean environment (no REDESK_* but a fresh SQLite file) run from an empty directory."""
     for name in list(os.environ):
         if name.startswith("REDESK_"):
@@ -1133,17 +1256,34 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         ("REDESK_TELEGRAM_TOKEN", "7212345678:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
         ("REDESK_DATABASE_URL", "postgresql+psycopg://redesk:postgres12345678@db/redesk"),
     ],
-    ids=["webhook-changeme", "webhook-change-me", "webhook-short", "webhook-missing",
-         "telegram-sample-token", "wechat-token-changeme", "wechat-token-short",
-         "wechat-appsecret-placeholder", "wechat-aes-sample", "wechat-aes-one-character",
-         "database-password-secret", "metrics-token-placeholder", "metrics-token-short",
-         "webhook-repeated-digit", "webhook-alphabet-run",
-         "wechat-token-repeated-word", "wechat-token-descending-runs", "wechat-appsecret-runs",
-         "wechat-aes-repeated-piece", "telegram-token-repeated-letter",
-         "database-password-run"],
+    ids=[
+        "webhook-changeme",
+        "webhook-change-me",
+        "webhook-short",
+        "webhook-missing",
+        "telegram-sample-token",
+        "wechat-token-changeme",
+        "wechat-token-short",
+        "wechat-appsecret-placeholder",
+        "wechat-aes-sample",
+        "wechat-aes-one-character",
+        "database-password-secret",
+        "metrics-token-placeholder",
+        "metrics-token-short",
+        "webhook-repeated-digit",
+        "webhook-alphabet-run",
+        "wechat-token-repeated-word",
+        "wechat-token-descending-runs",
+        "wechat-appsecret-runs",
+        "wechat-aes-repeated-piece",
+        "telegram-token-repeated-letter",
+        "database-password-run",
+    ],
 )
 def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
-    production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str,
+    production_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
     value: str,
 ) -> None:
     # Given a production configuration with one secret that is a placeholder (or missing)
@@ -1167,7 +1307,8 @@ def test_production_refuses_to_start_with_a_placeholder_or_missing_secret(
 
 
 def test_production_refuses_to_start_wechat_in_plain_mode(
-    production_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    production_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a production configuration with WeChat on but no EncodingAESKey (plain mode)
     for name, value in GOOD_PRODUCTION.items():
@@ -1202,8 +1343,9 @@ def test_production_accepts_random_secrets_in_every_platform_s_format() -> None:
     source = random.Random(20261202)
     letters = string.ascii_letters + string.digits
     formats = {
-        "REDESK_TELEGRAM_TOKEN": lambda: f"{source.randint(10**9, 8 * 10**9)}:AA"
-                                         + _random_of(letters + "_-", 33, source),
+        "REDESK_TELEGRAM_TOKEN": lambda: (
+            f"{source.randint(10**9, 8 * 10**9)}:AA" + _random_of(letters + "_-", 33, source)
+        ),
         "REDESK_TELEGRAM_WEBHOOK_SECRET": lambda: _random_of(letters + "_-", 32, source),
         "REDESK_WECHAT_APP_SECRET": lambda: _random_of("0123456789abcdef", 32, source),
         "REDESK_WECHAT_TOKEN": lambda: _random_of(letters, 16, source),
@@ -1213,8 +1355,9 @@ def test_production_accepts_random_secrets_in_every_platform_s_format() -> None:
         for _ in range(300):
             value = make()
             # When production settings are made with it
-            values = {key.removeprefix("REDESK_").lower(): good
-                      for key, good in GOOD_PRODUCTION.items()}
+            values = {
+                key.removeprefix("REDESK_").lower(): good for key, good in GOOD_PRODUCTION.items()
+            }
             values[name.removeprefix("REDESK_").lower()] = value
             # Then they are accepted
             settings = make_settings(_env_file=None, **values)
@@ -1253,8 +1396,9 @@ def fake_telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
     """The fake Bot API, limits far looser than the QuickLimiter's spacing."""
     # RetryAfter warns without it, and filterwarnings=error would turn a 429 into that warning.
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    server = FakeTelegram(per_chat_interval=0.005, group_per_minute=6000,
-                          global_per_second=6000).start()
+    server = FakeTelegram(
+        per_chat_interval=0.005, group_per_minute=6000, global_per_second=6000
+    ).start()
     try:
         yield server
     finally:
@@ -1279,7 +1423,10 @@ def fake_wechat() -> Iterator[FakeWeChat]:
 
 @pytest.fixture
 def channels_on(
-    db_url: str, fake_telegram: FakeTelegram, fake_wechat: FakeWeChat, tmp_path: Path,
+    db_url: str,
+    fake_telegram: FakeTelegram,
+    fake_wechat: FakeWeChat,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Runtime:
     """A runtime with the web desk, Telegram (webhook secret) and WeChat (safe mode) on, its
@@ -1290,9 +1437,11 @@ def channels_on(
     monkeypatch.chdir(tmp_path)
     environment = {
         **fake_wechat.settings_env(),
-        "REDESK_DATABASE_URL": db_url, "REDESK_TELEGRAM_TOKEN": fake_telegram.token,
+        "REDESK_DATABASE_URL": db_url,
+        "REDESK_TELEGRAM_TOKEN": fake_telegram.token,
         "REDESK_TELEGRAM_API_URL": fake_telegram.url,
-        "REDESK_TELEGRAM_WEBHOOK_SECRET": SECRET, "REDESK_MEDIA_DIR": str(tmp_path / "media"),
+        "REDESK_TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "REDESK_MEDIA_DIR": str(tmp_path / "media"),
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -1304,8 +1453,11 @@ def channels_on(
 
 
 def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
-    channels_on: Runtime, fake_telegram: FakeTelegram, fake_wechat: FakeWeChat,
-    stub_broker: dramatiq.Broker, caplog: pytest.LogCaptureFixture,
+    channels_on: Runtime,
+    fake_telegram: FakeTelegram,
+    fake_wechat: FakeWeChat,
+    stub_broker: dramatiq.Broker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     runtime, tg_fake, wx_fake = channels_on, fake_telegram, fake_wechat
     tg = TelegramDesk(runtime, tg_fake)
@@ -1331,11 +1483,17 @@ def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
         resident = tg_fake.user(7001, "居民甲")
         update_body = tg_fake.text_update(resident, tg_text)
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
-        assert client.post("/telegram/webhook", json=update_body, headers=headers
-                           ).status_code == 200
-        assert client.post("/telegram/webhook", json=update_body,
-                           headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}
-                           ).status_code == 403
+        assert (
+            client.post("/telegram/webhook", json=update_body, headers=headers).status_code == 200
+        )
+        assert (
+            client.post(
+                "/telegram/webhook",
+                json=update_body,
+                headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+            ).status_code
+            == 403
+        )
         desk.work()
         number = desk.requests()[-1].number
         assert say(client, worker, f"受理 {number}").status_code == 202
@@ -1343,18 +1501,40 @@ def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
         # A resident writes on WeChat (a signed, encrypted callback; a replay with a bad
         # signature is refused), and the server verification is done once
         callback = wx_fake.text("o_resident_log_test", wx_text)
-        assert client.post("/wechat", params=callback.params, content=callback.body,
-                           headers={"Content-Type": "text/xml"}).text == "success"
+        assert (
+            client.post(
+                "/wechat",
+                params=callback.params,
+                content=callback.body,
+                headers={"Content-Type": "text/xml"},
+            ).text
+            == "success"
+        )
         forged = {**callback.params, "msg_signature": "0" * 40, "signature": "0" * 40}
-        assert client.post("/wechat", params=forged, content=callback.body,
-                           headers={"Content-Type": "text/xml"}).status_code == 403
+        assert (
+            client.post(
+                "/wechat",
+                params=forged,
+                content=callback.body,
+                headers={"Content-Type": "text/xml"},
+            ).status_code
+            == 403
+        )
         verify = wx_fake.verify_params(echostr="echo-1")
         assert client.get("/wechat", params=verify).text == "echo-1"
 
         # The worker registers a walk-in with a phone number at the reception desk
-        assert client.post("/api/web/messages", headers=auth(worker), json={
-            "id": "walk-in", "intake": {"name": "李四", "phone": walk_in_phone,
-                                        "text": walk_in_text}}).status_code == 202
+        assert (
+            client.post(
+                "/api/web/messages",
+                headers=auth(worker),
+                json={
+                    "id": "walk-in",
+                    "intake": {"name": "李四", "phone": walk_in_phone, "text": walk_in_text},
+                },
+            ).status_code
+            == 202
+        )
         desk.work()
 
     # Then everything happened ...
@@ -1367,7 +1547,8 @@ def test_no_token_secret_code_phone_number_or_request_text_reaches_the_logs(
     # ... and nothing secret or personal is in any log record, of any logger, at any level
     logged = caplog.text + "\n".join(
         f"{record.getMessage()} {record.exc_text or ''} {record.stack_info or ''}"
-        for record in caplog.records)
+        for record in caplog.records
+    )
     assert caplog.records, "the story logged nothing at all: is capture working?"
     secrets_and_data = {
         "Telegram bot token": tg_fake.token,
@@ -1417,11 +1598,17 @@ def test_the_metrics_token_is_masked_in_the_logs(
 METRICS_TOKEN = "Xr4-Lm9_Qz2Wp7Kd1Vb8Nt5Hs3"
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {METRICS_TOKEN}"},
-    {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}"},
-    {"Authorization": f"Bearer {METRICS_TOKEN}x"},
-], ids=["none", "wrong", "basic-scheme", "prefix", "longer"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {METRICS_TOKEN}"},
+        {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}"},
+        {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+    ],
+    ids=["none", "wrong", "basic-scheme", "prefix", "longer"],
+)
 def test_with_a_metrics_token_metrics_without_that_bearer_token_are_refused(
     settings: Settings, stub_broker: dramatiq.Broker, headers: dict[str, str]
 ) -> None:
@@ -1463,16 +1650,21 @@ def test_the_metrics_token_is_compared_in_constant_time(
     runtime = runtime_with(settings, metrics_token=METRICS_TOKEN)
     with TestClient(create_app(runtime)) as client:
         # When a wrong token is tried
-        assert client.get("/metrics", headers={"Authorization": "Bearer guess"}
-                          ).status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer guess"}).status_code == 401
 
     # Then the token was checked by the constant-time comparison
     assert compared == [(b"guess", METRICS_TOKEN.encode())]
 
 
-@pytest.mark.parametrize(("address", "status"), [
-    ("203.0.113.7", 403), ("10.0.0.5", 403), ("127.0.0.1", 200), ("::1", 200),
-])
+@pytest.mark.parametrize(
+    ("address", "status"),
+    [
+        ("203.0.113.7", 403),
+        ("10.0.0.5", 403),
+        ("127.0.0.1", 200),
+        ("::1", 200),
+    ],
+)
 def test_in_production_without_a_token_metrics_answer_only_this_machine(
     settings: Settings, stub_broker: dramatiq.Broker, address: str, status: int
 ) -> None:
@@ -1506,22 +1698,40 @@ def test_in_development_without_a_token_metrics_stay_open(
     assert response.status_code == 200 and "redesk_requests" in response.text
 
 
-@pytest.mark.parametrize(("metrics_token", "env", "line"), [
-    (METRICS_TOKEN, "production", "metrics: http://127.0.0.1:8000/metrics (REDESK_METRICS_TOKEN "
-     "as Bearer token)"),
-    (None, "production", "warning: metrics: http://127.0.0.1:8000/metrics has no "
-     "REDESK_METRICS_TOKEN: it answers only clients on this machine; keep the reverse proxy "
-     "from routing /metrics, or set the token"),
-    (None, "development", "metrics: http://127.0.0.1:8000/metrics (open to whoever reaches "
-     "the port)"),
-], ids=["token", "production-without-token", "development"])
+@pytest.mark.parametrize(
+    ("metrics_token", "env", "line"),
+    [
+        (
+            METRICS_TOKEN,
+            "production",
+            "metrics: http://127.0.0.1:8000/metrics (REDESK_METRICS_TOKEN as Bearer token)",
+        ),
+        (
+            None,
+            "production",
+            "warning: metrics: http://127.0.0.1:8000/metrics has no "
+            "REDESK_METRICS_TOKEN: it answers only clients on this machine; keep the reverse proxy "
+            "from routing /metrics, or set the token",
+        ),
+        (
+            None,
+            "development",
+            "metrics: http://127.0.0.1:8000/metrics (open to whoever reaches the port)",
+        ),
+    ],
+    ids=["token", "production-without-token", "development"],
+)
 def test_the_run_banner_says_how_metrics_are_guarded(
-    settings: Settings, capsys: pytest.CaptureFixture[str], metrics_token: str | None,
-    env: str, line: str,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    metrics_token: str | None,
+    env: str,
+    line: str,
 ) -> None:
     # Given the settings of `redesk run`
-    configured = settings.model_copy(update={"metrics_token": metrics_token, "env": env,
-                                             "host": "127.0.0.1", "port": 8000})
+    configured = settings.model_copy(
+        update={"metrics_token": metrics_token, "env": env, "host": "127.0.0.1", "port": 8000}
+    )
 
     # When it prints its banner
     cli._banner(configured, embedded=True)
@@ -1563,9 +1773,15 @@ def test_logout_ends_that_token_only_and_it_is_refused_afterwards(
     assert client.get("/api/web/messages?wait=0", headers=auth(second)).status_code == 200
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic dXNlcjpwdw=="},
-], ids=["no-token", "unknown-token", "basic-scheme"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Basic dXNlcjpwdw=="},
+    ],
+    ids=["no-token", "unknown-token", "basic-scheme"],
+)
 def test_logout_without_a_valid_token_is_refused_and_ends_nothing(
     client: TestClient, runtime: Runtime, headers: dict[str, str]
 ) -> None:
@@ -1587,8 +1803,7 @@ def test_logout_without_a_valid_token_is_refused_and_ends_nothing(
 
 
 @pytest.fixture
-def admin_cli(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
-              tmp_path: Path) -> Iterator[None]:
+def admin_cli(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The command line pointed at the database under test."""
     for name in list(os.environ):
         if name.startswith("REDESK_"):
@@ -1603,8 +1818,7 @@ def admin_cli(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
 def web_audits(runtime: Runtime) -> list[AdminAudit]:
     """The admin audit rows of `redesk web revoke`."""
     with Session(runtime.engine) as session:
-        return list(session.exec(select(AdminAudit).where(AdminAudit.action == "web_revoke")
-                                 ).all())
+        return list(session.exec(select(AdminAudit).where(AdminAudit.action == "web_revoke")).all())
 
 
 def test_web_revoke_ends_every_token_of_that_identity_on_record_and_no_one_elses(
@@ -1617,8 +1831,12 @@ def test_web_revoke_ends_every_token_of_that_identity_on_record_and_no_one_elses
     person = person_of(runtime, abuser)
     assert person.id is not None
     with session_scope(runtime.engine) as session:
-        queries.add_web_session(session=session, token="second-device-token",
-                                person_id=person.id, expires_at=utcnow() + timedelta(days=3))
+        queries.add_web_session(
+            session=session,
+            token="second-device-token",
+            person_id=person.id,
+            expires_at=utcnow() + timedelta(days=3),
+        )
     other = new_token(client, "王五")
     assert say(client, abuser, "骚扰内容一二三").status_code == 202
     desk.work()
@@ -1629,8 +1847,7 @@ def test_web_revoke_ends_every_token_of_that_identity_on_record_and_no_one_elses
 
     # Then both its tokens are refused from then on
     assert code == Exit.OK
-    assert f"ended 2 web tokens of 捣乱者 (id {person.id}, requester)" in \
-        capsys.readouterr().out
+    assert f"ended 2 web tokens of 捣乱者 (id {person.id}, requester)" in capsys.readouterr().out
     for token in (abuser, "second-device-token"):
         assert client.get("/api/web/messages?wait=0", headers=auth(token)).status_code == 401
         assert say(client, token, "再来一次").status_code == 401
@@ -1640,8 +1857,7 @@ def test_web_revoke_ends_every_token_of_that_identity_on_record_and_no_one_elses
     # And the revoke is on record: who, whom, how many tokens
     [audit] = web_audits(runtime)
     assert audit.actor == cli_admin_user()
-    assert audit.detail == {"person": person.id, "name": "捣乱者", "role": "requester",
-                            "tokens": 2}
+    assert audit.detail == {"person": person.id, "name": "捣乱者", "role": "requester", "tokens": 2}
 
     # When it is revoked again, by name
     assert main(["web", "revoke", "捣乱者"]) == Exit.OK
@@ -1658,21 +1874,31 @@ def cli_admin_user() -> str:
     return manage.admin_user()
 
 
-@pytest.mark.parametrize(("who", "exit_code", "message"), [
-    ("999999", Exit.NOT_FOUND, "No web identity has the id or name '999999'"),
-    ("无此人", Exit.NOT_FOUND, "No web identity has the id or name '无此人'"),
-    ("同名", Exit.USAGE, "2 web identities are called '同名'"),
-    ("telegram", Exit.NOT_FOUND, "is a telegram identity, not a web one"),
-], ids=["unknown-id", "unknown-name", "shared-name", "not-web"])
+@pytest.mark.parametrize(
+    ("who", "exit_code", "message"),
+    [
+        ("999999", Exit.NOT_FOUND, "No web identity has the id or name '999999'"),
+        ("无此人", Exit.NOT_FOUND, "No web identity has the id or name '无此人'"),
+        ("同名", Exit.USAGE, "2 web identities are called '同名'"),
+        ("telegram", Exit.NOT_FOUND, "is a telegram identity, not a web one"),
+    ],
+    ids=["unknown-id", "unknown-name", "shared-name", "not-web"],
+)
 def test_web_revoke_of_someone_unknown_shared_or_not_on_the_web_changes_nothing(
-    client: TestClient, runtime: Runtime, admin_cli: None, capsys: pytest.CaptureFixture[str],
-    who: str, exit_code: Exit, message: str,
+    client: TestClient,
+    runtime: Runtime,
+    admin_cli: None,
+    capsys: pytest.CaptureFixture[str],
+    who: str,
+    exit_code: Exit,
+    message: str,
 ) -> None:
     # Given two web identities of the same name and one Telegram identity
     tokens = [new_token(client, "同名"), new_token(client, "同名")]
     with session_scope(runtime.engine) as session:
         telegram_person = queries.get_or_create_person(
-            session=session, channel="telegram", external_id="8001", display_name="电报用户")
+            session=session, channel="telegram", external_id="8001", display_name="电报用户"
+        )
         session.flush()
         telegram_id = telegram_person.id
     target = str(telegram_id) if who == "telegram" else who

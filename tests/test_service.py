@@ -56,7 +56,10 @@ def test_submit_numbers_requests_by_the_shanghai_day_and_counts_up(cast: Cast) -
 
     # Then each Shanghai day has its own sequence
     assert numbers == [
-        "SQ-20260301-0001", "SQ-20260302-0001", "SQ-20260302-0002", "SQ-20260302-0003",
+        "SQ-20260301-0001",
+        "SQ-20260302-0001",
+        "SQ-20260302-0002",
+        "SQ-20260302-0003",
         "SQ-20260301-0002",
     ]
     assert all(service.NUMBER_PATTERN.match(number) for number in numbers)
@@ -126,7 +129,8 @@ def test_numbers_stay_unique_when_many_threads_submit_at_once(cast: Cast, world:
 
 
 def test_a_failure_after_submit_rolls_back_request_event_outbox_and_counter(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a submit inside a unit of work that then fails
     with pytest.raises(RuntimeError, match="crash after the command"):
@@ -162,7 +166,8 @@ def test_a_failure_after_accept_leaves_the_request_as_it_was(cast: Cast, world: 
 
 
 def test_state_event_and_outbox_rows_of_a_command_commit_together(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.submit()
     events, outbox = world.count(Event), world.count(OutboxMessage)
@@ -191,14 +196,23 @@ def test_submit_records_category_deadlines_event_and_notices(cast: Cast, world: 
     assert request.resolution_due_at == local(2026, 3, 9, 18)  # 5 working days
     # And its history starts with the submit
     [event] = world.events(number)
-    assert (event.actor_id, event.action, event.from_state, event.to_state, event.note,
-            event.outcome) == (cast.requester.id, "submit", None, "new", None, "ok")
+    assert (
+        event.actor_id,
+        event.action,
+        event.from_state,
+        event.to_state,
+        event.note,
+        event.outcome,
+    ) == (cast.requester.id, "submit", None, "new", None, "ok")
     # And the requester gets a receipt, every worker a card, nobody else anything
     assert world.keys_for(cast.requester) == ["requester.receipt"]
     assert world.keys_for(cast.worker) == ["card.new"]
     assert world.keys_for(cast.worker2) == ["card.new"]
-    assert {pid for pid, _, _ in world.queued} == {cast.requester.id, cast.worker.id,
-                                                    cast.worker2.id}
+    assert {pid for pid, _, _ in world.queued} == {
+        cast.requester.id,
+        cast.worker.id,
+        cast.worker2.id,
+    }
     receipt = world.queued[0][2]
     assert receipt["number"] == number and receipt["category"] == "市政设施"
     assert receipt["response_due"] == "2026-03-02 14:00"
@@ -229,7 +243,8 @@ def test_without_any_category_the_default_deadlines_apply(world: World) -> None:
 
 
 def test_a_category_routed_to_a_department_is_forwarded_automatically(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a category routed to the market department
     world.category("食品安全", ["过期"], department=cast.market)
@@ -240,12 +255,20 @@ def test_a_category_routed_to_a_department_is_forwarded_automatically(
     # Then it is forwarded there straight away, by nobody
     request = world.request(number)
     assert (request.state, request.department_id, request.handler_id) == (
-        "forwarded", cast.market.id, None)
+        "forwarded",
+        cast.market.id,
+        None,
+    )
     assert request.first_action_at is None  # the system's move is not a first response
     submit, forward = world.events(number)
     assert (submit.action, submit.to_state) == ("submit", "new")
-    assert (forward.actor_id, forward.action, forward.from_state, forward.to_state,
-            forward.note) == (None, "forward", "new", "forwarded", "按类别自动转单")
+    assert (
+        forward.actor_id,
+        forward.action,
+        forward.from_state,
+        forward.to_state,
+        forward.note,
+    ) == (None, "forward", "new", "forwarded", "按类别自动转单")
     # And the requester, the department's staff and the workers hear of it
     assert world.keys_for(cast.requester) == ["requester.receipt", "requester.forwarded"]
     assert world.keys_for(cast.market_staff) == ["card.forwarded"]
@@ -254,7 +277,8 @@ def test_a_category_routed_to_a_department_is_forwarded_automatically(
 
 
 def test_a_route_to_an_inactive_department_leaves_the_request_with_the_committee(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     closed = world.department("已撤并部门", active=False)
     world.category("旧类别", ["旧事"], department=closed)
@@ -312,8 +336,10 @@ def test_every_step_of_a_department_story_is_an_event_row(cast: Cast, world: Wor
     w.do(service.rate, c.requester, number, True, "基本满意", now=at[8])
 
     # Then each step is one event: who, what, from, to, note, when
-    assert [(e.actor_id, e.action, e.from_state, e.to_state, e.note, e.outcome, e.created_at)
-            for e in w.events(number)] == [
+    assert [
+        (e.actor_id, e.action, e.from_state, e.to_state, e.note, e.outcome, e.created_at)
+        for e in w.events(number)
+    ] == [
         (c.requester.id, "submit", None, "new", None, "ok", at[0]),
         (c.worker.id, "accept", "new", "handling", None, "ok", at[1]),
         (c.worker.id, "forward", "handling", "forwarded", "城管执法", "ok", at[2]),
@@ -345,14 +371,16 @@ def test_every_step_of_a_committee_story_is_an_event_row(cast: Cast, world: Worl
     # A committee-handled request goes back to HANDLING, still with its handler
     request = w.request(number)
     assert (request.state, request.handler_id, request.department_id) == (
-        "handling", c.worker.id, None)
+        "handling",
+        c.worker.id,
+        None,
+    )
     # The handler gets the card; the "who acted" notice goes only to the other workers
     assert w.keys_for(c.worker) == ["card.sent_back"]
 
     w.do(service.complete, c.worker, number, "已修好")
     w.do(service.approve, c.worker2, number)
-    assert [(e.actor_id, e.action, e.from_state, e.to_state, e.note)
-            for e in w.events(number)] == [
+    assert [(e.actor_id, e.action, e.from_state, e.to_state, e.note) for e in w.events(number)] == [
         (c.requester.id, "submit", None, "new", None),
         (c.worker.id, "accept", "new", "handling", None),
         (c.requester.id, "supplement", "handling", "handling", "灯杆编号 A-17"),
@@ -364,14 +392,18 @@ def test_every_step_of_a_committee_story_is_an_event_row(cast: Cast, world: Worl
 
 
 def test_accept_makes_the_worker_the_handler_and_tells_the_others(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.submit()
 
     request = world.do(service.accept, cast.worker, number)
 
     assert (request.state, request.handler_id, request.first_action_at) == (
-        "handling", cast.worker.id, NOW)
+        "handling",
+        cast.worker.id,
+        NOW,
+    )
     assert world.keys_for(cast.requester) == ["requester.accepted"]
     assert world.keys_for(cast.worker) == []
     assert world.keys_for(cast.worker2) == ["worker.acted"]
@@ -395,13 +427,19 @@ def test_reject_closes_the_request_with_the_reason(cast: Cast, world: World) -> 
     assert (request.state, request.closed_at, request.first_action_at) == ("rejected", NOW, NOW)
     event = world.events(number)[-1]
     assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
-        cast.worker.id, "reject", "new", "rejected", "不属于受理范围")
+        cast.worker.id,
+        "reject",
+        "new",
+        "rejected",
+        "不属于受理范围",
+    )
     assert world.keys_for(cast.requester) == ["requester.rejected"]
     assert world.queued[0][2]["reason"] == "不属于受理范围"
 
 
 def test_a_department_returns_a_request_to_the_committee_before_or_after_taking_it(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     for state in (State.FORWARDED, State.DEPT_HANDLING):
         # Given a request forwarded to (or taken by) the lamp department
@@ -415,7 +453,12 @@ def test_a_department_returns_a_request_to_the_committee_before_or_after_taking_
         assert (request.state, request.department_id) == ("new", None), state
         event = world.events(number)[-1]
         assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
-            cast.staff.id, "return", state.value, "new", "不属于本部门")
+            cast.staff.id,
+            "return",
+            state.value,
+            "new",
+            "不属于本部门",
+        )
         assert world.keys_for(cast.worker) == ["card.returned"]
         assert world.keys_for(cast.worker2) == ["card.returned"]
         assert world.queued[0][2]["department"] == "城管执法"
@@ -425,7 +468,8 @@ def test_a_department_returns_a_request_to_the_committee_before_or_after_taking_
 
 
 def test_a_worker_recalls_an_automatic_forward_and_the_department_is_told(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a request a category forwarded automatically to the market department
     world.category("食品安全", ["过期"], department=cast.market)
@@ -440,13 +484,20 @@ def test_a_worker_recalls_an_automatic_forward_and_the_department_is_told(
     assert (request.state, request.department_id, request.handler_id) == ("new", None, None)
     assert request.first_action_at is None  # taking it back answers nobody yet
     event = world.events(number)[-1]
-    assert (event.actor_id, event.action, event.from_state, event.to_state, event.note,
-            event.outcome) == (cast.worker.id, "recall", "forwarded", "new", "市场监管", "ok")
+    assert (
+        event.actor_id,
+        event.action,
+        event.from_state,
+        event.to_state,
+        event.note,
+        event.outcome,
+    ) == (cast.worker.id, "recall", "forwarded", "new", "市场监管", "ok")
     # And the department's staff are told, the other workers hear who did it, the requester
     # (who will hear where it goes next) is not bothered
     assert world.keys_for(cast.market_staff) == ["dept.recalled"]
-    notice = next(params for person_id, key, params in world.queued
-                  if person_id == cast.market_staff.id)
+    notice = next(
+        params for person_id, key, params in world.queued if person_id == cast.market_staff.id
+    )
     assert (notice["number"], notice["department"], notice["by"]) == (number, "市场监管", "王书记")
     assert world.keys_for(cast.worker2) == ["worker.acted"]
     assert world.keys_for(cast.leader) == []  # a leader is no worker: no committee card
@@ -456,7 +507,8 @@ def test_a_worker_recalls_an_automatic_forward_and_the_department_is_told(
 
 
 def test_the_worker_who_recalled_forwards_the_request_elsewhere_right_after(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given an automatic forward to the wrong department, recalled by a worker
     world.category("食品安全", ["过期"], department=cast.market)
@@ -497,7 +549,8 @@ def test_a_leader_recalls_a_request_a_worker_forwarded(cast: Cast, world: World)
 
 
 def test_a_recall_after_the_department_took_the_request_is_refused_by_the_machine(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a request the lamp department has taken
     number = cast.bring(State.DEPT_HANDLING)
@@ -513,12 +566,17 @@ def test_a_recall_after_the_department_took_the_request_is_refused_by_the_machin
     assert world.snapshot() == before
     after = world.request(number)
     assert (after.state, after.department_id, after.updated_at) == (
-        "dept_handling", row.department_id, row.updated_at)
+        "dept_handling",
+        row.department_id,
+        row.updated_at,
+    )
 
 
 @pytest.mark.parametrize("who", ["staff", "market_staff", "requester", "neighbour"])
 def test_department_staff_and_requesters_cannot_recall_a_forwarded_request(
-    cast: Cast, world: World, who: str,
+    cast: Cast,
+    world: World,
+    who: str,
 ) -> None:
     # Given a request forwarded to the lamp department
     number = cast.bring(State.FORWARDED)
@@ -539,7 +597,9 @@ def test_department_staff_and_requesters_cannot_recall_a_forwarded_request(
 
 @pytest.mark.parametrize("state", [State.NEW, State.HANDLING, State.REVIEW, State.CLOSED])
 def test_only_a_forwarded_request_can_be_recalled(
-    cast: Cast, world: World, state: State,
+    cast: Cast,
+    world: World,
+    state: State,
 ) -> None:
     # Given a request that is not (or no longer) waiting for a department
     number = cast.bring(state)
@@ -554,7 +614,8 @@ def test_only_a_forwarded_request_can_be_recalled(
 
 
 def test_forward_to_an_unknown_or_inactive_department_changes_nothing(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     world.department("已撤并部门", active=False)
     number = cast.submit()
@@ -576,7 +637,11 @@ def test_supplement_reaches_whoever_holds_the_request(cast: Cast, world: World) 
     assert world.request(number).state == "dept_handling"
     event = world.events(number)[-1]
     assert (event.action, event.from_state, event.to_state, event.note) == (
-        "supplement", "dept_handling", "dept_handling", "晚上八点后才不亮")
+        "supplement",
+        "dept_handling",
+        "dept_handling",
+        "晚上八点后才不亮",
+    )
     assert world.keys_for(cast.staff) == ["card.supplemented"]
     assert world.keys_for(cast.worker) == []
 
@@ -584,11 +649,17 @@ def test_supplement_reaches_whoever_holds_the_request(cast: Cast, world: World) 
 # --- refusals ----------------------------------------------------------------------------
 
 
-def assert_refusal_recorded(world: World, number: str, actor: Person, action: str,
-                            state: str) -> None:
+def assert_refusal_recorded(
+    world: World, number: str, actor: Person, action: str, state: str
+) -> None:
     event = world.events(number)[-1]
     assert (event.actor_id, event.action, event.from_state, event.to_state, event.outcome) == (
-        actor.id, action, state, state, "refused")
+        actor.id,
+        action,
+        state,
+        state,
+        "refused",
+    )
 
 
 def test_a_requester_cannot_accept_and_the_attempt_is_recorded(cast: Cast, world: World) -> None:
@@ -606,7 +677,11 @@ def test_a_requester_cannot_accept_and_the_attempt_is_recorded(cast: Cast, world
     assert world.snapshot() == (requests, events + 1, outbox, counters)
     after = world.request(number)
     assert (after.state, after.handler_id, after.updated_at, after.first_action_at) == (
-        before.state, before.handler_id, before.updated_at, before.first_action_at)
+        before.state,
+        before.handler_id,
+        before.updated_at,
+        before.first_action_at,
+    )
 
 
 def test_a_worker_cannot_take_a_forwarded_request(cast: Cast, world: World) -> None:
@@ -622,7 +697,8 @@ def test_a_worker_cannot_take_a_forwarded_request(cast: Cast, world: World) -> N
 
 
 def test_staff_of_another_department_cannot_take_or_complete_it(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a request forwarded to the lamp department
     number = cast.bring(State.FORWARDED)
@@ -643,7 +719,8 @@ def test_staff_of_another_department_cannot_take_or_complete_it(
 
 
 def test_department_staff_complete_a_forwarded_request_without_taking_it_first(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a request forwarded to the lamp department
     number = cast.bring(State.FORWARDED)
@@ -655,13 +732,16 @@ def test_department_staff_complete_a_forwarded_request_without_taking_it_first(
     request = world.request(number)
     assert (request.state, request.result) == ("review", "已更换灯泡")
     assert [(e.action, e.from_state, e.to_state) for e in world.events(number)[-2:]] == [
-        ("take", "forwarded", "dept_handling"), ("complete", "dept_handling", "review")]
+        ("take", "forwarded", "dept_handling"),
+        ("complete", "dept_handling", "review"),
+    ]
     assert world.keys_for(cast.requester) == ["requester.taken"]
     assert world.keys_for(cast.worker) == ["card.review"]
 
 
 def test_another_department_cannot_complete_a_forwarded_request(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.bring(State.FORWARDED)
     before = world.snapshot()
@@ -694,12 +774,15 @@ def test_department_staff_cannot_approve(cast: Cast, world: World) -> None:
 
 
 def test_another_resident_cannot_cancel_or_rate_someone_elses_request(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.bring(State.REPLIED)
 
-    for command, args, action in ((service.cancel, (), "cancel"),
-                                  (service.rate, (True, "满意"), "rate")):
+    for command, args, action in (
+        (service.cancel, (), "cancel"),
+        (service.rate, (True, "满意"), "rate"),
+    ):
         error = world.refused(command, cast.neighbour, number, *args)
         assert isinstance(error, NotPermitted) and error.reason == "not_yours"
         assert_refusal_recorded(world, number, cast.neighbour, action, "replied")
@@ -707,18 +790,25 @@ def test_another_resident_cannot_cancel_or_rate_someone_elses_request(
 
 
 def test_a_requester_acting_on_an_unknown_number_is_refused_and_recorded(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     error = world.refused(service.accept, cast.requester, "SQ-20260302-0042")
 
     assert isinstance(error, NotPermitted)
     [event] = world.events()
     assert (event.request_id, event.actor_id, event.action, event.outcome, event.note) == (
-        None, cast.requester.id, "accept", "refused", "SQ-20260302-0042")
+        None,
+        cast.requester.id,
+        "accept",
+        "refused",
+        "SQ-20260302-0042",
+    )
 
 
 def test_a_worker_acting_on_an_unknown_or_malformed_number_gets_unknown_request(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     for number in ("SQ-20260302-0042", "SQ-1", "随便写的", " "):
         error = world.refused(service.accept, cast.worker, number)
@@ -727,7 +817,8 @@ def test_a_worker_acting_on_an_unknown_or_malformed_number_gets_unknown_request(
 
 
 def test_an_impossible_step_is_refused_by_the_machine_and_changes_nothing(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.bring(State.HANDLING)
     before = world.snapshot()
@@ -757,7 +848,8 @@ TEXT_COMMANDS: list[tuple[State, Callable[..., Any], str, str]] = [
 
 
 def test_commands_that_need_a_reason_or_result_refuse_blank_or_too_long_text(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     limit = world.runtime.settings.max_text_length
     for state, command, actor, what in TEXT_COMMANDS:
@@ -782,7 +874,8 @@ def test_commands_that_need_a_reason_or_result_refuse_blank_or_too_long_text(
 
 
 def test_a_request_text_over_the_limit_is_refused_and_nothing_is_stored(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     limit = world.runtime.settings.max_text_length
     error = world.refused(service.submit, cast.requester, "路" * (limit + 1))
@@ -814,18 +907,31 @@ def test_a_solved_and_satisfied_rating_closes_the_request(cast: Cast, world: Wor
         world.do(service.rate, cast.requester, number, True, satisfaction)
 
         request = world.request(number)
-        assert (request.state, request.solved, request.satisfaction, request.closed_at,
-                request.reopen_count) == ("closed", True, satisfaction, NOW, 0)
+        assert (
+            request.state,
+            request.solved,
+            request.satisfaction,
+            request.closed_at,
+            request.reopen_count,
+        ) == ("closed", True, satisfaction, NOW, 0)
         event = world.events(number)[-1]
         assert (event.action, event.from_state, event.to_state, event.note) == (
-            "rate", "replied", "closed", f"已解决 {satisfaction}")
+            "rate",
+            "replied",
+            "closed",
+            f"已解决 {satisfaction}",
+        )
         assert world.keys_for(cast.requester) == ["requester.closed"]
         assert world.keys_for(cast.worker) == ["worker.rated"]
 
 
 def test_unsolved_or_unsatisfied_reopens_the_request(cast: Cast, world: World) -> None:
-    for solved, satisfaction in ((False, "满意"), (False, "基本满意"), (False, "不满意"),
-                                 (True, "不满意")):
+    for solved, satisfaction in (
+        (False, "满意"),
+        (False, "基本满意"),
+        (False, "不满意"),
+        (True, "不满意"),
+    ):
         # Given a department-handled request that was answered
         number = cast.submit()
         world.do(service.forward, cast.worker, number, "城管执法")
@@ -838,14 +944,24 @@ def test_unsolved_or_unsatisfied_reopens_the_request(cast: Cast, world: World) -
 
         # Then it is NEW again, back with the committee, its old answer cleared
         request = world.request(number)
-        assert (request.state, request.reopen_count, request.department_id,
-                request.handler_id, request.result, request.replied_at, request.closed_at) == (
-            "new", 1, None, None, None, None, None)
+        assert (
+            request.state,
+            request.reopen_count,
+            request.department_id,
+            request.handler_id,
+            request.result,
+            request.replied_at,
+            request.closed_at,
+        ) == ("new", 1, None, None, None, None, None)
         assert (request.solved, request.satisfaction) == (solved, satisfaction)
         event = world.events(number)[-1]
         assert (event.actor_id, event.action, event.from_state, event.to_state, event.note) == (
-            cast.requester.id, "reopen", "replied", "new",
-            f"{'已解决' if solved else '未解决'} {satisfaction}")
+            cast.requester.id,
+            "reopen",
+            "replied",
+            "new",
+            f"{'已解决' if solved else '未解决'} {satisfaction}",
+        )
         assert world.keys_for(cast.requester) == ["requester.reopened"]
         assert world.keys_for(cast.worker) == ["card.reopened"]
 
@@ -898,7 +1014,8 @@ def test_a_request_cannot_be_rated_before_it_is_answered(cast: Cast, world: Worl
 
 
 def test_the_requester_can_cancel_an_open_request_and_its_holders_are_told(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     holders = {
         State.NEW: {cast.worker.id, cast.worker2.id},
@@ -919,7 +1036,11 @@ def test_the_requester_can_cancel_an_open_request_and_its_holders_are_told(
         assert (request.state, request.closed_at) == ("cancelled", NOW), state
         event = world.events(number)[-1]
         assert (event.actor_id, event.action, event.from_state, event.to_state) == (
-            cast.requester.id, "cancel", state.value, "cancelled")
+            cast.requester.id,
+            "cancel",
+            state.value,
+            "cancelled",
+        )
         assert world.keys_for(cast.requester) == ["requester.cancelled"]
         assert {pid for pid, key, _ in world.queued if key == "card.cancelled"} == told, state
 
@@ -948,12 +1069,19 @@ def test_only_the_requester_can_cancel(cast: Cast, world: World) -> None:
 
 
 def test_a_walk_ins_notices_go_to_the_registering_worker_who_may_rate(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a walk-in registered at the desk by a worker
     walk_in = world.person(name="李大爷", channel=service.DESK_CHANNEL)
-    request = world.do(service.submit, walk_in, "楼道路灯坏了", contact_name="李大爷",
-                       contact_phone="13800000000", registered_by=cast.worker)
+    request = world.do(
+        service.submit,
+        walk_in,
+        "楼道路灯坏了",
+        contact_name="李大爷",
+        contact_phone="13800000000",
+        registered_by=cast.worker,
+    )
     number = request.number
 
     # Then the submit is the registrar's, and the receipt is relayed to them
@@ -961,16 +1089,17 @@ def test_a_walk_ins_notices_go_to_the_registering_worker_who_may_rate(
     assert (event.actor_id, event.note) == (cast.worker.id, "接待台代登记：李大爷 13800000000")
     assert (request.channel, request.registered_by_id) == ("desk", cast.worker.id)
     assert world.keys_for(walk_in) == []
-    relays = [params for pid, key, params in world.queued
-              if pid == cast.worker.id and key == "desk.relay"]
+    relays = [
+        params for pid, key, params in world.queued if pid == cast.worker.id and key == "desk.relay"
+    ]
     assert [r["inner"] for r in relays] == ["requester.receipt"]
     assert relays[0]["contact_name"] == "李大爷" and relays[0]["contact_phone"] == "13800000000"
 
     # When another worker handles it to the end
     world.do(service.accept, cast.worker2, number)
-    assert [(key, params.get("inner")) for pid, key, params in world.queued
-            if pid == cast.worker.id] == [("desk.relay", "requester.accepted"),
-                                          ("worker.acted", None)]
+    assert [
+        (key, params.get("inner")) for pid, key, params in world.queued if pid == cast.worker.id
+    ] == [("desk.relay", "requester.accepted"), ("worker.acted", None)]
     world.do(service.complete, cast.worker2, number, "已修好")
     world.do(service.approve, cast.worker2, number)
 
@@ -980,7 +1109,8 @@ def test_a_walk_ins_notices_go_to_the_registering_worker_who_may_rate(
     world.do(service.rate, cast.worker, number, True, "满意")
     assert world.request(number).state == "closed"
     assert [params["inner"] for pid, key, params in world.queued if key == "desk.relay"] == [
-        "requester.closed"]
+        "requester.closed"
+    ]
     assert not any(row.person_id == walk_in.id for row in world.outbox())
 
 
@@ -1019,7 +1149,9 @@ def test_a_refusal_in_chat_is_answered_and_stays_recorded(desk: Desk) -> None:
     assert len(answer) == 1 and "没有权限" in answer[0].text
     assert desk.request(number).state == "new"
     assert [(e.action, e.outcome) for e in desk.events(number)] == [
-        ("submit", "ok"), ("accept", "refused")]
+        ("submit", "ok"),
+        ("accept", "refused"),
+    ]
 
 
 # --- invitations -------------------------------------------------------------------------
@@ -1027,12 +1159,14 @@ def test_a_refusal_in_chat_is_answered_and_stays_recorded(desk: Desk) -> None:
 
 def invite(world: World, role: str, department: str | None = None) -> str:
     with session_scope(world.engine) as session:
-        return service.create_invitation(session=session, role=role, department_name=department,
-                                         now=NOW)
+        return service.create_invitation(
+            session=session, role=role, department_name=department, now=NOW
+        )
 
 
 def test_binding_a_department_invitation_gives_the_role_and_department(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given an invitation for the lamp department and a new chat identity
     code = invite(world, "department", "城管执法")
@@ -1051,7 +1185,11 @@ def test_binding_a_department_invitation_gives_the_role_and_department(
         assert (invitation.used_at, invitation.used_by_id) == (NOW, person.id)
     event = world.events()[-1]
     assert (event.request_id, event.actor_id, event.action, event.note) == (
-        None, person.id, "bind", "department")
+        None,
+        person.id,
+        "bind",
+        "department",
+    )
 
 
 def test_binding_a_committee_invitation_gives_the_role(world: World) -> None:
@@ -1118,12 +1256,14 @@ def test_invitations_are_only_for_staff_roles_and_active_departments(world: Worl
     world.department("已撤并部门", active=False)
     with session_scope(world.engine) as session:
         with pytest.raises(InvalidInput):
-            service.create_invitation(session=session, role="requester", department_name=None,
-                                      now=NOW)
+            service.create_invitation(
+                session=session, role="requester", department_name=None, now=NOW
+            )
         for name in ("不存在的部门", "已撤并部门", None):
             with pytest.raises(UnknownDepartment):
-                service.create_invitation(session=session, role="department",
-                                          department_name=name, now=NOW)
+                service.create_invitation(
+                    session=session, role="department", department_name=name, now=NOW
+                )
     assert world.count(Invitation) == 0
 
 
@@ -1156,7 +1296,8 @@ def test_another_requesters_request_looks_unknown(cast: Cast, world: World) -> N
 
 
 def test_the_committee_and_the_holding_department_see_a_request_others_do_not(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     number = cast.bring(State.FORWARDED)
     for actor in (cast.worker, cast.leader, cast.staff):
@@ -1176,7 +1317,8 @@ def test_a_department_no_longer_sees_a_request_it_returned(cast: Cast, world: Wo
 
 
 def test_todo_lists_what_waits_for_the_committee_and_for_a_department(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     new = cast.submit()
     handled_by_worker = cast.bring(State.HANDLING)
@@ -1201,7 +1343,8 @@ def test_todo_lists_what_waits_for_the_committee_and_for_a_department(
 
 
 def test_the_to_do_list_pages_every_section_with_its_true_total_most_urgent_first(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given 12 new requests, each submitted a minute before the previous one (so the newest
     # is the most urgent), one in review and one the worker handles
@@ -1218,27 +1361,32 @@ def test_the_to_do_list_pages_every_section_with_its_true_total_most_urgent_firs
         def page(actor: Person, number: int) -> list[tuple[str, int, list[str]]]:
             me = session.get(Person, actor.id)
             assert me is not None
-            return [(section.name, section.total, [r.number for r in section.items])
-                    for section in service.todo(tx, me, page=number, per_page=10)]
+            return [
+                (section.name, section.total, [r.number for r in section.items])
+                for section in service.todo(tx, me, page=number, per_page=10)
+            ]
 
         # When the worker reads page 1 and page 2
         first, second = page(cast.worker, 1), page(cast.worker, 2)
         # Then every section has its true total on both pages, the nearest deadline first
         assert first == [("new", 12, new[::-1][:10]), ("review", 1, []), ("mine", 1, [])]
-        assert second == [("new", 12, new[::-1][10:]), ("review", 1, [in_review]),
-                          ("mine", 1, [mine])]
+        assert second == [
+            ("new", 12, new[::-1][10:]),
+            ("review", 1, [in_review]),
+            ("mine", 1, [mine]),
+        ]
         # And a page past the end is empty but still counts everything
         assert page(cast.worker, 3) == [("new", 12, []), ("review", 1, []), ("mine", 1, [])]
         # And the department's sections are its own
-        assert page(cast.staff, 1) == [("forwarded", 1, [forwarded]),
-                                       ("dept_handling", 1, [taken])]
+        assert page(cast.staff, 1) == [("forwarded", 1, [forwarded]), ("dept_handling", 1, [taken])]
 
 
 # --- figures for the statistics ------------------------------------------------------------
 
 
 def test_the_first_action_and_the_first_reply_fix_their_figures_once(
-    cast: Cast, world: World,
+    cast: Cast,
+    world: World,
 ) -> None:
     # Given a request received on Monday 10:00 (due in 8 working hours: Monday 18:00)
     number = cast.submit()
@@ -1264,29 +1412,38 @@ def test_the_first_action_and_the_first_reply_fix_their_figures_once(
 
     # Then the first action's and the first reply's figures stay as they were
     again = world.request(number)
-    assert (again.responded_in_time, again.response_seconds, again.reply_seconds,
-            again.first_replied_at) == (False, 26 * 3600, 27 * 3600, NOW + 27 * hour)
+    assert (
+        again.responded_in_time,
+        again.response_seconds,
+        again.reply_seconds,
+        again.first_replied_at,
+    ) == (False, 26 * 3600, 27 * 3600, NOW + 27 * hour)
     assert again.replied_at == NOW + 51 * hour
 
 
 def test_a_first_action_within_the_deadline_is_in_time(cast: Cast, world: World) -> None:
     number = cast.submit()
 
-    world.do(service.reject, cast.worker, number, "不属于受理范围",
-             now=NOW + timedelta(minutes=30))
+    world.do(service.reject, cast.worker, number, "不属于受理范围", now=NOW + timedelta(minutes=30))
 
     request = world.request(number)
-    assert (request.responded_in_time, request.response_seconds,
-            request.response_work_seconds) == (True, 1800, 1800)
+    assert (request.responded_in_time, request.response_seconds, request.response_work_seconds) == (
+        True,
+        1800,
+        1800,
+    )
 
 
-@pytest.mark.parametrize(("text", "limit", "expected"), [
-    ("路灯不亮", 30, "路灯不亮"),
-    ("  小区东门\n路灯  不亮 ", 30, "小区东门 路灯 不亮"),
-    ("一二三四五六", 6, "一二三四五六"),
-    ("一二三四五六七", 6, "一二三四五…"),
-    ("", 30, ""),
-])
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("路灯不亮", 30, "路灯不亮"),
+        ("  小区东门\n路灯  不亮 ", 30, "小区东门 路灯 不亮"),
+        ("一二三四五六", 6, "一二三四五六"),
+        ("一二三四五六七", 6, "一二三四五…"),
+        ("", 30, ""),
+    ],
+)
 def test_a_summary_is_one_line_of_at_most_the_limit(text: str, limit: int, expected: str) -> None:
     # When a text is summarised
     result = service.summary(text, limit)

@@ -177,8 +177,7 @@ def test_redesk_variables_are_read_from_the_environment(monkeypatch: pytest.Monk
 
 def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     # Given a .env file (the fixture made tmp_path the working directory)
-    (tmp_path / ".env").write_text("REDESK_PORT=8123\nREDESK_HOST=192.168.1.5\n",
-                                   encoding="utf-8")
+    (tmp_path / ".env").write_text("REDESK_PORT=8123\nREDESK_HOST=192.168.1.5\n", encoding="utf-8")
 
     # When the settings are loaded
     settings = load_all()
@@ -213,11 +212,23 @@ def test_an_empty_redis_url_means_the_in_process_broker(monkeypatch: pytest.Monk
         ("REDESK_MIN_REQUEST_LENGTH", "-1"),
         ("REDESK_SMALL_TALK_FILE", "/nonexistent/small_talk.txt"),
     ],
-    ids=["malformed-database", "unsupported-backend", "bad-redis", "plain-http-public",
-         "non-numeric-port", "short-aes-key", "unknown-template-value",
-         "template-fields-not-json", "api-url-without-scheme", "bad-day-off", "zero-tick",
-         "zero-auto-close", "digest-hour-25", "negative-min-request-length",
-         "missing-small-talk-file"],
+    ids=[
+        "malformed-database",
+        "unsupported-backend",
+        "bad-redis",
+        "plain-http-public",
+        "non-numeric-port",
+        "short-aes-key",
+        "unknown-template-value",
+        "template-fields-not-json",
+        "api-url-without-scheme",
+        "bad-day-off",
+        "zero-tick",
+        "zero-auto-close",
+        "digest-hour-25",
+        "negative-min-request-length",
+        "missing-small-talk-file",
+    ],
 )
 def test_a_bad_setting_is_refused_with_a_message_naming_it(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -289,8 +300,9 @@ def test_telegram_is_on_exactly_when_its_token_is_set() -> None:
 def test_wechat_is_on_only_with_app_id_secret_and_token(
     app_id: str | None, secret: str | None, token: str | None, on: bool
 ) -> None:
-    settings = make_settings(wechat_app_id=app_id, wechat_app_secret=secret,
-                        wechat_token=token, _env_file=None)
+    settings = make_settings(
+        wechat_app_id=app_id, wechat_app_secret=secret, wechat_token=token, _env_file=None
+    )
 
     assert wechat_of(settings).enabled is on
 
@@ -304,8 +316,10 @@ def test_working_hours_must_be_in_order(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_wechat_template_fields_are_read_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDESK_WECHAT_TEMPLATE_FIELDS",
-                       '{"thing1": "title", "character_string2": "number", "time3": "time"}')
+    monkeypatch.setenv(
+        "REDESK_WECHAT_TEMPLATE_FIELDS",
+        '{"thing1": "title", "character_string2": "number", "time3": "time"}',
+    )
 
     fields = wechat_of(load_all()).template_fields
 

@@ -15,42 +15,49 @@ from storage.settings import get_settings
 SHIPPED = smalltalk.load_rule(None, 3)
 
 
-@pytest.mark.parametrize(("text", "core"), [
-    ("谢谢！", "谢谢"),
-    ("  谢 谢  ", "谢谢"),
-    ("ＯＫ", "ok"),
-    ("Thank you!", "thankyou"),
-    ("👍🏻", ""),
-    ("👨‍👩‍👧", ""),
-    ("❤️", ""),
-    ("。。。？！…", ""),
-    ("１２号楼", "12号楼"),
-])
+@pytest.mark.parametrize(
+    ("text", "core"),
+    [
+        ("谢谢！", "谢谢"),
+        ("  谢 谢  ", "谢谢"),
+        ("ＯＫ", "ok"),
+        ("Thank you!", "thankyou"),
+        ("👍🏻", ""),
+        ("👨‍👩‍👧", ""),
+        ("❤️", ""),
+        ("。。。？！…", ""),
+        ("１２号楼", "12号楼"),
+    ],
+)
 def test_normalising_folds_full_width_forms_and_drops_punctuation_emoji_and_spaces(
-    text: str, core: str,
+    text: str,
+    core: str,
 ) -> None:
     assert normalise(text) == core
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("你好", Kind.GREETING),
-    ("在吗？？", Kind.GREETING),
-    ("Hello", Kind.GREETING),
-    ("谢谢", Kind.THANKS),
-    ("好的，谢谢！", Kind.THANKS),
-    ("你好，谢谢", Kind.THANKS),
-    ("收到", Kind.ACK),
-    ("嗯嗯 好的", Kind.ACK),
-    ("OK👌", Kind.ACK),
-    ("🙏", Kind.EMPTY),
-    ("？", Kind.EMPTY),
-    ("停水", Kind.SHORT),
-    ("a", Kind.SHORT),
-    ("漏水了", Kind.REQUEST),
-    ("路灯坏了", Kind.REQUEST),
-    ("你好，我家门口的路灯坏了", Kind.REQUEST),
-    ("谢谢，但是路灯还是不亮", Kind.REQUEST),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("你好", Kind.GREETING),
+        ("在吗？？", Kind.GREETING),
+        ("Hello", Kind.GREETING),
+        ("谢谢", Kind.THANKS),
+        ("好的，谢谢！", Kind.THANKS),
+        ("你好，谢谢", Kind.THANKS),
+        ("收到", Kind.ACK),
+        ("嗯嗯 好的", Kind.ACK),
+        ("OK👌", Kind.ACK),
+        ("🙏", Kind.EMPTY),
+        ("？", Kind.EMPTY),
+        ("停水", Kind.SHORT),
+        ("a", Kind.SHORT),
+        ("漏水了", Kind.REQUEST),
+        ("路灯坏了", Kind.REQUEST),
+        ("你好，我家门口的路灯坏了", Kind.REQUEST),
+        ("谢谢，但是路灯还是不亮", Kind.REQUEST),
+    ],
+)
 def test_the_shipped_rule_tells_small_talk_from_requests(text: str, kind: Kind) -> None:
     assert SHIPPED.classify(text) is kind
 
@@ -75,10 +82,13 @@ def test_a_word_list_is_read_by_section_and_normalised() -> None:
     assert phrases == {"谢谢": Kind.THANKS, "ok": Kind.ACK}
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("谢谢\n", "line 1: a phrase before any section"),
-    ("[thanks]\n谢谢\n[bye]\n拜拜\n", "line 3: unknown section [bye]"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("谢谢\n", "line 1: a phrase before any section"),
+        ("[thanks]\n谢谢\n[bye]\n拜拜\n", "line 3: unknown section [bye]"),
+    ],
+)
 def test_a_malformed_word_list_is_refused_with_its_line(content: str, message: str) -> None:
     with pytest.raises(WordListError) as raised:
         parse_word_list(content, "list.txt")
@@ -87,7 +97,8 @@ def test_a_malformed_word_list_is_refused_with_its_line(content: str, message: s
 
 
 def test_the_settings_choose_the_word_list_and_the_minimum_length(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     # Given a centre's own word list (its dialect's 要得) and a minimum length of 5
     words = tmp_path / "words.txt"

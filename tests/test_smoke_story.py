@@ -36,5 +36,10 @@ def test_a_request_goes_from_intake_to_closed_via_forwarding(desk: Desk) -> None
 
     assert desk.request(number).state == "closed"
     assert [e.action for e in desk.events(number)] == [
-        "submit", "forward", "take", "complete", "approve", "rate"
+        "submit",
+        "forward",
+        "take",
+        "complete",
+        "approve",
+        "rate",
     ]

@@ -61,41 +61,132 @@ class Spec:
 
 
 SPECS = [
-    Spec("SQ-20260302-0001", local(3, 2, 10), "市政设施", "城管执法", "closed",
-         (("forward", "王书记"), ("take", "staff"), ("complete", "staff"), ("approve", "王书记"),
-          ("rate", "resident")),
-         True, (1800, 1800), (86400, 28800), (True, "满意")),
-    Spec("SQ-20260302-0002", local(3, 2, 11), "市政设施", None, "handling",
-         (("forward", "李书记"), ("take", "staff"), ("complete", "staff"), ("approve", "李书记"),
-          ("reopen", "resident"), ("accept", "王书记")),
-         True, (3600, 3600), (172800, 57600), (False, "不满意"), reopens=1),
-    Spec("SQ-20260303-0001", local(3, 3, 9, 30), "咨询", None, "closed",
-         (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记"),
-          ("rate", "resident")),
-         False, (36000, 14400), (40000, 20000), (True, "基本满意")),
-    Spec("SQ-20260305-0001", local(3, 5, 15), "市政设施", "市场监管", "dept_handling",
-         (("forward", "李书记"), ("return", "staff"), ("forward", "王书记"), ("take", "staff")),
-         True, (600, 600), due_in_past=True),
-    Spec("SQ-20260310-0001", local(3, 10, 12), "咨询", None, "rejected",
-         (("reject", "李书记"),), True, (60, 60)),
+    Spec(
+        "SQ-20260302-0001",
+        local(3, 2, 10),
+        "市政设施",
+        "城管执法",
+        "closed",
+        (
+            ("forward", "王书记"),
+            ("take", "staff"),
+            ("complete", "staff"),
+            ("approve", "王书记"),
+            ("rate", "resident"),
+        ),
+        True,
+        (1800, 1800),
+        (86400, 28800),
+        (True, "满意"),
+    ),
+    Spec(
+        "SQ-20260302-0002",
+        local(3, 2, 11),
+        "市政设施",
+        None,
+        "handling",
+        (
+            ("forward", "李书记"),
+            ("take", "staff"),
+            ("complete", "staff"),
+            ("approve", "李书记"),
+            ("reopen", "resident"),
+            ("accept", "王书记"),
+        ),
+        True,
+        (3600, 3600),
+        (172800, 57600),
+        (False, "不满意"),
+        reopens=1,
+    ),
+    Spec(
+        "SQ-20260303-0001",
+        local(3, 3, 9, 30),
+        "咨询",
+        None,
+        "closed",
+        (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记"), ("rate", "resident")),
+        False,
+        (36000, 14400),
+        (40000, 20000),
+        (True, "基本满意"),
+    ),
+    Spec(
+        "SQ-20260305-0001",
+        local(3, 5, 15),
+        "市政设施",
+        "市场监管",
+        "dept_handling",
+        (("forward", "李书记"), ("return", "staff"), ("forward", "王书记"), ("take", "staff")),
+        True,
+        (600, 600),
+        due_in_past=True,
+    ),
+    Spec(
+        "SQ-20260310-0001",
+        local(3, 10, 12),
+        "咨询",
+        None,
+        "rejected",
+        (("reject", "李书记"),),
+        True,
+        (60, 60),
+    ),
     Spec("SQ-20260311-0001", local(3, 11, 8), "咨询", None, "cancelled", (("cancel", "resident"),)),
-    Spec("SQ-20260312-0001", local(3, 12, 10), "市政设施", "城管执法", "closed",
-         (("forward", "王书记"), ("take", "staff"), ("complete", "staff"), ("approve", "王书记"),
-          ("reopen", "resident"), ("forward", "王书记"), ("complete", "staff"),
-          ("approve", "王书记"), ("reopen", "resident"), ("forward", "王书记"),
-          ("complete", "staff"), ("approve", "王书记"), ("rate", "resident")),
-         True, (1200, 1200), (7200, 7200), (True, "满意"), reopens=2),
-    Spec("SQ-20260320-0001", local(3, 20, 10), "市政设施", None, "replied",
-         (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记")),
-         True, (300, 300), (3600, 3600)),
+    Spec(
+        "SQ-20260312-0001",
+        local(3, 12, 10),
+        "市政设施",
+        "城管执法",
+        "closed",
+        (
+            ("forward", "王书记"),
+            ("take", "staff"),
+            ("complete", "staff"),
+            ("approve", "王书记"),
+            ("reopen", "resident"),
+            ("forward", "王书记"),
+            ("complete", "staff"),
+            ("approve", "王书记"),
+            ("reopen", "resident"),
+            ("forward", "王书记"),
+            ("complete", "staff"),
+            ("approve", "王书记"),
+            ("rate", "resident"),
+        ),
+        True,
+        (1200, 1200),
+        (7200, 7200),
+        (True, "满意"),
+        reopens=2,
+    ),
+    Spec(
+        "SQ-20260320-0001",
+        local(3, 20, 10),
+        "市政设施",
+        None,
+        "replied",
+        (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记")),
+        True,
+        (300, 300),
+        (3600, 3600),
+    ),
     # The last minute of the period, not acted on yet.
     Spec("SQ-20260331-0001", local(3, 31, 23, 59), "咨询", None, "new"),
     # Outside the period, on either side.
     Spec("SQ-20260228-0001", local(2, 28, 23, 59), "咨询", None, "new"),
-    Spec("SQ-20260401-0001", local(4, 1, 0, 0), "市政设施", None, "closed",
-         (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记"),
-          ("rate", "resident")),
-         True, (60, 60), (120, 120), (True, "满意")),
+    Spec(
+        "SQ-20260401-0001",
+        local(4, 1, 0, 0),
+        "市政设施",
+        None,
+        "closed",
+        (("accept", "王书记"), ("complete", "王书记"), ("approve", "王书记"), ("rate", "resident")),
+        True,
+        (60, 60),
+        (120, 120),
+        (True, "满意"),
+    ),
 ]
 
 
@@ -107,26 +198,37 @@ def load(url: str) -> None:
         session.add_all([*departments.values(), *categories.values()])
         people = {
             name: Person(channel="web", external_id=name, display_name=name, role=role)
-            for name, role in (("王书记", Role.WORKER), ("李书记", Role.WORKER),
-                               ("staff", Role.DEPARTMENT), ("resident", Role.REQUESTER))
+            for name, role in (
+                ("王书记", Role.WORKER),
+                ("李书记", Role.WORKER),
+                ("staff", Role.DEPARTMENT),
+                ("resident", Role.REQUESTER),
+            )
         }
         session.add_all(people.values())
         session.flush()
         for spec in SPECS:
             created = spec.created
             request = Request(
-                number=spec.number, requester_id=people["resident"].id, channel="web",
-                text="路灯坏了", category_id=categories[spec.category].id,
+                number=spec.number,
+                requester_id=people["resident"].id,
+                channel="web",
+                text="路灯坏了",
+                category_id=categories[spec.category].id,
                 department_id=departments[spec.department].id if spec.department else None,
-                state=spec.state, created_at=created, updated_at=created,
+                state=spec.state,
+                created_at=created,
+                updated_at=created,
                 response_due_at=created + timedelta(hours=8),
-                resolution_due_at=NOW - timedelta(days=1) if spec.due_in_past
+                resolution_due_at=NOW - timedelta(days=1)
+                if spec.due_in_past
                 else NOW + timedelta(days=30),
                 responded_in_time=spec.in_time,
                 response_seconds=spec.response[0] if spec.response else None,
                 response_work_seconds=spec.response[1] if spec.response else None,
                 first_action_at=created + timedelta(seconds=spec.response[0])
-                if spec.response else None,
+                if spec.response
+                else None,
                 reply_seconds=spec.reply[0] if spec.reply else None,
                 reply_work_seconds=spec.reply[1] if spec.reply else None,
                 first_replied_at=created + timedelta(seconds=spec.reply[0]) if spec.reply else None,
@@ -136,14 +238,34 @@ def load(url: str) -> None:
             )
             session.add(request)
             session.flush()
-            session.add(Event(request_id=request.id, actor_id=people["resident"].id,
-                              action="submit", to_state="new", created_at=created))
+            session.add(
+                Event(
+                    request_id=request.id,
+                    actor_id=people["resident"].id,
+                    action="submit",
+                    to_state="new",
+                    created_at=created,
+                )
+            )
             for index, (action, actor) in enumerate(spec.events, start=1):
-                session.add(Event(request_id=request.id, actor_id=people[actor].id,
-                                  action=action, created_at=created + timedelta(minutes=index)))
+                session.add(
+                    Event(
+                        request_id=request.id,
+                        actor_id=people[actor].id,
+                        action=action,
+                        created_at=created + timedelta(minutes=index),
+                    )
+                )
             # A refused attempt is no action: it must not count as the first one.
-            session.add(Event(request_id=request.id, actor_id=people["resident"].id,
-                              action="accept", outcome="refused", created_at=created))
+            session.add(
+                Event(
+                    request_id=request.id,
+                    actor_id=people["resident"].id,
+                    action="accept",
+                    outcome="refused",
+                    created_at=created,
+                )
+            )
 
 
 @pytest.fixture
@@ -167,8 +289,15 @@ def test_the_counts_of_march(dataset: str) -> None:
     totals = report(dataset).totals
 
     assert totals.counts == {
-        "received": 9, "closed": 3, "open": 4, "overdue": 1, "forwarded": 4, "returned": 1,
-        "rejected": 1, "cancelled": 1, "reopened": 2,
+        "received": 9,
+        "closed": 3,
+        "open": 4,
+        "overdue": 1,
+        "forwarded": 4,
+        "returned": 1,
+        "rejected": 1,
+        "cancelled": 1,
+        "reopened": 2,
     }
 
 
@@ -176,7 +305,9 @@ def test_the_rates_of_march_with_their_numerators_and_denominators(dataset: str)
     totals = report(dataset).totals
 
     assert rates(totals) == {
-        "response_rate": (6, 9), "resolution_rate": (3, 4), "satisfaction_rate": (3, 4),
+        "response_rate": (6, 9),
+        "resolution_rate": (3, 4),
+        "satisfaction_rate": (3, 4),
         "rating_rate": (4, 5),
     }
     assert totals.rates["response_rate"].value == pytest.approx(6 / 9)
@@ -185,20 +316,22 @@ def test_the_rates_of_march_with_their_numerators_and_denominators(dataset: str)
 def test_the_percentiles_of_march(dataset: str) -> None:
     durations = report(dataset).totals.durations
 
-    assert durations == pytest.approx({
-        # first action, calendar: 60 300 600 1200 1800 3600 36000
-        "first_action_median_calendar_seconds": 1200.0,
-        "first_action_p90_calendar_seconds": 16560.0,
-        # first action, working: 60 300 600 1200 1800 3600 14400
-        "first_action_median_working_seconds": 1200.0,
-        "first_action_p90_working_seconds": 7920.0,
-        # reply, calendar: 3600 7200 40000 86400 172800
-        "reply_median_calendar_seconds": 40000.0,
-        "reply_p90_calendar_seconds": 138240.0,
-        # reply, working: 3600 7200 20000 28800 57600
-        "reply_median_working_seconds": 20000.0,
-        "reply_p90_working_seconds": 46080.0,
-    })
+    assert durations == pytest.approx(
+        {
+            # first action, calendar: 60 300 600 1200 1800 3600 36000
+            "first_action_median_calendar_seconds": 1200.0,
+            "first_action_p90_calendar_seconds": 16560.0,
+            # first action, working: 60 300 600 1200 1800 3600 14400
+            "first_action_median_working_seconds": 1200.0,
+            "first_action_p90_working_seconds": 7920.0,
+            # reply, calendar: 3600 7200 40000 86400 172800
+            "reply_median_calendar_seconds": 40000.0,
+            "reply_p90_calendar_seconds": 138240.0,
+            # reply, working: 3600 7200 20000 28800 57600
+            "reply_median_working_seconds": 20000.0,
+            "reply_p90_working_seconds": 46080.0,
+        }
+    )
 
 
 def test_without_rated_requests_the_rates_are_empty_not_an_error(dataset: str) -> None:
@@ -206,8 +339,11 @@ def test_without_rated_requests_the_rates_are_empty_not_an_error(dataset: str) -
 
     assert totals.counts["received"] == 2
     assert totals.rates["resolution_rate"].value is None
-    assert totals.rates["resolution_rate"].as_json() == {"numerator": 0, "denominator": 0,
-                                                         "value": None}
+    assert totals.rates["resolution_rate"].as_json() == {
+        "numerator": 0,
+        "denominator": 0,
+        "value": None,
+    }
     assert stats.percent(totals.rates["satisfaction_rate"]) == "— (0/0)"
     assert totals.durations["reply_median_working_seconds"] is None
 
@@ -241,8 +377,11 @@ def test_by_department_ranks_the_slowest_first(dataset: str) -> None:
     assert by_key["党委自办"].durations["reply_median_working_seconds"] == 20000.0
     assert by_key["城管执法"].durations["reply_median_working_seconds"] == 18000.0
     assert by_key["市场监管"].durations["reply_median_working_seconds"] is None
-    assert [by_key[key].counts["received"] for key in ("党委自办", "城管执法", "市场监管")] == \
-        [6, 2, 1]
+    assert [by_key[key].counts["received"] for key in ("党委自办", "城管执法", "市场监管")] == [
+        6,
+        2,
+        1,
+    ]
     assert by_key["市场监管"].counts["overdue"] == 1
     assert sum(row.counts["received"] for row in rows) == 9
 
@@ -261,10 +400,12 @@ def test_a_recalled_automatic_forward_is_no_return_and_counts_for_the_worker_who
         market, lamps = Department(name="市场监管"), Department(name="城管执法")
         session.add_all([market, lamps])
         session.flush()
-        session.add(Category(name="食品安全", keywords=["过期"], route="department",
-                             department_id=market.id))
-        resident = Person(channel="web", external_id="r", display_name="张三",
-                          role=Role.REQUESTER)
+        session.add(
+            Category(
+                name="食品安全", keywords=["过期"], route="department", department_id=market.id
+            )
+        )
+        resident = Person(channel="web", external_id="r", display_name="张三", role=Role.REQUESTER)
         worker = Person(channel="web", external_id="w", display_name="王书记", role=Role.WORKER)
         session.add_all([resident, worker])
         session.flush()
@@ -273,8 +414,9 @@ def test_a_recalled_automatic_forward_is_no_return_and_counts_for_the_worker_who
 
     def act(command: Any, actor: Person, *args: Any) -> Any:
         with session_scope(runtime.engine) as session:
-            tx = dataclasses.replace(runtime.tx(session, f"stats:{next(sources)}"),
-                                     now=next(moments))
+            tx = dataclasses.replace(
+                runtime.tx(session, f"stats:{next(sources)}"), now=next(moments)
+            )
             return command(tx, session.get(Person, actor.id), *args)
 
     # When a request is forwarded there automatically, and the worker takes it back and
@@ -287,8 +429,10 @@ def test_a_recalled_automatic_forward_is_no_return_and_counts_for_the_worker_who
     # forwarded it, whose forward (40 minutes after intake) is its first action, in time
     totals = stats.compute(runtime.engine, MARCH, now=NOW).totals
     assert (totals.counts["forwarded"], totals.counts["returned"]) == (1, 0)
-    assert (totals.rates["response_rate"].numerator,
-            totals.rates["response_rate"].denominator) == (1, 1)
+    assert (totals.rates["response_rate"].numerator, totals.rates["response_rate"].denominator) == (
+        1,
+        1,
+    )
     by_department = stats.compute(runtime.engine, MARCH, now=NOW, by="department").rows
     assert {row.key: row.counts["received"] for row in by_department} == {"城管执法": 1}
     by_worker = stats.compute(runtime.engine, MARCH, now=NOW, by="worker").rows
@@ -297,13 +441,27 @@ def test_a_recalled_automatic_forward_is_no_return_and_counts_for_the_worker_who
     assert durations["first_action_median_calendar_seconds"] == 40 * 60
 
 
-@pytest.mark.parametrize(("by", "expected"), [
-    ("day", {"2026-03-02": 2, "2026-03-03": 1, "2026-03-05": 1, "2026-03-10": 1,
-             "2026-03-11": 1, "2026-03-12": 1, "2026-03-20": 1, "2026-03-31": 1}),
-    ("week", {"2026-03-02": 4, "2026-03-09": 3, "2026-03-16": 1, "2026-03-30": 1}),
-    ("month", {"2026-03": 9}),
-    ("category", {"市政设施": 5, "咨询": 4}),
-])
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        (
+            "day",
+            {
+                "2026-03-02": 2,
+                "2026-03-03": 1,
+                "2026-03-05": 1,
+                "2026-03-10": 1,
+                "2026-03-11": 1,
+                "2026-03-12": 1,
+                "2026-03-20": 1,
+                "2026-03-31": 1,
+            },
+        ),
+        ("week", {"2026-03-02": 4, "2026-03-09": 3, "2026-03-16": 1, "2026-03-30": 1}),
+        ("month", {"2026-03": 9}),
+        ("category", {"市政设施": 5, "咨询": 4}),
+    ],
+)
 def test_by_period_and_category(dataset: str, by: str, expected: dict[str, int]) -> None:
     rows = report(dataset, by=by).rows
 
@@ -343,8 +501,19 @@ def cli(dataset: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
 def test_json_has_totals_and_rows_with_documented_keys(
     cli: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--by", "department",
-                 "--format", "json"])
+    code = main(
+        [
+            "stats",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-31",
+            "--by",
+            "department",
+            "--format",
+            "json",
+        ]
+    )
 
     assert code == Exit.OK
     data = json.loads(capsys.readouterr().out)
@@ -353,8 +522,7 @@ def test_json_has_totals_and_rows_with_documented_keys(
     assert totals["response_rate"] == {"numerator": 6, "denominator": 9, "value": 0.6667}
     assert totals["reply_median_working_seconds"] == 20000.0
     assert [row["key"] for row in data["rows"]] == ["党委自办", "城管执法", "市场监管"]
-    assert data["period"] == {"from": "2026-03-01", "to": "2026-03-31",
-                              "timezone": "Asia/Shanghai"}
+    assert data["period"] == {"from": "2026-03-01", "to": "2026-03-31", "timezone": "Asia/Shanghai"}
 
 
 def test_the_table_shows_rates_with_their_counts(
@@ -384,12 +552,22 @@ def test_the_table_shows_durations_under_an_hour_in_minutes(
     assert "11.1 小时" in out  # the reply median, calendar: 40000 s
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [
-    (None, "—"), (0, "0 秒"), (45.4, "45 秒"), (60, "1 分钟"), (1200, "20 分钟"),
-    (3569, "59 分钟"), (3600, "1.0 小时"), (138240, "38.4 小时"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "—"),
+        (0, "0 秒"),
+        (45.4, "45 秒"),
+        (60, "1 分钟"),
+        (1200, "20 分钟"),
+        (3569, "59 分钟"),
+        (3600, "1.0 小时"),
+        (138240, "38.4 小时"),
+    ],
+)
 def test_a_duration_is_shown_in_the_unit_that_reads_best(
-    seconds: float | None, shown: str,
+    seconds: float | None,
+    shown: str,
 ) -> None:
     assert stats.duration(seconds) == shown
 
@@ -397,10 +575,42 @@ def test_a_duration_is_shown_in_the_unit_that_reads_best(
 def test_csv_and_xlsx_carry_the_same_numbers(
     cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--by", "category",
-                 "--format", "csv", "--out", str(tmp_path / "s.csv")]) == Exit.OK
-    assert main(["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--by", "category",
-                 "--format", "xlsx", "--out", str(tmp_path / "s.xlsx")]) == Exit.OK
+    assert (
+        main(
+            [
+                "stats",
+                "--from",
+                "2026-03-01",
+                "--to",
+                "2026-03-31",
+                "--by",
+                "category",
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == Exit.OK
+    )
+    assert (
+        main(
+            [
+                "stats",
+                "--from",
+                "2026-03-01",
+                "--to",
+                "2026-03-31",
+                "--by",
+                "category",
+                "--format",
+                "xlsx",
+                "--out",
+                str(tmp_path / "s.xlsx"),
+            ]
+        )
+        == Exit.OK
+    )
 
     text = (tmp_path / "s.csv").read_text(encoding="utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -418,17 +628,34 @@ def test_csv_and_xlsx_carry_the_same_numbers(
 def test_the_chart_is_a_png(cli: str, tmp_path: Path) -> None:
     chart = tmp_path / "trend.png"
 
-    code = main(["stats", "--from", "2026-03-01", "--to", "2026-03-31", "--by", "week",
-                 "--chart", str(chart)])
+    code = main(
+        [
+            "stats",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-31",
+            "--by",
+            "week",
+            "--chart",
+            str(chart),
+        ]
+    )
 
     assert code == Exit.OK
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args", [
-    ["--from", "2026-13-01"], ["--from", "2026-03-31", "--to", "2026-03-01"],
-    ["--by", "year"], ["--format", "pdf"], ["--format", "xlsx"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--from", "2026-13-01"],
+        ["--from", "2026-03-31", "--to", "2026-03-01"],
+        ["--by", "year"],
+        ["--format", "pdf"],
+        ["--format", "xlsx"],
+    ],
+)
 def test_bad_arguments_are_usage_errors(
     cli: str, args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -436,9 +663,7 @@ def test_bad_arguments_are_usage_errors(
     assert capsys.readouterr().err.strip()
 
 
-def test_an_unknown_category_exits_not_found(
-    cli: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unknown_category_exits_not_found(cli: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "--category", "不存在"]) == Exit.NOT_FOUND
     assert "不存在" in capsys.readouterr().err
 
@@ -449,8 +674,10 @@ def test_the_charts_font_has_every_character_it_draws() -> None:
     from admin_scripts import report as output
 
     font = FT2Font(str(output._cjk_font()))
-    words = ("诉求统计受理与办结趋势量各部门三率无数据记为响应解决满意日周（一）月至北京时间"
-             "全部最早今党委自城管执法市场监")
+    words = (
+        "诉求统计受理与办结趋势量各部门三率无数据记为响应解决满意日周（一）月至北京时间"
+        "全部最早今党委自城管执法市场监"
+    )
     missing = [char for char in words if font.get_char_index(ord(char)) == 0]
     assert missing == []
 
@@ -472,8 +699,10 @@ def test_an_existing_out_or_chart_file_is_refused_unless_forced(
 
     # Then it is a usage error naming the file, and nothing is written
     assert code == Exit.USAGE
-    assert capsys.readouterr().err.strip() == \
-        f"error: {option} {mine} exists; pass --force to overwrite it."
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {option} {mine} exists; pass --force to overwrite it."
+    )
     assert mine.read_bytes() == b"keep me"
     assert not (tmp_path / "s.csv").exists()
 
@@ -501,8 +730,10 @@ def test_stats_does_not_write_through_a_symlink_and_with_force_replaces_the_link
     assert main([*args, "--out", str(link)]) == Exit.USAGE
     assert f"--out {link} is a symbolic link to {elsewhere};" in capsys.readouterr().err
     assert main([*args, "--chart", str(dangling)]) == Exit.USAGE
-    assert f"--chart {dangling} is a symbolic link to {tmp_path / 'nowhere' / 'c.png'}, " \
+    assert (
+        f"--chart {dangling} is a symbolic link to {tmp_path / 'nowhere' / 'c.png'}, "
         "which does not exist;" in capsys.readouterr().err
+    )
     assert elsewhere.read_text(encoding="utf-8") == "do not overwrite\n"
     assert not (tmp_path / "nowhere").exists()
 

@@ -56,8 +56,9 @@ def in_threads(count: int, work: Callable[[], T]) -> list[T]:
 
 def a_person(runtime: Runtime, external_id: str = "p1") -> int:
     with session_scope(runtime.engine) as session:
-        person = queries.get_or_create_person(session=session, channel="web",
-                                              external_id=external_id)
+        person = queries.get_or_create_person(
+            session=session, channel="web", external_id=external_id
+        )
         assert person.id is not None
         return person.id
 
@@ -68,11 +69,21 @@ def a_person(runtime: Runtime, external_id: str = "p1") -> int:
 def test_add_inbox_stores_a_natural_key_once(runtime: Runtime) -> None:
     # When the same platform message is stored twice
     with session_scope(runtime.engine) as session:
-        first = queries.add_inbox(session=session, channel="web", natural_key="chat:1",
-                                  chat_id="chat", payload={"text": "a"})
+        first = queries.add_inbox(
+            session=session,
+            channel="web",
+            natural_key="chat:1",
+            chat_id="chat",
+            payload={"text": "a"},
+        )
     with session_scope(runtime.engine) as session:
-        second = queries.add_inbox(session=session, channel="web", natural_key="chat:1",
-                                   chat_id="chat", payload={"text": "changed"})
+        second = queries.add_inbox(
+            session=session,
+            channel="web",
+            natural_key="chat:1",
+            chat_id="chat",
+            payload={"text": "changed"},
+        )
 
     # Then the second time returns None and the first payload is kept
     assert isinstance(first, int) and second is None
@@ -83,19 +94,24 @@ def test_add_inbox_stores_a_natural_key_once(runtime: Runtime) -> None:
 
 def test_add_inbox_keys_are_per_channel(runtime: Runtime) -> None:
     with session_scope(runtime.engine) as session:
-        web = queries.add_inbox(session=session, channel="web", natural_key="42", chat_id="c",
-                                payload={})
-        telegram = queries.add_inbox(session=session, channel="telegram", natural_key="42",
-                                     chat_id="c", payload={})
+        web = queries.add_inbox(
+            session=session, channel="web", natural_key="42", chat_id="c", payload={}
+        )
+        telegram = queries.add_inbox(
+            session=session, channel="telegram", natural_key="42", chat_id="c", payload={}
+        )
 
     assert web is not None and telegram is not None and web != telegram
 
 
 def test_next_pending_inbox_is_the_oldest_pending_of_that_chat(runtime: Runtime) -> None:
     with session_scope(runtime.engine) as session:
-        ids = [queries.add_inbox(session=session, channel="web", natural_key=key,
-                                 chat_id=chat, payload={})
-               for key, chat in (("1", "a"), ("2", "b"), ("3", "a"))]
+        ids = [
+            queries.add_inbox(
+                session=session, channel="web", natural_key=key, chat_id=chat, payload={}
+            )
+            for key, chat in (("1", "a"), ("2", "b"), ("3", "a"))
+        ]
     with session_scope(runtime.engine) as session:
         first = queries.next_pending_inbox(session=session, channel="web", chat_id="a")
         assert first is not None and first.id == ids[0]
@@ -111,8 +127,7 @@ def test_next_pending_inbox_is_the_oldest_pending_of_that_chat(runtime: Runtime)
 
 def test_next_request_sequence_counts_per_day(runtime: Runtime) -> None:
     with session_scope(runtime.engine) as session:
-        values = [queries.next_request_sequence(session=session, day="20260101")
-                  for _ in range(3)]
+        values = [queries.next_request_sequence(session=session, day="20260101") for _ in range(3)]
         other_day = queries.next_request_sequence(session=session, day="20260102")
 
     assert values == [1, 2, 3] and other_day == 1
@@ -151,11 +166,13 @@ def test_get_or_create_person_is_idempotent(runtime: Runtime) -> None:
 
 def test_get_or_create_person_updates_a_changed_display_name(runtime: Runtime) -> None:
     with session_scope(runtime.engine) as session:
-        queries.get_or_create_person(session=session, channel="web", external_id="x",
-                                     display_name="张三")
+        queries.get_or_create_person(
+            session=session, channel="web", external_id="x", display_name="张三"
+        )
     with session_scope(runtime.engine) as session:
-        queries.get_or_create_person(session=session, channel="web", external_id="x",
-                                     display_name="张三丰")
+        queries.get_or_create_person(
+            session=session, channel="web", external_id="x", display_name="张三丰"
+        )
     with session_scope(runtime.engine) as session:
         person = queries.get_or_create_person(session=session, channel="web", external_id="x")
         assert person.display_name == "张三丰" and person.role == "requester"
@@ -237,14 +254,27 @@ def test_web_messages_after_returns_a_person_s_messages_by_sequence(runtime: Run
         for outbox_id, (person_id, seq) in enumerate(
             [(me, 3), (me, 1), (other, 2), (me, 2), (me, 5), (me, 4)], start=1
         ):
-            session.add(WebMessage(person_id=person_id, seq=seq, outbox_id=outbox_id,
-                                   text=f"m{seq}", buttons=[], created_at=now))
+            session.add(
+                WebMessage(
+                    person_id=person_id,
+                    seq=seq,
+                    outbox_id=outbox_id,
+                    text=f"m{seq}",
+                    buttons=[],
+                    created_at=now,
+                )
+            )
 
     # When they are read
     with Session(runtime.engine) as session:
+
         def seqs(after: int, limit: int = 100) -> list[int]:
-            return [row.seq for row in queries.web_messages_after(
-                session=session, person_id=me, after=after, limit=limit)]
+            return [
+                row.seq
+                for row in queries.web_messages_after(
+                    session=session, person_id=me, after=after, limit=limit
+                )
+            ]
 
         # Then only theirs come, in sequence order, after the given one
         assert seqs(0) == [1, 2, 3, 4, 5]
@@ -257,8 +287,14 @@ def test_add_web_message_numbers_each_person_s_messages_from_one(runtime: Runtim
     me, other = a_person(runtime, "me"), a_person(runtime, "other")
     with session_scope(runtime.engine) as session:
         for outbox_id, person_id in enumerate([me, other, me, me], start=1):
-            queries.add_web_message(session=session, person_id=person_id, outbox_id=outbox_id,
-                                    text="x", buttons=[], at=utcnow())
+            queries.add_web_message(
+                session=session,
+                person_id=person_id,
+                outbox_id=outbox_id,
+                text="x",
+                buttons=[],
+                at=utcnow(),
+            )
 
     with Session(runtime.engine) as session:
         mine = queries.web_messages_after(session=session, person_id=me, after=0)
@@ -272,10 +308,15 @@ def test_a_web_token_finds_its_person_until_it_expires(runtime: Runtime) -> None
     person_id = a_person(runtime)
     now = utcnow()
     with session_scope(runtime.engine) as session:
-        queries.add_web_session(session=session, token="secret-token", person_id=person_id,
-                                expires_at=now + timedelta(hours=1))
+        queries.add_web_session(
+            session=session,
+            token="secret-token",
+            person_id=person_id,
+            expires_at=now + timedelta(hours=1),
+        )
 
     with Session(runtime.engine) as session:
+
         def lookup(token: str, at: datetime) -> int | None:
             person = queries.person_for_web_token(session=session, token=token, now=at)
             return person.id if person else None
@@ -291,8 +332,12 @@ def test_a_web_token_finds_its_person_until_it_expires(runtime: Runtime) -> None
 def test_only_the_digest_of_a_web_token_is_stored(runtime: Runtime) -> None:
     person_id = a_person(runtime)
     with session_scope(runtime.engine) as session:
-        queries.add_web_session(session=session, token="secret-token", person_id=person_id,
-                                expires_at=utcnow() + timedelta(hours=1))
+        queries.add_web_session(
+            session=session,
+            token="secret-token",
+            person_id=person_id,
+            expires_at=utcnow() + timedelta(hours=1),
+        )
 
     with Session(runtime.engine) as session:
         stored = session.execute(text("SELECT token_hash FROM web_sessions")).scalar_one()
@@ -336,7 +381,6 @@ def test_upgrading_twice_changes_nothing(fresh_url: str) -> None:
         assert compare_metadata(context, SQLModel.metadata) == []
 
 
-
 def test_a_database_error_does_not_carry_the_statements_values(runtime: Runtime) -> None:
     # Given a person, and a second insert of the same identity with a name and a phone
     with session_scope(runtime.engine) as session:
@@ -345,8 +389,9 @@ def test_a_database_error_does_not_carry_the_statements_values(runtime: Runtime)
     # When the database refuses it
     with pytest.raises(StatementError) as refused:
         with session_scope(runtime.engine) as session:
-            session.add(Person(channel="web", external_id="dup", display_name="张秘密",
-                               phone="13812345678"))
+            session.add(
+                Person(channel="web", external_id="dup", display_name="张秘密", phone="13812345678")
+            )
 
     # Then its message (which ends up in logs) names the statement, not the values
     message = str(refused.value)

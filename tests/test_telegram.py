@@ -55,8 +55,14 @@ from tests.utils.telegram import (
 from workflow import invitations
 
 #: The six rating buttons under a result.
-RATINGS = ["已解决 · 满意", "已解决 · 基本满意", "已解决 · 不满意",
-           "未解决 · 满意", "未解决 · 基本满意", "未解决 · 不满意"]
+RATINGS = [
+    "已解决 · 满意",
+    "已解决 · 基本满意",
+    "已解决 · 不满意",
+    "未解决 · 满意",
+    "未解决 · 基本满意",
+    "未解决 · 不满意",
+]
 
 STALE = catalogue("error.stale_button")
 PRESSED = catalogue("tg.pressed")
@@ -76,8 +82,9 @@ def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake() -> Iterator[FakeTelegram]:
     """The fake Bot API with its limits on, but far looser than the QuickLimiter's spacing."""
-    server = FakeTelegram(per_chat_interval=0.005, group_per_minute=6000,
-                          global_per_second=6000).start()
+    server = FakeTelegram(
+        per_chat_interval=0.005, group_per_minute=6000, global_per_second=6000
+    ).start()
     try:
         yield server
     finally:
@@ -91,9 +98,14 @@ def fake() -> Iterator[FakeTelegram]:
 def settings(db_url: str, fake: FakeTelegram, tmp_path: Path) -> Settings:
     """Settings for the database under test with Telegram on, pointing at the fake."""
     return make_settings(
-        database_url=db_url, redis_url=None, telegram_token=fake.token,
-        telegram_api_url=fake.url, telegram_webhook_secret=SECRET,
-        telegram_committee_chat=str(GROUP), media_dir=tmp_path / "media", _env_file=None,
+        database_url=db_url,
+        redis_url=None,
+        telegram_token=fake.token,
+        telegram_api_url=fake.url,
+        telegram_webhook_secret=SECRET,
+        telegram_committee_chat=str(GROUP),
+        media_dir=tmp_path / "media",
+        _env_file=None,
     )
 
 
@@ -135,12 +147,19 @@ def enqueued(broker: dramatiq.Broker) -> int:
 def queue_message(runtime: Runtime, chat: int, key: str, **params: Any) -> int:
     """An outbox row for a Telegram chat, as the workflow writes them; its id."""
     with session_scope(runtime.engine) as session:
-        person = queries.get_or_create_person(session=session, channel=telegram.CHANNEL,
-                                              external_id=str(chat))
+        person = queries.get_or_create_person(
+            session=session, channel=telegram.CHANNEL, external_id=str(chat)
+        )
         assert person.id is not None
-        row = queries.add_outbox(session=session, idempotency_key=f"test:{next(_keys)}",
-                                 person_id=person.id, key=key, params=params, request_id=None,
-                                 at=utcnow())
+        row = queries.add_outbox(
+            session=session,
+            idempotency_key=f"test:{next(_keys)}",
+            person_id=person.id,
+            key=key,
+            params=params,
+            request_id=None,
+            at=utcnow(),
+        )
         session.flush()
         assert row.id is not None
         return row.id
@@ -156,8 +175,11 @@ def outbox_row(runtime: Runtime, outbox_id: int) -> OutboxMessage:
 def make_due(runtime: Runtime, outbox_id: int) -> None:
     """The row's retry time has come (instead of waiting for it)."""
     with session_scope(runtime.engine) as session:
-        session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)  # type: ignore[arg-type]
-                        .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == outbox_id)  # type: ignore[arg-type]
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 # --- the whole cycle ------------------------------------------------------------------------
@@ -252,19 +274,29 @@ def test_a_request_goes_from_a_private_chat_through_the_group_and_a_department_t
     assert "感谢您的评价（已解决 满意）" in tg.texts(100)[-1]
     assert "张三 已评价（当前状态：已办结）" in tg.edit_of(result)["text"]
     assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
-        "submit", "forward", "take", "complete", "approve", "rate"]
+        "submit",
+        "forward",
+        "take",
+        "complete",
+        "approve",
+        "rate",
+    ]
     # And every press was answered once, quietly; the six pressed cards were edited along the
     # way, and so were the worker's private copies of the new and the review card, which
     # offered what was done in the group: marked done, without buttons
     answers = tg.answers()
-    assert [a["callback_query_id"] for a in answers] == [p["callback_query"]["id"]
-                                                         for p in presses]
+    assert [a["callback_query_id"] for a in answers] == [p["callback_query"]["id"] for p in presses]
     assert all(a["show_alert"] is False and a["text"] == PRESSED for a in answers)
     assert len(fake.edits()) == 8
-    private = [edit.result for edit in fake.edits(200)
-               if edit.result["message_id"] != picker.result["message_id"]]
+    private = [
+        edit.result
+        for edit in fake.edits(200)
+        if edit.result["message_id"] != picker.result["message_id"]
+    ]
     assert [edit["text"].rsplit("\n", 1)[-1] for edit in private] == [
-        "—— 已处理（当前状态：已转单，待部门接收）", "—— 已处理（当前状态：已回单，待评价）"]
+        "—— 已处理（当前状态：已转单，待部门接收）",
+        "—— 已处理（当前状态：已回单，待评价）",
+    ]
     assert all("reply_markup" not in edit for edit in private)
 
 
@@ -287,7 +319,11 @@ def test_department_staff_press_banjie_on_a_forwarded_card_without_pressing_jies
     # Then the request was taken and completed; the card says so; the group gets the review
     assert tg.request(number).state == "review"
     assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
-        "submit", "forward", "take", "complete"]
+        "submit",
+        "forward",
+        "take",
+        "complete",
+    ]
     assert "李科长 已办结（当前状态：待审核回单）" in tg.edit_of(card)["text"]
     assert "已更换灯泡" in text_of(tg.last(GROUP, "待审核回单"))
     assert "「城管执法」已接收" in tg.texts(100)[-1]
@@ -316,7 +352,12 @@ def test_a_request_handled_by_the_committee_itself_closes_from_the_group_and_pri
     # Then it went through every step and the group saw who acted
     assert tg.request(number).state == "closed"
     assert [e.action for e in tg.events(number) if e.outcome == "ok"] == [
-        "submit", "accept", "complete", "approve", "rate"]
+        "submit",
+        "accept",
+        "complete",
+        "approve",
+        "rate",
+    ]
     assert "王书记 已受理（当前状态：办理中（党委做单））" in tg.edit_of(group_card)["text"]
     assert all(not a["show_alert"] for a in tg.answers())
 
@@ -341,13 +382,18 @@ def test_buttons_carry_short_random_tokens_instead_of_their_actions(
     tokens = [data or "" for _, data in buttons]
     assert all(0 < len(token.encode()) <= 64 for token in tokens)
     assert len(set(tokens)) == len(tokens)
-    assert not any(number in token or label in token
-                   for (label, _), token in zip(buttons, tokens, strict=True))
+    assert not any(
+        number in token or label in token for (label, _), token in zip(buttons, tokens, strict=True)
+    )
     # And the server knows what each stands for
     with Session(runtime.engine) as session:
         stored = {row.token: row.action for row in session.exec(select(ButtonToken)).all()}
     assert {stored[token] for token in tokens} == {
-        f"查询 {number}", f"受理 {number}", f"转单 {number}", f"驳回 {number}"}
+        f"查询 {number}",
+        f"受理 {number}",
+        f"转单 {number}",
+        f"驳回 {number}",
+    }
 
 
 def test_the_receipts_button_answers_with_the_status_and_edits_nothing(
@@ -369,7 +415,8 @@ def test_the_receipts_button_answers_with_the_status_and_edits_nothing(
 
 
 @pytest.mark.parametrize(
-    "payload", ["forged-payload-0", "受理 {number}", "x" * 64],
+    "payload",
+    ["forged-payload-0", "受理 {number}", "x" * 64],
     ids=["random", "the-action-itself", "64-bytes"],
 )
 def test_a_forged_payload_is_answered_with_an_alert_and_changes_nothing(
@@ -434,8 +481,11 @@ def test_a_button_sent_to_one_person_and_pressed_by_another_is_stale(
     press = tg.press(other, card_of_first, "受理")
 
     # Then it is answered as a stale button, although they could 受理 with their own
-    assert tg.answer_to(press) == {"callback_query_id": press["callback_query"]["id"],
-                                   "text": STALE, "show_alert": True}
+    assert tg.answer_to(press) == {
+        "callback_query_id": press["callback_query"]["id"],
+        "text": STALE,
+        "show_alert": True,
+    }
     assert tg.footprint() == before
 
 
@@ -456,7 +506,8 @@ def test_a_press_on_a_card_someone_else_already_acted_on_is_answered_with_the_re
     # Then the alert says why, and the request stays with the first
     assert tg.answer_to(press)["show_alert"] is True
     assert tg.answer_to(press)["text"] == catalogue(
-        "error.transition", number=number, state_label="办理中（党委做单）", action_label="受理")
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="受理"
+    )
     assert tg.footprint() == before
     assert tg.request(number).handler_id == tg.person(200).id
 
@@ -477,8 +528,10 @@ def test_text_commands_keep_working_in_private_chats_and_in_the_group(
 
     # Then both are accepted, and the answers come to the worker's private chat
     assert [tg.request(n).state for n in (first, second)] == ["handling", "handling"]
-    assert [number_in(call) for call in tg.messages(200)
-            if "已受理（做单）" in text_of(call)] == [first, second]
+    assert [number_in(call) for call in tg.messages(200) if "已受理（做单）" in text_of(call)] == [
+        first,
+        second,
+    ]
     assert not any("已受理（做单）" in text for text in tg.texts(GROUP))
 
 
@@ -509,10 +562,16 @@ def test_the_same_update_stored_three_times_makes_one_request_and_one_receipt(
 # --- the webhook ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [None, "", "wrong-secret", SECRET + "x", SECRET.upper()],
-                         ids=["missing", "empty", "wrong", "longer", "other-case"])
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "wrong-secret", SECRET + "x", SECRET.upper()],
+    ids=["missing", "empty", "wrong", "longer", "other-case"],
+)
 def test_a_wrong_or_missing_secret_answers_403_and_stores_nothing(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
+    stub_broker: dramatiq.Broker,
     secret: str | None,
 ) -> None:
     response = webhook(client, fake.text_update(fake.user(100), "路灯坏了"), secret=secret)
@@ -522,8 +581,11 @@ def test_a_wrong_or_missing_secret_answers_403_and_stores_nothing(
     assert enqueued(stub_broker) == 0
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00", b"", b"[1, 2"],
-                         ids=["broken", "not-utf8", "empty", "unfinished"])
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"\xff\xfe\x00", b"", b"[1, 2"],
+    ids=["broken", "not-utf8", "empty", "unfinished"],
+)
 def test_a_body_that_is_not_json_answers_400(
     tg: TelegramDesk, client: TestClient, body: bytes
 ) -> None:
@@ -535,12 +597,34 @@ def test_a_body_that_is_not_json_answers_400(
 
 @pytest.mark.parametrize(
     "body",
-    [[], [{"update_id": 1}], {}, {"message": {"text": "hi"}}, {"update_id": "700000001"},
-     {"update_id": True}, {"update_id": 1.5}, {"update_id": -1}, {"update_id": 2**63}, None,
-     "update", 42],
-    ids=["array", "array-of-update", "empty-object", "no-update-id", "update-id-string",
-         "update-id-bool", "update-id-float", "update-id-negative", "update-id-too-big",
-         "null", "string", "number"],
+    [
+        [],
+        [{"update_id": 1}],
+        {},
+        {"message": {"text": "hi"}},
+        {"update_id": "700000001"},
+        {"update_id": True},
+        {"update_id": 1.5},
+        {"update_id": -1},
+        {"update_id": 2**63},
+        None,
+        "update",
+        42,
+    ],
+    ids=[
+        "array",
+        "array-of-update",
+        "empty-object",
+        "no-update-id",
+        "update-id-string",
+        "update-id-bool",
+        "update-id-float",
+        "update-id-negative",
+        "update-id-too-big",
+        "null",
+        "string",
+        "number",
+    ],
 )
 def test_json_that_is_not_an_update_answers_400_and_stores_nothing(
     tg: TelegramDesk, client: TestClient, stub_broker: dramatiq.Broker, body: Any
@@ -573,8 +657,13 @@ def text_without_date(fake: FakeTelegram, user: dict[str, Any]) -> dict[str, Any
 
 def callback_without_chat_instance(fake: FakeTelegram, user: dict[str, Any]) -> dict[str, Any]:
     """A real button press without chat_instance, which the library requires."""
-    card = {"message_id": 7, "date": 1700000000, "chat": fake.private_chat(user),
-            "from": dict(fake.bot_user), "text": "卡片"}
+    card = {
+        "message_id": 7,
+        "date": 1700000000,
+        "chat": fake.private_chat(user),
+        "from": dict(fake.bot_user),
+        "text": "卡片",
+    }
     update = fake.callback_update(user, "t0k3n", card)
     del update["callback_query"]["chat_instance"]
     return update
@@ -583,8 +672,11 @@ def callback_without_chat_instance(fake: FakeTelegram, user: dict[str, Any]) -> 
 def test_the_installed_library_really_refuses_the_samples(fake: FakeTelegram) -> None:
     # Given the real-format samples the tests below use as unparseable updates
     user = fake.user(100, "张三")
-    samples = [photo_without_unique_ids(fake, user), text_without_date(fake, user),
-               callback_without_chat_instance(fake, user)]
+    samples = [
+        photo_without_unique_ids(fake, user),
+        text_without_date(fake, user),
+        callback_without_chat_instance(fake, user),
+    ]
 
     # When python-telegram-bot parses them, Then each is refused, and the chat is still known
     for sample in samples:
@@ -611,13 +703,24 @@ def test_an_update_kind_or_field_the_library_does_not_know_is_no_parse_failure(
 
 @pytest.mark.parametrize(
     ("sample", "reason"),
-    [("photo", "file_unique_id"), ("no-date", "date"), ("callback", "chat_instance"),
-     ("message-string", ""), ("message-incomplete", ""), ("callback-incomplete", ""),
-     ("sender-id-string", "from.id")],
+    [
+        ("photo", "file_unique_id"),
+        ("no-date", "date"),
+        ("callback", "chat_instance"),
+        ("message-string", ""),
+        ("message-incomplete", ""),
+        ("callback-incomplete", ""),
+        ("sender-id-string", "from.id"),
+    ],
 )
 def test_an_update_the_library_cannot_model_is_answered_200_and_kept_as_failed_with_the_reason(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
-    caplog: pytest.LogCaptureFixture, sample: str, reason: str,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
+    stub_broker: dramatiq.Broker,
+    caplog: pytest.LogCaptureFixture,
+    sample: str,
+    reason: str,
 ) -> None:
     # Given an update that is a JSON object with an integer update_id, which the library
     # cannot model
@@ -629,8 +732,13 @@ def test_an_update_the_library_cannot_model_is_answered_200_and_kept_as_failed_w
         "message-string": lambda: {"update_id": 1, "message": "hi"},
         "message-incomplete": lambda: {"update_id": 1, "message": {"text": "hi"}},
         "callback-incomplete": lambda: {"update_id": 1, "callback_query": {"id": "1"}},
-        "sender-id-string": lambda: {**fake.text_update(user, "路灯坏了"), "message": {
-            **fake.text_update(user, "路灯坏了")["message"], "from": {**user, "id": "abc"}}},
+        "sender-id-string": lambda: {
+            **fake.text_update(user, "路灯坏了"),
+            "message": {
+                **fake.text_update(user, "路灯坏了")["message"],
+                "from": {**user, "id": "abc"},
+            },
+        },
     }
     body = bodies[sample]()
 
@@ -641,8 +749,7 @@ def test_an_update_the_library_cannot_model_is_answered_200_and_kept_as_failed_w
     # with the parser's reason, logged; nothing is handled or enqueued
     assert response.status_code == 200
     [row] = tg.inbox()
-    assert (row.natural_key, row.status, row.payload) == (str(body["update_id"]), "failed",
-                                                          body)
+    assert (row.natural_key, row.status, row.payload) == (str(body["update_id"]), "failed", body)
     assert row.error and reason in row.error
     assert row.chat_id == ("100" if sample in ("photo", "no-date", "callback") else "-")
     assert f"Telegram update {body['update_id']} cannot be parsed" in caplog.text
@@ -654,17 +761,22 @@ def test_an_update_the_library_cannot_model_is_answered_200_and_kept_as_failed_w
     # And /metrics counts it
     metrics_text = client.get("/metrics").text
     assert 'redesk_inbox_failed{channel="telegram"} 1.0' in metrics_text
-    assert 'redesk_inbound_messages_total{channel="telegram",outcome="unparseable"}' \
-        in metrics_text
+    assert 'redesk_inbound_messages_total{channel="telegram",outcome="unparseable"}' in metrics_text
 
 
 def test_an_unparseable_update_between_two_good_ones_over_the_webhook_blocks_nothing(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
+    stub_broker: dramatiq.Broker,
 ) -> None:
     # Given a resident whose second update of three cannot be parsed by the library
     resident = fake.user(100, "张三")
-    updates = [fake.text_update(resident, "路灯坏了"), photo_without_unique_ids(fake, resident),
-               fake.text_update(resident, "帮助")]
+    updates = [
+        fake.text_update(resident, "路灯坏了"),
+        photo_without_unique_ids(fake, resident),
+        fake.text_update(resident, "帮助"),
+    ]
 
     # When Telegram posts them one after the other and the workers run
     answers = [webhook(client, update).status_code for update in updates]
@@ -681,15 +793,22 @@ def test_an_unparseable_update_between_two_good_ones_over_the_webhook_blocks_not
 
 
 def test_a_pending_row_that_does_not_parse_is_kept_as_failed_and_the_chat_goes_on(
-    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    runtime: Runtime,
 ) -> None:
     # Given a chat whose oldest pending row cannot be parsed (e.g. one put back by `redesk
     # inbox retry` while the library still refuses it) and a good one after it
     resident = fake.user(100, "张三")
     bad = photo_without_unique_ids(fake, resident)
     with session_scope(runtime.engine) as session:
-        queries.add_inbox(session=session, channel=telegram.CHANNEL,
-                          natural_key=str(bad["update_id"]), chat_id="100", payload=bad)
+        queries.add_inbox(
+            session=session,
+            channel=telegram.CHANNEL,
+            natural_key=str(bad["update_id"]),
+            chat_id="100",
+            payload=bad,
+        )
     tg.store(fake.text_update(resident, "帮助"))
 
     # When the chat is handled
@@ -714,7 +833,7 @@ def test_a_body_over_1_mb_answers_413_and_stores_nothing(
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(body), 65536):
-            yield body[start:start + 65536]
+            yield body[start : start + 65536]
 
     response = webhook(client, None, content=chunks() if chunked else body)
 
@@ -736,10 +855,22 @@ def test_an_update_just_under_1_mb_is_accepted(
     assert len(tg.inbox()) == 1
 
 
-@pytest.mark.parametrize("kind", ["channel_post", "poll", "message_reaction", "group_chatter",
-                                  "bot_message", "bot_added_to_a_group"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "channel_post",
+        "poll",
+        "message_reaction",
+        "group_chatter",
+        "bot_message",
+        "bot_added_to_a_group",
+    ],
+)
 def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
+    stub_broker: dramatiq.Broker,
     kind: str,
 ) -> None:
     # Given a bound worker and one update of a kind redesk does not handle
@@ -751,9 +882,11 @@ def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
         "message_reaction": lambda: fake.message_reaction_update(resident, 1),
         "group_chatter": lambda: fake.text_update(resident, "大家好，路灯坏了", fake.group(GROUP)),
         "bot_message": lambda: fake.text_update(
-            {"id": 999, "is_bot": True, "first_name": "另一个机器人"}, "路灯坏了"),
+            {"id": 999, "is_bot": True, "first_name": "另一个机器人"}, "路灯坏了"
+        ),
         "bot_added_to_a_group": lambda: fake.my_chat_member_update(
-            resident, "member", "left", fake.group(GROUP)),
+            resident, "member", "left", fake.group(GROUP)
+        ),
     }
     sent_before = len(fake.sent())
 
@@ -771,7 +904,10 @@ def test_an_update_redesk_does_not_handle_is_stored_as_done_and_ignored(
 
 
 def test_a_resident_who_blocks_the_bot_is_not_written_to_until_they_restart_it(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, stub_broker: dramatiq.Broker,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
+    stub_broker: dramatiq.Broker,
 ) -> None:
     # Given a resident's request being handled
     worker = tg.worker(200, "王书记")
@@ -791,8 +927,9 @@ def test_a_resident_who_blocks_the_bot_is_not_written_to_until_they_restart_it(
     assert [call for call in fake.calls if call.status == 403] == []
 
     # When they restart the bot, and the request moves on
-    assert webhook(client, fake.my_chat_member_update(resident, "member", "kicked")).status_code \
-        == 200
+    assert (
+        webhook(client, fake.my_chat_member_update(resident, "member", "kicked")).status_code == 200
+    )
     tg.work()
     tg.say(worker, f"办结 {number} 已修好")
     tg.say(worker, f"回单 {number}")
@@ -810,8 +947,13 @@ def test_a_callback_from_a_message_redesk_did_not_send_is_answered_and_changes_n
     resident = fake.user(100, "张三")
     tg.say(resident, "路灯坏了")
     before = tg.footprint()
-    foreign = {"message_id": 999999, "date": 1, "chat": fake.private_chat(resident),
-               "from": {"id": 5555, "is_bot": True, "first_name": "其他机器人"}, "text": "投票"}
+    foreign = {
+        "message_id": 999999,
+        "date": 1,
+        "chat": fake.private_chat(resident),
+        "from": {"id": 5555, "is_bot": True, "first_name": "其他机器人"},
+        "text": "投票",
+    }
 
     # When a callback under it arrives through the webhook
     press = fake.callback_update(resident, "vote:yes", foreign)
@@ -829,11 +971,22 @@ def test_the_webhook_answers_503_when_the_update_cannot_be_stored(
 ) -> None:
     # Given a server whose database does not answer
     url = "postgresql+psycopg://postgres@127.0.0.1:1/none"
-    settings = make_settings(database_url=url, telegram_token="123456:TEST-TOKEN",
-                        telegram_webhook_secret=SECRET, _env_file=None)
-    update = {"update_id": 700000001, "message": {
-        "message_id": 1, "date": 1, "chat": {"id": 100, "type": "private", "first_name": "张三"},
-        "from": {"id": 100, "is_bot": False, "first_name": "张三"}, "text": "路灯坏了"}}
+    settings = make_settings(
+        database_url=url,
+        telegram_token="123456:TEST-TOKEN",
+        telegram_webhook_secret=SECRET,
+        _env_file=None,
+    )
+    update = {
+        "update_id": 700000001,
+        "message": {
+            "message_id": 1,
+            "date": 1,
+            "chat": {"id": 100, "type": "private", "first_name": "张三"},
+            "from": {"id": 100, "is_bot": False, "first_name": "张三"},
+            "text": "路灯坏了",
+        },
+    }
 
     # When Telegram posts an update
     with TestClient(create_app(Runtime(settings=settings, engine=get_engine(url)))) as client:
@@ -877,16 +1030,20 @@ def test_a_photo_with_a_caption_is_a_request_with_its_largest_size_attached(
     tg.worker(200, "王书记")
 
     # When a resident sends a photo (sizes in no particular order) with a caption
-    tg.store(fake.photo_update(fake.user(100, "张三"), caption="井盖丢了，很危险",
-                               file_ids=["photo-mid", "photo-big", "photo-small"],
-                               sizes=[(320, 240), (1280, 960), (90, 68)]))
+    tg.store(
+        fake.photo_update(
+            fake.user(100, "张三"),
+            caption="井盖丢了，很危险",
+            file_ids=["photo-mid", "photo-big", "photo-small"],
+            sizes=[(320, 240), (1280, 960), (90, 68)],
+        )
+    )
     settle(tg, runtime)
 
     # Then the caption is the request, and the largest size is attached
     [request] = tg.requests()
     assert request.text == "井盖丢了，很危险"
-    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
-        ("photo", "photo-big")]
+    assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [("photo", "photo-big")]
     # And the cards mention the attachment and the photo is sent again after them
     for chat in (200, GROUP):
         card = tg.last(chat, "新诉求")
@@ -924,8 +1081,11 @@ def test_a_file_telegram_does_not_know_is_marked_gone(
     [request] = tg.requests()
     with session_scope(runtime.engine) as session:
         assert request.id is not None
-        session.add(Attachment(request_id=request.id, channel="telegram", kind="photo",
-                               file_id="no-such-file"))
+        session.add(
+            Attachment(
+                request_id=request.id, channel="telegram", kind="photo", file_id="no-such-file"
+            )
+        )
 
     assert dispatch.fetch_media(runtime) == 1
 
@@ -1043,8 +1203,9 @@ def test_round_videos_animations_and_music_become_requests_and_are_sent_on_by_fi
     assert request.text == f"[{label}]"
     assert catalogue("error.unsupported") not in tg.texts(100)
     # And the worker's card is followed by the file, sent with the method of its kind
-    method = {"video_note": "sendVideoNote", "animation": "sendAnimation",
-              "audio": "sendAudio"}[kind]
+    method = {"video_note": "sendVideoNote", "animation": "sendAnimation", "audio": "sendAudio"}[
+        kind
+    ]
     card, sent = fake.sent(200)[-2:]
     assert "新诉求" in text_of(card)
     assert (sent.method, sent.params.get(kind)) == (method, "file-1")
@@ -1056,12 +1217,19 @@ def test_a_live_photo_is_taken_as_its_motion_and_its_still_picture(
     # Given a worker, and a resident's live photo (Bot API LivePhoto: the motion file with
     # its still picture in sizes)
     tg.worker(200, "王书记")
-    live = {"file_id": "live-1", "file_unique_id": "AgADlive1", "width": 1080,
-            "height": 1440, "duration": 3, "mime_type": "video/mp4", "file_size": 81234,
-            "photo": [{"file_id": "still-small", "file_unique_id": "AgADs1", "width": 90,
-                       "height": 120},
-                      {"file_id": "still-big", "file_unique_id": "AgADs2", "width": 1080,
-                       "height": 1440}]}
+    live = {
+        "file_id": "live-1",
+        "file_unique_id": "AgADlive1",
+        "width": 1080,
+        "height": 1440,
+        "duration": 3,
+        "mime_type": "video/mp4",
+        "file_size": 81234,
+        "photo": [
+            {"file_id": "still-small", "file_unique_id": "AgADs1", "width": 90, "height": 120},
+            {"file_id": "still-big", "file_unique_id": "AgADs2", "width": 1080, "height": 1440},
+        ],
+    }
     fake.add_file("still-big", b"\xff\xd8still", kind="photos")
 
     # When it is handled, with a caption, and every message delivered
@@ -1072,7 +1240,9 @@ def test_a_live_photo_is_taken_as_its_motion_and_its_still_picture(
     [request] = tg.requests()
     assert request.text == "墙皮脱落"
     assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
-        ("live_photo", "live-1"), ("photo", "still-big")]
+        ("live_photo", "live-1"),
+        ("photo", "still-big"),
+    ]
     # And the worker sees the still picture after the card (the motion is not sent on)
     card, sent = fake.sent(200)[-2:]
     assert "新诉求" in text_of(card)
@@ -1084,13 +1254,33 @@ def test_paid_media_is_taken_for_its_photos_and_videos_and_a_preview_is_left_out
     tg: TelegramDesk, fake: FakeTelegram
 ) -> None:
     # Given paid media with a photo, a video and a preview of media not bought
-    paid = {"star_count": 5, "paid_media": [
-        {"type": "photo", "photo": [{"file_id": "paid-photo", "file_unique_id": "AgADp1",
-                                     "width": 800, "height": 600}]},
-        {"type": "video", "video": {"file_id": "paid-video", "file_unique_id": "AgADp2",
-                                    "width": 640, "height": 360, "duration": 4}},
-        {"type": "preview", "width": 640, "height": 360},
-    ]}
+    paid = {
+        "star_count": 5,
+        "paid_media": [
+            {
+                "type": "photo",
+                "photo": [
+                    {
+                        "file_id": "paid-photo",
+                        "file_unique_id": "AgADp1",
+                        "width": 800,
+                        "height": 600,
+                    }
+                ],
+            },
+            {
+                "type": "video",
+                "video": {
+                    "file_id": "paid-video",
+                    "file_unique_id": "AgADp2",
+                    "width": 640,
+                    "height": 360,
+                    "duration": 4,
+                },
+            },
+            {"type": "preview", "width": 640, "height": 360},
+        ],
+    }
 
     # When it is handled
     tg.feed(fake.message_update(fake.user(100, "张三"), paid_media=paid))
@@ -1098,25 +1288,33 @@ def test_paid_media_is_taken_for_its_photos_and_videos_and_a_preview_is_left_out
     # Then the photo and the video are attached to a new request
     [request] = tg.requests()
     assert [(a.kind, a.file_id) for a in tg.attachments(request.number)] == [
-        ("photo", "paid-photo"), ("video", "paid-video")]
+        ("photo", "paid-photo"),
+        ("video", "paid-video"),
+    ]
 
 
 def test_a_venue_is_taken_as_a_location_with_its_name_and_address(
     tg: TelegramDesk, fake: FakeTelegram
 ) -> None:
     # Given a venue (a location with a title and an address)
-    venue = {"location": {"latitude": 30.6541, "longitude": 104.0805},
-             "title": "春熙路", "address": "锦江区春熙路"}
+    venue = {
+        "location": {"latitude": 30.6541, "longitude": 104.0805},
+        "title": "春熙路",
+        "address": "锦江区春熙路",
+    }
 
     # When it is handled
-    tg.feed(fake.message_update(fake.user(100, "张三"), venue=venue,
-                                location=venue["location"]))
+    tg.feed(fake.message_update(fake.user(100, "张三"), venue=venue, location=venue["location"]))
 
     # Then it is one location attachment labelled with the place
     [request] = tg.requests()
     [place] = tg.attachments(request.number)
     assert (place.kind, place.latitude, place.longitude, place.label) == (
-        "location", 30.6541, 104.0805, "春熙路 锦江区春熙路")
+        "location",
+        30.6541,
+        104.0805,
+        "春熙路 锦江区春熙路",
+    )
     assert request.text == "[位置：春熙路 锦江区春熙路]"
 
 
@@ -1168,18 +1366,38 @@ def test_a_message_carrying_nothing_usable_is_answered_politely_as_unsupported(
 ) -> None:
     # Given a message carrying only a sticker, a die, a poll, a game or a forwarded story
     fields = {
-        "sticker": {"file_id": "CAACAgIAAx", "file_unique_id": "AgADs", "width": 512,
-                    "height": 512, "is_animated": False, "is_video": False, "type": "regular"},
+        "sticker": {
+            "file_id": "CAACAgIAAx",
+            "file_unique_id": "AgADs",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "type": "regular",
+        },
         "dice": {"emoji": "🎲", "value": 4},
-        "poll": {"id": "5432", "question": "好不好", "options": [
-            {"persistent_id": "0", "text": "好", "voter_count": 0},
-            {"persistent_id": "1", "text": "不好", "voter_count": 0}],
-            "total_voter_count": 0, "is_closed": False, "is_anonymous": True,
-            "type": "regular", "allows_multiple_answers": False, "allows_revoting": False,
-            "members_only": False},
-        "game": {"title": "Snake", "description": "A game",
-                 "photo": [{"file_id": "game-photo", "file_unique_id": "AgADg", "width": 640,
-                            "height": 360}]},
+        "poll": {
+            "id": "5432",
+            "question": "好不好",
+            "options": [
+                {"persistent_id": "0", "text": "好", "voter_count": 0},
+                {"persistent_id": "1", "text": "不好", "voter_count": 0},
+            ],
+            "total_voter_count": 0,
+            "is_closed": False,
+            "is_anonymous": True,
+            "type": "regular",
+            "allows_multiple_answers": False,
+            "allows_revoting": False,
+            "members_only": False,
+        },
+        "game": {
+            "title": "Snake",
+            "description": "A game",
+            "photo": [
+                {"file_id": "game-photo", "file_unique_id": "AgADg", "width": 640, "height": 360}
+            ],
+        },
         "story": {"chat": {"id": 777, "type": "private", "first_name": "某人"}, "id": 12},
     }[kind]
 
@@ -1204,8 +1422,9 @@ def test_a_round_video_is_downloaded_with_its_extension(
     # Then the file is kept as an .mp4 with the bytes Telegram served
     [note] = tg.attachments(request.number)
     assert str(note.stored_path).endswith(".mp4")
-    assert (Path(runtime.settings.media_dir) / str(note.stored_path)).read_bytes() == \
-        b"\0\0\0\x18ftypround"
+    assert (
+        Path(runtime.settings.media_dir) / str(note.stored_path)
+    ).read_bytes() == b"\0\0\0\x18ftypround"
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -1416,12 +1635,14 @@ def test_deliveries_stay_within_telegrams_real_limits_without_a_single_429(
 
     # When they are delivered by several workers at once, each job coming back when told to
     with ThreadPoolExecutor(max_workers=6) as pool:
-        comebacks = list(pool.map(lambda i: deliver_until_done(runtime, i),
-                                  [to_one[0], *to_group, *to_many]))
+        comebacks = list(
+            pool.map(lambda i: deliver_until_done(runtime, i), [to_one[0], *to_group, *to_many])
+        )
 
     # Then every message went out, and Telegram never answered 429
-    assert [(call.method, call.params, call.status) for call in fake.calls
-            if call.status != 200] == []
+    assert [
+        (call.method, call.params, call.status) for call in fake.calls if call.status != 200
+    ] == []
     assert len(fake.sent()) == 3 + 1 + 34
     assert len(fake.sent(100)) == 3
     # and the chat with three messages was told to come back for its second and third
@@ -1480,8 +1701,10 @@ def test_updates_from_one_chat_are_handled_in_update_order_by_several_workers(
 
     # When three workers handle the resident's chat at once, and the other chat
     with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs = [pool.submit(dispatch.process_chat, tg.runtime, telegram.CHANNEL, chat)
-                for chat in ("100", "100", "101", "100")]
+        jobs = [
+            pool.submit(dispatch.process_chat, tg.runtime, telegram.CHANNEL, chat)
+            for chat in ("100", "100", "101", "100")
+        ]
         for job in jobs:
             job.result()
     tg.work()
@@ -1510,8 +1733,10 @@ def test_polling_stores_updates_and_a_new_poller_continues_from_the_stored_offse
 ) -> None:
     # Given two updates waiting at Telegram
     resident, other = fake.user(100, "张三"), fake.user(101, "李四")
-    updates = [fake.queue_update(fake.text_update(resident, "路灯坏了")),
-               fake.queue_update(fake.text_update(other, "井盖丢了"))]
+    updates = [
+        fake.queue_update(fake.text_update(resident, "路灯坏了")),
+        fake.queue_update(fake.text_update(other, "井盖丢了")),
+    ]
     enqueued: list[tuple[str, str]] = []
 
     def offset() -> str | None:
@@ -1553,7 +1778,8 @@ def test_polling_stores_updates_and_a_new_poller_continues_from_the_stored_offse
     assert polls[0].params["offset"] == updates[2]["update_id"] + 1
     assert polls[0].params["allowed_updates"] == list(telegram.ALLOWED_UPDATES)
     assert sorted(row.natural_key for row in tg.inbox()) == sorted(
-        str(u["update_id"]) for u in updates)
+        str(u["update_id"]) for u in updates
+    )
     assert enqueued[2:] == [("telegram", "100"), ("telegram", "101")]
     assert offset() == str(updates[3]["update_id"] + 1)
 
@@ -1563,9 +1789,11 @@ def test_polling_moves_past_an_unparseable_update_and_answers_the_good_ones_arou
 ) -> None:
     # Given a getUpdates batch with an update the library cannot model between two good ones
     resident, other = fake.user(100, "张三"), fake.user(101, "李四")
-    updates = [fake.queue_update(fake.text_update(resident, "路灯坏了")),
-               fake.queue_update(photo_without_unique_ids(fake, resident)),
-               fake.queue_update(fake.text_update(other, "帮助"))]
+    updates = [
+        fake.queue_update(fake.text_update(resident, "路灯坏了")),
+        fake.queue_update(photo_without_unique_ids(fake, resident)),
+        fake.queue_update(fake.text_update(other, "帮助")),
+    ]
     enqueued: list[tuple[str, str]] = []
 
     # When a poller reads the batch and waits for more
@@ -1585,8 +1813,10 @@ def test_polling_moves_past_an_unparseable_update_and_answers_the_good_ones_arou
     # Then every update is stored once, the bad one as failed, and the next poll asked past
     # the whole batch (the offset moved; nothing is asked for again)
     assert [(row.natural_key, row.status) for row in tg.inbox()][:3] == [
-        (str(updates[0]["update_id"]), "pending"), (str(updates[1]["update_id"]), "failed"),
-        (str(updates[2]["update_id"]), "pending")]
+        (str(updates[0]["update_id"]), "pending"),
+        (str(updates[1]["update_id"]), "failed"),
+        (str(updates[2]["update_id"]), "pending"),
+    ]
     assert enqueued[:2] == [("telegram", "100"), ("telegram", "101")]
     polls = [call.params["offset"] for call in fake.calls if call.method == "getUpdates"]
     assert polls[-1] == updates[2]["update_id"] + 1
@@ -1601,8 +1831,7 @@ def test_polling_moves_past_an_unparseable_update_and_answers_the_good_ones_arou
 
 
 def telegram_settings(token: str, api_url: str) -> Settings:
-    return make_settings(telegram_token=token, telegram_api_url=api_url,
-                    _env_file=None)
+    return make_settings(telegram_token=token, telegram_api_url=api_url, _env_file=None)
 
 
 def test_check_token_names_the_bot(fake: FakeTelegram) -> None:
@@ -1627,7 +1856,6 @@ def test_an_unreachable_api_url_is_a_clear_error(fake: FakeTelegram) -> None:
         telegram.check_token(telegram_settings(fake.token, "http://127.0.0.1:1"))
 
 
-
 # --- cards that went stale ------------------------------------------------------------------
 
 
@@ -1640,8 +1868,11 @@ def shown(fake: FakeTelegram, chat: int, sent: Any) -> dict[str, Any]:
 
 def edits_of(fake: FakeTelegram, chat: int, sent: Any) -> list[dict[str, Any]]:
     """The edits of the message `sent` in `chat`, oldest first."""
-    return [edit.result for edit in fake.edits(chat)
-            if edit.result["message_id"] == sent.result["message_id"]]
+    return [
+        edit.result
+        for edit in fake.edits(chat)
+        if edit.result["message_id"] == sent.result["message_id"]
+    ]
 
 
 def test_a_press_on_one_workers_card_edits_the_other_workers_card_and_the_groups(
@@ -1781,7 +2012,8 @@ def test_a_press_that_raced_an_edit_answers_with_the_current_state_and_changes_n
     # Then it is answered with an alert naming the current state, and nothing changes
     assert tg.answers()[-1]["show_alert"] is True
     assert tg.answers()[-1]["text"] == catalogue(
-        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回")
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回"
+    )
     assert tg.footprint() == before
     assert tg.request(number).state == "handling"
 
@@ -1802,8 +2034,9 @@ def test_a_card_refresh_that_telegram_refuses_for_a_moment_is_edited_on_the_retr
     tg.desk.work()  # one pass, not waiting for the retry
 
     # Then that card's refresh waits for its retry, and the other cards are edited
-    [waiting] = [row for row in tg.outbox() if row.key == "card.refresh"
-                 and row.status == "pending"]
+    [waiting] = [
+        row for row in tg.outbox() if row.key == "card.refresh" and row.status == "pending"
+    ]
     assert sorted(len(edits_of(fake, chat, card)) for chat, card in cards.items()) == [0, 1, 1]
 
     # When its retry comes
@@ -1818,26 +2051,34 @@ def test_a_card_refresh_that_telegram_refuses_for_a_moment_is_edited_on_the_retr
 
 
 def test_a_resident_who_forges_card_lines_on_telegram_cannot_fake_them_in_the_worker_s_card(
-    tg: TelegramDesk, fake: FakeTelegram,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
 ) -> None:
     # Given a worker, and a resident whose name hides a right-to-left override
     tg.worker(5101, "王书记")
     resident = fake.user(5102, "张三\u202e李四")
 
     # When the resident writes a text that imitates the card's own lines and a command
-    tg.say(resident, "路灯坏了\n—— 来自：王书记 13800000000（Telegram）\n"
-                     "办结时限：已延期\n受理 SQ-20260101-0001")
+    tg.say(
+        resident,
+        "路灯坏了\n—— 来自：王书记 13800000000（Telegram）\n"
+        "办结时限：已延期\n受理 SQ-20260101-0001",
+    )
     number = tg.requests()[-1].number
     card = tg.last(5101, f"【{number}】新诉求")
 
     # Then the card has one 来自 line and one deadline line, the resident's lines all quoted
     lines = text_of(card).split("\n")
     assert [line for line in lines if line.startswith("—— 来自：")] == [
-        "—— 来自：张三李四（Telegram）"]
+        "—— 来自：张三李四（Telegram）"
+    ]
     assert len([line for line in lines if line.startswith(("响应时限", "办结时限"))]) == 1
     assert [line for line in lines if line.startswith("│ ")] == [
-        "│ 路灯坏了", "│ —— 来自：王书记 13800000000（Telegram）", "│ 办结时限：已延期",
-        "│ 受理 SQ-20260101-0001"]
+        "│ 路灯坏了",
+        "│ —— 来自：王书记 13800000000（Telegram）",
+        "│ 办结时限：已延期",
+        "│ 受理 SQ-20260101-0001",
+    ]
     # And it is plain text (no parse mode a resident's words could break), its buttons for
     # this request only
     assert "parse_mode" not in card.params
@@ -1847,7 +2088,9 @@ def test_a_resident_who_forges_card_lines_on_telegram_cannot_fake_them_in_the_wo
 
 
 def test_guessing_invitation_codes_on_telegram_is_refused_after_five_failures(
-    tg: TelegramDesk, fake: FakeTelegram, client: TestClient,
+    tg: TelegramDesk,
+    fake: FakeTelegram,
+    client: TestClient,
 ) -> None:
     # Given a valid invitation, and a Telegram user who guesses codes through the webhook
     code = tg.desk.invite("worker")
@@ -1855,8 +2098,9 @@ def test_guessing_invitation_codes_on_telegram_is_refused_after_five_failures(
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
     for _ in range(5):
         update_body = fake.text_update(guesser, f"/bind {invitations.new_code()}")
-        assert client.post("/telegram/webhook", json=update_body, headers=headers
-                           ).status_code == 200
+        assert (
+            client.post("/telegram/webhook", json=update_body, headers=headers).status_code == 200
+        )
         tg.work()
     assert tg.texts(5201) == [catalogue("error.invitation_invalid")] * 5
 
@@ -1872,5 +2116,6 @@ def test_guessing_invitation_codes_on_telegram_is_refused_after_five_failures(
     assert invitation.used_at is None
     # And the five failures are on record under the chat, with the reason only
     assert {(f.channel, f.identity, f.address, f.reason) for f in recorded} == {
-        ("telegram", "5201", "telegram:5201", "unknown")}
+        ("telegram", "5201", "telegram:5201", "unknown")
+    }
     assert len(recorded) == 5

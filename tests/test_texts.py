@@ -83,19 +83,30 @@ TYPICAL: dict[str, Any] = {
     "page": 1,
     "pages": 2,
     "total": 11,
-    "todo": [["new", 10, 1, [[NUMBER, "我家门口的路灯坏了", "01-02 18:00", False]]],
-             ["review", 1, 2, []], ["mine", 0, 2, []]],
+    "todo": [
+        ["new", 10, 1, [[NUMBER, "我家门口的路灯坏了", "01-02 18:00", False]]],
+        ["review", 1, 2, []],
+        ["mine", 0, 2, []],
+    ],
     "buttons": True,
 }
 
 #: Keys whose message is about one request.
 ABOUT_A_REQUEST = [
-    key for key in TEXTS
+    key
+    for key in TEXTS
     if key.split(".")[0] in ("requester", "card", "worker", "desk", "ask")
-    or (key.startswith("reply.") and key not in (
-        "reply.bound", "reply.dialogue_cancelled",
-        "reply.no_requests", "reply.empty_todo", "reply.phone_saved",
-    ))
+    or (
+        key.startswith("reply.")
+        and key
+        not in (
+            "reply.bound",
+            "reply.dialogue_cancelled",
+            "reply.no_requests",
+            "reply.empty_todo",
+            "reply.phone_saved",
+        )
+    )
     or key in ("error.transition", "error.not_yours", "error.unknown_request")
 ]
 
@@ -140,9 +151,16 @@ def test_every_message_about_a_request_shows_its_number(key: str) -> None:
 
 
 def test_the_status_message_shows_number_state_and_history() -> None:
-    rendered = render("reply.status", {**TYPICAL, "history": [
-        ["2026-01-01 10:00", "submit", ""], ["2026-01-01 11:00", "forward", "城管执法"],
-    ]})
+    rendered = render(
+        "reply.status",
+        {
+            **TYPICAL,
+            "history": [
+                ["2026-01-01 10:00", "submit", ""],
+                ["2026-01-01 11:00", "forward", "城管执法"],
+            ],
+        },
+    )
 
     assert NUMBER in rendered.text
     assert "待受理" in rendered.text
@@ -151,10 +169,16 @@ def test_the_status_message_shows_number_state_and_history() -> None:
 
 def test_the_status_history_names_each_step_s_actor_and_reads_older_rows_too() -> None:
     # Given a history line with its actor and one queued before lines named one
-    rendered = render("reply.status", {**TYPICAL, "history": [
-        ["2026-01-01 10:00", "submit", ""],
-        ["2026-01-01 11:00", "forward", "城管执法", "王书记 · 党务工作者"],
-    ]})
+    rendered = render(
+        "reply.status",
+        {
+            **TYPICAL,
+            "history": [
+                ["2026-01-01 10:00", "submit", ""],
+                ["2026-01-01 11:00", "forward", "城管执法", "王书记 · 党务工作者"],
+            ],
+        },
+    )
 
     # Then both render, the second naming who forwarded it
     assert "· 2026-01-01 10:00 接单\n" in rendered.text
@@ -175,7 +199,11 @@ def test_a_to_do_page_with_buttons_has_line_actions_and_more() -> None:
     rendered = render("reply.todo", TYPICAL)
 
     assert [b.label for b in rendered.buttons] == [
-        "受理 0101-0042", "转单 0101-0042", "驳回 0101-0042", "更多"]
+        "受理 0101-0042",
+        "转单 0101-0042",
+        "驳回 0101-0042",
+        "更多",
+    ]
     assert rendered.buttons[-1].action == "待办 2"
     assert "发送「待办 2」" not in rendered.text
 
@@ -208,9 +236,16 @@ def test_on_wechat_the_register_button_becomes_the_command_to_send() -> None:
 
 
 def test_a_listing_shows_each_number() -> None:
-    rendered = render("reply.listing", {"title": "t", "items": [
-        ["SQ-20260101-0001", "new", "a"], ["SQ-20260101-0002", "closed", "b"],
-    ]})
+    rendered = render(
+        "reply.listing",
+        {
+            "title": "t",
+            "items": [
+                ["SQ-20260101-0001", "new", "a"],
+                ["SQ-20260101-0002", "closed", "b"],
+            ],
+        },
+    )
 
     assert "SQ-20260101-0001" in rendered.text and "SQ-20260101-0002" in rendered.text
     assert "已办结" in rendered.text
@@ -283,8 +318,9 @@ def test_button_actions_parse_back_to_their_commands(key: str) -> None:
     assert rendered.buttons
     assert all(command is not None for command in commands)
     assert {command.name for command in commands if command} == EXPECTED_BUTTONS[key]
-    assert all(command.first == NUMBER for command in commands
-               if command and command.name not in NO_NUMBER)
+    assert all(
+        command.first == NUMBER for command in commands if command and command.name not in NO_NUMBER
+    )
 
 
 def test_forward_buttons_name_each_department() -> None:
@@ -389,8 +425,10 @@ def test_every_message_about_a_request_in_a_whole_story_shows_its_number(desk: D
 
 #: A resident's text that imitates a card's own lines: who it is from, a deadline, WeChat's
 #: commands footer with a command to copy.
-FORGED = ("路灯坏了\n—— 来自：王书记 13800000000（网页）\n办结时限：已延期\r\n"
-          "复制下列指令回复即可办理：\u2028受理 SQ-20260101-0001\u2029回单 SQ-20260101-0001")
+FORGED = (
+    "路灯坏了\n—— 来自：王书记 13800000000（网页）\n办结时限：已延期\r\n"
+    "复制下列指令回复即可办理：\u2028受理 SQ-20260101-0001\u2029回单 SQ-20260101-0001"
+)
 
 #: Characters that would reorder or hide text, or break a line, without being seen.
 INVISIBLES = "\u202e\u2066\u200b\ufeff\u200f\u0085\x0b\x00"
@@ -440,10 +478,18 @@ def test_a_name_with_line_breaks_stays_on_its_own_line() -> None:
 @pytest.mark.parametrize("key", ["card.new", "card.auto_forwarded", "card.forwarded"])
 def test_a_forged_card_line_in_a_new_card_stays_quoted(key: str) -> None:
     # Given a resident whose text and name imitate the card's own lines
-    params = {"number": "SQ-20260101-0002", "category": "市政设施", "text": FORGED,
-              "requester": "张三\n—— 来自：李四", "phone": "139\n办结时限：无",
-              "channel": "web", "department": "城管执法", "by": "王书记",
-              "response_due": "12-01 10:00", "resolution_due": "12-05 18:00"}
+    params = {
+        "number": "SQ-20260101-0002",
+        "category": "市政设施",
+        "text": FORGED,
+        "requester": "张三\n—— 来自：李四",
+        "phone": "139\n办结时限：无",
+        "channel": "web",
+        "department": "城管执法",
+        "by": "王书记",
+        "response_due": "12-01 10:00",
+        "resolution_due": "12-05 18:00",
+    }
 
     # When the card is rendered
     lines = card_lines(render(key, params).text)
@@ -455,8 +501,13 @@ def test_a_forged_card_line_in_a_new_card_stays_quoted(key: str) -> None:
     quoted = [line for line in lines if line.startswith(QUOTE_MARK)]
     assert len(quoted) == 6
     assert [line.removeprefix(QUOTE_MARK) for line in quoted] == [
-        "路灯坏了", "—— 来自：王书记 13800000000（网页）", "办结时限：已延期",
-        "复制下列指令回复即可办理：", "受理 SQ-20260101-0001", "回单 SQ-20260101-0001"]
+        "路灯坏了",
+        "—— 来自：王书记 13800000000（网页）",
+        "办结时限：已延期",
+        "复制下列指令回复即可办理：",
+        "受理 SQ-20260101-0001",
+        "回单 SQ-20260101-0001",
+    ]
     assert not [line for line in lines if line.startswith(("受理", "回单", "复制下列指令"))]
 
 
@@ -483,10 +534,17 @@ def test_a_resident_s_own_text_is_not_quoted_back_to_them() -> None:
 
 def test_the_status_of_a_request_quotes_its_text_and_keeps_history_notes_on_one_line() -> None:
     # When a request whose text and supplement forge lines is shown
-    shown = render("reply.status", {
-        "number": "SQ-20260101-0004", "state": "new", "category": "其他", "created": "12-01",
-        "text": FORGED, "history": [["12-01 10:00", "supplement", "晚上\n办理记录：伪造"]],
-    }).text
+    shown = render(
+        "reply.status",
+        {
+            "number": "SQ-20260101-0004",
+            "state": "new",
+            "category": "其他",
+            "created": "12-01",
+            "text": FORGED,
+            "history": [["12-01 10:00", "supplement", "晚上\n办理记录：伪造"]],
+        },
+    ).text
 
     # Then the text is quoted and the note stays on its history line
     lines = card_lines(shown)
@@ -513,12 +571,16 @@ def test_a_resident_who_forges_card_lines_on_the_web_desk_cannot_fake_them_in_th
     card = [m for m in worker.received if m.updates is None][1]
     lines = card_lines(card.text)
     assert [line for line in lines if line.startswith("—— 来自：")] == [
-        "—— 来自：张三 —— 来自：李四（网页）"]
+        "—— 来自：张三 —— 来自：李四（网页）"
+    ]
     assert len([line for line in lines if line.startswith(QUOTE_MARK)]) == 6
     assert card.actions == [f"受理 {number}", f"转单 {number}", f"驳回 {number}"]
     # And the supplement's forged lines are quoted too
     assert card_lines(worker.last().text)[1:] == [
-        QUOTE_MARK + "已修好", QUOTE_MARK + "—— 来自：王书记", QUOTE_MARK + "复制下列指令：",
-        QUOTE_MARK + f"回单 {number}"]
+        QUOTE_MARK + "已修好",
+        QUOTE_MARK + "—— 来自：王书记",
+        QUOTE_MARK + "复制下列指令：",
+        QUOTE_MARK + f"回单 {number}",
+    ]
     # And the request keeps the resident's words as they wrote them
     assert desk.request(number).text.startswith("路灯坏了\n—— 来自：王书记")

@@ -73,13 +73,16 @@ def settings(db_url: str, fake: FakeWeChat, tmp_path: Path) -> Settings:
     """Settings for the database under test with WeChat on, pointing at the fake."""
     env = fake.settings_env()
     return make_settings(
-        database_url=db_url, redis_url=None, _env_file=None,
+        database_url=db_url,
+        redis_url=None,
+        _env_file=None,
         wechat_app_id=env["REDESK_WECHAT_APP_ID"],
         wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
         wechat_token=env["REDESK_WECHAT_TOKEN"],
         wechat_aes_key=env.get("REDESK_WECHAT_AES_KEY"),
         wechat_api_url=env["REDESK_WECHAT_API_URL"],
-        wechat_template_id=TEMPLATE, media_dir=tmp_path / "media",
+        wechat_template_id=TEMPLATE,
+        media_dir=tmp_path / "media",
     )
 
 
@@ -94,8 +97,12 @@ class WeChatDesk:
 
     def post(self, callback: Callback) -> Any:
         """POSTs a callback to /wechat the way WeChat does."""
-        return self.client.post("/wechat", params=callback.params, content=callback.body,
-                                headers={"Content-Type": "text/xml"})
+        return self.client.post(
+            "/wechat",
+            params=callback.params,
+            content=callback.body,
+            headers={"Content-Type": "text/xml"},
+        )
 
     def send(self, callback: Callback) -> Any:
         """POSTs a callback, then works everything through."""
@@ -122,8 +129,7 @@ class WeChatDesk:
     def person(self, openid: str = RESIDENT) -> Person:
         """The person behind an openid, fresh."""
         with Session(self.runtime.engine) as session:
-            found = queries.find_person(session=session, channel=wechat.CHANNEL,
-                                        external_id=openid)
+            found = queries.find_person(session=session, channel=wechat.CHANNEL, external_id=openid)
             assert found is not None
             return found
 
@@ -151,8 +157,11 @@ class WeChatDesk:
         """The person last wrote 49 hours ago (for redesk and for the fake)."""
         at = utcnow() - timedelta(hours=49)
         with session_scope(self.runtime.engine) as session:
-            session.execute(update(Person).where(Person.external_id == openid)  # type: ignore[arg-type]
-                            .values(last_inbound_at=at))
+            session.execute(
+                update(Person)
+                .where(Person.external_id == openid)  # type: ignore[arg-type]
+                .values(last_inbound_at=at)
+            )
         self.fake.interacted(openid, at=self.fake.now() - 49 * 3600)
 
 
@@ -208,8 +217,7 @@ def test_a_resident_on_wechat_is_answered_and_rates_a_request_handled_on_the_web
     # Then the resident gets the result, with the rating commands ready to copy
     result = wx.texts()[-1]
     assert "已更换灯泡，恢复照明" in result
-    assert text_commands(result) >= {f"评价 {number} 已解决 满意",
-                                     f"评价 {number} 未解决 不满意"}
+    assert text_commands(result) >= {f"评价 {number} 已解决 满意", f"评价 {number} 未解决 不满意"}
 
     # When they copy one back
     wx.say(RESIDENT, f"评价 {number} 已解决 满意")
@@ -218,7 +226,12 @@ def test_a_resident_on_wechat_is_answered_and_rates_a_request_handled_on_the_web
     assert wx.desk.request(number).state == "closed"
     assert "感谢您的评价" in wx.texts()[-1]
     assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == [
-        "submit", "accept", "complete", "approve", "rate"]
+        "submit",
+        "accept",
+        "complete",
+        "approve",
+        "rate",
+    ]
 
 
 def text_commands(message: str) -> set[str]:
@@ -264,9 +277,9 @@ def test_a_stale_command_copied_from_a_wechat_card_is_answered_with_the_current_
     request = wx.desk.request(number)
     assert (request.state, request.closed_at) == ("handling", None)
     assert wx.texts("second-openid")[-1] == catalogue(
-        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回")
-    assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == [
-        "submit", "accept"]
+        "error.transition", number=number, state_label="办理中（党委做单）", action_label="驳回"
+    )
+    assert [e.action for e in wx.desk.events(number) if e.outcome == "ok"] == ["submit", "accept"]
 
 
 # --- retries and replays ----------------------------------------------------------------------
@@ -303,15 +316,17 @@ WORKER = "oWorker_3kQ9zT2mXb7Lp0sVd4Rj8Nc1Y"
 def reused(fake: FakeWeChat, seen: Callback, forged: Callback) -> Callback:
     """`forged`'s body under the query string of the callback `seen` (its URL, as a proxy's
     access log or an http:// callback shows it)."""
-    return Callback(params=dict(seen.params), body=forged.body, xml=forged.xml,
-                    openid=forged.openid)
+    return Callback(
+        params=dict(seen.params), body=forged.body, xml=forged.xml, openid=forged.openid
+    )
 
 
 def snapshot(wx: WeChatDesk) -> dict[str, Any]:
     """What a forged callback must not change: inbox, requests, events, outbox, people."""
     with Session(wx.runtime.engine) as session:
-        people = sorted((p.external_id, p.role, p.unreachable)
-                        for p in session.exec(select(Person)).all())
+        people = sorted(
+            (p.external_id, p.role, p.unreachable) for p in session.exec(select(Person)).all()
+        )
     return {
         "inbox": [(row.id, row.natural_key, row.status) for row in wx.inbox()],
         "requests": [(r.number, r.state) for r in wx.desk.requests()],
@@ -339,8 +354,11 @@ def test_a_signed_url_reused_with_a_forged_reject_or_unsubscribe_is_refused_and_
     # signs the timestamp and nonce, not the body)
     at, nonce = seen.params["timestamp"], seen.params["nonce"]
     forgeries = [
-        reused(fake, seen, fake.text(WORKER, f"驳回 {number} 不属于受理范围", timestamp=at,
-                                     nonce=nonce)),
+        reused(
+            fake,
+            seen,
+            fake.text(WORKER, f"驳回 {number} 不属于受理范围", timestamp=at, nonce=nonce),
+        ),
         reused(fake, seen, fake.event(WORKER, "unsubscribe", timestamp=at, nonce=nonce)),
     ]
     answers = [wx.post(forged) for forged in forgeries]
@@ -348,7 +366,8 @@ def test_a_signed_url_reused_with_a_forged_reject_or_unsubscribe_is_refused_and_
 
     # Then both are refused with 403, and nothing was stored, changed or sent
     assert [(answer.status_code, answer.text) for answer in answers] == [
-        (403, "nonce reused with another body")] * 2
+        (403, "nonce reused with another body")
+    ] * 2
     assert snapshot(wx) == before
     assert wx.desk.request(number).state == "new"
     assert wx.person(WORKER).unreachable is False
@@ -378,14 +397,18 @@ def test_a_nonce_is_remembered_while_its_timestamp_is_accepted_and_forgotten_aft
     # When another callback arrives after that
     with session_scope(wx.runtime.engine) as session:
         wechat.check_nonce(
-            wx.runtime.settings, session,
-            {"timestamp": str(ahead + 400), "nonce": "2468013579"}, b"<xml/>",
-            now=ahead + wechat.REPLAY_WINDOW_SECONDS + 2)
+            wx.runtime.settings,
+            session,
+            {"timestamp": str(ahead + 400), "nonce": "2468013579"},
+            b"<xml/>",
+            now=ahead + wechat.REPLAY_WINDOW_SECONDS + 2,
+        )
 
     # Then the expired nonce was cleaned up on the way, and only the new one is kept
     with Session(wx.runtime.engine) as session:
         assert [r.key for r in session.exec(select(WeChatNonce)).all()] == [
-            f"{ahead + 400}:2468013579"]
+            f"{ahead + 400}:2468013579"
+        ]
 
 
 @pytest.mark.parametrize("fake", ["plain"], indirect=True)
@@ -398,15 +421,21 @@ def test_with_redis_the_nonce_is_kept_in_redis_and_refused_from_any_process(
 
     env = fake.settings_env()
     shared = make_settings(
-        database_url=db_url, redis_url=redis_url, _env_file=None,
+        database_url=db_url,
+        redis_url=redis_url,
+        _env_file=None,
         wechat_app_id=env["REDESK_WECHAT_APP_ID"],
         wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
-        wechat_token=env["REDESK_WECHAT_TOKEN"], wechat_api_url=env["REDESK_WECHAT_API_URL"],
+        wechat_token=env["REDESK_WECHAT_TOKEN"],
+        wechat_api_url=env["REDESK_WECHAT_API_URL"],
         media_dir=tmp_path / "media",
     )
     seen = fake.text(RESIDENT, "路灯坏了")
-    forged = reused(fake, seen, fake.text(RESIDENT, "撤销", timestamp=seen.params["timestamp"],
-                                          nonce=seen.params["nonce"]))
+    forged = reused(
+        fake,
+        seen,
+        fake.text(RESIDENT, "撤销", timestamp=seen.params["timestamp"], nonce=seen.params["nonce"]),
+    )
     # Given two copies of redesk sharing Redis and the database
     first = Runtime(settings=shared, engine=get_engine(db_url))
     second = Runtime(settings=shared, engine=get_engine(db_url))
@@ -418,10 +447,14 @@ def test_with_redis_the_nonce_is_kept_in_redis_and_refused_from_any_process(
 
     # Then the second refuses the forgery and accepts WeChat's retry of the genuine one
     assert [(r.status_code, r.text) for r in (genuine, refused, retried)] == [
-        (200, "success"), (403, "nonce reused with another body"), (200, "success")]
+        (200, "success"),
+        (403, "nonce reused with another body"),
+        (200, "success"),
+    ]
     with Session(first.engine) as session:
         assert [row.natural_key for row in session.exec(select(InboxMessage)).all()] == [
-            str(seen.msg_id)]
+            str(seen.msg_id)
+        ]
         # and the nonce is in Redis (not the database), for the replay window at most
         assert session.exec(select(WeChatNonce)).all() == []
     client = redis.Redis.from_url(redis_url)
@@ -440,8 +473,12 @@ def test_concurrent_posts_with_one_nonce_and_different_bodies_store_exactly_one(
     pairs = []
     for index in range(6):
         at, nonce = int(fake.now()), f"97531{index:05d}"
-        pairs.append((fake.text(RESIDENT, f"路灯坏了 {index}", timestamp=at, nonce=nonce),
-                      fake.text(RESIDENT, f"井盖丢了 {index}", timestamp=at, nonce=nonce)))
+        pairs.append(
+            (
+                fake.text(RESIDENT, f"路灯坏了 {index}", timestamp=at, nonce=nonce),
+                fake.text(RESIDENT, f"井盖丢了 {index}", timestamp=at, nonce=nonce),
+            )
+        )
     callbacks = [callback for pair in pairs for callback in pair]
     barrier = threading.Barrier(len(callbacks), timeout=60)
 
@@ -451,8 +488,10 @@ def test_concurrent_posts_with_one_nonce_and_different_bodies_store_exactly_one(
 
     # When all of them are posted at once
     answers: dict[int, int] = {}
-    threads = [threading.Thread(target=lambda i=i, c=c: answers.__setitem__(i, post(c)))
-               for i, c in enumerate(callbacks)]
+    threads = [
+        threading.Thread(target=lambda i=i, c=c: answers.__setitem__(i, post(c)))
+        for i, c in enumerate(callbacks)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -537,8 +576,9 @@ def test_a_picture_is_a_request_and_is_fetched_into_media_storage(
     # Then the picture's bytes are kept under the media directory
     stored = wx.attachments()[0].stored_path
     assert stored
-    assert (Path(runtime.settings.media_dir) / stored).read_bytes() == \
-        fake.media_bytes(callback.media_id)
+    assert (Path(runtime.settings.media_dir) / stored).read_bytes() == fake.media_bytes(
+        callback.media_id
+    )
     assert dispatch.fetch_media(runtime) == 0
 
 
@@ -573,17 +613,20 @@ def test_a_link_becomes_the_requests_text_and_unknown_types_are_politely_refused
     wx.send(fake.link(RESIDENT, "小区噪音扰民", "每晚施工到十二点", "https://example.org/a"))
     assert "小区噪音扰民" in wx.desk.requests()[0].text
 
-    unknown = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
-               f"<FromUserName><![CDATA[{RESIDENT}]]></FromUserName>"
-               f"<CreateTime>{int(fake.now())}</CreateTime><MsgType><![CDATA[miniprogrampage]]>"
-               "</MsgType><Title><![CDATA[x]]></Title><MsgId>99887766</MsgId></xml>")
+    unknown = (
+        f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+        f"<FromUserName><![CDATA[{RESIDENT}]]></FromUserName>"
+        f"<CreateTime>{int(fake.now())}</CreateTime><MsgType><![CDATA[miniprogrampage]]>"
+        "</MsgType><Title><![CDATA[x]]></Title><MsgId>99887766</MsgId></xml>"
+    )
     wx.send(fake.raw(unknown.encode(), safe=fake.safe, openid=RESIDENT))
     assert "暂不支持" in wx.texts()[-1]
     assert len(wx.desk.requests()) == 1
 
 
-@pytest.mark.parametrize(("voice_format", "extension"), [
-    ("amr", ".amr"), ("mp3", ".mp3"), ("speex", ".speex")])
+@pytest.mark.parametrize(
+    ("voice_format", "extension"), [("amr", ".amr"), ("mp3", ".mp3"), ("speex", ".speex")]
+)
 def test_a_voice_file_is_kept_with_the_extension_of_its_format(
     wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, voice_format: str, extension: str
 ) -> None:
@@ -597,8 +640,9 @@ def test_a_voice_file_is_kept_with_the_extension_of_its_format(
     # Then the file keeps a real extension and WeChat's bytes
     [voice] = wx.attachments()
     assert voice.stored_path is not None and voice.stored_path.endswith(extension)
-    assert (Path(runtime.settings.media_dir) / voice.stored_path).read_bytes() == \
-        fake.media_bytes(callback.media_id)
+    assert (Path(runtime.settings.media_dir) / voice.stored_path).read_bytes() == fake.media_bytes(
+        callback.media_id
+    )
 
 
 def test_a_voice_served_as_octet_stream_takes_its_extension_from_the_format(
@@ -635,25 +679,38 @@ def event_callback(fake: FakeWeChat, event_type: str, openid: str = RESIDENT) ->
     device notices carry MsgType device_text / device_event (WeChat's hardware platform).
     """
     if event_type == "subscribe_scan":
-        return fake.event(openid, "subscribe", key=f"qrscene_{SCENE}",
-                          ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt")
+        return fake.event(
+            openid,
+            "subscribe",
+            key=f"qrscene_{SCENE}",
+            ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt",
+        )
     if event_type == "subscribe_scan_product":
         return fake.event(openid, "subscribe", key="scanbarcode|EAN13|6901234567892")
     if event_type == "scan":
-        return fake.event(openid, "SCAN", key=SCENE,
-                          ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt")
+        return fake.event(
+            openid,
+            "SCAN",
+            key=SCENE,
+            ticket="gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt",
+        )
     if event_type.startswith("device_"):
-        kind, event = ("device_text", None) if event_type == "device_text" else \
-            ("device_event", event_type[len("device_"):])
-        xml = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
-               f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-               f"<CreateTime>{int(fake.now())}</CreateTime>"
-               f"<MsgType><![CDATA[{kind}]]></MsgType>"
-               + (f"<Event><![CDATA[{event}]]></Event>" if event else "")
-               + "<DeviceType><![CDATA[gh_d3e07d51b513]]></DeviceType>"
-               "<DeviceID><![CDATA[dev1234abcd]]></DeviceID>"
-               "<SessionID>9394</SessionID>"
-               f"<OpenID><![CDATA[{openid}]]></OpenID></xml>")
+        kind, event = (
+            ("device_text", None)
+            if event_type == "device_text"
+            else ("device_event", event_type[len("device_") :])
+        )
+        xml = (
+            f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
+            f"<CreateTime>{int(fake.now())}</CreateTime>"
+            f"<MsgType><![CDATA[{kind}]]></MsgType>"
+            + (f"<Event><![CDATA[{event}]]></Event>" if event else "")
+            + "<DeviceType><![CDATA[gh_d3e07d51b513]]></DeviceType>"
+            "<DeviceID><![CDATA[dev1234abcd]]></DeviceID>"
+            "<SessionID>9394</SessionID>"
+            f"<OpenID><![CDATA[{openid}]]></OpenID></xml>"
+        )
         return fake.raw(xml.encode(), safe=fake.safe, openid=openid)
     return fake.event(openid, event_type)
 
@@ -663,8 +720,10 @@ def test_every_event_wechatpy_knows_is_built_as_its_own_class() -> None:
     fake = FakeWeChat()
 
     # When each of wechatpy's event types is built as WeChat sends it
-    parsed = {event_type: type(parse_message(event_callback(fake, event_type).xml))
-              for event_type in EVENT_TYPES}
+    parsed = {
+        event_type: type(parse_message(event_callback(fake, event_type).xml))
+        for event_type in EVENT_TYPES
+    }
 
     # Then wechatpy gives each its own class (the tests below cover them all)
     assert parsed == EVENT_TYPES
@@ -835,8 +894,7 @@ def test_the_sixth_message_in_the_window_goes_as_a_template(
 
     # When five more notices are queued for them
     with session_scope(wx.runtime.engine) as session:
-        person = queries.find_person(session=session, channel=wechat.CHANNEL,
-                                     external_id=RESIDENT)
+        person = queries.find_person(session=session, channel=wechat.CHANNEL, external_id=RESIDENT)
         assert person is not None
         tx = wx.runtime.tx(session, "test:notices")
         for _ in range(5):
@@ -850,9 +908,7 @@ def test_the_sixth_message_in_the_window_goes_as_a_template(
     assert [c for c in fake.calls if c.errcode == wechat.client.ERR_OUT_OF_COUNT] == []
 
 
-def test_a_45015_from_wechat_falls_back_to_the_template(
-    wx: WeChatDesk, fake: FakeWeChat
-) -> None:
+def test_a_45015_from_wechat_falls_back_to_the_template(wx: WeChatDesk, fake: FakeWeChat) -> None:
     # Given redesk believes the window is open, but WeChat says it is not
     worker = wx.desk.worker()
     wx.say(RESIDENT, "路灯坏了")
@@ -863,9 +919,9 @@ def test_a_45015_from_wechat_falls_back_to_the_template(
     wx.desk.work()
 
     # The receipt went as a customer-service message; the acceptance was refused as one
-    assert [c.errcode for c in fake.calls
-            if c.path.endswith("custom/send") and c.openid == RESIDENT] == [
-        0, wechat.client.ERR_OUT_OF_TIME]
+    assert [
+        c.errcode for c in fake.calls if c.path.endswith("custom/send") and c.openid == RESIDENT
+    ] == [0, wechat.client.ERR_OUT_OF_TIME]
     assert len(fake.templates(RESIDENT)) == 1
 
 
@@ -951,17 +1007,25 @@ def _redis_storage(redis_url: str) -> tuple[Any, Any]:
 
     connection = redis.Redis.from_url(redis_url)
     connection.delete("redesk:wechat:test_access_token")
-    return (RedisStorage(connection, prefix="redesk:wechat:test"),
-            lambda: connection.lock("redesk:wechat:test:lock", timeout=30, blocking_timeout=30))
+    return (
+        RedisStorage(connection, prefix="redesk:wechat:test"),
+        lambda: connection.lock("redesk:wechat:test:lock", timeout=30, blocking_timeout=30),
+    )
 
 
-@pytest.mark.parametrize(("fault", "expected"), [
-    ({"errcode": -1}, OutboxStatus.PENDING),
-    ({"status": 500}, OutboxStatus.PENDING),
-    ({"errcode": 45009}, OutboxStatus.PENDING),
-])
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"errcode": -1}, OutboxStatus.PENDING),
+        ({"status": 500}, OutboxStatus.PENDING),
+        ({"errcode": 45009}, OutboxStatus.PENDING),
+    ],
+)
 def test_busy_and_rate_limited_answers_are_retried_and_delivered_once(
-    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, fault: dict[str, Any],
+    wx: WeChatDesk,
+    fake: FakeWeChat,
+    runtime: Runtime,
+    fault: dict[str, Any],
     expected: str,
 ) -> None:
     # Given WeChat failing the next call
@@ -1015,22 +1079,28 @@ def _billion_laughs() -> bytes:
     entities = ['<!ENTITY lol0 "lol">'] + [
         f'<!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">' for level in range(1, 10)
     ]
-    return (f'<?xml version="1.0"?><!DOCTYPE xml [{"".join(entities)}]>'
-            "<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
-            "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>").encode()
+    return (
+        f'<?xml version="1.0"?><!DOCTYPE xml [{"".join(entities)}]>'
+        "<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
+        "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>"
+    ).encode()
 
 
 HOSTILE = {
-    "xxe": (b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-            b"<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName>"
-            b"<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&x;</Content>"
-            b"<MsgId>1</MsgId></xml>"),
+    "xxe": (
+        b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b"<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName>"
+        b"<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&x;</Content>"
+        b"<MsgId>1</MsgId></xml>"
+    ),
     "billion_laughs": _billion_laughs(),
     "malformed": b"<xml><ToUserName>gh</ToUserName><FromUserName>",
     "not_xml": b'{"MsgType": "text"}',
     "missing_fields": b"<xml><ToUserName><![CDATA[gh]]></ToUserName><Content>hi</Content></xml>",
-    "missing_msg_id": (b"<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
-                       b"<MsgType>text</MsgType><Content>hi</Content></xml>"),
+    "missing_msg_id": (
+        b"<xml><FromUserName>o1</FromUserName><CreateTime>1</CreateTime>"
+        b"<MsgType>text</MsgType><Content>hi</Content></xml>"
+    ),
 }
 
 
@@ -1082,10 +1152,16 @@ def test_safe_mode_refuses_a_bad_msg_signature_an_undecryptable_body_and_a_plain
     assert client.post("/wechat", params=tampered, content=good.body).status_code == 403
 
     garbage = fake.encrypt("x")[:-8] + "AAAAAAA="
-    body = (f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
-            f"<Encrypt><![CDATA[{garbage}]]></Encrypt></xml>").encode()
-    params = {**good.params, "msg_signature": wechat.signature(
-        fake.token, good.params["timestamp"], good.params["nonce"], garbage)}
+    body = (
+        f"<xml><ToUserName><![CDATA[{fake.account_id}]]></ToUserName>"
+        f"<Encrypt><![CDATA[{garbage}]]></Encrypt></xml>"
+    ).encode()
+    params = {
+        **good.params,
+        "msg_signature": wechat.signature(
+            fake.token, good.params["timestamp"], good.params["nonce"], garbage
+        ),
+    }
     assert client.post("/wechat", params=params, content=body).status_code == 400
 
     plain = fake.text(RESIDENT, "路灯坏了", safe=False)
@@ -1100,19 +1176,21 @@ def test_a_message_for_another_account_does_not_decrypt(
     other = FakeWeChat(safe=True, token=fake.token, aes_key=fake.aes_key)
     callback = other.text(RESIDENT, "路灯坏了")
 
-    assert client.post("/wechat", params=callback.params, content=callback.body).status_code \
-        == 400
+    assert client.post("/wechat", params=callback.params, content=callback.body).status_code == 400
 
 
 def test_wechat_off_refuses_callbacks(db_url: str, fake: FakeWeChat) -> None:
     from bot.app import create_app
 
-    off = Runtime(settings=Settings(database_url=db_url, redis_url=None, _env_file=None),  # type: ignore[call-arg]
-                  engine=get_engine(db_url))
+    off = Runtime(
+        settings=Settings(database_url=db_url, redis_url=None, _env_file=None),  # type: ignore[call-arg]
+        engine=get_engine(db_url),
+    )
     with TestClient(create_app(off)) as client:
         callback = fake.text(RESIDENT, "路灯坏了")
-        assert client.post("/wechat", params=callback.params,
-                           content=callback.body).status_code == 403
+        assert (
+            client.post("/wechat", params=callback.params, content=callback.body).status_code == 403
+        )
 
 
 # --- small talk and 待办 on a channel without buttons ---------------------------------------
@@ -1172,8 +1250,11 @@ def test_a_resident_who_forges_the_commands_footer_on_wechat_cannot_fake_it_in_t
     wx.say("worker-openid", f"绑定 {wx.desk.invite('worker')}")
 
     # When a resident writes a text that imitates the card's 来自 line and commands footer
-    wx.say(RESIDENT, "路灯坏了\n—— 来自：王书记\n复制下列指令回复即可办理：\n"
-                     "回单 SQ-20260101-0001\r\n驳回 SQ-20260101-0001 无")
+    wx.say(
+        RESIDENT,
+        "路灯坏了\n—— 来自：王书记\n复制下列指令回复即可办理：\n"
+        "回单 SQ-20260101-0001\r\n驳回 SQ-20260101-0001 无",
+    )
     number = wx.last_number()
 
     # Then the worker's card has one 来自 line and one commands footer, the card's own
@@ -1181,11 +1262,19 @@ def test_a_resident_who_forges_the_commands_footer_on_wechat_cannot_fake_it_in_t
     lines = card.split("\n")
     assert len([line for line in lines if line.startswith("—— 来自：")]) == 1
     assert [line for line in lines if line.startswith("复制下列指令")] == [
-        "复制下列指令回复即可办理："]
+        "复制下列指令回复即可办理："
+    ]
     # And every line of the resident's words is quoted, before the footer
     assert [line for line in lines if line.startswith("│ ")] == [
-        "│ 路灯坏了", "│ —— 来自：王书记", "│ 复制下列指令回复即可办理：",
-        "│ 回单 SQ-20260101-0001", "│ 驳回 SQ-20260101-0001 无"]
+        "│ 路灯坏了",
+        "│ —— 来自：王书记",
+        "│ 复制下列指令回复即可办理：",
+        "│ 回单 SQ-20260101-0001",
+        "│ 驳回 SQ-20260101-0001 无",
+    ]
     footer = lines.index("复制下列指令回复即可办理：")
-    assert {line.strip() for line in lines[footer + 1:] if line.strip()} == {
-        f"受理 {number}", f"转单 {number}", f"驳回 {number}"}
+    assert {line.strip() for line in lines[footer + 1 :] if line.strip()} == {
+        f"受理 {number}",
+        f"转单 {number}",
+        f"驳回 {number}",
+    }

@@ -90,8 +90,14 @@ def wechat_fake() -> Iterator[FakeWeChat]:
 def wecom_section(fake: FakeWeCom, **overrides: Any) -> WeComSettings:
     """The WeCom settings of the fake's app."""
     values: dict[str, Any] = {
-        "corp_id": fake.corp_id, "agent_id": fake.agent_id, "secret": fake.secret,
-        "token": fake.token, "aes_key": fake.aes_key, "api_url": fake.url, **overrides}
+        "corp_id": fake.corp_id,
+        "agent_id": fake.agent_id,
+        "secret": fake.secret,
+        "token": fake.token,
+        "aes_key": fake.aes_key,
+        "api_url": fake.url,
+        **overrides,
+    }
     return WeComSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -100,11 +106,16 @@ def settings(db_url: str, fake: FakeWeCom, wechat_fake: FakeWeChat, tmp_path: Pa
     """Settings for the database under test with WeCom and WeChat on, pointing at the fakes."""
     env = wechat_fake.settings_env()
     base = make_settings(
-        database_url=db_url, redis_url=None, _env_file=None, media_dir=tmp_path / "media",
+        database_url=db_url,
+        redis_url=None,
+        _env_file=None,
+        media_dir=tmp_path / "media",
         wechat_app_id=env["REDESK_WECHAT_APP_ID"],
         wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
-        wechat_token=env["REDESK_WECHAT_TOKEN"], wechat_aes_key=env["REDESK_WECHAT_AES_KEY"],
-        wechat_api_url=env["REDESK_WECHAT_API_URL"])
+        wechat_token=env["REDESK_WECHAT_TOKEN"],
+        wechat_aes_key=env["REDESK_WECHAT_AES_KEY"],
+        wechat_api_url=env["REDESK_WECHAT_API_URL"],
+    )
     return base.with_sections(wecom_section(fake))
 
 
@@ -119,8 +130,9 @@ def sender(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> WeComSender:
 class WeComDesk:
     """redesk with WeCom and WeChat, driven synchronously through the real app."""
 
-    def __init__(self, runtime: Runtime, fake: FakeWeCom, wechat_fake: FakeWeChat,
-                 client: TestClient) -> None:
+    def __init__(
+        self, runtime: Runtime, fake: FakeWeCom, wechat_fake: FakeWeChat, client: TestClient
+    ) -> None:
         self.runtime = runtime
         self.fake = fake
         self.wechat = wechat_fake
@@ -129,8 +141,12 @@ class WeComDesk:
 
     def post(self, callback: Callback) -> Any:
         """POSTs a callback to /wecom the way WeCom does."""
-        return self.client.post("/wecom", params=callback.params, content=callback.body,
-                                headers={"Content-Type": "text/xml"})
+        return self.client.post(
+            "/wecom",
+            params=callback.params,
+            content=callback.body,
+            headers={"Content-Type": "text/xml"},
+        )
 
     def send(self, callback: Callback) -> None:
         """POSTs a callback, then works everything through."""
@@ -154,8 +170,12 @@ class WeComDesk:
     def resident_says(self, content: str) -> None:
         """The resident writes on WeChat."""
         callback = self.wechat.text(RESIDENT, content)
-        response = self.client.post("/wechat", params=callback.params, content=callback.body,
-                                    headers={"Content-Type": "text/xml"})
+        response = self.client.post(
+            "/wechat",
+            params=callback.params,
+            content=callback.body,
+            headers={"Content-Type": "text/xml"},
+        )
         assert response.status_code == 200, response.text
         self.desk.work()
 
@@ -176,8 +196,13 @@ class WeComDesk:
 
 
 @pytest.fixture
-def wc(runtime: Runtime, fake: FakeWeCom, wechat_fake: FakeWeChat, client: TestClient,
-       sender: WeComSender) -> WeComDesk:
+def wc(
+    runtime: Runtime,
+    fake: FakeWeCom,
+    wechat_fake: FakeWeChat,
+    client: TestClient,
+    sender: WeComSender,
+) -> WeComDesk:
     """redesk on WeCom and WeChat, one department, nobody bound yet."""
     desk = WeComDesk(runtime, fake, wechat_fake, client)
     desk.desk.add_department("城管执法")
@@ -191,13 +216,14 @@ def test_a_card_press_is_parsed_by_wechatpy_as_a_template_card_event(fake: FakeW
     press = fake.press(WORKER, "tok-1", "rd1_0_abc", response_code="code-1")
     message = parse_message(press.xml)
     assert isinstance(message, wecom.TemplateCardEvent)
-    assert (message.key, message.task_id, message.response_code) == ("tok-1", "rd1_0_abc",
-                                                                      "code-1")
+    assert (message.key, message.task_id, message.response_code) == ("tok-1", "rd1_0_abc", "code-1")
 
 
 def test_a_card_shows_the_title_the_deadlines_and_the_text() -> None:
-    title, pairs, rest = layout("【SQ-1】新诉求 · 路灯\n路灯坏了\n—— 来自：王\n"
-                                "响应时限：12-03 09:00\u3000办结时限：12-08 18:00")
+    title, pairs, rest = layout(
+        "【SQ-1】新诉求 · 路灯\n路灯坏了\n—— 来自：王\n"
+        "响应时限：12-03 09:00\u3000办结时限：12-08 18:00"
+    )
     assert title == "【SQ-1】新诉求 · 路灯"
     assert pairs == [("响应时限", "12-03 09:00"), ("办结时限", "12-08 18:00")]
     assert rest == "路灯坏了\n—— 来自：王"
@@ -216,8 +242,10 @@ def test_the_settings_switch_wecom_on_only_with_all_five(fake: FakeWeCom) -> Non
     with pytest.raises(ValueError):
         wecom_section(fake, aes_key="short")
     settings = make_settings(_env_file=None).with_sections(wecom_section(fake))
-    assert WeComChannel().describe(settings) == \
-        f"on, callback /wecom (corp {fake.corp_id}, agent {fake.agent_id})"
+    assert (
+        WeComChannel().describe(settings)
+        == f"on, callback /wecom (corp {fake.corp_id}, agent {fake.agent_id})"
+    )
     off = make_settings(_env_file=None).with_sections(WeComSettings(_env_file=None))  # type: ignore[call-arg]
     assert WeComChannel().describe(off).startswith("off (set REDESK_WECOM_CORP_ID")
 
@@ -231,8 +259,11 @@ def test_the_url_verification_answers_the_decrypted_echostr_only_when_signed(
     good = fake.verification("echo-7263")
     response = wc.client.get("/wecom", params=good.params)
     assert (response.status_code, response.text) == (200, "echo-7263")
-    for bad in (fake.verification("e", bad_signature=True), fake.verification("e", stale=True),
-                fake.verification("e", receive_id="ww0000000000000000")):
+    for bad in (
+        fake.verification("e", bad_signature=True),
+        fake.verification("e", stale=True),
+        fake.verification("e", receive_id="ww0000000000000000"),
+    ):
         refused = wc.client.get("/wecom", params=bad.params)
         assert refused.status_code == 403
         assert "e" != refused.text
@@ -243,7 +274,8 @@ def test_a_corrupted_callback_is_refused_and_stores_nothing(
     wc: WeComDesk, fake: FakeWeCom, corrupt: str
 ) -> None:
     choices: dict[str, dict[str, Any]] = {
-        "bad_signature": {"bad_signature": True}, "stale": {"stale": True},
+        "bad_signature": {"bad_signature": True},
+        "stale": {"stale": True},
         "receive_id": {"receive_id": "ww0000000000000000"},
         "aes_key": {"aes_key": "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"},
     }
@@ -256,9 +288,11 @@ def test_a_corrupted_callback_is_refused_and_stores_nothing(
 def test_another_corps_message_inside_a_valid_envelope_is_refused(
     wc: WeComDesk, fake: FakeWeCom
 ) -> None:
-    xml = (f"<xml><ToUserName><![CDATA[wwother]]></ToUserName><FromUserName>{WORKER}"
-           "</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
-           "<Content>hi</Content><MsgId>5</MsgId></xml>")
+    xml = (
+        f"<xml><ToUserName><![CDATA[wwother]]></ToUserName><FromUserName>{WORKER}"
+        "</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
+        "<Content>hi</Content><MsgId>5</MsgId></xml>"
+    )
     assert wc.post(fake.callback(xml)).status_code == 403
     assert wc.inbox() == []
 
@@ -335,8 +369,9 @@ def test_production_refuses_a_placeholder_wecom_secret(
     for name, value in fake.settings_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("REDESK_WECOM_TOKEN", "changeme")
-    production = make_settings(_env_file=None, env="production",
-                               secret_key="k" * 8 + "Zq3!x9Lm#2vB7&wR")
+    production = make_settings(
+        _env_file=None, env="production", secret_key="k" * 8 + "Zq3!x9Lm#2vB7&wR"
+    )
     with pytest.raises(SettingsError, match="REDESK_WECOM_TOKEN"):
         production.section(WeComSettings)
 
@@ -389,9 +424,7 @@ def test_a_request_from_wechat_is_accepted_forwarded_resolved_and_rated_on_wecom
     assert wc.state(number) == "closed"
 
 
-def test_pressing_accept_updates_the_card_with_who_accepted(
-    wc: WeComDesk, fake: FakeWeCom
-) -> None:
+def test_pressing_accept_updates_the_card_with_who_accepted(wc: WeComDesk, fake: FakeWeCom) -> None:
     wc.bind(WORKER, "worker")
     wc.resident_says("楼道灯不亮了，请派人看看")
     card = fake.cards(WORKER)[-1]
@@ -482,10 +515,16 @@ def _person(runtime: Runtime, userid: str) -> Person:
         return queries.get_or_create_person(session=session, channel="wecom", external_id=userid)
 
 
-def _send(sender: WeComSender, runtime: Runtime, userid: str, message: Rendered,
-          row: OutboxMessage | None = None) -> OutboxMessage:
-    row = row or OutboxMessage(id=1, person_id=1, key="plain", params={},
-                               idempotency_key="t", status=OutboxStatus.PENDING)
+def _send(
+    sender: WeComSender,
+    runtime: Runtime,
+    userid: str,
+    message: Rendered,
+    row: OutboxMessage | None = None,
+) -> OutboxMessage:
+    row = row or OutboxMessage(
+        id=1, person_id=1, key="plain", params={}, idempotency_key="t", status=OutboxStatus.PENDING
+    )
     with Session(runtime.engine) as session:
         person = _person(runtime, userid)
         sender.send(session, person, message, row)
@@ -508,8 +547,12 @@ def test_the_token_is_shared_by_processes_through_redis(
     fake: FakeWeCom, redis_url: str, db_url: str
 ) -> None:
     # Given two processes' clients on one Redis
-    made = [make_settings(database_url=db_url, redis_url=redis_url, _env_file=None)
-            .with_sections(wecom_section(fake)) for _ in range(2)]
+    made = [
+        make_settings(database_url=db_url, redis_url=redis_url, _env_file=None).with_sections(
+            wecom_section(fake)
+        )
+        for _ in range(2)
+    ]
     first, second = (wecom.WeComClient(settings) for settings in made)
     try:
         # When both call the API
@@ -533,8 +576,9 @@ def test_a_5xx_is_transient_and_the_retry_sends_once(
     fake.member(WORKER)
     _send(sender, runtime, WORKER, Rendered("预热"))
     fake.fail_next(1, status=502)
-    row = OutboxMessage(id=1, person_id=1, key="plain", params={}, idempotency_key="t",
-                        status=OutboxStatus.PENDING)
+    row = OutboxMessage(
+        id=1, person_id=1, key="plain", params={}, idempotency_key="t", status=OutboxStatus.PENDING
+    )
     with pytest.raises(TransientSendError):
         _send(sender, runtime, WORKER, Rendered(long), row)
     assert row.params["_parts_sent"] == 0
@@ -548,8 +592,9 @@ def test_a_part_that_failed_after_another_went_resumes_without_resending(
 ) -> None:
     long = "\n".join(["第一段" * 200, "第二段" * 200])
     _send(sender, runtime, WORKER, Rendered("预热"))
-    row = OutboxMessage(id=1, person_id=1, key="plain", params={}, idempotency_key="t",
-                        status=OutboxStatus.PENDING)
+    row = OutboxMessage(
+        id=1, person_id=1, key="plain", params={}, idempotency_key="t", status=OutboxStatus.PENDING
+    )
     fake.fail_next(1, network=True)
     row.params = {"_parts_sent": 1}
     with pytest.raises(TransientSendError):
@@ -570,8 +615,7 @@ def test_texts_over_2048_bytes_are_split_and_never_truncated(
     assert not any(d.truncated for d in fake.deliveries(WORKER))
 
 
-def test_a_stranger_is_unreachable(runtime: Runtime, fake: FakeWeCom,
-                                   sender: WeComSender) -> None:
+def test_a_stranger_is_unreachable(runtime: Runtime, fake: FakeWeCom, sender: WeComSender) -> None:
     with pytest.raises(Unreachable):
         _send(sender, runtime, "nobody", Rendered("你好"))
 
@@ -594,8 +638,9 @@ def test_every_message_books_the_members_slot_of_30_a_minute(
     assert key.endswith(WORKER) and interval * 30 >= 60
 
 
-def test_45009_is_transient_with_a_wait(runtime: Runtime, fake: FakeWeCom,
-                                        sender: WeComSender) -> None:
+def test_45009_is_transient_with_a_wait(
+    runtime: Runtime, fake: FakeWeCom, sender: WeComSender
+) -> None:
     fake.limit_members(1)
     _send(sender, runtime, WORKER, Rendered("一"))
     with pytest.raises(TransientSendError) as raised:
@@ -620,13 +665,18 @@ def test_a_card_has_at_most_six_buttons_a_picker_more_cards(
 
 def test_start_refuses_a_wrong_secret_with_one_line(fake: FakeWeCom, db_url: str) -> None:
     settings = make_settings(database_url=db_url, _env_file=None).with_sections(
-        wecom_section(fake, secret="x" * 43))
+        wecom_section(fake, secret="x" * 43)
+    )
     runtime = Runtime(settings=settings, engine=None)  # type: ignore[arg-type]
     with pytest.raises(ChannelError, match="REDESK_WECOM_SECRET"):
         WeComChannel().start(runtime, lambda line: None, lambda channel, chat: None)
     lines: list[str] = []
     good = make_settings(database_url=db_url, _env_file=None).with_sections(wecom_section(fake))
-    WeComChannel().start(Runtime(settings=good, engine=None), lines.append,  # type: ignore[arg-type]
-                         lambda channel, chat: None)
-    assert lines == [f"channel wecom: on, callback /wecom (corp {fake.corp_id}, agent "
-                     f"{fake.agent_id})"]
+    WeComChannel().start(
+        Runtime(settings=good, engine=None),
+        lines.append,  # type: ignore[arg-type]
+        lambda channel, chat: None,
+    )
+    assert lines == [
+        f"channel wecom: on, callback /wecom (corp {fake.corp_id}, agent {fake.agent_id})"
+    ]

@@ -32,7 +32,8 @@ def queue_refresh(tx: Tx, request: Request) -> None:
     recorded)."""
     assert request.id is not None
     for outbox_id, person_id in queries.cards_of_request(
-            session=tx.session, request_id=request.id, skip_key=REFRESH_KEY):
+        session=tx.session, request_id=request.id, skip_key=REFRESH_KEY
+    ):
         person = queries.get_person(session=tx.session, person_id=person_id)
         if person is not None:
             tx.notify(person, REFRESH_KEY, request, card=outbox_id, state=request.state)
@@ -54,15 +55,22 @@ def possible(person: Person, request: Request, action: str) -> bool:
     role = Role.WORKER if person.role == Role.GROUP else person.role
     state = State(request.state)
     is_requester = person.id == request.requester_id or (
-        request.channel == _DESK and acts_for_walk_in(
-            role=role, actor_id=person.id, registered_by_id=request.registered_by_id))
-    in_department = (role == Role.DEPARTMENT and person.department_id is not None
-                     and person.department_id == request.department_id)
+        request.channel == _DESK
+        and acts_for_walk_in(
+            role=role, actor_id=person.id, registered_by_id=request.registered_by_id
+        )
+    )
+    in_department = (
+        role == Role.DEPARTMENT
+        and person.department_id is not None
+        and person.department_id == request.department_id
+    )
     if wanted is Action.COMPLETE and state is State.FORWARDED and in_department:
         # Department staff may 办结 a forwarded request: it is taken first.
         return True
-    if not permitted(wanted, state, role=role, is_requester=is_requester,
-                     in_department=in_department):
+    if not permitted(
+        wanted, state, role=role, is_requester=is_requester, in_department=in_department
+    ):
         return False
     try:
         transition(state, wanted, with_department=request.department_id is not None)

@@ -18,8 +18,9 @@ _days_off: frozenset[date] = frozenset()
 _workdays: frozenset[date] = frozenset()
 
 
-def configure(*, days_off: frozenset[date] = frozenset(),
-              workdays: frozenset[date] = frozenset()) -> None:
+def configure(
+    *, days_off: frozenset[date] = frozenset(), workdays: frozenset[date] = frozenset()
+) -> None:
     """Sets the local days off and make-up working days (the process's settings)."""
     global _days_off, _workdays
     _days_off, _workdays = frozenset(days_off), frozenset(workdays)
@@ -55,8 +56,11 @@ def next_working_start(moment: datetime, start_hour: int, end_hour: int) -> date
 
 
 def add_working_hours(
-    moment: datetime, hours: float, *, start_hour: int = WORKDAY_START_HOUR,
-    end_hour: int = WORKDAY_END_HOUR
+    moment: datetime,
+    hours: float,
+    *,
+    start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR,
 ) -> datetime:
     """`moment` plus `hours` of working time; 0 hours means the end of the working day."""
     current = next_working_start(moment, start_hour, end_hour)
@@ -73,8 +77,11 @@ def add_working_hours(
 
 
 def add_working_days(
-    moment: datetime, days: int, *, start_hour: int = WORKDAY_START_HOUR,
-    end_hour: int = WORKDAY_END_HOUR
+    moment: datetime,
+    days: int,
+    *,
+    start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR,
 ) -> datetime:
     """The end of the working day `days` working days after `moment`'s (0: the same day)."""
     current = next_working_start(moment, start_hour, end_hour)
@@ -87,8 +94,11 @@ def add_working_days(
 
 
 def working_seconds(
-    start: datetime, end: datetime, *, start_hour: int = WORKDAY_START_HOUR,
-    end_hour: int = WORKDAY_END_HOUR
+    start: datetime,
+    end: datetime,
+    *,
+    start_hour: int = WORKDAY_START_HOUR,
+    end_hour: int = WORKDAY_END_HOUR,
 ) -> int:
     """Working time between two moments, in whole seconds (0 if `end` is not after `start`).
 

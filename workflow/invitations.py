@@ -36,7 +36,7 @@ MAX_INPUT = 64
 def new_code() -> str:
     """A fresh random code, grouped for reading aloud and typing (XXXX-XXXX-XXXX)."""
     raw = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
-    return "-".join(raw[i:i + GROUP] for i in range(0, CODE_LENGTH, GROUP))
+    return "-".join(raw[i : i + GROUP] for i in range(0, CODE_LENGTH, GROUP))
 
 
 def normalise(typed: str) -> str:

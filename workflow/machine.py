@@ -117,7 +117,10 @@ def _rule(
     target_with_department: State | None = None,
 ) -> Rule:
     return Rule(
-        action=action, label=label, sources=frozenset(sources), target=target,
+        action=action,
+        label=label,
+        sources=frozenset(sources),
+        target=target,
         who=frozenset(who),
         who_in={state: frozenset(them) for state, them in (who_in or {}).items()},
         target_with_department=target_with_department,
@@ -142,11 +145,24 @@ SPEC: tuple[Rule, ...] = (
     # Whoever holds the request reports: the committee while it handles it, the department
     # while it is with the department. In the other states either may try, so that the
     # answer is the machine's "cannot complete now", not "not yours".
-    _rule(A.COMPLETE, "办结", {S.HANDLING, S.DEPT_HANDLING}, S.REVIEW, W.COMMITTEE, W.DEPARTMENT,
-          who_in={S.HANDLING: {W.COMMITTEE}, S.DEPT_HANDLING: {W.DEPARTMENT}}),
+    _rule(
+        A.COMPLETE,
+        "办结",
+        {S.HANDLING, S.DEPT_HANDLING},
+        S.REVIEW,
+        W.COMMITTEE,
+        W.DEPARTMENT,
+        who_in={S.HANDLING: {W.COMMITTEE}, S.DEPT_HANDLING: {W.DEPARTMENT}},
+    ),
     _rule(A.APPROVE, "审核回单", {S.REVIEW}, S.REPLIED, W.COMMITTEE),
-    _rule(A.SEND_BACK, "返工", {S.REVIEW}, S.HANDLING, W.COMMITTEE,
-          target_with_department=S.DEPT_HANDLING),
+    _rule(
+        A.SEND_BACK,
+        "返工",
+        {S.REVIEW},
+        S.HANDLING,
+        W.COMMITTEE,
+        target_with_department=S.DEPT_HANDLING,
+    ),
     _rule(A.RATE, "评价（已解决，满意或基本满意）", {S.REPLIED}, S.CLOSED, W.REQUESTER),
     _rule(A.REOPEN, "重办（未解决或不满意）", {S.REPLIED}, S.NEW, W.REQUESTER),
     _rule(A.AUTO_CLOSE, "自动办结", {S.REPLIED}, S.CLOSED, W.SYSTEM),
@@ -167,8 +183,10 @@ VIEWERS: frozenset[Who] = frozenset({W.REQUESTER, W.COMMITTEE, W.DEPARTMENT})
 #: resolved by transition() because it returns to whoever completed the request.
 TRANSITIONS: dict[tuple[Action, State], State] = {
     (rule.action, source): rule.target
-    for rule in SPEC if rule.target is not None
-    for source in State if source in rule.sources
+    for rule in SPEC
+    if rule.target is not None
+    for source in State
+    if source in rule.sources
 }
 
 #: Actions that record an event without moving the request, and the states they may occur in.

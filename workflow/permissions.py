@@ -79,8 +79,12 @@ def permitted(
         is_requester: Whether the actor submitted the request.
         in_department: Whether the actor is staff of the department the request is forwarded to.
     """
-    return is_one_of(RULES[action].who_at(state), role=role, is_requester=is_requester,
-                     in_department=in_department)
+    return is_one_of(
+        RULES[action].who_at(state),
+        role=role,
+        is_requester=is_requester,
+        in_department=in_department,
+    )
 
 
 def may_view(*, role: str, is_requester: bool, in_department: bool) -> bool:
@@ -94,8 +98,7 @@ def role_could(role: str, action: Action) -> bool:
     Anyone may be the requester of some request (a worker registers walk-ins, staff may have
     written in before they were invited), so the requester's actions are open to every role.
     """
-    return is_one_of(RULES[action].everyone(), role=role, is_requester=True,
-                     in_department=True)
+    return is_one_of(RULES[action].everyone(), role=role, is_requester=True, in_department=True)
 
 
 #: How each kind of actor is named in the roles table.
@@ -103,7 +106,7 @@ WHO_LABELS: dict[Who, str] = {
     Who.COMMITTEE: "worker or leader",
     Who.DEPARTMENT: "staff of the department the request is forwarded to",
     Who.REQUESTER: "the requester (for a walk-in: the worker who registered it, or any "
-                   "worker or leader once that worker's role is revoked)",
+    "worker or leader once that worker's role is revoked)",
     Who.SYSTEM: "nobody by hand (the system)",
     Who.ANYONE: "anyone",
 }
@@ -120,8 +123,11 @@ def roles_markdown() -> str:
     for rule in SPEC:
         who = _names(rule.who)
         if rule.who_in:
-            who = "; ".join(f"{_names(rule.who_in[state])} in `{state}`"
-                            for state in State if state in rule.who_in)
+            who = "; ".join(
+                f"{_names(rule.who_in[state])} in `{state}`"
+                for state in State
+                if state in rule.who_in
+            )
         lines.append(f"| {rule.action} | {rule.label} | {who} |")
     lines.append(f"| view | 查询 | {_names(VIEWERS)} |")
     return "\n".join(lines)

@@ -68,15 +68,17 @@ def tick(tx: Tx, policy: Policy) -> TickResult:
     done: dict[str, int] = {}
     excluded = [state.value for state in TERMINAL]
     candidates = list(queries.open_requests(session=tx.session, excluded=excluded))
-    taken = queries.reminder_keys(session=tx.session,
-                                  request_ids=[r.id for r in candidates if r.id is not None])
+    taken = queries.reminder_keys(
+        session=tx.session, request_ids=[r.id for r in candidates if r.id is not None]
+    )
     for request in candidates:
         for kind, due in _due(tx, request, policy):
             key = f"{request.id}:{kind}:{due.isoformat()}"
             if key in taken:
                 continue
-            if not queries.claim_reminder(session=tx.session, key=key, kind=kind,
-                                          request_id=request.id, at=tx.now):
+            if not queries.claim_reminder(
+                session=tx.session, key=key, kind=kind, request_id=request.id, at=tx.now
+            ):
                 continue
             _act(tx, request, kind, policy)
             done[kind] = done.get(kind, 0) + 1
@@ -92,19 +94,21 @@ def _due(tx: Tx, request: Request, policy: Policy) -> list[tuple[str, datetime]]
     state = State(request.state)
     since = request.deadlines_set_at or request.created_at
     if state == State.NEW:
-        unacted = deadlines.add_working_hours(since, policy.unacted_minutes / 60,
-                                              start_hour=tx.workday_start,
-                                              end_hour=tx.workday_end)
+        unacted = deadlines.add_working_hours(
+            since, policy.unacted_minutes / 60, start_hour=tx.workday_start, end_hour=tx.workday_end
+        )
         found += _pair("unacted", None, unacted, now)
-        found += _pair("response", _soon(tx, since, request.response_due_at),
-                       request.response_due_at, now)
+        found += _pair(
+            "response", _soon(tx, since, request.response_due_at), request.response_due_at, now
+        )
     if state == State.REPLIED:
         if request.replied_at is not None:
             closes = request.replied_at + timedelta(days=policy.auto_close_days)
             found += _pair("auto_close", None, closes, now)
         return found
-    found += _pair("resolution", _soon(tx, since, request.resolution_due_at),
-                   request.resolution_due_at, now)
+    found += _pair(
+        "resolution", _soon(tx, since, request.resolution_due_at), request.resolution_due_at, now
+    )
     return found
 
 
@@ -116,12 +120,12 @@ def _soon(tx: Tx, since: datetime, due: datetime | None) -> datetime | None:
     total = deadlines.working_seconds(since, due, start_hour=start, end_hour=end)
     if total <= 0:
         return None
-    return deadlines.add_working_hours(since, total * SOON / 3600, start_hour=start,
-                                       end_hour=end)
+    return deadlines.add_working_hours(since, total * SOON / 3600, start_hour=start, end_hour=end)
 
 
-def _pair(stem: str, soon: datetime | None, due: datetime | None,
-          now: datetime) -> list[tuple[str, datetime]]:
+def _pair(
+    stem: str, soon: datetime | None, due: datetime | None, now: datetime
+) -> list[tuple[str, datetime]]:
     """The soon/due reminders of one deadline that have fallen; only the latest if both."""
     if due is not None and due <= now:
         return [(f"{stem}_due" if stem in ("response", "resolution") else stem, due)]
@@ -131,10 +135,12 @@ def _pair(stem: str, soon: datetime | None, due: datetime | None,
 
 
 def _act(tx: Tx, request: Request, kind: str, policy: Policy) -> None:
-    card = {"text": service.summary(request.text),
-            "response_due": deadlines.format_local(request.response_due_at),
-            "resolution_due": deadlines.format_local(request.resolution_due_at),
-            "state": request.state}
+    card = {
+        "text": service.summary(request.text),
+        "response_due": deadlines.format_local(request.response_due_at),
+        "resolution_due": deadlines.format_local(request.resolution_due_at),
+        "state": request.state,
+    }
     if kind == "unacted":
         for worker in service.committee(tx):
             tx.notify(worker, "remind.unacted", request, minutes=policy.unacted_minutes, **card)
@@ -162,10 +168,16 @@ def _escalate(tx: Tx, request: Request, which: str, card: dict[str, Any]) -> Non
     note = f"超期：{'响应' if which == 'response' else '办结'}时限 {deadlines.format_local(due)}"
     service.record(tx, request, Action.ESCALATE, note)
     holders = "、".join(service.person_label(p) for p in service.holders(tx, request)) or "—"
-    for person in queries.reachable_people(session=tx.session,
-                                           roles=[Role.LEADER, Role.GROUP]):
-        tx.notify(person, "escalate.overdue", request, which="响应" if which == "response"
-                  else "办结", due=deadlines.format_local(due), holders=holders, **card)
+    for person in queries.reachable_people(session=tx.session, roles=[Role.LEADER, Role.GROUP]):
+        tx.notify(
+            person,
+            "escalate.overdue",
+            request,
+            which="响应" if which == "response" else "办结",
+            due=deadlines.format_local(due),
+            holders=holders,
+            **card,
+        )
 
 
 def _digest(tx: Tx, policy: Policy) -> bool:
@@ -174,34 +186,51 @@ def _digest(tx: Tx, policy: Policy) -> bool:
     if local.hour < policy.digest_hour or not deadlines.is_working_day(local.date()):
         return False
     key = f"digest:{local.date().isoformat()}"
-    if not queries.claim_reminder(session=tx.session, key=key, kind="digest", request_id=None,
-                                  at=tx.now):
+    if not queries.claim_reminder(
+        session=tx.session, key=key, kind="digest", request_id=None, at=tx.now
+    ):
         return False
-    today_end = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
-                                 deadlines.LOCAL_TZ)
+    today_end = datetime.combine(
+        local.date() + timedelta(days=1), datetime.min.time(), deadlines.LOCAL_TZ
+    )
     is_open = col(Request.state).not_in([state.value for state in TERMINAL])
     sections = {
         "new": queries.requests_where(
-            session=tx.session, condition=col(Request.created_at) >= tx.now - timedelta(days=1),
-            limit=DIGEST_LINES + 1),
+            session=tx.session,
+            condition=col(Request.created_at) >= tx.now - timedelta(days=1),
+            limit=DIGEST_LINES + 1,
+        ),
         "due_today": queries.requests_where(
-            session=tx.session, condition=is_open & (col(Request.resolution_due_at) >= tx.now)
-            & (col(Request.resolution_due_at) < today_end), limit=DIGEST_LINES + 1),
+            session=tx.session,
+            condition=is_open
+            & (col(Request.resolution_due_at) >= tx.now)
+            & (col(Request.resolution_due_at) < today_end),
+            limit=DIGEST_LINES + 1,
+        ),
         "overdue": queries.requests_where(
-            session=tx.session, condition=is_open & (col(Request.state) != State.REPLIED)
-            & (col(Request.resolution_due_at) < tx.now), limit=DIGEST_LINES + 1),
+            session=tx.session,
+            condition=is_open
+            & (col(Request.state) != State.REPLIED)
+            & (col(Request.resolution_due_at) < tx.now),
+            limit=DIGEST_LINES + 1,
+        ),
         "review": queries.requests_where(
-            session=tx.session, condition=col(Request.state) == State.REVIEW,
-            limit=DIGEST_LINES + 1),
+            session=tx.session, condition=col(Request.state) == State.REVIEW, limit=DIGEST_LINES + 1
+        ),
         "reopened": queries.requests_where(
-            session=tx.session, condition=is_open & (col(Request.reopen_count) > 0),
-            limit=DIGEST_LINES + 1),
+            session=tx.session,
+            condition=is_open & (col(Request.reopen_count) > 0),
+            limit=DIGEST_LINES + 1,
+        ),
     }
-    lines = {name: [f"{r.number} {service.summary(r.text)}" for r in rows[:DIGEST_LINES]]
-             + (["……"] if len(rows) > DIGEST_LINES else [])
-             for name, rows in sections.items()}
-    readers: list[Person] = list(queries.reachable_people(
-        session=tx.session, roles=[Role.WORKER, Role.LEADER]))
+    lines = {
+        name: [f"{r.number} {service.summary(r.text)}" for r in rows[:DIGEST_LINES]]
+        + (["……"] if len(rows) > DIGEST_LINES else [])
+        for name, rows in sections.items()
+    }
+    readers: list[Person] = list(
+        queries.reachable_people(session=tx.session, roles=[Role.WORKER, Role.LEADER])
+    )
     for person in readers:
         tx.notify(person, "digest", day=local.date().isoformat(), sections=lines)
     return True

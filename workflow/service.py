@@ -155,8 +155,7 @@ def my_requests(tx: Tx, actor: Person) -> Sequence[Request]:
     return queries.requests_of_requester(session=tx.session, requester_id=actor.id)
 
 
-def todo(tx: Tx, actor: Person, *, page: int = 1,
-         per_page: int = 10) -> list[queries.TodoSection]:
+def todo(tx: Tx, actor: Person, *, page: int = 1, per_page: int = 10) -> list[queries.TodoSection]:
     """One page of what waits for a worker (committee) or for a department's staff.
 
     Every section comes with its true total; `page` counts from 1 over the sections in order.
@@ -164,11 +163,13 @@ def todo(tx: Tx, actor: Person, *, page: int = 1,
     assert actor.id is not None
     offset = (max(page, 1) - 1) * per_page
     if actor.role in COMMITTEE_ROLES:
-        return queries.todo_page(session=tx.session, handler_id=actor.id, offset=offset,
-                                 limit=per_page)
+        return queries.todo_page(
+            session=tx.session, handler_id=actor.id, offset=offset, limit=per_page
+        )
     if actor.role == Role.DEPARTMENT and actor.department_id is not None:
-        return queries.todo_page(session=tx.session, department_id=actor.department_id,
-                                 offset=offset, limit=per_page)
+        return queries.todo_page(
+            session=tx.session, department_id=actor.department_id, offset=offset, limit=per_page
+        )
     raise NotPermitted("inbox")
 
 
@@ -235,15 +236,23 @@ def submit(
     tx.session.flush()
     _store_attachments(tx, request, attachments)
     queries.add_event(
-        session=tx.session, request_id=request.id, actor_id=(registered_by or requester).id,
-        action=Action.SUBMIT, from_state=None, to_state=State.NEW, at=tx.now,
+        session=tx.session,
+        request_id=request.id,
+        actor_id=(registered_by or requester).id,
+        action=Action.SUBMIT,
+        from_state=None,
+        to_state=State.NEW,
+        at=tx.now,
         note=f"接待台代登记：{contact_name or ''} {contact_phone or ''}".strip()
-        if registered_by else None,
+        if registered_by
+        else None,
     )
     requester.last_request_id = request.id
     tx.session.add(requester)
     _tell_requester(
-        tx, request, "requester.receipt",
+        tx,
+        request,
+        "requester.receipt",
         category=category.name if category else "其他",
         response_due=deadlines.format_local(request.response_due_at),
     )
@@ -305,12 +314,23 @@ def _do_forward(
         session=tx.session, roles=[Role.DEPARTMENT], department_id=department.id
     )
     for person in staff:
-        tx.notify(person, "card.forwarded", request, department=department.name,
-                  by=person_label(actor), **_card(tx, request, category))
+        tx.notify(
+            person,
+            "card.forwarded",
+            request,
+            department=department.name,
+            by=person_label(actor),
+            **_card(tx, request, category),
+        )
     if actor is None:
         for worker in _workers(tx):
-            tx.notify(worker, "card.auto_forwarded", request, department=department.name,
-                      **_card(tx, request, category))
+            tx.notify(
+                worker,
+                "card.auto_forwarded",
+                request,
+                department=department.name,
+                **_card(tx, request, category),
+            )
 
 
 def recall(tx: Tx, actor: Person, number: str) -> Request:
@@ -323,10 +343,10 @@ def recall(tx: Tx, actor: Person, number: str) -> Request:
     _move(tx, request, actor, Action.RECALL, note=department)
     request.department_id = None
     for person in staff:
-        tx.notify(person, "dept.recalled", request, department=department,
-                  by=person_label(actor))
-    _tell_other_workers(tx, actor, request, "worker.acted",
-                        action=f"撤回转单（原转交{department}）")
+        tx.notify(person, "dept.recalled", request, department=department, by=person_label(actor))
+    _tell_other_workers(
+        tx, actor, request, "worker.acted", action=f"撤回转单（原转交{department}）"
+    )
     return request
 
 
@@ -359,16 +379,23 @@ def send_back(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     """返工: a worker sends the result back to whoever completed it."""
     request = _begin(tx, actor, Action.SEND_BACK, number)
     reason = _required(tx, reason, "reason_required")
-    _move(tx, request, actor, Action.SEND_BACK, note=reason,
-          with_department=request.department_id is not None)
+    _move(
+        tx,
+        request,
+        actor,
+        Action.SEND_BACK,
+        note=reason,
+        with_department=request.department_id is not None,
+    )
     if request.department_id is None and not _on_committee(tx, request.handler_id):
         # Whoever completed it lost their role since: the rework is the committee's.
         request.handler_id = None
     holders = _current_handlers(tx, request)
     for person in holders:
         tx.notify(person, "card.sent_back", request, reason=reason, by=person_label(actor))
-    _tell_other_workers(tx, actor, request, "worker.acted", action="返工",
-                        skip={person.id for person in holders})
+    _tell_other_workers(
+        tx, actor, request, "worker.acted", action="返工", skip={person.id for person in holders}
+    )
     return request
 
 
@@ -392,8 +419,14 @@ def return_(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     _move(tx, request, actor, Action.RETURN, note=reason)
     request.department_id = None
     for worker in _workers(tx):
-        tx.notify(worker, "card.returned", request, department=department, reason=reason,
-                  **_card(tx, request, _category(tx, request)))
+        tx.notify(
+            worker,
+            "card.returned",
+            request,
+            department=department,
+            reason=reason,
+            **_card(tx, request, _category(tx, request)),
+        )
     return request
 
 
@@ -413,9 +446,15 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
     _move(tx, request, actor, Action.COMPLETE, note=result)
     request.result = result
     for worker in _workers(tx):
-        tx.notify(worker, "card.review", request, result=result, by=person_label(actor),
-                  department=_department(tx, request) if by_department else "党委",
-                  text=request.text)
+        tx.notify(
+            worker,
+            "card.review",
+            request,
+            result=result,
+            by=person_label(actor),
+            department=_department(tx, request) if by_department else "党委",
+            text=request.text,
+        )
     return request
 
 
@@ -423,7 +462,10 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
 
 
 def supplement(
-    tx: Tx, actor: Person, number: str, text: str,
+    tx: Tx,
+    actor: Person,
+    number: str,
+    text: str,
     attachments: Sequence[dict[str, Any]] = (),
 ) -> Request:
     """补充: the requester adds information (text and/or attachments); its holders hear it."""
@@ -432,15 +474,19 @@ def supplement(
     _move(tx, request, actor, Action.SUPPLEMENT, note=text)
     _store_attachments(tx, request, attachments)
     for person in _current_handlers(tx, request):
-        tx.notify(person, "card.supplemented", request, supplement=text,
-                  attachments=[dict(item) for item in attachments])
+        tx.notify(
+            person,
+            "card.supplemented",
+            request,
+            supplement=text,
+            attachments=[dict(item) for item in attachments],
+        )
     return request
 
 
 def request_from_origin(tx: Tx, actor: Person, origin: str) -> Request | None:
     """The actor's request that came from platform message `origin`, if any."""
-    return queries.get_request_by_origin(session=tx.session, origin=origin,
-                                         requester_id=actor.id)
+    return queries.get_request_by_origin(session=tx.session, origin=origin, requester_id=actor.id)
 
 
 def recent_open_request(tx: Tx, actor: Person, minutes: float) -> Request | None:
@@ -458,18 +504,33 @@ def recent_open_request(tx: Tx, actor: Person, minutes: float) -> Request | None
 def _store_attachments(tx: Tx, request: Request, attachments: Sequence[dict[str, Any]]) -> None:
     assert request.id is not None
     for item in attachments:
-        tx.session.add(Attachment(
-            request_id=request.id, channel=request.channel, created_at=tx.now,
-            kind=str(item.get("kind", "document")), file_id=item.get("file_id"),
-            file_name=item.get("file_name"), mime_type=item.get("mime_type"),
-            latitude=item.get("latitude"), longitude=item.get("longitude"),
-            label=item.get("label"), url=item.get("url"),
-        ))
+        tx.session.add(
+            Attachment(
+                request_id=request.id,
+                channel=request.channel,
+                created_at=tx.now,
+                kind=str(item.get("kind", "document")),
+                file_id=item.get("file_id"),
+                file_name=item.get("file_name"),
+                mime_type=item.get("mime_type"),
+                latitude=item.get("latitude"),
+                longitude=item.get("longitude"),
+                label=item.get("label"),
+                url=item.get("url"),
+            )
+        )
 
 
 #: The fields of an attachment dict that are stored.
 ATTACHMENT_FIELDS: tuple[str, ...] = (
-    "kind", "file_id", "file_name", "mime_type", "latitude", "longitude", "label", "url",
+    "kind",
+    "file_id",
+    "file_name",
+    "mime_type",
+    "latitude",
+    "longitude",
+    "label",
+    "url",
 )
 
 
@@ -505,9 +566,11 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
         request.reopen_count += 1
         category = _category(tx, request)
         request.response_due_at = _working_hours(
-            tx, category.response_hours if category else DEFAULT_RESPONSE_HOURS)
+            tx, category.response_hours if category else DEFAULT_RESPONSE_HOURS
+        )
         request.resolution_due_at = _working_days(
-            tx, category.resolution_days if category else DEFAULT_RESOLUTION_DAYS)
+            tx, category.resolution_days if category else DEFAULT_RESOLUTION_DAYS
+        )
         request.deadlines_set_at = tx.now
         request.department_id = None
         request.handler_id = None
@@ -515,8 +578,13 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
         request.replied_at = None
         _tell_requester(tx, request, "requester.reopened")
         for worker in _workers(tx):
-            tx.notify(worker, "card.reopened", request, rating=rating,
-                      **_card(tx, request, _category(tx, request)))
+            tx.notify(
+                worker,
+                "card.reopened",
+                request,
+                rating=rating,
+                **_card(tx, request, _category(tx, request)),
+            )
     return request
 
 
@@ -542,8 +610,13 @@ def create_invitation(
         department_id = department.id
     code = invitations.new_code()
     # Stored as the digest of the normalised code, which is what 绑定 looks up.
-    queries.add_invitation(session=session, code=invitations.normalise(code), role=role,
-                           department_id=department_id, expires_at=now + timedelta(days=days))
+    queries.add_invitation(
+        session=session,
+        code=invitations.normalise(code),
+        role=role,
+        department_id=department_id,
+        expires_at=now + timedelta(days=days),
+    )
     return code
 
 
@@ -573,9 +646,12 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
     assert person.id is not None
     address = address or f"{person.channel}:{person.external_id}"
     since = tx.now - BIND_FAILURE_WINDOW
-    if queries.count_bind_failures(session=tx.session, since=since, person_id=person.id) \
-            >= BIND_FAILURE_LIMIT or queries.count_bind_failures(
-                session=tx.session, since=since, address=address) >= BIND_FAILURE_LIMIT:
+    if (
+        queries.count_bind_failures(session=tx.session, since=since, person_id=person.id)
+        >= BIND_FAILURE_LIMIT
+        or queries.count_bind_failures(session=tx.session, since=since, address=address)
+        >= BIND_FAILURE_LIMIT
+    ):
         raise BindRefused()
     invitation = queries.get_invitation(session=tx.session, code=invitations.normalise(code))
     reason = None
@@ -591,9 +667,15 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
             reason = "expired"
     if reason is not None or invitation is None:
         reason = reason or "unknown"
-        queries.add_bind_failure(session=tx.session, channel=person.channel,
-                                 person_id=person.id, identity=person.external_id,
-                                 address=address, reason=reason, at=tx.now)
+        queries.add_bind_failure(
+            session=tx.session,
+            channel=person.channel,
+            person_id=person.id,
+            identity=person.external_id,
+            address=address,
+            reason=reason,
+            at=tx.now,
+        )
         raise InvitationInvalid(reason)
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
@@ -605,8 +687,16 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
     if invitation.department_id is not None:
         found = queries.get_department(session=tx.session, department_id=invitation.department_id)
         department = found.name if found else None
-    queries.add_event(session=tx.session, request_id=None, actor_id=person.id, action="bind",
-                      from_state=None, to_state=None, note=invitation.role, at=tx.now)
+    queries.add_event(
+        session=tx.session,
+        request_id=None,
+        actor_id=person.id,
+        action="bind",
+        from_state=None,
+        to_state=None,
+        note=invitation.role,
+        at=tx.now,
+    )
     return invitation.role, department
 
 
@@ -646,28 +736,49 @@ def release_holdings(tx: Tx, person: Person) -> Released:
         request.handler_id = None
         released.append(request.number)
         for worker in _workers(tx):
-            tx.notify(worker, "card.released", request, by=label,
-                      **_card(tx, request, _category(tx, request)))
+            tx.notify(
+                worker,
+                "card.released",
+                request,
+                by=label,
+                **_card(tx, request, _category(tx, request)),
+            )
     walk_ins: list[str] = []
     for request in queries.walk_ins_registered_by(session=tx.session, person_id=person.id):
         request.registered_by_id = None
         tx.session.add(request)
         walk_ins.append(request.number)
-        queries.add_event(session=tx.session, request_id=request.id, actor_id=None,
-                          action=Action.COMMENT, from_state=request.state,
-                          to_state=request.state, at=tx.now,
-                          note=f"登记人{label}的角色已撤销，改由全体党务工作者代为联系群众")
+        queries.add_event(
+            session=tx.session,
+            request_id=request.id,
+            actor_id=None,
+            action=Action.COMMENT,
+            from_state=request.state,
+            to_state=request.state,
+            at=tx.now,
+            note=f"登记人{label}的角色已撤销，改由全体党务工作者代为联系群众",
+        )
     tokens = queries.expire_web_sessions(session=tx.session, person_id=person.id, now=tx.now)
     # Notices queued for them while they had the role (a supplement's text, a card) are not
     # delivered any more; messages about their own requests and card refreshes (which take
     # the buttons off their old cards) still are.
-    skipped = queries.skip_pending_outbox(session=tx.session, person_id=person.id,
-                                          keep_requester_id=person.id,
-                                          keep_keys=[cards.REFRESH_KEY], reason="role revoked")
+    skipped = queries.skip_pending_outbox(
+        session=tx.session,
+        person_id=person.id,
+        keep_requester_id=person.id,
+        keep_keys=[cards.REFRESH_KEY],
+        reason="role revoked",
+    )
     if released or walk_ins:
         for worker in _workers(tx):
-            tx.notify(worker, "committee.revoked", by=label, released=len(released),
-                      walk_ins=len(walk_ins), numbers="、".join(released + walk_ins))
+            tx.notify(
+                worker,
+                "committee.revoked",
+                by=label,
+                released=len(released),
+                walk_ins=len(walk_ins),
+                numbers="、".join(released + walk_ins),
+            )
     return Released(released, walk_ins, tokens, skipped)
 
 
@@ -730,9 +841,17 @@ def _refuse(
     tx: Tx, actor: Person, action: Action, request: Request | None, note: str | None = None
 ) -> None:
     state = request.state if request else None
-    queries.add_event(session=tx.session, request_id=request.id if request else None,
-                      actor_id=actor.id, action=action, from_state=state, to_state=state,
-                      outcome="refused", note=note, at=tx.now)
+    queries.add_event(
+        session=tx.session,
+        request_id=request.id if request else None,
+        actor_id=actor.id,
+        action=action,
+        from_state=state,
+        to_state=state,
+        outcome="refused",
+        note=note,
+        at=tx.now,
+    )
 
 
 def _move(
@@ -745,15 +864,21 @@ def _move(
 ) -> None:
     source = State(request.state)
     target = transition(source, action, with_department=with_department)
-    queries.add_event(session=tx.session, request_id=request.id,
-                      actor_id=actor.id if actor else None, action=action, from_state=source,
-                      to_state=target, note=note, at=tx.now)
+    queries.add_event(
+        session=tx.session,
+        request_id=request.id,
+        actor_id=actor.id if actor else None,
+        action=action,
+        from_state=source,
+        to_state=target,
+        note=note,
+        at=tx.now,
+    )
     request.state = target
     request.updated_at = tx.now
     tx.session.add(request)
     if source is not target:
-        tx.moved.append((request.number, action.value, target.value,
-                         actor.id if actor else None))
+        tx.moved.append((request.number, action.value, target.value, actor.id if actor else None))
         # Cards that offered actions for the old state are updated (workflow/cards.py).
         cards.queue_refresh(tx, request)
 
@@ -762,16 +887,18 @@ def _mark_first_action(tx: Tx, request: Request) -> None:
     """Fixes the first action's figures: when, whether in time, how long after intake."""
     if request.first_action_at is None:
         request.first_action_at = tx.now
-        request.responded_in_time = request.response_due_at is None or \
-            tx.now <= request.response_due_at
+        request.responded_in_time = (
+            request.response_due_at is None or tx.now <= request.response_due_at
+        )
         request.response_seconds, request.response_work_seconds = _took(tx, request)
 
 
 def _took(tx: Tx, request: Request) -> tuple[int, int]:
     """Calendar and working seconds from the request's intake to now."""
     calendar = max(int((tx.now - request.created_at).total_seconds()), 0)
-    working = deadlines.working_seconds(request.created_at, tx.now, start_hour=tx.workday_start,
-                                        end_hour=tx.workday_end)
+    working = deadlines.working_seconds(
+        request.created_at, tx.now, start_hour=tx.workday_start, end_hour=tx.workday_end
+    )
     return calendar, working
 
 
@@ -788,7 +915,8 @@ def _is_requester(tx: Tx, actor: Person, request: Request) -> bool:
     if actor.id == request.requester_id:
         return True
     return request.channel == DESK_CHANNEL and acts_for_walk_in(
-        role=actor.role, actor_id=actor.id, registered_by_id=request.registered_by_id)
+        role=actor.role, actor_id=actor.id, registered_by_id=request.registered_by_id
+    )
 
 
 def _in_department(actor: Person, request: Request) -> bool:
@@ -821,8 +949,16 @@ def summary(text: str, limit: int = 30) -> str:
 def record(tx: Tx, request: Request, action: Action, note: str) -> None:
     """An event by the system that does not move the request (督办 / escalate, remind)."""
     transition(State(request.state), action)
-    queries.add_event(session=tx.session, request_id=request.id, actor_id=None, action=action,
-                      from_state=request.state, to_state=request.state, note=note, at=tx.now)
+    queries.add_event(
+        session=tx.session,
+        request_id=request.id,
+        actor_id=None,
+        action=action,
+        from_state=request.state,
+        to_state=request.state,
+        note=note,
+        at=tx.now,
+    )
 
 
 def auto_close(tx: Tx, request: Request, *, days: int) -> Request:
@@ -840,7 +976,11 @@ def _workers(tx: Tx) -> Sequence[Person]:
 
 
 def _tell_other_workers(
-    tx: Tx, actor: Person, request: Request, key: str, skip: set[int | None] | None = None,
+    tx: Tx,
+    actor: Person,
+    request: Request,
+    key: str,
+    skip: set[int | None] | None = None,
     **params: Any,
 ) -> None:
     """Tells every worker but the actor (and those in `skip`, told otherwise) who did what."""
@@ -860,9 +1000,11 @@ def _on_committee(tx: Tx, person_id: int | None) -> bool:
 def _current_handlers(tx: Tx, request: Request) -> list[Person]:
     """Who holds the request now: the department's staff, the handling worker, or all workers."""
     if request.department_id is not None:
-        return list(queries.reachable_people(
-            session=tx.session, roles=[Role.DEPARTMENT], department_id=request.department_id
-        ))
+        return list(
+            queries.reachable_people(
+                session=tx.session, roles=[Role.DEPARTMENT], department_id=request.department_id
+            )
+        )
     if request.handler_id is not None:
         handler = queries.get_person(session=tx.session, person_id=request.handler_id)
         # A handler who is no longer on the committee (role revoked) hears nothing more.
@@ -880,12 +1022,21 @@ def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
         registrar = None
         if request.registered_by_id is not None:
             registrar = queries.get_person(session=tx.session, person_id=request.registered_by_id)
-        relays = [registrar] if registrar is not None and registrar.role in COMMITTEE_ROLES \
+        relays = (
+            [registrar]
+            if registrar is not None and registrar.role in COMMITTEE_ROLES
             else list(queries.reachable_people(session=tx.session, roles=[Role.WORKER]))
+        )
         for person in relays:
-            tx.notify(person, "desk.relay", request, inner=key,
-                      contact_name=request.contact_name or "",
-                      contact_phone=request.contact_phone or "", **params)
+            tx.notify(
+                person,
+                "desk.relay",
+                request,
+                inner=key,
+                contact_name=request.contact_name or "",
+                contact_phone=request.contact_phone or "",
+                **params,
+            )
         return
     tx.notify(requester, key, request, **params)
 
@@ -935,9 +1086,30 @@ def _working_days(tx: Tx, days: int) -> datetime:
 
 
 __all__ = [
-    "DESK_CHANNEL", "SATISFACTION_LEVELS", "TransitionNotAllowed", "Tx", "accept", "approve",
-    "bind", "cancel", "check", "complete", "create_invitation", "forward", "load", "my_requests",
-    "parse_number", "rate", "recall", "reject", "release_holdings", "return_", "send_back",
-    "submit", "supplement",
-    "take", "todo", "view",
+    "DESK_CHANNEL",
+    "SATISFACTION_LEVELS",
+    "TransitionNotAllowed",
+    "Tx",
+    "accept",
+    "approve",
+    "bind",
+    "cancel",
+    "check",
+    "complete",
+    "create_invitation",
+    "forward",
+    "load",
+    "my_requests",
+    "parse_number",
+    "rate",
+    "recall",
+    "reject",
+    "release_holdings",
+    "return_",
+    "send_back",
+    "submit",
+    "supplement",
+    "take",
+    "todo",
+    "view",
 ]

@@ -81,9 +81,7 @@ class Pacer(Protocol):
 class Sender(Protocol):
     """Sends one rendered outbox message to a person of the sender's channel."""
 
-    def send(
-        self, session: Session, person: Person, message: Rendered, row: OutboxMessage
-    ) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Sends `message`; a sender writing to the database uses `session` (same commit).
 
         Raises:
@@ -196,8 +194,9 @@ class Channel:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def start(self, runtime: Runtime, say: Say,
-              enqueue: Callable[[str, str], None]) -> Stoppable | None:
+    def start(
+        self, runtime: Runtime, say: Say, enqueue: Callable[[str, str], None]
+    ) -> Stoppable | None:
         """Starts what the channel runs beside the server (`redesk run` only): token checks,
         webhook registration, a poller handing chats to `enqueue(channel, chat_id)`.
 

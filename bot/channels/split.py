@@ -10,8 +10,9 @@ def _bytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def split_text(message: str, limit: int, *,
-               unit: Literal["characters", "bytes"] = "characters") -> list[str]:
+def split_text(
+    message: str, limit: int, *, unit: Literal["characters", "bytes"] = "characters"
+) -> list[str]:
     """`message` cut into parts of at most `limit` characters (or UTF-8 bytes), at a line
     break where one falls in the second half of a part; the line breaks at cuts are dropped.
 

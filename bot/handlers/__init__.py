@@ -101,8 +101,9 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
                 _register(tx, person, command, pending, inbound, natural_key)
             elif command.name == "bind":
                 common.bind(tx, person, command, address=inbound.address)
-            elif command.name not in FLOOD_COUNTED or \
-                    not _flooded(tx, person, inbound, natural_key):
+            elif command.name not in FLOOD_COUNTED or not _flooded(
+                tx, person, inbound, natural_key
+            ):
                 _run(tx, person, command)
             return Outcome()
         if person.dialogue and person.dialogue.get("command") == REGISTER_DIALOGUE:
@@ -113,8 +114,9 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
             return Outcome()
         if person.dialogue:
             command = _continue_dialogue(tx, person, inbound.text)
-            if command is not None and (command.name not in FLOOD_COUNTED
-                                        or not _flooded(tx, person, inbound, natural_key)):
+            if command is not None and (
+                command.name not in FLOOD_COUNTED or not _flooded(tx, person, inbound, natural_key)
+            ):
                 _run(tx, person, command)
             return Outcome()
         if person.role == Role.REQUESTER:
@@ -163,8 +165,11 @@ def _free_text(tx: Tx, person: Person, inbound: Inbound, pending: str = "") -> N
     candidate = f"{pending} {text.strip()}" if pending else text
     if rule.classify(candidate) is smalltalk.Kind.SHORT:
         service.check_text(tx, candidate)
-        person.dialogue = {"command": REGISTER_DIALOGUE, "text": candidate.strip(),
-                           "at": tx.now.isoformat()}
+        person.dialogue = {
+            "command": REGISTER_DIALOGUE,
+            "text": candidate.strip(),
+            "at": tx.now.isoformat(),
+        }
         tx.session.add(person)
         common.reply(tx, person, "smalltalk.too_short", text=candidate.strip())
         return
@@ -173,12 +178,10 @@ def _free_text(tx: Tx, person: Person, inbound: Inbound, pending: str = "") -> N
 
 def _small_talk(tx: Tx, person: Person, kind: smalltalk.Kind) -> None:
     """Answers small talk; nothing is stored but the answer (no request, no event)."""
-    logger.info("Small talk (%s) from a %s chat answered without a request", kind,
-                person.channel)
+    logger.info("Small talk (%s) from a %s chat answered without a request", kind, person.channel)
     if kind is smalltalk.Kind.THANKS:
         # Thanks after an answer (回单): the rating it waits for is offered, nothing reopens.
-        waiting = next((r for r in service.my_requests(tx, person) if r.state == "replied"),
-                       None)
+        waiting = next((r for r in service.my_requests(tx, person) if r.state == "replied"), None)
         if waiting is not None:
             common.reply(tx, person, "smalltalk.thanks_rate", number=waiting.number)
             return
@@ -204,8 +207,9 @@ def _pending_text(person: Person, *, joinable_at: datetime | None = None) -> str
     return str(dialogue.get("text") or "")
 
 
-def _register(tx: Tx, person: Person, command: Command, pending: str, inbound: Inbound,
-              natural_key: str) -> None:
+def _register(
+    tx: Tx, person: Person, command: Command, pending: str, inbound: Inbound, natural_key: str
+) -> None:
     """登记 [内容]: registers the text as it is (the content given, else the short text
     waiting in the dialogue), whatever its length."""
     if person.role != Role.REQUESTER:
@@ -267,19 +271,19 @@ def _flooded(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> bool
     redesk flood the chat back. Other commands (查询, 撤销, ...) are still answered.
     """
     limit = flood_limit()
-    if limit <= 0 or inbound.channel not in flood_checked_here() or \
-            person.role != Role.REQUESTER:
+    if limit <= 0 or inbound.channel not in flood_checked_here() or person.role != Role.REQUESTER:
         # Staff (bound by invitation) are not limited, as on the web API.
         return False
     channel, _, key = natural_key.partition(":")
     row = tx.session.exec(
-        select(InboxMessage).where(InboxMessage.channel == channel,
-                                   InboxMessage.natural_key == key)
+        select(InboxMessage).where(InboxMessage.channel == channel, InboxMessage.natural_key == key)
     ).first()
     if row is None or row.id is None:
         return False
     earlier = tx.session.execute(
-        select(func.count()).select_from(InboxMessage).where(
+        select(func.count())
+        .select_from(InboxMessage)
+        .where(
             col(InboxMessage.channel) == row.channel,
             col(InboxMessage.chat_id) == row.chat_id,
             col(InboxMessage.id) < row.id,
@@ -290,8 +294,10 @@ def _flooded(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> bool
         return False
     if earlier == limit:
         common.reply(tx, person, "error.flooded", limit=limit)
-        logger.info("A %s chat went over REDESK_FLOOD_PER_MINUTE; no more requests from it "
-                    "this minute", channel)
+        logger.info(
+            "A %s chat went over REDESK_FLOOD_PER_MINUTE; no more requests from it this minute",
+            channel,
+        )
     return True
 
 

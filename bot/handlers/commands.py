@@ -9,24 +9,43 @@ _WHITESPACE = re.compile(r"\s+")
 
 #: Command word or slash alias -> command name.
 COMMANDS: dict[str, str] = {
-    "帮助": "help", "/help": "help", "/start": "help",
-    "绑定": "bind", "/bind": "bind",
-    "查询": "status", "/status": "status",
-    "补充": "supplement", "/add": "supplement",
-    "撤销": "cancel", "/cancel": "cancel",
-    "评价": "rate", "/rate": "rate",
-    "待办": "inbox", "/inbox": "inbox",
-    "受理": "accept", "/accept": "accept",
-    "转单": "forward", "/forward": "forward",
-    "撤回转单": "recall", "/recall": "recall",
-    "驳回": "reject", "/reject": "reject",
-    "办结": "complete", "/done": "complete",
-    "回单": "approve", "/approve": "approve",
-    "返工": "send_back", "/sendback": "send_back",
-    "接收": "take", "/take": "take",
-    "退单": "return", "/return": "return",
-    "取消": "abort", "/abort": "abort",
-    "登记": "register", "/register": "register",
+    "帮助": "help",
+    "/help": "help",
+    "/start": "help",
+    "绑定": "bind",
+    "/bind": "bind",
+    "查询": "status",
+    "/status": "status",
+    "补充": "supplement",
+    "/add": "supplement",
+    "撤销": "cancel",
+    "/cancel": "cancel",
+    "评价": "rate",
+    "/rate": "rate",
+    "待办": "inbox",
+    "/inbox": "inbox",
+    "受理": "accept",
+    "/accept": "accept",
+    "转单": "forward",
+    "/forward": "forward",
+    "撤回转单": "recall",
+    "/recall": "recall",
+    "驳回": "reject",
+    "/reject": "reject",
+    "办结": "complete",
+    "/done": "complete",
+    "回单": "approve",
+    "/approve": "approve",
+    "返工": "send_back",
+    "/sendback": "send_back",
+    "接收": "take",
+    "/take": "take",
+    "退单": "return",
+    "/return": "return",
+    "取消": "abort",
+    "/abort": "abort",
+    "登记": "register",
+    "/register": "register",
 }
 
 
@@ -57,9 +76,13 @@ def parse(text: str) -> Command | None:
     if name is None and not head.startswith("/"):
         # A Chinese command word glued to its argument: 查询SQ-20260101-0001.
         for word, command in COMMANDS.items():
-            if not word.startswith("/") and head.startswith(word) and len(head) > len(word) \
-                    and head[len(word):].upper().startswith("SQ-"):
-                name, tail = command, head[len(word):] + (" " + tail if tail else "")
+            if (
+                not word.startswith("/")
+                and head.startswith(word)
+                and len(head) > len(word)
+                and head[len(word) :].upper().startswith("SQ-")
+            ):
+                name, tail = command, head[len(word) :] + (" " + tail if tail else "")
                 break
     if name is None:
         return Command("unknown", "", "") if head.startswith("/") else None

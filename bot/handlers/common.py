@@ -31,8 +31,19 @@ TEXT_ARGUMENT: frozenset[str] = frozenset(
 #: What a requester sees of their request's history: no internal steps (a result before its
 #: review, 返工 and 退单 reasons, notes).
 REQUESTER_EVENTS: frozenset[str] = frozenset(
-    {"submit", "accept", "forward", "take", "reject", "approve", "rate", "reopen", "cancel",
-     "supplement", "auto_close"}
+    {
+        "submit",
+        "accept",
+        "forward",
+        "take",
+        "reject",
+        "approve",
+        "rate",
+        "reopen",
+        "cancel",
+        "supplement",
+        "auto_close",
+    }
 )
 
 #: Of those, the events whose note the requester may read (they were told it, or wrote it).
@@ -79,7 +90,9 @@ def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
     code = f"{command.first}{command.rest}"
     role, department = service.bind(tx, person, code, address=address)
     reply(
-        tx, person, "reply.bound",
+        tx,
+        person,
+        "reply.bound",
         role_label=role_label(role),
         department_part=f"（{department}）" if department else "",
         help=_help_text(role, department),
@@ -100,8 +113,13 @@ def status(tx: Tx, person: Person, command: Command) -> None:
             if not items:
                 reply(tx, person, "reply.no_requests")
                 return
-            reply(tx, person, "reply.listing", title="您最近的诉求：",
-                  items=[[r.number, r.state, service.summary(r.text)] for r in items])
+            reply(
+                tx,
+                person,
+                "reply.listing",
+                title="您最近的诉求：",
+                items=[[r.number, r.state, service.summary(r.text)] for r in items],
+            )
             return
         todo(tx, person)
         return
@@ -112,9 +130,13 @@ def status(tx: Tx, person: Person, command: Command) -> None:
     for event in events:
         if event.outcome != "ok" or not (staff_view or event.action in REQUESTER_EVENTS):
             continue
-        line = [deadlines.format_local(event.created_at), event.action,
-                service.summary(event.note, 60) if event.note and
-                (staff_view or event.action in REQUESTER_NOTES) else ""]
+        line = [
+            deadlines.format_local(event.created_at),
+            event.action,
+            service.summary(event.note, 60)
+            if event.note and (staff_view or event.action in REQUESTER_NOTES)
+            else "",
+        ]
         if staff_view:
             # Staff follow up with whoever did a step, so each line names its actor.
             if event.actor_id not in actors:
@@ -129,10 +151,16 @@ def status(tx: Tx, person: Person, command: Command) -> None:
     if request.category_id is not None:
         category = queries.get_category(session=tx.session, category_id=request.category_id)
     reply(
-        tx, person, "reply.status", number=request.number, state=request.state,
+        tx,
+        person,
+        "reply.status",
+        number=request.number,
+        state=request.state,
         category=category.name if category else "其他",
-        created=deadlines.format_local(request.created_at), text=request.text,
-        department=department, result=request.result or "",
+        created=deadlines.format_local(request.created_at),
+        text=request.text,
+        department=department,
+        result=request.result or "",
         response_due=deadlines.format_local(request.response_due_at),
         resolution_due=deadlines.format_local(request.resolution_due_at),
         history=history,
@@ -179,12 +207,25 @@ def todo(tx: Tx, person: Person, page_argument: str = "") -> None:
         items = []
         for request in section.items:
             due = request.response_due_at if section.name == "new" else request.resolution_due_at
-            items.append([request.number, service.summary(request.text),
-                          deadlines.format_local(due)[5:] if due else "—",
-                          due is not None and due < tx.now])
+            items.append(
+                [
+                    request.number,
+                    service.summary(request.text),
+                    deadlines.format_local(due)[5:] if due else "—",
+                    due is not None and due < tx.now,
+                ]
+            )
         rows.append([section.name, section.total, first_page, items])
-    reply(tx, person, "reply.todo", total=total, page=page, pages=pages, todo=rows,
-          buttons=person.channel not in buttonless_channels())
+    reply(
+        tx,
+        person,
+        "reply.todo",
+        total=total,
+        page=page,
+        pages=pages,
+        todo=rows,
+        buttons=person.channel not in buttonless_channels(),
+    )
 
 
 def complete(tx: Tx, person: Person, command: Command) -> None:
@@ -200,12 +241,15 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
         label = "退单"
     if isinstance(error, UnknownRequest):
         if not error.number:
-            reply(tx, person, "error.missing_number",
-                  example=f"{_word(command)} {EXAMPLE_NUMBER}")
+            reply(tx, person, "error.missing_number", example=f"{_word(command)} {EXAMPLE_NUMBER}")
         else:
             reply(tx, person, "error.unknown_request", number=error.number[:40])
-    elif isinstance(error, NotPermitted) and error.reason == "not_yours" \
-            and person.role == Role.REQUESTER and command is not None:
+    elif (
+        isinstance(error, NotPermitted)
+        and error.reason == "not_yours"
+        and person.role == Role.REQUESTER
+        and command is not None
+    ):
         # A requester acting on someone else's number is answered exactly as for a number
         # nobody was given: the answer must not even confirm that it exists.
         reply(tx, person, "error.unknown_request", number=command.first.strip().upper()[:40])
@@ -215,13 +259,23 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
         reply(tx, person, key, action_label=label or action_label(error.action), number=number)
     elif isinstance(error, TransitionNotAllowed):
         number = command.first.strip().upper() if command else ""
-        reply(tx, person, "error.transition", number=number,
-              state_label=state_label(error.state),
-              action_label=label or action_label(error.action))
+        reply(
+            tx,
+            person,
+            "error.transition",
+            number=number,
+            state_label=state_label(error.state),
+            action_label=label or action_label(error.action),
+        )
     elif isinstance(error, UnknownDepartment):
         names = [d.name for d in queries.list_departments(session=tx.session)]
-        reply(tx, person, "error.unknown_department", name=error.name[:40],
-              departments="、".join(names) or "（暂无）")
+        reply(
+            tx,
+            person,
+            "error.unknown_department",
+            name=error.name[:40],
+            departments="、".join(names) or "（暂无）",
+        )
     elif isinstance(error, InvitationInvalid):
         # Unknown, used and expired codes are answered alike: the answer must not tell a
         # guesser that a code exists.
@@ -231,8 +285,13 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
     elif isinstance(error, InvalidInput):
         if error.what == "too_long":
             reply(tx, person, "error.too_long", **error.params)
-        elif error.what in ("empty", "reason_required", "result_required", "content_required",
-                            "satisfaction"):
+        elif error.what in (
+            "empty",
+            "reason_required",
+            "result_required",
+            "content_required",
+            "satisfaction",
+        ):
             reply(tx, person, f"error.{error.what}")
         else:
             reply(tx, person, "error.empty")

@@ -75,8 +75,10 @@ def parse_word_list(content: str, source: str = "word list") -> dict[str, Kind]:
         if line.startswith("[") and line.endswith("]"):
             name = line[1:-1].strip().lower()
             if name not in {k.value for k in PHRASE_KINDS}:
-                raise WordListError(f"{source}, line {number}: unknown section [{name}]; "
-                                    "use [greeting], [thanks] or [ack]")
+                raise WordListError(
+                    f"{source}, line {number}: unknown section [{name}]; "
+                    "use [greeting], [thanks] or [ack]"
+                )
             kind = Kind(name)
             continue
         if kind is None:

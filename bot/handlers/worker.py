@@ -29,12 +29,19 @@ def forward(tx: Tx, person: Person, command: Command) -> None:
         reply(tx, person, key, number=request.number, departments=names)
         return
     request = service.forward(tx, person, command.first, command.rest)
-    staff = queries.reachable_people(session=tx.session, roles=["department"],
-                                     department_id=request.department_id)
+    staff = queries.reachable_people(
+        session=tx.session, roles=["department"], department_id=request.department_id
+    )
     note = "" if staff else "（提示：该部门暂无绑定的工作人员，请尽快邀请其绑定。）"
     department = queries.get_department_by_name(session=tx.session, name=command.rest.strip())
-    reply(tx, person, "reply.forwarded", number=request.number,
-          department=department.name if department else command.rest, staff_note=note)
+    reply(
+        tx,
+        person,
+        "reply.forwarded",
+        number=request.number,
+        department=department.name if department else command.rest,
+        staff_note=note,
+    )
 
 
 def recall(tx: Tx, person: Person, command: Command) -> None:
@@ -69,11 +76,19 @@ def intake(tx: Tx, person: Person, form: Intake, natural_key: str) -> None:
     service.check_text(tx, form.text)
     # Each walk-in gets an identity of the desk channel; they are reached through the registrar.
     walk_in = queries.get_or_create_person(
-        session=tx.session, channel=DESK_CHANNEL, external_id=natural_key,
+        session=tx.session,
+        channel=DESK_CHANNEL,
+        external_id=natural_key,
         display_name=form.name.strip()[:100],
     )
     walk_in.phone = form.phone.strip()[:30] or None
     tx.session.add(walk_in)
     tx.session.flush()
-    service.submit(tx, walk_in, form.text, contact_name=form.name.strip()[:100] or "来访群众",
-                   contact_phone=form.phone.strip()[:30], registered_by=person)
+    service.submit(
+        tx,
+        walk_in,
+        form.text,
+        contact_name=form.name.strip()[:100] or "来访群众",
+        contact_phone=form.phone.strip()[:30],
+        registered_by=person,
+    )

@@ -40,8 +40,9 @@ def browser() -> Iterator[Any]:
     except ImportError as exc:
         missing_service("playwright", exc)
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield launched
         finally:

@@ -77,7 +77,8 @@ def test_a_workers_card_drops_the_buttons_another_worker_used_without_a_reload(
         # Then, without a reload, the worker's card shows the new state and offers only what
         # is still possible (转单), and still stands where it was in the conversation
         worker.locator("li.msg-bot", has_text="新诉求 ·").locator(
-            ".btn-action", has_text="受理").wait_for(state="detached", timeout=SHOWN_WITHIN_MS)
+            ".btn-action", has_text="受理"
+        ).wait_for(state="detached", timeout=SHOWN_WITHIN_MS)
         card = bot_message(worker, "新诉求 ·")
         assert labels(card) == ["转单"]
         assert "当前状态：办理中（党委做单）" in card.inner_text()

@@ -39,8 +39,9 @@ def test_the_logout_control_ends_the_token_on_the_server_and_forgets_it_in_the_t
 
         # And the server refuses the old token from then on, for reading and for writing
         assert http.get("/api/web/messages?wait=0", headers=headers).status_code == 401
-        refused = http.post("/api/web/messages", headers=headers,
-                            json={"id": "after-logout", "text": "路灯坏了"})
+        refused = http.post(
+            "/api/web/messages", headers=headers, json={"id": "after-logout", "text": "路灯坏了"}
+        )
         assert refused.status_code == 401
 
     # And after a reload the tab has no identity (the dialog is asked again)

@@ -74,18 +74,28 @@ class WebChat:
 
     def intake(self, *, name: str, phone: str, text: str) -> str:
         """Registers a walk-in at the reception desk."""
-        return self._accepted({"id": f"{self.name}-d{next(_ids)}",
-                               "intake": {"name": name, "phone": phone, "text": text}})
+        return self._accepted(
+            {
+                "id": f"{self.name}-d{next(_ids)}",
+                "intake": {"name": name, "phone": phone, "text": text},
+            }
+        )
 
     # --- reading ------------------------------------------------------------------------
 
     def poll(self, wait: float = POLL_WAIT) -> list[Message]:
         """One long poll: the messages after the last one read (maybe none)."""
-        response = self.http.get("/api/web/messages", params={"after": self.after, "wait": wait},
-                                 headers=self.headers, timeout=wait + 15)
+        response = self.http.get(
+            "/api/web/messages",
+            params={"after": self.after, "wait": wait},
+            headers=self.headers,
+            timeout=wait + 15,
+        )
         assert response.status_code == 200, f"{response.status_code}: {response.text}"
-        fresh = [Message(m["seq"], m["text"], m["buttons"], m.get("updates"))
-                 for m in response.json()["messages"]]
+        fresh = [
+            Message(m["seq"], m["text"], m["buttons"], m.get("updates"))
+            for m in response.json()["messages"]
+        ]
         for message in fresh:
             assert message.seq > self.after, f"seq went back: {message.seq} after {self.after}"
             self.after = message.seq
@@ -101,8 +111,9 @@ class WebChat:
                 if message.seq in self.matched or message.updates is not None:
                     # An update of an earlier card is not a new message.
                     continue
-                if all(needle in message.text for needle in needles) and \
-                        (action is None or action in message.actions):
+                if all(needle in message.text for needle in needles) and (
+                    action is None or action in message.actions
+                ):
                     self.matched.add(message.seq)
                     return message
             if empty >= EMPTY_POLLS:
@@ -112,8 +123,8 @@ class WebChat:
         raise AssertionError(
             f"{self.name or 'identity'} never received a message with {list(needles)}"
             + (f" and button {action!r}" if action else "")
-            + ". Received:\n" + "\n---\n".join(f"#{m.seq} {m.text} {m.actions}"
-                                               for m in self.received)
+            + ". Received:\n"
+            + "\n---\n".join(f"#{m.seq} {m.text} {m.actions}" for m in self.received)
         )
 
     def ask(self, text: str, *needles: str) -> Message:

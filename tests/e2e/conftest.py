@@ -95,8 +95,14 @@ class Deployment:
 
     def cli(self, *args: str) -> str:
         """Runs `redesk ARGS` to its end; returns its standard output (it must succeed)."""
-        done = subprocess.run([redesk_executable(), *args], cwd=self.directory, env=self.env,
-                              capture_output=True, timeout=PROCESS_TIMEOUT, check=False)
+        done = subprocess.run(
+            [redesk_executable(), *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
         out = done.stdout.decode(errors="replace")
         assert done.returncode == 0, (
             f"redesk {' '.join(args)} exited {done.returncode}\n{out}"
@@ -107,8 +113,13 @@ class Deployment:
     def invites(self, *invitations: tuple[str, ...]) -> list[str]:
         """Invitation codes from `redesk invite ...`, the verbs run side by side."""
         running = [
-            subprocess.Popen([redesk_executable(), "invite", *args], cwd=self.directory,
-                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                [redesk_executable(), "invite", *args],
+                cwd=self.directory,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             for args in invitations
         ]
         codes = []
@@ -132,7 +143,10 @@ class Deployment:
         log = (self.directory / f"{name}.log").open("wb")
         try:
             self.processes[name] = subprocess.Popen(
-                [redesk_executable(), verb], cwd=self.directory, env=self.env, stdout=log,
+                [redesk_executable(), verb],
+                cwd=self.directory,
+                env=self.env,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         finally:
@@ -152,8 +166,9 @@ class Deployment:
         last = "no answer"
         with httpx.Client(base_url=self.base_url, timeout=HEALTH_TIMEOUT) as http:
             for _ in range(HEALTH_ATTEMPTS):
-                exited = {verb: p.returncode for verb, p in self.processes.items()
-                          if p.poll() is not None}
+                exited = {
+                    verb: p.returncode for verb, p in self.processes.items() if p.poll() is not None
+                }
                 assert not exited, f"redesk exited early {exited}\n{self.logs()}"
                 try:
                     response = http.get("/healthz")
@@ -189,17 +204,19 @@ class Deployment:
 def base_env(directory: Path, database_url: str) -> dict[str, str]:
     """The environment of every process: ours, without any REDESK_* setting from outside."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("REDESK_")}
-    env.update({
-        # The deployment's own directory holds its media (and is where a verb without a
-        # database URL would look), not the data directory of whoever runs the tests.
-        "REDESK_DATA_DIR": str(directory),
-        "REDESK_DATABASE_URL": database_url,
-        "REDESK_HOST": "127.0.0.1",
-        "REDESK_PORT": str(free_port()),
-        "PYTHONUNBUFFERED": "1",
-        # Every identity of a test run comes from 127.0.0.1; the limit's own test sets it.
-        "REDESK_WEB_SESSIONS_PER_MINUTE": "0",
-    })
+    env.update(
+        {
+            # The deployment's own directory holds its media (and is where a verb without a
+            # database URL would look), not the data directory of whoever runs the tests.
+            "REDESK_DATA_DIR": str(directory),
+            "REDESK_DATABASE_URL": database_url,
+            "REDESK_HOST": "127.0.0.1",
+            "REDESK_PORT": str(free_port()),
+            "PYTHONUNBUFFERED": "1",
+            # Every identity of a test run comes from 127.0.0.1; the limit's own test sets it.
+            "REDESK_WEB_SESSIONS_PER_MINUTE": "0",
+        }
+    )
     return env
 
 
@@ -226,8 +243,7 @@ def serve(deployment: Deployment, *verbs: str) -> Iterator[Deployment]:
 def sqlite_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The embedded default: SQLite, `redesk run` with its in-process worker and scheduler."""
     directory = tmp_path_factory.mktemp("redesk-e2e")
-    deployment = Deployment(directory, base_env(directory,
-                                                f"sqlite:///{directory / 'redesk.db'}"))
+    deployment = Deployment(directory, base_env(directory, f"sqlite:///{directory / 'redesk.db'}"))
     deployment.cli("demo")
     yield from serve(deployment, "run")
 

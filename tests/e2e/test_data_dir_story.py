@@ -26,18 +26,24 @@ def default_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dep
     env = base_env(root / "server", "unused")
     for name in ("REDESK_DATABASE_URL", "REDESK_DATA_DIR"):
         env.pop(name)
-    env.update({"HOME": str(root / "home"), "XDG_DATA_HOME": str(root / "xdg"),
-                "COLUMNS": "40"})
+    env.update({"HOME": str(root / "home"), "XDG_DATA_HOME": str(root / "xdg"), "COLUMNS": "40"})
     yield from serve(Deployment(root / "server", env), "run")
 
 
-def redesk_in(deployment: Deployment, directory: Path, *args: str,
-              **env: str) -> subprocess.CompletedProcess[str]:
+def redesk_in(
+    deployment: Deployment, directory: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Runs `redesk ARGS` to its end in `directory`, with the deployment's environment."""
     directory.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([redesk_executable(), *args], cwd=directory,
-                          env={**deployment.env, **env}, capture_output=True, text=True,
-                          timeout=PROCESS_TIMEOUT, check=False)
+    return subprocess.run(
+        [redesk_executable(), *args],
+        cwd=directory,
+        env={**deployment.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
 
 
 def test_an_invitation_made_in_another_directory_binds_on_the_running_server(
@@ -68,8 +74,13 @@ def test_a_verb_pointed_at_a_data_directory_without_a_database_refuses_and_names
     elsewhere = default_deployment.directory.parent / "not-the-server"
 
     # When an invitation is asked for there
-    done = redesk_in(default_deployment, default_deployment.directory.parent / "admin",
-                     "invite", "worker", REDESK_DATA_DIR=str(elsewhere))
+    done = redesk_in(
+        default_deployment,
+        default_deployment.directory.parent / "admin",
+        "invite",
+        "worker",
+        REDESK_DATA_DIR=str(elsewhere),
+    )
 
     # Then it exits 5 naming the file it looked for, prints no code and creates nothing
     assert done.returncode == 5, done.stdout + done.stderr

@@ -36,7 +36,11 @@ def test_the_server_reports_redis_in_its_health(team: Team) -> None:
     assert response.status_code == 200
     health = response.json()
     assert {key: health[key] for key in ("status", "database", "redis", "scheduler")} == {
-        "status": "ok", "database": "ok", "redis": "ok", "scheduler": "ok"}
+        "status": "ok",
+        "database": "ok",
+        "redis": "ok",
+        "scheduler": "ok",
+    }
 
 
 def test_a_request_goes_from_intake_to_closed_via_forwarding_through_redis(team: Team) -> None:

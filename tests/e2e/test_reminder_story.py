@@ -94,8 +94,10 @@ class ReminderDesk:
     def probes(self) -> list[str]:
         """PROBE_TICKS requests whose deadlines will later prove that ticks ran."""
         assert len(self.spare_probes) >= PROBE_TICKS, "make more probes in the fixture"
-        taken, self.spare_probes = (self.spare_probes[:PROBE_TICKS],
-                                    self.spare_probes[PROBE_TICKS:])
+        taken, self.spare_probes = (
+            self.spare_probes[:PROBE_TICKS],
+            self.spare_probes[PROBE_TICKS:],
+        )
         return taken
 
     # --- the database ---------------------------------------------------------------------
@@ -104,21 +106,26 @@ class ReminderDesk:
         """Updates the request's row (deadlines, timestamps) as if time had passed."""
         with self.engine.begin() as connection:
             changed = connection.execute(
-                update(Request).where(col(Request.number) == number).values(**values))
+                update(Request).where(col(Request.number) == number).values(**values)
+            )
         assert changed.rowcount == 1, number
 
     def overdue(self, number: str, deadline: str) -> None:
         """The request's `deadline` (response_due_at or resolution_due_at) passed a moment
         ago; it was set a minute before."""
         now = datetime.now(UTC)
-        self.set_request(number, deadlines_set_at=now - timedelta(minutes=1),
-                         **{deadline: now - timedelta(seconds=5)})
+        self.set_request(
+            number,
+            deadlines_set_at=now - timedelta(minutes=1),
+            **{deadline: now - timedelta(seconds=5)},
+        )
 
     def state(self, number: str) -> str:
         """The request's state."""
         with self.engine.connect() as connection:
             found: str = connection.execute(
-                select(Request.state).where(col(Request.number) == number)).scalar_one()
+                select(Request.state).where(col(Request.number) == number)
+            ).scalar_one()
         return found
 
     def events(self, number: str, action: str) -> list[tuple[str | None, str | None]]:
@@ -127,16 +134,19 @@ class ReminderDesk:
             rows = connection.execute(
                 select(Event.note, Event.to_state)
                 .join(Request, col(Request.id) == col(Event.request_id))
-                .where(col(Request.number) == number, col(Event.action) == action)).all()
+                .where(col(Request.number) == number, col(Event.action) == action)
+            ).all()
         return [(row[0], row[1]) for row in rows]
 
     def reminders(self, number: str, kind: str) -> int:
         """How many times the reminder `kind` of the request was claimed."""
         with self.engine.connect() as connection:
             count: int = connection.execute(
-                select(func.count()).select_from(Reminder)
+                select(func.count())
+                .select_from(Reminder)
                 .join(Request, col(Request.id) == col(Reminder.request_id))
-                .where(col(Request.number) == number, col(Reminder.kind) == kind)).scalar_one()
+                .where(col(Request.number) == number, col(Reminder.kind) == kind)
+            ).scalar_one()
         return count
 
     # --- what people got -------------------------------------------------------------------
@@ -170,8 +180,10 @@ class ReminderDesk:
         """Each worker (the web one only, unless `telegram`) got the reminder of `number`
         once, the leader its 督办 once."""
         reminder, escalation = f"【{number}】已超过响应时限", f"【{number}】督办：已超过响应时限"
-        got = {"web worker": count(self.web_worker, reminder),
-               "leader": count(self.leader, escalation)}
+        got = {
+            "web worker": count(self.web_worker, reminder),
+            "leader": count(self.leader, escalation),
+        }
         if telegram:
             got["telegram worker"] = self.telegram_count(reminder)
         assert set(got.values()) == {1}, f"{number}: {got}\n{self.deployment.logs()}"
@@ -189,15 +201,16 @@ def staffed(telegram: TelegramDesk, *, stories: int) -> Iterator[ReminderDesk]:
     engine = get_engine(deployment.env["REDESK_DATABASE_URL"])
     try:
         with deployment.http() as http:
-            desk = ReminderDesk(telegram, http, WebChat.open(http, "网格员刘"),
-                                WebChat.open(http, "陈书记"), engine)
-            residents = [WebChat.open(http, f"探针{index}")
-                         for index in range(stories * PROBE_TICKS)]
+            desk = ReminderDesk(
+                telegram, http, WebChat.open(http, "网格员刘"), WebChat.open(http, "陈书记"), engine
+            )
+            residents = [
+                WebChat.open(http, f"探针{index}") for index in range(stories * PROBE_TICKS)
+            ]
             for resident in residents:
                 resident.send(f"{resident.name}：楼道里的声控灯不亮了")
             codes = deployment.invites(("worker",), ("worker",), ("leader",))
-            desk.spare_probes = [resident.wait_for("已受理登记").number
-                                 for resident in residents]
+            desk.spare_probes = [resident.wait_for("已受理登记").number for resident in residents]
             telegram.worker = telegram.fake.user(2001, "王书记")
             telegram.say(telegram.worker, f"绑定 {codes[0]}")
             desk.web_worker.send(f"绑定 {codes[1]}")
@@ -217,8 +230,14 @@ def staffed(telegram: TelegramDesk, *, stories: int) -> Iterator[ReminderDesk]:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReminderDesk]:
     """SQLite and `redesk run` (in-process worker and scheduler), Telegram polling."""
     directory: Path = tmp_path_factory.mktemp("redesk-e2e-reminders")
-    for telegram in run_desk(directory, f"sqlite:///{directory / 'redesk.db'}", webhook=False,
-                             committee=False, staff=False, extra_env=TICK_ENV):
+    for telegram in run_desk(
+        directory,
+        f"sqlite:///{directory / 'redesk.db'}",
+        webhook=False,
+        committee=False,
+        staff=False,
+        extra_env=TICK_ENV,
+    ):
         yield from staffed(telegram, stories=3)
 
 
@@ -249,9 +268,9 @@ def response_deadline_story(desk: ReminderDesk, resident_id: int) -> None:
     assert desk.state(number) == "new"
 
     # And the resident was not told about the escalation
-    assert not any("督办" in words or "时限" in words
-                   for words in telegram.fake.texts(resident["id"])), (
-        telegram.fake.texts(resident["id"]))
+    assert not any(
+        "督办" in words or "时限" in words for words in telegram.fake.texts(resident["id"])
+    ), telegram.fake.texts(resident["id"])
 
 
 def test_a_request_past_its_response_deadline_is_reminded_and_escalated_once(
@@ -283,9 +302,11 @@ def test_an_accepted_request_past_its_resolution_deadline_reminds_its_handler_on
     # And after more ticks: once each, and never to the worker on Telegram (not its holder)
     desk.run_more_ticks(probes)
     reminder = f"【{number}】已超过办结时限"
-    got = {"web worker": count(desk.web_worker, reminder),
-           "leader": count(desk.leader, f"【{number}】督办：已超过办结时限"),
-           "telegram worker": desk.telegram_count(reminder)}
+    got = {
+        "web worker": count(desk.web_worker, reminder),
+        "leader": count(desk.leader, f"【{number}】督办：已超过办结时限"),
+        "telegram worker": desk.telegram_count(reminder),
+    }
     assert got == {"web worker": 1, "leader": 1, "telegram worker": 0}, got
     for each in probes:
         desk.assert_response_due_once(each)
@@ -349,10 +370,18 @@ def production(
     """PostgreSQL, Redis, `redesk worker`, two `redesk scheduler` and `redesk run` (polling)."""
     directory: Path = tmp_path_factory.mktemp("redesk-e2e-reminders-redis")
     for telegram in run_desk(
-        directory, postgres_url, webhook=False, committee=False,
-        processes=(("worker", "worker"), ("scheduler-1", "scheduler"),
-                   ("scheduler-2", "scheduler"), ("run", "run")),
-        staff=False, extra_env={**TICK_ENV, "REDESK_REDIS_URL": reminder_redis_url},
+        directory,
+        postgres_url,
+        webhook=False,
+        committee=False,
+        processes=(
+            ("worker", "worker"),
+            ("scheduler-1", "scheduler"),
+            ("scheduler-2", "scheduler"),
+            ("run", "run"),
+        ),
+        staff=False,
+        extra_env={**TICK_ENV, "REDESK_REDIS_URL": reminder_redis_url},
     ):
         yield from staffed(telegram, stories=1)
 

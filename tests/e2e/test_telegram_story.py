@@ -73,12 +73,12 @@ class TelegramDesk:
         if self.secret is None:
             self.fake.queue_update(update)
             return
-        status, body = self.fake.post_webhook(self.webhook_url, update,
-                                              secret_token=self.secret)
+        status, body = self.fake.post_webhook(self.webhook_url, update, secret_token=self.secret)
         assert status == 200, f"webhook answered {status}: {body}\n{self.deployment.logs()}"
 
-    def say(self, user: dict[str, Any], words: str,
-            chat: dict[str, Any] | None = None) -> dict[str, Any]:
+    def say(
+        self, user: dict[str, Any], words: str, chat: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """`user` sends `words` (in their private chat unless `chat` is given)."""
         update = self.fake.text_update(user, words, chat)
         self.push(update)
@@ -126,8 +126,11 @@ class TelegramDesk:
         found: list[Call] = []
 
         def answered(fake: FakeTelegram) -> bool:
-            found[:] = [call for call in fake.callback_answers()
-                        if str(call.params.get("callback_query_id")) == query_id]
+            found[:] = [
+                call
+                for call in fake.callback_answers()
+                if str(call.params.get("callback_query_id")) == query_id
+            ]
             return bool(found)
 
         assert self.fake.wait_for(answered, timeout), (
@@ -142,21 +145,25 @@ class TelegramDesk:
         found: list[Call] = []
 
         def edited(fake: FakeTelegram) -> bool:
-            found[:] = [call for call in fake.edits(chat)
-                        if call.params.get("message_id") == message_id
-                        and all(needle in call.result.get("text", "") for needle in needles)]
+            found[:] = [
+                call
+                for call in fake.edits(chat)
+                if call.params.get("message_id") == message_id
+                and all(needle in call.result.get("text", "") for needle in needles)
+            ]
             return bool(found)
 
-        self.wait_until(f"an edit of message {message_id} in chat {chat} with {needles}",
-                        edited, timeout)
+        self.wait_until(
+            f"an edit of message {message_id} in chat {chat} with {needles}", edited, timeout
+        )
         return found[0]
 
-    def wait_until(self, what: str, predicate: Callable[[FakeTelegram], bool],
-                   timeout: float = STEP) -> None:
+    def wait_until(
+        self, what: str, predicate: Callable[[FakeTelegram], bool], timeout: float = STEP
+    ) -> None:
         """Waits (bounded) until `predicate(fake)`; fails naming `what`."""
         assert self.fake.wait_for(predicate, timeout), (
-            f"{what}: not within {timeout:g} s\n{calls_digest(self.fake)}\n"
-            f"{self.deployment.logs()}"
+            f"{what}: not within {timeout:g} s\n{calls_digest(self.fake)}\n{self.deployment.logs()}"
         )
 
     def submit(self, resident: dict[str, Any], words: str) -> str:
@@ -170,7 +177,8 @@ def calls_digest(fake: FakeTelegram) -> str:
     return "\n".join(
         f"{call.method} chat={call.chat_id} status={call.status} "
         f"{str(call.params.get('text') or call.params.get('callback_query_id') or '')[:60]!r}"
-        for call in fake.calls if call.method != "getUpdates"
+        for call in fake.calls
+        if call.method != "getUpdates"
     )
 
 
@@ -181,11 +189,16 @@ def number_of(message: Call) -> str:
     return found.group(1)
 
 
-def telegram_env(env: dict[str, str], fake: FakeTelegram, *, secret: str | None,
-                 committee: bool) -> dict[str, str]:
+def telegram_env(
+    env: dict[str, str], fake: FakeTelegram, *, secret: str | None, committee: bool
+) -> dict[str, str]:
     """`env` with Telegram on, pointed at the fake (webhook mode when `secret` is given)."""
-    env = {**env, "REDESK_TELEGRAM_TOKEN": fake.token, "REDESK_TELEGRAM_API_URL": fake.url,
-           "PTB_TIMEDELTA": "true"}
+    env = {
+        **env,
+        "REDESK_TELEGRAM_TOKEN": fake.token,
+        "REDESK_TELEGRAM_API_URL": fake.url,
+        "PTB_TIMEDELTA": "true",
+    }
     if committee:
         env["REDESK_TELEGRAM_COMMITTEE_CHAT"] = str(GROUP_ID)
     if secret is not None:
@@ -195,8 +208,13 @@ def telegram_env(env: dict[str, str], fake: FakeTelegram, *, secret: str | None,
 
 
 def run_desk(
-    directory: Path, database_url: str, *, webhook: bool, committee: bool = True,
-    staff: bool = True, processes: tuple[tuple[str, str], ...] = (("run", "run"),),
+    directory: Path,
+    database_url: str,
+    *,
+    webhook: bool,
+    committee: bool = True,
+    staff: bool = True,
+    processes: tuple[tuple[str, str], ...] = (("run", "run"),),
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[TelegramDesk]:
     """Starts the fake and the (name, verb) processes; yields once they are healthy (staff
@@ -204,8 +222,9 @@ def run_desk(
     fake = FakeTelegram().start()
     try:
         secret = secrets.token_urlsafe(24) if webhook else None
-        env = telegram_env(base_env(directory, database_url), fake, secret=secret,
-                           committee=committee)
+        env = telegram_env(
+            base_env(directory, database_url), fake, secret=secret, committee=committee
+        )
         env.update(extra_env or {})
         deployment = Deployment(directory, env)
         if not database_url.startswith("sqlite"):
@@ -214,8 +233,9 @@ def run_desk(
         for name, verb in processes:
             deployment.start(verb, name=name)
         for running in serve(deployment):
-            desk = TelegramDesk(running, fake, secret,
-                                group=fake.group(GROUP_ID, "党委群") if committee else None)
+            desk = TelegramDesk(
+                running, fake, secret, group=fake.group(GROUP_ID, "党委群") if committee else None
+            )
             if staff:
                 bind_staff(desk)
             yield desk
@@ -240,10 +260,14 @@ def requests_of(database_url: str, user_id: int) -> list[tuple[str, str]]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT r.number, r.text FROM requests r JOIN people p ON p.id = r.requester_id "
-                "WHERE p.channel = 'telegram' AND p.external_id = :chat ORDER BY r.id"
-            ), {"chat": str(user_id)}).all()
+            rows = connection.execute(
+                text(
+                    "SELECT r.number, r.text FROM requests r "
+                    "JOIN people p ON p.id = r.requester_id "
+                    "WHERE p.channel = 'telegram' AND p.external_id = :chat ORDER BY r.id"
+                ),
+                {"chat": str(user_id)},
+            ).all()
     finally:
         engine.dispose()
     return [(row[0], row[1]) for row in rows]
@@ -274,9 +298,10 @@ def test_polling_a_request_goes_round_the_whole_cycle_in_telegram(
     # Given `redesk run` without a public URL: it dropped any webhook and polls getUpdates
     log = (desk.deployment.directory / "run.log").read_text()
     assert "channel telegram: on as @redesk_bot (polling getUpdates)" in log, log
-    desk.wait_until("deleteWebhook, then getUpdates",
-                    lambda f: f.count("deleteWebhook", ok=True) == 1
-                    and f.count("getUpdates", ok=True) >= 1)
+    desk.wait_until(
+        "deleteWebhook, then getUpdates",
+        lambda f: f.count("deleteWebhook", ok=True) == 1 and f.count("getUpdates", ok=True) >= 1,
+    )
     assert fake.webhook == {}
 
     # When a resident reports a broken street lamp
@@ -378,8 +403,9 @@ def test_the_same_update_three_times_makes_one_request_and_one_receipt(
     desk.wait_message(resident["id"], f"【{number}】")
     receipts = [words for words in fake.texts(resident["id"]) if "已受理登记" in words]
     assert len(receipts) == 1, receipts
-    assert [row[0] for row in requests_of(desk.deployment.env["REDESK_DATABASE_URL"],
-                                          resident["id"])] == [number]
+    assert [
+        row[0] for row in requests_of(desk.deployment.env["REDESK_DATABASE_URL"], resident["id"])
+    ] == [number]
 
 
 def test_a_wrong_or_missing_secret_is_refused_and_nothing_is_stored(
@@ -438,8 +464,12 @@ def inbox_statuses(database_url: str, keys: list[str]) -> list[tuple[str, str | 
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = {row[0]: (str(row[1]), row[2]) for row in connection.execute(text(
-                "SELECT natural_key, status, error FROM inbox WHERE channel = 'telegram'"))}
+            rows = {
+                row[0]: (str(row[1]), row[2])
+                for row in connection.execute(
+                    text("SELECT natural_key, status, error FROM inbox WHERE channel = 'telegram'")
+                )
+            }
     finally:
         engine.dispose()
     return [rows.get(key, ("missing", None)) for key in keys]
@@ -458,8 +488,11 @@ def test_an_update_the_library_cannot_model_between_two_good_ones_blocks_nothing
     bad = fake.photo_update(resident, caption="井盖的照片")
     for size in bad["message"]["photo"]:
         del size["file_unique_id"]
-    updates = [fake.text_update(resident, "小区门口的井盖丢了"), bad,
-               fake.text_update(resident, "帮助")]
+    updates = [
+        fake.text_update(resident, "小区门口的井盖丢了"),
+        bad,
+        fake.text_update(resident, "帮助"),
+    ]
 
     # When Telegram delivers the three (one getUpdates batch, or three webhook POSTs)
     for update in updates:
@@ -472,8 +505,9 @@ def test_an_update_the_library_cannot_model_between_two_good_ones_blocks_nothing
         desk.wait_until("every update confirmed", lambda f: not f.pending_updates())
 
     # And the bad one is kept as failed with the parser's reason
-    statuses = inbox_statuses(desk.deployment.env["REDESK_DATABASE_URL"],
-                              [str(update["update_id"]) for update in updates])
+    statuses = inbox_statuses(
+        desk.deployment.env["REDESK_DATABASE_URL"], [str(update["update_id"]) for update in updates]
+    )
     assert [status for status, _ in statuses] == ["done", "failed", "done"], statuses
     assert "file_unique_id" in (statuses[1][1] or "")
 
@@ -497,11 +531,22 @@ def redis_desk(
     """
     directory = tmp_path_factory.mktemp("redesk-e2e-tg-redis")
     yield from run_desk(
-        directory, postgres_url, webhook=True, committee=False, staff=False,
-        processes=(("worker-1", "worker"), ("worker-2", "worker"), ("scheduler", "scheduler"),
-                   ("run", "run")),
-        extra_env={"REDESK_REDIS_URL": telegram_redis_url, "REDESK_SWEEP_INTERVAL": "2",
-                   "REDESK_SWEEP_GRACE": "3"},
+        directory,
+        postgres_url,
+        webhook=True,
+        committee=False,
+        staff=False,
+        processes=(
+            ("worker-1", "worker"),
+            ("worker-2", "worker"),
+            ("scheduler", "scheduler"),
+            ("run", "run"),
+        ),
+        extra_env={
+            "REDESK_REDIS_URL": telegram_redis_url,
+            "REDESK_SWEEP_INTERVAL": "2",
+            "REDESK_SWEEP_GRACE": "3",
+        },
     )
 
 
@@ -540,8 +585,11 @@ def test_5xx_and_429_from_telegram_still_deliver_every_message_once(
     first_call = len(fake.calls)
 
     def failures() -> Counter[int]:
-        return Counter(call.status for call in fake.calls[first_call:]
-                       if call.method == "sendMessage" and not call.ok)
+        return Counter(
+            call.status
+            for call in fake.calls[first_call:]
+            if call.method == "sendMessage" and not call.ok
+        )
 
     # Given Telegram answers 500 (without sending) to the next five sendMessage
     fake.fail_next(5, 500, methods="sendMessage")
@@ -569,10 +617,14 @@ def test_5xx_and_429_from_telegram_still_deliver_every_message_once(
     # And every message was delivered exactly once: three per chat, in order, none twice
     for resident in residents:
         delivered = fake.texts(resident["id"])
-        assert len(delivered) == 3 and len(set(delivered)) == 3 \
-            and "已受理登记" in delivered[0] and "常用指令" in delivered[1], (
-                f"chat {resident['id']} got {[words[:40] for words in delivered]}\n"
-                f"{calls_digest(fake)}\n{desk.deployment.logs()}"
-            )
+        assert (
+            len(delivered) == 3
+            and len(set(delivered)) == 3
+            and "已受理登记" in delivered[0]
+            and "常用指令" in delivered[1]
+        ), (
+            f"chat {resident['id']} got {[words[:40] for words in delivered]}\n"
+            f"{calls_digest(fake)}\n{desk.deployment.logs()}"
+        )
     assert failures()[500] == 5, failures()
     assert failures()[429] >= 1, failures()

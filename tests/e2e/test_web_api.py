@@ -44,15 +44,20 @@ def test_posting_a_message_without_a_token_is_unauthorized(http: httpx.Client) -
 
 
 def test_posting_a_message_with_a_bad_token_is_unauthorized(http: httpx.Client) -> None:
-    response = http.post("/api/web/messages", json={"text": "路灯坏了"},
-                         headers={"Authorization": "Bearer not-a-real-token"})
+    response = http.post(
+        "/api/web/messages",
+        json={"text": "路灯坏了"},
+        headers={"Authorization": "Bearer not-a-real-token"},
+    )
     assert_error(response, 401)
 
 
-def test_posting_with_another_scheme_is_unauthorized(http: httpx.Client,
-                                                     resident: WebChat) -> None:
-    response = http.post("/api/web/messages", json={"text": "路灯坏了"},
-                         headers={"Authorization": f"Basic {resident.token}"})
+def test_posting_with_another_scheme_is_unauthorized(http: httpx.Client, resident: WebChat) -> None:
+    response = http.post(
+        "/api/web/messages",
+        json={"text": "路灯坏了"},
+        headers={"Authorization": f"Basic {resident.token}"},
+    )
     assert_error(response, 401)
 
 
@@ -62,40 +67,49 @@ def test_reading_messages_with_a_bad_token_is_unauthorized(http: httpx.Client) -
 
 
 def test_a_body_that_is_not_json_is_a_bad_request(http: httpx.Client, resident: WebChat) -> None:
-    response = http.post("/api/web/messages", content=b"text=hello",
-                         headers={**resident.headers, "Content-Type": "application/json"})
+    response = http.post(
+        "/api/web/messages",
+        content=b"text=hello",
+        headers={**resident.headers, "Content-Type": "application/json"},
+    )
     assert_error(response, 400)
 
 
 def test_a_body_that_is_not_utf8_is_a_bad_request(http: httpx.Client, resident: WebChat) -> None:
-    response = http.post("/api/web/messages", content=b'{"text": "\xff\xfe"}',
-                         headers=resident.headers)
+    response = http.post(
+        "/api/web/messages", content=b'{"text": "\xff\xfe"}', headers=resident.headers
+    )
     assert_error(response, 400)
 
 
 def test_deeply_nested_json_is_a_bad_request(resident: WebChat) -> None:
     body = b"[" * 30_000 + b"]" * 30_000
     assert len(body) < BODY_LIMIT
-    response = resident.http.post("/api/web/messages", content=body,
-                                  headers={**resident.headers,
-                                           "Content-Type": "application/json"})
+    response = resident.http.post(
+        "/api/web/messages",
+        content=body,
+        headers={**resident.headers, "Content-Type": "application/json"},
+    )
     assert_error(response, 400)
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param(["路灯坏了"], id="an array"),
-    pytest.param("路灯坏了", id="a string"),
-    pytest.param({"id": "m1"}, id="no text"),
-    pytest.param({}, id="empty object"),
-    pytest.param({"text": "路灯坏了", "action": "查询"}, id="text and action"),
-    pytest.param({"text": 42}, id="text a number"),
-    pytest.param({"text": ["路灯坏了"]}, id="text a list"),
-    pytest.param({"text": None}, id="text null"),
-    pytest.param({"action": {"受理": 1}}, id="action an object"),
-    pytest.param({"id": ["x"], "text": "路灯坏了"}, id="id a list"),
-    pytest.param({"id": "x" * 101, "text": "路灯坏了"}, id="id too long"),
-    pytest.param({"intake": "陈阿姨"}, id="intake a string"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(["路灯坏了"], id="an array"),
+        pytest.param("路灯坏了", id="a string"),
+        pytest.param({"id": "m1"}, id="no text"),
+        pytest.param({}, id="empty object"),
+        pytest.param({"text": "路灯坏了", "action": "查询"}, id="text and action"),
+        pytest.param({"text": 42}, id="text a number"),
+        pytest.param({"text": ["路灯坏了"]}, id="text a list"),
+        pytest.param({"text": None}, id="text null"),
+        pytest.param({"action": {"受理": 1}}, id="action an object"),
+        pytest.param({"id": ["x"], "text": "路灯坏了"}, id="id a list"),
+        pytest.param({"id": "x" * 101, "text": "路灯坏了"}, id="id too long"),
+        pytest.param({"intake": "陈阿姨"}, id="intake a string"),
+    ],
+)
 def test_json_of_the_wrong_shape_is_a_bad_request(resident: WebChat, body: Any) -> None:
     assert_error(resident.post(body), 400)
 
@@ -103,9 +117,11 @@ def test_json_of_the_wrong_shape_is_a_bad_request(resident: WebChat, body: Any) 
 def test_a_body_over_64_kib_is_too_large(resident: WebChat) -> None:
     body = json.dumps({"text": "a" * BODY_LIMIT}).encode()
     assert len(body) > BODY_LIMIT
-    response = resident.http.post("/api/web/messages", content=body,
-                                  headers={**resident.headers,
-                                           "Content-Type": "application/json"})
+    response = resident.http.post(
+        "/api/web/messages",
+        content=body,
+        headers={**resident.headers, "Content-Type": "application/json"},
+    )
     assert_error(response, 413)
 
 
@@ -117,9 +133,11 @@ def test_a_chunked_body_over_64_kib_is_too_large(resident: WebChat) -> None:
             yield b"a" * 1024
         yield b'"}'
 
-    response = resident.http.post("/api/web/messages", content=chunks(),
-                                  headers={**resident.headers,
-                                           "Content-Type": "application/json"})
+    response = resident.http.post(
+        "/api/web/messages",
+        content=chunks(),
+        headers={**resident.headers, "Content-Type": "application/json"},
+    )
     assert_error(response, 413)
 
 
@@ -130,10 +148,17 @@ def test_an_over_long_text_within_the_body_limit_is_answered_in_chat(resident: W
     assert resident.wait_for("内容过长", "2000").text
 
 
-@pytest.mark.parametrize("query", [
-    "after=abc", "after=1.5", "after=99999999999999999999", "after=&wait=1",
-    "wait=soon", "wait=nan",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "after=abc",
+        "after=1.5",
+        "after=99999999999999999999",
+        "after=&wait=1",
+        "wait=soon",
+        "wait=nan",
+    ],
+)
 def test_reading_with_a_malformed_query_is_a_bad_request(resident: WebChat, query: str) -> None:
     response = resident.http.get(f"/api/web/messages?{query}", headers=resident.headers)
     assert_error(response, 400)
@@ -142,8 +167,10 @@ def test_reading_with_a_malformed_query_is_a_bad_request(resident: WebChat, quer
 def test_a_new_session_needs_a_json_object(http: httpx.Client) -> None:
     assert_error(http.post("/api/web/session", json=["张三"]), 400)
     assert_error(http.post("/api/web/session", json={"name": 7}), 400)
-    assert_error(http.post("/api/web/session", content=b"{",
-                           headers={"Content-Type": "application/json"}), 400)
+    assert_error(
+        http.post("/api/web/session", content=b"{", headers={"Content-Type": "application/json"}),
+        400,
+    )
     created = http.post("/api/web/session")
     assert created.status_code == 201 and created.json()["token"]
 
@@ -204,8 +231,9 @@ def test_a_script_tag_in_a_request_comes_back_as_plain_text(resident: WebChat) -
 
     # Then the JSON carries the text exactly as typed, not escaped and not stripped
     assert f"诉求：\n│ {markup}" in status.text
-    raw = resident.http.get("/api/web/messages", params={"after": status.seq - 1},
-                            headers=resident.headers)
+    raw = resident.http.get(
+        "/api/web/messages", params={"after": status.seq - 1}, headers=resident.headers
+    )
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["messages"][0]["text"] == status.text
 
@@ -243,9 +271,13 @@ def test_a_long_poll_is_woken_when_a_separate_worker_delivers(
     # Given a resident whose long poll waits (the worker is another process)
     with split_deployment.http() as http, ThreadPoolExecutor(max_workers=1) as pool:
         resident = WebChat.open(http, "居民")
-        waiting = pool.submit(httpx.get, f"{split_deployment.base_url}/api/web/messages",
-                              params={"after": 0, "wait": 30}, headers=resident.headers,
-                              timeout=60)
+        waiting = pool.submit(
+            httpx.get,
+            f"{split_deployment.base_url}/api/web/messages",
+            params={"after": 0, "wait": 30},
+            headers=resident.headers,
+            timeout=60,
+        )
         for _ in range(200):
             if open_polls(http) == 1:
                 break
@@ -262,14 +294,22 @@ def test_a_long_poll_is_woken_when_a_separate_worker_delivers(
     assert len(messages) == 1 and "已受理登记" in messages[0]["text"]
 
 
-def test_a_third_long_poll_of_one_identity_is_refused(http: httpx.Client,
-                                                      resident: WebChat) -> None:
+def test_a_third_long_poll_of_one_identity_is_refused(
+    http: httpx.Client, resident: WebChat
+) -> None:
     # Given a resident holding two long polls (the most per identity by default)
     base = str(http.base_url).rstrip("/")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        held = [pool.submit(httpx.get, f"{base}/api/web/messages",
-                            params={"after": 0, "wait": 30}, headers=resident.headers,
-                            timeout=60) for _ in range(2)]
+        held = [
+            pool.submit(
+                httpx.get,
+                f"{base}/api/web/messages",
+                params={"after": 0, "wait": 30},
+                headers=resident.headers,
+                timeout=60,
+            )
+            for _ in range(2)
+        ]
         for _ in range(200):
             if open_polls(http) == 2:
                 break
@@ -277,8 +317,9 @@ def test_a_third_long_poll_of_one_identity_is_refused(http: httpx.Client,
         assert open_polls(http) == 2
 
         # When it opens a third
-        third = http.get("/api/web/messages", params={"after": 0, "wait": 30},
-                         headers=resident.headers)
+        third = http.get(
+            "/api/web/messages", params={"after": 0, "wait": 30}, headers=resident.headers
+        )
 
         # Then it is refused with 429 and Retry-After; nothing else changed
         assert_error(third, 429)

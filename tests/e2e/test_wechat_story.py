@@ -64,7 +64,7 @@ class WeChatDesk:
 
     @property
     def mode(self) -> str:
-        """"safe" or "plain"."""
+        """ "safe" or "plain"."""
         return "safe" if self.wechat.safe else "plain"
 
     @property
@@ -86,10 +86,13 @@ class WeChatDesk:
         it sees a Content-Length over 1 MB and closes the connection without reading the body;
         httpx reads that early answer, urllib sometimes fails with a broken pipe instead.
         """
-        response = self.http.post(self.callback_url, params=callback.params,
-                                  content=callback.body, timeout=STEP,
-                                  headers={"Content-Type": "text/xml",
-                                           "User-Agent": "Mozilla/4.0"})
+        response = self.http.post(
+            self.callback_url,
+            params=callback.params,
+            content=callback.body,
+            timeout=STEP,
+            headers={"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"},
+        )
         return response.status_code, response.content
 
     def say(self, openid: str, words: str) -> Callback:
@@ -164,33 +167,46 @@ class WeChatDesk:
 
     def requests_of(self, openid: str) -> list[tuple[str, str, str]]:
         """(number, text, state) of every request of a WeChat person, oldest first."""
-        return [(row[0], row[1], row[2]) for row in self.query(
-            "SELECT r.number, r.text, r.state FROM requests r "
-            "JOIN people p ON p.id = r.requester_id "
-            "WHERE p.channel = 'wechat' AND p.external_id = :openid ORDER BY r.id",
-            openid=openid,
-        )]
+        return [
+            (row[0], row[1], row[2])
+            for row in self.query(
+                "SELECT r.number, r.text, r.state FROM requests r "
+                "JOIN people p ON p.id = r.requester_id "
+                "WHERE p.channel = 'wechat' AND p.external_id = :openid ORDER BY r.id",
+                openid=openid,
+            )
+        ]
 
     def inbox_of(self, openid: str) -> list[str]:
         """Natural keys of the WeChat inbox rows of a chat, oldest first."""
-        return [row[0] for row in self.query(
-            "SELECT natural_key FROM inbox WHERE channel = 'wechat' AND chat_id = :openid "
-            "ORDER BY id", openid=openid,
-        )]
+        return [
+            row[0]
+            for row in self.query(
+                "SELECT natural_key FROM inbox WHERE channel = 'wechat' AND chat_id = :openid "
+                "ORDER BY id",
+                openid=openid,
+            )
+        ]
 
     def people_of(self, openid: str) -> int:
         """How many people rows the openid has."""
-        return int(self.query(
-            "SELECT count(*) FROM people WHERE channel = 'wechat' AND external_id = :openid",
-            openid=openid,
-        )[0][0])
+        return int(
+            self.query(
+                "SELECT count(*) FROM people WHERE channel = 'wechat' AND external_id = :openid",
+                openid=openid,
+            )[0][0]
+        )
 
     def events_of(self, number: str) -> list[str]:
         """The successful actions on a request, in order."""
-        return [row[0] for row in self.query(
-            "SELECT e.action FROM events e JOIN requests r ON r.id = e.request_id "
-            "WHERE r.number = :number AND e.outcome = 'ok' ORDER BY e.id", number=number,
-        )]
+        return [
+            row[0]
+            for row in self.query(
+                "SELECT e.action FROM events e JOIN requests r ON r.id = e.request_id "
+                "WHERE r.number = :number AND e.outcome = 'ok' ORDER BY e.id",
+                number=number,
+            )
+        ]
 
 
 def number_of(message: str) -> str:
@@ -207,11 +223,13 @@ def command_lines(message: str) -> set[str]:
     return {line.strip() for line in tail.splitlines() if line.strip()}
 
 
-def wechat_env(env: dict[str, str], wechat: FakeWeChat, telegram: FakeTelegram,
-               media: Path) -> dict[str, str]:
+def wechat_env(
+    env: dict[str, str], wechat: FakeWeChat, telegram: FakeTelegram, media: Path
+) -> dict[str, str]:
     """`env` with WeChat on (plain or safe like the fake) and Telegram on (polling)."""
     return {
-        **env, **wechat.settings_env(),
+        **env,
+        **wechat.settings_env(),
         "REDESK_WECHAT_TEMPLATE_ID": TEMPLATE,
         "REDESK_MEDIA_DIR": str(media),
         "REDESK_TELEGRAM_TOKEN": telegram.token,
@@ -221,8 +239,9 @@ def wechat_env(env: dict[str, str], wechat: FakeWeChat, telegram: FakeTelegram,
 
 
 @pytest.fixture(scope="module", params=["plain", "safe"])
-def desk(request: pytest.FixtureRequest,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeChatDesk]:
+def desk(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WeChatDesk]:
     """`redesk run` (SQLite, embedded worker) with WeChat in the parameter's mode, Telegram
     polling, a worker bound on the web desk and another on Telegram."""
     safe = request.param == "safe"
@@ -231,8 +250,12 @@ def desk(request: pytest.FixtureRequest,
     try:
         wechat.template(TEMPLATE, fields=["first", "keyword1", "keyword2", "remark"])
         directory = tmp_path_factory.mktemp(f"redesk-e2e-wechat-{request.param}")
-        env = wechat_env(base_env(directory, f"sqlite:///{directory / 'redesk.db'}"), wechat,
-                         telegram, directory / "media")
+        env = wechat_env(
+            base_env(directory, f"sqlite:///{directory / 'redesk.db'}"),
+            wechat,
+            telegram,
+            directory / "media",
+        )
         assert ("REDESK_WECHAT_AES_KEY" in env) is safe
         deployment = Deployment(directory, env)
         deployment.cli("demo")
@@ -301,8 +324,12 @@ def test_a_resident_on_wechat_rates_a_request_handled_on_telegram(desk: WeChatDe
     # And the resident got exactly the receipt, the acceptance, the result and the thanks
     texts = desk.wechat.texts(resident)
     assert len(texts) == 4 and [number_of(words) for words in texts] == [number] * 4, texts
-    assert ["已受理登记" in texts[0], "党委已受理您的诉求" in texts[1],
-            "您的诉求已办结" in texts[2], "感谢您的评价" in texts[3]] == [True] * 4, texts
+    assert [
+        "已受理登记" in texts[0],
+        "党委已受理您的诉求" in texts[1],
+        "您的诉求已办结" in texts[2],
+        "感谢您的评价" in texts[3],
+    ] == [True] * 4, texts
     assert desk.wechat.templates(resident) == []
     assert desk.requests_of(resident) == [(number, "人行道的地砖松动了，老人容易绊倒", "closed")]
     assert desk.events_of(number) == ["submit", "accept", "complete", "approve", "rate"]
@@ -345,9 +372,13 @@ def test_a_resident_on_wechat_rates_a_request_handled_on_the_web_desk(desk: WeCh
     # And the resident got exactly these customer-service texts, in this order, no template
     texts = desk.wechat.texts(resident)
     assert [number_of(words) for words in texts] == [number] * 5, texts
-    assert ["已受理登记" in texts[0], "党委已受理您的诉求" in texts[1],
-            "您的诉求已办结" in texts[2], "感谢您的评价" in texts[3],
-            "已办结" in texts[4]] == [True] * 5, texts
+    assert [
+        "已受理登记" in texts[0],
+        "党委已受理您的诉求" in texts[1],
+        "您的诉求已办结" in texts[2],
+        "感谢您的评价" in texts[3],
+        "已办结" in texts[4],
+    ] == [True] * 5, texts
     assert desk.wechat.templates(resident) == []
 
     # And the database holds the closed request and its history
@@ -359,7 +390,7 @@ def test_a_resident_on_wechat_rates_a_request_handled_on_the_web_desk(desk: WeCh
 
 
 def test_a_resident_following_by_a_centres_qr_code_is_welcomed_and_their_voice_kept(
-    desk: WeChatDesk
+    desk: WeChatDesk,
 ) -> None:
     resident = new_openid()
     ticket = "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRt"
@@ -371,8 +402,10 @@ def test_a_resident_following_by_a_centres_qr_code_is_welcomed_and_their_voice_k
     # Then they are welcomed with the help, and the scene is kept on the person
     desk.wait_text(resident, "欢迎关注")
     desk.wait_text(resident, "查询")
-    assert desk.query("SELECT scene FROM people WHERE channel = 'wechat' "
-                      "AND external_id = :openid", openid=resident) == [("CHUNXI-01",)]
+    assert desk.query(
+        "SELECT scene FROM people WHERE channel = 'wechat' AND external_id = :openid",
+        openid=resident,
+    ) == [("CHUNXI-01",)]
 
     # When they send an MP3 voice message (speech recognition on)
     voice = desk.wechat.voice(resident, recognition="夜里工地施工太吵了", voice_format="mp3")
@@ -386,16 +419,23 @@ def test_a_resident_following_by_a_centres_qr_code_is_welcomed_and_their_voice_k
     assert media.read_bytes() == desk.wechat.media_bytes(voice.media_id)
 
     # When, already following, they scan another centre's code
-    assert desk.post(desk.wechat.event(resident, "SCAN", key="JINJIANG-02",
-                                       ticket=ticket)) == SUCCESS
+    assert (
+        desk.post(desk.wechat.event(resident, "SCAN", key="JINJIANG-02", ticket=ticket)) == SUCCESS
+    )
 
     # Then they are welcomed back and the person names the last scene
     desk.wait_text(resident, "欢迎回来")
-    assert desk.query("SELECT scene FROM people WHERE channel = 'wechat' "
-                      "AND external_id = :openid", openid=resident) == [("JINJIANG-02",)]
-    assert [row[0] for row in desk.query(
-        "SELECT scene FROM inbox WHERE channel = 'wechat' AND chat_id = :openid "
-        "ORDER BY id", openid=resident)] == ["CHUNXI-01", None, "JINJIANG-02"]
+    assert desk.query(
+        "SELECT scene FROM people WHERE channel = 'wechat' AND external_id = :openid",
+        openid=resident,
+    ) == [("JINJIANG-02",)]
+    assert [
+        row[0]
+        for row in desk.query(
+            "SELECT scene FROM inbox WHERE channel = 'wechat' AND chat_id = :openid ORDER BY id",
+            openid=resident,
+        )
+    ] == ["CHUNXI-01", None, "JINJIANG-02"]
     assert [words for words in desk.wechat.texts(resident) if "暂不支持" in words] == []
 
 
@@ -407,12 +447,16 @@ def wait_for_stored_path(desk: WeChatDesk, number: str) -> str:
     while time.monotonic() < deadline:
         rows = desk.query(
             "SELECT a.stored_path FROM attachments a JOIN requests r ON r.id = a.request_id "
-            "WHERE r.number = :number ORDER BY a.id", number=number)
+            "WHERE r.number = :number ORDER BY a.id",
+            number=number,
+        )
         if rows and rows[0][0]:
             return str(rows[0][0])
         time.sleep(0.1)
-    raise AssertionError(f"{number}'s attachment was not fetched within {STEP:g} s ({rows})"
-                         f"\n{desk.deployment.logs()}")
+    raise AssertionError(
+        f"{number}'s attachment was not fetched within {STEP:g} s ({rows})"
+        f"\n{desk.deployment.logs()}"
+    )
 
 
 def test_the_same_msgid_posted_three_times_makes_one_request_and_one_receipt(
@@ -425,8 +469,7 @@ def test_the_same_msgid_posted_three_times_makes_one_request_and_one_receipt(
     # signed, and in safe mode encrypted, afresh)
     first = desk.wechat.text(resident, words)
     assert first.msg_id is not None
-    callbacks = [first] + [desk.wechat.text(resident, words, msg_id=first.msg_id)
-                           for _ in range(2)]
+    callbacks = [first] + [desk.wechat.text(resident, words, msg_id=first.msg_id) for _ in range(2)]
     answers = [desk.post(callback) for callback in callbacks]
 
     # Then every POST is answered "success"
@@ -449,8 +492,7 @@ def test_the_same_msgid_posted_three_times_at_once_is_stored_once(desk: WeChatDe
     resident = new_openid()
     words = "楼道里的消防栓漏水了"
     first = desk.wechat.text(resident, words)
-    callbacks = [first] + [desk.wechat.text(resident, words, msg_id=first.msg_id)
-                           for _ in range(2)]
+    callbacks = [first] + [desk.wechat.text(resident, words, msg_id=first.msg_id) for _ in range(2)]
 
     # When the three copies arrive at the same moment (three connections)
     start = threading.Barrier(len(callbacks))
@@ -458,8 +500,12 @@ def test_the_same_msgid_posted_three_times_at_once_is_stored_once(desk: WeChatDe
     def post(callback: Callback) -> tuple[int, bytes]:
         with httpx.Client(timeout=STEP) as http:
             start.wait(timeout=STEP)
-            response = http.post(desk.callback_url, params=callback.params,
-                                 content=callback.body, headers={"Content-Type": "text/xml"})
+            response = http.post(
+                desk.callback_url,
+                params=callback.params,
+                content=callback.body,
+                headers={"Content-Type": "text/xml"},
+            )
             return response.status_code, response.content
 
     with ThreadPoolExecutor(max_workers=len(callbacks)) as pool:
@@ -500,25 +546,42 @@ def test_bad_signatures_replays_hostile_xml_and_huge_bodies_are_refused(
         "bad signature": (bad_signature, 403),
         "unsigned": (fake.text(resident, words, sign=False), 403),
         "replayed (10 minutes old)": (
-            fake.text(resident, words, timestamp=str(int(fake.now()) - 600)), 403),
-        "XXE / DOCTYPE": (fake.raw(xxe_body(resident, 987654321), safe=fake.safe,
-                                   openid=resident), 400),
+            fake.text(resident, words, timestamp=str(int(fake.now()) - 600)),
+            403,
+        ),
+        "XXE / DOCTYPE": (
+            fake.raw(xxe_body(resident, 987654321), safe=fake.safe, openid=resident),
+            400,
+        ),
         "over 1 MB": (huge, 413),
     }
     if fake.safe:
         good = fake.text(resident, words)
-        refused.update({
-            "bad msg_signature": (Callback({**good.params, "msg_signature": "0" * 40},
-                                           good.body, good.xml, resident, good.msg_id), 403),
-            "a plain body in safe mode": (fake.text(resident, words, safe=False), 400),
-            "an unencrypted DOCTYPE body": (fake.raw(xxe_body(resident, 987654322), safe=False,
-                                                     openid=resident), 400),
-        })
+        refused.update(
+            {
+                "bad msg_signature": (
+                    Callback(
+                        {**good.params, "msg_signature": "0" * 40},
+                        good.body,
+                        good.xml,
+                        resident,
+                        good.msg_id,
+                    ),
+                    403,
+                ),
+                "a plain body in safe mode": (fake.text(resident, words, safe=False), 400),
+                "an unencrypted DOCTYPE body": (
+                    fake.raw(xxe_body(resident, 987654322), safe=False, openid=resident),
+                    400,
+                ),
+            }
+        )
 
     # When each is POSTed to the real server, it is refused with its status
     answers = {what: desk.post(callback)[0] for what, (callback, _) in refused.items()}
-    assert answers == {what: status for what, (_, status) in refused.items()}, \
+    assert answers == {what: status for what, (_, status) in refused.items()}, (
         desk.deployment.logs()
+    )
 
     # Then nothing of them was stored, so nothing can ever be handled or answered
     assert desk.inbox_of(resident) == []

@@ -107,10 +107,19 @@ MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 
 #: Methods that deliver a new message to a chat.
-SEND_METHODS = frozenset({
-    "sendMessage", "sendPhoto", "sendVoice", "sendVideo", "sendDocument", "sendLocation",
-    "sendVideoNote", "sendAnimation", "sendAudio",
-})
+SEND_METHODS = frozenset(
+    {
+        "sendMessage",
+        "sendPhoto",
+        "sendVoice",
+        "sendVideo",
+        "sendDocument",
+        "sendLocation",
+        "sendVideoNote",
+        "sendAnimation",
+        "sendAudio",
+    }
+)
 #: Methods that change a message the bot sent.
 EDIT_METHODS = frozenset({"editMessageText", "editMessageReplyMarkup", "editMessageCaption"})
 
@@ -125,29 +134,59 @@ _CONFLICT_POLL = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
-_QUERY_TOO_OLD = (
-    "Bad Request: query is too old and response timeout expired or query ID is invalid"
-)
+_QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
 )
 
-_INT_FIELDS = frozenset({
-    "message_id", "offset", "limit", "timeout", "duration", "width", "height",
-    "reply_to_message_id", "message_thread_id", "cache_time", "max_connections", "live_period",
-    "heading", "proximity_alert_radius", "from_chat_id",
-})
+_INT_FIELDS = frozenset(
+    {
+        "message_id",
+        "offset",
+        "limit",
+        "timeout",
+        "duration",
+        "width",
+        "height",
+        "reply_to_message_id",
+        "message_thread_id",
+        "cache_time",
+        "max_connections",
+        "live_period",
+        "heading",
+        "proximity_alert_radius",
+        "from_chat_id",
+    }
+)
 _FLOAT_FIELDS = frozenset({"latitude", "longitude", "horizontal_accuracy"})
-_BOOL_FIELDS = frozenset({
-    "show_alert", "disable_notification", "protect_content", "drop_pending_updates",
-    "disable_web_page_preview", "allow_sending_without_reply", "supports_streaming",
-    "has_spoiler", "disable_content_type_detection", "show_caption_above_media",
-})
-_JSON_FIELDS = frozenset({
-    "reply_markup", "allowed_updates", "entities", "caption_entities", "reply_parameters",
-    "link_preview_options", "commands", "scope", "media",
-})
+_BOOL_FIELDS = frozenset(
+    {
+        "show_alert",
+        "disable_notification",
+        "protect_content",
+        "drop_pending_updates",
+        "disable_web_page_preview",
+        "allow_sending_without_reply",
+        "supports_streaming",
+        "has_spoiler",
+        "disable_content_type_detection",
+        "show_caption_above_media",
+    }
+)
+_JSON_FIELDS = frozenset(
+    {
+        "reply_markup",
+        "allowed_updates",
+        "entities",
+        "caption_entities",
+        "reply_parameters",
+        "link_preview_options",
+        "commands",
+        "scope",
+        "media",
+    }
+)
 _INT_RE = re.compile(r"-?\d+")
 
 
@@ -183,7 +222,9 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "ok": False, "error_code": self.status, "description": self.description,
+            "ok": False,
+            "error_code": self.status,
+            "description": self.description,
         }
         if self.parameters:
             body["parameters"] = self.parameters
@@ -221,8 +262,10 @@ class _StoredFile:
 
     def as_file(self) -> dict[str, Any]:
         return {
-            "file_id": self.file_id, "file_unique_id": self.file_unique_id,
-            "file_size": len(self.content), "file_path": self.file_path,
+            "file_id": self.file_id,
+            "file_unique_id": self.file_unique_id,
+            "file_size": len(self.content),
+            "file_path": self.file_path,
         }
 
 
@@ -268,7 +311,7 @@ def _coerce(params: dict[str, Any]) -> dict[str, Any]:
                 try:
                     value = float(value)
                 except ValueError:
-                    raise _bad(f"field \"{key}\" must be a number") from None
+                    raise _bad(f'field "{key}" must be a number') from None
             elif key in _BOOL_FIELDS:
                 value = value.strip().lower() in ("true", "1")
             elif key in _JSON_FIELDS:
@@ -287,10 +330,26 @@ def _coerce(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parse modes
 
 
-_HTML_TAGS = frozenset({
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
-    "code", "pre", "blockquote", "tg-emoji",
-})
+_HTML_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
+    }
+)
 
 
 class _HtmlText(HTMLParser):
@@ -305,9 +364,7 @@ class _HtmlText(HTMLParser):
             self.error = message
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in _HTML_TAGS or (
-            tag == "span" and ("class", "tg-spoiler") not in attrs
-        ):
+        if tag not in _HTML_TAGS or (tag == "span" and ("class", "tg-spoiler") not in attrs):
             self._fail(f'Unsupported start tag "{tag}"')
         self.stack.append(tag)
 
@@ -341,10 +398,10 @@ class _HtmlText(HTMLParser):
 def _parse_html(text: str) -> str:
     # A '<' that does not open a tag is an error at Telegram; HTMLParser would keep it as text.
     for match in re.finditer(r"<", text):
-        rest = text[match.start() + 1:]
+        rest = text[match.start() + 1 :]
         if not re.match(r"/?[A-Za-z]", rest):
             raise _bad(
-                "can't parse entities: Unsupported start tag \"\" at byte offset "
+                'can\'t parse entities: Unsupported start tag "" at byte offset '
                 f"{_byte_offset(text, match.start())}"
             )
     parser = _HtmlText()
@@ -366,8 +423,14 @@ def _parse_html(text: str) -> str:
 
 
 _MDV2_RESERVED = set("_*[]()~`>#+-=|{}.!")
-_MDV2_NAMES = {"*": "Bold", "_": "Italic", "__": "Underline", "~": "Strikethrough",
-               "||": "Spoiler", "[": "TextUrl"}
+_MDV2_NAMES = {
+    "*": "Bold",
+    "_": "Italic",
+    "__": "Underline",
+    "~": "Strikethrough",
+    "||": "Spoiler",
+    "[": "TextUrl",
+}
 
 
 def _parse_markdown_v2(text: str) -> str:  # noqa: C901 - a small hand-written tokenizer
@@ -408,7 +471,7 @@ def _parse_markdown_v2(text: str) -> str:  # noqa: C901 - a small hand-written t
                     "can't parse entities: Can't find end of Pre entity at byte offset "
                     f"{_byte_offset(text, i)}"
                 )
-            body = text[i + 3:end]
+            body = text[i + 3 : end]
             first, newline, rest = body.partition("\n")
             if newline and re.fullmatch(r"[A-Za-z0-9_+-]*", first):
                 body = rest
@@ -422,7 +485,7 @@ def _parse_markdown_v2(text: str) -> str:  # noqa: C901 - a small hand-written t
                     "can't parse entities: Can't find end of Code entity at byte offset "
                     f"{_byte_offset(text, i)}"
                 )
-            out.append(unescape(text[i + 1:end]))
+            out.append(unescape(text[i + 1 : end]))
             i = end + 1
             continue
         if c == "]":
@@ -493,7 +556,7 @@ def _parse_markdown(text: str) -> str:
                 "can't parse entities: Can't find end of the entity starting at byte offset "
                 f"{_byte_offset(text, i)}"
             )
-        out.append(text[i + len(token):end])
+        out.append(text[i + len(token) : end])
         i = end + len(close)
         if token == "[" and i < n and text[i] == "(":
             url_end = text.find(")", i)
@@ -544,7 +607,10 @@ class FakeTelegram(FakeServer[Call]):
         bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
         #: The bot's User, as the "from" of what it sends (getMe adds the capability flags).
         self.bot_user: dict[str, Any] = {
-            "id": bot_id, "is_bot": True, "first_name": "redesk", "username": "redesk_bot",
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": "redesk",
+            "username": "redesk_bot",
         }
         #: Every post_webhook: (url, update, status).
         self.webhook_posts: list[tuple[str, dict[str, Any], int]] = []
@@ -613,14 +679,18 @@ class FakeTelegram(FakeServer[Call]):
     def bot_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``telegram.Bot(**fake.bot_kwargs())``."""
         return {
-            "token": self.token, "base_url": f"{self.url}/bot",
+            "token": self.token,
+            "base_url": f"{self.url}/bot",
             "base_file_url": f"{self.url}/file/bot",
         }
 
     # ----------------------------------------------------------------- fault injection
 
     def fail_next(
-        self, n: int = 1, status: int = 500, description: str = "Internal Server Error",
+        self,
+        n: int = 1,
+        status: int = 500,
+        description: str = "Internal Server Error",
         methods: Iterable[str] | str | None = None,
     ) -> None:
         """The next ``n`` calls of ``methods`` (default: any) answer ``status`` without acting."""
@@ -628,7 +698,11 @@ class FakeTelegram(FakeServer[Call]):
             self._faults.append(_Fault(n, targets(methods, str.lower), status, description))
 
     def delay_next(
-        self, n: int, seconds: float, methods: Iterable[str] | str | None = None, *,
+        self,
+        n: int,
+        seconds: float,
+        methods: Iterable[str] | str | None = None,
+        *,
         before: bool = False,
     ) -> None:
         """The next ``n`` matching calls answer ``seconds`` late (acting first unless before)."""
@@ -668,7 +742,8 @@ class FakeTelegram(FakeServer[Call]):
     def count(self, method: str, *, ok: bool | None = None) -> int:
         """How many calls of ``method`` arrived (only successful/failed ones if ``ok`` is set)."""
         return sum(
-            1 for call in self.calls
+            1
+            for call in self.calls
             if call.method.lower() == method.lower() and (ok is None or call.ok == ok)
         )
 
@@ -678,9 +753,7 @@ class FakeTelegram(FakeServer[Call]):
 
     def texts(self, chat_id: int | str | None = None) -> list[str]:
         """The texts sendMessage delivered (to ``chat_id`` if given), in order, as shown."""
-        return [
-            call.result["text"] for call in self._successful({"sendMessage"}, chat_id)
-        ]
+        return [call.result["text"] for call in self._successful({"sendMessage"}, chat_id)]
 
     def edits(self, chat_id: int | str | None = None) -> list[Call]:
         """Successful editMessage* calls (in ``chat_id`` if given)."""
@@ -695,7 +768,8 @@ class FakeTelegram(FakeServer[Call]):
         chat = _norm_chat(chat_id)
         with self._cond:
             found = [
-                copy.deepcopy(message) for (key, _), message in self._messages.items()
+                copy.deepcopy(message)
+                for (key, _), message in self._messages.items()
                 if key == chat
             ]
         return sorted(found, key=lambda message: message["message_id"])
@@ -715,14 +789,19 @@ class FakeTelegram(FakeServer[Call]):
         wanted = set(methods)
         chat = _norm_chat(chat_id)
         return [
-            call for call in self.calls
+            call
+            for call in self.calls
             if call.ok and call.method in wanted and (chat is None or call.chat_id == chat)
         ]
 
     # ----------------------------------------------------------------- files
 
     def add_file(
-        self, file_id: str | None, content: bytes, *, file_path: str | None = None,
+        self,
+        file_id: str | None,
+        content: bytes,
+        *,
+        file_path: str | None = None,
         kind: str = "documents",
     ) -> dict[str, Any]:
         """Registers a file (getFile + download serve it); returns its File object."""
@@ -746,7 +825,10 @@ class FakeTelegram(FakeServer[Call]):
     # ----------------------------------------------------------------- update builders
 
     def user(
-        self, id: int, first_name: str = "Test", username: str | None = None,  # noqa: A002
+        self,
+        id: int,
+        first_name: str = "Test",
+        username: str | None = None,  # noqa: A002
         language_code: str | None = None,
     ) -> dict[str, Any]:
         """A User (and the private chat with them is known from now on)."""
@@ -776,16 +858,24 @@ class FakeTelegram(FakeServer[Call]):
         return dict(chat)
 
     def private_chat(self, user: dict[str, Any]) -> dict[str, Any]:
-        chat: dict[str, Any] = {"id": user["id"], "type": "private",
-                                "first_name": user.get("first_name", "User")}
+        chat: dict[str, Any] = {
+            "id": user["id"],
+            "type": "private",
+            "first_name": user.get("first_name", "User"),
+        }
         if user.get("username"):
             chat["username"] = user["username"]
         return chat
 
-    def _incoming(self, user: dict[str, Any], chat: dict[str, Any] | None,
-                  **fields: Any) -> dict[str, Any]:
-        self.user(user["id"], user.get("first_name", "Test"), user.get("username"),
-                  user.get("language_code"))
+    def _incoming(
+        self, user: dict[str, Any], chat: dict[str, Any] | None, **fields: Any
+    ) -> dict[str, Any]:
+        self.user(
+            user["id"],
+            user.get("first_name", "Test"),
+            user.get("username"),
+            user.get("language_code"),
+        )
         return {
             "message_id": next(self._message_ids),
             "from": dict(user),
@@ -803,8 +893,13 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, text=text))
 
     def command_update(
-        self, user: dict[str, Any], command: str, args: str | None = None,
-        chat: dict[str, Any] | None = None, *, mention: bool = False,
+        self,
+        user: dict[str, Any],
+        command: str,
+        args: str | None = None,
+        chat: dict[str, Any] | None = None,
+        *,
+        mention: bool = False,
     ) -> dict[str, Any]:
         """``/command[@redesk_bot] [args]`` with its bot_command entity."""
         command = "/" + command.lstrip("/")
@@ -816,46 +911,66 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, text=text, entities=[entity]))
 
     def photo_update(
-        self, user: dict[str, Any], file_ids: list[str] | None = None,
-        sizes: list[tuple[int, int]] | None = None, caption: str | None = None,
-        chat: dict[str, Any] | None = None, content: bytes | None = None,
+        self,
+        user: dict[str, Any],
+        file_ids: list[str] | None = None,
+        sizes: list[tuple[int, int]] | None = None,
+        caption: str | None = None,
+        chat: dict[str, Any] | None = None,
+        content: bytes | None = None,
     ) -> dict[str, Any]:
         """A photo as Telegram sends it: PhotoSizes smallest first; the largest gets ``content``."""
         if sizes is None:
             defaults = [(90, 68), (320, 240), (800, 600), (1280, 960)]
             count = len(file_ids) if file_ids else 3
-            sizes = defaults[:count] if count <= 4 else [
-                (90 * (k + 1), 68 * (k + 1)) for k in range(count)
-            ]
+            sizes = (
+                defaults[:count]
+                if count <= 4
+                else [(90 * (k + 1), 68 * (k + 1)) for k in range(count)]
+            )
         if file_ids is not None and len(file_ids) != len(sizes):
             raise ValueError("file_ids and sizes must have the same length")
         photo = []
         for index, (width, height) in enumerate(sizes):
             largest = index == len(sizes) - 1
-            data = content if (largest and content is not None) else _fake_bytes(
-                b"\xff\xd8\xff\xe0", width * height // 20 + 100
+            data = (
+                content
+                if (largest and content is not None)
+                else _fake_bytes(b"\xff\xd8\xff\xe0", width * height // 20 + 100)
             )
             file_id = file_ids[index] if file_ids else None
             stored = self.add_file(file_id, data, kind="photos")
-            photo.append({
-                "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-                "width": width, "height": height, "file_size": stored["file_size"],
-            })
+            photo.append(
+                {
+                    "file_id": stored["file_id"],
+                    "file_unique_id": stored["file_unique_id"],
+                    "width": width,
+                    "height": height,
+                    "file_size": stored["file_size"],
+                }
+            )
         fields: dict[str, Any] = {"photo": photo}
         if caption is not None:
             fields["caption"] = caption
         return self._update("message", self._incoming(user, chat, **fields))
 
     def voice_update(
-        self, user: dict[str, Any], file_id: str | None = None, duration: int = 3,
-        content: bytes | None = None, chat: dict[str, Any] | None = None,
+        self,
+        user: dict[str, Any],
+        file_id: str | None = None,
+        duration: int = 3,
+        content: bytes | None = None,
+        chat: dict[str, Any] | None = None,
         caption: str | None = None,
     ) -> dict[str, Any]:
         data = content if content is not None else _fake_bytes(b"OggS", 4000)
         stored = self.add_file(file_id, data, kind="voice")
         voice = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "duration": duration, "mime_type": "audio/ogg", "file_size": stored["file_size"],
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "duration": duration,
+            "mime_type": "audio/ogg",
+            "file_size": stored["file_size"],
         }
         fields: dict[str, Any] = {"voice": voice}
         if caption is not None:
@@ -863,16 +978,26 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, **fields))
 
     def video_update(
-        self, user: dict[str, Any], file_id: str | None = None, duration: int = 5,
-        width: int = 640, height: int = 360, content: bytes | None = None,
-        caption: str | None = None, chat: dict[str, Any] | None = None,
+        self,
+        user: dict[str, Any],
+        file_id: str | None = None,
+        duration: int = 5,
+        width: int = 640,
+        height: int = 360,
+        content: bytes | None = None,
+        caption: str | None = None,
+        chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         data = content if content is not None else _fake_bytes(b"\0\0\0\x18ftypmp42", 20000)
         stored = self.add_file(file_id, data, kind="videos")
         video = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "width": width, "height": height, "duration": duration,
-            "mime_type": "video/mp4", "file_size": stored["file_size"],
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "width": width,
+            "height": height,
+            "duration": duration,
+            "mime_type": "video/mp4",
+            "file_size": stored["file_size"],
         }
         fields: dict[str, Any] = {"video": video}
         if caption is not None:
@@ -880,16 +1005,23 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, **fields))
 
     def document_update(
-        self, user: dict[str, Any], file_name: str = "report.pdf",
-        mime_type: str = "application/pdf", content: bytes | None = None,
-        file_id: str | None = None, caption: str | None = None,
+        self,
+        user: dict[str, Any],
+        file_name: str = "report.pdf",
+        mime_type: str = "application/pdf",
+        content: bytes | None = None,
+        file_id: str | None = None,
+        caption: str | None = None,
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         data = content if content is not None else _fake_bytes(b"%PDF-1.4\n", 3000)
         stored = self.add_file(file_id, data, kind="documents")
         document = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "file_name": file_name, "mime_type": mime_type, "file_size": stored["file_size"],
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_size": stored["file_size"],
         }
         fields: dict[str, Any] = {"document": document}
         if caption is not None:
@@ -897,47 +1029,71 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, **fields))
 
     def video_note_update(
-        self, user: dict[str, Any], file_id: str | None = None, duration: int = 4,
-        length: int = 240, content: bytes | None = None, chat: dict[str, Any] | None = None,
+        self,
+        user: dict[str, Any],
+        file_id: str | None = None,
+        duration: int = 4,
+        length: int = 240,
+        content: bytes | None = None,
+        chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A round video message (VideoNote: no caption, no mime type, square ``length``)."""
         data = content if content is not None else _fake_bytes(b"\0\0\0\x18ftypmp42", 9000)
         stored = self.add_file(file_id, data, kind="video_notes")
         note = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "length": length, "duration": duration, "file_size": stored["file_size"],
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "length": length,
+            "duration": duration,
+            "file_size": stored["file_size"],
         }
         return self._update("message", self._incoming(user, chat, video_note=note))
 
     def animation_update(
-        self, user: dict[str, Any], file_id: str | None = None, caption: str | None = None,
+        self,
+        user: dict[str, Any],
+        file_id: str | None = None,
+        caption: str | None = None,
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A GIF or silent MP4; like Telegram, ``document`` is set too with the same file."""
-        stored = self.add_file(file_id, _fake_bytes(b"\0\0\0\x18ftypmp42", 6000),
-                               kind="animations")
+        stored = self.add_file(file_id, _fake_bytes(b"\0\0\0\x18ftypmp42", 6000), kind="animations")
         animation = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "width": 480, "height": 270, "duration": 2, "file_name": "loop.mp4",
-            "mime_type": "video/mp4", "file_size": stored["file_size"],
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "width": 480,
+            "height": 270,
+            "duration": 2,
+            "file_name": "loop.mp4",
+            "mime_type": "video/mp4",
+            "file_size": stored["file_size"],
         }
-        document = {key: animation[key] for key in
-                    ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")}
+        document = {
+            key: animation[key]
+            for key in ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")
+        }
         fields: dict[str, Any] = {"animation": animation, "document": document}
         if caption is not None:
             fields["caption"] = caption
         return self._update("message", self._incoming(user, chat, **fields))
 
     def audio_update(
-        self, user: dict[str, Any], file_id: str | None = None, caption: str | None = None,
+        self,
+        user: dict[str, Any],
+        file_id: str | None = None,
+        caption: str | None = None,
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A music file (Audio: performer, title, file name, audio/mpeg)."""
         stored = self.add_file(file_id, _fake_bytes(b"ID3\x04", 5000), kind="music")
         audio = {
-            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
-            "duration": 30, "performer": "街坊", "title": "夜间施工噪音",
-            "file_name": "noise.mp3", "mime_type": "audio/mpeg",
+            "file_id": stored["file_id"],
+            "file_unique_id": stored["file_unique_id"],
+            "duration": 30,
+            "performer": "街坊",
+            "title": "夜间施工噪音",
+            "file_name": "noise.mp3",
+            "mime_type": "audio/mpeg",
             "file_size": stored["file_size"],
         }
         fields: dict[str, Any] = {"audio": audio}
@@ -946,8 +1102,12 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, **fields))
 
     def contact_update(
-        self, user: dict[str, Any], phone_number: str, first_name: str,
-        last_name: str | None = None, user_id: int | None = None,
+        self,
+        user: dict[str, Any],
+        phone_number: str,
+        first_name: str,
+        last_name: str | None = None,
+        user_id: int | None = None,
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A shared contact card; ``user_id`` is set when the contact is a Telegram user (the
@@ -966,7 +1126,10 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("message", self._incoming(user, chat, **fields))
 
     def location_update(
-        self, user: dict[str, Any], latitude: float, longitude: float,
+        self,
+        user: dict[str, Any],
+        latitude: float,
+        longitude: float,
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         location = {"latitude": float(latitude), "longitude": float(longitude)}
@@ -984,7 +1147,10 @@ class FakeTelegram(FakeServer[Call]):
         return self._update("edited_message", edited)
 
     def callback_update(
-        self, user: dict[str, Any], data: str, message: dict[str, Any] | Call,
+        self,
+        user: dict[str, Any],
+        data: str,
+        message: dict[str, Any] | Call,
     ) -> dict[str, Any]:
         """The user pressed a button with ``data`` under ``message`` (a Message the bot sent,
         or the Call that sent it); the query id is registered for answerCallbackQuery."""
@@ -1004,13 +1170,14 @@ class FakeTelegram(FakeServer[Call]):
         }
         return self._update("callback_query", query)
 
-    def channel_post_update(
-        self, text: str, chat: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def channel_post_update(self, text: str, chat: dict[str, Any] | None = None) -> dict[str, Any]:
         chat = chat or self.channel()
         post = {
-            "message_id": next(self._message_ids), "sender_chat": dict(chat),
-            "chat": dict(chat), "date": int(time.time()), "text": text,
+            "message_id": next(self._message_ids),
+            "sender_chat": dict(chat),
+            "chat": dict(chat),
+            "date": int(time.time()),
+            "text": text,
         }
         return self._update("channel_post", post)
 
@@ -1018,19 +1185,27 @@ class FakeTelegram(FakeServer[Call]):
         self, question: str = "Which one?", options: Iterable[str] = ("A", "B")
     ) -> dict[str, Any]:
         poll = {
-            "id": str(next(self._query_ids)), "question": question,
+            "id": str(next(self._query_ids)),
+            "question": question,
             "options": [
                 {"text": text, "voter_count": 0, "persistent_id": str(index)}
                 for index, text in enumerate(options)
             ],
-            "total_voter_count": 0, "is_closed": False, "is_anonymous": True,
-            "type": "regular", "allows_multiple_answers": False,
-            "allows_revoting": True, "members_only": False,
+            "total_voter_count": 0,
+            "is_closed": False,
+            "is_anonymous": True,
+            "type": "regular",
+            "allows_multiple_answers": False,
+            "allows_revoting": True,
+            "members_only": False,
         }
         return self._update("poll", poll)
 
     def message_reaction_update(
-        self, user: dict[str, Any], message: dict[str, Any] | Call | int, emoji: str = "👍",
+        self,
+        user: dict[str, Any],
+        message: dict[str, Any] | Call | int,
+        emoji: str = "👍",
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """(Not delivered by getUpdates unless allowed_updates names "message_reaction".)"""
@@ -1042,13 +1217,19 @@ class FakeTelegram(FakeServer[Call]):
             message_id = int(message)
         reaction = {
             "chat": dict(chat) if chat else self.private_chat(user),
-            "message_id": message_id, "user": dict(user), "date": int(time.time()),
-            "old_reaction": [], "new_reaction": [{"type": "emoji", "emoji": emoji}],
+            "message_id": message_id,
+            "user": dict(user),
+            "date": int(time.time()),
+            "old_reaction": [],
+            "new_reaction": [{"type": "emoji", "emoji": emoji}],
         }
         return self._update("message_reaction", reaction)
 
     def my_chat_member_update(
-        self, user: dict[str, Any], new_status: str = "kicked", old_status: str = "member",
+        self,
+        user: dict[str, Any],
+        new_status: str = "kicked",
+        old_status: str = "member",
         chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """What Telegram sends when a user blocks ("kicked") or restarts ("member") the bot."""
@@ -1061,8 +1242,10 @@ class FakeTelegram(FakeServer[Call]):
 
         update = {
             "chat": dict(chat) if chat else self.private_chat(user),
-            "from": dict(user), "date": int(time.time()),
-            "old_chat_member": member(old_status), "new_chat_member": member(new_status),
+            "from": dict(user),
+            "date": int(time.time()),
+            "old_chat_member": member(old_status),
+            "new_chat_member": member(new_status),
         }
         return self._update("my_chat_member", update)
 
@@ -1085,7 +1268,10 @@ class FakeTelegram(FakeServer[Call]):
             return copy.deepcopy(self._updates)
 
     def post_webhook(
-        self, url: str | None, update: dict[str, Any], secret_token: str | None = _REGISTERED,
+        self,
+        url: str | None,
+        update: dict[str, Any],
+        secret_token: str | None = _REGISTERED,
         timeout: float = 10.0,
     ) -> tuple[int, str]:
         """POSTs ``update`` like Telegram: JSON body, X-Telegram-Bot-Api-Secret-Token header
@@ -1115,7 +1301,10 @@ class FakeTelegram(FakeServer[Call]):
         return status, body
 
     async def post_webhook_async(
-        self, url: str | None, update: dict[str, Any], secret_token: str | None = _REGISTERED,
+        self,
+        url: str | None,
+        update: dict[str, Any],
+        secret_token: str | None = _REGISTERED,
         timeout: float = 10.0,  # noqa: ASYNC109 - passed on to urllib
     ) -> tuple[int, str]:
         return await asyncio.to_thread(self.post_webhook, url, update, secret_token, timeout)
@@ -1135,30 +1324,31 @@ class FakeTelegram(FakeServer[Call]):
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         if path.startswith("/file/bot"):
-            token, _, file_path = path[len("/file/bot"):].partition("/")
+            token, _, file_path = path[len("/file/bot") :].partition("/")
             params = {"file_path": file_path}
             if token != self.token:
-                return self._json(self._record("downloadFile", params, at,
-                                               error=ApiError(401, "Unauthorized")))
+                return self._json(
+                    self._record("downloadFile", params, at, error=ApiError(401, "Unauthorized"))
+                )
             with self._cond:
                 file_id = self._paths.get(file_path)
                 content = self._files[file_id].content if file_id else None
             if content is None:
-                return self._json(self._record("downloadFile", params, at,
-                                               error=ApiError(404, "Not Found")))
+                return self._json(
+                    self._record("downloadFile", params, at, error=ApiError(404, "Not Found"))
+                )
             self._record("downloadFile", params, at, result=len(content))
             return 200, "application/octet-stream", content
         if not path.startswith("/bot"):
             return self._json(self._record(path, {}, at, error=ApiError(404, "Not Found")))
-        token, _, name = path[len("/bot"):].partition("/")
+        token, _, name = path[len("/bot") :].partition("/")
         method = self._by_lower.get(name.lower(), name)
         try:
             params = self._parse_params(parts.query, content_type, body)
         except ApiError as exc:
             return self._json(self._record(method, {}, at, error=exc))
         if token != self.token:
-            return self._json(self._record(method, params, at,
-                                           error=ApiError(401, "Unauthorized")))
+            return self._json(self._record(method, params, at, error=ApiError(401, "Unauthorized")))
         if method not in self._handlers:
             return self._json(self._record(method, params, at, error=ApiError(404, "Not Found")))
         del verb  # GET and POST are the same to the Bot API
@@ -1191,12 +1381,27 @@ class FakeTelegram(FakeServer[Call]):
         return status, "application/json", json.dumps(body, ensure_ascii=False).encode("utf-8")
 
     def _record(
-        self, method: str, params: dict[str, Any], at: float, *, result: Any = None,
-        error: ApiError | None = None, content_type: str = "",
+        self,
+        method: str,
+        params: dict[str, Any],
+        at: float,
+        *,
+        result: Any = None,
+        error: ApiError | None = None,
+        content_type: str = "",
     ) -> tuple[int, dict[str, Any]]:
         status = error.status if error else 200
-        self.record(Call(method, params, status, at, copy.deepcopy(result),
-                         error.description if error else None, content_type))
+        self.record(
+            Call(
+                method,
+                params,
+                status,
+                at,
+                copy.deepcopy(result),
+                error.description if error else None,
+                content_type,
+            )
+        )
         return (status, error.body()) if error else (200, {"ok": True, "result": result})
 
     def _call(
@@ -1222,8 +1427,9 @@ class FakeTelegram(FakeServer[Call]):
             except Exception as exc:  # a bug in the fake: answer 500, keep it for the test
                 self.errors.append(exc)
                 error = ApiError(500, f"Internal Server Error: fake failed: {exc!r}")
-        response = self._record(method, params, at, result=result, error=error,
-                                content_type=content_type)
+        response = self._record(
+            method, params, at, result=result, error=error, content_type=content_type
+        )
         if delay is not None and not delay.before:
             self.pause(delay.seconds)
         return response
@@ -1299,12 +1505,14 @@ class FakeTelegram(FakeServer[Call]):
             return None  # reply keyboards and the like are not echoed
         rows = markup["inline_keyboard"]
         if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-            raise _bad("field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array")
+            raise _bad('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array')
         for row in rows:
             for button in row:
                 if not isinstance(button, dict) or not button.get("text"):
-                    raise _bad("can't parse inline keyboard button: Text buttons are unallowed "
-                               "in the inline keyboard")
+                    raise _bad(
+                        "can't parse inline keyboard button: Text buttons are unallowed "
+                        "in the inline keyboard"
+                    )
                 data = button.get("callback_data")
                 if data is not None and not 1 <= len(str(data).encode("utf-8")) <= 64:
                     raise _bad("BUTTON_DATA_INVALID")
@@ -1327,8 +1535,9 @@ class FakeTelegram(FakeServer[Call]):
         self._messages[(chat["id"], message["message_id"])] = message
         return copy.deepcopy(message)
 
-    def _stored_message(self, chat: dict[str, Any], params: dict[str, Any],
-                        missing: str) -> dict[str, Any]:
+    def _stored_message(
+        self, chat: dict[str, Any], params: dict[str, Any], missing: str
+    ) -> dict[str, Any]:
         message_id = params.get("message_id")
         if not isinstance(message_id, int):
             raise _bad("message identifier is not specified")
@@ -1338,8 +1547,9 @@ class FakeTelegram(FakeServer[Call]):
         return message
 
     @staticmethod
-    def _text(params: dict[str, Any], key: str, limit: int, too_long: str,
-              required: bool) -> str | None:
+    def _text(
+        params: dict[str, Any], key: str, limit: int, too_long: str, required: bool
+    ) -> str | None:
         raw = params.get(key)
         if raw is None or raw == "":
             if required:
@@ -1356,8 +1566,11 @@ class FakeTelegram(FakeServer[Call]):
 
     def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
-            **self.bot_user, "can_join_groups": True, "can_read_all_group_messages": False,
-            "supports_inline_queries": False, "can_connect_to_business": False,
+            **self.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
             "has_main_web_app": False,
         }
 
@@ -1376,7 +1589,8 @@ class FakeTelegram(FakeServer[Call]):
             self.webhook = {}
         else:
             self.webhook = {
-                "url": url, "secret_token": secret,
+                "url": url,
+                "secret_token": secret,
                 "allowed_updates": params.get("allowed_updates"),
                 "max_connections": params.get("max_connections", 40),
             }
@@ -1392,7 +1606,8 @@ class FakeTelegram(FakeServer[Call]):
 
     def _get_webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "url": self.webhook.get("url", ""), "has_custom_certificate": False,
+            "url": self.webhook.get("url", ""),
+            "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
         if self.webhook:
@@ -1454,10 +1669,15 @@ class FakeTelegram(FakeServer[Call]):
     def _media(self, params: dict[str, Any], kind: str) -> tuple[_StoredFile, str | None]:
         value = params.get(kind)
         if isinstance(value, str) and value.startswith("attach://"):
-            value = params.get(value[len("attach://"):])
-        folder = {"photo": "photos", "voice": "voice", "video": "videos",
-                  "video_note": "video_notes", "animation": "animations",
-                  "audio": "music"}.get(kind, "documents")
+            value = params.get(value[len("attach://") :])
+        folder = {
+            "photo": "photos",
+            "voice": "voice",
+            "video": "videos",
+            "video_note": "video_notes",
+            "animation": "animations",
+            "audio": "music",
+        }.get(kind, "documents")
         if isinstance(value, UploadedFile):
             stored = self.add_file(None, value.content, kind=folder)
             return self._files[stored["file_id"]], value.filename
@@ -1472,36 +1692,54 @@ class FakeTelegram(FakeServer[Call]):
 
     def _send_media(self, params: dict[str, Any], kind: str) -> dict[str, Any]:
         chat = self._target_chat(params)
-        caption = self._text(params, "caption", MAX_CAPTION_LENGTH,
-                             "message caption is too long", False)
+        caption = self._text(
+            params, "caption", MAX_CAPTION_LENGTH, "message caption is too long", False
+        )
         markup = self._inline_markup(params)
         stored, filename = self._media(params, kind)
-        ids = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-               "file_size": len(stored.content)}
+        ids = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(stored.content),
+        }
         media: Any
         if kind == "photo":
-            media = [{**ids, "width": int(params.get("width") or 1280),
-                      "height": int(params.get("height") or 960)}]
+            media = [
+                {
+                    **ids,
+                    "width": int(params.get("width") or 1280),
+                    "height": int(params.get("height") or 960),
+                }
+            ]
         elif kind == "voice":
-            media = {**ids, "duration": int(params.get("duration") or 1),
-                     "mime_type": "audio/ogg"}
+            media = {**ids, "duration": int(params.get("duration") or 1), "mime_type": "audio/ogg"}
         elif kind in ("video", "animation"):
-            media = {**ids, "width": int(params.get("width") or 640),
-                     "height": int(params.get("height") or 360),
-                     "duration": int(params.get("duration") or 1), "mime_type": "video/mp4"}
+            media = {
+                **ids,
+                "width": int(params.get("width") or 640),
+                "height": int(params.get("height") or 360),
+                "duration": int(params.get("duration") or 1),
+                "mime_type": "video/mp4",
+            }
         elif kind == "video_note":
-            media = {**ids, "length": int(params.get("length") or 240),
-                     "duration": int(params.get("duration") or 1)}
+            media = {
+                **ids,
+                "length": int(params.get("length") or 240),
+                "duration": int(params.get("duration") or 1),
+            }
         elif kind == "audio":
-            media = {**ids, "duration": int(params.get("duration") or 1),
-                     "mime_type": "audio/mpeg"}
+            media = {**ids, "duration": int(params.get("duration") or 1), "mime_type": "audio/mpeg"}
         else:
-            media = {**ids, "file_name": filename or "document",
-                     "mime_type": "application/octet-stream"}
+            media = {
+                **ids,
+                "file_name": filename or "document",
+                "mime_type": "application/octet-stream",
+            }
         self._rate_limit(chat["id"])
         extra = {"document": media} if kind == "animation" else {}
-        return self._new_message(chat, caption=caption, reply_markup=markup, **{kind: media},
-                                 **extra)
+        return self._new_message(
+            chat, caption=caption, reply_markup=markup, **{kind: media}, **extra
+        )
 
     def _send_location(self, params: dict[str, Any]) -> dict[str, Any]:
         chat = self._target_chat(params)
@@ -1530,13 +1768,15 @@ class FakeTelegram(FakeServer[Call]):
         if key == "text":
             if "text" not in stored:
                 raise _bad("there is no text in the message to edit")
-            changes["text"] = self._text(params, "text", MAX_TEXT_LENGTH, "message is too long",
-                                         True)
+            changes["text"] = self._text(
+                params, "text", MAX_TEXT_LENGTH, "message is too long", True
+            )
         elif key == "caption":
             if not any(kind in stored for kind in ("photo", "voice", "video", "document")):
                 raise _bad("there is no caption in the message to edit")
-            changes["caption"] = self._text(params, "caption", MAX_CAPTION_LENGTH,
-                                            "message caption is too long", False)
+            changes["caption"] = self._text(
+                params, "caption", MAX_CAPTION_LENGTH, "message caption is too long", False
+            )
         markup = self._inline_markup(params)
         changes["reply_markup"] = markup
         if all(stored.get(name) == value for name, value in changes.items()):
@@ -1595,10 +1835,24 @@ class FakeTelegram(FakeServer[Call]):
         return True
 
 
-_ID_PREFIXES = {"photos": "AgAC", "voice": "AwAC", "videos": "BAAC", "documents": "BQAC",
-                "video_notes": "DQAC", "animations": "CgAC", "music": "CQAC"}
-_EXTENSIONS = {"photos": ".jpg", "voice": ".oga", "videos": ".mp4", "documents": "",
-               "video_notes": ".mp4", "animations": ".mp4", "music": ".mp3"}
+_ID_PREFIXES = {
+    "photos": "AgAC",
+    "voice": "AwAC",
+    "videos": "BAAC",
+    "documents": "BQAC",
+    "video_notes": "DQAC",
+    "animations": "CgAC",
+    "music": "CQAC",
+}
+_EXTENSIONS = {
+    "photos": ".jpg",
+    "voice": ".oga",
+    "videos": ".mp4",
+    "documents": "",
+    "video_notes": ".mp4",
+    "animations": ".mp4",
+    "music": ".mp3",
+}
 
 
 def _fake_bytes(header: bytes, size: int) -> bytes:

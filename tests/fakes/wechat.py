@@ -167,35 +167,78 @@ ERRMSG: dict[int, str] = {
 }
 
 #: Custom-service message types accepted by message/custom/send.
-CUSTOM_TYPES = frozenset({
-    "text", "image", "voice", "video", "news", "link", "music", "mpnews", "mpnewsarticle",
-    "msgmenu", "wxcard", "miniprogrampage",
-})
+CUSTOM_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "voice",
+        "video",
+        "news",
+        "link",
+        "music",
+        "mpnews",
+        "mpnewsarticle",
+        "msgmenu",
+        "wxcard",
+        "miniprogrampage",
+    }
+)
 
 #: Menu button types, and those that need a ``key``.
-BUTTON_TYPES = frozenset({
-    "click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
-    "pic_weixin", "location_select", "media_id", "view_limited", "article_id",
-    "article_view_limited", "miniprogram",
-})
-KEY_BUTTON_TYPES = frozenset({
-    "click", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
-    "pic_weixin", "location_select",
-})
+BUTTON_TYPES = frozenset(
+    {
+        "click",
+        "view",
+        "scancode_push",
+        "scancode_waitmsg",
+        "pic_sysphoto",
+        "pic_photo_or_album",
+        "pic_weixin",
+        "location_select",
+        "media_id",
+        "view_limited",
+        "article_id",
+        "article_view_limited",
+        "miniprogram",
+    }
+)
+KEY_BUTTON_TYPES = frozenset(
+    {
+        "click",
+        "scancode_push",
+        "scancode_waitmsg",
+        "pic_sysphoto",
+        "pic_photo_or_album",
+        "pic_weixin",
+        "location_select",
+    }
+)
 
 #: Events that count as an interaction for the 48-hour customer-service window (lowercase).
 INTERACTION_EVENTS = frozenset({"subscribe", "scan", "click", "scancode_push", "scancode_waitmsg"})
 
 #: WeChat's spelling of the common events.
 _EVENT_NAMES = {
-    "subscribe": "subscribe", "unsubscribe": "unsubscribe", "scan": "SCAN", "click": "CLICK",
-    "view": "VIEW", "location": "LOCATION",
+    "subscribe": "subscribe",
+    "unsubscribe": "unsubscribe",
+    "scan": "SCAN",
+    "click": "CLICK",
+    "view": "VIEW",
+    "location": "LOCATION",
 }
 
 #: Length limits of new-style template fields (keyword prefix -> characters).
 _TEMPLATE_LIMITS = {
-    "thing": 20, "phrase": 5, "character_string": 32, "number": 32, "letter": 32, "symbol": 5,
-    "name": 20, "car_number": 8, "phone_number": 17, "amount": 14,
+    "thing": 20,
+    "phrase": 5,
+    "character_string": 32,
+    "number": 32,
+    "letter": 32,
+    "symbol": 5,
+    "name": 20,
+    "car_number": 8,
+    "phone_number": 17,
+    "amount": 14,
 }
 _TEMPLATE_FIELD_RE = re.compile(r"([a-z_]+?)\d+$")
 
@@ -209,12 +252,17 @@ _SERVER_ERROR_PAGE = (
     b"<center><h1>500 Internal Server Error</h1></center>\r\n</body>\r\n</html>\r\n"
 )
 _EXTENSIONS = {
-    "image/jpeg": "jpg", "image/png": "png", "audio/amr": "amr", "audio/mpeg": "mp3",
-    "audio/speex": "speex", "video/mp4": "mp4",
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "audio/amr": "amr",
+    "audio/mpeg": "mp3",
+    "audio/speex": "speex",
+    "video/mp4": "mp4",
 }
 #: Voice Format -> the file's first bytes and the content type media/get answers with.
 _VOICE_FORMATS = {
-    "amr": (b"#!AMR\n", "audio/amr"), "mp3": (b"ID3\x04", "audio/mpeg"),
+    "amr": (b"#!AMR\n", "audio/amr"),
+    "mp3": (b"ID3\x04", "audio/mpeg"),
     "speex": (b"Speex   ", "audio/speex"),
 }
 _ALNUM = string.ascii_letters + string.digits
@@ -511,7 +559,12 @@ class FakeWeChat(FakeServer[Call]):
         return self.clock() + self._offset
 
     def advance(
-        self, seconds: float = 0.0, *, minutes: float = 0.0, hours: float = 0.0, days: float = 0.0,
+        self,
+        seconds: float = 0.0,
+        *,
+        minutes: float = 0.0,
+        hours: float = 0.0,
+        days: float = 0.0,
     ) -> float:
         """Moves the fake clock ahead (no sleeping); returns the new ``now()``."""
         with self._cond:
@@ -587,7 +640,10 @@ class FakeWeChat(FakeServer[Call]):
             self._templates[template_id] = list(fields)
 
     def media(
-        self, media_id: str | None, data: bytes, content_type: str = "image/jpeg",
+        self,
+        media_id: str | None,
+        data: bytes,
+        content_type: str = "image/jpeg",
         at: float | None = None,
     ) -> str:
         """Registers temporary media (valid ``media_days`` from ``at``, default now); returns
@@ -612,8 +668,13 @@ class FakeWeChat(FakeServer[Call]):
             self._recent.clear()
 
     def fail_next(
-        self, n: int = 1, status: int = 500, *, errcode: int | None = None,
-        errmsg: str | None = None, paths: Iterable[str] | str | None = None,
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        errcode: int | None = None,
+        errmsg: str | None = None,
+        paths: Iterable[str] | str | None = None,
     ) -> None:
         """The next ``n`` matching calls fail without acting: HTTP ``status`` with an HTML page,
         or -- with ``errcode`` -- HTTP 200 and ``{"errcode": errcode, "errmsg": ...}`` (-1 is
@@ -623,7 +684,11 @@ class FakeWeChat(FakeServer[Call]):
             self._faults.append(_Fault(n, targets(paths, _path), status, errcode, errmsg))
 
     def delay_next(
-        self, n: int, seconds: float, *, paths: Iterable[str] | str | None = None,
+        self,
+        n: int,
+        seconds: float,
+        *,
+        paths: Iterable[str] | str | None = None,
         before: bool = False,
     ) -> None:
         """The next ``n`` matching calls answer ``seconds`` late (acting first unless before)."""
@@ -641,13 +706,12 @@ class FakeWeChat(FakeServer[Call]):
     def count(self, path: str, *, ok: bool | None = None) -> int:
         """How many calls of ``path`` ("message/custom/send") arrived (successful/failed)."""
         path = path.removeprefix(_API_PREFIX).strip("/")
-        return sum(
-            1 for call in self.calls if call.path == path and (ok is None or call.ok == ok)
-        )
+        return sum(1 for call in self.calls if call.path == path and (ok is None or call.ok == ok))
 
     def _successful(self, path: str, openid: str | None) -> list[Call]:
         return [
-            call for call in self.calls
+            call
+            for call in self.calls
             if call.path == path and call.ok and (openid is None or call.openid == openid)
         ]
 
@@ -658,7 +722,8 @@ class FakeWeChat(FakeServer[Call]):
     def texts(self, openid: str | None = None) -> list[str]:
         """The contents of the successful custom text messages (to ``openid``), in order."""
         return [
-            str(call.body["text"]["content"]) for call in self.sent(openid)
+            str(call.body["text"]["content"])
+            for call in self.sent(openid)
             if call.body.get("msgtype") == "text"
         ]
 
@@ -697,13 +762,15 @@ class FakeWeChat(FakeServer[Call]):
         (length,) = struct.unpack(">I", plain[16:20])
         if 20 + length > len(plain):
             raise ReplyError("message length is larger than the decrypted text")
-        message, appid = plain[20:20 + length], plain[20 + length:]
+        message, appid = plain[20 : 20 + length], plain[20 + length :]
         if appid != self.appid.encode("utf-8"):
             raise ReplyError(f"appid in the reply is {appid!r}, not {self.appid!r}")
         return message
 
     def decrypt_reply(
-        self, body: bytes | str, callback: Callback | Mapping[str, str] | None = None,
+        self,
+        body: bytes | str,
+        callback: Callback | Mapping[str, str] | None = None,
     ) -> str:
         """Checks a safe-mode passive reply (``<xml><Encrypt/><MsgSignature/><TimeStamp/>
         <Nonce/></xml>``) like WeChat: MsgSignature, decryption, appid; returns the inner XML.
@@ -725,7 +792,9 @@ class FakeWeChat(FakeServer[Call]):
         return inner
 
     def reply_fields(
-        self, body: bytes | str, callback: Callback | Mapping[str, str] | None = None,
+        self,
+        body: bytes | str,
+        callback: Callback | Mapping[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """A passive reply (plain or encrypted) as a dict of its elements (nested elements as
         dicts); None for the "no reply" answers WeChat accepts ("" and "success")."""
@@ -754,8 +823,13 @@ class FakeWeChat(FakeServer[Call]):
     # ----------------------------------------------------------------- callback builders
 
     def verify_params(
-        self, echostr: str | None = None, *, timestamp: int | str | None = None,
-        nonce: str | None = None, sign: bool = True, bad_signature: bool = False,
+        self,
+        echostr: str | None = None,
+        *,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
+        bad_signature: bool = False,
     ) -> dict[str, str]:
         """Query of WeChat's GET URL verification (signature, timestamp, nonce, echostr); the
         developer answers the echostr as is. Never encrypted for an official account."""
@@ -764,7 +838,11 @@ class FakeWeChat(FakeServer[Call]):
         return params
 
     def _plain_params(
-        self, timestamp: int | str | None, nonce: str | None, sign: bool, bad_signature: bool,
+        self,
+        timestamp: int | str | None,
+        nonce: str | None,
+        sign: bool,
+        bad_signature: bool,
     ) -> dict[str, str]:
         ts = str(int(self.now()) if timestamp is None else timestamp)
         nonce = str(secrets.randbelow(9 * 10**9) + 10**9) if nonce is None else nonce
@@ -777,9 +855,17 @@ class FakeWeChat(FakeServer[Call]):
         return params
 
     def _wrap(
-        self, message: bytes, openid: str | None, *, safe: bool | None,
-        timestamp: int | str | None, nonce: str | None, sign: bool, bad_signature: bool,
-        msg_id: int | None = None, media_id: str | None = None,
+        self,
+        message: bytes,
+        openid: str | None,
+        *,
+        safe: bool | None,
+        timestamp: int | str | None,
+        nonce: str | None,
+        sign: bool,
+        bad_signature: bool,
+        msg_id: int | None = None,
+        media_id: str | None = None,
     ) -> Callback:
         params = self._plain_params(timestamp, nonce, sign, bad_signature)
         if openid is not None:
@@ -795,13 +881,19 @@ class FakeWeChat(FakeServer[Call]):
             if sign:
                 sig = signature(self.token, params["timestamp"], params["nonce"], encrypted)
                 params["msg_signature"] = _corrupt(sig) if bad_signature else sig
-        return Callback(params, body, message.decode("utf-8", "replace"), openid, msg_id,
-                        media_id)
+        return Callback(params, body, message.decode("utf-8", "replace"), openid, msg_id, media_id)
 
     def _message(
-        self, openid: str, msg_type: str, fields: list[tuple[str, str, bool]],
-        options: dict[str, Any], *, msg_id: int | None = None, with_msg_id: bool = True,
-        interaction: bool = True, media_id: str | None = None,
+        self,
+        openid: str,
+        msg_type: str,
+        fields: list[tuple[str, str, bool]],
+        options: dict[str, Any],
+        *,
+        msg_id: int | None = None,
+        with_msg_id: bool = True,
+        interaction: bool = True,
+        media_id: str | None = None,
     ) -> Callback:
         with self._cond:
             self._user(openid)
@@ -817,50 +909,94 @@ class FakeWeChat(FakeServer[Call]):
             f"<MsgType>{_cdata(msg_type)}</MsgType>",
         ]
         parts.extend(
-            f"<{name}>{_cdata(value) if cdata else value}</{name}>"
-            for name, value, cdata in fields
+            f"<{name}>{_cdata(value) if cdata else value}</{name}>" for name, value, cdata in fields
         )
         if with_msg_id:
             parts.append(f"<MsgId>{msg_id}</MsgId>")
         xml = "<xml>" + "".join(parts) + "</xml>"
-        return self._wrap(xml.encode("utf-8"), openid, msg_id=msg_id if with_msg_id else None,
-                          media_id=media_id, **options)
+        return self._wrap(
+            xml.encode("utf-8"),
+            openid,
+            msg_id=msg_id if with_msg_id else None,
+            media_id=media_id,
+            **options,
+        )
 
     def text(
-        self, openid: str, content: str, msg_id: int | None = None, *, safe: bool | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        openid: str,
+        content: str,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """A text message from ``openid``."""
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._message(openid, "text", [("Content", content, True)], options, msg_id=msg_id)
 
     def image(
-        self, openid: str, media_id: str | None = None, pic_url: str | None = None,
-        msg_id: int | None = None, *, safe: bool | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        openid: str,
+        media_id: str | None = None,
+        pic_url: str | None = None,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """A picture from ``openid``; its media is registered (JPEG bytes) unless known."""
         media_id = self._ensure_media(
-            media_id, _fake_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd9", 2048),
+            media_id,
+            _fake_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd9", 2048),
             "image/jpeg",
         )
         if pic_url is None:
-            pic_url = (f"{self.url}/mmbiz_jpg/{media_id}/0" if self.started
-                       else f"http://mmbiz.qpic.cn/mmbiz_jpg/{media_id}/0")
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+            pic_url = (
+                f"{self.url}/mmbiz_jpg/{media_id}/0"
+                if self.started
+                else f"http://mmbiz.qpic.cn/mmbiz_jpg/{media_id}/0"
+            )
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._message(
-            openid, "image", [("PicUrl", pic_url, True), ("MediaId", media_id, True)], options,
-            msg_id=msg_id, media_id=media_id,
+            openid,
+            "image",
+            [("PicUrl", pic_url, True), ("MediaId", media_id, True)],
+            options,
+            msg_id=msg_id,
+            media_id=media_id,
         )
 
     def voice(
-        self, openid: str, recognition: str | None = None, media_id: str | None = None,
-        msg_id: int | None = None, *, voice_format: str = "amr", safe: bool | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        openid: str,
+        recognition: str | None = None,
+        media_id: str | None = None,
+        msg_id: int | None = None,
+        *,
+        voice_format: str = "amr",
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """A voice message (``Format`` amr, speex or mp3; its media is registered with that
@@ -870,75 +1006,145 @@ class FakeWeChat(FakeServer[Call]):
         fields = [("MediaId", media_id, True), ("Format", voice_format, True)]
         if recognition is not None:
             fields.append(("Recognition", recognition, True))
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._message(openid, "voice", fields, options, msg_id=msg_id, media_id=media_id)
 
     def _video(
-        self, openid: str, msg_type: str, media_id: str | None, msg_id: int | None,
+        self,
+        openid: str,
+        msg_type: str,
+        media_id: str | None,
+        msg_id: int | None,
         options: dict[str, Any],
     ) -> Callback:
         media_id = self._ensure_media(
             media_id, _fake_bytes(b"\x00\x00\x00\x18ftypmp42", b"", 4096), "video/mp4"
         )
-        thumb = self.media(None, _fake_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd9",
-                                             512))
+        thumb = self.media(None, _fake_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd9", 512))
         fields = [("MediaId", media_id, True), ("ThumbMediaId", thumb, True)]
-        return self._message(openid, msg_type, fields, options, msg_id=msg_id,
-                             media_id=media_id)
+        return self._message(openid, msg_type, fields, options, msg_id=msg_id, media_id=media_id)
 
     def video(
-        self, openid: str, media_id: str | None = None, msg_id: int | None = None, *,
-        safe: bool | None = None, timestamp: int | str | None = None, nonce: str | None = None,
-        sign: bool = True, bad_signature: bool = False,
+        self,
+        openid: str,
+        media_id: str | None = None,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
+        bad_signature: bool = False,
     ) -> Callback:
         """A video message (its media and thumbnail are registered)."""
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._video(openid, "video", media_id, msg_id, options)
 
     def shortvideo(
-        self, openid: str, media_id: str | None = None, msg_id: int | None = None, *,
-        safe: bool | None = None, timestamp: int | str | None = None, nonce: str | None = None,
-        sign: bool = True, bad_signature: bool = False,
+        self,
+        openid: str,
+        media_id: str | None = None,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
+        bad_signature: bool = False,
     ) -> Callback:
         """A short video message (its media and thumbnail are registered)."""
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._video(openid, "shortvideo", media_id, msg_id, options)
 
     def location(
-        self, openid: str, x: float, y: float, label: str, scale: int = 15,
-        msg_id: int | None = None, *, safe: bool | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        openid: str,
+        x: float,
+        y: float,
+        label: str,
+        scale: int = 15,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """A location message: ``x`` latitude, ``y`` longitude (Location_X, Location_Y)."""
         fields = [
-            ("Location_X", _number(x), False), ("Location_Y", _number(y), False),
-            ("Scale", str(scale), False), ("Label", label, True),
+            ("Location_X", _number(x), False),
+            ("Location_Y", _number(y), False),
+            ("Scale", str(scale), False),
+            ("Label", label, True),
         ]
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._message(openid, "location", fields, options, msg_id=msg_id)
 
     def link(
-        self, openid: str, title: str, description: str, url: str, msg_id: int | None = None,
-        *, safe: bool | None = None, timestamp: int | str | None = None,
-        nonce: str | None = None, sign: bool = True, bad_signature: bool = False,
+        self,
+        openid: str,
+        title: str,
+        description: str,
+        url: str,
+        msg_id: int | None = None,
+        *,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
+        bad_signature: bool = False,
     ) -> Callback:
         """A link message."""
         fields = [("Title", title, True), ("Description", description, True), ("Url", url, True)]
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
         return self._message(openid, "link", fields, options, msg_id=msg_id)
 
     def event(
-        self, openid: str, event: str, key: str | None = None, *,
-        latitude: float | None = None, longitude: float | None = None,
-        precision: float | None = None, ticket: str | None = None,
-        extra: Mapping[str, str | int] | None = None, safe: bool | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        openid: str,
+        event: str,
+        key: str | None = None,
+        *,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        precision: float | None = None,
+        ticket: str | None = None,
+        extra: Mapping[str, str | int] | None = None,
+        safe: bool | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """An event: subscribe, unsubscribe, CLICK (key = EventKey), VIEW (key = the url),
@@ -959,28 +1165,54 @@ class FakeWeChat(FakeServer[Call]):
         if ticket is not None:
             fields.append(("Ticket", ticket, True))
         if lower == "location":
-            fields.extend([
-                ("Latitude", _number(float(latitude or 0.0)), False),
-                ("Longitude", _number(float(longitude or 0.0)), False),
-                ("Precision", _number(float(precision or 0.0)), False),
-            ])
+            fields.extend(
+                [
+                    ("Latitude", _number(float(latitude or 0.0)), False),
+                    ("Longitude", _number(float(longitude or 0.0)), False),
+                    ("Precision", _number(float(precision or 0.0)), False),
+                ]
+            )
         for element, value in (extra or {}).items():
             fields.append((element, str(value), not isinstance(value, int)))
-        options = {"safe": safe, "timestamp": timestamp, "nonce": nonce, "sign": sign,
-                   "bad_signature": bad_signature}
-        return self._message(openid, "event", fields, options, with_msg_id=False,
-                             interaction=lower in INTERACTION_EVENTS)
+        options = {
+            "safe": safe,
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "sign": sign,
+            "bad_signature": bad_signature,
+        }
+        return self._message(
+            openid,
+            "event",
+            fields,
+            options,
+            with_msg_id=False,
+            interaction=lower in INTERACTION_EVENTS,
+        )
 
     def raw(
-        self, xml: bytes | str, safe: bool | None = False, *, openid: str | None = None,
-        timestamp: int | str | None = None, nonce: str | None = None, sign: bool = True,
+        self,
+        xml: bytes | str,
+        safe: bool | None = False,
+        *,
+        openid: str | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
         bad_signature: bool = False,
     ) -> Callback:
         """Any body (hostile XML, not XML at all), signed and in safe mode encrypted like a
         real callback. Records no interaction."""
         data = xml.encode("utf-8") if isinstance(xml, str) else xml
-        return self._wrap(data, openid, safe=safe, timestamp=timestamp, nonce=nonce, sign=sign,
-                          bad_signature=bad_signature)
+        return self._wrap(
+            data,
+            openid,
+            safe=safe,
+            timestamp=timestamp,
+            nonce=nonce,
+            sign=sign,
+            bad_signature=bad_signature,
+        )
 
     def _ensure_media(self, media_id: str | None, data: bytes, content_type: str) -> str:
         with self._cond:
@@ -989,11 +1221,16 @@ class FakeWeChat(FakeServer[Call]):
         return self.media(media_id, data, content_type)
 
     def post_callback(
-        self, url: str, callback: Callback, timeout: float = 10.0,
+        self,
+        url: str,
+        callback: Callback,
+        timeout: float = 10.0,
     ) -> tuple[int, bytes]:
         """POSTs ``callback`` to ``url`` like WeChat (text/xml); returns (status, body)."""
         request = urllib.request.Request(
-            callback.url(url), data=callback.body, method="POST",
+            callback.url(url),
+            data=callback.body,
+            method="POST",
             headers={"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"},
         )
         try:
@@ -1006,15 +1243,21 @@ class FakeWeChat(FakeServer[Call]):
     # ----------------------------------------------------------------- request handling
 
     def handle(self, request: Request) -> Response:
-        answer = self._answer(request.method, request.path, dict(request.query), request.body,
-                              request.at)
+        answer = self._answer(
+            request.method, request.path, dict(request.query), request.body, request.at
+        )
         return Response(answer.status, answer.content_type, answer.payload, answer.headers)
 
     def _answer(
-        self, verb: str, path: str, params: dict[str, str], body: bytes, at: float,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes,
+        at: float,
     ) -> _Answer:
         if path.startswith(_API_PREFIX):
-            return self._api(verb, path[len(_API_PREFIX):].strip("/"), params, body, at)
+            return self._api(verb, path[len(_API_PREFIX) :].strip("/"), params, body, at)
         match = re.fullmatch(r"/(?:mmbiz_jpg|mmvideo)/([^/]+)(?:/0)?", path)
         with self._cond:
             stored = self._media.get(match.group(1)) if match else None
@@ -1028,20 +1271,38 @@ class FakeWeChat(FakeServer[Call]):
     def _error(self, errcode: int, errmsg: str | None = None) -> _Answer:
         message = errmsg if errmsg is not None else ERRMSG.get(errcode, "error")
         if self.rid and errcode != 0:
-            message = f"{message} rid: {secrets.token_hex(4)}-{secrets.token_hex(4)}-" \
-                      f"{secrets.token_hex(4)}"
+            message = (
+                f"{message} rid: {secrets.token_hex(4)}-{secrets.token_hex(4)}-"
+                f"{secrets.token_hex(4)}"
+            )
         response = {"errcode": errcode, "errmsg": message}
-        return _Answer(200, _JSON_TYPE, json.dumps(response, ensure_ascii=False).encode("utf-8"),
-                       errcode=errcode, errmsg=message, response=response)
+        return _Answer(
+            200,
+            _JSON_TYPE,
+            json.dumps(response, ensure_ascii=False).encode("utf-8"),
+            errcode=errcode,
+            errmsg=message,
+            response=response,
+        )
 
     @staticmethod
     def _ok(response: dict[str, Any]) -> _Answer:
-        return _Answer(200, _JSON_TYPE, json.dumps(response, ensure_ascii=False).encode("utf-8"),
-                       errcode=int(response.get("errcode", 0)), errmsg=response.get("errmsg"),
-                       response=response)
+        return _Answer(
+            200,
+            _JSON_TYPE,
+            json.dumps(response, ensure_ascii=False).encode("utf-8"),
+            errcode=int(response.get("errcode", 0)),
+            errmsg=response.get("errmsg"),
+            response=response,
+        )
 
     def _api(
-        self, verb: str, path: str, params: dict[str, str], raw: bytes, at: float,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, str],
+        raw: bytes,
+        at: float,
     ) -> _Answer:
         body: Any = None
         if raw:
@@ -1066,22 +1327,44 @@ class FakeWeChat(FakeServer[Call]):
                 answer = self._error(exc.errcode, exc.errmsg)
             except Exception as exc:  # a bug in the fake: answer 500, keep it for the test
                 self.errors.append(exc)
-                answer = _Answer(500, "text/plain", f"fake failed: {exc!r}".encode(),
-                                 errcode=None)
+                answer = _Answer(500, "text/plain", f"fake failed: {exc!r}".encode(), errcode=None)
         self._record(verb, path, params, body, raw, at, answer)
         if delay is not None and not delay.before:
             self.pause(delay.seconds)
         return answer
 
     def _record(
-        self, verb: str, path: str, params: dict[str, str], body: Any, raw: bytes, at: float,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, str],
+        body: Any,
+        raw: bytes,
+        at: float,
         answer: _Answer,
     ) -> None:
-        self.record(Call(verb, path, params, copy.deepcopy(body), answer.errcode, at,
-                         answer.status, answer.errmsg, copy.deepcopy(answer.response), raw))
+        self.record(
+            Call(
+                verb,
+                path,
+                params,
+                copy.deepcopy(body),
+                answer.errcode,
+                at,
+                answer.status,
+                answer.errmsg,
+                copy.deepcopy(answer.response),
+                raw,
+            )
+        )
 
     def _dispatch(
-        self, verb: str, path: str, params: dict[str, str], raw: bytes, body: Any,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, str],
+        raw: bytes,
+        body: Any,
     ) -> _Answer:
         if path == _TOKEN_PATH:
             if verb != "GET":
@@ -1231,8 +1514,11 @@ class FakeWeChat(FakeServer[Call]):
                 raise _ApiError(40026 if sub else 40019)
         if kind in ("view", "miniprogram"):
             url = button.get("url")
-            if (not isinstance(url, str) or not 0 < len(url.encode("utf-8")) <= 1024
-                    or not re.match(r"https?://", url)):
+            if (
+                not isinstance(url, str)
+                or not 0 < len(url.encode("utf-8")) <= 1024
+                or not re.match(r"https?://", url)
+            ):
                 raise _ApiError(40027 if sub else 40020)
         if kind in ("media_id", "view_limited"):
             self._live_media(button.get("media_id"))
@@ -1263,7 +1549,12 @@ class FakeWeChat(FakeServer[Call]):
         if stored.content_type.startswith("video/"):
             return {"video_url": f"{self.url}/mmvideo/{media_id}"}
         extension = _EXTENSIONS.get(stored.content_type, "bin")
-        return _Answer(200, stored.content_type, stored.data, headers={
-            "Content-disposition": f'attachment; filename="{media_id}.{extension}"',
-            "Cache-Control": "no-cache, must-revalidate",
-        })
+        return _Answer(
+            200,
+            stored.content_type,
+            stored.data,
+            headers={
+                "Content-disposition": f'attachment; filename="{media_id}.{extension}"',
+                "Cache-Control": "no-cache, must-revalidate",
+            },
+        )

@@ -145,8 +145,10 @@ class Desk:
 
     def reports(self, residents: list[dict[str, Any]], words: str) -> list[dict[str, Any]]:
         """One text update per resident: `words` with "{index}" replaced by its index."""
-        return [self.fake.text_update(resident, words.replace("{index}", str(index)))
-                for index, resident in enumerate(residents)]
+        return [
+            self.fake.text_update(resident, words.replace("{index}", str(index)))
+            for index, resident in enumerate(residents)
+        ]
 
     def post(self, update: dict[str, Any], *, give_up: float = SETTLE_TIMEOUT) -> list[int]:
         """POSTs `update` like Telegram: again and again until it is answered 200.
@@ -160,9 +162,9 @@ class Desk:
             started = time.monotonic()
             failure: BaseException | None = None
             try:
-                status, _ = self.fake.post_webhook(self.webhook_url, update,
-                                                   secret_token=self.secret,
-                                                   timeout=POST_TIMEOUT)
+                status, _ = self.fake.post_webhook(
+                    self.webhook_url, update, secret_token=self.secret, timeout=POST_TIMEOUT
+                )
             except (urllib.error.URLError, OSError) as exc:
                 status, failure = 0, exc
             seen.append(status)
@@ -174,15 +176,21 @@ class Desk:
             )
             time.sleep(POST_RETRY_PAUSE)
 
-    def attempted(self, update: dict[str, Any], started: float, status: int,
-                  failure: BaseException | None) -> None:
+    def attempted(
+        self, update: dict[str, Any], started: float, status: int, failure: BaseException | None
+    ) -> None:
         """Called after each attempt of `post` (started at `started`, answered `status`, 0
         with `failure` when nothing answered): counts the status."""
         with self._lock:
             self.statuses[status] += 1
 
-    def post_all(self, updates: Iterable[dict[str, Any]], *, pause: float = 0.0,
-                 threads: int = POSTING_THREADS) -> list[list[int]]:
+    def post_all(
+        self,
+        updates: Iterable[dict[str, Any]],
+        *,
+        pause: float = 0.0,
+        threads: int = POSTING_THREADS,
+    ) -> list[list[int]]:
         """POSTs every update (`threads` at once, `pause` seconds between two starts)."""
         with ThreadPoolExecutor(threads) as pool:
             futures = []
@@ -192,8 +200,9 @@ class Desk:
                     time.sleep(pause)
             return [future.result() for future in futures]
 
-    def post_in_background(self, updates: list[dict[str, Any]], *, pause: float = 0.0,
-                           threads: int = POSTING_THREADS) -> Callable[[], list[list[int]]]:
+    def post_in_background(
+        self, updates: list[dict[str, Any]], *, pause: float = 0.0, threads: int = POSTING_THREADS
+    ) -> Callable[[], list[list[int]]]:
         """Starts post_all in a thread; returns a function that waits for its result."""
         result: list[list[list[int]]] = []
         failure: list[BaseException] = []
@@ -220,9 +229,13 @@ class Desk:
 
     def receipts(self) -> Counter[int]:
         """Chat id -> receipts (new-request acknowledgements) the fake delivered to it."""
-        return Counter(int(call.chat_id) for call in self.fake.sent()
-                       if call.method == "sendMessage" and call.chat_id is not None
-                       and RECEIPT in str(call.params.get("text") or ""))
+        return Counter(
+            int(call.chat_id)
+            for call in self.fake.sent()
+            if call.method == "sendMessage"
+            and call.chat_id is not None
+            and RECEIPT in str(call.params.get("text") or "")
+        )
 
     def delivered(self) -> int:
         """Receipts the fake delivered so far, to everyone."""
@@ -239,8 +252,9 @@ class Desk:
         self.fake.delay_next(sends, seconds, "sendMessage")
         self.wait_delivered(before + 1)
 
-    def wait_until(self, what: str, predicate: Callable[[], bool],
-                   timeout: float = SETTLE_TIMEOUT) -> float:
+    def wait_until(
+        self, what: str, predicate: Callable[[], bool], timeout: float = SETTLE_TIMEOUT
+    ) -> float:
         """Polls `predicate` until it holds; returns the seconds it took (fails after
         `timeout`, a bound for broken builds, not a speed check)."""
         started = time.monotonic()
@@ -265,23 +279,28 @@ def database_state(url: str) -> dict[str, Any]:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
+
             def one(sql: str) -> int:
                 return int(connection.execute(text(sql)).scalar_one())
 
-            per_requester = connection.execute(text(
-                "SELECT p.external_id, count(*) FROM requests r JOIN people p "
-                "ON p.id = r.requester_id WHERE p.channel = 'telegram' GROUP BY p.external_id"
-            )).all()
+            per_requester = connection.execute(
+                text(
+                    "SELECT p.external_id, count(*) FROM requests r JOIN people p "
+                    "ON p.id = r.requester_id WHERE p.channel = 'telegram' GROUP BY p.external_id"
+                )
+            ).all()
             return {
                 "inbox": one("SELECT count(*) FROM inbox WHERE channel = 'telegram'"),
                 "inbox_pending": one("SELECT count(*) FROM inbox WHERE status = 'pending'"),
                 "inbox_failed": one("SELECT count(*) FROM inbox WHERE status = 'failed'"),
                 "requests": one("SELECT count(*) FROM requests"),
-                "submit_events": one("SELECT count(*) FROM events WHERE action = 'submit' "
-                                     "AND outcome = 'ok'"),
+                "submit_events": one(
+                    "SELECT count(*) FROM events WHERE action = 'submit' AND outcome = 'ok'"
+                ),
                 "requests_without_submit": one(
                     "SELECT count(*) FROM requests r WHERE NOT EXISTS (SELECT 1 FROM events e "
-                    "WHERE e.request_id = r.id AND e.action = 'submit')"),
+                    "WHERE e.request_id = r.id AND e.action = 'submit')"
+                ),
                 "receipt_rows": one("SELECT count(*) FROM outbox WHERE key = 'requester.receipt'"),
                 "outbox_pending": one("SELECT count(*) FROM outbox WHERE status = 'pending'"),
                 "outbox_failed": one("SELECT count(*) FROM outbox WHERE status = 'failed'"),
@@ -303,8 +322,11 @@ def query(url: str, sql: str) -> list[Any]:
 
 def pending_receipt_chats(url: str) -> set[int]:
     """Chats whose receipt row is not marked sent yet."""
-    rows = query(url, "SELECT p.external_id FROM outbox o JOIN people p ON p.id = o.person_id "
-                      "WHERE o.key = 'requester.receipt' AND o.status = 'pending'")
+    rows = query(
+        url,
+        "SELECT p.external_id FROM outbox o JOIN people p ON p.id = o.person_id "
+        "WHERE o.key = 'requester.receipt' AND o.status = 'pending'",
+    )
     return {int(row[0]) for row in rows}
 
 
@@ -324,8 +346,11 @@ def assert_each_stored_and_answered_once(
         f"receipts repeated outside the unknowable window: {repeated} (allowed: {allowed})"
     )
     per_requester = state["requests_per_requester"]
-    wrong = {chat: per_requester.get(str(chat), 0) for chat in ids
-             if per_requester.get(str(chat), 0) != 1}
+    wrong = {
+        chat: per_requester.get(str(chat), 0)
+        for chat in ids
+        if per_requester.get(str(chat), 0) != 1
+    }
     assert not wrong, f"residents without exactly one request: {wrong}"
     assert state["requests"] == len(residents), state["requests"]
     assert state["inbox"] == len(residents), state["inbox"]
@@ -347,8 +372,12 @@ def assert_each_stored_and_answered_once(
 
 @contextmanager
 def open_desk(
-    directory: Path, database_url: str, redis_url: str | None, *,
-    processes: tuple[tuple[str, str], ...], extra_env: dict[str, str] | None = None,
+    directory: Path,
+    database_url: str,
+    redis_url: str | None,
+    *,
+    processes: tuple[tuple[str, str], ...],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Desk]:
     """Starts the fake Bot API and the (name, verb) processes of a deployment loaded with
     `redesk demo`; yields once `redesk run` is healthy; then stops what still runs with
@@ -356,8 +385,7 @@ def open_desk(
     fake = FakeTelegram().start()
     try:
         secret = secrets.token_urlsafe(24)
-        env = telegram_env(base_env(directory, database_url), fake, secret=secret,
-                           committee=False)
+        env = telegram_env(base_env(directory, database_url), fake, secret=secret, committee=False)
         if redis_url:
             env["REDESK_REDIS_URL"] = redis_url
         env.update(extra_env or {})

@@ -36,9 +36,12 @@ def _pg_bin() -> Path | None:
     configured = os.environ.get("REDESK_TEST_PG_BIN")
     if configured:
         return Path(configured)
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda path: int(Path(path).parent.parent.name)
-                   if Path(path).parent.parent.name.isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda path: (
+            int(Path(path).parent.parent.name) if Path(path).parent.parent.name.isdigit() else 0
+        ),
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -77,8 +80,9 @@ class PostgresServer:
         command = [str(self.bin / args[0]), *args[1:]]
         if self.as_root:
             command = ["runuser", "-u", PG_OS_USER, "--", *command]
-        done = subprocess.run(command, capture_output=True, timeout=SERVER_TIMEOUT, check=False,
-                              cwd=self.root)
+        done = subprocess.run(
+            command, capture_output=True, timeout=SERVER_TIMEOUT, check=False, cwd=self.root
+        )
         assert done.returncode == 0, (
             f"{' '.join(args[:2])} exited {done.returncode}: "
             f"{done.stdout.decode(errors='replace')}{done.stderr.decode(errors='replace')}"
@@ -91,8 +95,20 @@ class PostgresServer:
 
     def create(self) -> PostgresServer:
         """initdb, start, and create the database `redesk`."""
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8", "--locale", "C")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
+        )
         self.start()
         admin = create_engine(
             f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
@@ -107,16 +123,29 @@ class PostgresServer:
 
     def start(self) -> None:
         """Starts the server and waits until it accepts connections."""
-        options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=200")
-        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w",
-                  "-t", str(SERVER_TIMEOUT), "-o", options)
+        options = (
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            str(SERVER_TIMEOUT),
+            "-o",
+            options,
+        )
 
     def stop(self, mode: str = "immediate") -> None:
         """Stops the server: `immediate` ends every process at once, like a crash (the next
         start recovers from the WAL); `fast` rolls back open transactions first."""
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w",
-                  "-t", str(SERVER_TIMEOUT))
+        self._run(
+            "pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", str(SERVER_TIMEOUT)
+        )
 
     def running(self) -> bool:
         """Whether the postmaster runs."""
@@ -159,9 +188,21 @@ class RedisServer:
         log = (self.root / "redis.log").open("ab")
         try:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.root)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.root),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         finally:
             log.close()

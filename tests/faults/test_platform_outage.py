@@ -143,15 +143,18 @@ def post_callback(wechat: FakeWeChat, url: str, callback: Callback) -> int:
     raise AssertionError(f"callback {callback.msg_id} never accepted: {seen[-5:]}")
 
 
-def post_round(desk: Desk, wechat: FakeWeChat, telegram_updates: list[dict[str, Any]],
-               callbacks: list[Callback]) -> None:
+def post_round(
+    desk: Desk,
+    wechat: FakeWeChat,
+    telegram_updates: list[dict[str, Any]],
+    callbacks: list[Callback],
+) -> None:
     """Posts one message of every resident, Telegram and WeChat at once; returns when every
     one was accepted (so a resident's next message is posted after this one)."""
     finished = desk.post_in_background(telegram_updates)
     url = f"{desk.deployment.base_url}/wechat"
     with ThreadPoolExecutor(POSTING_THREADS) as pool:
-        attempts = list(pool.map(lambda callback: post_callback(wechat, url, callback),
-                                 callbacks))
+        attempts = list(pool.map(lambda callback: post_callback(wechat, url, callback), callbacks))
     finished()
     assert len(attempts) == len(callbacks)
 
@@ -179,14 +182,16 @@ class Resident:
 _indexes = itertools.count()
 
 
-def residents(desk: Desk, on_telegram: int, on_wechat: int, rounds: range, *,
-              first_id: int = 500_000) -> list[Resident]:
+def residents(
+    desk: Desk, on_telegram: int, on_wechat: int, rounds: range, *, first_id: int = 500_000
+) -> list[Resident]:
     """`on_telegram` residents on Telegram (user ids from `first_id`) and `on_wechat` on
     WeChat (fresh openids), each writing one message in every round of `rounds`."""
-    found = [Resident("telegram", str(user["id"]), next(_indexes), rounds, user)
-             for user in desk.residents(on_telegram, first_id)]
-    found += [Resident("wechat", new_openid(), next(_indexes), rounds)
-              for _ in range(on_wechat)]
+    found = [
+        Resident("telegram", str(user["id"]), next(_indexes), rounds, user)
+        for user in desk.residents(on_telegram, first_id)
+    ]
+    found += [Resident("wechat", new_openid(), next(_indexes), rounds) for _ in range(on_wechat)]
     return found
 
 
@@ -218,8 +223,10 @@ def requests_by_chat(url: str) -> dict[Chat, list[tuple[str, str]]]:
     """Chat -> (number, text) of every request its resident made, oldest first."""
     found: dict[Chat, list[tuple[str, str]]] = {}
     for channel, chat, number, words_ in query(
-            url, "SELECT p.channel, p.external_id, r.number, r.text FROM requests r "
-                 "JOIN people p ON p.id = r.requester_id ORDER BY r.id"):
+        url,
+        "SELECT p.channel, p.external_id, r.number, r.text FROM requests r "
+        "JOIN people p ON p.id = r.requester_id ORDER BY r.id",
+    ):
         found.setdefault((str(channel), str(chat)), []).append((number, words_))
     return found
 
@@ -229,8 +236,9 @@ def outbox_attempts(url: str) -> int:
     return int(query(url, "SELECT coalesce(max(attempts), 0) FROM outbox")[0][0])
 
 
-def failed_calls(calls: list[Any], phases: list[tuple[str, float, float]],
-                 wanted: Callable[[Any], bool]) -> dict[str, int]:
+def failed_calls(
+    calls: list[Any], phases: list[tuple[str, float, float]], wanted: Callable[[Any], bool]
+) -> dict[str, int]:
     """Phase name -> calls `wanted` that arrived in that phase and were answered an error."""
     counts: Counter[str] = Counter()
     for call in calls:
@@ -243,43 +251,60 @@ def failed_calls(calls: list[Any], phases: list[tuple[str, float, float]],
 
 
 def test_a_minute_of_platform_outage_is_delivered_after_once_and_in_order_per_chat(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    with FakeWeChat(safe=True) as wechat, open_desk(
-        tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION,
-        extra_env={**wechat.settings_env(), "REDESK_WORKER_THREADS": str(WORKER_THREADS)},
-    ) as desk:
+    with (
+        FakeWeChat(safe=True) as wechat,
+        open_desk(
+            tmp_path,
+            postgres_server.url,
+            redis_server.url,
+            processes=PRODUCTION,
+            extra_env={**wechat.settings_env(), "REDESK_WORKER_THREADS": str(WORKER_THREADS)},
+        ) as desk,
+    ):
         telegram = desk.fake
         everyone = [
             # One resident on each platform writes before the outage (round 0) ...
             *residents(desk, 1, 1, range(0, 1), first_id=499_999),
             # ... the load writes at the start of each phase of the outage (rounds 1-3) ...
-            *residents(desk, TELEGRAM_RESIDENTS, WECHAT_RESIDENTS,
-                       range(1, MESSAGES + 1)),
+            *residents(desk, TELEGRAM_RESIDENTS, WECHAT_RESIDENTS, range(1, MESSAGES + 1)),
             # ... and latecomers write for the first time when the timeouts start.
-            *residents(desk, LATECOMERS, LATECOMERS, range(2, MESSAGES + 1),
-                       first_id=600_000),
+            *residents(desk, LATECOMERS, LATECOMERS, range(2, MESSAGES + 1), first_id=600_000),
         ]
-        expected = {resident.key: [resident.words(number) for number in resident.rounds]
-                    for resident in everyone}
+        expected = {
+            resident.key: [resident.words(number) for number in resident.rounds]
+            for resident in everyone
+        }
 
         def post_message(number: int) -> None:
             writing = [resident for resident in everyone if number in resident.rounds]
             post_round(
-                desk, wechat,
-                [telegram.text_update(resident.user, resident.words(number))
-                 for resident in writing if resident.user is not None],
-                [wechat.text(resident.chat, resident.words(number))
-                 for resident in writing if resident.user is None],
+                desk,
+                wechat,
+                [
+                    telegram.text_update(resident.user, resident.words(number))
+                    for resident in writing
+                    if resident.user is not None
+                ],
+                [
+                    wechat.text(resident.chat, resident.words(number))
+                    for resident in writing
+                    if resident.user is None
+                ],
             )
 
         # Given a desk that answered a resident on each platform (clients made, WeChat's
         # access token fetched and shared through Redis)
         post_message(0)
         first = [resident.key for resident in everyone if 0 in resident.rounds]
-        desk.wait_until("the receipts before the outage", lambda: all(
-            receipt_numbers(telegram, wechat).get(chat) for chat in first))
+        desk.wait_until(
+            "the receipts before the outage",
+            lambda: all(receipt_numbers(telegram, wechat).get(chat) for chat in first),
+        )
 
         # When both platforms' APIs fail for a minute, 20 s of server errors, 20 s of
         # timeouts, 20 s of rate limiting, and the residents write at the start of each
@@ -312,58 +337,77 @@ def test_a_minute_of_platform_outage_is_delivered_after_once_and_in_order_per_ch
         state = database_state(desk.database_url)
         most_attempts = outbox_attempts(desk.database_url)
 
-        phases = [("500", started, started + PHASE_SECONDS),
-                  ("timeout", started + PHASE_SECONDS, started + 2 * PHASE_SECONDS),
-                  ("429", started + 2 * PHASE_SECONDS, ended)]
+        phases = [
+            ("500", started, started + PHASE_SECONDS),
+            ("timeout", started + PHASE_SECONDS, started + 2 * PHASE_SECONDS),
+            ("429", started + 2 * PHASE_SECONDS, ended),
+        ]
         sent_messages = sum(len(messages) for messages in expected.values())
         numbers = {chat: [number for number, _ in stored.get(chat, [])] for chat in expected}
-        duplicates = sum(count - 1 for chat in expected
-                         for count in Counter(got.get(chat, [])).values() if count > 1)
-        lost = sum(1 for chat in expected for number in numbers[chat]
-                   if number not in got.get(chat, []))
-        out_of_order = [chat for chat in expected
-                        if list(dict.fromkeys(got.get(chat, []))) != numbers[chat]]
-        figures.update({
-            "residents": len(expected),
-            "messages_sent": sent_messages,
-            "requests_stored": sum(len(found) for found in stored.values()),
-            "receipts_delivered": sum(len(got.get(chat, [])) for chat in expected),
-            "duplicates": duplicates,
-            "lost": lost,
-            "chats_out_of_order": len(out_of_order),
-            "sends_answered_ok_during_outage": sum(
-                1 for at in [*(call.at for call in telegram.sent()),
-                             *(call.at for call in wechat.sent())] if started <= at < ended),
-            "inbox_pending_at_outage_end": at_end["inbox_pending"],
-            "outbox_pending_at_outage_end": at_end["outbox_pending"],
-            "telegram_failed_calls": failed_calls(
-                telegram.calls, phases, lambda call: call.method == "sendMessage"),
-            "wechat_failed_calls": failed_calls(
-                wechat.calls, phases, lambda call: call.path == CUSTOM_SEND),
-            "most_attempts_of_an_outbox_row": most_attempts,
-            "outbox_failed": state["outbox_failed"],
-            "seconds_of_outage": round(ended - started, 1),
-            "seconds_from_outage_end_to_all_delivered": round(recovery, 1),
-            "seconds_from_outage_end_to_last_receipt": {
-                "telegram": round(max(call.at for call in telegram.sent()) - ended, 1),
-                "wechat": round(max(call.at for call in wechat.sent()) - ended, 1),
-            },
-        })
+        duplicates = sum(
+            count - 1
+            for chat in expected
+            for count in Counter(got.get(chat, [])).values()
+            if count > 1
+        )
+        lost = sum(
+            1 for chat in expected for number in numbers[chat] if number not in got.get(chat, [])
+        )
+        out_of_order = [
+            chat for chat in expected if list(dict.fromkeys(got.get(chat, []))) != numbers[chat]
+        ]
+        figures.update(
+            {
+                "residents": len(expected),
+                "messages_sent": sent_messages,
+                "requests_stored": sum(len(found) for found in stored.values()),
+                "receipts_delivered": sum(len(got.get(chat, [])) for chat in expected),
+                "duplicates": duplicates,
+                "lost": lost,
+                "chats_out_of_order": len(out_of_order),
+                "sends_answered_ok_during_outage": sum(
+                    1
+                    for at in [
+                        *(call.at for call in telegram.sent()),
+                        *(call.at for call in wechat.sent()),
+                    ]
+                    if started <= at < ended
+                ),
+                "inbox_pending_at_outage_end": at_end["inbox_pending"],
+                "outbox_pending_at_outage_end": at_end["outbox_pending"],
+                "telegram_failed_calls": failed_calls(
+                    telegram.calls, phases, lambda call: call.method == "sendMessage"
+                ),
+                "wechat_failed_calls": failed_calls(
+                    wechat.calls, phases, lambda call: call.path == CUSTOM_SEND
+                ),
+                "most_attempts_of_an_outbox_row": most_attempts,
+                "outbox_failed": state["outbox_failed"],
+                "seconds_of_outage": round(ended - started, 1),
+                "seconds_from_outage_end_to_all_delivered": round(recovery, 1),
+                "seconds_from_outage_end_to_last_receipt": {
+                    "telegram": round(max(call.at for call in telegram.sent()) - ended, 1),
+                    "wechat": round(max(call.at for call in wechat.sent()) - ended, 1),
+                },
+            }
+        )
 
         # And every message made exactly one request, in the order it was written
         texts = {chat: [words_ for _, words_ in stored.get(chat, [])] for chat in expected}
         wrong = {chat: texts[chat] for chat in expected if texts[chat] != expected[chat]}
-        assert not wrong, f"{len(wrong)} chats whose requests are not their messages: " \
-                          f"{list(wrong.items())[:5]}"
+        assert not wrong, (
+            f"{len(wrong)} chats whose requests are not their messages: {list(wrong.items())[:5]}"
+        )
         assert len(stored) == len(expected), sorted(set(stored) - set(expected))
 
         # And every request's receipt reached its resident exactly once, in the order of the
         # chat's request numbers
-        assert (lost, duplicates) == (0, 0), {chat: (got.get(chat), numbers[chat])
-                                              for chat in expected
-                                              if got.get(chat) != numbers[chat]}
-        assert not out_of_order, {chat: (got.get(chat), numbers[chat])
-                                  for chat in out_of_order[:5]}
+        assert (lost, duplicates) == (0, 0), {
+            chat: (got.get(chat), numbers[chat])
+            for chat in expected
+            if got.get(chat) != numbers[chat]
+        }
+        assert not out_of_order, {chat: (got.get(chat), numbers[chat]) for chat in out_of_order[:5]}
 
         # And nothing is left pending or given up in the inbox or the outbox
         assert (state["inbox_pending"], state["inbox_failed"]) == (0, 0), state

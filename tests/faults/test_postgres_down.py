@@ -41,11 +41,12 @@ DOWN_FOR = 30.0
 
 
 def test_while_postgresql_is_down_webhooks_answer_503_and_everything_is_done_once_after(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=PRODUCTION) as desk:
+    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION) as desk:
         # Given residents writing one after another, each update posted until it is accepted
         residents = desk.residents(RESIDENTS)
         updates = desk.reports(residents, "{index}号楼电梯停了，老人下不了楼")
@@ -75,8 +76,7 @@ def test_while_postgresql_is_down_webhooks_answer_503_and_everything_is_done_onc
         postgres_server.start()
         started_at = time.monotonic()
         finished()
-        desk.wait_until("every resident answered, nothing pending",
-                        lambda: desk.settled(residents))
+        desk.wait_until("every resident answered, nothing pending", lambda: desk.settled(residents))
         recovery = time.monotonic() - started_at
 
         # Then every resident's message is stored once and answered once, nothing is left
@@ -87,13 +87,16 @@ def test_while_postgresql_is_down_webhooks_answer_503_and_everything_is_done_onc
         assert during[503] > 0, during
         assert database_state(desk.database_url)["requests"] == RESIDENTS
         assert all(process.poll() is None for process in desk.deployment.processes.values()), (
-            desk.deployment.logs())
+            desk.deployment.logs()
+        )
 
     figures.update(counts)
-    figures.update({
-        "webhook_posts_answered_503_while_down": during[503],
-        "webhook_posts_answered_200": desk.statuses[200],
-        "seconds_down": round(started_at - stopped_at, 1),
-        "receipts_taken_by_the_api_before_the_stop": taken_before_stop,
-        "seconds_from_restart_to_all_answered": round(recovery, 1),
-    })
+    figures.update(
+        {
+            "webhook_posts_answered_503_while_down": during[503],
+            "webhook_posts_answered_200": desk.statuses[200],
+            "seconds_down": round(started_at - stopped_at, 1),
+            "receipts_taken_by_the_api_before_the_stop": taken_before_stop,
+            "seconds_from_restart_to_all_answered": round(recovery, 1),
+        }
+    )

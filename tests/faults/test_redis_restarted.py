@@ -34,11 +34,12 @@ DOWN_FOR = 3.0
 
 
 def test_redis_restarted_empty_mid_load_loses_nothing_and_repeats_nothing(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=PRODUCTION) as desk:
+    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION) as desk:
         # Given residents writing one after another
         residents = desk.residents(RESIDENTS)
         updates = desk.reports(residents, "{index}号楼的垃圾三天没人清运了")
@@ -54,8 +55,7 @@ def test_redis_restarted_empty_mid_load_loses_nothing_and_repeats_nothing(
         redis_server.start()
         restarted_at = time.monotonic()
         finished()
-        desk.wait_until("every resident answered, nothing pending",
-                        lambda: desk.settled(residents))
+        desk.wait_until("every resident answered, nothing pending", lambda: desk.settled(residents))
         recovery = time.monotonic() - restarted_at
 
         # Then the webhook accepted every update at the first try, even while Redis was away
@@ -71,13 +71,16 @@ def test_redis_restarted_empty_mid_load_loses_nothing_and_repeats_nothing(
         log = (desk.deployment.directory / "worker.log").read_text(errors="replace")
         assert "Sweep re-enqueued" in log, log[-5000:]
         assert all(process.poll() is None for process in desk.deployment.processes.values()), (
-            desk.deployment.logs())
+            desk.deployment.logs()
+        )
 
     figures.update(counts)
-    figures.update({
-        "redis_keys_lost": keys_before_kill,
-        "inbox_pending_at_kill": at_kill["inbox_pending"],
-        "outbox_pending_at_kill": at_kill["outbox_pending"],
-        "seconds_redis_away": round(restarted_at - killed_at, 1),
-        "seconds_from_restart_to_all_answered": round(recovery, 1),
-    })
+    figures.update(
+        {
+            "redis_keys_lost": keys_before_kill,
+            "inbox_pending_at_kill": at_kill["inbox_pending"],
+            "outbox_pending_at_kill": at_kill["outbox_pending"],
+            "seconds_redis_away": round(restarted_at - killed_at, 1),
+            "seconds_from_restart_to_all_answered": round(recovery, 1),
+        }
+    )

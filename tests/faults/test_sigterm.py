@@ -76,8 +76,13 @@ def _failure(exc: BaseException) -> str:
     reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, ConnectionRefusedError):
         return "refused"
-    if isinstance(reason, ConnectionResetError | BrokenPipeError | ConnectionAbortedError
-                  | http.client.RemoteDisconnected):
+    if isinstance(
+        reason,
+        ConnectionResetError
+        | BrokenPipeError
+        | ConnectionAbortedError
+        | http.client.RemoteDisconnected,
+    ):
         return "reset"
     if isinstance(reason, TimeoutError):
         return "timeout"
@@ -96,11 +101,17 @@ class RecordingDesk(Desk):
     def of(cls, desk: Desk) -> RecordingDesk:
         return cls(desk.deployment, desk.fake, desk.secret, desk.database_url)
 
-    def attempted(self, update: dict[str, Any], started: float, status: int,
-                  failure: BaseException | None) -> None:
+    def attempted(
+        self, update: dict[str, Any], started: float, status: int, failure: BaseException | None
+    ) -> None:
         """Records the attempt (and counts its status, as Desk does)."""
-        attempt = Attempt(update["update_id"], started, time.monotonic(), status,
-                          _failure(failure) if failure is not None else "")
+        attempt = Attempt(
+            update["update_id"],
+            started,
+            time.monotonic(),
+            status,
+            _failure(failure) if failure is not None else "",
+        )
         with self._changed:
             self.attempts.append(attempt)
             self.statuses[status] += 1
@@ -130,9 +141,12 @@ def inbox_ids(url: str) -> dict[int, int]:
     return {int(key): int(row_id) for key, row_id in rows}
 
 
-def stop_mid_load_and_restart(desk: RecordingDesk, residents: list[dict[str, Any]],
-                              *, signal_when: Callable[[], bool] | None = None,
-                              ) -> dict[str, Any]:
+def stop_mid_load_and_restart(
+    desk: RecordingDesk,
+    residents: list[dict[str, Any]],
+    *,
+    signal_when: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Posts one update per resident from THREADS connections; once a third are accepted
     (and `signal_when()` holds, when given) SIGTERMs `redesk run`, checks that it exited 0,
     starts it again, and waits for the load to be accepted and answered.
@@ -164,9 +178,12 @@ def stop_mid_load_and_restart(desk: RecordingDesk, residents: list[dict[str, Any
     desk.wait_until("every resident answered, nothing pending", lambda: desk.settled(residents))
     settled_at = time.monotonic()
     return {
-        "code": code, "signalled_at": signalled_at, "exited_at": exited_at,
+        "code": code,
+        "signalled_at": signalled_at,
+        "exited_at": exited_at,
         "accepted_before": accepted_before,
-        "at_exit": at_exit, "receipts_at_exit": receipts_at_exit,
+        "at_exit": at_exit,
+        "receipts_at_exit": receipts_at_exit,
         "newest_before_restart": newest_before_restart,
         "seconds_from_signal_to_exit": round(exited_at - signalled_at, 2),
         "seconds_from_exit_to_healthy": round(restarted_at - exited_at, 2),
@@ -181,10 +198,14 @@ def check_in_flight(desk: RecordingDesk, run: dict[str, Any]) -> dict[str, int]:
     stopping server stored is exactly what it answered 200. Returns the figures."""
     attempts = desk.recorded()
     signalled_at = run["signalled_at"]
-    wrong = [a for a in attempts if a.status not in (0, 200)
-             or (a.status == 0 and a.failure not in NOT_TAKEN)]
-    assert not wrong, f"attempts neither answered 200 nor refused: {wrong[:20]}\n" \
-                      f"{desk.deployment.logs()}"
+    wrong = [
+        a
+        for a in attempts
+        if a.status not in (0, 200) or (a.status == 0 and a.failure not in NOT_TAKEN)
+    ]
+    assert not wrong, (
+        f"attempts neither answered 200 nor refused: {wrong[:20]}\n{desk.deployment.logs()}"
+    )
     in_flight = [a for a in attempts if a.started < signalled_at <= a.ended]
     assert in_flight, "no POST was in flight at the signal: the test proved nothing"
     finished = [a for a in in_flight if a.status == 200]
@@ -195,16 +216,17 @@ def check_in_flight(desk: RecordingDesk, run: dict[str, Any]) -> dict[str, int]:
     # answer read after the exit can only be the stopping server's if the attempt started
     # before it; the two bounds leave no room for an update taken and left unanswered).
     stored = inbox_ids(desk.database_url)
-    stored_by_old = {update_id for update_id, row in stored.items()
-                     if row <= run["newest_before_restart"]}
-    surely_old = {a.update_id for a in attempts
-                  if a.status == 200 and a.ended <= run["exited_at"]}
-    maybe_old = {a.update_id for a in attempts
-                 if a.status == 200 and a.started <= run["exited_at"]}
+    stored_by_old = {
+        update_id for update_id, row in stored.items() if row <= run["newest_before_restart"]
+    }
+    surely_old = {a.update_id for a in attempts if a.status == 200 and a.ended <= run["exited_at"]}
+    maybe_old = {a.update_id for a in attempts if a.status == 200 and a.started <= run["exited_at"]}
     assert surely_old <= stored_by_old, (
-        f"answered, not stored: {sorted(surely_old - stored_by_old)[:20]}")
+        f"answered, not stored: {sorted(surely_old - stored_by_old)[:20]}"
+    )
     assert stored_by_old <= maybe_old, (
-        f"stored, not answered: {sorted(stored_by_old - maybe_old)[:20]}")
+        f"stored, not answered: {sorted(stored_by_old - maybe_old)[:20]}"
+    )
     assert not {a.update_id for a in not_taken} & stored_by_old
     refused = [a for a in attempts if a.failure == "refused"]
     reset = [a for a in attempts if a.failure == "reset"]
@@ -227,11 +249,12 @@ def timings(run: dict[str, Any]) -> dict[str, float]:
 
 
 def test_sigterm_mid_load_finishes_in_flight_posts_and_loses_nothing(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    with open_desk(tmp_path, postgres_server.url, redis_server.url,
-                   processes=PRODUCTION) as opened:
+    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION) as opened:
         desk = RecordingDesk.of(opened)
         # Given 400 residents writing at once through 24 connections
         residents = desk.residents(RESIDENTS)
@@ -256,10 +279,16 @@ def test_sigterm_mid_load_finishes_in_flight_posts_and_loses_nothing(
 
 
 def test_sigterm_mid_load_on_the_embedded_default_loses_nothing(
-    tmp_path: Path, figures: dict[str, Any],
+    tmp_path: Path,
+    figures: dict[str, Any],
 ) -> None:
-    with open_desk(tmp_path, f"sqlite:///{tmp_path / 'redesk.db'}", None,
-                   processes=(("run", "run"),), extra_env=FAST_SWEEP) as opened:
+    with open_desk(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'redesk.db'}",
+        None,
+        processes=(("run", "run"),),
+        extra_env=FAST_SWEEP,
+    ) as opened:
         desk = RecordingDesk.of(opened)
         # Given 200 residents writing at once through 24 connections to `redesk run` alone
         residents = desk.residents(EMBEDDED_RESIDENTS)
@@ -267,11 +296,12 @@ def test_sigterm_mid_load_on_the_embedded_default_loses_nothing(
         # When it gets SIGTERM once a third of their updates are accepted and its in-process
         # worker is answering them
         # And is started again while the residents' webhooks keep retrying
-        run = stop_mid_load_and_restart(desk, residents,
-                                        signal_when=lambda: desk.delivered() > 0)
+        run = stop_mid_load_and_restart(desk, residents, signal_when=lambda: desk.delivered() > 0)
         at_exit = run["at_exit"]
         assert at_exit["inbox_pending"] + at_exit["outbox_pending"] > 0, (
-            "nothing was left unfinished at the signal: the test proved nothing", at_exit)
+            "nothing was left unfinished at the signal: the test proved nothing",
+            at_exit,
+        )
 
         # Then it exited 0, every POST in flight at the signal was answered 200 or never taken
         in_flight = check_in_flight(desk, run)
@@ -283,10 +313,12 @@ def test_sigterm_mid_load_on_the_embedded_default_loses_nothing(
 
     figures.update(counts)
     figures.update(in_flight)
-    figures.update({
-        "exit_code": run["code"],
-        "receipts_delivered_at_exit": run["receipts_at_exit"],
-        "inbox_pending_at_exit": at_exit["inbox_pending"],
-        "outbox_pending_at_exit": at_exit["outbox_pending"],
-    })
+    figures.update(
+        {
+            "exit_code": run["code"],
+            "receipts_delivered_at_exit": run["receipts_at_exit"],
+            "inbox_pending_at_exit": at_exit["inbox_pending"],
+            "outbox_pending_at_exit": at_exit["outbox_pending"],
+        }
+    )
     figures.update(timings(run))

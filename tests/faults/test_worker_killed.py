@@ -34,11 +34,18 @@ WORKER_THREADS = 4
 
 
 def test_a_killed_worker_loses_nothing_and_its_successor_answers_everyone_once(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
     figures: dict[str, Any],
 ) -> None:
-    with open_desk(tmp_path, postgres_server.url, redis_server.url, processes=PRODUCTION,
-                   extra_env={"REDESK_WORKER_THREADS": str(WORKER_THREADS)}) as desk:
+    with open_desk(
+        tmp_path,
+        postgres_server.url,
+        redis_server.url,
+        processes=PRODUCTION,
+        extra_env={"REDESK_WORKER_THREADS": str(WORKER_THREADS)},
+    ) as desk:
         # Given 500 residents whose messages were all accepted by the webhook
         residents = desk.residents(RESIDENTS)
         updates = desk.reports(residents, "{index}号楼门口的路灯不亮了，晚上很黑")
@@ -57,34 +64,39 @@ def test_a_killed_worker_loses_nothing_and_its_successor_answers_everyone_once(
         delivered = desk.receipts()
         # Receipts the platform got whose row the dead worker could not mark sent: nothing
         # can tell whether they arrived (the Bot API has no idempotency key).
-        unconfirmed = {chat for chat in pending_receipt_chats(desk.database_url)
-                       if delivered[chat] > 0}
+        unconfirmed = {
+            chat for chat in pending_receipt_chats(desk.database_url) if delivered[chat] > 0
+        }
         assert at_kill["outbox_pending"] + at_kill["inbox_pending"] > 0, (
-            "the worker was killed with nothing in flight", at_kill)
+            "the worker was killed with nothing in flight",
+            at_kill,
+        )
 
         # And a new worker is started
         desk.deployment.start("worker", name="worker-restarted")
         restarted_at = time.monotonic()
-        recovery = desk.wait_until("every resident answered, nothing pending",
-                                   lambda: desk.settled(residents))
+        recovery = desk.wait_until(
+            "every resident answered, nothing pending", lambda: desk.settled(residents)
+        )
 
         # Then every message made exactly one request, and every resident got exactly one
         # receipt, except those sent in the instant the worker died (sent again: at least
         # once), which are at most one per worker thread
         counts = assert_each_stored_and_answered_once(desk, residents, may_repeat=unconfirmed)
-        repeated = {resident["id"] for resident in residents
-                    if desk.receipts()[resident["id"]] > 1}
+        repeated = {resident["id"] for resident in residents if desk.receipts()[resident["id"]] > 1}
         assert repeated == unconfirmed
         assert 1 <= len(unconfirmed) <= WORKER_THREADS, unconfirmed
         log = (desk.deployment.directory / "worker-restarted.log").read_text()
         assert "Traceback" not in log, log[-5000:]
 
     figures.update(counts)
-    figures.update({
-        "receipts_before_kill": sum(delivered.values()),
-        "inbox_pending_at_kill": at_kill["inbox_pending"],
-        "outbox_pending_at_kill": at_kill["outbox_pending"],
-        "sent_in_the_instant_of_the_kill": len(unconfirmed),
-        "seconds_from_restart_to_all_answered": round(recovery, 1),
-        "seconds_from_kill_to_restart": round(restarted_at - killed_at, 1),
-    })
+    figures.update(
+        {
+            "receipts_before_kill": sum(delivered.values()),
+            "inbox_pending_at_kill": at_kill["inbox_pending"],
+            "outbox_pending_at_kill": at_kill["outbox_pending"],
+            "sent_in_the_instant_of_the_kill": len(unconfirmed),
+            "seconds_from_restart_to_all_answered": round(recovery, 1),
+            "seconds_from_kill_to_restart": round(restarted_at - killed_at, 1),
+        }
+    )

@@ -34,6 +34,9 @@ def isolate_cli(monkeypatch: pytest.MonkeyPatch, here: Path, database_url: str) 
 
 def desk_on(database_url: str) -> Desk:
     """A chat harness on the CLI's database."""
-    settings = Settings(database_url=database_url, redis_url=None,  # type: ignore[call-arg]
-                        _env_file=None)
+    settings = Settings(
+        database_url=database_url,
+        redis_url=None,  # type: ignore[call-arg]
+        _env_file=None,
+    )
     return Desk(Runtime(settings=settings, engine=get_engine(database_url)))

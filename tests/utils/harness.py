@@ -89,16 +89,21 @@ class Identity:
 
     def intake(self, name: str, phone: str, text: str) -> list[Message]:
         """Registers a walk-in at the reception desk."""
-        return self.post({"id": f"d{next(_ids)}", "intake": {"name": name, "phone": phone,
-                                                             "text": text}})
+        return self.post(
+            {"id": f"d{next(_ids)}", "intake": {"name": name, "phone": phone, "text": text}}
+        )
 
     def post(self, body: dict[str, Any]) -> list[Message]:
         """Stores a raw web message body and works everything through."""
         client_id, payload = web.parse_body(body, self.desk.runtime.settings.max_text_length)
         with session_scope(self.desk.runtime.engine) as session:
-            queries.add_inbox(session=session, channel=web.CHANNEL,
-                              natural_key=f"{self.chat_id}:{client_id}", chat_id=self.chat_id,
-                              payload=payload)
+            queries.add_inbox(
+                session=session,
+                channel=web.CHANNEL,
+                natural_key=f"{self.chat_id}:{client_id}",
+                chat_id=self.chat_id,
+                payload=payload,
+            )
         self.desk.work()
         return self.new_messages()
 
@@ -106,8 +111,9 @@ class Identity:
         """Messages received since the last call; updates of earlier cards are not new
         messages (the page replaces the card): they are kept in `received` only."""
         with session_scope(self.desk.runtime.engine) as session:
-            rows = queries.web_messages_after(session=session, person_id=self.person_id,
-                                              after=self.seen)
+            rows = queries.web_messages_after(
+                session=session, person_id=self.person_id, after=self.seen
+            )
             fresh = [Message(r.seq, r.text, list(r.buttons), r.updates) for r in rows]
         if fresh:
             self.seen = fresh[-1].seq
@@ -162,8 +168,9 @@ class Desk:
     def invite(self, role: str, department: str | None = None) -> str:
         """A fresh invitation code."""
         with session_scope(self.runtime.engine) as session:
-            return service.create_invitation(session=session, role=role,
-                                             department_name=department, now=utcnow())
+            return service.create_invitation(
+                session=session, role=role, department_name=department, now=utcnow()
+            )
 
     def worker(self, name: str = "王书记") -> Identity:
         """A web identity bound as a party worker."""
@@ -177,8 +184,9 @@ class Desk:
         identity.send(f"绑定 {self.invite('department', department)}")
         return identity
 
-    def add_department(self, name: str, kind: str = "职能部门",
-                       resolution_days: int | None = None) -> int:
+    def add_department(
+        self, name: str, kind: str = "职能部门", resolution_days: int | None = None
+    ) -> int:
         """Adds a department; returns its id."""
         with session_scope(self.runtime.engine) as session:
             department = Department(name=name, kind=kind, resolution_days=resolution_days)
@@ -187,9 +195,16 @@ class Desk:
             assert department.id is not None
             return department.id
 
-    def add_category(self, name: str, keywords: list[str], *, department: str | None = None,
-                     fallback: bool = False, response_hours: int = 8,
-                     resolution_days: int = 5) -> None:
+    def add_category(
+        self,
+        name: str,
+        keywords: list[str],
+        *,
+        department: str | None = None,
+        fallback: bool = False,
+        response_hours: int = 8,
+        resolution_days: int = 5,
+    ) -> None:
         """Adds a category (routed to `department` when given)."""
         with session_scope(self.runtime.engine) as session:
             department_id = None
@@ -197,10 +212,17 @@ class Desk:
                 found = queries.get_department_by_name(session=session, name=department)
                 assert found is not None
                 department_id = found.id
-            session.add(Category(name=name, keywords=keywords,
-                                 route="department" if department else "committee",
-                                 department_id=department_id, is_fallback=fallback,
-                                 response_hours=response_hours, resolution_days=resolution_days))
+            session.add(
+                Category(
+                    name=name,
+                    keywords=keywords,
+                    route="department" if department else "committee",
+                    department_id=department_id,
+                    is_fallback=fallback,
+                    response_hours=response_hours,
+                    resolution_days=resolution_days,
+                )
+            )
 
     def request(self, number: str) -> Request:
         """A request row, fresh."""

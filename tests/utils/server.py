@@ -32,9 +32,11 @@ def serving(app: Starlette) -> Iterator[str]:
         port = probe.getsockname()[1]
     # log_config=None: the test process's logging stays as pytest set it (uvicorn's own
     # config would stop its loggers propagating, hiding their records from later tests).
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off",
-                                           log_config=None))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", log_config=None
+        )
+    )
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     for _ in range(STARTUP_ATTEMPTS):

@@ -25,8 +25,9 @@ def make_settings(**values: Any) -> Settings:
         else:
             sections[SECTIONS[prefix]][name.removeprefix(prefix)] = value
     settings = Settings(**core)
-    return settings.with_sections(*(model(_env_file=None, **given)
-                                    for model, given in sections.items()))
+    return settings.with_sections(
+        *(model(_env_file=None, **given) for model, given in sections.items())
+    )
 
 
 def load_all() -> Settings:

@@ -137,9 +137,13 @@ class TelegramDesk:
     def _next_retry_in(self) -> float | None:
         """Seconds until the earliest pending outbox row's retry is due (None: none waits)."""
         with Session(self.runtime.engine) as session:
-            due = [row.next_attempt_at for row in session.exec(
-                select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING)
-            ).all() if row.next_attempt_at is not None]
+            due = [
+                row.next_attempt_at
+                for row in session.exec(
+                    select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING)
+                ).all()
+                if row.next_attempt_at is not None
+            ]
         if not due:
             return None
         return max(0.0, (min(due) - utcnow()).total_seconds())
@@ -150,15 +154,17 @@ class TelegramDesk:
             self.store(update)
         self.work()
 
-    def say(self, user: dict[str, Any], text: str,
-            chat: dict[str, Any] | None = None) -> dict[str, Any]:
+    def say(
+        self, user: dict[str, Any], text: str, chat: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """`user` writes `text` (in a private chat unless `chat` is given)."""
         update = self.fake.text_update(user, text, chat)
         self.feed(update)
         return update
 
-    def press(self, user: dict[str, Any], message: Call | dict[str, Any],
-              label: str) -> dict[str, Any]:
+    def press(
+        self, user: dict[str, Any], message: Call | dict[str, Any], label: str
+    ) -> dict[str, Any]:
         """`user` presses the button labelled `label` under `message`."""
         update = self.fake.callback_update(user, button_data(message, label), message)
         self.feed(update)
@@ -202,8 +208,9 @@ class TelegramDesk:
         """The parameters of the answerCallbackQuery of one press (the update `press` or
         `feed` sent), which must have been answered exactly once."""
         query_id = str(press["callback_query"]["id"])
-        found = [params for params in self.answers()
-                 if str(params["callback_query_id"]) == query_id]
+        found = [
+            params for params in self.answers() if str(params["callback_query_id"]) == query_id
+        ]
         assert len(found) == 1, f"press {query_id} answered {len(found)} times: {self.answers()}"
         return found[0]
 
@@ -212,8 +219,11 @@ class TelegramDesk:
         dict) left it."""
         sent = message.result if isinstance(message, Call) else message
         chat, message_id = sent["chat"]["id"], int(sent["message_id"])
-        found = [call for call in self.fake.edits(chat)
-                 if int(call.params.get("message_id", 0)) == message_id]
+        found = [
+            call
+            for call in self.fake.edits(chat)
+            if int(call.params.get("message_id", 0)) == message_id
+        ]
         assert found, f"message {message_id} in chat {chat} was never edited"
         result: dict[str, Any] = found[-1].result
         return result
@@ -255,8 +265,9 @@ class TelegramDesk:
     def person(self, user_id: int) -> Person:
         """The person behind a Telegram user or chat id, fresh."""
         with Session(self.runtime.engine) as session:
-            found = queries.find_person(session=session, channel=telegram.CHANNEL,
-                                        external_id=str(user_id))
+            found = queries.find_person(
+                session=session, channel=telegram.CHANNEL, external_id=str(user_id)
+            )
             assert found is not None, f"no person for Telegram id {user_id}"
             return found
 
@@ -268,10 +279,13 @@ class TelegramDesk:
     def outbox(self, after: int = 0) -> list[OutboxMessage]:
         """Outbox rows with an id above `after`, oldest first."""
         with Session(self.runtime.engine) as session:
-            return list(session.exec(
-                select(OutboxMessage).where(OutboxMessage.id > after)  # type: ignore[operator]
-                .order_by(OutboxMessage.id)  # type: ignore[arg-type]
-            ).all())
+            return list(
+                session.exec(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id > after)  # type: ignore[operator]
+                    .order_by(OutboxMessage.id)  # type: ignore[arg-type]
+                ).all()
+            )
 
     def last_outbox_id(self) -> int:
         """The newest outbox row's id (0 when there is none)."""

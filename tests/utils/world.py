@@ -60,42 +60,69 @@ class World:
 
     # --- setting up ---
 
-    def department(self, name: str, *, resolution_days: int | None = None,
-                   active: bool = True) -> Department:
+    def department(
+        self, name: str, *, resolution_days: int | None = None, active: bool = True
+    ) -> Department:
         with session_scope(self.engine) as session:
             department = Department(name=name, resolution_days=resolution_days, active=active)
             session.add(department)
             session.flush()
             return department
 
-    def category(self, name: str, keywords: list[str], *, department: Department | None = None,
-                 fallback: bool = False, response_hours: int = 8,
-                 resolution_days: int = 5) -> Category:
+    def category(
+        self,
+        name: str,
+        keywords: list[str],
+        *,
+        department: Department | None = None,
+        fallback: bool = False,
+        response_hours: int = 8,
+        resolution_days: int = 5,
+    ) -> Category:
         with session_scope(self.engine) as session:
             category = Category(
-                name=name, keywords=keywords, is_fallback=fallback,
+                name=name,
+                keywords=keywords,
+                is_fallback=fallback,
                 route="department" if department else "committee",
                 department_id=department.id if department else None,
-                response_hours=response_hours, resolution_days=resolution_days,
+                response_hours=response_hours,
+                resolution_days=resolution_days,
             )
             session.add(category)
             session.flush()
             return category
 
-    def person(self, role: str = "requester", *, name: str = "",
-               department: Department | None = None, channel: str = "web") -> Person:
+    def person(
+        self,
+        role: str = "requester",
+        *,
+        name: str = "",
+        department: Department | None = None,
+        channel: str = "web",
+    ) -> Person:
         with session_scope(self.engine) as session:
-            person = Person(channel=channel, external_id=f"x{next(_sources)}",
-                            display_name=name, role=role,
-                            department_id=department.id if department else None)
+            person = Person(
+                channel=channel,
+                external_id=f"x{next(_sources)}",
+                display_name=name,
+                role=role,
+                department_id=department.id if department else None,
+            )
             session.add(person)
             session.flush()
             return person
 
     # --- acting ---
 
-    def do(self, command: Callable[..., Any], actor: Person, *args: Any,
-           now: datetime = NOW, **kwargs: Any) -> Any:
+    def do(
+        self,
+        command: Callable[..., Any],
+        actor: Person,
+        *args: Any,
+        now: datetime = NOW,
+        **kwargs: Any,
+    ) -> Any:
         """Runs one command in its own committed unit of work."""
         with session_scope(self.engine) as session:
             tx = self.tx(session, now)
@@ -103,13 +130,22 @@ class World:
             result = command(tx, me, *args, **kwargs)
             session.flush()
             # Card refreshes are left out: tests/test_cards.py is about those.
-            self.queued = [(row.person_id, row.key, dict(row.params)) for row in tx.outbox
-                           if row.key != REFRESH_KEY]
+            self.queued = [
+                (row.person_id, row.key, dict(row.params))
+                for row in tx.outbox
+                if row.key != REFRESH_KEY
+            ]
             self.written = len(tx.outbox)
             return result
 
-    def refused(self, command: Callable[..., Any], actor: Person, *args: Any,
-                now: datetime = NOW, **kwargs: Any) -> WorkflowError:
+    def refused(
+        self,
+        command: Callable[..., Any],
+        actor: Person,
+        *args: Any,
+        now: datetime = NOW,
+        **kwargs: Any,
+    ) -> WorkflowError:
         """Runs a command that must fail; like the chat handler, commits what it recorded."""
         with session_scope(self.engine) as session:
             tx = self.tx(session, now)
@@ -150,8 +186,10 @@ class World:
     def snapshot(self) -> tuple[int, int, int, int]:
         """Row counts that a refused or invalid command must leave alone."""
         with Session(self.engine) as session:
-            counts = [session.exec(select(func.count()).select_from(model)).one()
-                      for model in (Request, Event, OutboxMessage, RequestCounter)]
+            counts = [
+                session.exec(select(func.count()).select_from(model)).one()
+                for model in (Request, Event, OutboxMessage, RequestCounter)
+            ]
         return (int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3]))
 
 
@@ -211,15 +249,23 @@ def make_cast(world: World) -> Cast:
     with session_scope(world.engine) as session:
         lamps, market = Department(name="城管执法"), Department(name="市场监管")
         session.add_all([lamps, market])
-        session.add_all([
-            Category(name="市政设施", keywords=["路灯", "井盖"], response_hours=4,
-                     resolution_days=5),
-            Category(name="其他", keywords=[], is_fallback=True),
-        ])
+        session.add_all(
+            [
+                Category(
+                    name="市政设施", keywords=["路灯", "井盖"], response_hours=4, resolution_days=5
+                ),
+                Category(name="其他", keywords=[], is_fallback=True),
+            ]
+        )
         session.flush()
         people = {
-            field: Person(channel="web", external_id=f"x{next(_sources)}", display_name=name,
-                          role=role, department_id=department.id if department else None)
+            field: Person(
+                channel="web",
+                external_id=f"x{next(_sources)}",
+                display_name=name,
+                role=role,
+                department_id=department.id if department else None,
+            )
             for field, name, role, department in [
                 ("requester", "张三", "requester", None),
                 ("neighbour", "李四", "requester", None),

@@ -99,8 +99,9 @@ class TelegramChannel(TelegramHooks, Channel):
         """getFile, then the file (fetch.fetch_media)."""
         return fetch_media(settings, attachment)
 
-    def start(self, runtime: Runtime, say: Say,
-              enqueue: Callable[[str, str], None]) -> Stoppable | None:
+    def start(
+        self, runtime: Runtime, say: Say, enqueue: Callable[[str, str], None]
+    ) -> Stoppable | None:
         """Checks the token, makes the committee chat a group, then sets the webhook (with
         REDESK_PUBLIC_URL) or starts polling; says which."""
         settings = runtime.settings
@@ -115,8 +116,11 @@ class TelegramChannel(TelegramHooks, Channel):
         client = get_client(settings)
         if settings.public_url:
             url = f"{settings.public_url}/telegram/webhook"
-            client.run(client.bot.set_webhook(url, secret_token=own.webhook_secret,
-                                              allowed_updates=list(ALLOWED_UPDATES)))
+            client.run(
+                client.bot.set_webhook(
+                    url, secret_token=own.webhook_secret, allowed_updates=list(ALLOWED_UPDATES)
+                )
+            )
             say(f"channel telegram: on as @{me['username']} (webhook {url})")
             return None
         client.run(client.bot.delete_webhook())
@@ -131,10 +135,32 @@ class TelegramChannel(TelegramHooks, Channel):
 
 
 __all__ = [
-    "ALLOWED_UPDATES", "CHANNEL", "MAX_MESSAGE", "OFFSET_KEY", "OPEN_CARD_KEY", "POLL_TIMEOUT",
-    "ROUTES", "WEBHOOK_BODY_LIMIT", "BadUpdate", "Classified", "Poller", "SkipPart",
-    "TelegramChannel", "TelegramClient", "TelegramHooks", "TelegramSender", "TelegramSettings",
-    "chat_of", "check_token", "classify", "close_clients", "ensure_committee_chat",
-    "fetch_media", "get_client", "parse_error", "store_update", "telegram_settings",
+    "ALLOWED_UPDATES",
+    "CHANNEL",
+    "MAX_MESSAGE",
+    "OFFSET_KEY",
+    "OPEN_CARD_KEY",
+    "POLL_TIMEOUT",
+    "ROUTES",
+    "WEBHOOK_BODY_LIMIT",
+    "BadUpdate",
+    "Classified",
+    "Poller",
+    "SkipPart",
+    "TelegramChannel",
+    "TelegramClient",
+    "TelegramHooks",
+    "TelegramSender",
+    "TelegramSettings",
+    "chat_of",
+    "check_token",
+    "classify",
+    "close_clients",
+    "ensure_committee_chat",
+    "fetch_media",
+    "get_client",
+    "parse_error",
+    "store_update",
+    "telegram_settings",
     "to_inbound",
 ]

@@ -32,13 +32,15 @@ logger = logging.getLogger(__name__)
 # The bot token in Bot API URLs, and the whole request and answer of every Bot API call in
 # python-telegram-bot's debug records (message texts, names, phone numbers).
 add_log_pattern(re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), f"/bot{REDACTED}")
-add_log_pattern(re.compile(r"(with parameters|with return value) `.*`", re.S),
-                rf"\1 {REDACTED}")
+add_log_pattern(re.compile(r"(with parameters|with return value) `.*`", re.S), rf"\1 {REDACTED}")
 
 
 #: Update types redesk asks Telegram for.
 ALLOWED_UPDATES: tuple[str, ...] = (
-    "message", "edited_message", "callback_query", "my_chat_member",
+    "message",
+    "edited_message",
+    "callback_query",
+    "my_chat_member",
 )
 
 
@@ -54,19 +56,22 @@ class TelegramClient:
 
     def __init__(self, token: str, api_url: str) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="telegram",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="telegram", daemon=True)
         self._thread.start()
         base = api_url.rstrip("/")
         self._updates_url = f"{base}/bot{token}/getUpdates"
-        self._updates_request = HTTPXRequest(connection_pool_size=2,
-                                             read_timeout=POLL_TIMEOUT + 15)
+        self._updates_request = HTTPXRequest(connection_pool_size=2, read_timeout=POLL_TIMEOUT + 15)
         self.bot = Bot(
             token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15,
-                                 connect_timeout=10, pool_timeout=10),
+            request=HTTPXRequest(
+                connection_pool_size=32,
+                read_timeout=15,
+                write_timeout=15,
+                connect_timeout=10,
+                pool_timeout=10,
+            ),
             get_updates_request=self._updates_request,
         )
 
@@ -74,8 +79,9 @@ class TelegramClient:
         """Runs a Bot coroutine on the client's loop and returns its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
-    async def get_raw_updates(self, *, offset: int, long_poll: int,
-                              allowed_updates: Sequence[str]) -> list[Any]:
+    async def get_raw_updates(
+        self, *, offset: int, long_poll: int, allowed_updates: Sequence[str]
+    ) -> list[Any]:
         """getUpdates answered as raw JSON, one item per update.
 
         Bot.get_updates parses the whole batch at once, so one update the library cannot
@@ -87,10 +93,16 @@ class TelegramClient:
             TelegramError: The call failed (network, server, conflict with a webhook).
         """
         # The Bot API reads parameters from the query string as from a form body.
-        query = urlencode({"offset": offset, "timeout": long_poll,
-                           "allowed_updates": json.dumps(list(allowed_updates))})
-        result = await self._updates_request.post(f"{self._updates_url}?{query}",
-                                                  read_timeout=long_poll + 15)
+        query = urlencode(
+            {
+                "offset": offset,
+                "timeout": long_poll,
+                "allowed_updates": json.dumps(list(allowed_updates)),
+            }
+        )
+        result = await self._updates_request.post(
+            f"{self._updates_url}?{query}", read_timeout=long_poll + 15
+        )
         if not isinstance(result, list):
             raise TelegramError(f"getUpdates answered {type(result).__name__}, not a list")
         return result
@@ -155,4 +167,5 @@ def check_token(settings: Settings) -> dict[str, Any]:
         raise ValueError(f"REDESK_TELEGRAM_TOKEN was refused by Telegram ({exc})") from None
     except TelegramError as exc:
         raise ValueError(
-            f"Telegram at REDESK_TELEGRAM_API_URL could not be reached ({exc})") from None
+            f"Telegram at REDESK_TELEGRAM_API_URL could not be reached ({exc})"
+        ) from None

@@ -1,5 +1,4 @@
-"""Downloading Telegram attachments (getFile, then the file) into REDESK_MEDIA_DIR.
-"""
+"""Downloading Telegram attachments (getFile, then the file) into REDESK_MEDIA_DIR."""
 
 from __future__ import annotations
 
@@ -51,13 +50,22 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
         return MEDIA_GONE
     except (TimedOut, NetworkError) as exc:
         raise TransientSendError(f"Telegram media: {type(exc).__name__}") from None
-    return media.store(settings.media_dir, attachment, content, kind or _KIND_TYPES.get(
-        attachment.kind, "application/octet-stream"), file_name=path.rsplit("/", 1)[-1])
+    return media.store(
+        settings.media_dir,
+        attachment,
+        content,
+        kind or _KIND_TYPES.get(attachment.kind, "application/octet-stream"),
+        file_name=path.rsplit("/", 1)[-1],
+    )
 
 
 #: A content type for an attachment kind when Telegram does not say.
 _KIND_TYPES: dict[str, str] = {
-    "photo": "image/jpeg", "live_photo": "video/mp4", "voice": "audio/ogg",
-    "video": "video/mp4", "video_note": "video/mp4", "animation": "video/mp4",
+    "photo": "image/jpeg",
+    "live_photo": "video/mp4",
+    "voice": "audio/ogg",
+    "video": "video/mp4",
+    "video_note": "video/mp4",
+    "animation": "video/mp4",
     "audio": "audio/mpeg",
 }

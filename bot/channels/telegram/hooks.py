@@ -54,8 +54,14 @@ class TelegramHooks:
             if owner is None or owner.role != Role.GROUP or owner.external_id != callback.chat_id:
                 row = None
         if row is None:
-            tx.notify(person, "tg.callback", callback_id=callback.id,
-                      message_key="error.stale_button", message_params={}, alert=True)
+            tx.notify(
+                person,
+                "tg.callback",
+                callback_id=callback.id,
+                message_key="error.stale_button",
+                message_params={},
+                alert=True,
+            )
             return None
         return replace(inbound, text=row.action)
 
@@ -68,10 +74,19 @@ class TelegramHooks:
                 self._edit_open_card(tx, person)
             return
         if outcome.error is not None:
-            refusal = next((row for row in tx.outbox if row.person_id == person.id
-                            and row.key.startswith("error.")), None)
-            key, params = ("error.stale_button", {}) if refusal is None else \
-                (refusal.key, dict(refusal.params))
+            refusal = next(
+                (
+                    row
+                    for row in tx.outbox
+                    if row.person_id == person.id and row.key.startswith("error.")
+                ),
+                None,
+            )
+            key, params = (
+                ("error.stale_button", {})
+                if refusal is None
+                else (refusal.key, dict(refusal.params))
+            )
             if refusal is not None:
                 # The refusal is shown as an alert on the button instead of a chat message.
                 tx.outbox.remove(refusal)
@@ -79,35 +94,66 @@ class TelegramHooks:
                     tx.session.expunge(refusal)
                 else:
                     tx.session.delete(refusal)
-            tx.notify(person, "tg.callback", callback_id=callback.id, message_key=key,
-                      message_params=params, alert=True)
+            tx.notify(
+                person,
+                "tg.callback",
+                callback_id=callback.id,
+                message_key=key,
+                message_params=params,
+                alert=True,
+            )
             return
-        tx.notify(person, "tg.callback", callback_id=callback.id, message_key="tg.pressed",
-                  message_params={}, alert=False)
+        tx.notify(
+            person,
+            "tg.callback",
+            callback_id=callback.id,
+            message_key="tg.pressed",
+            message_params={},
+            alert=False,
+        )
         if tx.moved and callback.message_id:
             number, action, state, _ = tx.moved[-1]
-            line = text("line.acted", by=person_label(person),
-                        action=action_label(action), state=state_label(state))
-            tx.notify(person, "tg.edit", chat_id=callback.chat_id, message_id=callback.message_id,
-                      text=f"{callback.message_text}\n\n{line}"[:MAX_MESSAGE])
+            line = text(
+                "line.acted",
+                by=person_label(person),
+                action=action_label(action),
+                state=state_label(state),
+            )
+            tx.notify(
+                person,
+                "tg.edit",
+                chat_id=callback.chat_id,
+                message_id=callback.message_id,
+                text=f"{callback.message_text}\n\n{line}"[:MAX_MESSAGE],
+            )
             # This edit says who acted: the card's refresh (queued by the move) leaves it be.
             cards.close_at(tx.session, CHANNEL, callback.chat_id, callback.message_id)
             self._edit_open_card(tx, person, pressed=callback)
         elif callback.message_id:
             self._remember_open_card(tx, person, inbound.text, callback)
 
-    def _remember_open_card(self, tx: Tx, person: Person, action: str,
-                            callback: Callback) -> None:
+    def _remember_open_card(self, tx: Tx, person: Person, action: str, callback: Callback) -> None:
         """A press that asked for more (转单's department picker, a reason or a result) left
         its card as it was: remember the card, to edit it once the request moves."""
         command = parse(action)
-        if command is None or command.rest or not command.first or \
-                command.name not in FOLLOW_UP_COMMANDS:
+        if (
+            command is None
+            or command.rest
+            or not command.first
+            or command.name not in FOLLOW_UP_COMMANDS
+        ):
             return
-        card = {"number": command.first.upper(), "chat_id": callback.chat_id,
-                "message_id": callback.message_id, "text": callback.message_text}
-        queries.set_channel_state(session=tx.session, key=f"{OPEN_CARD_KEY}.{person.id}",
-                                  value=json.dumps(card, ensure_ascii=False))
+        card = {
+            "number": command.first.upper(),
+            "chat_id": callback.chat_id,
+            "message_id": callback.message_id,
+            "text": callback.message_text,
+        }
+        queries.set_channel_state(
+            session=tx.session,
+            key=f"{OPEN_CARD_KEY}.{person.id}",
+            value=json.dumps(card, ensure_ascii=False),
+        )
 
     def _edit_open_card(self, tx: Tx, person: Person, pressed: Callback | None = None) -> None:
         """Edits the card remembered by `_remember_open_card` if its request moved now."""
@@ -120,12 +166,23 @@ class TelegramHooks:
         if not moved:
             return
         queries.set_channel_state(session=tx.session, key=key, value="")
-        if pressed is not None and (pressed.chat_id, pressed.message_id) == \
-                (card["chat_id"], card["message_id"]):
+        if pressed is not None and (pressed.chat_id, pressed.message_id) == (
+            card["chat_id"],
+            card["message_id"],
+        ):
             return
         _, action, state, _ = moved[-1]
-        line = text("line.acted", by=person_label(person), action=action_label(action),
-                    state=state_label(state))
-        tx.notify(person, "tg.edit", chat_id=card["chat_id"], message_id=card["message_id"],
-                  text=f"{card['text']}\n\n{line}"[:MAX_MESSAGE])
+        line = text(
+            "line.acted",
+            by=person_label(person),
+            action=action_label(action),
+            state=state_label(state),
+        )
+        tx.notify(
+            person,
+            "tg.edit",
+            chat_id=card["chat_id"],
+            message_id=card["message_id"],
+            text=f"{card['text']}\n\n{line}"[:MAX_MESSAGE],
+        )
         cards.close_at(tx.session, CHANNEL, str(card["chat_id"]), int(card["message_id"]))

@@ -44,14 +44,20 @@ class Poller(threading.Thread):
             try:
                 with session_scope(self.runtime.engine) as session:
                     offset = int(queries.get_channel_state(session=session, key=OFFSET_KEY) or 0)
-                updates = client.run(client.get_raw_updates(
-                    offset=offset, long_poll=POLL_TIMEOUT, allowed_updates=ALLOWED_UPDATES,
-                ), timeout=POLL_TIMEOUT + 30)
+                updates = client.run(
+                    client.get_raw_updates(
+                        offset=offset,
+                        long_poll=POLL_TIMEOUT,
+                        allowed_updates=ALLOWED_UPDATES,
+                    ),
+                    timeout=POLL_TIMEOUT + 30,
+                )
                 self._store(updates)
                 backoff = 1.0
             except Exception:  # noqa: BLE001 - the poller must outlive any failure
-                logger.warning("Telegram polling failed; retrying in %.0f s", backoff,
-                               exc_info=True)
+                logger.warning(
+                    "Telegram polling failed; retrying in %.0f s", backoff, exc_info=True
+                )
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
 
@@ -71,15 +77,15 @@ class Poller(threading.Thread):
                     classified = classify(data)
                 except BadUpdate as exc:
                     # Telegram never sends these; if it did, skipping is all that can be done.
-                    logger.warning("getUpdates returned an item that cannot be stored (%s); "
-                                   "skipped", exc)
+                    logger.warning(
+                        "getUpdates returned an item that cannot be stored (%s); skipped", exc
+                    )
                     continue
                 chat, is_new = store_update(session, data, classified)
                 if chat and is_new:
                     chats.append(chat)
             if newest >= 0:
-                queries.set_channel_state(session=session, key=OFFSET_KEY,
-                                          value=str(newest + 1))
+                queries.set_channel_state(session=session, key=OFFSET_KEY, value=str(newest + 1))
         for chat in dict.fromkeys(chats):
             self.enqueue(CHANNEL, chat)
 
@@ -90,8 +96,9 @@ class Poller(threading.Thread):
 
 def ensure_committee_chat(session: Session, chat_id: str) -> None:
     """The committee group chat as a person of role group (it receives the committee's cards)."""
-    person = queries.get_or_create_person(session=session, channel=CHANNEL,
-                                          external_id=str(chat_id), display_name="党委群")
+    person = queries.get_or_create_person(
+        session=session, channel=CHANNEL, external_id=str(chat_id), display_name="党委群"
+    )
     if person.role != Role.GROUP:
         person.role = Role.GROUP
         session.add(person)

@@ -67,8 +67,7 @@ def classify(data: Any) -> Classified:
             text that is not valid Unicode, NaN).
     """
     update_id = data.get("update_id") if isinstance(data, dict) else None
-    if not isinstance(update_id, int) or isinstance(update_id, bool) \
-            or not 0 <= update_id < 2**63:
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 <= update_id < 2**63:
         raise BadUpdate("not an Update")
     try:
         json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -105,8 +104,7 @@ def chat_of(data: dict[str, Any]) -> str | None:
         member = _object(data["my_chat_member"])
         changer = _object(member.get("from"))
         # Only a person's own chat with the bot matters (blocked / restarted); groups do not.
-        private = _object(member.get("chat")).get("type") == "private" \
-            and not changer.get("is_bot")
+        private = _object(member.get("chat")).get("type") == "private" and not changer.get("is_bot")
         return _user_id(changer, "my_chat_member") if private else None
     kind = "message" if data.get("message") is not None else "edited_message"
     message = _object(data.get(kind))
@@ -114,8 +112,9 @@ def chat_of(data: dict[str, Any]) -> str | None:
     if not message or sender is None or _object(sender).get("is_bot"):
         return None
     text = message.get("text")
-    if _object(message.get("chat")).get("type") != "private" and \
-            not (isinstance(text, str) and text.startswith("/")):
+    if _object(message.get("chat")).get("type") != "private" and not (
+        isinstance(text, str) and text.startswith("/")
+    ):
         # In a group only commands are for redesk; the rest is the members' conversation.
         return None
     return _user_id(sender, kind)
@@ -157,11 +156,22 @@ def store_update(
     """
     key, chat, error = classified or classify(data)
     status = InboxStatus.FAILED if error else InboxStatus.PENDING if chat else InboxStatus.DONE
-    inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=key,
-                                 chat_id=chat or "-", payload=data, status=status, error=error)
+    inbox_id = queries.add_inbox(
+        session=session,
+        channel=CHANNEL,
+        natural_key=key,
+        chat_id=chat or "-",
+        payload=data,
+        status=status,
+        error=error,
+    )
     if error and inbox_id is not None:
-        logger.warning("Telegram update %s cannot be parsed; kept as failed (inbox %s): %s",
-                       key, inbox_id, error)
+        logger.warning(
+            "Telegram update %s cannot be parsed; kept as failed (inbox %s): %s",
+            key,
+            inbox_id,
+            error,
+        )
     return (None if error else chat), inbox_id is not None
 
 
@@ -173,10 +183,13 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         message = query.message
         card_text = getattr(message, "text", None) or ""
         return Inbound(
-            channel=CHANNEL, chat_id=chat_id, pressed=True,
+            channel=CHANNEL,
+            chat_id=chat_id,
+            pressed=True,
             display_name=query.from_user.full_name,
             callback=Callback(
-                id=query.id, token=query.data or "",
+                id=query.id,
+                token=query.data or "",
                 chat_id=str(message.chat.id) if message is not None else chat_id,
                 message_id=message.message_id if message is not None else 0,
                 message_text=card_text,
@@ -184,25 +197,33 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         )
     member = update.my_chat_member
     if member is not None:
-        return Inbound(channel=CHANNEL, chat_id=chat_id,
-                       left=member.new_chat_member.status in LEFT_STATUSES,
-                       display_name=member.from_user.full_name)
+        return Inbound(
+            channel=CHANNEL,
+            chat_id=chat_id,
+            left=member.new_chat_member.status in LEFT_STATUSES,
+            display_name=member.from_user.full_name,
+        )
     edited = update.edited_message
     if edited is not None:
-        return Inbound(channel=CHANNEL, chat_id=chat_id,
-                       text=edited.text or edited.caption or "",
-                       edit_of=f"{edited.chat.id}:{edited.message_id}",
-                       display_name=edited.from_user.full_name if edited.from_user else "")
+        return Inbound(
+            channel=CHANNEL,
+            chat_id=chat_id,
+            text=edited.text or edited.caption or "",
+            edit_of=f"{edited.chat.id}:{edited.message_id}",
+            display_name=edited.from_user.full_name if edited.from_user else "",
+        )
     message = update.message
     if message is None:
         return Inbound(channel=CHANNEL, chat_id=chat_id, unsupported=True)
     attachments = _attachments(message)
     words = message.text or message.caption or ""
     contact = message.contact
-    own_phone = contact.phone_number[:30] if contact is not None and _own_contact(message) \
-        else None
+    own_phone = contact.phone_number[:30] if contact is not None and _own_contact(message) else None
     return Inbound(
-        channel=CHANNEL, chat_id=chat_id, text=words, attachments=attachments,
+        channel=CHANNEL,
+        chat_id=chat_id,
+        text=words,
+        attachments=attachments,
         origin=f"{message.chat.id}:{message.message_id}",
         display_name=message.from_user.full_name if message.from_user else "",
         own_phone=own_phone,
@@ -265,23 +286,28 @@ def _attachments(message: Any) -> list[dict[str, Any]]:
         if still is not None:
             found.append(still)
     paid = message.paid_media
-    for paid_item in (paid.paid_media if paid is not None else ()):
+    for paid_item in paid.paid_media if paid is not None else ():
         # A paid photo or video the bot may see; a preview of unbought media has no file.
-        item = _file("photo", getattr(paid_item, "photo", None)) or \
-            _file("video", getattr(paid_item, "video", None))
+        item = _file("photo", getattr(paid_item, "photo", None)) or _file(
+            "video", getattr(paid_item, "video", None)
+        )
         if item is not None:
             found.append(item)
     venue = message.venue
     location = venue.location if venue is not None else message.location
     if location is not None:
-        found.append({"kind": "location", "latitude": location.latitude,
-                      "longitude": location.longitude,
-                      "label": f"{venue.title} {venue.address}".strip() if venue else None})
+        found.append(
+            {
+                "kind": "location",
+                "latitude": location.latitude,
+                "longitude": location.longitude,
+                "label": f"{venue.title} {venue.address}".strip() if venue else None,
+            }
+        )
     contact = message.contact
     if contact is not None and not _own_contact(message):
         name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
-        found.append({"kind": "contact",
-                      "label": f"{name} {contact.phone_number}".strip()[:255]})
+        found.append({"kind": "contact", "label": f"{name} {contact.phone_number}".strip()[:255]})
     return found
 
 
@@ -289,8 +315,12 @@ def _own_contact(message: Any) -> bool:
     """Whether the message shares the sender's own contact card (their phone number)."""
     contact = message.contact
     sender = message.from_user
-    return bool(contact is not None and sender is not None and contact.user_id == sender.id
-                and contact.phone_number)
+    return bool(
+        contact is not None
+        and sender is not None
+        and contact.user_id == sender.id
+        and contact.phone_number
+    )
 
 
 async def webhook(request: Request) -> Response:
@@ -305,8 +335,7 @@ async def webhook(request: Request) -> Response:
     own = telegram_settings(runtime.settings)
     secret = own.webhook_secret or ""
     given = request.headers.get("x-telegram-bot-api-secret-token", "")
-    if not own.enabled or not secret or \
-            not hmac.compare_digest(given.encode(), secret.encode()):
+    if not own.enabled or not secret or not hmac.compare_digest(given.encode(), secret.encode()):
         metrics.INBOUND.labels(CHANNEL, "forbidden").inc()
         return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
     try:
@@ -320,8 +349,9 @@ async def webhook(request: Request) -> Response:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         metrics.INBOUND.labels(CHANNEL, "bad").inc()
         reason = str(exc) if isinstance(exc, BadUpdate) else "not JSON"
-        logger.warning("Telegram webhook: a body that is not an Update (%d bytes): %s",
-                       len(raw), reason)
+        logger.warning(
+            "Telegram webhook: a body that is not an Update (%d bytes): %s", len(raw), reason
+        )
         return JSONResponse({"ok": False, "error": "not an Update"}, status_code=400)
 
     def store() -> tuple[str | None, bool]:

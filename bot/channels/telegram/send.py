@@ -82,8 +82,10 @@ BUTTONS_PER_ROW = 3
 
 def _slots(chat: int) -> list[tuple[str, float]]:
     """The limiter slots of one call to `chat`, with redesk's margins."""
-    return [(key, interval * (LIMIT_MARGIN if key == TELEGRAM_GLOBAL_KEY else CHAT_MARGIN))
-            for key, interval in telegram_slots(chat)]
+    return [
+        (key, interval * (LIMIT_MARGIN if key == TELEGRAM_GLOBAL_KEY else CHAT_MARGIN))
+        for key, interval in telegram_slots(chat)
+    ]
 
 
 def _seconds(value: int | float | timedelta) -> float:
@@ -104,20 +106,32 @@ class TelegramSender:
         """This process's client (created on first use)."""
         return get_client(self.settings)
 
-    def send(
-        self, session: Session, person: Person, message: Rendered, row: OutboxMessage
-    ) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Sends one outbox message: text parts, then attachments; answers and edits."""
         if row.key == "tg.callback":
-            self._call(None, partial(self.client.bot.answer_callback_query,
-                                     row.params["callback_id"], text=message.text[:200],
-                                     show_alert=bool(row.params.get("alert"))), callback=True)
+            self._call(
+                None,
+                partial(
+                    self.client.bot.answer_callback_query,
+                    row.params["callback_id"],
+                    text=message.text[:200],
+                    show_alert=bool(row.params.get("alert")),
+                ),
+                callback=True,
+            )
             return
         if row.key == "tg.edit":
             chat = int(row.params["chat_id"])
-            self._call(chat, partial(self.client.bot.edit_message_text, message.text,
-                                     chat_id=chat, message_id=int(row.params["message_id"])),
-                       edit=True)
+            self._call(
+                chat,
+                partial(
+                    self.client.bot.edit_message_text,
+                    message.text,
+                    chat_id=chat,
+                    message_id=int(row.params["message_id"]),
+                ),
+                edit=True,
+            )
             return
         if row.key == REFRESH_KEY:
             self._refresh(session, person, row)
@@ -129,14 +143,25 @@ class TelegramSender:
         for index in range(done, len(parts) + len(media)):
             try:
                 if index < len(parts):
-                    markup = self._keyboard(session, person, message.buttons) \
-                        if index == len(parts) - 1 else None
+                    markup = (
+                        self._keyboard(session, person, message.buttons)
+                        if index == len(parts) - 1
+                        else None
+                    )
                     part = parts[index]
-                    sent = self._call(chat, partial(self.client.bot.send_message, chat, part,
-                                                    reply_markup=markup))
+                    sent = self._call(
+                        chat, partial(self.client.bot.send_message, chat, part, reply_markup=markup)
+                    )
                     if markup is not None and sent is not None:
-                        cards.record(session, person, row, part, message.buttons,
-                                     chat_id=str(chat), message_id=int(sent.message_id))
+                        cards.record(
+                            session,
+                            person,
+                            row,
+                            part,
+                            message.buttons,
+                            chat_id=str(chat),
+                            message_id=int(sent.message_id),
+                        )
                 else:
                     item = media[index - len(parts)]
                     self._call(chat, partial(self._send_media, chat, item))
@@ -155,10 +180,17 @@ class TelegramSender:
             return
         chat = int(stale.card.chat_id)
         markup = self._keyboard(session, person, stale.message.buttons)
-        self._call(chat, partial(self.client.bot.edit_message_text,
-                                 stale.message.text[:MAX_MESSAGE], chat_id=chat,
-                                 message_id=stale.card.message_id, reply_markup=markup),
-                   edit=True)
+        self._call(
+            chat,
+            partial(
+                self.client.bot.edit_message_text,
+                stale.message.text[:MAX_MESSAGE],
+                chat_id=chat,
+                message_id=stale.card.message_id,
+                reply_markup=markup,
+            ),
+            edit=True,
+        )
         stale.applied(session)
 
     def pace(self, person: Person, row: OutboxMessage) -> float | None:
@@ -192,14 +224,23 @@ class TelegramSender:
 
     def _book_and_wait(self, chat: int | None) -> None:
         """Books and waits for a call to `chat` (None: the overall slot only)."""
-        slots = _slots(chat) if chat is not None else \
-            [(TELEGRAM_GLOBAL_KEY, TELEGRAM_GLOBAL_INTERVAL * LIMIT_MARGIN)]
+        slots = (
+            _slots(chat)
+            if chat is not None
+            else [(TELEGRAM_GLOBAL_KEY, TELEGRAM_GLOBAL_INTERVAL * LIMIT_MARGIN)]
+        )
         wait = self.limiter.reserve(slots)
         if wait > 0:
             time.sleep(wait)
 
-    def _call(self, chat: int | None, request: Callable[[], Coroutine[Any, Any, Any]], *,
-              edit: bool = False, callback: bool = False) -> Any:
+    def _call(
+        self,
+        chat: int | None,
+        request: Callable[[], Coroutine[Any, Any, Any]],
+        *,
+        edit: bool = False,
+        callback: bool = False,
+    ) -> Any:
         """Runs one Bot API call within the limits, mapping its errors to send errors."""
         if chat is not None:
             late = self._take_paced(chat)
@@ -213,8 +254,9 @@ class TelegramSender:
             seconds = _seconds(exc.retry_after)
             if chat is not None:
                 self.limiter.cooldown(telegram_slots(chat)[-1][0], seconds)
-            raise TransientSendError(f"Telegram 429: retry after {seconds:g} s",
-                                     retry_after=seconds) from None
+            raise TransientSendError(
+                f"Telegram 429: retry after {seconds:g} s", retry_after=seconds
+            ) from None
         except Forbidden as exc:
             if callback or edit:
                 raise PermanentSendError(str(exc)) from None
@@ -234,8 +276,9 @@ class TelegramSender:
         bot = self.client.bot
         kind = item.get("kind")
         if kind == "location":
-            return await bot.send_location(chat, latitude=float(item["latitude"]),
-                                           longitude=float(item["longitude"]))
+            return await bot.send_location(
+                chat, latitude=float(item["latitude"]), longitude=float(item["longitude"])
+            )
         file_id = item.get("file_id")
         if not file_id:
             # A contact card has no file: the card's text names it.
@@ -245,8 +288,9 @@ class TelegramSender:
             return None
         return await getattr(bot, name)(chat, file_id)
 
-    def _keyboard(self, session: Session, person: Person,
-                  buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    def _keyboard(
+        self, session: Session, person: Person, buttons: Sequence[Button]
+    ) -> InlineKeyboardMarkup | None:
         if not buttons:
             return None
         assert person.id is not None
@@ -254,10 +298,11 @@ class TelegramSender:
         keys = []
         for button in buttons:
             token = secrets.token_urlsafe(12)
-            queries.add_button_token(session=session, token=token, person_id=person.id,
-                                     action=button.action, at=now)
+            queries.add_button_token(
+                session=session, token=token, person_id=person.id, action=button.action, at=now
+            )
             keys.append(InlineKeyboardButton(button.label, callback_data=token))
-        rows = [keys[i:i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
+        rows = [keys[i : i + BUTTONS_PER_ROW] for i in range(0, len(keys), BUTTONS_PER_ROW)]
         return InlineKeyboardMarkup(rows)
 
 

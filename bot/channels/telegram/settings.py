@@ -19,11 +19,17 @@ class TelegramSettings(ChannelSettings):
     """REDESK_TELEGRAM_*: the bot, where its API is, the webhook's secret and the committee's
     group chat."""
 
-    model_config = SettingsConfigDict(env_prefix="REDESK_TELEGRAM_", env_file=".env",
-                                      env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="REDESK_TELEGRAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
 
     #: Samples from the Bot API documentation (BotFather), refused in production.
-    samples = frozenset({"123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11", "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"})
+    samples = frozenset(
+        {
+            "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
+            "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+        }
+    )
 
     #: The bot's token from BotFather ("<bot id>:<secret>"); set: the channel is on.
     token: str | None = None
@@ -48,8 +54,10 @@ class TelegramSettings(ChannelSettings):
 
     def secrets(self) -> list[Secret]:
         """The bot token and the webhook secret."""
-        return [(TOKEN_VARIABLE, self.token, 1),
-                ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.webhook_secret, MIN_SECRET_LENGTH)]
+        return [
+            (TOKEN_VARIABLE, self.token, 1),
+            ("REDESK_TELEGRAM_WEBHOOK_SECRET", self.webhook_secret, MIN_SECRET_LENGTH),
+        ]
 
     def secret_part(self, name: str, value: str) -> str:
         """The bot token is judged by its secret half (the bot id before the colon is public)."""
@@ -63,7 +71,8 @@ class TelegramSettings(ChannelSettings):
         """A webhook (REDESK_PUBLIC_URL) needs its secret."""
         if settings.public_url and self.token and not self.webhook_secret:
             raise ValueError(
-                "REDESK_TELEGRAM_WEBHOOK_SECRET is required when REDESK_PUBLIC_URL is set")
+                "REDESK_TELEGRAM_WEBHOOK_SECRET is required when REDESK_PUBLIC_URL is set"
+            )
 
 
 def telegram_settings(settings: Settings) -> TelegramSettings:

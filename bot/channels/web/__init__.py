@@ -43,5 +43,13 @@ class WebChannel(Channel):
         return WebSender()
 
 
-__all__ = ["CHANNEL", "MAX_CLIENT_ID", "BadMessage", "WebChannel", "WebSender",
-           "create_identity", "parse_body", "to_inbound"]
+__all__ = [
+    "CHANNEL",
+    "MAX_CLIENT_ID",
+    "BadMessage",
+    "WebChannel",
+    "WebSender",
+    "create_identity",
+    "parse_body",
+    "to_inbound",
+]

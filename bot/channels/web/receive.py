@@ -35,8 +35,12 @@ def create_identity(session: Session, *, name: str, days: int) -> str:
     session.flush()
     assert person.id is not None
     token = secrets.token_urlsafe(32)
-    queries.add_web_session(session=session, token=token, person_id=person.id,
-                            expires_at=utcnow() + timedelta(days=days))
+    queries.add_web_session(
+        session=session,
+        token=token,
+        person_id=person.id,
+        expires_at=utcnow() + timedelta(days=days),
+    )
     return token
 
 
@@ -56,8 +60,11 @@ def parse_body(body: Any, max_text: int) -> tuple[str, dict[str, Any]]:
     client_id = body.get("id")
     if client_id is None:
         client_id = uuid.uuid4().hex
-    if not isinstance(client_id, str | int) or not str(client_id) or \
-            len(str(client_id)) > MAX_CLIENT_ID:
+    if (
+        not isinstance(client_id, str | int)
+        or not str(client_id)
+        or len(str(client_id)) > MAX_CLIENT_ID
+    ):
         raise BadMessage("id")
     kinds = [key for key in ("text", "action", "intake") if key in body]
     if len(kinds) != 1:
@@ -72,8 +79,12 @@ def parse_body(body: Any, max_text: int) -> tuple[str, dict[str, Any]]:
     if not isinstance(value, dict):
         raise BadMessage("intake")
     form = {field: value.get(field, "") for field in ("name", "phone", "text")}
-    if not all(isinstance(v, str) for v in form.values()) or len(form["text"]) > max_text * 4 \
-            or len(form["name"]) > 100 or len(form["phone"]) > 30:
+    if (
+        not all(isinstance(v, str) for v in form.values())
+        or len(form["text"]) > max_text * 4
+        or len(form["name"]) > 100
+        or len(form["phone"]) > 30
+    ):
         raise BadMessage("intake")
     return str(client_id), {"intake": form}
 
@@ -82,20 +93,25 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     """An inbox row's payload as the channel-neutral Inbound."""
     if "intake" in payload:
         form = payload["intake"]
-        return Inbound(channel=CHANNEL, chat_id=chat_id,
-                       intake=Intake(name=form["name"], phone=form["phone"], text=form["text"]))
+        return Inbound(
+            channel=CHANNEL,
+            chat_id=chat_id,
+            intake=Intake(name=form["name"], phone=form["phone"], text=form["text"]),
+        )
     if "action" in payload:
         return Inbound(channel=CHANNEL, chat_id=chat_id, text=payload["action"], pressed=True)
-    return Inbound(channel=CHANNEL, chat_id=chat_id, text=str(payload.get("text", "")),
-                   address=f"web:{payload['address']}" if payload.get("address") else "")
+    return Inbound(
+        channel=CHANNEL,
+        chat_id=chat_id,
+        text=str(payload.get("text", "")),
+        address=f"web:{payload['address']}" if payload.get("address") else "",
+    )
 
 
 class WebSender:
     """Delivers to a web identity by storing the message for its long poll."""
 
-    def send(
-        self, session: Session, person: Person, message: Rendered, row: OutboxMessage
-    ) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Stores the message in the identity's sequence (same transaction as the outbox).
 
         A card with buttons is remembered by its seq; a refresh of a stale card becomes a
@@ -107,15 +123,22 @@ class WebSender:
             if stale is None:
                 return
             queries.add_web_message(
-                session=session, person_id=person.id, outbox_id=row.id,
+                session=session,
+                person_id=person.id,
+                outbox_id=row.id,
                 text=stale.message.text,
-                buttons=[button.as_dict() for button in stale.message.buttons], at=utcnow(),
+                buttons=[button.as_dict() for button in stale.message.buttons],
+                at=utcnow(),
                 updates=stale.card.web_seq,
             )
             stale.applied(session)
             return
         sent = queries.add_web_message(
-            session=session, person_id=person.id, outbox_id=row.id, text=message.text,
-            buttons=[button.as_dict() for button in message.buttons], at=utcnow(),
+            session=session,
+            person_id=person.id,
+            outbox_id=row.id,
+            text=message.text,
+            buttons=[button.as_dict() for button in message.buttons],
+            at=utcnow(),
         )
         cards.record(session, person, row, message.text, message.buttons, web_seq=sent.seq)

@@ -75,12 +75,17 @@ class WeChatChannel(WeChatHooks, Channel):
         """On with its callback, mode and template; or off with what switches it on."""
         own = wechat_settings(settings)
         if not own.enabled:
-            return ("off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
-                    "REDESK_WECHAT_TOKEN to switch it on)")
+            return (
+                "off (set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
+                "REDESK_WECHAT_TOKEN to switch it on)"
+            )
         mode = "safe mode, encrypted" if own.aes_key else "plain mode"
-        window = "template messages outside the 48-hour window" if own.template_id else \
-            "no REDESK_WECHAT_TEMPLATE_ID: messages outside the 48-hour window cannot be " \
+        window = (
+            "template messages outside the 48-hour window"
+            if own.template_id
+            else "no REDESK_WECHAT_TEMPLATE_ID: messages outside the 48-hour window cannot be "
             "delivered"
+        )
         return f"on, callback /wechat ({mode}; {window})"
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -113,11 +118,39 @@ class WeChatChannel(WeChatHooks, Channel):
 
 
 __all__ = [
-    "CALLBACK_BODY_LIMIT", "CHANNEL", "MAX_MESSAGE", "MENU", "MENU_HELP", "MENU_MINE",
-    "MENU_REPORT", "NONCE_PREFIX", "REPLAY_WINDOW_SECONDS", "ROUTES", "SUCCESS",
-    "TEMPLATE_VALUES", "WINDOW_HOURS", "WINDOW_MESSAGES", "CallbackRefused", "Parsed",
-    "RedeskWeChatClient", "WeChatChannel", "WeChatHooks", "WeChatSender", "WeChatSettings",
-    "check_nonce", "check_request", "close_clients", "commands_footer", "decrypt",
-    "fetch_media", "get_client", "parse_callback", "scene_of", "signature", "store_callback",
-    "template_values", "to_inbound", "wechat_settings",
+    "CALLBACK_BODY_LIMIT",
+    "CHANNEL",
+    "MAX_MESSAGE",
+    "MENU",
+    "MENU_HELP",
+    "MENU_MINE",
+    "MENU_REPORT",
+    "NONCE_PREFIX",
+    "REPLAY_WINDOW_SECONDS",
+    "ROUTES",
+    "SUCCESS",
+    "TEMPLATE_VALUES",
+    "WINDOW_HOURS",
+    "WINDOW_MESSAGES",
+    "CallbackRefused",
+    "Parsed",
+    "RedeskWeChatClient",
+    "WeChatChannel",
+    "WeChatHooks",
+    "WeChatSender",
+    "WeChatSettings",
+    "check_nonce",
+    "check_request",
+    "close_clients",
+    "commands_footer",
+    "decrypt",
+    "fetch_media",
+    "get_client",
+    "parse_callback",
+    "scene_of",
+    "signature",
+    "store_callback",
+    "template_values",
+    "to_inbound",
+    "wechat_settings",
 ]

@@ -48,8 +48,7 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
 
     def __init__(self, settings: Settings, session: Any, lock: Callable[[], Any]) -> None:
         own = wechat_settings(settings)
-        super().__init__(own.app_id, own.app_secret, session=session, timeout=10,
-                         auto_retry=True)
+        super().__init__(own.app_id, own.app_secret, session=session, timeout=10, auto_retry=True)
         self.API_BASE_URL = f"{own.api_url}/cgi-bin/"
         self._token_url = f"{own.api_url}/cgi-bin/token"
         self._lock = lock
@@ -73,21 +72,30 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
             current = self.session.get(self.access_token_key)
             if current and current != used:
                 return {"access_token": current}
-            response = self._http.get(self._token_url, timeout=TOKEN_TIMEOUT, params={
-                "grant_type": "client_credential", "appid": self.appid, "secret": self.secret,
-            })
+            response = self._http.get(
+                self._token_url,
+                timeout=TOKEN_TIMEOUT,
+                params={
+                    "grant_type": "client_credential",
+                    "appid": self.appid,
+                    "secret": self.secret,
+                },
+            )
             try:
                 result: dict[str, Any] = response.json()
             except ValueError:
-                raise WeChatClientException(None, f"token: HTTP {response.status_code}",
-                                            client=self, response=response) from None
+                raise WeChatClientException(
+                    None, f"token: HTTP {response.status_code}", client=self, response=response
+                ) from None
             if result.get("errcode"):
-                raise WeChatClientException(result["errcode"], result.get("errmsg"),
-                                            client=self, response=response)
+                raise WeChatClientException(
+                    result["errcode"], result.get("errmsg"), client=self, response=response
+                )
             token = result.get("access_token")
             if not isinstance(token, str) or not token:
-                raise WeChatClientException(None, "token: no access_token", client=self,
-                                            response=response)
+                raise WeChatClientException(
+                    None, "token: no access_token", client=self, response=response
+                )
             expires_in = int(result.get("expires_in") or 7200)
             # Kept a minute less than WeChat's lifetime, so it is replaced before it expires.
             self.session.set(self.access_token_key, token, max(expires_in - 60, 60))
@@ -99,8 +107,7 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
         recurse for ever if WeChat kept refusing fresh tokens)."""
         depth = getattr(self._local, "depth", 0)
         if depth > MAX_TOKEN_RETRIES:
-            raise WeChatClientException(40001, "access_token refused after refreshing",
-                                        client=self)
+            raise WeChatClientException(40001, "access_token refused after refreshing", client=self)
         self._local.depth = depth + 1
         try:
             return super()._request(method, url_or_endpoint, **kwargs)
@@ -149,14 +156,14 @@ def get_client(settings: Settings) -> RedeskWeChatClient:
                 storage: Any = RedisStorage(shared, prefix="redesk:wechat")
 
                 def lock() -> Any:
-                    return shared.lock("redesk:wechat:token-lock", timeout=30,
-                                       blocking_timeout=30)
+                    return shared.lock("redesk:wechat:token-lock", timeout=30, blocking_timeout=30)
             else:
                 storage = MemoryStorage()
                 local = threading.Lock()
 
                 def lock() -> Any:
                     return _thread_lock(local)
+
             client = RedeskWeChatClient(settings, storage, lock)
             _clients[key] = client
         return client

@@ -1,5 +1,4 @@
-"""Fetching WeChat media (media/get) before WeChat forgets them (three days).
-"""
+"""Fetching WeChat media (media/get) before WeChat forgets them (three days)."""
 
 from __future__ import annotations
 
@@ -53,8 +52,13 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
         logger.warning("WeChat media of attachment %s is gone", attachment.id)
         return MEDIA_GONE
     named = _FILENAME.search(response.headers.get("Content-Disposition", ""))
-    return media.store(settings.media_dir, attachment, response.content, kind,
-                       file_name=named.group(1) if named else None)
+    return media.store(
+        settings.media_dir,
+        attachment,
+        response.content,
+        kind,
+        file_name=named.group(1) if named else None,
+    )
 
 
 #: The file name in a Content-Disposition header (media/get names its files).

@@ -44,17 +44,22 @@ def commands() -> typer.Typer:
 
         settings = get_settings()
         if not wechat_settings(settings).enabled:
-            raise CommandFailed("WeChat is off: set REDESK_WECHAT_APP_ID, "
-                                "REDESK_WECHAT_APP_SECRET and REDESK_WECHAT_TOKEN",
-                                CommandFailed.CONFIG)
+            raise CommandFailed(
+                "WeChat is off: set REDESK_WECHAT_APP_ID, "
+                "REDESK_WECHAT_APP_SECRET and REDESK_WECHAT_TOKEN",
+                CommandFailed.CONFIG,
+            )
         try:
             get_client(settings).menu.create(MENU)
         except WeChatClientException as exc:
-            raise CommandFailed(f"WeChat refused the menu: {exc.errcode} {exc.errmsg}",
-                                CommandFailed.FAILURE) from None
+            raise CommandFailed(
+                f"WeChat refused the menu: {exc.errcode} {exc.errmsg}", CommandFailed.FAILURE
+            ) from None
         except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
-            raise CommandFailed(f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})",
-                                CommandFailed.UNAVAILABLE) from None
+            raise CommandFailed(
+                f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})",
+                CommandFailed.UNAVAILABLE,
+            ) from None
         names = " / ".join(button["name"] for button in MENU["button"])
         typer.echo(f"menu created: {names}")
 

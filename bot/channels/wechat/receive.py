@@ -87,13 +87,18 @@ SUCCESS = "success"
 #: SubscribeScanEvent) and one from a product page (SubscribeScanProductEvent). None of the
 #: latter two is a subclass of SubscribeEvent, hence the tuple. They are welcomed.
 FOLLOW_EVENTS: tuple[type[BaseEvent], ...] = (
-    SubscribeEvent, SubscribeScanEvent, SubscribeScanProductEvent,
+    SubscribeEvent,
+    SubscribeScanEvent,
+    SubscribeScanProductEvent,
 )
 
 #: Events handled in the person's order; every other event wechatpy knows (VIEW, LOCATION
 #: reports, card, invoice, device and verification notices ...) is stored as done and ignored.
 HANDLED_EVENTS: tuple[type[BaseEvent], ...] = (
-    *FOLLOW_EVENTS, ScanEvent, UnsubscribeEvent, ClickEvent,
+    *FOLLOW_EVENTS,
+    ScanEvent,
+    UnsubscribeEvent,
+    ClickEvent,
 )
 
 #: Longest entry scene kept (WeChat's scene_str is at most 64 characters).
@@ -101,7 +106,10 @@ MAX_SCENE = 64
 
 #: Voice Format -> content type (the file's extension comes from it).
 VOICE_TYPES: dict[str, str] = {
-    "amr": "audio/amr", "speex": "audio/speex", "mp3": "audio/mpeg", "silk": "audio/silk",
+    "amr": "audio/amr",
+    "speex": "audio/speex",
+    "mp3": "audio/mpeg",
+    "silk": "audio/silk",
 }
 
 
@@ -160,8 +168,14 @@ def check_request(settings: Settings, params: dict[str, str], *, now: float | No
         raise CallbackRefused(403, "stale timestamp")
 
 
-def check_nonce(settings: Settings, session: Session, params: dict[str, str], body: bytes,
-                *, now: float | None = None) -> None:
+def check_nonce(
+    settings: Settings,
+    session: Session,
+    params: dict[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+) -> None:
     """Remembers a callback's (timestamp, nonce) with a digest of its body, for as long as
     its timestamp is accepted, and refuses the pair again with another body.
 
@@ -192,9 +206,12 @@ def check_nonce(settings: Settings, session: Session, params: dict[str, str], bo
             earlier = found.decode() if found is not None else ""
     else:
         earlier = queries.remember_nonce(
-            session=session, key=key, digest=digest,
+            session=session,
+            key=key,
+            digest=digest,
             expires_at=datetime.fromtimestamp(expires, UTC),
-            now=datetime.fromtimestamp(current, UTC))
+            now=datetime.fromtimestamp(current, UTC),
+        )
     if earlier is not None and not _same(earlier, digest):
         raise CallbackRefused(403, "nonce reused with another body")
 
@@ -202,8 +219,9 @@ def check_nonce(settings: Settings, session: Session, params: dict[str, str], bo
 def _xml(body: bytes | str) -> Element:
     """Parses XML with no DOCTYPE, entities or external references allowed."""
     try:
-        root: Element = safe_fromstring(body, forbid_dtd=True, forbid_entities=True,
-                                        forbid_external=True)
+        root: Element = safe_fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
         return root
     except (DefusedXmlException, ParseError, ValueError) as exc:
         raise CallbackRefused(400, f"malformed XML ({type(exc).__name__})") from None
@@ -230,8 +248,9 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
         encrypted = _field(root, "Encrypt")
         if not encrypted:
             raise CallbackRefused(400, "no Encrypt element")
-        expected = signature(own.token or "", params.get("timestamp", ""),
-                             params.get("nonce", ""), encrypted)
+        expected = signature(
+            own.token or "", params.get("timestamp", ""), params.get("nonce", ""), encrypted
+        )
         if not _same(params.get("msg_signature", ""), expected):
             raise CallbackRefused(403, "bad msg_signature")
         inner = decrypt(settings, encrypted)
@@ -243,8 +262,11 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
             raise CallbackRefused(400, "not UTF-8") from None
     if root.tag != "xml":
         raise CallbackRefused(400, "not a WeChat message")
-    sender, kind, created = (_field(root, "FromUserName"), _field(root, "MsgType").lower(),
-                             _field(root, "CreateTime"))
+    sender, kind, created = (
+        _field(root, "FromUserName"),
+        _field(root, "MsgType").lower(),
+        _field(root, "CreateTime"),
+    )
     if not sender or not kind or not created.isdigit() or len(sender) > 128:
         raise CallbackRefused(400, "missing fields")
     scene: str | None = None
@@ -294,8 +316,9 @@ def decrypt(settings: Settings, encrypted: str) -> str:
         CallbackRefused: 400 when it does not decrypt or was meant for another account.
     """
     try:
-        return str(PrpCrypto(_aes_key(settings)).decrypt(encrypted,
-                                                         wechat_settings(settings).app_id))
+        return str(
+            PrpCrypto(_aes_key(settings)).decrypt(encrypted, wechat_settings(settings).app_id)
+        )
     except Exception:  # noqa: BLE001 - wechatpy raises anything from bad padding to bad app id
         raise CallbackRefused(400, "body does not decrypt") from None
 
@@ -306,10 +329,15 @@ def _aes_key(settings: Settings) -> bytes:
 
 def store_callback(session: Session, parsed: Parsed) -> bool:
     """Stores a parsed callback in the inbox; False for a repeat (WeChat's retry)."""
-    inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=parsed.natural_key,
-                                 chat_id=parsed.chat or "-", payload={"xml": parsed.xml},
-                                 status="pending" if parsed.chat else "done",
-                                 scene=parsed.scene)
+    inbox_id = queries.add_inbox(
+        session=session,
+        channel=CHANNEL,
+        natural_key=parsed.natural_key,
+        chat_id=parsed.chat or "-",
+        payload={"xml": parsed.xml},
+        status="pending" if parsed.chat else "done",
+        scene=parsed.scene,
+    )
     return inbox_id is not None
 
 
@@ -320,21 +348,38 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     if isinstance(message, TextMessage):
         return Inbound(**base, text=message.content or "", origin=f"wx:{message.id}")
     if isinstance(message, ImageMessage):
-        return Inbound(**base, attachments=[{"kind": "photo", "file_id": message.media_id,
-                                             "url": message.image}])
+        return Inbound(
+            **base,
+            attachments=[{"kind": "photo", "file_id": message.media_id, "url": message.image}],
+        )
     if isinstance(message, VoiceMessage):
         voice_format = (message.format or "amr").strip().lower()
-        return Inbound(**base, text=(message.recognition or "").strip(),
-                       attachments=[{"kind": "voice", "file_id": message.media_id,
-                                     "mime_type": VOICE_TYPES.get(voice_format,
-                                                                  f"audio/{voice_format}")}])
+        return Inbound(
+            **base,
+            text=(message.recognition or "").strip(),
+            attachments=[
+                {
+                    "kind": "voice",
+                    "file_id": message.media_id,
+                    "mime_type": VOICE_TYPES.get(voice_format, f"audio/{voice_format}"),
+                }
+            ],
+        )
     if isinstance(message, VideoMessage | ShortVideoMessage):
         return Inbound(**base, attachments=[{"kind": "video", "file_id": message.media_id}])
     if isinstance(message, LocationMessage):
         latitude, longitude = message.location
-        return Inbound(**base, attachments=[{"kind": "location", "latitude": float(latitude),
-                                             "longitude": float(longitude),
-                                             "label": message.label or None}])
+        return Inbound(
+            **base,
+            attachments=[
+                {
+                    "kind": "location",
+                    "latitude": float(latitude),
+                    "longitude": float(longitude),
+                    "label": message.label or None,
+                }
+            ],
+        )
     if isinstance(message, LinkMessage):
         parts = [message.title, message.description, message.url]
         return Inbound(**base, text="\n".join(part for part in parts if part))

@@ -67,8 +67,7 @@ class WeChatSender:
         """This process's client."""
         return get_client(self.settings)
 
-    def send(self, session: Session, person: Person, message: Rendered,
-             row: OutboxMessage) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Sends one outbox message (its parts in order; a retry continues where it stopped)."""
         parts = split_text(commands_footer(message), MAX_MESSAGE)
         done = int(row.params.get("_parts_sent", 0))
@@ -103,14 +102,15 @@ class WeChatSender:
         template = own.template_id
         if not template:
             raise PermanentSendError(
-                "outside the 48-hour window and REDESK_WECHAT_TEMPLATE_ID is not set")
+                "outside the 48-hour window and REDESK_WECHAT_TEMPLATE_ID is not set"
+            )
         row.params = {**row.params, "_template": True}
         values = template_values(message, row)
-        data = {field: {"value": values[name]}
-                for field, name in own.template_fields.items()}
+        data = {field: {"value": values[name]} for field, name in own.template_fields.items()}
         try:
-            self._call(partial(self.client.message.send_template, person.external_id, template,
-                               data))
+            self._call(
+                partial(self.client.message.send_template, person.external_id, template, data)
+            )
         except _WindowClosed as exc:
             raise PermanentSendError(str(exc)) from None
 
@@ -119,8 +119,9 @@ class WeChatSender:
         try:
             return request()
         except APILimitedException as exc:
-            raise TransientSendError(f"WeChat 45009: {exc.errmsg}",
-                                     retry_after=FREQUENCY_BACKOFF) from None
+            raise TransientSendError(
+                f"WeChat 45009: {exc.errmsg}", retry_after=FREQUENCY_BACKOFF
+            ) from None
         except WeChatClientException as exc:
             code = exc.errcode
             if code in (ERR_OUT_OF_TIME, ERR_OUT_OF_COUNT):

@@ -19,11 +19,18 @@ class WeChatSettings(ChannelSettings):
     """REDESK_WECHAT_*: the official account, its server token and EncodingAESKey, where its
     API is, and the template message used outside the customer-service window."""
 
-    model_config = SettingsConfigDict(env_prefix="REDESK_WECHAT_", env_file=".env",
-                                      env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="REDESK_WECHAT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
 
     #: Samples from the message encryption docs and sample code, refused in production.
-    samples = frozenset({"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "QDG6eK"})
+    samples = frozenset(
+        {
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+            "QDG6eK",
+        }
+    )
 
     app_id: str | None = None
     app_secret: str | None = None
@@ -38,7 +45,10 @@ class WeChatSettings(ChannelSettings):
     template_id: str | None = None
     #: Template field -> what fills it (title, number, status, text, time), as JSON.
     template_fields: dict[str, str] = {
-        "first": "title", "keyword1": "number", "keyword2": "time", "remark": "text",
+        "first": "title",
+        "keyword1": "number",
+        "keyword2": "time",
+        "remark": "text",
     }
 
     @field_validator("aes_key")
@@ -74,9 +84,11 @@ class WeChatSettings(ChannelSettings):
 
     def secrets(self) -> list[Secret]:
         """The AppSecret, the server Token and the EncodingAESKey."""
-        return [("REDESK_WECHAT_APP_SECRET", self.app_secret, 1),
-                ("REDESK_WECHAT_TOKEN", self.token, MIN_SECRET_LENGTH),
-                ("REDESK_WECHAT_AES_KEY", self.aes_key, 1)]
+        return [
+            ("REDESK_WECHAT_APP_SECRET", self.app_secret, 1),
+            ("REDESK_WECHAT_TOKEN", self.token, MIN_SECRET_LENGTH),
+            ("REDESK_WECHAT_AES_KEY", self.aes_key, 1),
+        ]
 
     def check_production(self) -> None:
         """Weak secrets, and plain mode, are refused."""
@@ -84,9 +96,11 @@ class WeChatSettings(ChannelSettings):
         if self.enabled and not self.aes_key:
             # Plain mode signs the URL, not the body: whoever sees one callback URL (a proxy's
             # log, an http:// callback) can post messages in anyone's name under it.
-            raise ValueError("REDESK_WECHAT_AES_KEY is required for WeChat in production: set "
-                             "the official account to safe mode (安全模式) and its "
-                             "EncodingAESKey here (REDESK_ENV=production)")
+            raise ValueError(
+                "REDESK_WECHAT_AES_KEY is required for WeChat in production: set "
+                "the official account to safe mode (安全模式) and its "
+                "EncodingAESKey here (REDESK_ENV=production)"
+            )
 
 
 def wechat_settings(settings: Settings) -> WeChatSettings:

@@ -77,8 +77,10 @@ class WeComChannel(WeComHooks, Channel):
         """On with its callback and app, or off with what switches it on."""
         own = wecom_settings(settings)
         if not own.enabled:
-            return ("off (set REDESK_WECOM_CORP_ID, REDESK_WECOM_AGENT_ID, REDESK_WECOM_SECRET, "
-                    "REDESK_WECOM_TOKEN and REDESK_WECOM_AES_KEY to switch it on)")
+            return (
+                "off (set REDESK_WECOM_CORP_ID, REDESK_WECOM_AGENT_ID, REDESK_WECOM_SECRET, "
+                "REDESK_WECOM_TOKEN and REDESK_WECOM_AES_KEY to switch it on)"
+            )
         return f"on, callback /wecom (corp {own.corp_id}, agent {own.agent_id})"
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -101,8 +103,9 @@ class WeComChannel(WeComHooks, Channel):
         """media/get (fetch.fetch_media)."""
         return fetch_media(settings, attachment)
 
-    def start(self, runtime: Runtime, say: Say,
-              enqueue: Callable[[str, str], None]) -> Stoppable | None:
+    def start(
+        self, runtime: Runtime, say: Say, enqueue: Callable[[str, str], None]
+    ) -> Stoppable | None:
         """Checks the corp id and Secret with gettoken, then says the channel's line."""
         settings = runtime.settings
         if self.enabled(settings):
@@ -127,18 +130,42 @@ def check_credentials(settings: Settings) -> None:
         if exc.errcode in (ERR_INVALID_SECRET, ERR_INVALID_CORP, 41002, 41004, 40091):
             raise ChannelError(
                 f"WeCom refused REDESK_WECOM_CORP_ID or REDESK_WECOM_SECRET (errcode "
-                f"{exc.errcode}): check the corp id and the app's Secret") from None
+                f"{exc.errcode}): check the corp id and the app's Secret"
+            ) from None
         raise ChannelError(f"WeCom gettoken failed: {exc}") from None
     except requests.RequestException as exc:
-        raise ChannelError(f"WeCom could not be reached at REDESK_WECOM_API_URL "
-                           f"({type(exc).__name__})") from None
+        raise ChannelError(
+            f"WeCom could not be reached at REDESK_WECOM_API_URL ({type(exc).__name__})"
+        ) from None
 
 
 __all__ = [
-    "CALLBACK_BODY_LIMIT", "CARD_STATE_KEY", "CHANNEL", "MAX_MESSAGE", "MEMBER_PER_MINUTE",
-    "OPEN_CARD_KEY", "REPLAY_WINDOW_SECONDS", "ROUTES", "UPDATE_KEY", "ApiError",
-    "CallbackRefused", "Parsed", "TemplateCardEvent", "WeComChannel", "WeComClient",
-    "WeComHooks", "WeComSender", "WeComSettings", "check_credentials", "close_clients",
-    "fetch_media", "get_client", "member_slots", "parse_callback", "store_callback",
-    "to_inbound", "verify_url", "wecom_settings",
+    "CALLBACK_BODY_LIMIT",
+    "CARD_STATE_KEY",
+    "CHANNEL",
+    "MAX_MESSAGE",
+    "MEMBER_PER_MINUTE",
+    "OPEN_CARD_KEY",
+    "REPLAY_WINDOW_SECONDS",
+    "ROUTES",
+    "UPDATE_KEY",
+    "ApiError",
+    "CallbackRefused",
+    "Parsed",
+    "TemplateCardEvent",
+    "WeComChannel",
+    "WeComClient",
+    "WeComHooks",
+    "WeComSender",
+    "WeComSettings",
+    "check_credentials",
+    "close_clients",
+    "fetch_media",
+    "get_client",
+    "member_slots",
+    "parse_callback",
+    "store_callback",
+    "to_inbound",
+    "verify_url",
+    "wecom_settings",
 ]

@@ -54,7 +54,7 @@ def outbox_of(task: str) -> int | None:
 
 def chunks(buttons: list[Button]) -> list[list[Button]]:
     """The buttons by card."""
-    return [buttons[i:i + MAX_BUTTONS] for i in range(0, len(buttons), MAX_BUTTONS)]
+    return [buttons[i : i + MAX_BUTTONS] for i in range(0, len(buttons), MAX_BUTTONS)]
 
 
 def layout(text: str) -> tuple[str, list[tuple[str, str]], str]:
@@ -77,8 +77,11 @@ def layout(text: str) -> tuple[str, list[tuple[str, str]], str]:
 def fits(text: str) -> bool:
     """Whether the whole of `text` is shown on a card (else it goes out as a text first)."""
     title, pairs, rest = layout(text)
-    return len(title) <= MAX_TITLE and len(rest) <= MAX_SUB_TITLE and all(
-        len(key) <= MAX_KEY and len(value) <= MAX_VALUE for key, value in pairs)
+    return (
+        len(title) <= MAX_TITLE
+        and len(rest) <= MAX_SUB_TITLE
+        and all(len(key) <= MAX_KEY and len(value) <= MAX_VALUE for key, value in pairs)
+    )
 
 
 def button_list(session: Session, person: Person, buttons: list[Button]) -> list[dict[str, Any]]:
@@ -88,14 +91,16 @@ def button_list(session: Session, person: Person, buttons: list[Button]) -> list
     result = []
     for button in buttons:
         token = secrets.token_urlsafe(12)
-        queries.add_button_token(session=session, token=token, person_id=person.id,
-                                 action=button.action, at=now)
+        queries.add_button_token(
+            session=session, token=token, person_id=person.id, action=button.action, at=now
+        )
         result.append({"text": _cut(button.label, MAX_BUTTON_TEXT), "style": 1, "key": token})
     return result
 
 
-def template_card(session: Session, person: Person, message: Rendered, task: str,
-                  buttons: list[Button]) -> dict[str, Any]:
+def template_card(
+    session: Session, person: Person, message: Rendered, task: str, buttons: list[Button]
+) -> dict[str, Any]:
     """The button_interaction card of `message` with `buttons`."""
     title, pairs, rest = layout(message.text)
     card: dict[str, Any] = {
@@ -108,6 +113,6 @@ def template_card(session: Session, person: Person, message: Rendered, task: str
         card["sub_title_text"] = _cut(rest, MAX_SUB_TITLE)
     if pairs:
         card["horizontal_content_list"] = [
-            {"keyname": _cut(key, MAX_KEY), "value": _cut(value, MAX_VALUE)}
-            for key, value in pairs]
+            {"keyname": _cut(key, MAX_KEY), "value": _cut(value, MAX_VALUE)} for key, value in pairs
+        ]
     return card

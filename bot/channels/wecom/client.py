@@ -33,8 +33,7 @@ ERR_NO_SUCH_USER = 60111
 ERR_NOT_IN_APP = 60020
 
 #: A call's token was refused: fetched again once.
-TOKEN_ERRORS: frozenset[int] = frozenset({ERR_INVALID_SECRET, ERR_INVALID_TOKEN,
-                                          ERR_TOKEN_EXPIRED})
+TOKEN_ERRORS: frozenset[int] = frozenset({ERR_INVALID_SECRET, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED})
 
 #: Seconds to wait for one API answer.
 TIMEOUT = 10
@@ -49,8 +48,9 @@ TOKEN_PREFIX = "redesk:wecom:token:"
 class ApiError(Exception):
     """WeCom answered an errcode (`errcode` None: no JSON answer, e.g. an HTTP 5xx)."""
 
-    def __init__(self, errcode: int | None, errmsg: str, answer: dict[str, Any] | None = None
-                 ) -> None:
+    def __init__(
+        self, errcode: int | None, errmsg: str, answer: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"WeCom {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
@@ -111,8 +111,9 @@ class WeComClient:
         self.agent_id = own.agent_id or 0
         self.secret = own.secret or ""
         self.base = f"{own.api_url}/cgi-bin/"
-        self.store: _Memory | _Shared = _Shared(settings.redis_url) if settings.redis_url \
-            else _Memory()
+        self.store: _Memory | _Shared = (
+            _Shared(settings.redis_url) if settings.redis_url else _Memory()
+        )
         self.key = f"{TOKEN_PREFIX}{self.corp_id}:{self.agent_id}"
         self.http = requests.Session()
 
@@ -127,8 +128,11 @@ class WeComClient:
             current = self.store.get(self.key)
             if current and current != used:
                 return current
-            response = self.http.get(f"{self.base}gettoken", timeout=TIMEOUT, params={
-                "corpid": self.corp_id, "corpsecret": self.secret})
+            response = self.http.get(
+                f"{self.base}gettoken",
+                timeout=TIMEOUT,
+                params={"corpid": self.corp_id, "corpsecret": self.secret},
+            )
             answer = _json(response)
             token = answer.get("access_token")
             if not isinstance(token, str) or not token:
@@ -142,9 +146,16 @@ class WeComClient:
         """The shared token (fetched when there is none)."""
         return self.store.get(self.key) or self.fetch_token()
 
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: dict[str, Any] | None = None, raw: bool = False,
-             timeout: float = TIMEOUT) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        raw: bool = False,
+        timeout: float = TIMEOUT,
+    ) -> Any:
         """One API call with the token; a refused token is fetched again once.
 
         Returns:
@@ -156,17 +167,22 @@ class WeComClient:
         """
         token = self.token()
         for attempt in (1, 2):
-            response = self.http.request(method, f"{self.base}{path}", timeout=timeout,
-                                         params={**(params or {}), "access_token": token},
-                                         json=body)
+            response = self.http.request(
+                method,
+                f"{self.base}{path}",
+                timeout=timeout,
+                params={**(params or {}), "access_token": token},
+                json=body,
+            )
             if raw and response.ok and "json" not in response.headers.get("Content-Type", ""):
                 return response
             try:
                 return _json(response)
             except ApiError as exc:
                 if exc.errcode in TOKEN_ERRORS and attempt == 1:
-                    logger.info("WeCom refused the access token (%s); fetching a new one",
-                                exc.errcode)
+                    logger.info(
+                        "WeCom refused the access token (%s); fetching a new one", exc.errcode
+                    )
                     token = self.fetch_token(used=token)
                     continue
                 raise

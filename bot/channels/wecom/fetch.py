@@ -28,8 +28,9 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
         TransientSendError: WeCom could not be reached (try again later).
     """
     try:
-        response = get_client(settings).call("GET", "media/get", raw=True,
-                                             params={"media_id": attachment.file_id})
+        response = get_client(settings).call(
+            "GET", "media/get", raw=True, params={"media_id": attachment.file_id}
+        )
     except ApiError as exc:
         if exc.errcode in (None, ERR_SYSTEM_BUSY, ERR_FREQUENCY):
             raise TransientSendError(f"WeCom media: {exc.errmsg}") from None
@@ -41,5 +42,10 @@ def fetch_media(settings: Settings, attachment: Attachment) -> str:
         return MEDIA_GONE
     kind = response.headers.get("Content-Type", "").split(";")[0].strip()
     named = _FILENAME.search(response.headers.get("Content-Disposition", ""))
-    return media.store(settings.media_dir, attachment, response.content, kind,
-                       file_name=named.group(1) if named else None)
+    return media.store(
+        settings.media_dir,
+        attachment,
+        response.content,
+        kind,
+        file_name=named.group(1) if named else None,
+    )

@@ -33,8 +33,11 @@ class WeComHooks:
         callback = inbound.callback
         if callback is None:
             return inbound
-        row = queries.get_button_token(session=tx.session, token=callback.token[:64]) \
-            if callback.token else None
+        row = (
+            queries.get_button_token(session=tx.session, token=callback.token[:64])
+            if callback.token
+            else None
+        )
         if row is None or row.person_id != person.id:
             tx.notify(person, "error.stale_button")
             return None
@@ -50,28 +53,38 @@ class WeComHooks:
         code = str(inbound.platform.get("response_code") or "")
         task = str(inbound.platform.get("task_id") or "")
         if outcome.error is not None:
-            tx.notify(person, UPDATE_KEY, response_code=code,
-                      replace_name=text("wecom.refused"))
+            tx.notify(person, UPDATE_KEY, response_code=code, replace_name=text("wecom.refused"))
             return
         if tx.moved:
             self._update(tx, person, code, task, tx.moved[-1][1])
             self._update_open_card(tx, person, pressed=task)
             return
         command = parse(inbound.text)
-        if command is not None and not command.rest and command.first and \
-                command.name in FOLLOW_UP_COMMANDS:
+        if (
+            command is not None
+            and not command.rest
+            and command.first
+            and command.name in FOLLOW_UP_COMMANDS
+        ):
             queries.set_channel_state(
-                session=tx.session, key=f"{OPEN_CARD_KEY}.{person.id}",
-                value=json.dumps({"number": command.first.upper(), "code": code,
-                                  "task_id": task}))
+                session=tx.session,
+                key=f"{OPEN_CARD_KEY}.{person.id}",
+                value=json.dumps({"number": command.first.upper(), "code": code, "task_id": task}),
+            )
 
     def _update(self, tx: Tx, person: Person, code: str, task: str, action: str) -> None:
-        tx.notify(person, UPDATE_KEY, response_code=code,
-                  replace_name=text("wecom.acted", action=action_label(action),
-                                    by=person_label(person)))
+        tx.notify(
+            person,
+            UPDATE_KEY,
+            response_code=code,
+            replace_name=text("wecom.acted", action=action_label(action), by=person_label(person)),
+        )
         outbox_id = cards.outbox_of(task)
-        card = queries.card_of_outbox(session=tx.session, outbox_id=outbox_id) \
-            if outbox_id is not None else None
+        card = (
+            queries.card_of_outbox(session=tx.session, outbox_id=outbox_id)
+            if outbox_id is not None
+            else None
+        )
         if card is not None and card.person_id == person.id and card.open:
             # The update says who acted: the card's refresh (queued by the move) leaves it be.
             card.open = False

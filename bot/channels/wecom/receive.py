@@ -135,8 +135,9 @@ def verify_url(settings: Settings, params: dict[str, str], *, now: float | None 
     crypto = _crypto(settings)
     check_params(params, now=now)
     try:
-        echo = crypto.check_signature(params["msg_signature"], params["timestamp"],
-                                      params["nonce"], params.get("echostr", ""))
+        echo = crypto.check_signature(
+            params["msg_signature"], params["timestamp"], params["nonce"], params.get("echostr", "")
+        )
     except Exception:  # noqa: BLE001 - bad signature, bad padding, another corp
         raise CallbackRefused(403, "bad msg_signature or echostr") from None
     return str(echo)
@@ -145,8 +146,9 @@ def verify_url(settings: Settings, params: dict[str, str], *, now: float | None 
 def _xml(body: bytes | str) -> Element:
     """Parses XML with no DOCTYPE, entities or external references allowed."""
     try:
-        root: Element = safe_fromstring(body, forbid_dtd=True, forbid_entities=True,
-                                        forbid_external=True)
+        root: Element = safe_fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
         return root
     except (DefusedXmlException, ParseError, ValueError) as exc:
         raise CallbackRefused(400, f"malformed XML ({type(exc).__name__})") from None
@@ -157,8 +159,9 @@ def _field(root: Element, name: str) -> str:
     return (child.text or "").strip() if child is not None else ""
 
 
-def parse_callback(settings: Settings, params: dict[str, str], body: bytes, *,
-                   now: float | None = None) -> Parsed:
+def parse_callback(
+    settings: Settings, params: dict[str, str], body: bytes, *, now: float | None = None
+) -> Parsed:
     """A callback's natural key, chat and inner XML, after every check.
 
     Raises:
@@ -172,8 +175,11 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes, *,
     if outer.tag != "xml" or not _field(outer, "Encrypt"):
         raise CallbackRefused(400, "no Encrypt element")
     try:
-        inner = str(crypto.decrypt_message(body.decode("utf-8"), params["msg_signature"],
-                                           params["timestamp"], params["nonce"]))
+        inner = str(
+            crypto.decrypt_message(
+                body.decode("utf-8"), params["msg_signature"], params["timestamp"], params["nonce"]
+            )
+        )
     except UnicodeDecodeError:
         raise CallbackRefused(400, "not UTF-8") from None
     except Exception as exc:  # noqa: BLE001 - wechatpy raises many kinds
@@ -189,8 +195,11 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes, *,
         raise CallbackRefused(400, "not a WeCom message")
     if not _same(_field(root, "ToUserName"), own.corp_id or ""):
         raise CallbackRefused(403, "another corp's message")
-    sender, kind, created = (_field(root, "FromUserName"), _field(root, "MsgType").lower(),
-                             _field(root, "CreateTime"))
+    sender, kind, created = (
+        _field(root, "FromUserName"),
+        _field(root, "MsgType").lower(),
+        _field(root, "CreateTime"),
+    )
     if not sender or not kind or not created.isdigit() or len(sender) > MAX_USERID:
         raise CallbackRefused(400, "missing fields")
     message = _parse(inner)
@@ -229,8 +238,9 @@ def member_name(settings: Settings, session: Session, userid: str) -> str:
     if person is not None and person.display_name:
         return ""
     try:
-        answer = get_client(settings).call("GET", "user/get", params={"userid": userid},
-                                             timeout=NAME_TIMEOUT)
+        answer = get_client(settings).call(
+            "GET", "user/get", params={"userid": userid}, timeout=NAME_TIMEOUT
+        )
     except (ApiError, requests.RequestException) as exc:
         logger.info("WeCom user/get gave no name (%s)", type(exc).__name__)
         return ""
@@ -240,31 +250,47 @@ def member_name(settings: Settings, session: Session, userid: str) -> str:
 def store_callback(session: Session, parsed: Parsed, name: str = "") -> bool:
     """Stores a parsed callback in the inbox; False for a repeat (WeCom's retry)."""
     payload = {"xml": parsed.xml, **({"name": name} if name else {})}
-    inbox_id = queries.add_inbox(session=session, channel=CHANNEL, natural_key=parsed.natural_key,
-                                 chat_id=parsed.chat or "-", payload=payload,
-                                 status="pending" if parsed.chat else "done")
+    inbox_id = queries.add_inbox(
+        session=session,
+        channel=CHANNEL,
+        natural_key=parsed.natural_key,
+        chat_id=parsed.chat or "-",
+        payload=payload,
+        status="pending" if parsed.chat else "done",
+    )
     return inbox_id is not None
 
 
 def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     """An inbox row's message as the channel-neutral Inbound."""
     message = parse_message(payload["xml"])
-    base: dict[str, Any] = {"channel": CHANNEL, "chat_id": chat_id,
-                            "display_name": str(payload.get("name") or "")}
+    base: dict[str, Any] = {
+        "channel": CHANNEL,
+        "chat_id": chat_id,
+        "display_name": str(payload.get("name") or ""),
+    }
     if isinstance(message, TextMessage):
         return Inbound(**base, text=message.content or "")
     if isinstance(message, ImageMessage):
-        return Inbound(**base, attachments=[{"kind": "photo", "file_id": message.media_id,
-                                             "url": message.image}])
+        return Inbound(
+            **base,
+            attachments=[{"kind": "photo", "file_id": message.media_id, "url": message.image}],
+        )
     if isinstance(message, VoiceMessage):
-        return Inbound(**base, attachments=[{"kind": "voice", "file_id": message.media_id,
-                                             "mime_type": "audio/amr"}])
+        return Inbound(
+            **base,
+            attachments=[{"kind": "voice", "file_id": message.media_id, "mime_type": "audio/amr"}],
+        )
     if isinstance(message, TemplateCardEvent):
         code = message.response_code or ""
-        return Inbound(**base, pressed=True,
-                       callback=Callback(id=code, token=message.key or "", chat_id=chat_id,
-                                         message_id=0, message_text=""),
-                       platform={"task_id": message.task_id or "", "response_code": code})
+        return Inbound(
+            **base,
+            pressed=True,
+            callback=Callback(
+                id=code, token=message.key or "", chat_id=chat_id, message_id=0, message_text=""
+            ),
+            platform={"task_id": message.task_id or "", "response_code": code},
+        )
     if isinstance(message, BaseEvent):
         return Inbound(**base, ignored=True)
     return Inbound(**base, unsupported=True)
@@ -314,8 +340,9 @@ async def callback(request: Request) -> Response:
                 name = member_name(runtime.settings, session, parsed.chat)
         with session_scope(runtime.engine) as session:
             # In the storing transaction: a refused reuse rolls back with nothing stored.
-            check_nonce(runtime.settings, session, {**params, "nonce": f"wecom:{params['nonce']}"},
-                        raw)
+            check_nonce(
+                runtime.settings, session, {**params, "nonce": f"wecom:{params['nonce']}"}, raw
+            )
             return store_callback(session, parsed, name)
 
     try:

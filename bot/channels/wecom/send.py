@@ -109,12 +109,14 @@ class WeComSender:
 
     # --- sending --------------------------------------------------------------------------
 
-    def send(self, session: Session, person: Person, message: Rendered,
-             row: OutboxMessage) -> None:
+    def send(self, session: Session, person: Person, message: Rendered, row: OutboxMessage) -> None:
         """Sends one outbox message (its parts in order; a retry continues where it stopped)."""
         if row.key == UPDATE_KEY:
-            self._update(person.external_id, str(row.params.get("response_code") or ""),
-                         {"button": {"replace_name": message.text[:40] or "已处理"}})
+            self._update(
+                person.external_id,
+                str(row.params.get("response_code") or ""),
+                {"button": {"replace_name": message.text[:40] or "已处理"}},
+            )
             return
         if row.key == REFRESH_KEY:
             self._refresh(session, person, row)
@@ -122,8 +124,9 @@ class WeComSender:
         steps: list[tuple[str, Any]] = []
         groups = cards.chunks(list(message.buttons))
         if not groups or not cards.fits(message.text):
-            steps += [("text", part) for part in split_text(message.text, MAX_MESSAGE,
-                                                            unit="bytes")]
+            steps += [
+                ("text", part) for part in split_text(message.text, MAX_MESSAGE, unit="bytes")
+            ]
         steps += [("card", (index, group)) for index, group in enumerate(groups)]
         done = int(row.params.get("_parts_sent", 0))
         for index in range(done, len(steps)):
@@ -132,8 +135,9 @@ class WeComSender:
                 if kind == "text":
                     self._message(person.external_id, "text", {"content": value})
                 else:
-                    self._send_card(session, person, message, row, value[0], value[1],
-                                    record=len(groups) == 1)
+                    self._send_card(
+                        session, person, message, row, value[0], value[1], record=len(groups) == 1
+                    )
             except _MaybeSent:
                 # The call reached WeCom but its answer was lost: counted as sent, never
                 # sent twice.
@@ -143,19 +147,31 @@ class WeComSender:
                 raise
             row.params = {**row.params, "_parts_sent": index + 1}
 
-    def _send_card(self, session: Session, person: Person, message: Rendered,
-                   row: OutboxMessage, index: int, group: list[Any], *, record: bool) -> None:
+    def _send_card(
+        self,
+        session: Session,
+        person: Person,
+        message: Rendered,
+        row: OutboxMessage,
+        index: int,
+        group: list[Any],
+        *,
+        record: bool,
+    ) -> None:
         assert row.id is not None
         task = cards.task_id(row.id, index)
         card = cards.template_card(session, person, message, task, group)
         answer = self._message(person.external_id, "template_card", card)
         if not record:
             return
-        queries.set_channel_state(session=session, key=f"{CARD_STATE_KEY}.{row.id}",
-                                  value=json.dumps({"task_id": task, "response_code":
-                                                    answer.get("response_code") or ""}))
-        stored_cards.record(session, person, row, message.text, list(message.buttons),
-                            chat_id=person.external_id)
+        queries.set_channel_state(
+            session=session,
+            key=f"{CARD_STATE_KEY}.{row.id}",
+            value=json.dumps({"task_id": task, "response_code": answer.get("response_code") or ""}),
+        )
+        stored_cards.record(
+            session, person, row, message.text, list(message.buttons), chat_id=person.external_id
+        )
 
     def _refresh(self, session: Session, person: Person, row: OutboxMessage) -> None:
         """Updates a stale card with the code its message/send returned: the current state
@@ -170,23 +186,22 @@ class WeComSender:
             # Used already (the card was refreshed once): WeCom takes no second update.
             stale.applied(session)
             return
-        buttons = list(stale.message.buttons)[:cards.MAX_BUTTONS]
+        buttons = list(stale.message.buttons)[: cards.MAX_BUTTONS]
         if buttons:
-            card = cards.template_card(session, person, stale.message, state["task_id"],
-                                       buttons)
+            card = cards.template_card(session, person, stale.message, state["task_id"], buttons)
             self._update(person.external_id, code, {"template_card": card})
         else:
             line = stale.message.text.splitlines()[-1]
             self._update(person.external_id, code, {"button": {"replace_name": line[:40]}})
-        queries.set_channel_state(session=session, key=key,
-                                  value=json.dumps({**state, "response_code": ""}))
+        queries.set_channel_state(
+            session=session, key=key, value=json.dumps({**state, "response_code": ""})
+        )
         stale.applied(session)
 
     def _message(self, userid: str, msgtype: str, content: dict[str, Any]) -> dict[str, Any]:
         """message/send to one member, within their limit."""
         self._wait_slot(userid)
-        body = {"touser": userid, "msgtype": msgtype, "agentid": self.agent_id,
-                msgtype: content}
+        body = {"touser": userid, "msgtype": msgtype, "agentid": self.agent_id, msgtype: content}
         answer = self._call("message/send", body)
         if answer.get("invaliduser"):
             raise Unreachable(f"WeCom: {userid} is not a member of the app")
@@ -211,8 +226,9 @@ class WeComSender:
         except ApiError as exc:
             code = exc.errcode
             if code == ERR_FREQUENCY:
-                raise TransientSendError(f"WeCom 45009: {exc.errmsg}",
-                                         retry_after=FREQUENCY_BACKOFF) from None
+                raise TransientSendError(
+                    f"WeCom 45009: {exc.errmsg}", retry_after=FREQUENCY_BACKOFF
+                ) from None
             if code in UNREACHABLE:
                 raise Unreachable(str(exc)) from None
             if code is None or code == ERR_SYSTEM_BUSY:

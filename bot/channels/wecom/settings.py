@@ -19,8 +19,9 @@ class WeComSettings(ChannelSettings):
     """REDESK_WECOM_*: the corp, the self-built app (its AgentId and Secret), the callback's
     Token and EncodingAESKey, and where the API is."""
 
-    model_config = SettingsConfigDict(env_prefix="REDESK_WECOM_", env_file=".env",
-                                      env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="REDESK_WECOM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
 
     #: The corp id (企业ID, "ww..."): also the ReceiveId inside every callback.
     corp_id: str | None = None
@@ -62,14 +63,21 @@ class WeComSettings(ChannelSettings):
     @property
     def enabled(self) -> bool:
         """Whether the corp id, AgentId, Secret, Token and EncodingAESKey are all set."""
-        return bool(self.corp_id and self.agent_id is not None and self.secret and self.token
-                    and self.aes_key)
+        return bool(
+            self.corp_id
+            and self.agent_id is not None
+            and self.secret
+            and self.token
+            and self.aes_key
+        )
 
     def secrets(self) -> list[Secret]:
         """The app Secret, the callback Token and the EncodingAESKey."""
-        return [("REDESK_WECOM_SECRET", self.secret, 1),
-                ("REDESK_WECOM_TOKEN", self.token, MIN_SECRET_LENGTH),
-                ("REDESK_WECOM_AES_KEY", self.aes_key, 1)]
+        return [
+            ("REDESK_WECOM_SECRET", self.secret, 1),
+            ("REDESK_WECOM_TOKEN", self.token, MIN_SECRET_LENGTH),
+            ("REDESK_WECOM_AES_KEY", self.aes_key, 1),
+        ]
 
     def check_production(self) -> None:
         """Weak or placeholder secrets are refused."""
