@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from datetime import date
 from enum import IntEnum
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from dramatiq import Worker
 from rich.console import Console
 from rich.table import Column, Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage import queries
@@ -26,10 +23,6 @@ from storage.models import Department, DepartmentKind, utcnow
 from storage.settings import Settings, SettingsError, default_data_dir, get_settings
 from workflow import service
 from workflow.errors import WorkflowError
-
-if TYPE_CHECKING:
-    from bot.channels.base import Stoppable
-    from bot.scheduler import Watch
 
 
 class Exit(IntEnum):
@@ -232,69 +225,13 @@ def run() -> None:
     _check_word_list()
     _setup_logging()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite, create=True)
-    from workflow import broker
+    from bot import server
+    from bot.channels.base import ChannelError
 
-    broker.configure(settings.redis_url)
-    import uvicorn
-
-    from bot import actors, wake  # noqa: F401  (actors declares the actors on the broker)
-    from bot.app import create_app
-
-    embedded = broker.is_in_process()
-    _banner(settings, embedded=embedded)
-    started = _start_channels(settings)
-    worker = None
-    watch = None
-    stop = threading.Event()
-    if embedded:
-        worker = _start_worker(settings)
-        threading.Thread(
-            target=_schedule, args=(settings, stop), name="scheduler", daemon=True
-        ).start()
-    else:
-        watch = _watch_scheduler(settings)
-    asgi = create_app()
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Long polls answer now instead of holding the shutdown for up to 30 s.
-            asgi.state.stopping = True
-            wake.HUB.wake_all()
-            super().handle_exit(sig, frame)
-
-    # proxy_headers=False: the client's address is decided in one place, by
-    # REDESK_TRUSTED_PROXIES (bot.app.client_address), not also by uvicorn's own default.
-    server = Server(
-        uvicorn.Config(
-            asgi,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            timeout_graceful_shutdown=30,
-            proxy_headers=False,
-        )
-    )
-    # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown with the handlers it found;
-    # with the default ones the process would die there, before the embedded worker is stopped.
-    # The handlers found are the server's own: a signal that comes before uvicorn installs its
-    # handlers (inside server.run) still stops it, where one that did nothing would be lost and
-    # the server would run on; one re-raised after the shutdown changes nothing.
-    previous = {
-        signum: signal.signal(signum, server.handle_exit)
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
     try:
-        server.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        stop.set()
-        if watch is not None:
-            watch.stop()
-        for running in started:
-            running.stop()
-        if worker is not None:
-            worker.stop()
+        server.serve(settings, say)
+    except ChannelError as exc:
+        raise CliError(str(exc), Exit.CONFIG) from None
 
 
 @app.command()
@@ -313,17 +250,9 @@ def worker() -> None:
     _check_word_list()
     _setup_logging()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
-    from workflow import broker
+    from bot import server
 
-    broker.configure(settings.redis_url)
-    from bot import actors  # noqa: F401
-
-    running = _start_worker(settings)
-    say(f"redesk worker: {settings.worker_threads} threads on {settings.redis_url}")
-    watch = _watch_scheduler(settings)
-    _wait_for_signal()
-    watch.stop()
-    running.stop()
+    server.work(settings, say)
 
 
 @app.command()
@@ -341,77 +270,9 @@ def scheduler() -> None:
             Exit.CONFIG,
         )
     _setup_logging()
-    from workflow import broker
+    from bot import server
 
-    broker.configure(settings.redis_url)
-    from bot import actors  # noqa: F401
-    from bot.scheduler import RedisLease
-
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=_schedule, args=(settings, stop, RedisLease(settings.redis_url)), daemon=True
-    )
-    thread.start()
-    say(
-        f"redesk scheduler: a sweep every {settings.sweep_interval:g} s, a tick "
-        f"every {settings.tick_interval:g} s (acts while it holds the lease)"
-    )
-    _wait_for_signal()
-    stop.set()
-    thread.join(timeout=5)
-
-
-def _banner(settings: Settings, *, embedded: bool) -> None:
-    """What `redesk run` serves and where its data is, each URL and path on its own line."""
-    base = f"http://{settings.host}:{settings.port}"
-    say(f"redesk listens on {base}")
-    say(f"web desk: {base}/desk")
-    if settings.metrics_token:
-        say(f"metrics: {base}/metrics (REDESK_METRICS_TOKEN as Bearer token)")
-    elif settings.env == "production":
-        say(
-            f"warning: metrics: {base}/metrics has no REDESK_METRICS_TOKEN: it answers only "
-            "clients on this machine; keep the reverse proxy from routing /metrics, or set "
-            "the token"
-        )
-    else:
-        say(f"metrics: {base}/metrics (open to whoever reaches the port)")
-    say(f"database: {_safe_url(settings.database_url)}")
-    say(f"media: {settings.media_dir}")
-    say(
-        "queue: "
-        + (
-            "in-process worker and scheduler (embedded)"
-            if embedded
-            else "Redis; run `redesk worker` and `redesk scheduler`"
-        )
-    )
-
-
-def _start_channels(settings: Settings) -> list[Stoppable]:
-    """Starts every channel that is on (token checks, webhooks, pollers), each saying its
-    line; prints the line of each one that is off. A channel that cannot start stops the
-    server with its one line (exit 3)."""
-    from bot import actors
-    from bot.channels.base import ChannelError
-    from bot.channels.registry import CHANNELS
-    from bot.runtime import get_runtime
-
-    runtime = get_runtime()
-    started: list[Stoppable] = []
-    for channel in CHANNELS:
-        if not channel.enabled(settings):
-            say(f"channel {channel.name}: {channel.describe(settings)}")
-            continue
-        try:
-            running = channel.start(runtime, say, actors.enqueue_inbound)
-        except ChannelError as exc:
-            for other in started:
-                other.stop()
-            raise CliError(str(exc), Exit.CONFIG) from None
-        if running is not None:
-            started.append(running)
-    return started
+    server.schedule(settings, say)
 
 
 def _check_word_list() -> None:
@@ -423,51 +284,6 @@ def _check_word_list() -> None:
         smalltalk.current_rule()
     except smalltalk.WordListError as exc:
         raise CliError(f"REDESK_SMALL_TALK_FILE: {exc}", Exit.CONFIG) from None
-
-
-def _start_worker(settings: Settings) -> Worker:
-    from workflow import broker
-
-    running = Worker(broker.current(), worker_threads=settings.worker_threads, worker_timeout=100)
-    running.start()
-    return running
-
-
-def _schedule(settings: Settings, stop: threading.Event, leadership: Any = None) -> None:
-    from bot import actors
-    from bot.scheduler import Alone, run
-
-    run(
-        stop=stop,
-        leadership=leadership or Alone(),
-        jobs=[
-            (settings.sweep_interval, actors.sweep.send),
-            (settings.tick_interval, actors.tick.send),
-        ],
-    )
-
-
-def _watch_scheduler(settings: Settings) -> Watch:
-    """Starts the look-out for a `redesk scheduler` (production's shape relies on one)."""
-    from bot.scheduler import Watch
-
-    assert settings.redis_url
-    watch = Watch(settings.redis_url)
-    watch.start()
-    return watch
-
-
-def _wait_for_signal() -> None:
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
-    done.wait()
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -1236,7 +1052,8 @@ def _data_help() -> str:
         settings = get_settings()
     except SettingsError:
         return lines[0]  # the verb itself reports the malformed setting
-    lines.append(f"Database: {_safe_url(settings.database_url)}")
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    lines.append(f"Database: {url}")
     lines.append(f"Media: {settings.media_dir}")
     return "\n\n".join(lines)
 

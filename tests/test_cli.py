@@ -15,6 +15,7 @@ from sqlalchemy import inspect
 from admin_scripts import cli, demo
 from admin_scripts.cli import Exit, app, main
 from bot import runtime as bot_runtime
+from bot import server
 from storage.db import get_engine
 from storage.models import Role
 from tests.conftest import fresh_pg_database
@@ -192,7 +193,7 @@ def test_the_run_banner_keeps_every_url_and_path_whole_on_its_own_line_in_40_col
     settings = cli.get_settings()
 
     # When `redesk run` prints its banner
-    cli._banner(settings, embedded=True)
+    server.banner(settings, embedded=True, say=cli.say)
 
     # Then each URL and path is a line of its own, whole
     lines = capsys.readouterr().out.splitlines()

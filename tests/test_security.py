@@ -30,7 +30,7 @@ from sqlmodel import Session, select
 
 from admin_scripts import cli
 from admin_scripts.cli import Exit, main
-from bot import dispatch, wake
+from bot import dispatch, server, wake
 from bot import runtime as bot_runtime
 from bot.app import STATIC_DIR, create_app
 from bot.channels import telegram, wechat
@@ -1734,7 +1734,7 @@ def test_the_run_banner_says_how_metrics_are_guarded(
     )
 
     # When it prints its banner
-    cli._banner(configured, embedded=True)
+    server.banner(configured, embedded=True, say=cli.say)
 
     # Then one line says how /metrics is guarded, and never shows the token
     out = capsys.readouterr().out
