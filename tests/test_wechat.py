@@ -1179,7 +1179,8 @@ def test_a_message_for_another_account_does_not_decrypt(
     assert client.post("/wechat", params=callback.params, content=callback.body).status_code == 400
 
 
-def test_wechat_off_refuses_callbacks(db_url: str, fake: FakeWeChat) -> None:
+def test_wechat_off_serves_no_callback_route(db_url: str, fake: FakeWeChat) -> None:
+    """A channel that is off mounts no routes: its callback is not found (404), not stored."""
     from bot.app import create_app
 
     off = Runtime(
@@ -1189,8 +1190,10 @@ def test_wechat_off_refuses_callbacks(db_url: str, fake: FakeWeChat) -> None:
     with TestClient(create_app(off)) as client:
         callback = fake.text(RESIDENT, "路灯坏了")
         assert (
-            client.post("/wechat", params=callback.params, content=callback.body).status_code == 403
+            client.post("/wechat", params=callback.params, content=callback.body).status_code == 404
         )
+    with Session(off.engine) as session:
+        assert session.exec(select(InboxMessage)).all() == []
 
 
 # --- small talk and 待办 on a channel without buttons ---------------------------------------
