@@ -111,7 +111,7 @@ def settings(db_url: str, fake: FakeTelegram, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def quick_sender(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TelegramSender:
-    """The Telegram sender on a limiter a hundred times faster than Telegram's limits."""
+    """The Telegram sender on a limiter forty times faster than Telegram's limits."""
     sender = TelegramSender(settings, limiter=QuickLimiter())
     monkeypatch.setitem(dispatch.SENDERS, telegram.CHANNEL, sender)
     return sender

@@ -121,7 +121,7 @@ def settings(db_url: str, fake: FakeWeCom, wechat_fake: FakeWeChat, tmp_path: Pa
 
 @pytest.fixture
 def sender(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> WeComSender:
-    """The WeCom sender on a limiter a hundred times faster than WeCom's per-member limit."""
+    """The WeCom sender on a limiter forty times faster than WeCom's per-member limit."""
     made = WeComSender(settings, limiter=QuickLimiter())
     monkeypatch.setitem(dispatch.SENDERS, wecom.CHANNEL, made)
     return made
