@@ -71,6 +71,20 @@ class Role(StrEnum):
     GROUP = "group"
 
 
+class CentreLevel(StrEnum):
+    """Where a service centre stands in the network: the four levels of responsibility, and
+    the kinds of centre in the new fields (新兴领域)."""
+
+    CITY = "市"
+    DISTRICT = "区"
+    STREET = "街道"
+    COMMUNITY = "社区"
+    BUSINESS = "商圈"
+    BUILDING = "楼宇"
+    PARK = "园区"
+    MARKET = "市场"
+
+
 class DepartmentKind(StrEnum):
     """The three kinds of unit a request is forwarded to."""
 
@@ -103,13 +117,42 @@ class OutboxStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-class Department(SQLModel, table=True):
-    """A street office, functional department or social organisation."""
+class Centre(SQLModel, table=True):
+    """A party-mass service centre (党群服务中心) in the network's tree.
 
-    __tablename__ = "departments"
+    `path` is the ids from the root down to this centre, as "/1/5/23/": a subtree is every
+    centre whose path starts with its root's, and the ancestors are read off the path.
+    """
+
+    __tablename__ = "centres"
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    #: Letters, digits and "-"; unique; used in links and QR codes.
+    code: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    name: str = Field(max_length=100)
+    #: One of CentreLevel's values.
+    level: str = Field(max_length=10)
+    parent_id: int | None = Field(default=None, foreign_key="centres.id", index=True)
+    path: str = Field(sa_column=Column(String(400), nullable=False, index=True))
+    active: bool = True
+    #: The centre that holds everything of a single-centre install (exactly one).
+    is_default: bool = False
+    #: Extra days off (ISO dates) on top of the national calendar and REDESK_EXTRA_DAYS_OFF;
+    #: inherited by the whole subtree.
+    days_off: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = created()
+
+
+class Department(SQLModel, table=True):
+    """A street office, functional department or social organisation, belonging to a centre
+    and serving its whole subtree."""
+
+    __tablename__ = "departments"
+    __table_args__ = (UniqueConstraint("centre_id", "name", name="uq_departments_centre_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    centre_id: int | None = Field(default=None, foreign_key="centres.id", index=True)
     kind: str = Field(default=DepartmentKind.FUNCTIONAL, max_length=20)
     active: bool = True
     #: Resolution deadline (working days) when a request is forwarded here; None: the category's.
@@ -118,12 +161,17 @@ class Department(SQLModel, table=True):
 
 
 class Category(SQLModel, table=True):
-    """A kind of request, recognised by keywords, with its route and deadlines."""
+    """A kind of request, recognised by keywords, with its route and deadlines.
+
+    A category of a centre applies in its whole subtree (the nearest one of a name wins);
+    one of no centre applies everywhere."""
 
     __tablename__ = "categories"
+    __table_args__ = (UniqueConstraint("centre_id", "name", name="uq_categories_centre_name"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    centre_id: int | None = Field(default=None, foreign_key="centres.id", index=True)
     keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     route: str = Field(default=Route.COMMITTEE, max_length=20)
     department_id: int | None = Field(default=None, foreign_key="departments.id")
@@ -150,6 +198,9 @@ class Person(SQLModel, table=True):
     phone: str | None = Field(default=None, max_length=30)
     role: str = Field(default=Role.REQUESTER, max_length=20, index=True)
     department_id: int | None = Field(default=None, foreign_key="departments.id")
+    #: The centre of their role (worker, leader, department staff, group); for a resident,
+    #: the centre they came through (None: not chosen yet, while there are several).
+    centre_id: int | None = Field(default=None, foreign_key="centres.id", index=True)
     #: The platform said the person cannot be reached (blocked the bot, unsubscribed).
     unreachable: bool = False
     #: An open dialogue: the command waiting for its missing argument, e.g. {"command": "reject",
@@ -190,6 +241,8 @@ class Invitation(SQLModel, table=True):
     code_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     role: str = Field(max_length=20)
     department_id: int | None = Field(default=None, foreign_key="departments.id")
+    #: The centre the role is in.
+    centre_id: int | None = Field(default=None, foreign_key="centres.id")
     created_at: datetime = created()
     expires_at: datetime = ts(nullable=False)
     used_at: datetime | None = ts()
@@ -221,10 +274,15 @@ class Request(SQLModel, table=True):
     """A resident's request (诉求) and where it stands."""
 
     __tablename__ = "requests"
-    __table_args__ = (Index("ix_requests_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_requests_state_created", "state", "created_at"),
+        Index("ix_requests_centre_state", "centre_id", "state"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    #: The centre that holds the request now (上报 and 下派 move it; the events say when).
+    centre_id: int = Field(foreign_key="centres.id")
     requester_id: int = Field(foreign_key="people.id", index=True)
     channel: str = Field(max_length=20)
     text: str = Field(sa_column=Column(Text, nullable=False))
@@ -263,6 +321,10 @@ class Request(SQLModel, table=True):
     first_replied_at: datetime | None = ts()
     reply_seconds: int | None = None
     reply_work_seconds: int | None = None
+    #: When the tick should look at the request next (its next reminder, escalation or
+    #: auto-close); None: nothing will fall. Set to now by every change, so that the tick
+    #: reads only what is due.
+    tick_at: datetime | None = ts(index=True)
 
 
 class Event(SQLModel, table=True):

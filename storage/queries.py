@@ -23,6 +23,7 @@ from storage.models import (
     ButtonToken,
     CardMessage,
     Category,
+    Centre,
     ChannelState,
     Department,
     Event,
@@ -125,6 +126,105 @@ def reachable_people(
     if department_id is not None:
         statement = statement.where(Person.department_id == department_id)
     return session.exec(statement.order_by(col(Person.id))).all()
+
+
+# --- centres ------------------------------------------------------------------------------
+
+
+def path_ids(path: str) -> list[int]:
+    """The centre ids of a path ("/1/5/23/" -> [1, 5, 23]), from the root down."""
+    return [int(part) for part in path.strip("/").split("/") if part]
+
+
+def add_centre(
+    *,
+    session: Session,
+    code: str,
+    name: str,
+    level: str,
+    parent: Centre | None = None,
+    is_default: bool = False,
+) -> Centre:
+    """A new centre under `parent` (None: a root), with its path filled in (flushed)."""
+    centre = Centre(
+        code=code,
+        name=name,
+        level=level,
+        parent_id=parent.id if parent is not None else None,
+        path="/",
+        is_default=is_default,
+    )
+    session.add(centre)
+    session.flush()
+    centre.path = f"{parent.path if parent is not None else '/'}{centre.id}/"
+    session.add(centre)
+    session.flush()
+    return centre
+
+
+def get_centre(*, session: Session, centre_id: int) -> Centre | None:
+    """A centre by id."""
+    return session.get(Centre, centre_id)
+
+
+def get_centre_by_code(*, session: Session, code: str) -> Centre | None:
+    """A centre by its code (compared without regard to case)."""
+    return session.exec(
+        select(Centre).where(func.lower(Centre.code) == code.strip().lower())
+    ).first()
+
+
+def default_centre(*, session: Session) -> Centre:
+    """The centre a single-centre install holds everything in (migration 0010 makes it)."""
+    centre = session.exec(
+        select(Centre).where(col(Centre.is_default).is_(True)).order_by(col(Centre.id))
+    ).first()
+    if centre is None:
+        raise LookupError("there is no default centre: the database is not migrated")
+    return centre
+
+
+def list_centres(*, session: Session, active_only: bool = False) -> Sequence[Centre]:
+    """Every centre, parents before children (by path), siblings in the order made."""
+    statement = select(Centre).order_by(col(Centre.path))
+    if active_only:
+        statement = statement.where(col(Centre.active).is_(True))
+    rows = session.exec(statement).all()
+    # Paths compare as text ("/10/" < "/2/"), so order by the ids along each path instead.
+    return sorted(rows, key=lambda centre: path_ids(centre.path))
+
+
+def child_centres(
+    *, session: Session, parent_id: int | None, active_only: bool = True
+) -> Sequence[Centre]:
+    """The centres right under `parent_id` (None: the roots), in the order made."""
+    statement = select(Centre).where(Centre.parent_id == parent_id).order_by(col(Centre.id))
+    if active_only:
+        statement = statement.where(col(Centre.active).is_(True))
+    return session.exec(statement).all()
+
+
+def count_active_centres(*, session: Session) -> int:
+    """How many centres are active."""
+    statement = select(func.count()).select_from(Centre).where(col(Centre.active).is_(True))
+    return int(session.exec(statement).one())
+
+
+def ancestor_ids(centre: Centre) -> list[int]:
+    """The ids of `centre` and every centre above it, nearest first."""
+    return list(reversed(path_ids(centre.path)))
+
+
+def subtree_ids(*, session: Session, centre: Centre) -> list[int]:
+    """The ids of `centre` and every centre below it (inactive ones included)."""
+    statement = select(Centre.id).where(col(Centre.path).startswith(centre.path, autoescape=True))
+    return [centre_id for centre_id in session.exec(statement).all() if centre_id is not None]
+
+
+def subtree_condition(centre: Centre) -> Any:
+    """A condition on Request: held by `centre` or a centre below it (one subquery)."""
+    inside = select(Centre.id).where(col(Centre.path).startswith(centre.path, autoescape=True))
+    return col(Request.centre_id).in_(inside)
 
 
 # --- departments and categories -----------------------------------------------------------

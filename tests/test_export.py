@@ -22,6 +22,7 @@ from admin_scripts import export
 from admin_scripts.cli import Exit, main
 from admin_scripts.manage import admin_user
 from bot import runtime as bot_runtime
+from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import AdminAudit, Event, Person, Request
 from tests.utils.cli import isolate_cli
@@ -498,9 +499,11 @@ def add_requests(desk: Desk, count: int, *, start: int = 0) -> None:
         )
         session.add(requester)
         session.flush()
+        centre_id = queries.default_centre(session=session).id
         rows = [
             {
                 "number": f"SQ-20260501-{start + index:05d}",
+                "centre_id": centre_id,
                 "requester_id": requester.id,
                 "channel": "web",
                 "text": f"第{start + index}件：路灯不亮，电话{RESIDENT_PHONE}",

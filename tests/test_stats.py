@@ -24,6 +24,7 @@ from admin_scripts import stats
 from admin_scripts.cli import Exit, main
 from admin_scripts.stats import Period
 from bot import runtime as bot_runtime
+from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import Category, Department, Event, Person, Request, Role
 from tests.utils.cli import isolate_cli
@@ -207,10 +208,12 @@ def load(url: str) -> None:
         }
         session.add_all(people.values())
         session.flush()
+        centre_id = queries.default_centre(session=session).id
         for spec in SPECS:
             created = spec.created
             request = Request(
                 number=spec.number,
+                centre_id=centre_id,
                 requester_id=people["resident"].id,
                 channel="web",
                 text="路灯坏了",

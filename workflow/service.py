@@ -215,8 +215,12 @@ def submit(
     sequence = queries.next_request_sequence(session=tx.session, day=day)
     response_hours = category.response_hours if category else DEFAULT_RESPONSE_HOURS
     resolution_days = category.resolution_days if category else DEFAULT_RESOLUTION_DAYS
+    holder = registered_by or requester
+    centre_id = holder.centre_id or queries.default_centre(session=tx.session).id
+    assert centre_id is not None
     request = Request(
         number=f"SQ-{day}-{sequence:04d}",
+        centre_id=centre_id,
         requester_id=requester.id,
         channel=requester.channel,
         text=text,
