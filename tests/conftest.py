@@ -23,6 +23,7 @@ from bot.runtime import Runtime
 from storage.db import dispose_engines, get_engine, upgrade
 from storage.settings import Settings
 from tests.utils.app import TestClient
+from tests.utils.centres import Tree, make_tree
 from tests.utils.cli import isolate_cli
 from tests.utils.harness import Desk
 from tests.utils.world import Cast, World, make_cast
@@ -253,6 +254,13 @@ def world(runtime: Runtime) -> World:
 def cast(world: World) -> Cast:
     """The usual people, two departments and two categories (see tests/utils/world.py)."""
     return make_cast(world)
+
+
+@pytest.fixture
+def tree(world: World) -> Tree:
+    """District D over communities C1, C2 and the 商圈 B, with their people (see
+    tests/utils/centres.py)."""
+    return make_tree(world)
 
 
 @pytest.fixture
