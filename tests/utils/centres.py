@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from storage import queries
@@ -96,33 +97,37 @@ def _person(
     return person
 
 
+def add_district(session: Session) -> dict[str, Centre]:
+    """District D (a root) with C1 and C2 (社区) and B (商圈) under it, by code."""
+    district = queries.add_centre(
+        session=session, code="D", name="锦江区党群服务中心", level=CentreLevel.DISTRICT
+    )
+    centres = {"D": district}
+    for code, name, level in [
+        ("C1", "春熙社区", CentreLevel.COMMUNITY),
+        ("C2", "东风社区", CentreLevel.COMMUNITY),
+        ("B", "春熙路商圈", CentreLevel.BUSINESS),
+    ]:
+        centres[code] = queries.add_centre(
+            session=session, code=code, name=name, level=level, parent=district
+        )
+    return centres
+
+
+def place(engine: Engine, person_id: int, centre: Centre) -> None:
+    """Moves a person (e.g. a worker bound through the desk) into `centre`."""
+    with session_scope(engine) as session:
+        person = session.get(Person, person_id)
+        assert person is not None
+        person.centre_id = centre.id
+        session.add(person)
+
+
 def make_tree(world: World) -> Tree:
     """The network, its departments, a category of no centre and its people (one transaction)."""
     with session_scope(world.engine) as session:
-        district = queries.add_centre(
-            session=session, code="D", name="锦江区党群服务中心", level=CentreLevel.DISTRICT
-        )
-        c1 = queries.add_centre(
-            session=session,
-            code="C1",
-            name="春熙社区",
-            level=CentreLevel.COMMUNITY,
-            parent=district,
-        )
-        c2 = queries.add_centre(
-            session=session,
-            code="C2",
-            name="东风社区",
-            level=CentreLevel.COMMUNITY,
-            parent=district,
-        )
-        business = queries.add_centre(
-            session=session,
-            code="B",
-            name="春熙路商圈",
-            level=CentreLevel.BUSINESS,
-            parent=district,
-        )
+        centres = add_district(session)
+        district, c1, c2, business = (centres[code] for code in ("D", "C1", "C2", "B"))
         d_department = Department(name="城管执法", centre_id=district.id)
         c1_department = Department(name="社区网格", centre_id=c1.id)
         session.add_all([d_department, c1_department])
