@@ -1905,3 +1905,20 @@ def test_assign_skips_an_inactive_child_and_a_community_has_no_child_at_all(
     # Then both are refused: the district's choices leave out the 商圈, C1 has none
     assert isinstance(inactive, UnknownCentre) and inactive.choices == ["春熙社区", "东风社区"]
     assert isinstance(none, UnknownCentre) and none.choices == []
+
+
+def test_a_referral_is_not_the_first_action_the_response_figures_wait_for(
+    tree: Tree, world: World
+) -> None:
+    # Given a request sent up at once by C1
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权", now=NOW + timedelta(minutes=5))
+    assert world.request(number).first_action_at is None
+
+    # When the district accepts it an hour later
+    world.do(service.accept, tree.d_worker, number, now=NOW + timedelta(hours=1))
+
+    # Then that is the first action, in time against the deadline the request came with
+    request = world.request(number)
+    assert request.first_action_at == NOW + timedelta(hours=1)
+    assert (request.responded_in_time, request.response_seconds) == (True, 3600)

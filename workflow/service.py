@@ -524,14 +524,17 @@ def _move_centre(
     new: Centre,
     reason: str | None,
 ) -> None:
-    """Moves the request from `old` to `new` centre as new, nobody handling it."""
+    """Moves the request from `old` to `new` centre as new, nobody handling it.
+
+    Not a first action: the response figures wait for the 受理, 转单 or 驳回 of the centre that
+    holds it (docs/statistics.md), whose response deadline is the one it had.
+    """
     note = f"{old.name}（{old.code}）→ {new.name}（{new.code}）"
     if reason:
         note += f"：{reason}"
     assert new.id is not None
     request.centre_id = new.id
     request.handler_id = None
-    _mark_first_action(tx, request)
     _move(tx, request, actor, action, note=note, moved_centre=True)
 
 
