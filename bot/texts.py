@@ -30,6 +30,8 @@ ACTION_LABELS: dict[str, str] = {
     "accept": "受理",
     "forward": "转单",
     "reject": "驳回",
+    "refer": "上报",
+    "assign": "下派",
     "take": "接收",
     "return": "退单",
     "recall": "撤回转单",
@@ -74,6 +76,8 @@ HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
 · 转单 <编号> <部门> —— 转交部门办理（不带部门则列出可选部门）
 · 撤回转单 <编号> —— 部门尚未接收时撤回转单，可改转其他部门
 · 驳回 <编号> <原因> —— 不予受理
+· 上报 <编号> <原因> —— 超出本中心职权，上报上级中心办理
+· 下派 <编号> <中心> —— 交下级中心办理（不带中心则列出可选中心）
 · 办结 <编号> <结果> —— 报告办理结果
 · 回单 <编号> —— 审核通过，把结果回复群众
 · 返工 <编号> <原因> —— 审核不通过，退回重新办理
@@ -106,6 +110,8 @@ TEXTS: dict[str, str] = {
     "requester.closed": "【{number}】感谢您的评价（{rating}），本诉求已办结。",
     "requester.reopened": "【{number}】收到您的评价，诉求已重新办理（重办），我们会尽快处理。",
     "requester.cancelled": "【{number}】您的诉求已撤销。",
+    "requester.referred": "【{number}】您的诉求已上报「{centre}」办理，我们会继续告诉您办理进展。",
+    "requester.assigned": "【{number}】您的诉求已交由「{centre}」办理，我们会继续告诉您办理进展。",
     # cards for workers and departments
     "card.new": (
         "【{number}】新诉求 · {category}\n{text}\n—— 来自：{requester}{phone_part}（{channel_label}）\n"
@@ -118,6 +124,16 @@ TEXTS: dict[str, str] = {
     "card.forwarded": (
         "【{number}】转单 · {category}（{by}转交「{department}」）\n{text}\n"
         "—— 来自：{requester}{phone_part}\n办结时限：{resolution_due}"
+    ),
+    "card.referred": (
+        "【{number}】上报 · {category}（{centre} {by}上报）\n上报原因：{reason}\n{text}\n"
+        "—— 来自：{requester}{phone_part}（{channel_label}）\n"
+        "响应时限：{response_due}　办结时限：{resolution_due}"
+    ),
+    "card.assigned": (
+        "【{number}】下派 · {category}（{centre} {by}下派）\n{text}\n"
+        "—— 来自：{requester}{phone_part}（{channel_label}）\n"
+        "响应时限：{response_due}　办结时限：{resolution_due}"
     ),
     "card.returned": (
         "【{number}】「{department}」退单，诉求回到待受理。\n原因：{reason}\n诉求内容：\n{text}"
@@ -158,6 +174,8 @@ TEXTS: dict[str, str] = {
     "reply.forwarded": "【{number}】已转交「{department}」。{staff_note}",
     "reply.recalled": "【{number}】已撤回转单，诉求回到待受理，可重新转单、受理或驳回。",
     "reply.rejected": "【{number}】已驳回，群众会收到原因。",
+    "reply.referred": "【{number}】已上报「{centre}」，该中心的党务工作者会收到这件诉求。",
+    "reply.assigned": "【{number}】已下派「{centre}」，该中心的党务工作者会收到这件诉求。",
     "reply.approved": "【{number}】已回单，群众会收到办理结果并被邀请评价。",
     "reply.sent_back": "【{number}】已返工，办理人会收到原因。",
     "reply.taken": "【{number}】已接收。办理完成后请发送「办结 {number} 结果」。",
@@ -204,6 +222,8 @@ TEXTS: dict[str, str] = {
     ),
     "error.nothing_to_register": "没有待登记的内容。请直接发送文字描述您遇到的问题。",
     "ask.reject": "【{number}】请输入驳回原因（发送「取消」放弃）：",
+    "ask.refer": "【{number}】请输入上报原因（发送「取消」放弃）：",
+    "ask.assign": "【{number}】请选择或输入下派的中心（发送「取消」放弃）：{names}",
     "ask.complete": "【{number}】请输入办理结果（发送「取消」放弃）：",
     "ask.send_back": "【{number}】请输入返工原因（发送「取消」放弃）：",
     "ask.return": "【{number}】请输入退单原因（发送「取消」放弃）：",
@@ -224,6 +244,10 @@ TEXTS: dict[str, str] = {
     "error.content_required": "请填写补充内容。",
     "error.satisfaction": "评价格式：评价 <编号> 已解决/未解决 满意/基本满意/不满意",
     "error.unknown_department": "没有名为「{name}」的部门。可选部门：{departments}",
+    "error.no_parent": "【{number}】本中心没有上级中心，不能上报。",
+    "error.no_children": "【{number}】本中心没有下级中心，不能下派。",
+    "error.unknown_child_centre": "【{number}】「{name}」不是本中心的下级中心。可选：{centres}",
+    "error.unknown_centre": "没有名称或代码为「{name}」的服务中心，请核对后重试。",
     "error.invitation_invalid": "邀请码无效、已使用或已过期，请核对后重试，或向管理员申请新的邀请码。",
     "error.bind_refused": "绑定失败次数过多，请一小时后再试，或向管理员申请新的邀请码。",
     "error.bind_usage": "请发送「绑定 邀请码」，邀请码由管理员提供。",
@@ -267,6 +291,8 @@ QUOTING_KEYS: frozenset[str] = frozenset(
         "card.new",
         "card.auto_forwarded",
         "card.forwarded",
+        "card.referred",
+        "card.assigned",
         "card.returned",
         "card.review",
         "card.supplemented",
@@ -372,20 +398,30 @@ def _rating_buttons(number: str) -> list[Button]:
     ]
 
 
-def _committee_buttons(number: str) -> list[Button]:
-    return [
+def _committee_buttons(params: Mapping[str, Any]) -> list[Button]:
+    """受理, 转单 and 驳回; 上报 where the centre has one above it, 下派 where it has
+    centres below it (a single-centre install has neither)."""
+    number = params["number"]
+    buttons = [
         Button("受理", f"受理 {number}"),
         Button("转单", f"转单 {number}"),
         Button("驳回", f"驳回 {number}"),
     ]
+    if params.get("can_refer"):
+        buttons.append(Button("上报", f"上报 {number}"))
+    if params.get("can_assign"):
+        buttons.append(Button("下派", f"下派 {number}"))
+    return buttons
 
 
 #: Buttons that go with a message key, from its parameters.
 BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
-    "card.new": lambda p: _committee_buttons(p["number"]),
-    "card.returned": lambda p: _committee_buttons(p["number"]),
-    "card.released": lambda p: _committee_buttons(p["number"]),
-    "card.reopened": lambda p: _committee_buttons(p["number"]),
+    "card.new": _committee_buttons,
+    "card.referred": _committee_buttons,
+    "card.assigned": _committee_buttons,
+    "card.returned": _committee_buttons,
+    "card.released": _committee_buttons,
+    "card.reopened": _committee_buttons,
     "card.forwarded": lambda p: [
         Button("接收", f"接收 {p['number']}"),
         Button("退单", f"退单 {p['number']}"),
@@ -393,7 +429,7 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     ],
     "card.auto_forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
     "reply.forwarded": lambda p: [Button("撤回", f"撤回转单 {p['number']}")],
-    "reply.recalled": lambda p: _committee_buttons(p["number"]),
+    "reply.recalled": _committee_buttons,
     "card.review": lambda p: [
         Button("回单", f"回单 {p['number']}"),
         Button("返工", f"返工 {p['number']}"),
@@ -411,6 +447,9 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     "ask.rate": lambda p: _rating_buttons(p["number"]),
     "ask.forward": lambda p: [
         Button(name, f"转单 {p['number']} {name}") for name in p.get("departments", [])
+    ],
+    "ask.assign": lambda p: [
+        Button(str(name), f"下派 {p['number']} {code}") for name, code in p.get("centres", [])
     ],
     "requester.receipt": lambda p: [Button("查询进度", f"查询 {p['number']}")],
     "smalltalk.thanks_rate": lambda p: _rating_buttons(p["number"]),

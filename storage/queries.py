@@ -227,6 +227,42 @@ def subtree_condition(centre: Centre) -> Any:
     return col(Request.centre_id).in_(inside)
 
 
+def reachable_in_centres(
+    *,
+    session: Session,
+    roles: Sequence[str],
+    centre_ids: Sequence[int],
+    default_centre_id: int | None = None,
+) -> Sequence[Person]:
+    """People with one of `roles` in one of `centre_ids` who can still be reached; people of
+    no recorded centre count as the default centre's (`default_centre_id`)."""
+    ids = list(centre_ids)
+    where: Any = col(Person.centre_id).in_(ids)
+    if default_centre_id is not None and default_centre_id in ids:
+        where = or_(where, col(Person.centre_id).is_(None))
+    statement = select(Person).where(
+        col(Person.role).in_(list(roles)), col(Person.unreachable).is_(False), where
+    )
+    return session.exec(statement.order_by(col(Person.id))).all()
+
+
+def departments_of_centres(
+    *, session: Session, centre_ids: Sequence[int], default_centre_id: int | None = None
+) -> Sequence[Department]:
+    """The active departments of `centre_ids`, in the order made; departments of no recorded
+    centre count as the default centre's (`default_centre_id`)."""
+    ids = list(centre_ids)
+    where: Any = col(Department.centre_id).in_(ids)
+    if default_centre_id is not None and default_centre_id in ids:
+        where = or_(where, col(Department.centre_id).is_(None))
+    statement = (
+        select(Department)
+        .where(where, col(Department.active).is_(True))
+        .order_by(col(Department.id))
+    )
+    return session.exec(statement).all()
+
+
 # --- departments and categories -----------------------------------------------------------
 
 
@@ -360,13 +396,14 @@ class TodoSection:
     items: list[Request] = field(default_factory=list)
 
 
-def _committee_sections(handler_id: int) -> list[_Section]:
+def _committee_sections(handler_id: int, centre_id: int | None = None) -> list[_Section]:
+    held: Any = col(Request.centre_id) == centre_id if centre_id is not None else True
     return [
-        ("new", col(Request.state) == "new", col(Request.response_due_at)),
-        ("review", col(Request.state) == "review", col(Request.resolution_due_at)),
+        ("new", held & (col(Request.state) == "new"), col(Request.response_due_at)),
+        ("review", held & (col(Request.state) == "review"), col(Request.resolution_due_at)),
         (
             "mine",
-            (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
+            held & (col(Request.state) == "handling") & (col(Request.handler_id) == handler_id),
             col(Request.resolution_due_at),
         ),
     ]
@@ -389,10 +426,13 @@ def todo_page(
     session: Session,
     handler_id: int | None = None,
     department_id: int | None = None,
+    centre_id: int | None = None,
     offset: int = 0,
     limit: int = 10,
 ) -> list[TodoSection]:
     """A page of a worker's (handler_id) or a department's to-do list, by section.
+
+    A worker's sections hold only requests of `centre_id` when it is given.
 
     The sections follow each other in a fixed order (committee: new, review, mine;
     department: forwarded, dept_handling); within one, the nearest deadline comes first and
@@ -400,7 +440,7 @@ def todo_page(
     every section is returned with its true total, also when none of it is on the page.
     """
     if handler_id is not None:
-        sections = _committee_sections(handler_id)
+        sections = _committee_sections(handler_id, centre_id)
     elif department_id is not None:
         sections = _department_sections(department_id)
     else:

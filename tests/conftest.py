@@ -23,6 +23,7 @@ from bot.runtime import Runtime
 from storage.db import dispose_engines, get_engine, upgrade
 from storage.settings import Settings
 from tests.utils.app import TestClient
+from tests.utils.centres import Tree, make_tree
 from tests.utils.cli import isolate_cli
 from tests.utils.harness import Desk
 from tests.utils.world import Cast, World, make_cast
@@ -176,6 +177,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     with get_engine(url).begin() as connection:
         for table in TABLES:
             connection.execute(text(f"DELETE FROM {table}"))
+        # The default centre (migration 0010) stays, as it was made; any other goes.
+        connection.execute(text("DELETE FROM centres WHERE NOT is_default"))
+        connection.execute(text("UPDATE centres SET days_off = '[]', active = true"))
         for table in TABLES:
             if table not in NO_SEQUENCE:
                 connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
@@ -250,6 +254,13 @@ def world(runtime: Runtime) -> World:
 def cast(world: World) -> Cast:
     """The usual people, two departments and two categories (see tests/utils/world.py)."""
     return make_cast(world)
+
+
+@pytest.fixture
+def tree(world: World) -> Tree:
+    """District D over communities C1, C2 and the 商圈 B, with their people (see
+    tests/utils/centres.py)."""
+    return make_tree(world)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from storage import queries
 from storage.db import session_scope
 from storage.models import CardMessage, OutboxMessage, OutboxStatus
 from tests.utils.app import TestClient
+from tests.utils.centres import add_district, place
 from tests.utils.harness import Desk, Identity, Message
 from workflow import service
 from workflow.cards import REFRESH_KEY
@@ -215,3 +216,68 @@ def test_a_refresh_for_a_channel_without_cards_is_skipped_unsent(
         row = session.get(OutboxMessage, refresh.id)
         assert row is not None
         assert (row.status, row.last_error) == (OutboxStatus.SKIPPED, "no cards on this channel")
+
+
+# --- centres: a request that moves to another centre -------------------------------------------
+
+
+def _network(desk: Desk) -> dict[str, Any]:
+    """District D over C1 and C2 (and the 商圈 B); two web workers of C1, one of D and one of
+    C2, and a resident of C1."""
+    with session_scope(desk.runtime.engine) as session:
+        centres = add_district(session)
+    people: dict[str, Any] = {"centres": centres}
+    for name, code in [("c1", "C1"), ("c1b", "C1"), ("d", "D"), ("c2", "C2")]:
+        identity = desk.worker(f"{name}工作者")
+        place(desk.runtime.engine, identity.person_id, centres[code])
+        people[name] = identity
+    resident = desk.identity("张三")
+    place(desk.runtime.engine, resident.person_id, centres["C1"])
+    people["resident"] = resident
+    return people
+
+
+def test_a_card_offers_refer_where_there_is_a_centre_above_and_assign_where_there_are_below(
+    desk: Desk,
+) -> None:
+    # Given a network, and a resident of C1 writing in
+    net = _network(desk)
+    number = net["resident"].send("路灯坏了")[-1].number
+
+    # Then C1's workers' card offers 上报 (the district is above) but no 下派 (nothing below)
+    card = card_of(net["c1"])
+    assert card.labels == ["受理", "转单", "驳回", "上报"]
+    # And nobody of another centre got a card
+    assert not [m for m in net["d"].new_messages() if number in m.text]
+    assert not [m for m in net["c2"].new_messages() if number in m.text]
+
+
+def test_when_a_request_goes_up_the_old_centres_cards_go_stale_and_the_new_centre_gets_one(
+    desk: Desk,
+) -> None:
+    # Given C1's two workers with the card of a new request
+    net = _network(desk)
+    number = net["resident"].send("路灯坏了")[-1].number
+    other_card = card_of(net["c1b"])
+
+    # When one of them sends it up to the district, giving the reason when asked
+    net["c1"].press(f"上报 {number}")
+    net["c1"].send("涉及多个社区")
+
+    # Then the other worker's card keeps none of its buttons: C1 no longer holds the request
+    [update] = updates_of(net["c1b"], other_card)
+    assert update.labels == []
+    assert update.text.endswith(catalogue("line.done", state="待受理"))
+    # And the district's worker gets the card, with 下派 (it has centres below) and no 上报
+    card = card_of(net["d"], heading="上报")
+    assert card.labels == ["受理", "转单", "驳回", "下派"]
+    assert "春熙社区" in card.text and "涉及多个社区" in card.text
+
+    # When the district assigns it to C2
+    net["d"].press(f"下派 {number} C2")
+
+    # Then the district's card goes stale in turn, and C2's worker has it
+    [d_update] = updates_of(net["d"], card)
+    assert d_update.labels == []
+    assert card_of(net["c2"], heading="下派").labels == ["受理", "转单", "驳回", "上报"]
+    assert desk.request(number).centre_id == net["centres"]["C2"].id

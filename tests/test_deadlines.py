@@ -267,3 +267,31 @@ def test_working_seconds_count_only_working_hours_of_working_days(
     start: datetime, end: datetime, hours: float
 ) -> None:
     assert working_seconds(start.astimezone(UTC), end.astimezone(UTC)) == hours * 3600
+
+
+# --- a centre's own days off -----------------------------------------------------------------
+
+#: Tuesday 2026-03-03, a working day nationally, taken off by some centre.
+TUESDAY = date(2026, 3, 3)
+
+
+def test_a_centres_day_off_is_off_for_it_and_working_for_everyone_else() -> None:
+    assert is_working_day(TUESDAY)
+    assert not is_working_day(TUESDAY, frozenset({TUESDAY}))
+
+
+def test_every_deadline_function_skips_a_centres_day_off() -> None:
+    # Given Monday 2026-03-02 at 17:00, and a centre with Tuesday off
+    monday = local(2026, 3, 2, 17)
+    off = frozenset({TUESDAY})
+
+    # Then two working hours end on Wednesday, one working day is Wednesday, and the time from
+    # Monday 17:00 to Wednesday 10:00 is two working hours (1 h Monday, 1 h Wednesday)
+    assert add_working_hours(monday, 2) == local(2026, 3, 3, 10)
+    assert add_working_hours(monday, 2, days_off=off) == local(2026, 3, 4, 10)
+    assert add_working_days(monday, 1) == local(2026, 3, 3, 18)
+    assert add_working_days(monday, 1, days_off=off) == local(2026, 3, 4, 18)
+    wednesday = local(2026, 3, 4, 10)
+    assert working_seconds(monday, wednesday) == (1 + 9 + 1) * 3600
+    assert working_seconds(monday, wednesday, days_off=off) == 2 * 3600
+    assert next_working_start(local(2026, 3, 2, 19), 9, 18, off) == local(2026, 3, 4, 9)

@@ -16,6 +16,7 @@ from bot.texts import text as catalogue
 from storage import queries
 from storage.db import session_scope
 from storage.models import OutboxMessage, Person, utcnow
+from tests.utils.centres import add_district, place
 from tests.utils.harness import Desk, Identity, Message
 
 NUMBER_RE = re.compile(r"SQ-\d{8}-\d{4,}")
@@ -1441,3 +1442,172 @@ def test_a_worker_s_history_names_who_did_each_step(office: Office) -> None:
     assert "接收（赵科长 · 城管执法）" in staff_view
     # And the resident's history names nobody
     assert "王书记" not in resident_view and "赵科长" not in resident_view
+
+
+# --- 上报 and 下派 ---------------------------------------------------------------------------
+
+
+@dataclass
+class Network:
+    """District D over C1, C2 and B, with a web worker in C1, D and C2 and a resident of C1."""
+
+    desk: Desk
+    c1: Identity
+    d: Identity
+    c2: Identity
+    resident: Identity
+    ids: dict[str, int]
+
+    def new_request(self) -> str:
+        number = self.resident.send("小区门口的路灯坏了")[-1].number
+        for identity in (self.c1, self.d, self.c2):
+            identity.new_messages()
+        return number
+
+    def up(self, number: str) -> None:
+        """C1's worker sends `number` up to the district."""
+        self.c1.send(f"上报 {number} 涉及多个社区")
+        self.d.new_messages()
+
+
+@pytest.fixture
+def network(desk: Desk) -> Network:
+    with session_scope(desk.runtime.engine) as session:
+        centres = add_district(session)
+        ids = {code: int(centre.id or 0) for code, centre in centres.items()}
+    people = {}
+    for name, code in [("c1", "C1"), ("d", "D"), ("c2", "C2")]:
+        people[name] = desk.worker(f"{code}工作者")
+        place(desk.runtime.engine, people[name].person_id, centres[code])
+    resident = desk.identity("张三")
+    place(desk.runtime.engine, resident.person_id, centres["C1"])
+    return Network(desk, resident=resident, ids=ids, **people)
+
+
+@pytest.mark.parametrize("word", ["上报", "/escalate"])
+def test_a_worker_refers_a_request_to_the_centre_above_by_word_or_slash(
+    network: Network, word: str
+) -> None:
+    # Given a request of C1
+    number = network.new_request()
+
+    # When C1's worker sends it up with a reason
+    replies = network.c1.send(f"{word} {number} 涉及多个社区")
+
+    # Then they are told where it went, the district's worker gets it, the resident is told
+    assert replies[-1].text == catalogue(
+        "reply.referred", number=number, centre="锦江区党群服务中心"
+    )
+    assert network.desk.request(number).centre_id == network.ids["D"]
+    assert any("涉及多个社区" in m.text for m in network.d.new_messages())
+    assert network.resident.new_messages()[-1].text == catalogue(
+        "requester.referred", number=number, centre="锦江区党群服务中心"
+    )
+
+
+def test_refer_without_a_reason_asks_for_one(network: Network) -> None:
+    number = network.new_request()
+
+    asked = network.c1.send(f"上报 {number}")
+    done = network.c1.send("超出社区职权")
+
+    assert asked[-1].text == catalogue("ask.refer", number=number)
+    assert done[-1].text.startswith(f"【{number}】已上报")
+    assert network.desk.request(number).centre_id == network.ids["D"]
+
+
+def test_refer_from_the_top_centre_says_there_is_none_above(network: Network) -> None:
+    # Given a request already with the district (which has nothing above it)
+    number = network.new_request()
+    network.up(number)
+
+    # When the district's worker tries to send it up
+    replies = network.d.send(f"上报 {number} 再上报")
+
+    # Then they are told so, and it stays
+    assert replies[-1].text == catalogue("error.no_parent", number=number)
+    assert network.desk.request(number).centre_id == network.ids["D"]
+
+
+@pytest.mark.parametrize("command", ["上报 {n} 超出职权", "下派 {n} C2", "受理 {n}", "查询 {n}"])
+def test_a_worker_of_a_sibling_centre_is_told_the_number_is_unknown(
+    network: Network, command: str
+) -> None:
+    # Given a request of C1
+    number = network.new_request()
+
+    # When C2's worker tries it
+    replies = network.c2.send(command.format(n=number))
+
+    # Then it is as if the number did not exist, and nothing moved
+    assert replies[-1].text == catalogue("error.unknown_request", number=number)
+    request = network.desk.request(number)
+    assert (request.centre_id, request.state) == (network.ids["C1"], "new")
+
+
+def test_a_resident_may_not_refer_or_assign(network: Network) -> None:
+    number = network.new_request()
+
+    refer = network.resident.send(f"上报 {number} 太慢了")
+    assign = network.resident.send(f"下派 {number} C2")
+
+    assert refer[-1].text == catalogue("error.not_permitted", action_label="上报")
+    assert assign[-1].text == catalogue("error.not_permitted", action_label="下派")
+    assert network.desk.request(number).centre_id == network.ids["C1"]
+
+
+def test_assign_without_a_centre_offers_the_children_and_takes_the_name_typed(
+    network: Network,
+) -> None:
+    # Given a request with the district
+    number = network.new_request()
+    network.up(number)
+
+    # When the district's worker says 下派 without a centre
+    asked = network.d.send(f"下派 {number}")
+
+    # Then the children are offered, as buttons and by name
+    assert asked[-1].labels == ["春熙社区", "东风社区", "春熙路商圈"]
+    assert asked[-1].actions[1] == f"下派 {number} C2"
+    assert "春熙社区、东风社区、春熙路商圈" in asked[-1].text
+
+    # When they type a name
+    done = network.d.send("东风社区")
+
+    # Then it goes there, and C2's worker has it
+    assert done[-1].text == catalogue("reply.assigned", number=number, centre="东风社区")
+    assert network.desk.request(number).centre_id == network.ids["C2"]
+    assert any(number in m.text for m in network.c2.new_messages())
+
+
+@pytest.mark.parametrize("word", ["下派", "/assign"])
+def test_assign_to_an_unknown_centre_names_the_children(network: Network, word: str) -> None:
+    number = network.new_request()
+    network.up(number)
+
+    replies = network.d.send(f"{word} {number} 青羊区")
+
+    assert replies[-1].text == catalogue(
+        "error.unknown_child_centre",
+        number=number,
+        name="青羊区",
+        centres="春熙社区、东风社区、春熙路商圈",
+    )
+    assert network.desk.request(number).centre_id == network.ids["D"]
+
+
+def test_assign_from_a_centre_with_nothing_below_says_so(network: Network) -> None:
+    number = network.new_request()
+
+    typed = network.c1.send(f"下派 {number} C2")
+    bare = network.c1.send(f"下派 {number}")
+
+    assert typed[-1].text == catalogue("error.no_children", number=number)
+    assert bare[-1].text == catalogue("error.no_children", number=number)
+    assert network.desk.request(number).centre_id == network.ids["C1"]
+
+
+def test_the_workers_help_names_refer_and_assign(network: Network) -> None:
+    help_text = network.c1.send("帮助")[-1].text
+
+    assert "上报 <编号> <原因>" in help_text and "下派 <编号> <中心>" in help_text

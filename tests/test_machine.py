@@ -37,8 +37,13 @@ EXPECTED: dict[tuple[State, Action], State] = {
     (S.NEW, A.FORWARD): S.FORWARDED,
     (S.NEW, A.REJECT): S.REJECTED,
     (S.NEW, A.CANCEL): S.CANCELLED,
-    # HANDLING (做单): forward after all, complete, cancel.
+    # ... or it goes to another centre, up (上报) or down (下派), where it is new again.
+    (S.NEW, A.REFER): S.NEW,
+    (S.NEW, A.ASSIGN): S.NEW,
+    # HANDLING (做单): forward after all, complete, cancel, or send up or down after all.
     (S.HANDLING, A.FORWARD): S.FORWARDED,
+    (S.HANDLING, A.REFER): S.NEW,
+    (S.HANDLING, A.ASSIGN): S.NEW,
     (S.HANDLING, A.COMPLETE): S.REVIEW,
     (S.HANDLING, A.CANCEL): S.CANCELLED,
     # ... or, when the handling worker's role is revoked, it goes back to the committee.
@@ -81,7 +86,7 @@ def test_the_expected_table_names_every_state_and_every_action() -> None:
     # Guards the test itself: a new state or action must be decided on here.
     assert {state for state, _ in EXPECTED} == set(State)
     assert {action for _, action in EXPECTED} == set(Action) - {A.SUBMIT}
-    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 19
+    assert len(ALL_PAIRS) == len(State) * len(Action) == 9 * 21
 
 
 @pytest.mark.parametrize("pair", ALL_PAIRS, ids=_id)
@@ -193,6 +198,8 @@ def test_allowed_actions_of_a_new_request_put_state_changes_before_events() -> N
         A.ACCEPT,
         A.FORWARD,
         A.REJECT,
+        A.REFER,
+        A.ASSIGN,
         A.CANCEL,
         A.SUPPLEMENT,
         A.COMMENT,
@@ -259,3 +266,17 @@ def test_a_rule_with_no_source_state_cannot_happen_to_an_existing_request() -> N
 
     # Then no state lists it among its allowed actions
     assert all(A.SUBMIT not in allowed_actions(state) for state in State)
+
+
+@pytest.mark.parametrize("action", [A.REFER, A.ASSIGN], ids=str)
+def test_a_request_sent_up_or_down_is_new_at_its_new_centre_and_cannot_move_once_forwarded(
+    action: Action,
+) -> None:
+    # Given a new request and one the committee handles
+    # Then 上报 and 下派 leave both new (for the other centre's committee)
+    assert transition(S.NEW, action) is S.NEW
+    assert transition(S.HANDLING, action) is S.NEW
+    # And a request with a department, in review or finished cannot move between centres
+    for state in (S.FORWARDED, S.DEPT_HANDLING, S.REVIEW, S.REPLIED, *FINISHED):
+        with pytest.raises(TransitionNotAllowed):
+            transition(state, action)

@@ -241,8 +241,15 @@ def predict(
         if not valid_text(text):
             return Expect("error")
         return Expect("ok", (Action.TAKE, Action.COMPLETE), State.REVIEW, known.department, True)
+    # One centre holds everything here: every worker and leader is of it.
     if not permitted(
-        action, known.state, role=role, is_requester=is_requester, in_department=in_department
+        action,
+        known.state,
+        role=role,
+        is_requester=is_requester,
+        in_department=in_department,
+        in_centre=True,
+        overseeing=role == "leader",
     ):
         return Expect("refused")
     if not allowed(action, known.state):
@@ -518,6 +525,8 @@ class Workflow(RuleBasedStateMachine):
                 role=actor.role,
                 is_requester=is_requester,
                 in_department=in_department,
+                in_centre=True,
+                overseeing=actor.role == "leader",
             ), (event.action, actor.role)
 
         # Replaying each request's events ends where it stands; refusals happen in place.

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from bot import dispatch
 from bot.runtime import Runtime
 from storage.models import Event, OutboxMessage, Person, Reminder
+from tests.utils.centres import Tree
 from tests.utils.world import Cast, World
 from workflow import deadlines, service
 from workflow.cards import REFRESH_KEY
@@ -258,17 +259,17 @@ def test_two_schedulers_ticking_at_once_send_each_reminder_once(
             select(OutboxMessage).where(OutboxMessage.key == "remind.unacted")
         ).all()
         done = session.exec(select(Reminder)).all()
-    assert len(pings) == 3 * len(service_committee(world))
+    assert len(pings) == 3 * len(service_committee(world, numbers[0]))
     assert sorted(r.kind for r in done) == ["digest", "unacted", "unacted", "unacted"]
     assert {ping.params["number"] for ping in pings} == set(numbers)
 
 
-def service_committee(world: World) -> list[Person]:
+def service_committee(world: World, number: str) -> list[Person]:
     with Session(world.engine) as session:
         from workflow.service import Tx
 
         tx = Tx(session=session, now=datetime.now(UTC), source="count")
-        return list(service.committee(tx))
+        return list(service.committee(tx, service.load(tx, number, lock=False)))
 
 
 # --- the daily digest --------------------------------------------------------------------------
@@ -338,3 +339,89 @@ def test_local_days_off_and_make_up_days_from_the_settings(
 
 def test_the_policy_knobs_are_read_from_the_settings(runtime: Runtime) -> None:
     assert runtime.policy == Policy(unacted_minutes=30, auto_close_days=7, digest_hour=9)
+
+
+# --- centres: who hears what -------------------------------------------------------------------
+
+
+def names_of(tree: Tree, queued: dict[int, list[str]], key: str) -> set[str]:
+    """The tree's people (by attribute name) who were queued `key`."""
+    return {
+        name
+        for name in (
+            "d_worker",
+            "d_leader",
+            "c1_worker",
+            "c1_worker2",
+            "c1_leader",
+            "c1_group",
+            "c2_worker",
+            "b_worker",
+            "d_staff",
+            "c1_staff",
+            "c1_resident",
+            "c2_resident",
+        )
+        if key in keys(queued, getattr(tree, name))
+    }
+
+
+def test_reminders_go_to_the_workers_of_the_centre_and_overdue_to_leaders_up_the_tree(
+    tree: Tree, tick: Any
+) -> None:
+    # Given a request of C1 on Monday 2026-03-02 10:00, 4 working hours to respond
+    tree.submit(now=local(2026, 3, 2, 10))
+
+    # When the ticks run after 30 minutes and after the response deadline
+    unacted = tick(local(2026, 3, 2, 10, 35))
+    due = tick(local(2026, 3, 2, 14, 5))
+
+    # Then C1's workers and committee group are reminded, nobody of another centre
+    c1_committee = {"c1_worker", "c1_worker2", "c1_group"}
+    assert names_of(tree, unacted, "remind.unacted") == c1_committee
+    assert names_of(tree, due, "remind.response_due") == c1_committee
+    # And 督办 goes to the leaders of C1 and of the district above, and C1's group
+    assert names_of(tree, due, "escalate.overdue") == {"c1_leader", "d_leader", "c1_group"}
+
+
+def test_overdue_after_a_request_went_up_skips_the_community_it_came_from(
+    tree: Tree, world: World, tick: Any
+) -> None:
+    # Given a request of C1 sent up to the district at once
+    number = tree.submit(now=local(2026, 3, 2, 10))
+    world.do(service.refer, tree.c1_worker, number, "超出职权", now=local(2026, 3, 2, 10, 5))
+
+    # When its response deadline passes
+    due = tick(local(2026, 3, 2, 14, 5))
+
+    # Then the district's worker is reminded and its leader gets 督办; C1 hears nothing
+    assert names_of(tree, due, "remind.response_due") == {"d_worker"}
+    assert names_of(tree, due, "escalate.overdue") == {"d_leader"}
+
+
+def test_the_digest_gives_a_worker_their_centre_and_a_leader_their_subtree_once(
+    tree: Tree, tick: Any, runtime: Runtime
+) -> None:
+    # Given on Monday 2026-03-02 a request of C1 and one of C2
+    c1 = tree.submit(now=local(2026, 3, 2, 8))
+    c2 = tree.submit(tree.c2_resident, now=local(2026, 3, 2, 8, 5))
+
+    # When the ticks run at nine and a little later
+    queued = tick(local(2026, 3, 2, 9, 1), digest=True)
+    again = tick(local(2026, 3, 2, 9, 30), digest=True)
+
+    # Then every worker and leader got one digest, that day only once (one claim)
+    readers = {"d_worker", "d_leader", "c1_worker", "c1_worker2", "c1_leader", "c2_worker"}
+    assert names_of(tree, queued, "digest") == readers | {"b_worker"}
+    assert "digest" not in all_keys(again)
+    with Session(runtime.engine) as session:
+        claims = session.exec(select(Reminder).where(Reminder.kind == "digest")).all()
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.key == "digest")).all()
+    assert len(claims) == 1
+    new_of = {row.person_id: " ".join(row.params["sections"]["new"]) for row in rows}
+    # And each saw what their place covers: a worker their centre, a leader the subtree
+    assert c1 in new_of[tree.c1_worker.id] and c2 not in new_of[tree.c1_worker.id]
+    assert c2 in new_of[tree.c2_worker.id] and c1 not in new_of[tree.c2_worker.id]
+    assert c1 in new_of[tree.c1_leader.id] and c2 not in new_of[tree.c1_leader.id]
+    assert c1 in new_of[tree.d_leader.id] and c2 in new_of[tree.d_leader.id]
+    assert new_of[tree.d_worker.id] == "" and new_of[tree.b_worker.id] == ""

@@ -327,8 +327,15 @@ def expected_outcome(action: Action, request: Request, actor: Actor) -> State | 
     if action is Action.COMPLETE and state is State.FORWARDED and in_department:
         steps = [Action.TAKE, Action.COMPLETE]
     for step in steps:
+        # One centre holds everything here: every worker and leader is of it.
         if not permitted(
-            step, state, role=actor.role, is_requester=actor.owner, in_department=in_department
+            step,
+            state,
+            role=actor.role,
+            is_requester=actor.owner,
+            in_department=in_department,
+            in_centre=True,
+            overseeing=actor.role == "leader",
         ):
             return None
         try:
@@ -394,6 +401,8 @@ def test_every_role_command_and_state_is_allowed_exactly_as_the_permission_table
                         is_requester=actor.owner,
                         in_department=actor.role == "department"
                         and actor.department_id == before.department_id,
+                        in_centre=True,
+                        overseeing=actor.role == "leader",
                     )
                     shown = MATRIX_TEXT in answer and number in answer
                     unknown = answer == catalogue("error.unknown_request", number=number)

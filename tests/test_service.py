@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from storage import queries
 from storage.db import session_scope
 from storage.models import (
     Category,
+    Centre,
+    Department,
     Event,
     Invitation,
     OutboxMessage,
@@ -24,6 +27,7 @@ from storage.models import (
     Request,
     RequestCounter,
 )
+from tests.utils.centres import Tree
 from tests.utils.harness import Desk
 from tests.utils.world import NOW, Cast, World, local
 from workflow import service
@@ -32,6 +36,7 @@ from workflow.errors import (
     InvitationInvalid,
     NotPermitted,
     TransitionNotAllowed,
+    UnknownCentre,
     UnknownDepartment,
     UnknownRequest,
 )
@@ -1451,3 +1456,469 @@ def test_a_summary_is_one_line_of_at_most_the_limit(text: str, limit: int, expec
     # Then it reads on one line and never exceeds the limit
     assert result == expected
     assert len(result) <= limit
+
+
+# --- centres: where a request is held, who sees and acts on it ----------------------------
+
+
+def _card_keys(world: World, tree: Tree) -> dict[str, list[str]]:
+    """Catalogue keys the last command queued, by the tree's attribute name of the recipient."""
+    names = {
+        person.id: name
+        for name in (
+            "d_worker",
+            "d_leader",
+            "c1_worker",
+            "c1_worker2",
+            "c1_leader",
+            "c1_group",
+            "c2_worker",
+            "b_worker",
+            "d_staff",
+            "c1_staff",
+            "c1_resident",
+            "c2_resident",
+        )
+        for person in [getattr(tree, name)]
+    }
+    keys: dict[str, list[str]] = {}
+    for person_id, key, _ in world.queued:
+        keys.setdefault(names.get(person_id, str(person_id)), []).append(key)
+    return keys
+
+
+def _refused_events(world: World, number: str) -> list[Event]:
+    return [event for event in world.events(number) if event.outcome == "refused"]
+
+
+def test_a_request_is_held_by_the_residents_centre_and_only_its_committee_gets_the_card(
+    tree: Tree, world: World
+) -> None:
+    # When a resident of C1 writes in
+    number = tree.submit()
+
+    # Then C1 holds it, and only C1's workers and committee group get the card
+    assert tree.held_by(number) == tree.c1.id
+    keys = _card_keys(world, tree)
+    assert keys.pop("c1_resident") == ["requester.receipt"]
+    assert keys == {
+        "c1_worker": ["card.new"],
+        "c1_worker2": ["card.new"],
+        "c1_group": ["card.new"],
+    }
+
+
+def test_a_walk_in_is_held_by_the_registering_workers_centre(tree: Tree, world: World) -> None:
+    # Given a walk-in of no centre, registered by a worker of C2
+    walk_in = world.person(channel=service.DESK_CHANNEL, name="王大爷")
+
+    # When the worker registers the request
+    request = world.do(
+        service.submit,
+        walk_in,
+        "楼道灯坏了",
+        contact_name="王大爷",
+        contact_phone="13800000000",
+        registered_by=tree.c2_worker,
+    )
+
+    # Then C2 holds it, and C2's worker (the only one there) got the card
+    assert request.centre_id == tree.c2.id
+    assert _card_keys(world, tree)["c2_worker"] == ["desk.relay", "card.new"]
+
+
+def test_a_resident_of_no_centre_files_with_the_default_centre(tree: Tree, world: World) -> None:
+    # Given a resident who came through no centre
+    resident = world.person(name="过客")
+
+    # When they write in
+    request = world.do(service.submit, resident, "路灯坏了")
+
+    # Then the default centre holds it, and no worker of the tree hears of it
+    with Session(world.engine) as session:
+        default = queries.default_centre(session=session)
+    assert request.centre_id == default.id
+    assert set(_card_keys(world, tree)) == {str(resident.id)}
+
+
+OTHERS = ["c2_worker", "b_worker", "d_worker", "c1_staff", "c2_resident"]
+
+
+@pytest.mark.parametrize("who", OTHERS)
+def test_nobody_outside_the_centre_may_act_on_its_request_or_learn_that_it_exists(
+    tree: Tree, world: World, who: str
+) -> None:
+    # Given a request held by C1, and someone of a sibling centre, the district (a worker,
+    # not a leader), C1's own department not forwarded to, or a resident of C2
+    number = tree.submit()
+    actor: Person = getattr(tree, who)
+    before = world.request(number)
+    outbox = len(world.outbox())
+
+    # When they try the committee's actions and to see it
+    for command, args in [
+        (service.accept, ()),
+        (service.reject, ("不属于受理范围",)),
+        (service.forward, ("城管执法",)),
+        (service.refer, ("超出职权",)),
+        (service.assign, ("C2",)),
+    ]:
+        error = world.refused(command, actor, number, *args)
+        # Then each is refused; staff of the committee are told nothing more than "no such
+        # number", the others as for any request not theirs
+        if who in ("c2_worker", "b_worker", "d_worker"):
+            assert isinstance(error, UnknownRequest)
+        else:
+            assert isinstance(error, NotPermitted)
+    assert isinstance(world.refused(service.view, actor, number), UnknownRequest)
+
+    # And the request, its centre and the outbox are as they were; each refusal is on record
+    after = world.request(number)
+    assert (after.state, after.centre_id, after.handler_id) == (
+        before.state,
+        before.centre_id,
+        before.handler_id,
+    )
+    assert len(world.outbox()) == outbox
+    assert len(_refused_events(world, number)) == 5
+
+
+def test_a_worker_of_a_community_cannot_act_on_or_see_a_district_request(
+    tree: Tree, world: World
+) -> None:
+    # Given a request sent up to the district
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出社区职权")
+
+    # When C1's worker and C1's leader (below the district) try it
+    for person in (tree.c1_worker, tree.c1_leader):
+        # Then it is unknown to them
+        assert isinstance(world.refused(service.accept, person, number), UnknownRequest)
+        assert isinstance(world.refused(service.view, person, number), UnknownRequest)
+    assert world.request(number).centre_id == tree.district.id
+
+
+def test_a_district_leader_sees_a_community_request_but_does_not_act_on_it(
+    tree: Tree, world: World
+) -> None:
+    # Given a request held by C1
+    number = tree.submit()
+
+    # When the district's leader looks at it and tries to accept it
+    request, events = world.do(service.view, tree.d_leader, number)
+    error = world.refused(service.accept, tree.d_leader, number)
+
+    # Then they see it and its history, but acting is C1's: "not yours", nothing moves
+    assert request.number == number
+    assert [event.action for event in events] == ["submit"]
+    assert isinstance(error, NotPermitted) and error.reason == "not_yours"
+    assert world.request(number).state == State.NEW
+
+
+@pytest.mark.parametrize("who", ["c1_resident", "c1_worker", "c1_leader", "d_leader"])
+def test_the_requester_the_centre_s_committee_and_leaders_above_see_a_request(
+    tree: Tree, world: World, who: str
+) -> None:
+    number = tree.submit()
+
+    request, _ = world.do(service.view, getattr(tree, who), number)
+
+    assert request.number == number
+
+
+def test_the_department_of_the_district_serves_a_community_s_request(
+    tree: Tree, world: World
+) -> None:
+    # Given a request of C1 forwarded by C1's worker to the district's 城管执法
+    number = tree.submit()
+    world.do(service.forward, tree.c1_worker, number, "城管执法")
+    assert world.request(number).department_id == tree.d_department.id
+
+    # When the district's staff see it and complete it
+    world.do(service.view, tree.d_staff, number)
+    world.do(service.complete, tree.d_staff, number, "已修复")
+
+    # Then it waits for C1's review: C1's workers get the card, nobody of the district does
+    assert world.request(number).state == State.REVIEW
+    keys = _card_keys(world, tree)
+    assert {name for name, got in keys.items() if "card.review" in got} == {
+        "c1_worker",
+        "c1_worker2",
+        "c1_group",
+    }
+
+
+def test_a_department_is_offered_where_its_centre_or_one_above_holds_the_request(
+    tree: Tree, world: World
+) -> None:
+    # Given requests of C1 and of C2
+    c1_request = tree.submit()
+    c2_request = tree.submit(tree.c2_resident)
+
+    # Then C1 may forward to its own 社区网格 and to the district's 城管执法; C2 only to the latter
+    world.do(service.forward, tree.c1_worker, c1_request, "社区网格")
+    assert world.request(c1_request).department_id == tree.c1_department.id
+    error = world.refused(service.forward, tree.c2_worker, c2_request, "社区网格")
+    assert isinstance(error, UnknownDepartment)
+    assert error.choices == ["城管执法"]
+    assert world.request(c2_request).state == State.NEW
+
+
+def test_of_two_departments_of_one_name_the_nearest_is_chosen(tree: Tree, world: World) -> None:
+    # Given C1 has a 城管执法 of its own as well as the district's
+    with session_scope(world.engine) as session:
+        own = Department(name="城管执法", centre_id=tree.c1.id)
+        session.add(own)
+        session.flush()
+    number = tree.submit()
+
+    # When C1's worker forwards to 城管执法
+    world.do(service.forward, tree.c1_worker, number, "城管执法")
+
+    # Then C1's own gets it
+    assert world.request(number).department_id == own.id
+
+
+def test_a_workers_to_do_list_holds_only_its_centre_s_requests(tree: Tree, world: World) -> None:
+    # Given a request in C1 and one in C2
+    c1_request = tree.submit()
+    tree.submit(tree.c2_resident)
+
+    # When C1's worker and the district's leader ask for their lists
+    c1_sections = world.do(service.todo, tree.c1_worker)
+    d_sections = world.do(service.todo, tree.d_leader)
+
+    # Then C1's worker sees C1's request only, the district (holding none) nothing
+    assert [r.number for section in c1_sections for r in section.items] == [c1_request]
+    assert sum(section.total for section in d_sections) == 0
+
+
+def test_the_nearest_category_of_a_name_applies(tree: Tree, world: World) -> None:
+    # Given C1 has its own 市政设施 (2 days) besides the one of no centre (5 days)
+    with session_scope(world.engine) as session:
+        session.add(
+            Category(
+                name="市政设施",
+                keywords=["路灯"],
+                centre_id=tree.c1.id,
+                response_hours=4,
+                resolution_days=2,
+            )
+        )
+
+    # When residents of C1 and C2 report a lamp
+    c1 = world.request(tree.submit())
+    c2 = world.request(tree.submit(tree.c2_resident))
+
+    # Then C1's request takes C1's category, C2's the general one
+    with Session(world.engine) as session:
+        c1_category = session.get(Category, c1.category_id)
+        c2_category = session.get(Category, c2.category_id)
+    assert c1_category is not None and c1_category.centre_id == tree.c1.id
+    assert c2_category is not None and c2_category.centre_id is None
+    assert c1.resolution_due_at < c2.resolution_due_at
+
+
+def test_a_centre_s_days_off_are_inherited_by_the_centres_below(tree: Tree, world: World) -> None:
+    # Given the district takes Tuesday 2026-03-03 off (a working day nationally)
+    with session_scope(world.engine) as session:
+        district = session.get(Centre, tree.district.id)
+        assert district is not None
+        district.days_off = ["2026-03-03"]
+        session.add(district)
+    # And a resident of no centre (the default centre's calendar)
+    elsewhere = world.person(name="过客")
+
+    # When residents of C2 and elsewhere report a lamp on Monday (5 working days)
+    c2 = world.request(tree.submit(tree.c2_resident))
+    other = world.request(world.do(service.submit, elsewhere, "路灯坏了").number)
+
+    # Then C2's deadline is one working day later: the district's day off counts for it
+    assert other.resolution_due_at == local(2026, 3, 9, 18)
+    assert c2.resolution_due_at == local(2026, 3, 10, 18)
+
+
+# --- 上报 and 下派 --------------------------------------------------------------------------
+
+
+def test_refer_sends_a_request_up_to_the_parent_centre_whose_workers_get_it(
+    tree: Tree, world: World
+) -> None:
+    # Given a request C1's worker is handling
+    number = tree.submit()
+    world.do(service.accept, tree.c1_worker, number)
+    before = world.request(number)
+
+    # When the worker sends it up
+    later = NOW + timedelta(hours=1)
+    world.do(service.refer, tree.c1_worker, number, "涉及多个社区，超出社区职权", now=later)
+
+    # Then the district holds it, new and handled by nobody; its deadlines are kept
+    after = world.request(number)
+    assert (after.centre_id, after.state, after.handler_id) == (
+        tree.district.id,
+        State.NEW,
+        None,
+    )
+    assert after.response_due_at == before.response_due_at
+    assert after.resolution_due_at == before.resolution_due_at
+    assert after.tick_at == later
+    # And the district's worker gets the card with who, from where and why; C1's other
+    # worker hears it went up; the requester is told
+    keys = _card_keys(world, tree)
+    assert keys["d_worker"] == ["card.referred"]
+    assert keys["c1_worker2"] == ["worker.acted"]
+    assert keys["c1_resident"] == ["requester.referred"]
+    assert "c2_worker" not in keys and "b_worker" not in keys
+    card = next(p for i, k, p in world.queued if i == tree.d_worker.id)
+    assert (card["centre"], card["by"], card["reason"]) == (
+        "春熙社区",
+        "春熙王书记",
+        "涉及多个社区，超出社区职权",
+    )
+    assert (card["can_refer"], card["can_assign"]) == (False, True)
+    # And the event names both centres
+    event = world.events(number)[-1]
+    assert (event.action, event.from_state, event.to_state) == ("refer", "handling", "new")
+    assert event.note is not None and "春熙社区（C1）" in event.note and "（D）" in event.note
+
+
+def test_the_district_acts_on_a_referred_request_and_the_community_no_longer_does(
+    tree: Tree, world: World
+) -> None:
+    # Given a request sent up from C1
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+
+    # When C1's worker tries to accept it, and the district's worker does
+    error = world.refused(service.accept, tree.c1_worker, number)
+    world.do(service.accept, tree.d_worker, number)
+
+    # Then the first is "no such number", the second holds it
+    assert isinstance(error, UnknownRequest)
+    assert world.request(number).handler_id == tree.d_worker.id
+
+
+def test_refer_from_a_centre_with_nothing_above_is_refused_and_changes_nothing(
+    tree: Tree, world: World
+) -> None:
+    # Given a request the district holds (its top centre)
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+    outbox = len(world.outbox())
+
+    # When the district's worker tries to send it further up
+    error = world.refused(service.refer, tree.d_worker, number, "再上报")
+
+    # Then it is refused as "no parent", and nothing changed
+    assert isinstance(error, InvalidInput) and error.what == "no_parent"
+    assert world.request(number).centre_id == tree.district.id
+    assert len(world.outbox()) == outbox
+
+
+def test_refer_without_a_reason_is_refused(tree: Tree, world: World) -> None:
+    number = tree.submit()
+
+    error = world.refused(service.refer, tree.c1_worker, number, "  ")
+
+    assert isinstance(error, InvalidInput) and error.what == "reason_required"
+    assert world.request(number).centre_id == tree.c1.id
+
+
+def test_refer_is_refused_once_a_department_has_the_request(tree: Tree, world: World) -> None:
+    number = tree.submit()
+    world.do(service.forward, tree.c1_worker, number, "城管执法")
+
+    error = world.refused(service.refer, tree.c1_worker, number, "超出职权")
+
+    assert isinstance(error, TransitionNotAllowed)
+    assert world.request(number).centre_id == tree.c1.id
+
+
+def test_assign_sends_a_request_down_to_a_child_whose_workers_get_it(
+    tree: Tree, world: World
+) -> None:
+    # Given a request the district holds
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+
+    # When the district's worker assigns it to C2, by its code in any case
+    world.do(service.assign, tree.d_worker, number, "c2")
+
+    # Then C2 holds it as new; C2's worker gets the card, the requester is told
+    after = world.request(number)
+    assert (after.centre_id, after.state) == (tree.c2.id, State.NEW)
+    keys = _card_keys(world, tree)
+    assert keys["c2_worker"] == ["card.assigned"]
+    assert keys["c1_resident"] == ["requester.assigned"]
+    assert set(keys) == {"c2_worker", "c1_resident"}
+    event = world.events(number)[-1]
+    assert event.action == "assign" and event.note is not None and "东风社区（C2）" in event.note
+
+
+def test_assign_takes_a_child_centre_by_its_exact_name(tree: Tree, world: World) -> None:
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+
+    world.do(service.assign, tree.d_worker, number, "春熙路商圈")
+
+    assert world.request(number).centre_id == tree.business.id
+
+
+@pytest.mark.parametrize("typed", ["D", "不存在", "", "SQ"])
+def test_assign_to_anything_but_an_active_child_is_refused_with_the_choices(
+    tree: Tree, world: World, typed: str
+) -> None:
+    # Given a request the district holds
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+    outbox = len(world.outbox())
+
+    # When the district's worker names itself, nothing, or no centre
+    error = world.refused(service.assign, tree.d_worker, number, typed)
+
+    # Then it is refused, naming the children, and nothing changed
+    assert isinstance(error, UnknownCentre)
+    assert error.typed == typed
+    assert error.choices == ["春熙社区", "东风社区", "春熙路商圈"]
+    assert world.request(number).centre_id == tree.district.id
+    assert len(world.outbox()) == outbox
+
+
+def test_assign_skips_an_inactive_child_and_a_community_has_no_child_at_all(
+    tree: Tree, world: World
+) -> None:
+    # Given the 商圈 is deactivated, and a request the district holds and one C1 holds
+    with session_scope(world.engine) as session:
+        business = session.get(Centre, tree.business.id)
+        assert business is not None
+        business.active = False
+        session.add(business)
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权")
+    c1_request = tree.submit()
+
+    # When the district assigns to the 商圈, and C1 to anything
+    inactive = world.refused(service.assign, tree.d_worker, number, "B")
+    none = world.refused(service.assign, tree.c1_worker, c1_request, "C2")
+
+    # Then both are refused: the district's choices leave out the 商圈, C1 has none
+    assert isinstance(inactive, UnknownCentre) and inactive.choices == ["春熙社区", "东风社区"]
+    assert isinstance(none, UnknownCentre) and none.choices == []
+
+
+def test_a_referral_is_not_the_first_action_the_response_figures_wait_for(
+    tree: Tree, world: World
+) -> None:
+    # Given a request sent up at once by C1
+    number = tree.submit()
+    world.do(service.refer, tree.c1_worker, number, "超出职权", now=NOW + timedelta(minutes=5))
+    assert world.request(number).first_action_at is None
+
+    # When the district accepts it an hour later
+    world.do(service.accept, tree.d_worker, number, now=NOW + timedelta(hours=1))
+
+    # Then that is the first action, in time against the deadline the request came with
+    request = world.request(number)
+    assert request.first_action_at == NOW + timedelta(hours=1)
+    assert (request.responded_in_time, request.response_seconds) == (True, 3600)

@@ -89,6 +89,9 @@ TYPICAL: dict[str, Any] = {
         ["mine", 0, 2, []],
     ],
     "buttons": True,
+    "centre": "锦江区党群服务中心",
+    "centres": [["春熙社区", "c1"], ["东风社区", "c2"]],
+    "names": "春熙社区、东风社区",
 }
 
 #: Keys whose message is about one request.
@@ -280,6 +283,9 @@ def test_every_state_and_action_has_a_label() -> None:
 #: The commands each message's buttons send.
 EXPECTED_BUTTONS: dict[str, set[str]] = {
     "card.new": {"accept", "forward", "reject"},
+    "card.referred": {"accept", "forward", "reject"},
+    "card.assigned": {"accept", "forward", "reject"},
+    "ask.assign": {"assign"},
     "card.returned": {"accept", "forward", "reject"},
     "card.released": {"accept", "forward", "reject"},
     "card.reopened": {"accept", "forward", "reject"},
@@ -321,6 +327,27 @@ def test_button_actions_parse_back_to_their_commands(key: str) -> None:
     assert all(
         command.first == NUMBER for command in commands if command and command.name not in NO_NUMBER
     )
+
+
+def test_committee_cards_offer_refer_and_assign_only_where_the_centre_can_move_requests() -> None:
+    # Given a card of a centre with one above it and centres below it, and one with neither
+    moving = render("card.new", {**TYPICAL, "can_refer": True, "can_assign": True})
+    single = render("card.new", TYPICAL)
+
+    # Then the first offers 上报 and 下派 after the usual three, the second only the three
+    assert [b.label for b in moving.buttons] == ["受理", "转单", "驳回", "上报", "下派"]
+    assert [b.action for b in moving.buttons][3:] == [f"上报 {NUMBER}", f"下派 {NUMBER}"]
+    assert [b.label for b in single.buttons] == ["受理", "转单", "驳回"]
+
+
+def test_assign_buttons_name_each_child_centre_and_send_its_code() -> None:
+    rendered = render("ask.assign", TYPICAL)
+
+    parsed = [parse(button.action) for button in rendered.buttons]
+    assert [command.name for command in parsed if command] == ["assign", "assign"]
+    assert [command.rest for command in parsed if command] == ["c1", "c2"]
+    assert [button.label for button in rendered.buttons] == ["春熙社区", "东风社区"]
+    assert "春熙社区、东风社区" in rendered.text
 
 
 def test_forward_buttons_name_each_department() -> None:

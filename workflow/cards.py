@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy.orm import object_session
+
 from storage import queries
 from storage.models import Person, Request, Role
+from workflow import scope
 from workflow.errors import TransitionNotAllowed
-from workflow.machine import Action, State, transition
+from workflow.machine import RULES, Action, State, Who, transition
 from workflow.permissions import acts_for_walk_in, permitted
 
 if TYPE_CHECKING:
@@ -42,10 +45,12 @@ def queue_refresh(tx: Tx, request: Request) -> None:
 def possible(person: Person, request: Request, action: str) -> bool:
     """Whether `person` could still take `action` (an Action value) on `request` now.
 
+    A card of a worker whose centre no longer holds the request (上报, 下派) goes stale.
+
     Args:
-        person: The card's recipient (a committee group counts as a worker: any bound worker
-            may press its buttons).
-        request: The request in its current state.
+        person: The card's recipient (a committee group counts as a worker of its centre: any
+            bound worker may press its buttons).
+        request: The request in its current state (loaded in a session).
         action: The action a button sends, e.g. "accept".
     """
     try:
@@ -54,10 +59,14 @@ def possible(person: Person, request: Request, action: str) -> bool:
         return True  # not an action on the request (e.g. 查询): never stale
     role = Role.WORKER if person.role == Role.GROUP else person.role
     state = State(request.state)
+    in_centre = scope.in_centre(person, request)
     is_requester = person.id == request.requester_id or (
         request.channel == _DESK
         and acts_for_walk_in(
-            role=role, actor_id=person.id, registered_by_id=request.registered_by_id
+            role=role,
+            actor_id=person.id,
+            registered_by_id=request.registered_by_id,
+            in_centre=in_centre,
         )
     )
     in_department = (
@@ -68,8 +77,21 @@ def possible(person: Person, request: Request, action: str) -> bool:
     if wanted is Action.COMPLETE and state is State.FORWARDED and in_department:
         # Department staff may 办结 a forwarded request: it is taken first.
         return True
+    session = object_session(request)
+    # Only a leader can oversee; it is read from the tree only when the rule asks for it.
+    overseeing = (
+        Who.OVERSEER in RULES[wanted].who_at(state)
+        and session is not None
+        and scope.overseen_by(session, person, request)  # type: ignore[arg-type]
+    )
     if not permitted(
-        wanted, state, role=role, is_requester=is_requester, in_department=in_department
+        wanted,
+        state,
+        role=role,
+        is_requester=is_requester,
+        in_department=in_department,
+        in_centre=in_centre,
+        overseeing=overseeing,
     ):
         return False
     try:

@@ -26,10 +26,16 @@ def configure(
     _days_off, _workdays = frozenset(days_off), frozenset(workdays)
 
 
-def is_working_day(day: date) -> bool:
+def is_working_day(day: date, days_off: frozenset[date] = frozenset()) -> bool:
     """Whether `day` is a working day: local exceptions first, then the official calendar, or
-    Monday to Friday beyond the years it covers."""
-    if day in _days_off:
+    Monday to Friday beyond the years it covers.
+
+    Args:
+        day: The calendar day.
+        days_off: A centre's own days off (workflow.scope.centre_calendar), on top of the
+            process's.
+    """
+    if day in _days_off or day in days_off:
         return False
     if day in _workdays:
         return True
@@ -40,7 +46,9 @@ def is_working_day(day: date) -> bool:
         return day.weekday() < 5
 
 
-def next_working_start(moment: datetime, start_hour: int, end_hour: int) -> datetime:
+def next_working_start(
+    moment: datetime, start_hour: int, end_hour: int, days_off: frozenset[date] = frozenset()
+) -> datetime:
     """The first working instant at or after `moment` (local working hours)."""
     local = moment.astimezone(LOCAL_TZ)
     day = local.date()
@@ -49,7 +57,7 @@ def next_working_start(moment: datetime, start_hour: int, end_hour: int) -> date
         closes = datetime.combine(day, time(end_hour % 24), LOCAL_TZ)
         if end_hour == 24:
             closes = datetime.combine(day + timedelta(days=1), time(0), LOCAL_TZ)
-        if is_working_day(day) and local < closes:
+        if is_working_day(day, days_off) and local < closes:
             return max(local, opens)
         day += timedelta(days=1)
         local = datetime.combine(day, time(0), LOCAL_TZ)
@@ -61,9 +69,11 @@ def add_working_hours(
     *,
     start_hour: int = WORKDAY_START_HOUR,
     end_hour: int = WORKDAY_END_HOUR,
+    days_off: frozenset[date] = frozenset(),
 ) -> datetime:
-    """`moment` plus `hours` of working time; 0 hours means the end of the working day."""
-    current = next_working_start(moment, start_hour, end_hour)
+    """`moment` plus `hours` of working time; 0 hours means the end of the working day
+    (`days_off`: a centre's own days off)."""
+    current = next_working_start(moment, start_hour, end_hour, days_off)
     if hours <= 0:
         return _day_end(current, end_hour).astimezone(UTC)
     remaining = timedelta(hours=hours)
@@ -73,7 +83,7 @@ def add_working_hours(
         if remaining <= available:
             return (current + remaining).astimezone(UTC)
         remaining -= available
-        current = next_working_start(day_end, start_hour, end_hour)
+        current = next_working_start(day_end, start_hour, end_hour, days_off)
 
 
 def add_working_days(
@@ -82,13 +92,15 @@ def add_working_days(
     *,
     start_hour: int = WORKDAY_START_HOUR,
     end_hour: int = WORKDAY_END_HOUR,
+    days_off: frozenset[date] = frozenset(),
 ) -> datetime:
-    """The end of the working day `days` working days after `moment`'s (0: the same day)."""
-    current = next_working_start(moment, start_hour, end_hour)
+    """The end of the working day `days` working days after `moment`'s (0: the same day;
+    `days_off`: a centre's own days off)."""
+    current = next_working_start(moment, start_hour, end_hour, days_off)
     day = current.date()
     for _ in range(max(days, 0)):
         day += timedelta(days=1)
-        while not is_working_day(day):
+        while not is_working_day(day, days_off):
             day += timedelta(days=1)
     return _day_end(datetime.combine(day, time(start_hour), LOCAL_TZ), end_hour).astimezone(UTC)
 
@@ -99,21 +111,22 @@ def working_seconds(
     *,
     start_hour: int = WORKDAY_START_HOUR,
     end_hour: int = WORKDAY_END_HOUR,
+    days_off: frozenset[date] = frozenset(),
 ) -> int:
     """Working time between two moments, in whole seconds (0 if `end` is not after `start`).
 
     Only the working hours of working days count: a request sent on Friday evening and
-    answered on Monday at 10:00 took one working hour.
+    answered on Monday at 10:00 took one working hour. `days_off` are a centre's own days off.
     """
     if end <= start:
         return 0
     total = timedelta()
-    current = next_working_start(start, start_hour, end_hour)
+    current = next_working_start(start, start_hour, end_hour, days_off)
     finish = end.astimezone(LOCAL_TZ)
     while current < finish:
         day_end = _day_end(current, end_hour)
         total += min(day_end, finish) - current
-        current = next_working_start(day_end, start_hour, end_hour)
+        current = next_working_start(day_end, start_hour, end_hour, days_off)
     return int(total.total_seconds())
 
 

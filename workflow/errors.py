@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class WorkflowError(Exception):
     """Base class for all workflow errors."""
@@ -43,11 +45,25 @@ class InvalidInput(WorkflowError):
 
 
 class UnknownDepartment(WorkflowError):
-    """No active department has this name."""
+    """No active department of this name serves the request's centre."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, choices: Sequence[str] | None = None) -> None:
         super().__init__(f"Unknown department {name!r}.")
         self.name = name
+        #: The names that would have been accepted; None: not known (every active one).
+        self.choices = list(choices) if choices is not None else None
+
+
+class UnknownCentre(WorkflowError):
+    """No active centre answers to this code or name (for 下派: no direct, active child of the
+    request's centre does)."""
+
+    def __init__(self, typed: str, choices: Sequence[str] = ()) -> None:
+        super().__init__(f"Unknown centre {typed!r}.")
+        #: What the user typed.
+        self.typed = typed
+        #: The names that would have been accepted (shown in the answer), if known.
+        self.choices = list(choices)
 
 
 class BindRefused(WorkflowError):

@@ -32,6 +32,10 @@ class Action(StrEnum):
     ACCEPT = "accept"
     FORWARD = "forward"
     REJECT = "reject"
+    #: 上报: the request goes up to the parent centre.
+    REFER = "refer"
+    #: 下派: the request goes down to a direct child centre.
+    ASSIGN = "assign"
     TAKE = "take"
     RETURN = "return"
     RECALL = "recall"
@@ -54,8 +58,11 @@ class Who(StrEnum):
     """Who may take an action, by relationship to the request (permissions.py tells which
     roles and relationships each one means)."""
 
-    #: The party committee: workers and leaders.
+    #: The party committee of the centre that holds the request: its workers and leaders.
     COMMITTEE = "committee"
+    #: A leader of the centre that holds the request or of any centre above it (they oversee
+    #: their centre's whole subtree).
+    OVERSEER = "overseer"
     #: Staff of the department the request is forwarded to now.
     DEPARTMENT = "department"
     #: The person who submitted the request (for a walk-in: the worker who registered it, or
@@ -135,6 +142,9 @@ SPEC: tuple[Rule, ...] = (
     _rule(A.ACCEPT, "受理（做单）", {S.NEW}, S.HANDLING, W.COMMITTEE),
     _rule(A.FORWARD, "转单", {S.NEW, S.HANDLING}, S.FORWARDED, W.COMMITTEE),
     _rule(A.REJECT, "驳回（不予受理）", {S.NEW}, S.REJECTED, W.COMMITTEE),
+    # 上报 and 下派 move the request to another centre, whose committee gets it as new.
+    _rule(A.REFER, "上报", {S.NEW, S.HANDLING}, S.NEW, W.COMMITTEE),
+    _rule(A.ASSIGN, "下派", {S.NEW, S.HANDLING}, S.NEW, W.COMMITTEE),
     _rule(A.TAKE, "接收", {S.FORWARDED}, S.DEPT_HANDLING, W.DEPARTMENT),
     _rule(A.RETURN, "退单", {S.FORWARDED, S.DEPT_HANDLING}, S.NEW, W.DEPARTMENT),
     # Only until the department takes it: once taken, only the department can hand it back.
@@ -177,7 +187,7 @@ SPEC: tuple[Rule, ...] = (
 RULES: dict[Action, Rule] = {rule.action: rule for rule in SPEC}
 
 #: Who may see a request's details and history (查询).
-VIEWERS: frozenset[Who] = frozenset({W.REQUESTER, W.COMMITTEE, W.DEPARTMENT})
+VIEWERS: frozenset[Who] = frozenset({W.REQUESTER, W.COMMITTEE, W.OVERSEER, W.DEPARTMENT})
 
 #: The transition table: (action, from state) -> to state, derived from SPEC. SEND_BACK is
 #: resolved by transition() because it returns to whoever completed the request.

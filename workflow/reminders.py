@@ -16,7 +16,11 @@ What falls when (deadlines are working time on the Chinese calendar, see deadlin
 - resolution_due: the resolution deadline, still open: 超期 (an escalate event) -> its
   holders; 督办 to leaders and groups;
 - auto_close: REPLIED and not rated for REDESK_AUTO_CLOSE_DAYS days -> closed, requester told;
-- digest: 09:00 Asia/Shanghai on working days -> every worker and leader.
+- digest: 09:00 Asia/Shanghai on working days -> every worker (their centre's requests) and
+  leader (their centre's whole subtree).
+
+Reminders go to the workers of the centre that holds the request; 督办 to the leaders of that
+centre and of every centre above it, and to that centre's committee groups.
 
 "75 % of the way" is 75 % of the working time from when the deadline was set (intake, a
 forward to a department with its own deadline, a reopen) to the deadline.
@@ -32,7 +36,7 @@ from sqlmodel import col
 
 from storage import queries
 from storage.models import Person, Request, Role
-from workflow import deadlines, service
+from workflow import deadlines, scope, service
 from workflow.machine import TERMINAL, Action, State
 from workflow.service import Tx
 
@@ -142,13 +146,13 @@ def _act(tx: Tx, request: Request, kind: str, policy: Policy) -> None:
         "state": request.state,
     }
     if kind == "unacted":
-        for worker in service.committee(tx):
+        for worker in service.committee(tx, request):
             tx.notify(worker, "remind.unacted", request, minutes=policy.unacted_minutes, **card)
     elif kind == "response_soon":
-        for worker in service.committee(tx):
+        for worker in service.committee(tx, request):
             tx.notify(worker, "remind.response_soon", request, **card)
     elif kind == "response_due":
-        for worker in service.committee(tx):
+        for worker in service.committee(tx, request):
             tx.notify(worker, "remind.response_due", request, **card)
         _escalate(tx, request, "response", card)
     elif kind == "resolution_soon":
@@ -163,12 +167,28 @@ def _act(tx: Tx, request: Request, kind: str, policy: Policy) -> None:
 
 
 def _escalate(tx: Tx, request: Request, which: str, card: dict[str, Any]) -> None:
-    """超期: an escalate event, and leaders and committee groups are told who holds it."""
+    """超期: an escalate event; the leaders of the request's centre and of every centre above
+    it, and the committee groups of its centre, are told who holds it (督办)."""
     due = request.response_due_at if which == "response" else request.resolution_due_at
     note = f"超期：{'响应' if which == 'response' else '办结'}时限 {deadlines.format_local(due)}"
     service.record(tx, request, Action.ESCALATE, note)
     holders = "、".join(service.person_label(p) for p in service.holders(tx, request)) or "—"
-    for person in queries.reachable_people(session=tx.session, roles=[Role.LEADER, Role.GROUP]):
+    centre = queries.get_centre(session=tx.session, centre_id=request.centre_id)
+    assert centre is not None
+    default_id = scope.default_centre_id(tx.session)
+    leaders = queries.reachable_in_centres(
+        session=tx.session,
+        roles=[Role.LEADER],
+        centre_ids=queries.ancestor_ids(centre),
+        default_centre_id=default_id,
+    )
+    groups = queries.reachable_in_centres(
+        session=tx.session,
+        roles=[Role.GROUP],
+        centre_ids=[request.centre_id],
+        default_centre_id=default_id,
+    )
+    for person in sorted([*leaders, *groups], key=lambda p: p.id or 0):
         tx.notify(
             person,
             "escalate.overdue",
@@ -193,44 +213,50 @@ def _digest(tx: Tx, policy: Policy) -> bool:
     today_end = datetime.combine(
         local.date() + timedelta(days=1), datetime.min.time(), deadlines.LOCAL_TZ
     )
-    is_open = col(Request.state).not_in([state.value for state in TERMINAL])
-    sections = {
-        "new": queries.requests_where(
-            session=tx.session,
-            condition=col(Request.created_at) >= tx.now - timedelta(days=1),
-            limit=DIGEST_LINES + 1,
-        ),
-        "due_today": queries.requests_where(
-            session=tx.session,
-            condition=is_open
-            & (col(Request.resolution_due_at) >= tx.now)
-            & (col(Request.resolution_due_at) < today_end),
-            limit=DIGEST_LINES + 1,
-        ),
-        "overdue": queries.requests_where(
-            session=tx.session,
-            condition=is_open
-            & (col(Request.state) != State.REPLIED)
-            & (col(Request.resolution_due_at) < tx.now),
-            limit=DIGEST_LINES + 1,
-        ),
-        "review": queries.requests_where(
-            session=tx.session, condition=col(Request.state) == State.REVIEW, limit=DIGEST_LINES + 1
-        ),
-        "reopened": queries.requests_where(
-            session=tx.session,
-            condition=is_open & (col(Request.reopen_count) > 0),
-            limit=DIGEST_LINES + 1,
-        ),
-    }
-    lines = {
-        name: [f"{r.number} {service.summary(r.text)}" for r in rows[:DIGEST_LINES]]
-        + (["……"] if len(rows) > DIGEST_LINES else [])
-        for name, rows in sections.items()
-    }
     readers: list[Person] = list(
         queries.reachable_people(session=tx.session, roles=[Role.WORKER, Role.LEADER])
     )
+    default_id = scope.default_centre_id(tx.session)
+    # A worker reads their centre's requests, a leader their centre's whole subtree: the
+    # sections are made once per distinct scope.
+    made: dict[tuple[bool, int], dict[str, list[str]]] = {}
     for person in readers:
-        tx.notify(person, "digest", day=local.date().isoformat(), sections=lines)
+        centre_id = person.centre_id if person.centre_id is not None else default_id
+        whole = person.role == Role.LEADER
+        if (whole, centre_id) not in made:
+            made[(whole, centre_id)] = _digest_lines(tx, centre_id, whole, today_end)
+        tx.notify(person, "digest", day=local.date().isoformat(), sections=made[(whole, centre_id)])
     return True
+
+
+def _digest_lines(
+    tx: Tx, centre_id: int, subtree: bool, today_end: datetime
+) -> dict[str, list[str]]:
+    """The digest's sections for one centre (or, with `subtree`, its whole subtree)."""
+    centre = queries.get_centre(session=tx.session, centre_id=centre_id)
+    held: Any = (
+        queries.subtree_condition(centre)
+        if subtree and centre is not None
+        else col(Request.centre_id) == centre_id
+    )
+    is_open = col(Request.state).not_in([state.value for state in TERMINAL])
+    conditions = {
+        "new": col(Request.created_at) >= tx.now - timedelta(days=1),
+        "due_today": is_open
+        & (col(Request.resolution_due_at) >= tx.now)
+        & (col(Request.resolution_due_at) < today_end),
+        "overdue": is_open
+        & (col(Request.state) != State.REPLIED)
+        & (col(Request.resolution_due_at) < tx.now),
+        "review": col(Request.state) == State.REVIEW,
+        "reopened": is_open & (col(Request.reopen_count) > 0),
+    }
+    lines: dict[str, list[str]] = {}
+    for name, condition in conditions.items():
+        rows = queries.requests_where(
+            session=tx.session, condition=held & condition, limit=DIGEST_LINES + 1
+        )
+        lines[name] = [f"{r.number} {service.summary(r.text)}" for r in rows[:DIGEST_LINES]] + (
+            ["……"] if len(rows) > DIGEST_LINES else []
+        )
+    return lines

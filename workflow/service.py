@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -21,19 +21,21 @@ from storage.dates import (
 from storage.models import (
     Attachment,
     Category,
+    Centre,
     Department,
     OutboxMessage,
     Person,
     Request,
     Role,
 )
-from workflow import cards, deadlines, invitations
+from workflow import cards, deadlines, invitations, scope
 from workflow.errors import (
     BindRefused,
     InvalidInput,
     InvitationInvalid,
     NotPermitted,
     TransitionNotAllowed,
+    UnknownCentre,
     UnknownDepartment,
     UnknownRequest,
 )
@@ -139,11 +141,7 @@ def view(tx: Tx, actor: Person, number: str) -> tuple[Request, Sequence[Any]]:
             cannot be probed).
     """
     request = load(tx, number, lock=False)
-    if not may_view(
-        role=actor.role,
-        is_requester=_is_requester(tx, actor, request),
-        in_department=_in_department(actor, request),
-    ):
+    if not may_view(**_relation(tx, actor, request)):
         raise UnknownRequest(number.strip())
     assert request.id is not None
     return request, queries.events_of_request(session=tx.session, request_id=request.id)
@@ -158,13 +156,18 @@ def my_requests(tx: Tx, actor: Person) -> Sequence[Request]:
 def todo(tx: Tx, actor: Person, *, page: int = 1, per_page: int = 10) -> list[queries.TodoSection]:
     """One page of what waits for a worker (committee) or for a department's staff.
 
-    Every section comes with its true total; `page` counts from 1 over the sections in order.
+    A worker or leader sees the requests their own centre holds. Every section comes with its
+    true total; `page` counts from 1 over the sections in order.
     """
     assert actor.id is not None
     offset = (max(page, 1) - 1) * per_page
     if actor.role in COMMITTEE_ROLES:
         return queries.todo_page(
-            session=tx.session, handler_id=actor.id, offset=offset, limit=per_page
+            session=tx.session,
+            handler_id=actor.id,
+            centre_id=scope.centre_of(tx.session, actor),
+            offset=offset,
+            limit=per_page,
         )
     if actor.role == Role.DEPARTMENT and actor.department_id is not None:
         return queries.todo_page(
@@ -209,18 +212,17 @@ def submit(
     """
     text = check_text(tx, text)
     assert requester.id is not None
-    categories = queries.list_categories(session=tx.session)
-    category = detect_category(text, categories)
+    centre = _intake_centre(tx, requester, registered_by)
+    assert centre.id is not None
+    category = detect_category(text, categories_at(tx, centre))
     day = deadlines.local_day(tx.now).strftime("%Y%m%d")
     sequence = queries.next_request_sequence(session=tx.session, day=day)
     response_hours = category.response_hours if category else DEFAULT_RESPONSE_HOURS
     resolution_days = category.resolution_days if category else DEFAULT_RESOLUTION_DAYS
-    holder = registered_by or requester
-    centre_id = holder.centre_id or queries.default_centre(session=tx.session).id
-    assert centre_id is not None
+    days_off = scope.centre_calendar(tx.session, centre.id)
     request = Request(
         number=f"SQ-{day}-{sequence:04d}",
-        centre_id=centre_id,
+        centre_id=centre.id,
         requester_id=requester.id,
         channel=requester.channel,
         text=text,
@@ -231,10 +233,11 @@ def submit(
         contact_phone=contact_phone,
         created_at=tx.now,
         updated_at=tx.now,
-        response_due_at=_working_hours(tx, response_hours),
-        resolution_due_at=_working_days(tx, resolution_days),
+        response_due_at=_working_hours(tx, response_hours, days_off),
+        resolution_due_at=_working_days(tx, resolution_days, days_off),
         deadlines_set_at=tx.now,
         origin=origin,
+        tick_at=tx.now,
     )
     tx.session.add(request)
     tx.session.flush()
@@ -264,9 +267,66 @@ def submit(
     if department is not None:
         _do_forward(tx, request, None, department, note="按类别自动转单")
     else:
-        for worker in _workers(tx):
+        for worker in _workers(tx, request):
             tx.notify(worker, "card.new", request, **_card(tx, request, category))
     return request
+
+
+def _intake_centre(tx: Tx, requester: Person, registered_by: Person | None) -> Centre:
+    """Where a new request is held: a walk-in at the registering worker's centre, otherwise
+    the requester's, otherwise (a resident who chose none) the default centre."""
+    holder = registered_by if registered_by is not None else requester
+    centre_id = holder.centre_id
+    if registered_by is not None and centre_id is None:
+        centre_id = scope.default_centre_id(tx.session)
+    if centre_id is not None:
+        centre = queries.get_centre(session=tx.session, centre_id=centre_id)
+        if centre is not None:
+            return centre
+    return queries.default_centre(session=tx.session)
+
+
+def categories_at(tx: Tx, centre: Centre) -> list[Category]:
+    """The active categories that apply at `centre`, in the order defined: those of no centre
+    and those of the centre or a centre above it; of several with one name, the nearest."""
+    nearness = {centre_id: depth for depth, centre_id in enumerate(queries.ancestor_ids(centre))}
+    far = len(nearness)
+    visible = [
+        category
+        for category in queries.list_categories(session=tx.session)
+        if category.centre_id is None or category.centre_id in nearness
+    ]
+    nearest: dict[str, int] = {}
+    for category in visible:
+        depth = far if category.centre_id is None else nearness[category.centre_id]
+        nearest[category.name] = min(nearest.get(category.name, far + 1), depth)
+    return [
+        category
+        for category in visible
+        if (far if category.centre_id is None else nearness[category.centre_id])
+        == nearest[category.name]
+    ]
+
+
+def departments_for(tx: Tx, request: Request) -> list[Department]:
+    """The active departments a request can be forwarded to: those of its centre and of every
+    centre above it, nearest first (then in the order made); of several with one name, only
+    the nearest."""
+    centre = _centre(tx, request.centre_id)
+    ancestors = queries.ancestor_ids(centre)
+    rank = {centre_id: depth for depth, centre_id in enumerate(ancestors)}
+    default_id = scope.default_centre_id(tx.session)
+    found = queries.departments_of_centres(
+        session=tx.session, centre_ids=ancestors, default_centre_id=default_id
+    )
+    ordered = sorted(
+        found,
+        key=lambda d: rank[d.centre_id if d.centre_id is not None else default_id],
+    )
+    chosen: dict[str, Department] = {}
+    for department in ordered:
+        chosen.setdefault(department.name, department)
+    return list(chosen.values())
 
 
 def _default_department(tx: Tx, category: Category | None) -> Department | None:
@@ -293,9 +353,10 @@ def accept(tx: Tx, actor: Person, number: str) -> Request:
 def forward(tx: Tx, actor: Person, number: str, department_name: str) -> Request:
     """转单: the committee forwards the request to a department."""
     request = _begin(tx, actor, Action.FORWARD, number)
-    department = queries.get_department_by_name(session=tx.session, name=department_name.strip())
-    if department is None or not department.active:
-        raise UnknownDepartment(department_name.strip())
+    offered = departments_for(tx, request)
+    department = next((d for d in offered if d.name == department_name.strip()), None)
+    if department is None:
+        raise UnknownDepartment(department_name.strip(), [d.name for d in offered])
     _do_forward(tx, request, actor, department)
     _tell_other_workers(tx, actor, request, "worker.acted", action=f"转单至{department.name}")
     return request
@@ -308,7 +369,9 @@ def _do_forward(
     request.department_id = department.id
     request.handler_id = None
     if department.resolution_days is not None:
-        request.resolution_due_at = _working_days(tx, department.resolution_days)
+        request.resolution_due_at = _working_days(
+            tx, department.resolution_days, _calendar(tx, request)
+        )
         request.deadlines_set_at = tx.now
     if actor is not None:
         _mark_first_action(tx, request)
@@ -327,7 +390,7 @@ def _do_forward(
             **_card(tx, request, category),
         )
     if actor is None:
-        for worker in _workers(tx):
+        for worker in _workers(tx, request):
             tx.notify(
                 worker,
                 "card.auto_forwarded",
@@ -364,6 +427,115 @@ def reject(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     _tell_requester(tx, request, "requester.rejected", reason=reason)
     _tell_other_workers(tx, actor, request, "worker.acted", action="驳回")
     return request
+
+
+def refer(tx: Tx, actor: Person, number: str, reason: str) -> Request:
+    """上报: the committee sends the request up to the parent centre (the nearest active
+    centre above), with a reason; that centre's workers get it as new, the old centre's other
+    workers and the requester are told. Its deadlines stay as they are.
+
+    Raises:
+        InvalidInput: "reason_required", or "no_parent" (the centre has none above it).
+    """
+    request = _begin(tx, actor, Action.REFER, number)
+    reason = _required(tx, reason, "reason_required")
+    old = _centre(tx, request.centre_id)
+    parent = _parent(tx, old)
+    if parent is None:
+        raise InvalidInput("no_parent", number=request.number)
+    _tell_other_workers(tx, actor, request, "worker.acted", action=f"上报至{parent.name}")
+    _move_centre(tx, request, actor, Action.REFER, old, parent, reason)
+    _tell_requester(tx, request, "requester.referred", centre=parent.name)
+    category = _category(tx, request)
+    for worker in _workers(tx, request):
+        tx.notify(
+            worker,
+            "card.referred",
+            request,
+            by=person_label(actor),
+            centre=old.name,
+            reason=reason,
+            **_card(tx, request, category),
+        )
+    return request
+
+
+def assign(tx: Tx, actor: Person, number: str, centre: str) -> Request:
+    """下派: the committee assigns the request to a direct, active child centre (by code, or
+    by exact name), whose workers get it as new; the old centre's other workers and the
+    requester are told. Its deadlines stay as they are.
+
+    Raises:
+        UnknownCentre: No direct, active child of the request's centre is called `centre`
+            (its `choices` are the names that are).
+    """
+    request = _begin(tx, actor, Action.ASSIGN, number)
+    old = _centre(tx, request.centre_id)
+    children = list(queries.child_centres(session=tx.session, parent_id=old.id, active_only=True))
+    typed = centre.strip()
+    child = next((c for c in children if c.code.lower() == typed.lower()), None) or next(
+        (c for c in children if c.name == typed), None
+    )
+    if child is None or not typed:
+        raise UnknownCentre(typed, [c.name for c in children])
+    _tell_other_workers(tx, actor, request, "worker.acted", action=f"下派至{child.name}")
+    _move_centre(tx, request, actor, Action.ASSIGN, old, child, None)
+    _tell_requester(tx, request, "requester.assigned", centre=child.name)
+    category = _category(tx, request)
+    for worker in _workers(tx, request):
+        tx.notify(
+            worker,
+            "card.assigned",
+            request,
+            by=person_label(actor),
+            centre=old.name,
+            **_card(tx, request, category),
+        )
+    return request
+
+
+def child_centres_of(tx: Tx, request: Request) -> list[Centre]:
+    """The centres a request can be assigned to (下派): the active children of its centre."""
+    return list(
+        queries.child_centres(session=tx.session, parent_id=request.centre_id, active_only=True)
+    )
+
+
+def centre_name(tx: Tx, centre_id: int) -> str:
+    """A centre's name."""
+    return _centre(tx, centre_id).name
+
+
+def _parent(tx: Tx, centre: Centre) -> Centre | None:
+    """The nearest active centre above `centre`, if any."""
+    for ancestor_id in queries.ancestor_ids(centre)[1:]:
+        ancestor = queries.get_centre(session=tx.session, centre_id=ancestor_id)
+        if ancestor is not None and ancestor.active:
+            return ancestor
+    return None
+
+
+def _move_centre(
+    tx: Tx,
+    request: Request,
+    actor: Person,
+    action: Action,
+    old: Centre,
+    new: Centre,
+    reason: str | None,
+) -> None:
+    """Moves the request from `old` to `new` centre as new, nobody handling it.
+
+    Not a first action: the response figures wait for the 受理, 转单 or 驳回 of the centre that
+    holds it (docs/statistics.md), whose response deadline is the one it had.
+    """
+    note = f"{old.name}（{old.code}）→ {new.name}（{new.code}）"
+    if reason:
+        note += f"：{reason}"
+    assert new.id is not None
+    request.centre_id = new.id
+    request.handler_id = None
+    _move(tx, request, actor, action, note=note, moved_centre=True)
 
 
 def approve(tx: Tx, actor: Person, number: str) -> Request:
@@ -422,7 +594,7 @@ def return_(tx: Tx, actor: Person, number: str, reason: str) -> Request:
     department = _department(tx, request)
     _move(tx, request, actor, Action.RETURN, note=reason)
     request.department_id = None
-    for worker in _workers(tx):
+    for worker in _workers(tx, request):
         tx.notify(
             worker,
             "card.returned",
@@ -449,7 +621,7 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
     by_department = request.state == State.DEPT_HANDLING
     _move(tx, request, actor, Action.COMPLETE, note=result)
     request.result = result
-    for worker in _workers(tx):
+    for worker in _workers(tx, request):
         tx.notify(
             worker,
             "card.review",
@@ -564,16 +736,17 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
     if positive:
         request.closed_at = tx.now
         _tell_requester(tx, request, "requester.closed", rating=rating)
-        for worker in _workers(tx):
+        for worker in _workers(tx, request):
             tx.notify(worker, "worker.rated", request, rating=rating)
     else:
         request.reopen_count += 1
         category = _category(tx, request)
+        days_off = _calendar(tx, request)
         request.response_due_at = _working_hours(
-            tx, category.response_hours if category else DEFAULT_RESPONSE_HOURS
+            tx, category.response_hours if category else DEFAULT_RESPONSE_HOURS, days_off
         )
         request.resolution_due_at = _working_days(
-            tx, category.resolution_days if category else DEFAULT_RESOLUTION_DAYS
+            tx, category.resolution_days if category else DEFAULT_RESOLUTION_DAYS, days_off
         )
         request.deadlines_set_at = tx.now
         request.department_id = None
@@ -581,7 +754,7 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
         request.result = None
         request.replied_at = None
         _tell_requester(tx, request, "requester.reopened")
-        for worker in _workers(tx):
+        for worker in _workers(tx, request):
             tx.notify(
                 worker,
                 "card.reopened",
@@ -739,7 +912,7 @@ def release_holdings(tx: Tx, person: Person) -> Released:
         _move(tx, request, None, Action.RELEASE, note=f"{label}的角色已撤销")
         request.handler_id = None
         released.append(request.number)
-        for worker in _workers(tx):
+        for worker in _workers(tx, request):
             tx.notify(
                 worker,
                 "card.released",
@@ -774,7 +947,7 @@ def release_holdings(tx: Tx, person: Person) -> Released:
         reason="role revoked",
     )
     if released or walk_ins:
-        for worker in _workers(tx):
+        for worker in _workers_of(tx, scope.centre_of(tx.session, person)):
             tx.notify(
                 worker,
                 "committee.revoked",
@@ -820,16 +993,15 @@ def _begin(tx: Tx, actor: Person, action: Action, number: str) -> Request:
             _refuse(tx, actor, action, None, note=number.strip()[:40])
             raise NotPermitted(action) from None
         raise
-    if not permitted(
-        action,
-        State(request.state),
-        role=actor.role,
-        is_requester=_is_requester(tx, actor, request),
-        in_department=_in_department(actor, request),
-    ):
+    relation = _relation(tx, actor, request)
+    if not permitted(action, State(request.state), **relation):
         _refuse(tx, actor, action, request)
         if not _role_could(actor, action):
             raise NotPermitted(action)
+        if actor.role in COMMITTEE_ROLES and not may_view(**relation):
+            # Outside the worker's centre (and, for a leader, outside their subtree): answered
+            # like a number nobody was given, so that it does not even confirm it exists.
+            raise UnknownRequest(number.strip())
         # Someone of the right kind, but not for this request (another department, not theirs).
         raise NotPermitted(action, "not_yours")
     transition(State(request.state), action, with_department=request.department_id is not None)
@@ -865,7 +1037,10 @@ def _move(
     action: Action,
     note: str | None = None,
     with_department: bool = False,
+    moved_centre: bool = False,
 ) -> None:
+    """Records `action` on `request` and moves it; `moved_centre`: the request changed
+    centre (上报, 下派), so its cards are refreshed even when its state stays the same."""
     source = State(request.state)
     target = transition(source, action, with_department=with_department)
     queries.add_event(
@@ -880,8 +1055,10 @@ def _move(
     )
     request.state = target
     request.updated_at = tx.now
+    # The tick looks at it again now: its reminders may have changed with it.
+    request.tick_at = tx.now
     tx.session.add(request)
-    if source is not target:
+    if source is not target or moved_centre:
         tx.moved.append((request.number, action.value, target.value, actor.id if actor else None))
         # Cards that offered actions for the old state are updated (workflow/cards.py).
         cards.queue_refresh(tx, request)
@@ -901,7 +1078,11 @@ def _took(tx: Tx, request: Request) -> tuple[int, int]:
     """Calendar and working seconds from the request's intake to now."""
     calendar = max(int((tx.now - request.created_at).total_seconds()), 0)
     working = deadlines.working_seconds(
-        request.created_at, tx.now, start_hour=tx.workday_start, end_hour=tx.workday_end
+        request.created_at,
+        tx.now,
+        start_hour=tx.workday_start,
+        end_hour=tx.workday_end,
+        days_off=_calendar(tx, request),
     )
     return calendar, working
 
@@ -919,8 +1100,27 @@ def _is_requester(tx: Tx, actor: Person, request: Request) -> bool:
     if actor.id == request.requester_id:
         return True
     return request.channel == DESK_CHANNEL and acts_for_walk_in(
-        role=actor.role, actor_id=actor.id, registered_by_id=request.registered_by_id
+        role=actor.role,
+        actor_id=actor.id,
+        registered_by_id=request.registered_by_id,
+        in_centre=_in_centre(tx, actor, request),
     )
+
+
+def _in_centre(tx: Tx, actor: Person, request: Request) -> bool:
+    """Whether the actor's centre holds the request."""
+    return scope.centre_of(tx.session, actor) == request.centre_id
+
+
+def _relation(tx: Tx, actor: Person, request: Request) -> dict[str, Any]:
+    """The actor's role and relationships to the request, as permitted() reads them."""
+    return {
+        "role": actor.role,
+        "is_requester": _is_requester(tx, actor, request),
+        "in_department": _in_department(actor, request),
+        "in_centre": _in_centre(tx, actor, request),
+        "overseeing": scope.overseen_by(tx.session, actor, request),
+    }
 
 
 def _in_department(actor: Person, request: Request) -> bool:
@@ -931,9 +1131,10 @@ def _in_department(actor: Person, request: Request) -> bool:
     )
 
 
-def committee(tx: Tx) -> Sequence[Person]:
-    """Every reachable worker and committee group chat (who hears about new requests)."""
-    return _workers(tx)
+def committee(tx: Tx, request: Request) -> Sequence[Person]:
+    """The reachable workers and committee group chats of the centre that holds `request`
+    (who hear about its new requests)."""
+    return _workers(tx, request)
 
 
 def holders(tx: Tx, request: Request) -> list[Person]:
@@ -974,9 +1175,33 @@ def auto_close(tx: Tx, request: Request, *, days: int) -> Request:
     return request
 
 
-def _workers(tx: Tx) -> Sequence[Person]:
-    """The committee's audience: every worker, and committee group chats."""
-    return queries.reachable_people(session=tx.session, roles=[Role.WORKER, Role.GROUP])
+def _workers(tx: Tx, request: Request) -> Sequence[Person]:
+    """The committee's audience for a request: the workers and committee group chats of the
+    centre that holds it."""
+    return _workers_of(tx, request.centre_id)
+
+
+def _workers_of(
+    tx: Tx, centre_id: int, roles: Sequence[str] = (Role.WORKER, Role.GROUP)
+) -> Sequence[Person]:
+    """The reachable workers (and committee group chats) of one centre."""
+    return queries.reachable_in_centres(
+        session=tx.session,
+        roles=list(roles),
+        centre_ids=[centre_id],
+        default_centre_id=scope.default_centre_id(tx.session),
+    )
+
+
+def _centre(tx: Tx, centre_id: int) -> Centre:
+    centre = queries.get_centre(session=tx.session, centre_id=centre_id)
+    assert centre is not None
+    return centre
+
+
+def _calendar(tx: Tx, request: Request) -> frozenset[date]:
+    """The days off of the centre that holds the request (inherited from above)."""
+    return scope.centre_calendar(tx.session, request.centre_id)
 
 
 def _tell_other_workers(
@@ -987,8 +1212,9 @@ def _tell_other_workers(
     skip: set[int | None] | None = None,
     **params: Any,
 ) -> None:
-    """Tells every worker but the actor (and those in `skip`, told otherwise) who did what."""
-    for worker in _workers(tx):
+    """Tells every worker of the request's centre but the actor (and those in `skip`, told
+    otherwise) who did what."""
+    for worker in _workers(tx, request):
         if worker.id != actor.id and worker.id not in (skip or set()):
             tx.notify(worker, key, request, by=person_label(actor), **params)
 
@@ -1014,7 +1240,7 @@ def _current_handlers(tx: Tx, request: Request) -> list[Person]:
         # A handler who is no longer on the committee (role revoked) hears nothing more.
         if handler is not None and not handler.unreachable and handler.role in COMMITTEE_ROLES:
             return [handler]
-    return list(_workers(tx))
+    return list(_workers(tx, request))
 
 
 def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
@@ -1029,7 +1255,7 @@ def _tell_requester(tx: Tx, request: Request, key: str, **params: Any) -> None:
         relays = (
             [registrar]
             if registrar is not None and registrar.role in COMMITTEE_ROLES
-            else list(queries.reachable_people(session=tx.session, roles=[Role.WORKER]))
+            else list(_workers_of(tx, request.centre_id, roles=[Role.WORKER]))
         )
         for person in relays:
             tx.notify(
@@ -1074,18 +1300,31 @@ def _card(tx: Tx, request: Request, category: Category | None) -> dict[str, Any]
         "channel": request.channel,
         "response_due": deadlines.format_local(request.response_due_at),
         "resolution_due": deadlines.format_local(request.resolution_due_at),
+        **_moves(tx, request),
     }
 
 
-def _working_hours(tx: Tx, hours: int) -> datetime:
+def _moves(tx: Tx, request: Request) -> dict[str, bool]:
+    """Whether the request's centre can send it up (上报) or down (下派): its committee cards
+    offer those buttons only then, so a single-centre install sees none."""
+    centre = _centre(tx, request.centre_id)
+    return {
+        "can_refer": _parent(tx, centre) is not None,
+        "can_assign": bool(
+            queries.child_centres(session=tx.session, parent_id=centre.id, active_only=True)
+        ),
+    }
+
+
+def _working_hours(tx: Tx, hours: int, days_off: frozenset[date] = frozenset()) -> datetime:
     return deadlines.add_working_hours(
-        tx.now, hours, start_hour=tx.workday_start, end_hour=tx.workday_end
+        tx.now, hours, start_hour=tx.workday_start, end_hour=tx.workday_end, days_off=days_off
     )
 
 
-def _working_days(tx: Tx, days: int) -> datetime:
+def _working_days(tx: Tx, days: int, days_off: frozenset[date] = frozenset()) -> datetime:
     return deadlines.add_working_days(
-        tx.now, days, start_hour=tx.workday_start, end_hour=tx.workday_end
+        tx.now, days, start_hour=tx.workday_start, end_hour=tx.workday_end, days_off=days_off
     )
 
 
@@ -1096,6 +1335,7 @@ __all__ = [
     "Tx",
     "accept",
     "approve",
+    "assign",
     "bind",
     "cancel",
     "check",
@@ -1107,6 +1347,7 @@ __all__ = [
     "parse_number",
     "rate",
     "recall",
+    "refer",
     "reject",
     "release_holdings",
     "return_",

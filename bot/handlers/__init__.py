@@ -37,6 +37,8 @@ HANDLERS: dict[str, Handler] = {
     "forward": worker.forward,
     "recall": worker.recall,
     "reject": worker.reject,
+    "refer": worker.refer,
+    "assign": worker.assign,
     "approve": worker.approve,
     "send_back": worker.send_back,
     "take": department.take,

@@ -16,6 +16,7 @@ from workflow.errors import (
     InvitationInvalid,
     NotPermitted,
     TransitionNotAllowed,
+    UnknownCentre,
     UnknownDepartment,
     UnknownRequest,
     WorkflowError,
@@ -25,7 +26,7 @@ from workflow.service import Tx
 
 #: Commands whose last argument is free text; without it a dialogue asks for it.
 TEXT_ARGUMENT: frozenset[str] = frozenset(
-    {"reject", "complete", "send_back", "return", "supplement"}
+    {"reject", "refer", "complete", "send_back", "return", "supplement"}
 )
 
 #: What a requester sees of their request's history: no internal steps (a result before its
@@ -35,6 +36,8 @@ REQUESTER_EVENTS: frozenset[str] = frozenset(
         "submit",
         "accept",
         "forward",
+        "refer",
+        "assign",
         "take",
         "reject",
         "approve",
@@ -268,7 +271,9 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
             action_label=label or action_label(error.action),
         )
     elif isinstance(error, UnknownDepartment):
-        names = [d.name for d in queries.list_departments(session=tx.session)]
+        names = error.choices
+        if names is None:
+            names = [d.name for d in queries.list_departments(session=tx.session)]
         reply(
             tx,
             person,
@@ -276,6 +281,21 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
             name=error.name[:40],
             departments="、".join(names) or "（暂无）",
         )
+    elif isinstance(error, UnknownCentre):
+        number = command.first.strip().upper() if command else ""
+        if command is not None and command.name == "assign" and not error.choices:
+            reply(tx, person, "error.no_children", number=number)
+        elif command is not None and command.name == "assign":
+            reply(
+                tx,
+                person,
+                "error.unknown_child_centre",
+                number=number,
+                name=error.typed[:40],
+                centres="、".join(error.choices),
+            )
+        else:
+            reply(tx, person, "error.unknown_centre", name=error.typed[:40])
     elif isinstance(error, InvitationInvalid):
         # Unknown, used and expired codes are answered alike: the answer must not tell a
         # guesser that a code exists.
@@ -293,6 +313,8 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
             "satisfaction",
         ):
             reply(tx, person, f"error.{error.what}")
+        elif error.what == "no_parent":
+            reply(tx, person, "error.no_parent", **error.params)
         else:
             reply(tx, person, "error.empty")
     else:  # pragma: no cover - every WorkflowError subclass is handled above

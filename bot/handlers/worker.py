@@ -1,5 +1,5 @@
-"""What party workers do: the to-do list, 做单, 转单, 撤回转单, 驳回, review, and walk-ins at the
-desk."""
+"""What party workers do: the to-do list, 做单, 转单, 撤回转单, 驳回, 上报, 下派, review, and
+walk-ins at the desk."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def forward(tx: Tx, person: Person, command: Command) -> None:
     if not command.rest:
         # Check right and state first, so the picker is offered only when forwarding can work.
         request = service.check(tx, person, Action.FORWARD, command.first)
-        names = [d.name for d in queries.list_departments(session=tx.session)]
+        names = [d.name for d in service.departments_for(tx, request)]
         key = "ask.forward" if names else "ask.forward_none"
         reply(tx, person, key, number=request.number, departments=names)
         return
@@ -33,7 +33,9 @@ def forward(tx: Tx, person: Person, command: Command) -> None:
         session=tx.session, roles=["department"], department_id=request.department_id
     )
     note = "" if staff else "（提示：该部门暂无绑定的工作人员，请尽快邀请其绑定。）"
-    department = queries.get_department_by_name(session=tx.session, name=command.rest.strip())
+    department = None
+    if request.department_id is not None:
+        department = queries.get_department(session=tx.session, department_id=request.department_id)
     reply(
         tx,
         person,
@@ -54,6 +56,52 @@ def reject(tx: Tx, person: Person, command: Command) -> None:
     """驳回 <编号> <原因>."""
     request = service.reject(tx, person, command.first, command.rest)
     reply(tx, person, "reply.rejected", number=request.number)
+
+
+def refer(tx: Tx, person: Person, command: Command) -> None:
+    """上报 <编号> <原因>: sends the request up to the parent centre."""
+    request = service.refer(tx, person, command.first, command.rest)
+    reply(
+        tx,
+        person,
+        "reply.referred",
+        number=request.number,
+        centre=service.centre_name(tx, request.centre_id),
+    )
+
+
+#: The dialogue 下派 without a centre opens: the next text names the child centre.
+ASSIGN_DIALOGUE = "assign"
+
+
+def assign(tx: Tx, person: Person, command: Command) -> None:
+    """下派 <编号> <中心>; without a centre, asks for one, offering the child centres."""
+    if not command.rest:
+        # Check right and state first, so the question is asked only when assigning can work.
+        request = service.check(tx, person, Action.ASSIGN, command.first)
+        children = service.child_centres_of(tx, request)
+        if not children:
+            reply(tx, person, "error.no_children", number=request.number)
+            return
+        person.dialogue = {"command": ASSIGN_DIALOGUE, "number": request.number}
+        tx.session.add(person)
+        reply(
+            tx,
+            person,
+            "ask.assign",
+            number=request.number,
+            centres=[[c.name, c.code] for c in children],
+            names="、".join(c.name for c in children),
+        )
+        return
+    request = service.assign(tx, person, command.first, command.rest)
+    reply(
+        tx,
+        person,
+        "reply.assigned",
+        number=request.number,
+        centre=service.centre_name(tx, request.centre_id),
+    )
 
 
 def approve(tx: Tx, person: Person, command: Command) -> None:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 OPEN_CARD_KEY = "telegram.open_card"
 
 #: Commands whose button asks for more (a department, a reason, a result) before acting.
-FOLLOW_UP_COMMANDS: frozenset[str] = frozenset({"forward", *TEXT_ARGUMENT})
+FOLLOW_UP_COMMANDS: frozenset[str] = frozenset({"forward", "assign", *TEXT_ARGUMENT})
 
 
 class TelegramHooks:
