@@ -16,6 +16,7 @@ from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from admin_scripts.manage import ManageError
 from storage import queries
 from storage.dates import parse_date
 from storage.db import get_engine, read_engine, session_scope, upgrade
@@ -73,6 +74,11 @@ inbox_app = typer.Typer(
     help="Inbound messages kept as failed (unparseable or given up).", no_args_is_help=True
 )
 app.add_typer(inbox_app, name="inbox")
+centres_app = typer.Typer(
+    help="Service centres (党群服务中心): the tree, its days off and entry points.",
+    no_args_is_help=True,
+)
+app.add_typer(centres_app, name="centres")
 
 
 class CliError(Exception):
@@ -600,10 +606,14 @@ def _import_file(what: str, file: str) -> None:
     """Imports departments or categories from `file` in one transaction, or explains why not."""
     from pathlib import Path
 
-    from admin_scripts import manage
+    from admin_scripts import centres, manage
 
     path = Path(file)
-    importer = manage.import_departments if what == "departments" else manage.import_categories
+    importer = {
+        "departments": manage.import_departments,
+        "categories": manage.import_categories,
+        "centres": centres.import_centres,
+    }[what]
     try:
         manage.check_file(path)
         settings = _settings()
@@ -1039,6 +1049,318 @@ def export_requests(
         f"exported {summary.requests} requests to {where}"
         + (f", {summary.events} events to {options.events}" if options.events else "")
     )
+
+
+# --- centres --------------------------------------------------------------------------------
+
+
+def _centre_errors(exc: Exception) -> CliError:
+    """The exit code of a centres error: 4 not found, 2 a malformed value, else 1."""
+    from admin_scripts import centres
+
+    if isinstance(exc, centres.NoSuchCentre):
+        return CliError(str(exc), Exit.NOT_FOUND)
+    if isinstance(exc, centres.BadValue):
+        return CliError(str(exc), Exit.USAGE)
+    return CliError(str(exc), Exit.FAILURE)
+
+
+@centres_app.command("add")
+def centres_add(
+    code: Annotated[
+        str, typer.Argument(help="letters, digits and '-', 1 to 32; used in links and QR codes")
+    ],
+    name: Annotated[str, typer.Argument(help="the centre's name, e.g. 城东社区党群服务中心")],
+    level: Annotated[
+        str,
+        typer.Option(
+            help="市 (city), 区 (district), 街道 (street), 社区 (community), 商圈 (business), "
+            "楼宇 (building), 园区 (park) or 市场 (market)"
+        ),
+    ],
+    parent: Annotated[
+        str | None, typer.Option(help="the code of the centre it is under (none: a top centre)")
+    ] = None,
+) -> None:
+    """Add a centre under an existing, active one (or at the top). Codes are unique whatever
+    their case. A taken code or an inactive parent exits 1, an unknown parent 4.
+
+    Example: redesk centres add futian "福田区党群服务中心" --level district --parent sz
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            centre = centres.add(
+                session=session, code=code, name=name, level=level, parent=parent, now=utcnow()
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+        under = f" under {parent.strip()}" if parent else " at the top"
+        say(f"added centre {centres.label(centre)}, {centre.level}{under}")
+
+
+@centres_app.command("list")
+def centres_list() -> None:
+    """Show the centres as a tree: code, name, level, whether active, the requests each holds
+    that are not finished, its staff (workers, leaders, department staff, group chats) and its
+    own days off.
+
+    Example: redesk centres list
+    """
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        lines = centres.tree(session=session)
+    root = Tree(Text(f"{len(lines)} centres"), guide_style="dim")
+    branches: list[Tree] = []
+    for line in lines:
+        text = Text()
+        text.append(line.code, style="bold" if line.active else "dim")
+        text.append(f"  {line.name}  {line.level}")
+        text.append("  启用" if line.active else "  停用")
+        if line.is_default:
+            text.append("  默认")
+        text.append(f"  在办 {line.open_requests}  人员 {line.staff}")
+        if line.days_off:
+            text.append(f"  休息日 {'、'.join(line.days_off)}")
+        del branches[line.depth :]
+        parent = branches[-1] if branches else root
+        branches.append(parent.add(text))
+    console.print(root)
+
+
+@centres_app.command("import")
+def centres_import(
+    file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+) -> None:
+    """Add centres from a CSV or YAML file (UTF-8), all rows or none.
+
+    CSV: a header on line 1 naming the columns. YAML: a list of items. Fields:
+    - code: required; letters, digits and '-', 1 to 32; an existing centre of that code
+      (in any case) has its name, level and days off updated
+    - name, level: required (level: the Chinese word or city, district, street, community,
+      business, building, park, market)
+    - parent: the code of an existing centre or of one on an earlier row (empty: a top centre)
+    - days_off: dates YYYY-MM-DD (CSV: separated by | or spaces; YAML: a list)
+    Every row is checked first: if any is bad, nothing changes (exit 1)
+    and each bad row is listed with its line number and what is wrong.
+
+    Example: redesk centres import centres.csv
+    """
+    _import_file("centres", file)
+
+
+@centres_app.command("deactivate")
+def centres_deactivate(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+) -> None:
+    """Deactivate a centre: its links and QR code no longer lead to it and no one can join
+    its staff. Refused (exit 1, saying why) for the default centre, a centre with active
+    centres below it and one that holds requests that are not finished.
+
+    Example: redesk centres deactivate market-3
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.deactivate(session=session, code=code, now=utcnow())
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if not done.changed:
+        say(f"centre {done.name} ({done.code}) is inactive already; nothing changed")
+        return
+    say(f"deactivated centre {done.name} ({done.code})")
+    if done.staff:
+        say(f"{done.staff} staff of it keep their role (see `redesk people list`)")
+
+
+@centres_app.command("edit")
+def centres_edit(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    name: Annotated[str | None, typer.Option(help="a new name")] = None,
+    new_code: Annotated[
+        str | None,
+        typer.Option("--code", help="a new code (links and QR codes with the old one stop)"),
+    ] = None,
+    level: Annotated[str | None, typer.Option(help="a new level")] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="move it, with everything below it, under this centre")
+    ] = None,
+) -> None:
+    """Change a centre's name, code, level or parent. A move takes its whole subtree along in
+    one transaction; a move under itself or a centre below it (a cycle) is refused (exit 1).
+
+    Example: redesk centres edit chengdong --parent luohu --name 城东社区党群服务中心
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.edit(
+                session=session,
+                code=code,
+                name=name,
+                new_code=new_code,
+                level=level,
+                parent=parent,
+                now=utcnow(),
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if not done.changes:
+        say(f"centre {done.code}: nothing changed")
+        return
+    for key, (before, after) in done.changes.items():
+        say(f"centre {done.code}: {key} {before or '—'} -> {after}")
+    if done.moved:
+        say(f"{done.moved} centres moved (it and every centre below it)")
+
+
+@centres_app.command("days-off")
+def centres_days_off(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    action: Annotated[str, typer.Argument(help="add, remove or list")],
+    dates: Annotated[list[str] | None, typer.Argument(metavar="DATE...", help="YYYY-MM-DD")] = None,
+) -> None:
+    """List, add or remove a centre's own days off: not working days for its requests' deadlines
+    and for every centre below it, on top of the national calendar and REDESK_EXTRA_DAYS_OFF.
+
+    Example: redesk centres days-off futian add 2026-12-24 2026-12-31
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.days_off(
+                session=session, code=code, action=action, dates=list(dates or []), now=utcnow()
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if action != "list":
+        verb = "added" if action == "add" else "removed"
+        say(f"centre {done.code}: {verb} {'、'.join(done.changed) if done.changed else 'nothing'}")
+    say(f"centre {done.code} days off: {'、'.join(done.days) or 'none'}")
+    if done.inherited:
+        say(f"inherited from the centres above it: {'、'.join(done.inherited)}")
+
+
+@centres_app.command("links")
+def centres_links(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+) -> None:
+    """Print every way into a centre: the web desk link (on REDESK_PUBLIC_URL, else the
+    server's address), the Telegram deep link (the bot's username from
+    REDESK_TELEGRAM_BOT_USERNAME, else from Telegram), the WeChat QR scene and the command
+    that makes its QR code for the door poster.
+
+    Example: redesk centres links chengdong
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            found = centres.links(session=session, code=code, settings=settings)
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    say(f"centre {found.name} ({found.code})")
+    if not found.active:
+        say("inactive: every link below is answered as an unknown centre")
+    say(f"web: {found.web}")
+    if found.telegram:
+        say(f"telegram: {found.telegram}")
+    else:
+        say(f"telegram: none ({found.telegram_note})")
+    wechat = "" if found.wechat_on else " (WeChat is off: set REDESK_WECHAT_*)"
+    say(f"wechat: QR scene {found.wechat_scene}{wechat}")
+    say(f"wechat poster: {found.qrcode_command}")
+
+
+@centres_app.command("qrcode")
+def centres_qrcode(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    out: Annotated[Path, typer.Option(help="the PNG file to write")],
+    force: Annotated[
+        bool, typer.Option("--force", help="overwrite an existing file (a link is replaced)")
+    ] = False,
+) -> None:
+    """Ask WeChat for the centre's permanent QR code (scene: its code) and save it as a PNG for
+    the door poster. Scanning it follows the official account and enters that centre.
+    WeChat off exits 3, WeChat refusing exits 1, WeChat unreachable 5.
+
+    Example: redesk centres qrcode chengdong --out chengdong.png
+    """
+    from wechatpy.exceptions import WeChatClientException
+
+    from admin_scripts import centres
+    from bot.channels.wechat.client import get_client
+    from bot.channels.wechat.settings import wechat_settings
+
+    if out.suffix.lower() != ".png":
+        raise CliError(f"--out {out} must end in .png", Exit.USAGE)
+    check_output(out, "--out", force=force)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    engine = get_engine(settings.database_url)
+    with session_scope(engine) as session:
+        try:
+            centre = centres.find(session, code)
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+        scene = centre.code
+        if not centre.active:
+            raise CliError(f"centre {centres.label(centre)} is inactive.", Exit.FAILURE)
+    if not wechat_settings(settings).enabled:
+        raise CliError(
+            "WeChat is off: set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
+            "REDESK_WECHAT_TOKEN.",
+            Exit.CONFIG,
+        )
+    client = get_client(settings)
+    try:
+        answer = client.permanent_qrcode(scene)
+        image = centres.as_png(client.qrcode_image(str(answer["ticket"])))
+    except WeChatClientException as exc:
+        raise CliError(
+            f"WeChat refused the QR code: {exc.errcode} {exc.errmsg}", Exit.FAILURE
+        ) from None
+    except centres.NotAnImage as exc:
+        raise CliError(str(exc), Exit.FAILURE) from None
+    except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
+        raise CliError(
+            f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})", Exit.UNAVAILABLE
+        ) from None
+    replace_link(out)
+    out.write_bytes(image)
+    with session_scope(engine) as session:
+        centre = centres.find(session, scene)
+        centres.record_qrcode(
+            session=session,
+            centre=centre,
+            ticket=str(answer["ticket"]),
+            url=answer.get("url"),
+            out=out,
+            now=utcnow(),
+        )
+    say(f"QR code of {centres.label(centre)} (scene {scene}) written: {out}")
+    if answer.get("url"):
+        say(f"it encodes {answer['url']}")
 
 
 def _data_help() -> str:

@@ -242,7 +242,7 @@ def open_requests_by_centre(*, session: Session, excluded: Sequence[str]) -> dic
         .where(col(Request.state).not_in(list(excluded)))
         .group_by(col(Request.centre_id))
     )
-    return {int(centre_id): int(count) for centre_id, count in session.exec(statement).all()}
+    return {centre_id: int(count) for centre_id, count in session.exec(statement).all()}
 
 
 def people_by_centre(*, session: Session, roles: Sequence[str]) -> dict[int, int]:
@@ -252,7 +252,11 @@ def people_by_centre(*, session: Session, roles: Sequence[str]) -> dict[int, int
         .where(col(Person.role).in_(list(roles)), col(Person.centre_id).is_not(None))
         .group_by(col(Person.centre_id))
     )
-    return {int(centre_id): int(count) for centre_id, count in session.exec(statement).all()}
+    return {
+        centre_id: int(count)
+        for centre_id, count in session.exec(statement).all()
+        if centre_id is not None
+    }
 
 
 def department_in_centres(
