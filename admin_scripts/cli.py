@@ -462,13 +462,22 @@ def invite(
     department: Annotated[
         str | None, typer.Argument(help="the department (for department)")
     ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre the role is in; default: the default centre"),
+    ] = None,
 ) -> None:
-    """Print a one-time invitation code; `绑定 <code>` in any chat gives that role.
+    """Print a one-time invitation code; `绑定 <code>` in any chat gives that role in a centre.
 
     The code is alone on the last line and expires after REDESK_INVITATION_DAYS (7) days.
+    Department staff name a department of the centre or of a centre above it. An unknown or
+    inactive centre, or a department not there for it, exits 4.
 
-    Example: redesk invite department 城管执法
+    Example: redesk invite department 城管执法 --centre futian
     """
+    from admin_scripts.centres import label
+    from workflow.errors import UnknownCentre
+
     if role not in ("worker", "leader", "department"):
         raise CliError("ROLE must be worker, leader or department.", Exit.USAGE)
     if role == "department" and not department:
@@ -483,16 +492,31 @@ def invite(
                 department_name=department,
                 now=utcnow(),
                 days=settings.invitation_days,
+                centre_code=centre,
             )
-        except WorkflowError:
+        except UnknownCentre as exc:
             raise CliError(
-                f"No active department is called {department!r} (see `redesk departments list`).",
+                f"No active centre has the code {exc.typed.strip()!r} (see `redesk centres list`).",
                 Exit.NOT_FOUND,
             ) from None
+        except WorkflowError:
+            where = f" for the centre {centre.strip()}" if centre else ""
+            raise CliError(
+                f"No active department is called {department!r}{where} (see `redesk "
+                "departments list`).",
+                Exit.NOT_FOUND,
+            ) from None
+        place = (
+            queries.get_centre_by_code(session=session, code=centre)
+            if centre
+            else queries.default_centre(session=session)
+        )
+        assert place is not None
+        where = label(place)
     from bot.texts import role_label
 
     what = role_label(role, department or "")
-    console.print(f"Invitation for {role} ({what}), valid {settings.invitation_days} days.")
+    say(f"Invitation for {role} ({what}) in {where}, valid {settings.invitation_days} days.")
     console.print("Send 「绑定 CODE」 (or /bind CODE) to the bot from the chat to bind:")
     print(code)
 
@@ -510,26 +534,46 @@ def departments_list() -> None:
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         rows = queries.list_departments(session=session, active_only=False)
-        table = Table("名称", "类型", "办结时限（工作日）", "状态")
+        places = _centre_labels(session)
+        table = Table("名称", "类型", "办结时限（工作日）", "状态", "中心")
         for row in rows:
             table.add_row(
                 row.name,
                 row.kind,
                 "—" if row.resolution_days is None else str(row.resolution_days),
                 "启用" if row.active else "停用",
+                places.get(row.centre_id, "—"),
             )
     console.print(table)
+
+
+def _centre_labels(session: Any) -> dict[int | None, str]:
+    """Each centre's code by id, as the lists show it (no centre: 全部, everywhere)."""
+    labels: dict[int | None, str] = {None: "全部"}
+    for centre in queries.list_centres(session=session):
+        labels[centre.id] = centre.code
+    return labels
 
 
 @departments_app.command("add")
 def departments_add(
     name: Annotated[str, typer.Argument(help="the department's name")],
     kind: Annotated[str, typer.Option(help="街道, 职能部门 or 社会组织")] = "职能部门",
+    centre: Annotated[
+        str | None,
+        typer.Option(
+            help="the code of the centre it belongs to (it serves every centre below it "
+            "too); default: the default centre"
+        ),
+    ] = None,
 ) -> None:
-    """Add a department.
+    """Add a department of a centre; requests of that centre and of every centre below it can
+    be forwarded to it. A name is used once per centre. An unknown or inactive centre exits 4.
 
-    Example: redesk departments add 城管执法 --kind 职能部门
+    Example: redesk departments add 城管执法 --kind 职能部门 --centre futian
     """
+    from admin_scripts import manage
+
     kinds = [k.value for k in DepartmentKind]
     if kind not in kinds:
         raise CliError(f"--kind must be one of {', '.join(kinds)}.", Exit.USAGE)
@@ -538,10 +582,19 @@ def departments_add(
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
-        if queries.get_department_by_name(session=session, name=name.strip()) is not None:
-            raise CliError(f"A department called {name!r} exists already.", Exit.FAILURE)
-        session.add(Department(name=name.strip(), kind=kind))
-    console.print(f"added department {name.strip()} ({kind})")
+        try:
+            place = manage.centre_named(session, centre, default=True)
+        except manage.UnknownName as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+        assert place is not None and place.id is not None
+        if queries.department_in_centres(session=session, name=name.strip(), centre_ids=[place.id]):
+            raise CliError(
+                f"A department called {name!r} exists already in {place.name} ({place.code}).",
+                Exit.FAILURE,
+            )
+        session.add(Department(name=name.strip(), kind=kind, centre_id=place.id))
+        where = f"{place.name} ({place.code})"
+    console.print(f"added department {name.strip()} ({kind}) of {where}", markup=False)
 
 
 @departments_app.command("deactivate")
@@ -594,6 +647,8 @@ def departments_import(
     - kind: required; 街道, 职能部门 or 社会组织
     - resolution_days: working days to finish a request (empty: the category's)
     - active: yes or no (empty: unchanged; new departments are active)
+    - centre: the code of the centre it belongs to (empty: the default centre); a name is
+      matched within its centre
     Every row is checked first: if any is bad, nothing changes (exit 1)
     and each bad row is listed with its line number and what is wrong.
 
@@ -602,8 +657,9 @@ def departments_import(
     _import_file("departments", file)
 
 
-def _import_file(what: str, file: str) -> None:
-    """Imports departments or categories from `file` in one transaction, or explains why not."""
+def _import_file(what: str, file: str, centre: str | None = None) -> None:
+    """Imports departments, categories (of `centre`) or centres from `file` in one
+    transaction, or explains why not."""
     from pathlib import Path
 
     from admin_scripts import centres, manage
@@ -619,7 +675,14 @@ def _import_file(what: str, file: str) -> None:
         settings = _settings()
         _prepare_database(settings, auto_upgrade=settings.is_sqlite)
         with session_scope(get_engine(settings.database_url)) as session:
-            result = importer(session=session, path=path, now=utcnow())
+            if what == "categories":
+                result = manage.import_categories(
+                    session=session, path=path, now=utcnow(), centre=centre
+                )
+            else:
+                result = importer(session=session, path=path, now=utcnow())
+    except manage.UnknownName as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
     except manage.UnknownFileType as exc:
         raise CliError(str(exc), Exit.USAGE) from None
     except manage.FileMissing as exc:
@@ -658,12 +721,14 @@ def categories_list() -> None:
             d.id: d.name for d in queries.list_departments(session=session, active_only=False)
         }
         # Keywords fold rather than end in "…": unspaced Chinese cannot wrap at words.
+        places = _centre_labels(session)
         table = Table(
             "类别",
             Column("关键词", overflow="fold"),
             "默认去向",
             "响应（工作小时）",
             "办结（工作日）",
+            "中心",
         )
         for row in queries.list_categories(session=session, active_only=False):
             route = (
@@ -675,6 +740,7 @@ def categories_list() -> None:
                 route,
                 str(row.response_hours),
                 str(row.resolution_days),
+                places.get(row.centre_id, "—"),
             )
     console.print(table)
 
@@ -682,6 +748,10 @@ def categories_list() -> None:
 @categories_app.command("import")
 def categories_import(
     file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre they apply in; default: every centre"),
+    ] = None,
 ) -> None:
     """Add and update categories from a CSV or YAML file (UTF-8), all rows or none.
 
@@ -696,9 +766,73 @@ def categories_import(
     Every row is checked first: if any is bad, nothing changes (exit 1)
     and each bad row is listed with its line number and what is wrong.
 
-    Example: redesk categories import categories.yaml
+    With --centre, every category of the file is that centre's (it applies in the centre and
+    every centre below it, before a category of the same name of a centre above); without,
+    the categories apply everywhere. An unknown or inactive centre exits 4.
+
+    Example: redesk categories import categories.yaml --centre futian
     """
-    _import_file("categories", file)
+    _import_file("categories", file, centre)
+
+
+@categories_app.command("add")
+def categories_add(
+    name: Annotated[str, typer.Argument(help="the category's name")],
+    keywords: Annotated[
+        str | None, typer.Option(help="words that recognise it, separated by | or 、")
+    ] = None,
+    route: Annotated[str, typer.Option(help="committee or department")] = "committee",
+    department: Annotated[
+        str | None,
+        typer.Option(help="with route department: a department of the centre or one above it"),
+    ] = None,
+    response_hours: Annotated[int | None, typer.Option(help="working hours to respond")] = None,
+    resolution_days: Annotated[int | None, typer.Option(help="working days to resolve")] = None,
+    urgent: Annotated[bool, typer.Option("--urgent", help="an urgent category")] = False,
+    fallback: Annotated[
+        bool, typer.Option("--fallback", help="used when no keyword matches")
+    ] = False,
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre it applies in; default: every centre"),
+    ] = None,
+) -> None:
+    """Add a category: everywhere, or in one centre and every centre below it (where it comes
+    before a category of the same name of a centre above). Bad values exit 1 naming them; a
+    name the centre has already exits 1; an unknown or inactive centre exits 4.
+
+    Example: redesk categories add 占道经营 --keywords "摆摊|占道" --route department
+    --department 城管执法 --centre futian
+    """
+    from admin_scripts import manage
+
+    fields: dict[str, Any] = {"name": name, "route": route}
+    for key, value in (
+        ("keywords", keywords),
+        ("department", department),
+        ("response_hours", response_hours),
+        ("resolution_days", resolution_days),
+    ):
+        if value is not None:
+            fields[key] = value
+    if urgent:
+        fields["urgent"] = True
+    if fallback:
+        fields["fallback"] = True
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    try:
+        with session_scope(get_engine(settings.database_url)) as session:
+            manage.add_category(session=session, fields=fields, now=utcnow(), centre=centre)
+    except manage.UnknownName as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
+    except manage.BadRows as exc:
+        reasons = "; ".join(reason for row in exc.rows for reason in row.reasons)
+        raise CliError(f"{reasons}; nothing was added.") from None
+    except manage.ImportConflict as exc:
+        raise CliError(f"{exc}; nothing was added.") from None
+    where = f"in centre {centre.strip()} and below it" if centre else "everywhere"
+    say(f"added category {name.strip()} ({where})")
 
 
 # People (chat identities) and their roles.
