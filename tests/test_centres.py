@@ -15,8 +15,17 @@ from admin_scripts.cli import Exit, main
 from bot import runtime as bot_runtime
 from storage import queries
 from storage.db import get_engine
-from storage.models import AdminAudit, Centre, Person, Request, Role
-from tests.utils.cli import isolate_cli
+from storage.models import (
+    AdminAudit,
+    Category,
+    Centre,
+    Department,
+    Invitation,
+    Person,
+    Request,
+    Role,
+)
+from tests.utils.cli import desk_on, isolate_cli
 
 # --- fixtures and helpers -------------------------------------------------------------------
 
@@ -751,3 +760,280 @@ def test_qrcode_of_bad_input_asks_nothing_of_wechat(
     assert result == code
     assert message in capsys.readouterr().err
     assert fake_wechat.count("qrcode/create") == 0
+
+
+# --- invitations, departments and categories in a centre ------------------------------------
+
+
+def centre_id(url: str, code: str) -> int:
+    """The id of the centre with this code."""
+    with Session(get_engine(url)) as session:
+        centre = queries.get_centre_by_code(session=session, code=code)
+        assert centre is not None and centre.id is not None
+        return centre.id
+
+
+def centre_ids(url: str) -> dict[str, int]:
+    """Every centre's id by code."""
+    return {code: centre_id(url, code) for code in centres(url)}
+
+
+def invitation_code(capsys: pytest.CaptureFixture[str]) -> str:
+    """The code `redesk invite` printed on its last line."""
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def invitations(url: str) -> list[tuple[str, int | None, int | None]]:
+    """Every invitation: (role, department id, centre id)."""
+    with Session(get_engine(url)) as session:
+        return [
+            (row.role, row.department_id, row.centre_id)
+            for row in session.exec(select(Invitation).order_by(col(Invitation.id))).all()
+        ]
+
+
+def test_an_invitation_names_its_centre_and_binding_puts_the_person_there(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district
+    a_district(any_db)
+
+    # When a worker of a community and a worker of no centre named are invited and bind
+    assert run("invite", "worker", "--centre", "LIANHUA") == Exit.OK
+    out = capsys.readouterr().out
+    community = out.strip().splitlines()[-1]
+    assert run("invite", "worker") == Exit.OK
+    default = invitation_code(capsys)
+    desk = desk_on(any_db)
+    first, second = desk.identity("王书记"), desk.identity("李书记")
+    first.send(f"绑定 {community}")
+    second.send(f"绑定 {default}")
+
+    # Then each is a worker of their centre; the output named it
+    assert "in 莲花社区 (lianhua)" in out
+    assert (first.person().role, first.person().centre_id) == (
+        Role.WORKER,
+        centre_id(any_db, "lianhua"),
+    )
+    assert second.person().centre_id == centre_id(any_db, "default")
+
+
+def test_department_staff_are_invited_to_a_department_of_the_centre_or_one_above(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district department, and a department of the same name of a 商圈 (a sibling)
+    a_district(any_db)
+    assert run("departments", "add", "城管执法", "--centre", "futian") == Exit.OK
+    assert run("departments", "add", "市场监管", "--centre", "cbd") == Exit.OK
+    capsys.readouterr()
+
+    # When staff of the district's department are invited for a street two levels below
+    assert run("invite", "department", "城管执法", "--centre", "lh-1") == Exit.OK
+    code = invitation_code(capsys)
+    staff = desk_on(any_db).identity("赵科长")
+    staff.send(f"绑定 {code}")
+    # And staff of the 商圈's department are invited for a community beside it
+    refused = run("invite", "department", "市场监管", "--centre", "lianhua")
+
+    # Then the first are that department's staff, in the street's centre; the second is refused
+    ids = centre_ids(any_db)
+    with Session(get_engine(any_db)) as session:
+        district_unit = queries.department_in_centres(
+            session=session, name="城管执法", centre_ids=[ids["futian"]]
+        )
+    assert district_unit is not None
+    person = staff.person()
+    assert (person.role, person.department_id, person.centre_id) == (
+        Role.DEPARTMENT,
+        district_unit.id,
+        centre_id(any_db, "lh-1"),
+    )
+    assert refused == Exit.NOT_FOUND
+    assert "No active department is called '市场监管' for the centre lianhua" in (
+        capsys.readouterr().err
+    )
+    assert len(invitations(any_db)) == 1
+
+
+@pytest.mark.parametrize("code", ["nowhere", "cbd"], ids=["unknown", "inactive"])
+def test_an_invitation_to_an_unknown_or_inactive_centre_exits_not_found_and_stores_nothing(
+    any_db: str, capsys: pytest.CaptureFixture[str], code: str
+) -> None:
+    # Given a district whose 商圈 is inactive
+    a_district(any_db)
+    assert run("centres", "deactivate", "cbd") == Exit.OK
+    capsys.readouterr()
+
+    # When a worker is invited there
+    result = run("invite", "worker", "--centre", code)
+
+    # Then it is refused and no code is made
+    assert result == Exit.NOT_FOUND
+    captured = capsys.readouterr()
+    assert f"No active centre has the code {code!r}" in captured.err
+    assert captured.out == ""
+    assert invitations(any_db) == []
+
+
+def test_a_code_of_a_centre_deactivated_since_does_not_bind(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker's code for a 商圈 that was deactivated afterwards
+    a_district(any_db)
+    assert run("invite", "worker", "--centre", "cbd") == Exit.OK
+    code = invitation_code(capsys)
+    assert run("centres", "deactivate", "cbd") == Exit.OK
+
+    # When someone binds with it
+    someone = desk_on(any_db).identity("周书记")
+    someone.send(f"绑定 {code}")
+
+    # Then they stay a resident of no centre
+    assert (someone.person().role, someone.person().centre_id) == (Role.REQUESTER, None)
+
+
+def test_departments_are_named_once_per_centre_and_listed_with_it(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district
+    a_district(any_db)
+
+    # When a name is added in two centres, then again in one of them, then in an unknown one
+    assert run("departments", "add", "城管执法", "--centre", "futian") == Exit.OK
+    assert run("departments", "add", "城管执法") == Exit.OK
+    again = run("departments", "add", "城管执法", "--centre", "FUTIAN")
+    unknown = run("departments", "add", "交警", "--centre", "nowhere")
+    capsys.readouterr()
+    assert run("departments", "list") == Exit.OK
+
+    # Then the first two are there, each in its centre, and the others are refused
+    assert (again, unknown) == (Exit.FAILURE, Exit.NOT_FOUND)
+    ids = centre_ids(any_db)
+    with Session(get_engine(any_db)) as session:
+        rows = session.exec(select(Department).order_by(col(Department.id))).all()
+        assert [(d.name, d.centre_id) for d in rows] == [
+            ("城管执法", ids["futian"]),
+            ("城管执法", ids["default"]),
+        ]
+    out = capsys.readouterr().out
+    assert "futian" in out and "default" in out
+
+
+def test_a_departments_import_puts_each_row_in_its_centre_or_reports_an_unknown_one(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district and a file naming centres, one of them unknown
+    a_district(any_db)
+    write(
+        "departments.csv",
+        "name,kind,centre\n城管执法,职能部门,futian\n城管执法,职能部门,\n交警,职能部门,nowhere\n",
+    )
+
+    # When it is imported
+    bad = run("departments", "import", "departments.csv")
+
+    # Then the unknown centre's line is reported and nothing is stored
+    assert bad == Exit.FAILURE
+    err = capsys.readouterr().err
+    assert reported_lines(err) == [4]
+    assert "centre 'nowhere' does not exist" in err
+    with Session(get_engine(any_db)) as session:
+        assert session.exec(select(Department)).all() == []
+
+    # When the bad row is dropped, the same name lands in both centres
+    write("departments.csv", "name,kind,centre\n城管执法,职能部门,futian\n城管执法,职能部门,\n")
+    assert run("departments", "import", "departments.csv") == Exit.OK
+    with Session(get_engine(any_db)) as session:
+        placed = {d.centre_id for d in session.exec(select(Department)).all()}
+    assert placed == {centre_id(any_db, "futian"), centre_id(any_db, "default")}
+
+
+def test_categories_apply_everywhere_or_in_a_centre_and_route_to_a_department_above(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district department and a 商圈 department
+    a_district(any_db)
+    assert run("departments", "add", "城管执法", "--centre", "futian") == Exit.OK
+    assert run("departments", "add", "市场监管", "--centre", "cbd") == Exit.OK
+
+    # When a community's category routes to the district's department, one everywhere is added,
+    # and a community's category routes to the 商圈's department
+    community = run(
+        "categories",
+        "add",
+        "占道经营",
+        "--keywords",
+        "摆摊|占道",
+        "--route",
+        "department",
+        "--department",
+        "城管执法",
+        "--centre",
+        "lianhua",
+    )
+    everywhere = run("categories", "add", "占道经营", "--keywords", "占道")
+    sibling = run(
+        "categories",
+        "add",
+        "食品安全",
+        "--route",
+        "department",
+        "--department",
+        "市场监管",
+        "--centre",
+        "lianhua",
+    )
+    twice = run("categories", "add", "占道经营", "--centre", "lianhua")
+
+    # Then the first two are stored, the district department is the community category's, and
+    # the 商圈's department and a second 占道经营 of the community are refused
+    assert (community, everywhere, sibling, twice) == (
+        Exit.OK,
+        Exit.OK,
+        Exit.FAILURE,
+        Exit.FAILURE,
+    )
+    err = capsys.readouterr().err
+    assert "department '市场监管' does not exist" in err
+    assert "exists already in 莲花社区 (lianhua)" in err
+    ids = centre_ids(any_db)
+    with Session(get_engine(any_db)) as session:
+        rows = session.exec(select(Category).order_by(col(Category.id))).all()
+        unit = session.exec(select(Department).where(Department.name == "城管执法")).one()
+        assert [(c.name, c.centre_id, c.department_id, c.keywords) for c in rows] == [
+            ("占道经营", ids["lianhua"], unit.id, ["摆摊", "占道"]),
+            ("占道经营", None, None, ["占道"]),
+        ]
+    assert [d for a, d in audit(any_db) if a == "categories_add"] == [
+        {"category": "占道经营", "centre": "lianhua"},
+        {"category": "占道经营", "centre": None},
+    ]
+
+
+def test_a_categories_import_with_a_centre_puts_every_row_there(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a district and a file of categories
+    a_district(any_db)
+    write("categories.csv", "name,keywords\n路灯,路灯|灯\n噪音,噪音\n")
+
+    # When it is imported for the 商圈, for no centre, and for an unknown centre
+    assert run("categories", "import", "categories.csv", "--centre", "cbd") == Exit.OK
+    assert run("categories", "import", "categories.csv") == Exit.OK
+    unknown = run("categories", "import", "categories.csv", "--centre", "nowhere")
+    capsys.readouterr()
+    assert run("categories", "list") == Exit.OK
+
+    # Then each name is there once in the 商圈 and once everywhere; the unknown centre is refused
+    assert unknown == Exit.NOT_FOUND
+    ids = centre_ids(any_db)
+    with Session(get_engine(any_db)) as session:
+        rows = session.exec(select(Category).order_by(col(Category.id))).all()
+        assert [(c.name, c.centre_id) for c in rows] == [
+            ("路灯", ids["cbd"]),
+            ("噪音", ids["cbd"]),
+            ("路灯", None),
+            ("噪音", None),
+        ]
+    out = capsys.readouterr().out
+    assert "cbd" in out and "全部" in out
