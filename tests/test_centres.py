@@ -1037,3 +1037,113 @@ def test_a_categories_import_with_a_centre_puts_every_row_there(
         ]
     out = capsys.readouterr().out
     assert "cbd" in out and "全部" in out
+
+
+# --- the WeChat client's QR code calls ------------------------------------------------------
+
+
+def test_the_client_makes_a_permanent_code_and_reads_its_image_from_the_api_base() -> None:
+    from bot.channels import wechat
+    from bot.channels.wechat.client import get_client
+    from tests.fakes.wechat import FakeWeChat, qrcode_png
+    from tests.utils.settings import make_settings
+
+    # Given the client on the fake
+    with FakeWeChat() as fake:
+        settings = make_settings(
+            _env_file=None,
+            redis_url=None,
+            wechat_app_id=fake.appid,
+            wechat_app_secret=fake.app_secret,
+            wechat_token=fake.token,
+            wechat_api_url=fake.url,
+        )
+        client = get_client(settings)
+        try:
+            # When a permanent code is made and its image fetched
+            answer = client.permanent_qrcode("lianhua")
+            image = client.qrcode_image(answer["ticket"])
+        finally:
+            wechat.close_clients()
+
+        # Then both went to the fake, and the image is the code's
+        assert image == qrcode_png(answer["url"])
+        assert [call.path for call in fake.calls] == ["token", "qrcode/create", "showqrcode"]
+
+
+def test_an_image_the_client_cannot_have_raises_with_the_status() -> None:
+    from wechatpy.exceptions import WeChatClientException
+
+    from bot.channels import wechat
+    from bot.channels.wechat.client import get_client
+    from tests.fakes.wechat import FakeWeChat
+    from tests.utils.settings import make_settings
+
+    # Given the client on the fake
+    with FakeWeChat() as fake:
+        settings = make_settings(
+            _env_file=None,
+            redis_url=None,
+            wechat_app_id=fake.appid,
+            wechat_app_secret=fake.app_secret,
+            wechat_token=fake.token,
+            wechat_api_url=fake.url,
+        )
+        try:
+            # When the image of a ticket WeChat does not know is asked for
+            with pytest.raises(WeChatClientException) as refused:
+                get_client(settings).qrcode_image("no-such-ticket")
+        finally:
+            wechat.close_clients()
+
+    # Then the error names the answer
+    assert "showqrcode: HTTP 404" in str(refused.value.errmsg)
+
+
+def test_on_wechat_s_own_servers_the_image_comes_from_mp_weixin_qq_com() -> None:
+    from bot.channels import wechat
+    from bot.channels.wechat.client import SHOW_QRCODE_URL, get_client
+    from tests.utils.settings import make_settings
+
+    # Given the client on WeChat's own API base (the default)
+    settings = make_settings(
+        _env_file=None,
+        redis_url=None,
+        wechat_app_id="wx0123",
+        wechat_app_secret="s",
+        wechat_token="t",
+    )
+    try:
+        # When it is made
+        client = get_client(settings)
+
+        # Then QR code images are fetched where WeChat shows them
+        assert (
+            client._show_qrcode_url
+            == SHOW_QRCODE_URL
+            == ("https://mp.weixin.qq.com/cgi-bin/showqrcode")
+        )
+    finally:
+        wechat.close_clients()
+
+
+def test_create_invitation_names_an_unknown_centre_as_typed(any_db: str) -> None:
+    from datetime import UTC, datetime
+
+    from workflow import service
+    from workflow.errors import UnknownCentre
+
+    # When an invitation is made for a centre that does not exist
+    with Session(get_engine(any_db)) as session:
+        with pytest.raises(UnknownCentre) as refused:
+            service.create_invitation(
+                session=session,
+                role="worker",
+                department_name=None,
+                now=datetime(2026, 12, 1, tzinfo=UTC),
+                centre_code=" Nowhere ",
+            )
+
+    # Then the error carries what was typed, and nothing is stored
+    assert refused.value.typed == " Nowhere "
+    assert invitations(any_db) == []
