@@ -600,6 +600,10 @@ def departments_add(
 @departments_app.command("deactivate")
 def departments_deactivate(
     name: Annotated[str, typer.Argument(help="the department's exact name")],
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of its centre (needed when several centres use the name)"),
+    ] = None,
 ) -> None:
     """Deactivate a department: no new requests reach it; those it has stay with it.
 
@@ -617,9 +621,13 @@ def departments_deactivate(
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         try:
-            done = manage.deactivate_department(session=session, name=name, now=utcnow())
+            done = manage.deactivate_department(
+                session=session, name=name, now=utcnow(), centre=centre
+            )
         except manage.UnknownName as exc:
             raise CliError(str(exc), Exit.NOT_FOUND) from None
+        except manage.AmbiguousName as exc:
+            raise CliError(str(exc), Exit.USAGE) from None
     if not done.changed:
         console.print(f"department {done.name} is inactive already; nothing changed", markup=False)
         return

@@ -546,16 +546,38 @@ class Deactivated:
     categories: list[str]
 
 
-def deactivate_department(*, session: Session, name: str, now: datetime) -> Deactivated:
+def deactivate_department(
+    *, session: Session, name: str, now: datetime, centre: str | None = None
+) -> Deactivated:
     """Marks a department inactive: no new forwards reach it; its requests stay.
 
+    `centre` (a code) names the centre it belongs to; without it the name must be one
+    department's.
+
     Raises:
-        UnknownName: No department has this name.
+        UnknownName: No department has this name (in that centre), or no centre the code.
+        AmbiguousName: Departments of several centres have this name and no centre is given.
     """
-    department = queries.get_department_by_name(session=session, name=name.strip())
+    named = [
+        d
+        for d in queries.list_departments(session=session, active_only=False)
+        if d.name == name.strip()
+    ]
+    if centre is not None:
+        place = centre_named(session, centre, default=False)
+        named = [d for d in named if place is not None and d.centre_id == place.id]
+    if len(named) > 1:
+        codes = {c.id: c.code for c in queries.list_centres(session=session)}
+        where = ", ".join(codes.get(d.centre_id, "no centre") for d in named)
+        raise AmbiguousName(
+            f"{len(named)} departments are called {name.strip()!r} (of {where}); "
+            "name the centre with --centre."
+        )
+    department = named[0] if named else None
     if department is None or department.id is None:
+        where = f" in centre {centre.strip()}" if centre else ""
         raise UnknownName(
-            f"No department is called {name.strip()!r} (see `redesk departments list`)."
+            f"No department is called {name.strip()!r}{where} (see `redesk departments list`)."
         )
     open_requests = queries.count_requests_in_states(
         session=session, states=DEPARTMENT_STATES, department_id=department.id

@@ -1147,3 +1147,24 @@ def test_create_invitation_names_an_unknown_centre_as_typed(any_db: str) -> None
     # Then the error carries what was typed, and nothing is stored
     assert refused.value.typed == " Nowhere "
     assert invitations(any_db) == []
+
+
+def test_a_department_name_of_several_centres_is_deactivated_by_naming_its_centre(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 城管执法 in the district and in the default centre
+    a_district(any_db)
+    assert run("departments", "add", "城管执法", "--centre", "futian") == Exit.OK
+    assert run("departments", "add", "城管执法") == Exit.OK
+
+    # When it is deactivated without, then with the district named
+    ambiguous = run("departments", "deactivate", "城管执法")
+    named = run("departments", "deactivate", "城管执法", "--centre", "futian")
+
+    # Then the first is refused listing both centres, the second deactivates the district's only
+    assert (ambiguous, named) == (Exit.USAGE, Exit.OK)
+    assert "2 departments are called '城管执法' (of futian, default)" in capsys.readouterr().err
+    ids = centre_ids(any_db)
+    with Session(get_engine(any_db)) as session:
+        active = {d.centre_id: d.active for d in session.exec(select(Department)).all()}
+    assert active == {ids["futian"]: False, ids["default"]: True}
