@@ -1416,11 +1416,15 @@ def centres_links(
 
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    from bot.channels.telegram.client import close_clients
+
     with session_scope(get_engine(settings.database_url)) as session:
         try:
             found = centres.links(session=session, code=code, settings=settings)
         except ManageError as exc:
             raise _centre_errors(exc) from None
+        finally:
+            close_clients()  # the getMe client, if the bot's username was asked for
     say(f"centre {found.name} ({found.code})")
     if not found.active:
         say("inactive: every link below is answered as an unknown centre")
