@@ -218,12 +218,11 @@ def tree(*, session: Session) -> list[CentreLine]:
 
 
 def _days_off(row: Row, reasons: list[str]) -> list[str] | None:
-    """ISO dates from a list, or from text separated by |, 、, commas or spaces; None: absent."""
-    if "days_off" not in row.fields:
-        return None
-    value = row.fields["days_off"]
+    """ISO dates from a list, or from text separated by |, 、, commas or spaces; None: absent
+    or empty (an existing centre keeps its days off)."""
+    value = row.fields.get("days_off")
     if value is None:
-        return []
+        return None
     items: list[Any]
     if isinstance(value, str):
         items = [item for item in DATE_SEPARATORS.split(value) if item]

@@ -1291,7 +1291,8 @@ def centres_import(
     - name, level: required (level: the Chinese word or city, district, street, community,
       business, building, park, market)
     - parent: the code of an existing centre or of one on an earlier row (empty: a top centre)
-    - days_off: dates YYYY-MM-DD (CSV: separated by | or spaces; YAML: a list)
+    - days_off: dates YYYY-MM-DD (CSV: separated by | or spaces; YAML: a list; empty: an
+      existing centre keeps its own)
     Every row is checked first: if any is bad, nothing changes (exit 1)
     and each bad row is listed with its line number and what is wrong.
 

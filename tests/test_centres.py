@@ -268,6 +268,25 @@ def test_centres_import_reads_yaml_and_updates_an_existing_centre(any_db: str) -
     assert "CBD" not in stored
 
 
+def test_a_centres_import_keeps_the_days_off_of_a_centre_whose_cell_is_empty(
+    any_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a centre with a day off
+    assert run("centres", "add", "cbd", "商圈", "--level", "business") == Exit.OK
+    assert run("centres", "days-off", "cbd", "add", "2026-12-24") == Exit.OK
+
+    # When a file renames it and leaves its days off empty, twice
+    write("centres.csv", "code,name,level,parent,days_off\ncbd,春熙路商圈,商圈,,\n")
+    assert run("centres", "import", "centres.csv") == Exit.OK
+    assert run("centres", "import", "centres.csv") == Exit.OK
+
+    # Then it is renamed once, and its day off stays
+    assert centres(any_db)["cbd"]["name"] == "春熙路商圈"
+    assert centres(any_db)["cbd"]["days_off"] == ["2026-12-24"]
+    out = capsys.readouterr().out
+    assert "0 added, 1 updated, 0 unchanged" in out and "0 added, 0 updated, 1 unchanged" in out
+
+
 def test_a_centres_import_with_bad_rows_reports_each_line_and_stores_nothing(
     any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
