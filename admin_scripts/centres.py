@@ -289,7 +289,7 @@ def import_centres(*, session: Session, path: Path, now: datetime) -> ImportResu
         parent = _text(row, "parent", reasons)
         existing = queries.get_centre_by_code(session=session, code=code) if code else None
         if parent is not None:
-            reasons.extend(_parent_problems(session, row, code, parent, seen, later, existing))
+            reasons.extend(_parent_problems(session, code, parent, seen, later, existing))
         elif existing is not None and existing.parent_id is not None:
             reasons.append(_moved(session, existing))
         days = _days_off(row, reasons)
@@ -342,7 +342,6 @@ def import_centres(*, session: Session, path: Path, now: datetime) -> ImportResu
 
 def _parent_problems(
     session: Session,
-    row: Row,
     code: str | None,
     parent: str,
     seen: dict[str, int],
