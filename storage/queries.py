@@ -263,6 +263,61 @@ def departments_of_centres(
     return session.exec(statement).all()
 
 
+def subtree_centres(*, session: Session, centre: Centre, lock: bool = False) -> Sequence[Centre]:
+    """`centre` and every centre below it (inactive ones included), parents first."""
+    statement = select(Centre).where(col(Centre.path).startswith(centre.path, autoescape=True))
+    if lock:
+        statement = statement.with_for_update()
+    return sorted(session.exec(statement).all(), key=lambda found: path_ids(found.path))
+
+
+def open_requests_by_centre(*, session: Session, excluded: Sequence[str]) -> dict[int, int]:
+    """How many requests each centre holds in a state not in `excluded` (centre id -> count)."""
+    statement = (
+        select(Request.centre_id, func.count())
+        .where(col(Request.state).not_in(list(excluded)))
+        .group_by(col(Request.centre_id))
+    )
+    return {centre_id: int(count) for centre_id, count in session.exec(statement).all()}
+
+
+def people_by_centre(*, session: Session, roles: Sequence[str]) -> dict[int, int]:
+    """How many people with one of `roles` each centre has (centre id -> count)."""
+    statement = (
+        select(Person.centre_id, func.count())
+        .where(col(Person.role).in_(list(roles)), col(Person.centre_id).is_not(None))
+        .group_by(col(Person.centre_id))
+    )
+    return {
+        centre_id: int(count)
+        for centre_id, count in session.exec(statement).all()
+        if centre_id is not None
+    }
+
+
+def department_in_centres(
+    *, session: Session, name: str, centre_ids: Sequence[int | None]
+) -> Department | None:
+    """The department called `name` owned by the first of `centre_ids` that has one (None in
+    the list: a department of no centre), so a name is resolved nearest first."""
+    found = {
+        department.centre_id: department
+        for department in session.exec(
+            select(Department).where(
+                Department.name == name,
+                or_(
+                    col(Department.centre_id).in_([i for i in centre_ids if i is not None]),
+                    col(Department.centre_id).is_(None),
+                ),
+            )
+        ).all()
+    }
+    for centre_id in centre_ids:
+        if centre_id in found:
+            return found[centre_id]
+    return None
+
+
 # --- departments and categories -----------------------------------------------------------
 
 
@@ -512,11 +567,21 @@ def count_requests_by_state(*, session: Session) -> dict[str, int]:
 
 
 def add_invitation(
-    *, session: Session, code: str, role: str, department_id: int | None, expires_at: datetime
+    *,
+    session: Session,
+    code: str,
+    role: str,
+    department_id: int | None,
+    expires_at: datetime,
+    centre_id: int | None = None,
 ) -> Invitation:
-    """Stores a new invitation (only the code's digest)."""
+    """Stores a new invitation (only the code's digest) for a role in `centre_id`."""
     invitation = Invitation(
-        code_hash=digest(code), role=role, department_id=department_id, expires_at=expires_at
+        code_hash=digest(code),
+        role=role,
+        department_id=department_id,
+        centre_id=centre_id,
+        expires_at=expires_at,
     )
     session.add(invitation)
     return invitation
