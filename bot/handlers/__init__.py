@@ -271,9 +271,7 @@ def _media(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
         service.supplement(tx, person, recent.number, described, attachments=inbound.attachments)
         common.reply(tx, person, "reply.supplemented", number=recent.number)
         return
-    centres.submit_or_ask(
-        tx, person, text, attachments=inbound.attachments, origin=inbound.origin
-    )
+    centres.submit_or_ask(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
 
 
 def flood_limit() -> int:

@@ -31,9 +31,7 @@ class BadMessage(ValueError):
     """A web message body that is not of the documented form; the text says which field."""
 
 
-def create_identity(
-    session: Session, *, name: str, days: int, centre_id: int | None = None
-) -> str:
+def create_identity(session: Session, *, name: str, days: int, centre_id: int | None = None) -> str:
     """A new web chat identity (a resident of `centre_id`, when they came by a centre's link);
     returns its bearer token (only its digest is stored)."""
     person = Person(
