@@ -179,6 +179,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         for table in TABLES:
             if table not in NO_SEQUENCE:
                 connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
+        # Back to the one default centre the migration made.
+        connection.execute(text("DELETE FROM centres WHERE NOT is_default"))
+        connection.execute(text("UPDATE centres SET active = true, days_off = '[]'"))
     return url
 
 
