@@ -1020,6 +1020,12 @@ def export_requests(
             metavar="FILE", help="csv only: also write every event (one row each) to this file"
         ),
     ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE", help="only the requests held by this centre and the centres below it"
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -1049,6 +1055,7 @@ def export_requests(
         include_pii=include_pii,
         force=force,
         now=utcnow(),
+        centre=centre,
     )
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)

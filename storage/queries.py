@@ -996,25 +996,36 @@ def audit_admin_action(
 # --- exports ------------------------------------------------------------------------------
 
 
-def _received_between(statement: Any, start: datetime | None, end: datetime | None) -> Any:
-    """`statement` limited to requests received in [start, end); None leaves that end open."""
+def _received_between(
+    statement: Any, start: datetime | None, end: datetime | None, within: Any = None
+) -> Any:
+    """`statement` limited to requests received in [start, end); None leaves that end open.
+    `within`: a further condition on Request (e.g. subtree_condition), or None."""
     if start is not None:
         statement = statement.where(col(Request.created_at) >= start)
     if end is not None:
         statement = statement.where(col(Request.created_at) < end)
+    if within is not None:
+        statement = statement.where(within)
     return statement
 
 
 def count_requests_received(
-    *, session: Session, start: datetime | None, end: datetime | None
+    *, session: Session, start: datetime | None, end: datetime | None, within: Any = None
 ) -> int:
-    """How many requests were received in [start, end) (None: that end is open)."""
-    statement = _received_between(select_columns(func.count()).select_from(Request), start, end)
+    """How many requests were received in [start, end) (None: that end is open), of those
+    matching `within` (a condition on Request; None: all)."""
+    statement = _received_between(
+        select_columns(func.count()).select_from(Request), start, end, within
+    )
     return int(session.execute(statement).scalar_one())
 
 
-def count_events_received(*, session: Session, start: datetime | None, end: datetime | None) -> int:
-    """How many events (outcome ok) the requests received in [start, end) have."""
+def count_events_received(
+    *, session: Session, start: datetime | None, end: datetime | None, within: Any = None
+) -> int:
+    """How many events (outcome ok) the requests received in [start, end) (matching `within`)
+    have."""
     statement = _received_between(
         select_columns(func.count())
         .select_from(Event)
@@ -1022,17 +1033,25 @@ def count_events_received(*, session: Session, start: datetime | None, end: date
         .where(col(Event.outcome) == "ok"),
         start,
         end,
+        within,
     )
     return int(session.execute(statement).scalar_one())
 
 
 def stream_requests_received(
-    *, session: Session, start: datetime | None, end: datetime | None, batch_size: int
+    *,
+    session: Session,
+    start: datetime | None,
+    end: datetime | None,
+    batch_size: int,
+    within: Any = None,
 ) -> Iterator[Sequence[Row[Any]]]:
-    """Requests received in [start, end), oldest first, in batches of `batch_size` rows.
+    """Requests received in [start, end) (matching `within`, a condition on Request), oldest
+    first, in batches of `batch_size` rows.
 
     Each row holds the request's columns plus the names an export shows: `category`,
-    `department`, `handler_name`, `requester_name` and `requester_phone`. The rows come through
+    `department`, `handler_name`, `requester_name`, `requester_phone`, and the holding
+    centre's `centre_code` and `centre_name`. The rows come through
     a server-side cursor (PostgreSQL: a named cursor), so however many there are, only one
     batch is held in memory. Other queries may run in the same session between batches.
     """
@@ -1064,15 +1083,18 @@ def stream_requests_received(
             col(handler.display_name).label("handler_name"),
             col(requester.display_name).label("requester_name"),
             col(requester.phone).label("requester_phone"),
+            col(Centre.code).label("centre_code"),
+            col(Centre.name).label("centre_name"),
         )
         .join(requester, col(requester.id) == col(Request.requester_id))
+        .join(Centre, col(Centre.id) == col(Request.centre_id))
         .outerjoin(handler, col(handler.id) == col(Request.handler_id))
         .outerjoin(Category, col(Category.id) == col(Request.category_id))
         .outerjoin(Department, col(Department.id) == col(Request.department_id))
         .order_by(col(Request.created_at), col(Request.id))
         .execution_options(stream_results=True, yield_per=batch_size)
     )
-    result = session.execute(_received_between(statement, start, end))
+    result = session.execute(_received_between(statement, start, end, within))
     try:
         yield from result.partitions()
     finally:

@@ -8,6 +8,7 @@ below is counted by hand from TREE.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
-from admin_scripts import stats
+from admin_scripts import export, stats
 from admin_scripts.cli import Exit, main
 from admin_scripts.stats import Period
 from storage import queries
 from storage.db import get_engine, session_scope
-from storage.models import CentreLevel, Department, Event, Person, Request, Role
+from storage.models import AdminAudit, CentreLevel, Department, Event, Person, Request, Role
 from tests.utils.cli import isolate_cli
 from workflow.deadlines import LOCAL_TZ
 
@@ -359,3 +361,94 @@ def test_an_unknown_centre_exits_not_found_and_writes_nothing(
     assert code == Exit.NOT_FOUND
     assert "nowhere" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- the export -------------------------------------------------------------------------------
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_export_of_a_centre_has_only_its_subtree_and_a_centre_column(
+    cli: str, tmp_path: Path
+) -> None:
+    # When the community is exported
+    out = tmp_path / "xmh.csv"
+    code = main(["export", "--centre", "xmh", "--out", str(out)])
+
+    # Then its requests and its 楼宇's come, each with the centre holding it
+    assert code == Exit.OK
+    rows = read_csv(out)
+    assert [(row["编号"], row["中心"]) for row in rows] == [
+        ("SQ-20260302-0001", "香蜜湖社区"),
+        ("SQ-20260303-0001", "香蜜湖大厦"),
+        ("SQ-20260304-0001", "香蜜湖大厦"),
+    ]
+    assert list(rows[0])[:4] == ["编号", "受理时间", "渠道", "中心"]
+
+
+def test_export_of_every_centre_names_each_rows_centre(cli: str, tmp_path: Path) -> None:
+    out = tmp_path / "all.csv"
+
+    code = main(["export", "--out", str(out)])
+
+    assert code == Exit.OK
+    assert [row["中心"] for row in read_csv(out)] == [
+        "福田区",
+        "香蜜湖社区",
+        "香蜜湖大厦",
+        "香蜜湖大厦",
+        "莲花社区",
+        "莲花社区",
+        "党群服务中心",
+    ]
+
+
+def test_an_export_of_an_unknown_centre_exits_not_found_and_writes_nothing(
+    cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the centre code names no centre
+    out = tmp_path / "nowhere.csv"
+    code = main(["export", "--centre", "nowhere", "--out", str(out), "--include-pii"])
+
+    # Then the command exits 4, says which code, writes no file and records no audit entry
+    assert code == Exit.NOT_FOUND
+    assert "nowhere" in capsys.readouterr().err
+    assert list(tmp_path.glob("nowhere*")) == []
+    with session_scope(get_engine(cli)) as session:
+        assert session.exec(select(AdminAudit)).all() == []
+
+
+def test_a_single_centre_export_has_no_centre_column(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a single-centre install with a request
+    with session_scope(get_engine(db_url)) as session:
+        centre = queries.default_centre(session=session)
+        resident = Person(channel="web", external_id="r", role=Role.REQUESTER)
+        session.add(resident)
+        session.flush()
+        created = datetime(2026, 3, 2, 10, tzinfo=UTC)
+        session.add(
+            Request(
+                number="SQ-20260302-0001",
+                centre_id=centre.id,
+                requester_id=resident.id,
+                channel="web",
+                text="路灯坏了",
+                state="new",
+                created_at=created,
+                updated_at=created,
+            )
+        )
+    isolate_cli(monkeypatch, tmp_path, db_url)
+    out = tmp_path / "all.csv"
+
+    # When everything is exported
+    code = main(["export", "--out", str(out)])
+
+    # Then the columns are the ones of before
+    assert code == Exit.OK
+    assert tuple(read_csv(out)[0]) == export.REQUEST_HEADERS
