@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, update
+from sqlalchemy import Row, bindparam, delete, func, or_, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -1199,6 +1199,69 @@ def reminder_keys(*, session: Session, request_ids: Sequence[int]) -> set[str]:
             select(Reminder.key).where(col(Reminder.request_id).in_(list(request_ids)))
         ).all()
     )
+
+
+def requests_to_tick(*, session: Session, now: datetime) -> Sequence[Request]:
+    """Requests whose `tick_at` has come (by the index on it), in any state (a request that
+    ended is read once more, to clear its `tick_at`), oldest first."""
+    return session.exec(
+        select(Request).where(col(Request.tick_at) <= now).order_by(col(Request.id))
+    ).all()
+
+
+@dataclass(frozen=True)
+class NextTick:
+    """When the tick should look at a request again, if the request is as the tick read it."""
+
+    request_id: int
+    #: The `tick_at` and `updated_at` the tick read.
+    seen_tick_at: datetime
+    seen_updated_at: datetime
+    #: The next instant (None: nothing will fall unless the request changes).
+    tick_at: datetime | None
+
+
+def set_next_ticks(*, session: Session, ticks: Sequence[NextTick]) -> None:
+    """Sets each request's `tick_at` in one statement, unless it changed since it was read (a
+    change sets `tick_at` itself, and the tick must look at the request as it is now)."""
+    if not ticks:
+        return
+    table: Any = Request.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.tick_at == bindparam("b_seen_tick_at"),
+            table.c.updated_at == bindparam("b_seen_updated_at"),
+        )
+        .values(tick_at=bindparam("b_tick_at"))
+    )
+    session.execute(
+        statement,
+        [
+            {
+                "b_id": tick.request_id,
+                "b_seen_tick_at": tick.seen_tick_at,
+                "b_seen_updated_at": tick.seen_updated_at,
+                "b_tick_at": tick.tick_at,
+            }
+            for tick in ticks
+        ],
+    )
+
+
+def look_again(
+    *, session: Session, now: datetime, excluded: Sequence[str], condition: Any = None
+) -> int:
+    """Makes the tick look at every request not in the `excluded` states (and matching
+    `condition`, a condition on Request) at `now`: after a change of what reminders are
+    computed from (days off, the policy settings), which no request's own change reflects.
+    Returns how many were marked."""
+    table: Any = Request.__table__  # type: ignore[attr-defined]
+    statement = update(table).where(table.c.state.not_in(list(excluded))).values(tick_at=now)
+    if condition is not None:
+        statement = statement.where(condition)
+    return int(getattr(session.execute(statement), "rowcount", 0) or 0)
 
 
 def open_requests(*, session: Session, excluded: Sequence[str]) -> Sequence[Request]:

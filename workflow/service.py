@@ -235,6 +235,7 @@ def submit(
         resolution_due_at=_working_days(tx, resolution_days),
         deadlines_set_at=tx.now,
         origin=origin,
+        tick_at=tx.now,
     )
     tx.session.add(request)
     tx.session.flush()
@@ -880,6 +881,8 @@ def _move(
     )
     request.state = target
     request.updated_at = tx.now
+    # The tick looks at it again (workflow/reminders.py): its reminders may have changed.
+    request.tick_at = tx.now
     tx.session.add(request)
     if source is not target:
         tx.moved.append((request.number, action.value, target.value, actor.id if actor else None))
