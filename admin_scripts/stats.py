@@ -286,8 +286,8 @@ def _cohort(
     period: Period,
     *,
     by: str | None,
-    category_id: int | None,
-    department_id: int | None,
+    category_id: list[int] | None,
+    department_id: list[int] | None,
     committee_only: bool,
     centre: CentreScope | None = None,
     centre_rows: Subquery | None = None,
@@ -356,9 +356,9 @@ def _cohort(
     if end is not None:
         statement = statement.where(r.c.created_at < end)
     if category_id is not None:
-        statement = statement.where(r.c.category_id == category_id)
+        statement = statement.where(r.c.category_id.in_(category_id))
     if department_id is not None:
-        statement = statement.where(r.c.department_id == department_id)
+        statement = statement.where(r.c.department_id.in_(department_id))
     if committee_only:
         statement = statement.where(r.c.department_id.is_(None))
     return _Cohort(statement.subquery("cohort"))
@@ -675,26 +675,37 @@ def _department_rank(figures: Figures) -> tuple[Any, ...]:
 
 def _resolve(
     engine: Engine, category: str | None, department: str | None
-) -> tuple[int | None, int | None, bool]:
-    category_id = department_id = None
+) -> tuple[list[int] | None, list[int] | None, bool]:
+    """The ids named by --category and --department: every category or department of that
+    name (names are unique per centre; with --centre the cohort keeps the subtree's)."""
+    category_ids: list[int] | None = None
+    department_ids: list[int] | None = None
     committee_only = False
     with engine.connect() as connection:
         if category is not None:
-            category_id = connection.execute(
-                select(col(Category.id)).where(col(Category.name) == category)
-            ).scalar()
-            if category_id is None:
+            category_ids = [
+                found
+                for found in connection.execute(
+                    select(col(Category.id)).where(col(Category.name) == category)
+                ).scalars()
+                if found is not None
+            ]
+            if not category_ids:
                 raise StatsError(f"no category named {category!r}")
         if department is not None:
             if department in (COMMITTEE, "党委"):
                 committee_only = True
             else:
-                department_id = connection.execute(
-                    select(col(Department.id)).where(col(Department.name) == department)
-                ).scalar()
-                if department_id is None:
+                department_ids = [
+                    found
+                    for found in connection.execute(
+                        select(col(Department.id)).where(col(Department.name) == department)
+                    ).scalars()
+                    if found is not None
+                ]
+                if not department_ids:
                     raise StatsError(f"no department named {department!r}")
-    return category_id, department_id, committee_only
+    return category_ids, department_ids, committee_only
 
 
 def ranked_departments(

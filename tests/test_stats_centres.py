@@ -262,6 +262,26 @@ def test_by_centre_ranks_the_slowest_first(tree: str) -> None:
     ]
 
 
+def test_a_department_name_of_several_centres_counts_each_within_the_scope(tree: str) -> None:
+    # Given a 城管执法 of the default centre too, holding the default centre's request
+    with session_scope(get_engine(tree)) as session:
+        default = queries.default_centre(session=session)
+        other = Department(name="城管执法", centre_id=default.id)
+        session.add(other)
+        session.flush()
+        request = session.exec(select(Request).where(Request.centre_id == default.id)).one()
+        request.department_id = other.id
+        session.add(request)
+
+    # When the requests of 城管执法 are counted, everywhere and in the district
+    everywhere = report(tree, department="城管执法").totals
+    district = report(tree, department="城管执法", centre="futian").totals
+
+    # Then both departments of that name count everywhere, the district's only in the district
+    assert everywhere.counts["received"] == 2
+    assert district.counts["received"] == 1
+
+
 def test_an_unknown_centre_is_an_error(tree: str) -> None:
     with pytest.raises(stats.StatsError, match="nowhere"):
         report(tree, centre="nowhere")
