@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, or_, update
+from sqlalchemy import Row, bindparam, delete, func, or_, tuple_, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -1201,11 +1201,23 @@ def reminder_keys(*, session: Session, request_ids: Sequence[int]) -> set[str]:
     )
 
 
-def requests_to_tick(*, session: Session, now: datetime) -> Sequence[Request]:
-    """Requests whose `tick_at` has come (by the index on it), in any state (a request that
-    ended is read once more, to clear its `tick_at`), oldest first."""
+def requests_to_tick(
+    *,
+    session: Session,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> Sequence[Request]:
+    """At most `limit` requests whose `tick_at` has come, in any state (a request that ended is
+    read once more, to clear its `tick_at`), by (`tick_at`, id) from after `after` (the last
+    one of the previous batch): the index on `tick_at` is read in order and stops at `now`."""
+    statement = select(Request).where(col(Request.tick_at) <= now)
+    if after is not None:
+        statement = statement.where(
+            tuple_(col(Request.tick_at), col(Request.id)) > tuple_(after[0], after[1])
+        )
     return session.exec(
-        select(Request).where(col(Request.tick_at) <= now).order_by(col(Request.id))
+        statement.order_by(col(Request.tick_at), col(Request.id)).limit(limit)
     ).all()
 
 

@@ -224,3 +224,19 @@ def test_look_again_marks_every_open_request(cast: Cast, world: World, tick: Any
     assert marked == 1
     assert (tick_at(world, open_one), tick_at(world, closed)) == (later, None)
     assert tick(later).read == 1
+
+
+def test_a_backlog_is_read_in_batches_within_one_tick(
+    cast: Cast, world: World, tick: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given five requests to look at and batches of two
+    numbers = [cast.submit(now=NOW) for _ in range(5)]
+    monkeypatch.setattr(reminders, "TICK_BATCH", 2)
+
+    # When a tick runs
+    result = tick(NOW + timedelta(minutes=1))
+
+    # Then it read all five, each once, and put each off to its 30-minute ping
+    assert result.read == 5
+    assert {tick_at(world, number) for number in numbers} == {UNACTED}
+    assert tick(NOW + timedelta(minutes=2)).read == 0

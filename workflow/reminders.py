@@ -44,6 +44,10 @@ SOON = 0.75
 #: Requests listed per section of the digest.
 DIGEST_LINES = 20
 
+#: Requests a tick reads per statement (a backlog, e.g. right after an upgrade, comes in
+#: batches, so no statement carries more ids than the database takes).
+TICK_BATCH = 1000
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -70,18 +74,40 @@ class TickResult:
 def tick(tx: Tx, policy: Policy) -> TickResult:
     """Does everything due by `tx.now` that has not been done yet.
 
-    Only the requests whose `tick_at` has come are read (by its index): a change of a request
-    sets it to the change's time, and each tick that reads a request sets it to the next instant
-    something falls for it (or None). So a tick costs what is due, not what is open.
+    Only the requests whose `tick_at` has come are read (by its index, TICK_BATCH at a time): a
+    change of a request sets it to the change's time, and each tick that reads a request sets
+    it to the next instant something falls for it (or None). So a tick costs what is due, not
+    what is open.
     """
     done: dict[str, int] = {}
-    candidates = list(queries.requests_to_tick(session=tx.session, now=tx.now))
-    seen = {r.id: (r.tick_at, r.updated_at) for r in candidates}
+    read = 0
+    after: tuple[datetime, int] | None = None
+    while True:
+        batch = list(
+            queries.requests_to_tick(session=tx.session, now=tx.now, limit=TICK_BATCH, after=after)
+        )
+        if not batch:
+            break
+        read += len(batch)
+        last = batch[-1]
+        assert last.tick_at is not None and last.id is not None
+        after = (last.tick_at, last.id)
+        _tick_batch(tx, policy, batch, done)
+        if len(batch) < TICK_BATCH:
+            break
+    if _digest(tx, policy):
+        done["digest"] = 1
+    return TickResult(done, read=read)
+
+
+def _tick_batch(tx: Tx, policy: Policy, batch: list[Request], done: dict[str, int]) -> None:
+    """Does what fell for each request of `batch` and sets when to look at it next."""
+    seen = {r.id: (r.tick_at, r.updated_at) for r in batch}
     taken = queries.reminder_keys(
-        session=tx.session, request_ids=[r.id for r in candidates if r.id is not None]
+        session=tx.session, request_ids=[r.id for r in batch if r.id is not None]
     )
     later: list[queries.NextTick] = []
-    for request in candidates:
+    for request in batch:
         for kind, due in _due(tx, request, policy):
             key = f"{request.id}:{kind}:{due.isoformat()}"
             if key in taken:
@@ -109,9 +135,6 @@ def tick(tx: Tx, policy: Policy) -> TickResult:
             )
         )
     queries.set_next_ticks(session=tx.session, ticks=later)
-    if _digest(tx, policy):
-        done["digest"] = 1
-    return TickResult(done, read=len(candidates))
 
 
 def _schedule(
