@@ -323,12 +323,19 @@ def stats(
     end: Annotated[str | None, typer.Option("--to", help="last intake date, inclusive")] = None,
     by: Annotated[
         str | None,
-        typer.Option(help="one row per category, department, worker, day, week or month"),
+        typer.Option(
+            help="one row per category, department, worker, day, week or month; centre: "
+            "per child centre of --centre (default: the top of the tree), each over its subtree"
+        ),
     ] = None,
     category: Annotated[str | None, typer.Option(help="only this category")] = None,
     department: Annotated[
         str | None,
         typer.Option(help="only this department (党委: what the committee handles itself)"),
+    ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(metavar="CODE", help="only the requests held by this centre and below it"),
     ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="table, csv, json or xlsx")
@@ -383,14 +390,22 @@ def stats(
     now = figures.utcnow()
     try:
         result = figures.compute(
-            engine, period, by=by, category=category, department=department, now=now
+            engine,
+            period,
+            by=by,
+            category=category,
+            department=department,
+            centre=centre,
+            now=now,
         )
         # The "who is slow" ranking is shown by the table and the chart only.
         departments = (
             result.rows
             if by == "department"
-            else figures.ranked_departments(engine, period, category=category, now=now)
-            if output_format == "table" or chart is not None
+            else figures.ranked_departments(
+                engine, period, category=category, centre=centre, now=now
+            )
+            if output_format == "table" or (chart is not None and by != "centre")
             else []
         )
     except figures.StatsError as exc:
@@ -429,10 +444,14 @@ def stats(
                 by=_trend_unit(period),
                 category=category,
                 department=department,
+                centre=centre,
                 now=now,
             )
         )
-        output.write_chart(trend, departments, chart)
+        by_centre = by == "centre"
+        output.write_chart(
+            trend, result.rows if by_centre else departments, chart, by_centre=by_centre
+        )
         err.print(f"chart: {chart}")
 
 
@@ -1153,6 +1172,12 @@ def export_requests(
             metavar="FILE", help="csv only: also write every event (one row each) to this file"
         ),
     ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE", help="only the requests held by this centre and the centres below it"
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -1182,6 +1207,7 @@ def export_requests(
         include_pii=include_pii,
         force=force,
         now=utcnow(),
+        centre=centre,
     )
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
