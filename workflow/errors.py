@@ -79,11 +79,3 @@ class InvitationInvalid(WorkflowError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Invitation {reason}.")
         self.reason = reason
-
-
-class UnknownCentre(WorkflowError):
-    """No active centre has this code (or name, where a name is accepted)."""
-
-    def __init__(self, typed: str) -> None:
-        super().__init__(f"Unknown centre {typed!r}.")
-        self.typed = typed
