@@ -16,6 +16,7 @@ from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from admin_scripts.manage import ManageError
 from storage import queries
 from storage.dates import parse_date
 from storage.db import get_engine, read_engine, session_scope, upgrade
@@ -73,6 +74,11 @@ inbox_app = typer.Typer(
     help="Inbound messages kept as failed (unparseable or given up).", no_args_is_help=True
 )
 app.add_typer(inbox_app, name="inbox")
+centres_app = typer.Typer(
+    help="Service centres (党群服务中心): the tree, its days off and entry points.",
+    no_args_is_help=True,
+)
+app.add_typer(centres_app, name="centres")
 
 
 class CliError(Exception):
@@ -317,12 +323,19 @@ def stats(
     end: Annotated[str | None, typer.Option("--to", help="last intake date, inclusive")] = None,
     by: Annotated[
         str | None,
-        typer.Option(help="one row per category, department, worker, day, week or month"),
+        typer.Option(
+            help="one row per category, department, worker, day, week or month; centre: "
+            "per child centre of --centre (default: the top of the tree), each over its subtree"
+        ),
     ] = None,
     category: Annotated[str | None, typer.Option(help="only this category")] = None,
     department: Annotated[
         str | None,
         typer.Option(help="only this department (党委: what the committee handles itself)"),
+    ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(metavar="CODE", help="only the requests held by this centre and below it"),
     ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="table, csv, json or xlsx")
@@ -377,14 +390,22 @@ def stats(
     now = figures.utcnow()
     try:
         result = figures.compute(
-            engine, period, by=by, category=category, department=department, now=now
+            engine,
+            period,
+            by=by,
+            category=category,
+            department=department,
+            centre=centre,
+            now=now,
         )
         # The "who is slow" ranking is shown by the table and the chart only.
         departments = (
             result.rows
             if by == "department"
-            else figures.ranked_departments(engine, period, category=category, now=now)
-            if output_format == "table" or chart is not None
+            else figures.ranked_departments(
+                engine, period, category=category, centre=centre, now=now
+            )
+            if output_format == "table" or (chart is not None and by != "centre")
             else []
         )
     except figures.StatsError as exc:
@@ -423,10 +444,14 @@ def stats(
                 by=_trend_unit(period),
                 category=category,
                 department=department,
+                centre=centre,
                 now=now,
             )
         )
-        output.write_chart(trend, departments, chart)
+        by_centre = by == "centre"
+        output.write_chart(
+            trend, result.rows if by_centre else departments, chart, by_centre=by_centre
+        )
         err.print(f"chart: {chart}")
 
 
@@ -456,13 +481,22 @@ def invite(
     department: Annotated[
         str | None, typer.Argument(help="the department (for department)")
     ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre the role is in; default: the default centre"),
+    ] = None,
 ) -> None:
-    """Print a one-time invitation code; `绑定 <code>` in any chat gives that role.
+    """Print a one-time invitation code; `绑定 <code>` in any chat gives that role in a centre.
 
     The code is alone on the last line and expires after REDESK_INVITATION_DAYS (7) days.
+    Department staff name a department of the centre or of a centre above it. An unknown or
+    inactive centre, or a department not there for it, exits 4.
 
-    Example: redesk invite department 城管执法
+    Example: redesk invite department 城管执法 --centre futian
     """
+    from admin_scripts.centres import label
+    from workflow.errors import UnknownCentre
+
     if role not in ("worker", "leader", "department"):
         raise CliError("ROLE must be worker, leader or department.", Exit.USAGE)
     if role == "department" and not department:
@@ -477,16 +511,31 @@ def invite(
                 department_name=department,
                 now=utcnow(),
                 days=settings.invitation_days,
+                centre_code=centre,
             )
-        except WorkflowError:
+        except UnknownCentre as exc:
             raise CliError(
-                f"No active department is called {department!r} (see `redesk departments list`).",
+                f"No active centre has the code {exc.typed.strip()!r} (see `redesk centres list`).",
                 Exit.NOT_FOUND,
             ) from None
+        except WorkflowError:
+            where = f" for the centre {centre.strip()}" if centre else ""
+            raise CliError(
+                f"No active department is called {department!r}{where} (see `redesk "
+                "departments list`).",
+                Exit.NOT_FOUND,
+            ) from None
+        place = (
+            queries.get_centre_by_code(session=session, code=centre)
+            if centre
+            else queries.default_centre(session=session)
+        )
+        assert place is not None
+        where = label(place)
     from bot.texts import role_label
 
     what = role_label(role, department or "")
-    console.print(f"Invitation for {role} ({what}), valid {settings.invitation_days} days.")
+    say(f"Invitation for {role} ({what}) in {where}, valid {settings.invitation_days} days.")
     console.print("Send 「绑定 CODE」 (or /bind CODE) to the bot from the chat to bind:")
     print(code)
 
@@ -504,26 +553,46 @@ def departments_list() -> None:
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         rows = queries.list_departments(session=session, active_only=False)
-        table = Table("名称", "类型", "办结时限（工作日）", "状态")
+        places = _centre_labels(session)
+        table = Table("名称", "类型", "办结时限（工作日）", "状态", "中心")
         for row in rows:
             table.add_row(
                 row.name,
                 row.kind,
                 "—" if row.resolution_days is None else str(row.resolution_days),
                 "启用" if row.active else "停用",
+                places.get(row.centre_id, "—"),
             )
     console.print(table)
+
+
+def _centre_labels(session: Any) -> dict[int | None, str]:
+    """Each centre's code by id, as the lists show it (no centre: 全部, everywhere)."""
+    labels: dict[int | None, str] = {None: "全部"}
+    for centre in queries.list_centres(session=session):
+        labels[centre.id] = centre.code
+    return labels
 
 
 @departments_app.command("add")
 def departments_add(
     name: Annotated[str, typer.Argument(help="the department's name")],
     kind: Annotated[str, typer.Option(help="街道, 职能部门 or 社会组织")] = "职能部门",
+    centre: Annotated[
+        str | None,
+        typer.Option(
+            help="the code of the centre it belongs to (it serves every centre below it "
+            "too); default: the default centre"
+        ),
+    ] = None,
 ) -> None:
-    """Add a department.
+    """Add a department of a centre; requests of that centre and of every centre below it can
+    be forwarded to it. A name is used once per centre. An unknown or inactive centre exits 4.
 
-    Example: redesk departments add 城管执法 --kind 职能部门
+    Example: redesk departments add 城管执法 --kind 职能部门 --centre futian
     """
+    from admin_scripts import manage
+
     kinds = [k.value for k in DepartmentKind]
     if kind not in kinds:
         raise CliError(f"--kind must be one of {', '.join(kinds)}.", Exit.USAGE)
@@ -532,15 +601,28 @@ def departments_add(
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
-        if queries.get_department_by_name(session=session, name=name.strip()) is not None:
-            raise CliError(f"A department called {name!r} exists already.", Exit.FAILURE)
-        session.add(Department(name=name.strip(), kind=kind))
-    console.print(f"added department {name.strip()} ({kind})")
+        try:
+            place = manage.centre_named(session, centre, default=True)
+        except manage.UnknownName as exc:
+            raise CliError(str(exc), Exit.NOT_FOUND) from None
+        assert place is not None and place.id is not None
+        if queries.department_in_centres(session=session, name=name.strip(), centre_ids=[place.id]):
+            raise CliError(
+                f"A department called {name!r} exists already in {place.name} ({place.code}).",
+                Exit.FAILURE,
+            )
+        session.add(Department(name=name.strip(), kind=kind, centre_id=place.id))
+        where = f"{place.name} ({place.code})"
+    console.print(f"added department {name.strip()} ({kind}) of {where}", markup=False)
 
 
 @departments_app.command("deactivate")
 def departments_deactivate(
     name: Annotated[str, typer.Argument(help="the department's exact name")],
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of its centre (needed when several centres use the name)"),
+    ] = None,
 ) -> None:
     """Deactivate a department: no new requests reach it; those it has stay with it.
 
@@ -558,9 +640,13 @@ def departments_deactivate(
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         try:
-            done = manage.deactivate_department(session=session, name=name, now=utcnow())
+            done = manage.deactivate_department(
+                session=session, name=name, now=utcnow(), centre=centre
+            )
         except manage.UnknownName as exc:
             raise CliError(str(exc), Exit.NOT_FOUND) from None
+        except manage.AmbiguousName as exc:
+            raise CliError(str(exc), Exit.USAGE) from None
     if not done.changed:
         console.print(f"department {done.name} is inactive already; nothing changed", markup=False)
         return
@@ -588,6 +674,8 @@ def departments_import(
     - kind: required; 街道, 职能部门 or 社会组织
     - resolution_days: working days to finish a request (empty: the category's)
     - active: yes or no (empty: unchanged; new departments are active)
+    - centre: the code of the centre it belongs to (empty: the default centre); a name is
+      matched within its centre
     Every row is checked first: if any is bad, nothing changes (exit 1)
     and each bad row is listed with its line number and what is wrong.
 
@@ -596,20 +684,32 @@ def departments_import(
     _import_file("departments", file)
 
 
-def _import_file(what: str, file: str) -> None:
-    """Imports departments or categories from `file` in one transaction, or explains why not."""
+def _import_file(what: str, file: str, centre: str | None = None) -> None:
+    """Imports departments, categories (of `centre`) or centres from `file` in one
+    transaction, or explains why not."""
     from pathlib import Path
 
-    from admin_scripts import manage
+    from admin_scripts import centres, manage
 
     path = Path(file)
-    importer = manage.import_departments if what == "departments" else manage.import_categories
+    importer = {
+        "departments": manage.import_departments,
+        "categories": manage.import_categories,
+        "centres": centres.import_centres,
+    }[what]
     try:
         manage.check_file(path)
         settings = _settings()
         _prepare_database(settings, auto_upgrade=settings.is_sqlite)
         with session_scope(get_engine(settings.database_url)) as session:
-            result = importer(session=session, path=path, now=utcnow())
+            if what == "categories":
+                result = manage.import_categories(
+                    session=session, path=path, now=utcnow(), centre=centre
+                )
+            else:
+                result = importer(session=session, path=path, now=utcnow())
+    except manage.UnknownName as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
     except manage.UnknownFileType as exc:
         raise CliError(str(exc), Exit.USAGE) from None
     except manage.FileMissing as exc:
@@ -648,12 +748,14 @@ def categories_list() -> None:
             d.id: d.name for d in queries.list_departments(session=session, active_only=False)
         }
         # Keywords fold rather than end in "…": unspaced Chinese cannot wrap at words.
+        places = _centre_labels(session)
         table = Table(
             "类别",
             Column("关键词", overflow="fold"),
             "默认去向",
             "响应（工作小时）",
             "办结（工作日）",
+            "中心",
         )
         for row in queries.list_categories(session=session, active_only=False):
             route = (
@@ -665,6 +767,7 @@ def categories_list() -> None:
                 route,
                 str(row.response_hours),
                 str(row.resolution_days),
+                places.get(row.centre_id, "—"),
             )
     console.print(table)
 
@@ -672,6 +775,10 @@ def categories_list() -> None:
 @categories_app.command("import")
 def categories_import(
     file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre they apply in; default: every centre"),
+    ] = None,
 ) -> None:
     """Add and update categories from a CSV or YAML file (UTF-8), all rows or none.
 
@@ -686,9 +793,73 @@ def categories_import(
     Every row is checked first: if any is bad, nothing changes (exit 1)
     and each bad row is listed with its line number and what is wrong.
 
-    Example: redesk categories import categories.yaml
+    With --centre, every category of the file is that centre's (it applies in the centre and
+    every centre below it, before a category of the same name of a centre above); without,
+    the categories apply everywhere. An unknown or inactive centre exits 4.
+
+    Example: redesk categories import categories.yaml --centre futian
     """
-    _import_file("categories", file)
+    _import_file("categories", file, centre)
+
+
+@categories_app.command("add")
+def categories_add(
+    name: Annotated[str, typer.Argument(help="the category's name")],
+    keywords: Annotated[
+        str | None, typer.Option(help="words that recognise it, separated by | or 、")
+    ] = None,
+    route: Annotated[str, typer.Option(help="committee or department")] = "committee",
+    department: Annotated[
+        str | None,
+        typer.Option(help="with route department: a department of the centre or one above it"),
+    ] = None,
+    response_hours: Annotated[int | None, typer.Option(help="working hours to respond")] = None,
+    resolution_days: Annotated[int | None, typer.Option(help="working days to resolve")] = None,
+    urgent: Annotated[bool, typer.Option("--urgent", help="an urgent category")] = False,
+    fallback: Annotated[
+        bool, typer.Option("--fallback", help="used when no keyword matches")
+    ] = False,
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre it applies in; default: every centre"),
+    ] = None,
+) -> None:
+    """Add a category: everywhere, or in one centre and every centre below it (where it comes
+    before a category of the same name of a centre above). Bad values exit 1 naming them; a
+    name the centre has already exits 1; an unknown or inactive centre exits 4.
+
+    Example: redesk categories add 占道经营 --keywords "摆摊|占道" --route department
+    --department 城管执法 --centre futian
+    """
+    from admin_scripts import manage
+
+    fields: dict[str, Any] = {"name": name, "route": route}
+    for key, value in (
+        ("keywords", keywords),
+        ("department", department),
+        ("response_hours", response_hours),
+        ("resolution_days", resolution_days),
+    ):
+        if value is not None:
+            fields[key] = value
+    if urgent:
+        fields["urgent"] = True
+    if fallback:
+        fields["fallback"] = True
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    try:
+        with session_scope(get_engine(settings.database_url)) as session:
+            manage.add_category(session=session, fields=fields, now=utcnow(), centre=centre)
+    except manage.UnknownName as exc:
+        raise CliError(str(exc), Exit.NOT_FOUND) from None
+    except manage.BadRows as exc:
+        reasons = "; ".join(reason for row in exc.rows for reason in row.reasons)
+        raise CliError(f"{reasons}; nothing was added.") from None
+    except manage.ImportConflict as exc:
+        raise CliError(f"{exc}; nothing was added.") from None
+    where = f"in centre {centre.strip()} and below it" if centre else "everywhere"
+    say(f"added category {name.strip()} ({where})")
 
 
 # People (chat identities) and their roles.
@@ -1001,6 +1172,12 @@ def export_requests(
             metavar="FILE", help="csv only: also write every event (one row each) to this file"
         ),
     ] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE", help="only the requests held by this centre and the centres below it"
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -1030,6 +1207,7 @@ def export_requests(
         include_pii=include_pii,
         force=force,
         now=utcnow(),
+        centre=centre,
     )
     settings = _settings()
     _prepare_database(settings, auto_upgrade=settings.is_sqlite)
@@ -1039,6 +1217,323 @@ def export_requests(
         f"exported {summary.requests} requests to {where}"
         + (f", {summary.events} events to {options.events}" if options.events else "")
     )
+
+
+# --- centres --------------------------------------------------------------------------------
+
+
+def _centre_errors(exc: Exception) -> CliError:
+    """The exit code of a centres error: 4 not found, 2 a malformed value, else 1."""
+    from admin_scripts import centres
+
+    if isinstance(exc, centres.NoSuchCentre):
+        return CliError(str(exc), Exit.NOT_FOUND)
+    if isinstance(exc, centres.BadValue):
+        return CliError(str(exc), Exit.USAGE)
+    return CliError(str(exc), Exit.FAILURE)
+
+
+@centres_app.command("add")
+def centres_add(
+    code: Annotated[
+        str, typer.Argument(help="letters, digits and '-', 1 to 32; used in links and QR codes")
+    ],
+    name: Annotated[str, typer.Argument(help="the centre's name, e.g. 城东社区党群服务中心")],
+    level: Annotated[
+        str,
+        typer.Option(
+            help="市 (city), 区 (district), 街道 (street), 社区 (community), 商圈 (business), "
+            "楼宇 (building), 园区 (park) or 市场 (market)"
+        ),
+    ],
+    parent: Annotated[
+        str | None, typer.Option(help="the code of the centre it is under (none: a top centre)")
+    ] = None,
+) -> None:
+    """Add a centre under an existing, active one (or at the top). Codes are unique whatever
+    their case. A taken code or an inactive parent exits 1, an unknown parent 4.
+
+    Example: redesk centres add futian "福田区党群服务中心" --level district --parent sz
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            centre = centres.add(
+                session=session, code=code, name=name, level=level, parent=parent, now=utcnow()
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+        under = f" under {parent.strip()}" if parent else " at the top"
+        say(f"added centre {centres.label(centre)}, {centre.level}{under}")
+
+
+@centres_app.command("list")
+def centres_list() -> None:
+    """Show the centres as a tree: code, name, level, whether active, the requests each holds
+    that are not finished, its staff (workers, leaders, department staff, group chats) and its
+    own days off.
+
+    Example: redesk centres list
+    """
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        lines = centres.tree(session=session)
+    root = Tree(Text(f"{len(lines)} centres"), guide_style="dim")
+    branches: list[Tree] = []
+    for line in lines:
+        text = Text()
+        text.append(line.code, style="bold" if line.active else "dim")
+        text.append(f"  {line.name}  {line.level}")
+        text.append("  启用" if line.active else "  停用")
+        if line.is_default:
+            text.append("  默认")
+        text.append(f"  在办 {line.open_requests}  人员 {line.staff}")
+        if line.days_off:
+            text.append(f"  休息日 {'、'.join(line.days_off)}")
+        del branches[line.depth :]
+        parent = branches[-1] if branches else root
+        branches.append(parent.add(text))
+    console.print(root)
+
+
+@centres_app.command("import")
+def centres_import(
+    file: Annotated[str, typer.Argument(help="a .csv file (header on line 1) or .yaml list")],
+) -> None:
+    """Add centres from a CSV or YAML file (UTF-8), all rows or none.
+
+    CSV: a header on line 1 naming the columns. YAML: a list of items. Fields:
+    - code: required; letters, digits and '-', 1 to 32; an existing centre of that code
+      (in any case) has its name, level and days off updated
+    - name, level: required (level: the Chinese word or city, district, street, community,
+      business, building, park, market)
+    - parent: the code of an existing centre or of one on an earlier row (empty: a top centre)
+    - days_off: dates YYYY-MM-DD (CSV: separated by | or spaces; YAML: a list; empty: an
+      existing centre keeps its own)
+    Every row is checked first: if any is bad, nothing changes (exit 1)
+    and each bad row is listed with its line number and what is wrong.
+
+    Example: redesk centres import centres.csv
+    """
+    _import_file("centres", file)
+
+
+@centres_app.command("deactivate")
+def centres_deactivate(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+) -> None:
+    """Deactivate a centre: its links and QR code no longer lead to it and no one can join
+    its staff. Refused (exit 1, saying why) for the default centre, a centre with active
+    centres below it and one that holds requests that are not finished.
+
+    Example: redesk centres deactivate market-3
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.deactivate(session=session, code=code, now=utcnow())
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if not done.changed:
+        say(f"centre {done.name} ({done.code}) is inactive already; nothing changed")
+        return
+    say(f"deactivated centre {done.name} ({done.code})")
+    if done.staff:
+        say(f"{done.staff} staff of it keep their role (see `redesk people list`)")
+
+
+@centres_app.command("edit")
+def centres_edit(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    name: Annotated[str | None, typer.Option(help="a new name")] = None,
+    new_code: Annotated[
+        str | None,
+        typer.Option("--code", help="a new code (links and QR codes with the old one stop)"),
+    ] = None,
+    level: Annotated[str | None, typer.Option(help="a new level")] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="move it, with everything below it, under this centre")
+    ] = None,
+) -> None:
+    """Change a centre's name, code, level or parent. A move takes its whole subtree along in
+    one transaction; a move under itself or a centre below it (a cycle) is refused (exit 1).
+
+    Example: redesk centres edit chengdong --parent luohu --name 城东社区党群服务中心
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.edit(
+                session=session,
+                code=code,
+                name=name,
+                new_code=new_code,
+                level=level,
+                parent=parent,
+                now=utcnow(),
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if not done.changes:
+        say(f"centre {done.code}: nothing changed")
+        return
+    for key, (before, after) in done.changes.items():
+        say(f"centre {done.code}: {key} {before or '—'} -> {after}")
+    if done.moved:
+        say(f"{done.moved} centres moved (it and every centre below it)")
+
+
+@centres_app.command("days-off")
+def centres_days_off(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    action: Annotated[str, typer.Argument(help="add, remove or list")],
+    dates: Annotated[list[str] | None, typer.Argument(metavar="DATE...", help="YYYY-MM-DD")] = None,
+) -> None:
+    """List, add or remove a centre's own days off: not working days for its requests' deadlines
+    and for every centre below it, on top of the national calendar and REDESK_EXTRA_DAYS_OFF.
+
+    Example: redesk centres days-off futian add 2026-12-24 2026-12-31
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            done = centres.days_off(
+                session=session, code=code, action=action, dates=list(dates or []), now=utcnow()
+            )
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+    if action != "list":
+        verb = "added" if action == "add" else "removed"
+        say(f"centre {done.code}: {verb} {'、'.join(done.changed) if done.changed else 'nothing'}")
+    say(f"centre {done.code} days off: {'、'.join(done.days) or 'none'}")
+    if done.inherited:
+        say(f"inherited from the centres above it: {'、'.join(done.inherited)}")
+
+
+@centres_app.command("links")
+def centres_links(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+) -> None:
+    """Print every way into a centre: the web desk link (on REDESK_PUBLIC_URL, else the
+    server's address), the Telegram deep link (the bot's username from
+    REDESK_TELEGRAM_BOT_USERNAME, else from Telegram), the WeChat QR scene and the command
+    that makes its QR code for the door poster.
+
+    Example: redesk centres links chengdong
+    """
+    from admin_scripts import centres
+
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    from bot.channels.telegram.client import close_clients
+
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            found = centres.links(session=session, code=code, settings=settings)
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+        finally:
+            close_clients()  # the getMe client, if the bot's username was asked for
+    say(f"centre {found.name} ({found.code})")
+    if not found.active:
+        say("inactive: every link below is answered as an unknown centre")
+    say(f"web: {found.web}")
+    if found.telegram:
+        say(f"telegram: {found.telegram}")
+    else:
+        say(f"telegram: none ({found.telegram_note})")
+    wechat = "" if found.wechat_on else " (WeChat is off: set REDESK_WECHAT_*)"
+    say(f"wechat: QR scene {found.wechat_scene}{wechat}")
+    say(f"wechat poster: {found.qrcode_command}")
+
+
+@centres_app.command("qrcode")
+def centres_qrcode(
+    code: Annotated[str, typer.Argument(help="the centre's code")],
+    out: Annotated[Path, typer.Option(help="the PNG file to write")],
+    force: Annotated[
+        bool, typer.Option("--force", help="overwrite an existing file (a link is replaced)")
+    ] = False,
+) -> None:
+    """Ask WeChat for the centre's permanent QR code (scene: its code) and save it as a PNG for
+    the door poster. Scanning it follows the official account and enters that centre.
+    WeChat off exits 3, WeChat refusing exits 1, WeChat unreachable 5.
+
+    Example: redesk centres qrcode chengdong --out chengdong.png
+    """
+    from wechatpy.exceptions import WeChatClientException
+
+    from admin_scripts import centres
+    from bot.channels.wechat.client import get_client
+    from bot.channels.wechat.settings import wechat_settings
+
+    if out.suffix.lower() != ".png":
+        raise CliError(f"--out {out} must end in .png", Exit.USAGE)
+    check_output(out, "--out", force=force)
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    engine = get_engine(settings.database_url)
+    with session_scope(engine) as session:
+        try:
+            centre = centres.find(session, code)
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+        scene = centre.code
+        if not centre.active:
+            raise CliError(f"centre {centres.label(centre)} is inactive.", Exit.FAILURE)
+    if not wechat_settings(settings).enabled:
+        raise CliError(
+            "WeChat is off: set REDESK_WECHAT_APP_ID, REDESK_WECHAT_APP_SECRET and "
+            "REDESK_WECHAT_TOKEN.",
+            Exit.CONFIG,
+        )
+    client = get_client(settings)
+    try:
+        answer = client.permanent_qrcode(scene)
+        image = centres.as_png(client.qrcode_image(str(answer["ticket"])))
+    except WeChatClientException as exc:
+        raise CliError(
+            f"WeChat refused the QR code: {exc.errcode} {exc.errmsg}", Exit.FAILURE
+        ) from None
+    except centres.NotAnImage as exc:
+        raise CliError(str(exc), Exit.FAILURE) from None
+    except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
+        raise CliError(
+            f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})", Exit.UNAVAILABLE
+        ) from None
+    replace_link(out)
+    out.write_bytes(image)
+    with session_scope(engine) as session:
+        centre = centres.find(session, scene)
+        centres.record_qrcode(
+            session=session,
+            centre=centre,
+            ticket=str(answer["ticket"]),
+            url=answer.get("url"),
+            out=out,
+            now=utcnow(),
+        )
+    say(f"QR code of {centres.label(centre)} (scene {scene}) written: {out}")
+    if answer.get("url"):
+        say(f"it encodes {answer['url']}")
 
 
 def _data_help() -> str:

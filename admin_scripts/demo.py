@@ -85,9 +85,10 @@ def load_demo(session: Session) -> tuple[int, int]:
         How many departments and categories were added.
     """
     added_departments = added_categories = 0
+    home = queries.default_centre(session=session).id
     for name, kind, days in DEPARTMENTS:
         if queries.get_department_by_name(session=session, name=name) is None:
-            session.add(Department(name=name, kind=kind, resolution_days=days))
+            session.add(Department(name=name, kind=kind, resolution_days=days, centre_id=home))
             added_departments += 1
     session.flush()
     existing = {

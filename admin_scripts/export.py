@@ -83,6 +83,19 @@ REQUEST_HEADERS: tuple[str, ...] = (
     "办理经过",
 )
 
+#: The column of the centre holding each request, after 渠道: there when the export names a
+#: centre or the install has several (a single-centre install's export is unchanged).
+CENTRE_HEADER = "中心"
+
+
+def request_headers(*, with_centre: bool) -> tuple[str, ...]:
+    """The requests sheet's columns: REQUEST_HEADERS, with 中心 after 渠道 if `with_centre`."""
+    if not with_centre:
+        return REQUEST_HEADERS
+    at = REQUEST_HEADERS.index("渠道") + 1
+    return (*REQUEST_HEADERS[:at], CENTRE_HEADER, *REQUEST_HEADERS[at:])
+
+
 #: The events sheet / file: one row per event (outcome ok) of the exported requests.
 EVENT_HEADERS: tuple[str, ...] = ("编号", "时间", "动作", "从", "到", "操作人", "备注")
 
@@ -110,6 +123,7 @@ XLSX_ILLEGAL = re.compile(r"[\000-\010\013\014\016-\037]")
 XLSX_WIDTHS: dict[str, float] = {
     "编号": 18,
     "受理时间": 17,
+    "中心": 16,
     "时间": 17,
     "诉求内容": 40,
     "办理结果": 30,
@@ -207,6 +221,8 @@ class Options:
     out: str
     events: str | None
     include_pii: bool
+    #: Only the requests held in this centre's subtree (its code); None: every centre.
+    centre: str | None = None
 
     @property
     def start(self) -> datetime | None:
@@ -249,6 +265,7 @@ def parse_options(
     include_pii: bool,
     now: datetime,
     force: bool = False,
+    centre: str | None = None,
 ) -> Options:
     """Checks the command's options; usage errors raise CliError with Exit.USAGE.
 
@@ -292,6 +309,7 @@ def parse_options(
         out=out,
         events=events,
         include_pii=include_pii,
+        centre=centre,
     )
 
 
@@ -346,17 +364,26 @@ def _undertaker(request: Row[Any], events: Sequence[Row[Any]], redact: Redactor)
     return found
 
 
-def request_row(request: Row[Any], events: Sequence[Row[Any]], redact: Redactor) -> list[Any]:
-    """One row of the requests sheet / file, its history in the last cell."""
+def request_row(
+    request: Row[Any],
+    events: Sequence[Row[Any]],
+    redact: Redactor,
+    *,
+    with_centre: bool = False,
+) -> list[Any]:
+    """One row of the requests sheet / file, its history in the last cell (`with_centre`:
+    the holding centre's name after 渠道)."""
     history = HISTORY_SEPARATOR.join(
         f"{_local(event.created_at)} {action_label(event.action)} "
         f"{_actor(event, request, redact)}" + (f"：{redact.text(event.note)}" if event.note else "")
         for event in events
     )
+    centre = [request.centre_name] if with_centre else []
     return [
         request.number,
         _local(request.created_at),
         channel_labels().get(request.channel, request.channel),
+        *centre,
         request.category or "",
         state_label(request.state),
         request.department or "",
@@ -436,7 +463,9 @@ def _csv_cell(value: Any) -> Any:
 class CsvSink:
     """UTF-8 with a BOM (Excel reads the Chinese right), RFC 4180 quoting, CRLF line ends."""
 
-    def __init__(self, out: str, events: str | None) -> None:
+    def __init__(
+        self, out: str, events: str | None, headers: Sequence[str] = REQUEST_HEADERS
+    ) -> None:
         self._targets: list[_Target] = []
         self._closed = False
         self._stdout: io.TextIOWrapper | None = None
@@ -452,7 +481,7 @@ class CsvSink:
             self._requests_file = self._open(out)
         self._events_file = self._open(events) if events else None
         self._requests = csv.writer(self._requests_file)
-        self._requests.writerow(REQUEST_HEADERS)
+        self._requests.writerow(headers)
         self._events = csv.writer(self._events_file) if self._events_file else None
         if self._events is not None:
             self._events.writerow(EVENT_HEADERS)
@@ -500,12 +529,12 @@ class XlsxSink:
     spooled to a temporary file and copied into the second sheet at the end (write-only
     sheets are written one after the other)."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, headers: Sequence[str] = REQUEST_HEADERS) -> None:
         from openpyxl import Workbook
 
         self._target = _Target(out)
         self._workbook = Workbook(write_only=True)
-        self._requests = self._sheet(REQUESTS_SHEET, REQUEST_HEADERS)
+        self._requests = self._sheet(REQUESTS_SHEET, headers)
         self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
         self._spooled = csv.writer(self._spool)
 
@@ -566,11 +595,12 @@ class XlsxSink:
         self._target.discard()
 
 
-def open_sink(options: Options) -> Sink:
-    """The writer for the chosen format."""
+def open_sink(options: Options, *, with_centre: bool = False) -> Sink:
+    """The writer for the chosen format (`with_centre`: with the 中心 column)."""
+    headers = request_headers(with_centre=with_centre)
     if options.format == "xlsx":
-        return XlsxSink(options.out)
-    return CsvSink(options.out, options.events)
+        return XlsxSink(options.out, headers)
+    return CsvSink(options.out, options.events, headers)
 
 
 # --- the export ---------------------------------------------------------------------------
@@ -632,6 +662,8 @@ def record_pii_use(engine: Engine, options: Options, rows: int) -> AdminAudit:
         "out": out,
         "rows": rows,
     }
+    if options.centre is not None:
+        detail["centre"] = options.centre
     if options.events:
         detail["events"] = _written_at(options.events)
     with session_scope(engine) as session:
@@ -654,9 +686,13 @@ def _reader(engine: Engine) -> Engine:
 SHEET_ROWS = 1_048_576
 
 
-def _check_sheet_limits(session: Session, options: Options, requests: int) -> None:
+def _check_sheet_limits(
+    session: Session, options: Options, requests: int, within: Any = None
+) -> None:
     """Refuses an xlsx export whose sheets would hold more rows than Excel opens."""
-    events = queries.count_events_received(session=session, start=options.start, end=options.end)
+    events = queries.count_events_received(
+        session=session, start=options.start, end=options.end, within=within
+    )
     if max(requests, events) + 1 > SHEET_ROWS:
         raise CliError(
             f"{requests} requests with {events} events do not fit an xlsx sheet (Excel opens "
@@ -675,11 +711,13 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
     requests = events = 0
     audit_id = None
     with Session(_reader(engine)) as session:
+        within = _centre_condition(session, options.centre)
+        with_centre = options.centre is not None or len(queries.list_centres(session=session)) > 1
         total = queries.count_requests_received(
-            session=session, start=options.start, end=options.end
+            session=session, start=options.start, end=options.end, within=within
         )
         if options.format == "xlsx":
-            _check_sheet_limits(session, options, total)
+            _check_sheet_limits(session, options, total, within)
         if options.include_pii:
             audit = record_pii_use(engine, options, total)
             audit_id = audit.id
@@ -690,7 +728,7 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
                 highlight=False,
             )
         try:
-            sink = open_sink(options)
+            sink = open_sink(options, with_centre=with_centre)
         except OSError as exc:
             raise CliError(f"cannot write the export: {exc}", Exit.FAILURE) from None
         try:
@@ -700,6 +738,7 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
                     start=options.start,
                     end=options.end,
                     batch_size=BATCH_SIZE,
+                    within=within,
                 ):
                     history: dict[int, list[Row[Any]]] = defaultdict(list)
                     for event in queries.events_of_requests(
@@ -708,7 +747,9 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
                         history[event.request_id].append(event)
                     for row in batch:
                         redact = redactor_for(row, options.include_pii)
-                        sink.request(request_row(row, history[row.id], redact))
+                        sink.request(
+                            request_row(row, history[row.id], redact, with_centre=with_centre)
+                        )
                         for event in history[row.id]:
                             sink.event(event_row(event, row, redact))
                             events += 1
@@ -722,3 +763,17 @@ def export(options: Options, *, engine: Engine, say: Console) -> Summary:
             sink.abort()
             raise
     return Summary(requests=requests, events=events, audit_id=audit_id)
+
+
+def _centre_condition(session: Session, code: str | None) -> Any:
+    """The condition on Request of --centre (its subtree), or None for every centre.
+
+    Raises:
+        CliError: No centre has that code (Exit.NOT_FOUND).
+    """
+    if code is None:
+        return None
+    centre = queries.get_centre_by_code(session=session, code=code)
+    if centre is None:
+        raise CliError(f"--centre: no centre with the code {code!r}.", Exit.NOT_FOUND)
+    return queries.subtree_condition(centre)

@@ -26,6 +26,7 @@ from storage import queries
 from storage.models import (
     AdminAudit,
     Category,
+    Centre,
     Department,
     DepartmentKind,
     InboxStatus,
@@ -41,7 +42,7 @@ CSV_SUFFIXES = (".csv",)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 #: Fields of a department in an import file.
-DEPARTMENT_FIELDS = ("name", "kind", "resolution_days", "active")
+DEPARTMENT_FIELDS = ("name", "kind", "resolution_days", "active", "centre")
 #: Fields of a category in an import file.
 CATEGORY_FIELDS = (
     "name",
@@ -428,9 +429,14 @@ def import_departments(*, session: Session, path: Path, now: datetime) -> Import
         UnknownFileType, FileMissing, UnreadableFile, BadRows.
     """
     rows = read_rows(path, DEPARTMENT_FIELDS, required=("name", "kind"))
-    existing = {d.name: d for d in queries.list_departments(session=session, active_only=False)}
+    existing = {
+        (d.centre_id, d.name): d
+        for d in queries.list_departments(session=session, active_only=False)
+    }
+    default = queries.default_centre(session=session)
     kinds = [kind.value for kind in DepartmentKind]
-    seen: dict[str, int] = {}
+    #: Names seen per centre (a name may be used once in each centre).
+    seen_in: dict[int | None, dict[str, int]] = {}
     planned: list[tuple[str, dict[str, Any]]] = []
     bad: list[BadRow] = []
     for row in rows:
@@ -438,7 +444,8 @@ def import_departments(*, session: Session, path: Path, now: datetime) -> Import
         if row.broken:
             bad.append(BadRow(row.line, reasons))
             continue
-        name = _name(row, reasons, seen)
+        centre = _row_centre(session, row, reasons, default)
+        name = _name(row, reasons, seen_in.setdefault(centre.id if centre else None, {}))
         kind = _text(row, "kind", reasons)
         if kind is None:
             reasons.append(f"kind is missing (one of {', '.join(kinds)})")
@@ -455,13 +462,14 @@ def import_departments(*, session: Session, path: Path, now: datetime) -> Import
             changes["active"] = active
         if reasons:
             bad.append(BadRow(row.line, reasons))
-        elif name is not None:
+        elif name is not None and centre is not None:
+            changes["centre_id"] = centre.id
             planned.append((name, changes))
     if bad:
         raise BadRows(bad, len(rows))
     result = ImportResult()
     for name, changes in planned:
-        department = existing.get(name)
+        department = existing.get((changes["centre_id"], name))
         if department is None:
             session.add(Department(name=name, **changes))
             result.added.append(name)
@@ -472,6 +480,57 @@ def import_departments(*, session: Session, path: Path, now: datetime) -> Import
             result.unchanged.append(name)
     _audit(session, "departments_import", path, result, now)
     return result
+
+
+def _row_centre(session: Session, row: Row, reasons: list[str], default: Centre) -> Centre | None:
+    """The centre a row names (its code, any case; empty: `default`); None when it names an
+    unknown or inactive one (a reason is added)."""
+    code = _text(row, "centre", reasons)
+    if code is None:
+        return default
+    centre = queries.get_centre_by_code(session=session, code=code)
+    if centre is None:
+        reasons.append(f"centre {code!r} does not exist (see `redesk centres list`)")
+        return None
+    if not centre.active:
+        reasons.append(f"centre {code!r} is inactive")
+        return None
+    return centre
+
+
+def centre_named(session: Session, code: str | None, *, default: bool) -> Centre | None:
+    """The active centre with this code; None (no code) is the default centre when `default`,
+    else no centre.
+
+    Raises:
+        UnknownName: No active centre has the code.
+    """
+    if code is None:
+        return queries.default_centre(session=session) if default else None
+    centre = queries.get_centre_by_code(session=session, code=code)
+    if centre is None or not centre.active:
+        raise UnknownName(
+            f"No active centre has the code {code.strip()!r} (see `redesk centres list`)."
+        )
+    return centre
+
+
+def visible_departments(session: Session, centre: Centre | None) -> dict[str, Department]:
+    """The departments a category of `centre` may route to, by name: those of the centre and
+    of the centres above it (the nearest of a name), and those of no centre. For a category
+    of no centre (it applies everywhere): every department, the default centre's first."""
+    departments = queries.list_departments(session=session, active_only=False)
+    if centre is None:
+        order: list[int | None] = [queries.default_centre(session=session).id, None]
+    else:
+        order = [*queries.ancestor_ids(centre), None]
+    rank = {centre_id: index for index, centre_id in enumerate(order)}
+    found: dict[str, Department] = {}
+    for department in sorted(departments, key=lambda d: rank.get(d.centre_id, len(rank))):
+        if centre is not None and department.centre_id not in rank:
+            continue
+        found.setdefault(department.name, department)
+    return found
 
 
 @dataclass(frozen=True)
@@ -487,16 +546,38 @@ class Deactivated:
     categories: list[str]
 
 
-def deactivate_department(*, session: Session, name: str, now: datetime) -> Deactivated:
+def deactivate_department(
+    *, session: Session, name: str, now: datetime, centre: str | None = None
+) -> Deactivated:
     """Marks a department inactive: no new forwards reach it; its requests stay.
 
+    `centre` (a code) names the centre it belongs to; without it the name must be one
+    department's.
+
     Raises:
-        UnknownName: No department has this name.
+        UnknownName: No department has this name (in that centre), or no centre the code.
+        AmbiguousName: Departments of several centres have this name and no centre is given.
     """
-    department = queries.get_department_by_name(session=session, name=name.strip())
+    named = [
+        d
+        for d in queries.list_departments(session=session, active_only=False)
+        if d.name == name.strip()
+    ]
+    if centre is not None:
+        place = centre_named(session, centre, default=False)
+        named = [d for d in named if place is not None and d.centre_id == place.id]
+    if len(named) > 1:
+        codes = {c.id: c.code for c in queries.list_centres(session=session)}
+        where = ", ".join(codes.get(d.centre_id, "no centre") for d in named)
+        raise AmbiguousName(
+            f"{len(named)} departments are called {name.strip()!r} (of {where}); "
+            "name the centre with --centre."
+        )
+    department = named[0] if named else None
     if department is None or department.id is None:
+        where = f" in centre {centre.strip()}" if centre else ""
         raise UnknownName(
-            f"No department is called {name.strip()!r} (see `redesk departments list`)."
+            f"No department is called {name.strip()!r}{where} (see `redesk departments list`)."
         )
     open_requests = queries.count_requests_in_states(
         session=session, states=DEPARTMENT_STATES, department_id=department.id
@@ -517,18 +598,65 @@ def deactivate_department(*, session: Session, name: str, now: datetime) -> Deac
 # --- categories -----------------------------------------------------------------------------
 
 
-def import_categories(*, session: Session, path: Path, now: datetime) -> ImportResult:
-    """Adds the file's new categories and updates those that exist (matched by name).
+def import_categories(
+    *, session: Session, path: Path, now: datetime, centre: str | None = None
+) -> ImportResult:
+    """Adds the file's new categories and updates those that exist (matched by name), all of
+    one centre (a code; None: of no centre, applying everywhere).
 
-    Every row is checked before anything changes, including that at most one category is
-    the fallback once the file is applied.
+    Every row is checked before anything changes, including that at most one category of
+    the centre is the fallback once the file is applied.
 
     Raises:
-        UnknownFileType, FileMissing, UnreadableFile, BadRows, ImportConflict.
+        UnknownFileType, FileMissing, UnreadableFile, BadRows, ImportConflict, UnknownName.
     """
+    place = centre_named(session, centre, default=False)
     rows = read_rows(path, CATEGORY_FIELDS)
-    existing = {c.name: c for c in queries.list_categories(session=session, active_only=False)}
-    departments = {d.name: d for d in queries.list_departments(session=session, active_only=False)}
+    result = _apply_categories(session, rows, place)
+    _audit(session, "categories_import", path, result, now, place)
+    return result
+
+
+def add_category(
+    *, session: Session, fields: dict[str, Any], now: datetime, centre: str | None = None
+) -> ImportResult:
+    """Adds one category of a centre (None: of no centre), its fields as an import row has
+    them.
+
+    Raises:
+        BadRows: What is wrong with it (line 1).
+        ImportConflict: A category of that name exists in the centre already, or a second
+            fallback.
+        UnknownName: No active centre has the code.
+    """
+    place = centre_named(session, centre, default=False)
+    name = str(fields.get("name") or "").strip()
+    centre_id = place.id if place else None
+    if any(
+        c.name == name and c.centre_id == centre_id
+        for c in queries.list_categories(session=session, active_only=False)
+    ):
+        where = f" in {place.name} ({place.code})" if place else " of no centre"
+        raise ImportConflict(f"a category called {name!r} exists already{where}")
+    result = _apply_categories(session, [Row(1, dict(fields))], place)
+    audit(
+        session,
+        action="categories_add",
+        at=now,
+        detail={"category": name, "centre": place.code if place else None},
+    )
+    return result
+
+
+def _apply_categories(session: Session, rows: list[Row], place: Centre | None) -> ImportResult:
+    """Checks every row, then adds or updates the categories of `place`."""
+    centre_id = place.id if place else None
+    existing = {
+        c.name: c
+        for c in queries.list_categories(session=session, active_only=False)
+        if c.centre_id == centre_id
+    }
+    departments = visible_departments(session, place)
     seen: dict[str, int] = {}
     planned: list[tuple[str, dict[str, Any]]] = []
     problems: dict[int, list[str]] = {}
@@ -578,14 +706,14 @@ def import_categories(*, session: Session, path: Path, now: datetime) -> ImportR
     for name, changes in planned:
         category = existing.get(name)
         if category is None:
-            session.add(Category(name=name, **changes))
+            session.add(Category(name=name, centre_id=centre_id, **changes))
             result.added.append(name)
         elif _update(category, changes):
             session.add(category)
             result.updated.append(name)
         else:
             result.unchanged.append(name)
-    _audit(session, "categories_import", path, result, now)
+    session.flush()
     return result
 
 
@@ -650,13 +778,18 @@ def _update(record: Department | Category, changes: dict[str, Any]) -> bool:
     return changed
 
 
-def _audit(session: Session, action: str, path: Path, result: ImportResult, now: datetime) -> None:
-    audit(
-        session,
-        action=action,
-        at=now,
-        detail={"file": str(path), "added": result.added, "updated": result.updated},
-    )
+def _audit(
+    session: Session,
+    action: str,
+    path: Path,
+    result: ImportResult,
+    now: datetime,
+    centre: Centre | None = None,
+) -> None:
+    detail: dict[str, Any] = {"file": str(path), "added": result.added, "updated": result.updated}
+    if centre is not None:
+        detail["centre"] = centre.code
+    audit(session, action=action, at=now, detail=detail)
 
 
 # --- people ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from admin_scripts.stats import (
@@ -39,17 +40,18 @@ GROUP_NAMES: dict[str, str] = {
     "day": "日",
     "week": "周（周一）",
     "month": "月",
+    "centre": "中心",
 }
 
 
 def render_table(console: Console, report: Report, departments: Sequence[Figures]) -> None:
     """The totals, the rows of the grouping, and the "who is slow" department ranking."""
-    console.print(f"[bold]诉求统计[/bold]  {describe_period(report.period)}")
+    scope = f"  {escape(report.centre.name)}（含下级）" if report.centre is not None else ""
+    console.print(f"[bold]诉求统计[/bold]  {describe_period(report.period)}{scope}")
     console.print(_totals_table(report.totals))
     if report.by is not None:
-        console.print(
-            _rows_table(GROUP_NAMES[report.by], report.rows, ranked=report.by == "department")
-        )
+        title = "中心（慢者在前）" if report.by == "centre" else GROUP_NAMES[report.by]
+        console.print(_rows_table(title, report.rows, ranked=report.by in ("department", "centre")))
     if report.by != "department" and departments:
         console.print(_rows_table("部门（慢者在前）", departments, ranked=True))
 
@@ -140,8 +142,11 @@ def write_xlsx(report: Report, path: Path) -> None:
     book.save(path)
 
 
-def write_chart(trend: Report, departments: Sequence[Figures], path: Path) -> None:
-    """A PNG: received and closed per period, and the 三率 per department."""
+def write_chart(
+    trend: Report, departments: Sequence[Figures], path: Path, *, by_centre: bool = False
+) -> None:
+    """A PNG: received and closed per period, and the 三率 per department (`by_centre`: the
+    rows given are centres)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,9 +173,10 @@ def write_chart(trend: Report, departments: Sequence[Figures], path: Path) -> No
         bottom.set_xticks(range(len(names)), names)
         bottom.set_ylim(0, 105)
         bottom.set_ylabel("%")
-        bottom.set_title("各部门三率（无数据记为 0）")
+        bottom.set_title(f"各{'中心' if by_centre else '部门'}三率（无数据记为 0）")
         bottom.legend()
-        figure.suptitle(f"诉求统计 {describe_period(trend.period)}")
+        scope = f" {trend.centre.name}（含下级）" if trend.centre is not None else ""
+        figure.suptitle(f"诉求统计 {describe_period(trend.period)}{scope}")
         figure.savefig(path, format="png", dpi=100)
         plt.close(figure)
 

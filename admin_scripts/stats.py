@@ -31,13 +31,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Subquery
-from sqlmodel import col
+from sqlmodel import Session, col
 
-from storage.models import Category, Department, Event, Person, Request, utcnow
+from storage import queries
+from storage.models import Category, Centre, Department, Event, Person, Request, utcnow
 from workflow.deadlines import LOCAL_TZ
 
 #: What rows can be grouped by.
-GROUPS: tuple[str, ...] = ("category", "department", "worker", "day", "week", "month")
+GROUPS: tuple[str, ...] = ("category", "department", "worker", "day", "week", "month", "centre")
 
 #: States a request does not leave.
 TERMINAL: tuple[str, ...] = ("closed", "rejected", "cancelled")
@@ -52,6 +53,13 @@ FIRST_ACTIONS: tuple[str, ...] = ("accept", "forward", "reject")
 NO_CATEGORY = "未分类"
 COMMITTEE = "党委自办"
 NOBODY = "（未处理）"
+
+#: Marks, in --by centre, the group of the requests the scope centre holds itself (a centre
+#: code has only letters, digits and "-").
+OWN_MARK = "*"
+
+#: After a centre's name: the row of the requests it holds itself (--by centre).
+OWN_SUFFIX = "（本级）"
 
 #: Counts, in the order they are shown (JSON key, Chinese column).
 COUNTS: tuple[tuple[str, str], ...] = (
@@ -139,10 +147,18 @@ class Figures:
     rates: dict[str, Rate]
     #: "<duration>_<percentile>_<unit>" -> seconds (None when no request has the duration).
     durations: dict[str, float | None] = field(default_factory=dict)
+    #: --by centre: the row's centre code (None for other groupings and the totals).
+    centre: str | None = None
+    #: --by centre: True for the row of the requests the centre holds itself, False for a
+    #: child centre's row rolled up over its subtree.
+    own: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The figures with English snake_case keys (docs/statistics.md)."""
         data: dict[str, Any] = {} if self.key is None else {"key": self.key}
+        if self.centre is not None:
+            data["centre"] = self.centre
+            data["own"] = self.own
         data.update(self.counts)
         data.update({name: rate.as_json() for name, rate in self.rates.items()})
         data.update(
@@ -163,20 +179,40 @@ class Report:
     totals: Figures
     rows: list[Figures]
     generated_at: datetime
+    #: The centre whose subtree is counted (--centre, or the single root of --by centre);
+    #: None: every centre.
+    centre: CentreScope | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """One object: period, grouping, totals and rows."""
-        return {
+        """One object: period, grouping, totals and rows (and "centre" when scoped)."""
+        data: dict[str, Any] = {
             "period": {
                 "from": self.period.start.isoformat() if self.period.start else None,
                 "to": self.period.end.isoformat() if self.period.end else None,
                 "timezone": "Asia/Shanghai",
             },
-            "by": self.by,
-            "generated_at": self.generated_at.isoformat(),
-            "totals": self.totals.as_json(),
-            "rows": [row.as_json() for row in self.rows],
         }
+        if self.centre is not None:
+            data["centre"] = {"code": self.centre.code, "name": self.centre.name}
+        data.update(
+            {
+                "by": self.by,
+                "generated_at": self.generated_at.isoformat(),
+                "totals": self.totals.as_json(),
+                "rows": [row.as_json() for row in self.rows],
+            }
+        )
+        return data
+
+
+@dataclass(frozen=True)
+class CentreScope:
+    """The centre a report is about: its subtree is the cohort's."""
+
+    id: int
+    code: str
+    name: str
+    path: str
 
 
 def duration_keys() -> list[str]:
@@ -250,9 +286,11 @@ def _cohort(
     period: Period,
     *,
     by: str | None,
-    category_id: int | None,
-    department_id: int | None,
+    category_id: list[int] | None,
+    department_id: list[int] | None,
     committee_only: bool,
+    centre: CentreScope | None = None,
+    centre_rows: Subquery | None = None,
 ) -> _Cohort:
     summary = _event_summary(first_actions=by == "worker")
     first = Event.__table__.alias("first_event")  # type: ignore[attr-defined]
@@ -273,6 +311,9 @@ def _cohort(
         )
     elif by in ("day", "week", "month"):
         group = _local(engine, r.c.created_at, by)
+    elif by == "centre":
+        assert centre_rows is not None
+        group = centre_rows.c.grp
     else:
         group = literal("")
     columns = [
@@ -300,19 +341,51 @@ def _cohort(
         joined = joined.outerjoin(first, first.c.id == summary.c.first_event).outerjoin(
             actor, actor.c.id == first.c.actor_id
         )
+    if centre_rows is not None:
+        # Every centre of the scope maps to one row: the inner join is the subtree filter.
+        joined = joined.join(centre_rows, centre_rows.c.centre_id == r.c.centre_id)
     statement: Select[Any] = select(*columns).select_from(joined)
+    if centre is not None and centre_rows is None:
+        inside = select(Centre.__table__.c.id).where(  # type: ignore[attr-defined]
+            Centre.__table__.c.path.startswith(centre.path, autoescape=True)  # type: ignore[attr-defined]
+        )
+        statement = statement.where(r.c.centre_id.in_(inside))
     start, end = period.bounds()
     if start is not None:
         statement = statement.where(r.c.created_at >= start)
     if end is not None:
         statement = statement.where(r.c.created_at < end)
     if category_id is not None:
-        statement = statement.where(r.c.category_id == category_id)
+        statement = statement.where(r.c.category_id.in_(category_id))
     if department_id is not None:
-        statement = statement.where(r.c.department_id == department_id)
+        statement = statement.where(r.c.department_id.in_(department_id))
     if committee_only:
         statement = statement.where(r.c.department_id.is_(None))
     return _Cohort(statement.subquery("cohort"))
+
+
+def _centre_rows(scope: CentreScope | None) -> Subquery:
+    """centre id -> the --by centre group it counts in: the code of the child of `scope` (None:
+    the roots) whose subtree holds it, or OWN_MARK + the scope's code for the scope itself.
+
+    A few rows per centre of the tree, computed from the paths; the cohort joins it on the
+    request's centre.
+    """
+    held = Centre.__table__.alias("held_by")  # type: ignore[attr-defined]
+    row = Centre.__table__.alias("row_centre")  # type: ignore[attr-defined]
+    parent = row.c.parent_id.is_(None) if scope is None else row.c.parent_id == scope.id
+    children: Select[Any] = (
+        select(held.c.id.label("centre_id"), row.c.code.label("grp"))
+        .select_from(held.join(row, held.c.path.startswith(row.c.path)))
+        .where(parent)
+    )
+    if scope is None:
+        return children.subquery("centre_rows")
+    own = select(
+        literal(scope.id, Integer).label("centre_id"),
+        literal(OWN_MARK + scope.code, String).label("grp"),
+    )
+    return children.union_all(own).subquery("centre_rows")
 
 
 def _is(column: Any, value: bool) -> ColumnElement[bool]:
@@ -467,6 +540,7 @@ def compute(
     by: str | None = None,
     category: str | None = None,
     department: str | None = None,
+    centre: str | None = None,
     now: datetime | None = None,
 ) -> Report:
     """The report for a period, optionally grouped and filtered.
@@ -478,20 +552,26 @@ def compute(
         category: Only requests of this category (its name).
         department: Only requests with this department (its name; 党委自办 / 党委: the
             committee's own).
+        centre: Only requests held in this centre's subtree (its code). With by="centre",
+            the rows are its child centres (and itself); without it, the roots (or, when
+            there is one root, its children and itself).
         now: What "overdue now" is measured against (default: now).
 
     Raises:
-        StatsError: An unknown category or department.
+        StatsError: An unknown category, department or centre.
     """
     if by is not None and by not in GROUPS:
         raise StatsError(f"unknown grouping {by!r}; use one of {', '.join(GROUPS)}")
     now = now or utcnow()
     category_id, department_id, committee_only = _resolve(engine, category, department)
+    scope = _scope(engine, centre, by=by)
     filters: dict[str, Any] = {
         "category_id": category_id,
         "department_id": department_id,
         "committee_only": committee_only,
+        "centre": scope,
     }
+    grouped: dict[str, Any] = {"centre_rows": _centre_rows(scope)} if by == "centre" else {}
     rows: list[Figures] = []
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
@@ -500,7 +580,7 @@ def compute(
             connection.execute(text("SET LOCAL jit = off"))
         if by is not None and connection.dialect.name == "postgresql":
             # One statement for the groups and the totals (GROUPING SETS).
-            cohort = _cohort(engine, period, by=by, **filters)
+            cohort = _cohort(engine, period, by=by, **filters, **grouped)
             found = _cohort_figures(connection, cohort.query, now, with_totals=True)
             total_rows = [item for item in found if item[1]["is_total"]]
             totals = (
@@ -516,13 +596,62 @@ def compute(
             found = _cohort_figures(connection, totals_cohort.query, now)
             totals = _figures(None, found[0][1], found[0][2]) if found else _empty(None)
             if by is not None:
-                cohort = _cohort(engine, period, by=by, **filters)
+                cohort = _cohort(engine, period, by=by, **filters, **grouped)
                 rows = [
                     _figures(key, row, durations)
                     for key, row, durations in _cohort_figures(connection, cohort.query, now)
                 ]
-        rows.sort(key=_department_rank if by == "department" else _by_key)
-    return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now)
+        if by == "centre":
+            rows = _name_centre_rows(connection, scope, rows)
+        rows.sort(key=_department_rank if by in ("department", "centre") else _by_key)
+    return Report(period=period, by=by, totals=totals, rows=rows, generated_at=now, centre=scope)
+
+
+def _scope(engine: Engine, code: str | None, *, by: str | None) -> CentreScope | None:
+    """The centre a report counts the subtree of: --centre, else for --by centre the single
+    root (a tree with several roots: None, one row per root)."""
+    with Session(engine) as session:
+        if code is not None:
+            found = queries.get_centre_by_code(session=session, code=code)
+            if found is None:
+                raise StatsError(f"no centre with the code {code!r}")
+        elif by == "centre":
+            roots = queries.child_centres(session=session, parent_id=None, active_only=False)
+            if len(roots) != 1:
+                return None
+            found = roots[0]
+        else:
+            return None
+        assert found.id is not None
+        return CentreScope(id=found.id, code=found.code, name=found.name, path=found.path)
+
+
+def _name_centre_rows(
+    connection: Connection, scope: CentreScope | None, rows: list[Figures]
+) -> list[Figures]:
+    """--by centre rows keyed by centre name, with an empty row for every active child that
+    holds nothing; the scope's own row only when it holds something."""
+    table = Centre.__table__  # type: ignore[attr-defined]
+    parent = table.c.parent_id.is_(None) if scope is None else table.c.parent_id == scope.id
+    children = {
+        str(found.code): (str(found.name), bool(found.active))
+        for found in connection.execute(
+            select(table.c.code, table.c.name, table.c.active).where(parent)
+        )
+    }
+    by_code = {row.key or "": row for row in rows}
+    named: list[Figures] = []
+    for code, (name, active) in children.items():
+        found = by_code.get(code)
+        if found is None and not active:
+            continue
+        figures = found if found is not None else _empty(code)
+        figures.key, figures.centre, figures.own = name, code, False
+        named.append(figures)
+    if scope is not None and (own := by_code.get(OWN_MARK + scope.code)) is not None:
+        own.key, own.centre, own.own = scope.name + OWN_SUFFIX, scope.code, True
+        named.append(own)
+    return named
 
 
 def _by_key(figures: Figures) -> tuple[str, ...]:
@@ -546,33 +675,49 @@ def _department_rank(figures: Figures) -> tuple[Any, ...]:
 
 def _resolve(
     engine: Engine, category: str | None, department: str | None
-) -> tuple[int | None, int | None, bool]:
-    category_id = department_id = None
+) -> tuple[list[int] | None, list[int] | None, bool]:
+    """The ids named by --category and --department: every category or department of that
+    name (names are unique per centre; with --centre the cohort keeps the subtree's)."""
+    category_ids: list[int] | None = None
+    department_ids: list[int] | None = None
     committee_only = False
     with engine.connect() as connection:
         if category is not None:
-            category_id = connection.execute(
-                select(col(Category.id)).where(col(Category.name) == category)
-            ).scalar()
-            if category_id is None:
+            category_ids = [
+                found
+                for found in connection.execute(
+                    select(col(Category.id)).where(col(Category.name) == category)
+                ).scalars()
+                if found is not None
+            ]
+            if not category_ids:
                 raise StatsError(f"no category named {category!r}")
         if department is not None:
             if department in (COMMITTEE, "党委"):
                 committee_only = True
             else:
-                department_id = connection.execute(
-                    select(col(Department.id)).where(col(Department.name) == department)
-                ).scalar()
-                if department_id is None:
+                department_ids = [
+                    found
+                    for found in connection.execute(
+                        select(col(Department.id)).where(col(Department.name) == department)
+                    ).scalars()
+                    if found is not None
+                ]
+                if not department_ids:
                     raise StatsError(f"no department named {department!r}")
-    return category_id, department_id, committee_only
+    return category_ids, department_ids, committee_only
 
 
 def ranked_departments(
-    engine: Engine, period: Period, *, category: str | None = None, now: datetime | None = None
+    engine: Engine,
+    period: Period,
+    *,
+    category: str | None = None,
+    centre: str | None = None,
+    now: datetime | None = None,
 ) -> list[Figures]:
     """The "who is slow" view: every department (and 党委自办), slowest first."""
-    return compute(engine, period, by="department", category=category, now=now).rows
+    return compute(engine, period, by="department", category=category, centre=centre, now=now).rows
 
 
 # --- shapes for output --------------------------------------------------------------------------
@@ -640,6 +785,7 @@ def describe_period(period: Period) -> str:
 
 __all__: Sequence[str] = [
     "GROUPS",
+    "CentreScope",
     "Figures",
     "Period",
     "Rate",

@@ -9,8 +9,11 @@
 - telegram-e2e: resident message -> receipt at the fake Bot API, at steady offered rates, with
   2 `redesk worker` processes;
 - telegram-delivery: 3,000 notifications to 300 chats through the limit-enforcing fake Bot API;
-- admin: `redesk stats` over 1,000,000 generated requests against the same figures in
-  hand-written SQL run by psql, and `redesk export` of all of them (bench/admin.py).
+- admin: `redesk stats` over 1,000,000 generated requests held across 1,050 centres against
+  the same figures in hand-written SQL run by psql, and `redesk export` of all of them
+  (bench/admin.py);
+- tick: ms per tick of the reminders with nothing due, 10,000 against 100,000 open requests,
+  and with 100 and 1,000 due (bench/tick.py).
 
 Without a subcommand (`make bench`) all of them run with their defaults (a few minutes each;
 admin about 19 minutes).
@@ -120,6 +123,14 @@ def _admin(args: argparse.Namespace) -> None:
 
     print("\n### admin: redesk stats and redesk export\n")
     admin.main_from_args(args)
+
+
+def _tick(args: argparse.Namespace) -> None:
+    """ms per tick of the reminders with nothing due, by the number of open requests."""
+    from bench import tick
+
+    print("\n### tick: the reminders with many open requests\n")
+    tick.main_from_args(args)
 
 
 def _add_web(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +245,12 @@ def _add_admin(parser: argparse.ArgumentParser) -> None:
     admin.add_arguments(parser)
 
 
+def _add_tick(parser: argparse.ArgumentParser) -> None:
+    from bench import tick
+
+    tick.add_arguments(parser)
+
+
 COMMANDS = {
     "web": (_add_web, _web),
     "telegram-ingest": (_add_ingest, _ingest),
@@ -241,6 +258,7 @@ COMMANDS = {
     "telegram-e2e": (_add_e2e, _e2e),
     "telegram-delivery": (_add_delivery, _delivery),
     "admin": (_add_admin, _admin),
+    "tick": (_add_tick, _tick),
 }
 
 

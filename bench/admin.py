@@ -3,12 +3,14 @@
 `python -m bench admin [--requests N]`:
 
 1. a fresh PostgreSQL database (`redesk db upgrade`), filled with psycopg COPY from a seeded
-   generator: 20 categories, 30 departments, 50 workers, 200 department staff, 0.3 × N
-   requesters, N requests over two years (daily and weekly seasonality) with about 6 events
+   generator: 1,050 centres (1 city, 10 districts, 1,039 社区/商圈/楼宇/园区/市场 under them),
+   20 categories, 30 departments, 50 workers, 200 department staff, 0.3 × N requesters, N
+   requests held across the tree over two years (daily and weekly seasonality) with about 6 events
    each, consistent with the state and with the per-request statistics columns; then
    VACUUM (ANALYZE);
-2. `redesk stats --format json`, `--by department` and `--by month` as real processes, three
-   times each (median), wall time and peak RSS;
+2. `redesk stats --format json`, `--by department`, `--by month` and `--by centre` (the 10
+   districts of a 1+10+N tree of 1,050 centres, and the city centre's own) as real processes,
+   three times each (median), wall time and peak RSS (`--only centre` runs one of them);
 3. the same figures written by hand in SQL (one statement per invocation) run by `psql` in the
    same run and timed the same way, their results checked against redesk's JSON;
 4. `redesk export` to CSV (all rows) and xlsx (all rows when that is projected to take at most
@@ -176,6 +178,86 @@ REASONS: tuple[str, ...] = (
     "需由其他部门办理",
     "地址不在辖区内",
 )
+
+# --- the network of centres (1+10+N) -------------------------------------------------------
+
+#: The city centre (the default centre `redesk db upgrade` made, renamed) and its code.
+CITY = ("shenzhen", "深圳市党群服务中心")
+
+#: The ten district centres.
+DISTRICTS: tuple[str, ...] = (
+    "福田区",
+    "罗湖区",
+    "南山区",
+    "盐田区",
+    "宝安区",
+    "龙岗区",
+    "龙华区",
+    "坪山区",
+    "光明区",
+    "大鹏新区",
+)
+
+#: Centres under the districts: 1,050 in all with the city and the districts.
+NEIGHBOURHOOD_CENTRES = 1039
+
+#: The kinds of neighbourhood centre and their shares (社区 most).
+NEIGHBOURHOOD_KINDS: tuple[tuple[str, float], ...] = (
+    ("社区", 0.7),
+    ("商圈", 0.1),
+    ("楼宇", 0.1),
+    ("园区", 0.06),
+    ("市场", 0.04),
+)
+
+#: Shares of the requests held by the city centre and by the district centres themselves
+#: (上报 up the tree); the rest are held by the neighbourhood centres.
+CITY_SHARE, DISTRICT_SHARE = 0.02, 0.08
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The centres: (id, code, name, level, parent id, path), parents first."""
+
+    rows: list[tuple[int, str, str, str, int | None, str]]
+
+    @property
+    def ids(self) -> list[int]:
+        """Every centre id."""
+        return [row[0] for row in self.rows]
+
+
+def centre_tree(rng: random.Random) -> Tree:
+    """1 city centre (id 1), 10 districts (ids 2..11) and 1,039 centres spread over them."""
+    rows: list[tuple[int, str, str, str, int | None, str]] = [(1, *CITY, "市", None, "/1/")]
+    for index, name in enumerate(DISTRICTS, start=2):
+        rows.append((index, f"d{index - 1:02d}", f"{name}党群服务中心", "区", 1, f"/1/{index}/"))
+    kinds = [kind for kind, _ in NEIGHBOURHOOD_KINDS]
+    weights = [share for _, share in NEIGHBOURHOOD_KINDS]
+    for number in range(1, NEIGHBOURHOOD_CENTRES + 1):
+        centre = len(DISTRICTS) + 1 + number
+        district = 2 + rng.randrange(len(DISTRICTS))
+        kind = rng.choices(kinds, weights=weights)[0]
+        name = f"{DISTRICTS[district - 2]}{rng.choice(PLACES)}{number}号{kind}党群服务中心"
+        rows.append((centre, f"n{number:04d}", name, kind, district, f"/1/{district}/{centre}/"))
+    return Tree(rows)
+
+
+def holding_centres(rng: random.Random, tree: Tree, count: int) -> list[int]:
+    """The centre holding each of `count` requests: CITY_SHARE the city, DISTRICT_SHARE the
+    districts, the rest the neighbourhood centres (some busier than others)."""
+    districts = [row[0] for row in tree.rows if row[3] == "区"]
+    neighbourhood = [row[0] for row in tree.rows if row[4] is not None and row[3] != "区"]
+    busy = [0.5 + rng.random() for _ in neighbourhood]
+    share = 1.0 - CITY_SHARE - DISTRICT_SHARE
+    population = [1, *districts, *neighbourhood]
+    weights = [
+        CITY_SHARE,
+        *[DISTRICT_SHARE / len(districts)] * len(districts),
+        *[share * b / sum(busy) for b in busy],
+    ]
+    return rng.choices(population, weights=weights, k=count)
+
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国文辉志鹏飞宇晨欣怡子涵浩然"
@@ -570,14 +652,31 @@ class Loader:
         self.end_day = end_day
         self.days = days
         self.ts = _Timestamps()
+        # Its own generator, so the rest of the data is the same for a seed as before there
+        # were centres.
+        self.centre_rng = random.Random(seed + 1)
+        self.tree = centre_tree(self.centre_rng)
 
     def _organisation(self, connection: Any, rng: random.Random, created: int) -> Organisation:
         """Departments, categories, workers, staff and requesters."""
         ts = self.ts
         with connection.cursor() as cursor:
+            # The default centre of the upgrade (id 1) becomes the city centre.
+            cursor.execute("DELETE FROM centres WHERE id <> 1")
+            city = self.tree.rows[0]
+            cursor.execute(
+                "UPDATE centres SET code = %s, name = %s, level = %s, path = %s WHERE id = 1",
+                (city[1], city[2], city[3], city[5]),
+            )
             cursor.executemany(
-                "INSERT INTO departments (id, name, kind, active, resolution_days, created_at) "
-                "VALUES (%s, %s, %s, true, %s, %s)",
+                "INSERT INTO centres (id, code, name, level, parent_id, path, active, "
+                "is_default, days_off, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, true, false, '[]', %s)",
+                [(*row, datetime.fromtimestamp(created, UTC)) for row in self.tree.rows[1:]],
+            )
+            cursor.executemany(
+                "INSERT INTO departments (id, name, kind, active, resolution_days, created_at, "
+                "centre_id) VALUES (%s, %s, %s, true, %s, %s, 1)",
                 [
                     (index, name, kind, days, datetime.fromtimestamp(created, UTC))
                     for index, (name, kind, days) in enumerate(DEPARTMENTS, 1)
@@ -682,7 +781,7 @@ class Loader:
                 "handler_id, result, solved, satisfaction, reopen_count, created_at, "
                 "updated_at, first_action_at, response_due_at, resolution_due_at, replied_at, "
                 "closed_at, responded_in_time, response_seconds, response_work_seconds, "
-                "first_replied_at, reply_seconds, reply_work_seconds"
+                "first_replied_at, reply_seconds, reply_work_seconds, centre_id, tick_at"
             )
             # Revision 0005 added when the deadlines were last set; filled when present.
             deadlines_set = bool(
@@ -718,7 +817,14 @@ class Loader:
                     "INSERT INTO request_counters (day, last) VALUES (%s, %s)",
                     sorted(counters.items()),
                 )
-                for table in ("departments", "categories", "people", "requests", "events"):
+                for table in (
+                    "centres",
+                    "departments",
+                    "categories",
+                    "people",
+                    "requests",
+                    "events",
+                ):
                     cursor.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                         f"(SELECT max(id) FROM {table}))"
@@ -751,6 +857,7 @@ class Loader:
             range(1, len(CATEGORIES) + 1), weights=category_weights, k=len(moments)
         )
         history = History(rng, org, horizon)
+        centres = holding_centres(self.centre_rng, self.tree, len(moments))
         counters: dict[str, int] = {}
         event_id = 0
         request_lines: list[str] = []
@@ -791,7 +898,10 @@ class Loader:
                 f"{ts(h.first_action_at)}\t{ts(h.response_due)}\t{ts(h.resolution_due)}\t"
                 f"{ts(h.replied_at)}\t{ts(h.closed_at)}\t{_bool(h.responded_in_time)}\t"
                 f"{_null(h.response_seconds)}\t{_null(response_work)}\t"
-                f"{ts(h.first_replied_at)}\t{_null(h.reply_seconds)}\t{_null(reply_work)}"
+                f"{ts(h.first_replied_at)}\t{_null(h.reply_seconds)}\t{_null(reply_work)}\t"
+                f"{centres[request_id - 1]}\t"
+                # Open requests: tick_at as the migration sets it (their last change).
+                f"{ts(None if h.state in TERMINAL else h.updated_at())}"
                 + (f"\t{ts(h.deadlines_set)}\n" if deadlines_set else "\n")
             )
             for actor, action, source, target, outcome, note, moment in h.events:
@@ -924,6 +1034,12 @@ INVOCATIONS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
         ("stats", "--by", "month", "--format", "json"),
         "to_char(timezone('Asia/Shanghai', r.created_at), 'YYYY-MM')",
     ),
+    (
+        "--by centre",
+        ("stats", "--by", "centre", "--format", "json"),
+        # The district on the held centre's path ("/1/<district>/..."), or the city itself.
+        f"coalesce(g.name, '{CITY[1]}（本级）')",
+    ),
 )
 
 COUNT_KEYS = (
@@ -982,6 +1098,11 @@ def hand_sql(group: str | None, now: str) -> str:
     key = "''" if group is None else group
     total = "true" if group is None else f"GROUPING({group}) = 1"
     joins = "LEFT JOIN departments d ON d.id = r.department_id" if "d.name" in key else ""
+    if "g.name" in key:
+        joins = (
+            "JOIN centres c ON c.id = r.centre_id\n"
+            "LEFT JOIN centres g ON g.id = nullif(split_part(c.path, '/', 3), '')::int"
+        )
     grouping = "" if group is None else f"GROUP BY ROLLUP ({group})"
     return f"""WITH ev AS (
     SELECT request_id, bool_or(action = 'forward') AS forwarded,
@@ -1094,14 +1215,31 @@ class StatsResult:
         return self._median(self.redesk if which == "redesk" else self.psql, attribute)
 
 
+def selected(only: str | None) -> tuple[tuple[str, tuple[str, ...], str | None], ...]:
+    """The INVOCATIONS named in `only` (comma-separated: totals, department, month, centre);
+    None: all of them."""
+    if not only:
+        return INVOCATIONS
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    chosen = tuple(item for item in INVOCATIONS if item[0].removeprefix("--by ") in names)
+    unknown = names - {item[0].removeprefix("--by ") for item in chosen}
+    if unknown:
+        raise SystemExit(f"--only: unknown invocation(s) {', '.join(sorted(unknown))}")
+    return chosen
+
+
 def run_stats(
-    url: str, directory: Path, repeats: int, monitor: common.CpuMonitor
+    url: str,
+    directory: Path,
+    repeats: int,
+    monitor: common.CpuMonitor,
+    invocations: Sequence[tuple[str, tuple[str, ...], str | None]] = INVOCATIONS,
 ) -> list[StatsResult]:
     """Every invocation `repeats` times, redesk and psql interleaved."""
     env = _redesk_env(url)
     psql_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     results: list[StatsResult] = []
-    for name, arguments, group in INVOCATIONS:
+    for name, arguments, group in invocations:
         redesk_runs: list[Run] = []
         psql_runs: list[Run] = []
         problems: list[str] = []
@@ -1247,7 +1385,12 @@ class Trace:
     plans: dict[str, str]
 
 
-def trace_stats(url: str, directory: Path, plans: Path | None) -> list[Trace]:
+def trace_stats(
+    url: str,
+    directory: Path,
+    plans: Path | None,
+    invocations: Sequence[tuple[str, tuple[str, ...], str | None]] = INVOCATIONS,
+) -> list[Trace]:
     """Each invocation once, in-process with statement timing; EXPLAIN ANALYZE of the
     slowest counting statement and of the hand-written SQL."""
     import psycopg
@@ -1256,7 +1399,7 @@ def trace_stats(url: str, directory: Path, plans: Path | None) -> list[Trace]:
     env["BENCH_TRACE_OUT"] = str(directory / "trace.json")
     psql_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     traces = []
-    for name, arguments, group in INVOCATIONS:
+    for name, arguments, group in invocations:
         answer = subprocess.run(
             [sys.executable, "-m", "bench.admin", "trace", *arguments],
             env=env,
@@ -1571,8 +1714,12 @@ def run(
     xlsx_sample: int,
     plans: Path | None,
     export_wait: float,
+    only: str | None = None,
+    exports: bool = True,
 ) -> None:
-    """The whole benchmark; prints Markdown."""
+    """The whole benchmark; prints Markdown (`only`: these stats invocations; `exports`:
+    measure `redesk export` too)."""
+    invocations = selected(only)
     with (
         common.fresh_database("admin") as url,
         tempfile.TemporaryDirectory(prefix="redesk-bench-admin-") as temp,
@@ -1594,13 +1741,15 @@ def run(
         _print_generation(generated)
 
         with _phase("redesk stats and psql") as monitor:
-            results = run_stats(url, directory, repeats, monitor)
+            results = run_stats(url, directory, repeats, monitor, invocations)
         _print_stats(results, repeats)
         print(f"\n{monitor.summary()}")
 
         with _phase("tracing redesk stats"):
-            traces = trace_stats(url, directory, plans)
+            traces = trace_stats(url, directory, plans, invocations)
         _print_traces(traces)
+        if not exports:
+            return
 
         if not _wait_for_export(url, directory, export_wait):
             print(
@@ -1653,6 +1802,13 @@ def run(
 def add_arguments(parser: Any) -> None:
     """The options of `python -m bench admin`."""
     parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated stats invocations to run: totals, department, month, centre "
+        "(default: all)",
+    )
+    parser.add_argument("--no-export", action="store_true", help="do not measure `redesk export`")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument(
         "--end", default="2026-11-22", help="intake ends the day before this date (Asia/Shanghai)"
@@ -1690,6 +1846,8 @@ def main_from_args(args: Any) -> None:
         args.xlsx_sample,
         args.plans,
         args.export_wait,
+        only=args.only,
+        exports=not args.no_export,
     )
 
 

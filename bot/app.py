@@ -33,11 +33,13 @@ from bot.channels.registry import CHANNELS
 from bot.http import BodyTooLarge, client_address, read_body, runtime_of
 from bot.ratelimit import RateLimiter, make_limiter
 from bot.runtime import Runtime, get_runtime
+from bot.texts import inline
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import InboxMessage, Person, Role, utcnow
 from storage.settings import Settings
+from workflow import centres
 
 logger = logging.getLogger(__name__)
 
@@ -225,17 +227,38 @@ async def web_session(request: Request) -> Response:
     name = body.get("name") or ""
     if not isinstance(name, str) or len(name) > 100:
         return error(400, "api.bad_field", field="name")
+    code = body.get("centre")
+    if code is not None and (not isinstance(code, str) or len(code) > web.MAX_CENTRE):
+        return error(400, "api.bad_field", field="centre")
 
-    def create() -> str:
+    def create() -> tuple[str, dict[str, str] | None] | list[dict[str, str]]:
         with session_scope(runtime.engine) as session:
-            return web.create_identity(session, name=name, days=runtime.settings.web_session_days)
+            centre = centres.by_code(session, code) if code else None
+            if code and centre is None:
+                # Nobody is made with a centre that does not exist: the answer is the choice.
+                return [{"code": c.code, "name": c.name} for c in centres.choices(session)]
+            token = web.create_identity(
+                session,
+                name=name,
+                days=runtime.settings.web_session_days,
+                centre_id=centre.id if centre else None,
+            )
+            return token, ({"code": centre.code, "name": centre.name} if centre else None)
 
     try:
-        token = await asyncio.to_thread(create)
+        created = await asyncio.to_thread(create)
     except Exception:
         logger.exception("Could not create a web identity")
         return error(503, "api.unavailable")
-    return JSONResponse({"token": token}, status_code=201)
+    if isinstance(created, list):
+        return JSONResponse(
+            {"error": t("api.unknown_centre", code=inline(str(code))[:40]), "centres": created},
+            status_code=400,
+        )
+    token, entered = created
+    return JSONResponse(
+        {"token": token} | ({"centre": entered} if entered else {}), status_code=201
+    )
 
 
 def _already_stored(session: Session, natural_key: str) -> bool:

@@ -70,6 +70,9 @@ HELP_REQUESTER = """您好，这里是党群服务中心诉求受理平台。
 · 绑定 <邀请码> —— 工作人员绑定身份
 · 帮助 —— 显示本说明"""
 
+#: The help's line on 切换, shown to residents while several centres are active.
+HELP_REQUESTER_SWITCH = "· 切换 [中心名称或代码] —— 更换受理您今后诉求的党群服务中心"
+
 HELP_WORKER = """您好，{role}！新诉求会以卡片形式推送给您。
 · 待办 [页码] —— 待受理、待审核回单及您正在办理的诉求，按时限先后分页
 · 受理 <编号> —— 党委直接做单
@@ -256,6 +259,25 @@ TEXTS: dict[str, str] = {
     "error.unsupported": "暂不支持这种消息，请发送文字、图片、语音、视频、文件或位置。",
     "error.internal": "抱歉，系统处理您的消息时出错，工作人员已收到通知。请稍后再试。",
     "error.flooded": "您发送消息过于频繁（每分钟最多 {limit} 条），之后的新诉求、补充和图片等暂不处理，请稍候约一分钟再发送。已登记的诉求不受影响，查询等命令照常答复。",
+    # centres: how a resident reaches one (bot/handlers/centres.py)
+    "centre.entered": "欢迎来到「{centre}」！您的诉求将由该中心受理，直接发送文字描述即可。",
+    "centre.switched": "已切换到「{centre}」，今后提交的诉求由该中心受理（已提交的诉求不变）。",
+    "centre.chosen": "已选择「{centre}」，正在为您登记诉求。",
+    "centre.staff_fixed": "工作人员的所属中心由其身份决定，不能切换。如需调整，请联系管理员。",
+    "centre.only_one": "本平台只有「{centre}」一个党群服务中心，您的诉求均由其受理。",
+    "centre.intro_kept": "您的诉求已收到。请先选择受理诉求的党群服务中心，选定后立即为您登记：",
+    "centre.intro_switch": "请选择党群服务中心：",
+    "centre.intro_unknown": "没有找到「{typed}」党群服务中心（代码或名称有误，或已停用）。请选择党群服务中心：",
+    "centre.intro_bad": "没有「{typed}」这一选项。请选择党群服务中心：",
+    "centre.intro_children": "「{parent}」下设以下党群服务中心，请选择：",
+    "centre.here": "就选这里（{parent}）",
+    "centre.how": "回复序号、名称或代码即可；发送「取消」放弃。",
+    "centre.how_kept": "回复序号、名称或代码即可；发送「取消」放弃本次登记。",
+    "wechat.welcome_centre": "欢迎关注「{centre}」！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可，"
+    "我们会为您登记编号并跟进办理。",
+    "wechat.welcome_back_centre": "欢迎来到「{centre}」！有困难、诉求或建议，直接发送文字（可附图片、语音、位置）即可；"
+    "发送「查询」可查看您的诉求。",
+    "api.unknown_centre": "没有找到代码为「{code}」的党群服务中心（链接有误，或该中心已停用）。",
     # web API errors (HTTP answers)
     "api.bad_json": "请求格式错误：需要 JSON 对象。",
     "api.bad_field": "请求格式错误：{field}",
@@ -455,6 +477,7 @@ BUTTONS: dict[str, Callable[[Mapping[str, Any]], list[Button]]] = {
     "smalltalk.thanks_rate": lambda p: _rating_buttons(p["number"]),
     "smalltalk.too_short": lambda p: [Button("按原文登记", "登记")],
     "reply.todo": lambda p: _todo_buttons(p),
+    "centre.choose": lambda p: _choice_buttons(p),
 }
 
 
@@ -536,6 +559,10 @@ def _help(params: Mapping[str, Any]) -> str:
         return HELP_WORKER.format(role=ROLE_LABELS[role])
     if role == "department":
         return HELP_DEPARTMENT.format(department=params.get("department") or "部门")
+    if params.get("centres"):
+        # Several centres: residents may move (切换); a single-centre install reads as before.
+        head, _, tail = HELP_REQUESTER.rpartition("\n· 绑定")
+        return f"{head}\n{HELP_REQUESTER_SWITCH}\n· 绑定{tail}"
     return HELP_REQUESTER
 
 
@@ -659,6 +686,33 @@ def _digest(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _choice(params: Mapping[str, Any]) -> str:
+    """The centre choice: why it is asked, the numbered centres, "就选这里", how to answer."""
+    lines = [text(str(params.get("intro", "centre.intro_switch")), **params)]
+    options = params.get("options") or []
+    for index, (name, _code, _children) in enumerate(options, start=1):
+        lines.append(f"{index}. {inline(str(name))}")
+    here = params.get("here")
+    if here:
+        lines.append(f"{len(options) + 1}. " + text("centre.here", parent=inline(str(here[0]))))
+    lines.append(text("centre.how_kept" if params.get("kept") else "centre.how"))
+    return "\n".join(lines)
+
+
+def _choice_buttons(params: Mapping[str, Any]) -> list[Button]:
+    """One button per centre (one with centres under it opens them), and "就选这里"."""
+    if not params.get("buttons"):
+        return []
+    buttons = [
+        Button(str(name), f"/centres {code}" if children else f"切换 {code}")
+        for name, code, children in params.get("options") or []
+    ]
+    here = params.get("here")
+    if here:
+        buttons.append(Button("就选这里", f"切换 {here[1]}"))
+    return buttons
+
+
 #: Messages whose body is assembled from structured parameters.
 BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "help": _help,
@@ -673,6 +727,7 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         number=params.get("number", ""), state=state_label(str(params.get("state", "")))
     ),
     "digest": _digest,
+    "centre.choose": _choice,
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, update
+from sqlalchemy import Row, bindparam, delete, func, or_, tuple_, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -263,6 +263,61 @@ def departments_of_centres(
     return session.exec(statement).all()
 
 
+def subtree_centres(*, session: Session, centre: Centre, lock: bool = False) -> Sequence[Centre]:
+    """`centre` and every centre below it (inactive ones included), parents first."""
+    statement = select(Centre).where(col(Centre.path).startswith(centre.path, autoescape=True))
+    if lock:
+        statement = statement.with_for_update()
+    return sorted(session.exec(statement).all(), key=lambda found: path_ids(found.path))
+
+
+def open_requests_by_centre(*, session: Session, excluded: Sequence[str]) -> dict[int, int]:
+    """How many requests each centre holds in a state not in `excluded` (centre id -> count)."""
+    statement = (
+        select(Request.centre_id, func.count())
+        .where(col(Request.state).not_in(list(excluded)))
+        .group_by(col(Request.centre_id))
+    )
+    return {centre_id: int(count) for centre_id, count in session.exec(statement).all()}
+
+
+def people_by_centre(*, session: Session, roles: Sequence[str]) -> dict[int, int]:
+    """How many people with one of `roles` each centre has (centre id -> count)."""
+    statement = (
+        select(Person.centre_id, func.count())
+        .where(col(Person.role).in_(list(roles)), col(Person.centre_id).is_not(None))
+        .group_by(col(Person.centre_id))
+    )
+    return {
+        centre_id: int(count)
+        for centre_id, count in session.exec(statement).all()
+        if centre_id is not None
+    }
+
+
+def department_in_centres(
+    *, session: Session, name: str, centre_ids: Sequence[int | None]
+) -> Department | None:
+    """The department called `name` owned by the first of `centre_ids` that has one (None in
+    the list: a department of no centre), so a name is resolved nearest first."""
+    found = {
+        department.centre_id: department
+        for department in session.exec(
+            select(Department).where(
+                Department.name == name,
+                or_(
+                    col(Department.centre_id).in_([i for i in centre_ids if i is not None]),
+                    col(Department.centre_id).is_(None),
+                ),
+            )
+        ).all()
+    }
+    for centre_id in centre_ids:
+        if centre_id in found:
+            return found[centre_id]
+    return None
+
+
 # --- departments and categories -----------------------------------------------------------
 
 
@@ -512,11 +567,21 @@ def count_requests_by_state(*, session: Session) -> dict[str, int]:
 
 
 def add_invitation(
-    *, session: Session, code: str, role: str, department_id: int | None, expires_at: datetime
+    *,
+    session: Session,
+    code: str,
+    role: str,
+    department_id: int | None,
+    expires_at: datetime,
+    centre_id: int | None = None,
 ) -> Invitation:
-    """Stores a new invitation (only the code's digest)."""
+    """Stores a new invitation (only the code's digest) for a role in `centre_id`."""
     invitation = Invitation(
-        code_hash=digest(code), role=role, department_id=department_id, expires_at=expires_at
+        code_hash=digest(code),
+        role=role,
+        department_id=department_id,
+        centre_id=centre_id,
+        expires_at=expires_at,
     )
     session.add(invitation)
     return invitation
@@ -1036,25 +1101,36 @@ def audit_admin_action(
 # --- exports ------------------------------------------------------------------------------
 
 
-def _received_between(statement: Any, start: datetime | None, end: datetime | None) -> Any:
-    """`statement` limited to requests received in [start, end); None leaves that end open."""
+def _received_between(
+    statement: Any, start: datetime | None, end: datetime | None, within: Any = None
+) -> Any:
+    """`statement` limited to requests received in [start, end); None leaves that end open.
+    `within`: a further condition on Request (e.g. subtree_condition), or None."""
     if start is not None:
         statement = statement.where(col(Request.created_at) >= start)
     if end is not None:
         statement = statement.where(col(Request.created_at) < end)
+    if within is not None:
+        statement = statement.where(within)
     return statement
 
 
 def count_requests_received(
-    *, session: Session, start: datetime | None, end: datetime | None
+    *, session: Session, start: datetime | None, end: datetime | None, within: Any = None
 ) -> int:
-    """How many requests were received in [start, end) (None: that end is open)."""
-    statement = _received_between(select_columns(func.count()).select_from(Request), start, end)
+    """How many requests were received in [start, end) (None: that end is open), of those
+    matching `within` (a condition on Request; None: all)."""
+    statement = _received_between(
+        select_columns(func.count()).select_from(Request), start, end, within
+    )
     return int(session.execute(statement).scalar_one())
 
 
-def count_events_received(*, session: Session, start: datetime | None, end: datetime | None) -> int:
-    """How many events (outcome ok) the requests received in [start, end) have."""
+def count_events_received(
+    *, session: Session, start: datetime | None, end: datetime | None, within: Any = None
+) -> int:
+    """How many events (outcome ok) the requests received in [start, end) (matching `within`)
+    have."""
     statement = _received_between(
         select_columns(func.count())
         .select_from(Event)
@@ -1062,17 +1138,25 @@ def count_events_received(*, session: Session, start: datetime | None, end: date
         .where(col(Event.outcome) == "ok"),
         start,
         end,
+        within,
     )
     return int(session.execute(statement).scalar_one())
 
 
 def stream_requests_received(
-    *, session: Session, start: datetime | None, end: datetime | None, batch_size: int
+    *,
+    session: Session,
+    start: datetime | None,
+    end: datetime | None,
+    batch_size: int,
+    within: Any = None,
 ) -> Iterator[Sequence[Row[Any]]]:
-    """Requests received in [start, end), oldest first, in batches of `batch_size` rows.
+    """Requests received in [start, end) (matching `within`, a condition on Request), oldest
+    first, in batches of `batch_size` rows.
 
     Each row holds the request's columns plus the names an export shows: `category`,
-    `department`, `handler_name`, `requester_name` and `requester_phone`. The rows come through
+    `department`, `handler_name`, `requester_name`, `requester_phone`, and the holding
+    centre's `centre_code` and `centre_name`. The rows come through
     a server-side cursor (PostgreSQL: a named cursor), so however many there are, only one
     batch is held in memory. Other queries may run in the same session between batches.
     """
@@ -1104,15 +1188,18 @@ def stream_requests_received(
             col(handler.display_name).label("handler_name"),
             col(requester.display_name).label("requester_name"),
             col(requester.phone).label("requester_phone"),
+            col(Centre.code).label("centre_code"),
+            col(Centre.name).label("centre_name"),
         )
         .join(requester, col(requester.id) == col(Request.requester_id))
+        .join(Centre, col(Centre.id) == col(Request.centre_id))
         .outerjoin(handler, col(handler.id) == col(Request.handler_id))
         .outerjoin(Category, col(Category.id) == col(Request.category_id))
         .outerjoin(Department, col(Department.id) == col(Request.department_id))
         .order_by(col(Request.created_at), col(Request.id))
         .execution_options(stream_results=True, yield_per=batch_size)
     )
-    result = session.execute(_received_between(statement, start, end))
+    result = session.execute(_received_between(statement, start, end, within))
     try:
         yield from result.partitions()
     finally:
@@ -1217,6 +1304,81 @@ def reminder_keys(*, session: Session, request_ids: Sequence[int]) -> set[str]:
             select(Reminder.key).where(col(Reminder.request_id).in_(list(request_ids)))
         ).all()
     )
+
+
+def requests_to_tick(
+    *,
+    session: Session,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> Sequence[Request]:
+    """At most `limit` requests whose `tick_at` has come, in any state (a request that ended is
+    read once more, to clear its `tick_at`), by (`tick_at`, id) from after `after` (the last
+    one of the previous batch): the index on `tick_at` is read in order and stops at `now`."""
+    statement = select(Request).where(col(Request.tick_at) <= now)
+    if after is not None:
+        statement = statement.where(
+            tuple_(col(Request.tick_at), col(Request.id)) > tuple_(after[0], after[1])
+        )
+    return session.exec(
+        statement.order_by(col(Request.tick_at), col(Request.id)).limit(limit)
+    ).all()
+
+
+@dataclass(frozen=True)
+class NextTick:
+    """When the tick should look at a request again, if the request is as the tick read it."""
+
+    request_id: int
+    #: The `tick_at` and `updated_at` the tick read.
+    seen_tick_at: datetime
+    seen_updated_at: datetime
+    #: The next instant (None: nothing will fall unless the request changes).
+    tick_at: datetime | None
+
+
+def set_next_ticks(*, session: Session, ticks: Sequence[NextTick]) -> None:
+    """Sets each request's `tick_at` in one statement, unless it changed since it was read (a
+    change sets `tick_at` itself, and the tick must look at the request as it is now)."""
+    if not ticks:
+        return
+    table: Any = Request.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.tick_at == bindparam("b_seen_tick_at"),
+            table.c.updated_at == bindparam("b_seen_updated_at"),
+        )
+        .values(tick_at=bindparam("b_tick_at"))
+    )
+    session.execute(
+        statement,
+        [
+            {
+                "b_id": tick.request_id,
+                "b_seen_tick_at": tick.seen_tick_at,
+                "b_seen_updated_at": tick.seen_updated_at,
+                "b_tick_at": tick.tick_at,
+            }
+            for tick in ticks
+        ],
+    )
+
+
+def look_again(
+    *, session: Session, now: datetime, excluded: Sequence[str], condition: Any = None
+) -> int:
+    """Makes the tick look at every request not in the `excluded` states (and matching
+    `condition`, a condition on Request) at `now`: after a change of what reminders are
+    computed from (days off, the policy settings), which no request's own change reflects.
+    Returns how many were marked."""
+    table: Any = Request.__table__  # type: ignore[attr-defined]
+    statement = update(table).where(table.c.state.not_in(list(excluded))).values(tick_at=now)
+    if condition is not None:
+        statement = statement.where(condition)
+    return int(getattr(session.execute(statement), "rowcount", 0) or 0)
 
 
 def open_requests(*, session: Session, excluded: Sequence[str]) -> Sequence[Request]:

@@ -63,6 +63,13 @@ TABLES = [
     "wechat_nonces",
 ]
 
+#: The default centre as migration 0010 makes it, whatever a test changed (the other centres
+#: are deleted after it; their ids keep counting).
+RESET_CENTRES = (
+    "UPDATE centres SET code = 'default', name = '党群服务中心', level = '社区', "
+    "parent_id = NULL, path = '/' || id || '/', active = true, days_off = '[]' WHERE is_default"
+)
+
 #: Tables without an id sequence.
 NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders", "wechat_nonces"}
 
@@ -177,12 +184,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     with get_engine(url).begin() as connection:
         for table in TABLES:
             connection.execute(text(f"DELETE FROM {table}"))
-        # The default centre (migration 0010) stays, as it was made; any other goes.
-        connection.execute(text("DELETE FROM centres WHERE NOT is_default"))
-        connection.execute(text("UPDATE centres SET days_off = '[]', active = true"))
         for table in TABLES:
             if table not in NO_SEQUENCE:
                 connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
+        # The default centre (migration 0010) stays, as it was made (first, so that it is
+        # under none of them); any other goes.
+        connection.execute(text(RESET_CENTRES))
+        connection.execute(text("DELETE FROM centres WHERE NOT is_default"))
     return url
 
 

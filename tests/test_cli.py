@@ -79,6 +79,14 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
     "people revoke": ["王书记"],
     "inbox retry": ["1"],
     "web revoke": ["1"],
+    "categories add": ["路灯"],
+    "centres add": ["futian", "福田区", "--level", "district"],
+    "centres import": ["departments.csv"],
+    "centres deactivate": ["futian"],
+    "centres edit": ["futian", "--name", "福田区"],
+    "centres days-off": ["futian", "list"],
+    "centres links": ["futian"],
+    "centres qrcode": ["futian", "--out", "futian.png"],
 }
 
 
@@ -533,6 +541,15 @@ def test_the_command_has_every_documented_verb() -> None:
         "departments list",
         "departments add",
         "categories list",
+        "categories add",
+        "centres add",
+        "centres list",
+        "centres import",
+        "centres deactivate",
+        "centres edit",
+        "centres days-off",
+        "centres links",
+        "centres qrcode",
         "wechat menu",
         "demo",
     } <= verbs

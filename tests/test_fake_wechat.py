@@ -21,7 +21,15 @@ from wechatpy.exceptions import (
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
-from tests.fakes.wechat import Callback, FakeWeChat, ReplyError, new_openid, random_aes_key
+from tests.fakes.wechat import (
+    PNG_MAGIC,
+    Callback,
+    FakeWeChat,
+    ReplyError,
+    new_openid,
+    qrcode_png,
+    random_aes_key,
+)
 from tests.utils.settings import wechat_of
 
 #: A fixed clock, so CreateTime and timestamps are known.
@@ -423,6 +431,72 @@ def test_video_media_answers_a_video_url(fake: FakeWeChat, client: FakeClient) -
     assert content == fake.media_bytes(video.media_id)
     thumb = parse_message(video.xml).thumb_media_id
     assert client.media.download(thumb).headers["Content-Type"] == "image/jpeg"
+
+
+# --------------------------------------------------------------------------- QR codes
+
+
+def show_qrcode(fake: FakeWeChat, ticket: str) -> requests.Response:
+    """GET showqrcode?ticket=... (no access token, like WeChat)."""
+    return requests.get(f"{fake.url}/cgi-bin/showqrcode", params={"ticket": ticket}, timeout=5)
+
+
+def test_a_permanent_string_scene_qrcode_answers_a_ticket_and_its_image(
+    fake: FakeWeChat, client: FakeClient
+) -> None:
+    # When a permanent QR code of a string scene is made twice
+    body = {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": "cbd"}}}
+    first = client.qrcode.create(body)
+    second = client.qrcode.create(body)
+
+    # Then WeChat's answer has a ticket and the code's url, no lifetime, the same both times
+    assert set(first) == {"ticket", "url"}
+    assert first == second
+    assert first["url"].startswith("http://weixin.qq.com/q/")
+    # And showqrcode serves the code's PNG for the ticket
+    image = show_qrcode(fake, first["ticket"])
+    assert image.status_code == 200
+    assert image.headers["Content-Type"] == "image/png"
+    assert image.content.startswith(PNG_MAGIC)
+    assert image.content == qrcode_png(first["url"])
+    code = fake.qrcode_of("cbd")
+    assert code is not None and (code.ticket, code.expires_at) == (first["ticket"], None)
+
+
+def test_a_temporary_qrcode_has_a_lifetime_and_its_ticket_expires(
+    fake: FakeWeChat, client: FakeClient
+) -> None:
+    # Given a temporary QR code valid for 60 seconds
+    answer = client.qrcode.create(
+        {"expire_seconds": 60, "action_name": "QR_SCENE", "action_info": {"scene": {"scene_id": 7}}}
+    )
+    assert answer["expire_seconds"] == 60
+    assert show_qrcode(fake, answer["ticket"]).status_code == 200
+
+    # When the time passes
+    fake.advance(61)
+
+    # Then its ticket shows nothing, and an unknown ticket neither
+    assert show_qrcode(fake, answer["ticket"]).status_code == 404
+    assert show_qrcode(fake, "nothing").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": "x" * 65}}},
+        {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": ""}}},
+        {"action_name": "QR_LIMIT_SCENE", "action_info": {"scene": {"scene_id": 100_001}}},
+        {"action_name": "QR_PERMANENT", "action_info": {"scene": {"scene_str": "x"}}},
+        {"action_name": "QR_LIMIT_STR_SCENE"},
+    ],
+    ids=["scene too long", "empty scene", "scene id too big", "unknown action", "no scene"],
+)
+def test_bad_qrcode_arguments_are_40097(
+    fake: FakeWeChat, client: FakeClient, body: dict[str, Any]
+) -> None:
+    assert errcode_of(lambda: client.qrcode.create(body)) == 40097
+    assert fake.qrcodes == {}
 
 
 # --------------------------------------------------------------------------- limits and faults

@@ -42,6 +42,7 @@ from storage.models import (
 from storage.settings import Settings
 from tests.fakes.telegram import FakeTelegram
 from tests.utils.app import TestClient
+from tests.utils.network import add_network
 from tests.utils.settings import make_settings
 from tests.utils.telegram import (
     GROUP,
@@ -634,6 +635,93 @@ def test_json_that_is_not_an_update_answers_400_and_stores_nothing(
     assert response.status_code == 400
     assert tg.inbox() == []
     assert enqueued(stub_broker) == 0
+
+
+# --- entering a centre by a deep link (t.me/<bot>?start=CODE) --------------------------------
+
+
+def test_a_deep_link_through_the_webhook_makes_the_resident_one_of_that_centre(
+    tg: TelegramDesk, fake: FakeTelegram, client: TestClient, runtime: Runtime
+) -> None:
+    # Given a network of centres
+    network = add_network(runtime.engine)
+    resident = fake.user(100, "张三")
+
+    # When a resident opens 春熙路's deep link (Telegram sends "/start chunxi")
+    assert webhook(client, fake.command_update(resident, "start", "chunxi")).status_code == 200
+    tg.work()
+
+    # Then they are welcomed to that centre, get the help, and belong to it
+    welcome, help_text = tg.texts(100)
+    assert welcome == catalogue("centre.entered", centre="春熙路商圈党群服务中心")
+    assert "切换" in help_text and "查询" in help_text
+    assert tg.person(100).centre_id == network.chunxi
+
+    # And their request is filed there with no question
+    tg.say(resident, "小区门口的路灯坏了")
+    assert "已受理登记" in tg.texts(100)[-1]
+    assert [r.centre_id for r in tg.requests()] == [network.chunxi]
+
+
+def test_a_plain_start_is_the_help_and_the_choice_comes_with_the_first_request(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime
+) -> None:
+    # Given a network of centres and a resident who opened the bot with no link
+    network = add_network(runtime.engine)
+    resident = fake.user(100, "张三")
+    tg.feed(fake.command_update(resident, "start"))
+    [help_text] = tg.texts(100)
+    assert help_text.startswith("您好，这里是党群服务中心诉求受理平台")
+
+    # When they send a photo with a caption
+    tg.feed(fake.photo_update(resident, caption="井盖丢了，很危险", file_ids=["p1", "p2", "p3"]))
+
+    # Then it is kept and they choose with buttons: the district, then one of its centres
+    question = tg.last(100)
+    assert labels(question) == ["党群服务中心", "锦江区党群服务中心"]
+    assert tg.requests() == []
+    tg.press(resident, question, "锦江区党群服务中心")
+    children = tg.last(100)
+    assert labels(children) == [
+        "春熙路商圈党群服务中心",
+        "书院街社区党群服务中心",
+        "合江亭社区党群服务中心",
+        "就选这里",
+    ]
+    tg.press(resident, children, "书院街社区党群服务中心")
+
+    # Then the request is filed there once, with its photo
+    [request] = tg.requests()
+    assert (request.text, request.centre_id) == ("井盖丢了，很危险", network.shuyuan)
+    assert [a.file_id for a in tg.attachments(request.number)] == ["p3"]
+    assert "已受理登记" in tg.texts(100)[-1]
+
+
+@pytest.mark.parametrize("payload", ["nowhere", "x' OR '1'='1", "A" * 64])
+def test_a_deep_link_of_no_centre_is_answered_with_the_choice(
+    tg: TelegramDesk, fake: FakeTelegram, runtime: Runtime, payload: str
+) -> None:
+    add_network(runtime.engine)
+    resident = fake.user(100, "张三")
+
+    tg.feed(fake.command_update(resident, "start", payload))
+
+    [answer] = tg.texts(100)
+    assert answer.startswith("没有找到「")
+    assert "2. 锦江区党群服务中心" in answer
+    assert tg.person(100).centre_id is None
+
+
+def test_on_a_single_centre_install_a_deep_link_of_no_centre_is_a_plain_start(
+    tg: TelegramDesk, fake: FakeTelegram
+) -> None:
+    # When one resident starts the bot plainly and another by a link of no centre
+    tg.feed(fake.command_update(fake.user(100, "张三"), "start"))
+    tg.feed(fake.command_update(fake.user(101, "李四"), "start", "nowhere"))
+
+    # Then both get exactly the same help
+    assert tg.texts(100) == tg.texts(101)
+    assert len(tg.texts(100)) == 1
 
 
 # --- updates python-telegram-bot cannot model -----------------------------------------------

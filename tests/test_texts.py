@@ -94,6 +94,21 @@ TYPICAL: dict[str, Any] = {
     "names": "春熙社区、东风社区",
 }
 
+# The centre choice and the entry answers (bot/handlers/centres.py).
+TYPICAL |= {
+    "centre": "春熙路商圈党群服务中心",
+    "code": "chunxi",
+    "typed": "nowhere",
+    "parent": "锦江区党群服务中心",
+    "intro": "centre.intro_kept",
+    "options": [
+        ["春熙路商圈党群服务中心", "chunxi", False],
+        ["锦江区党群服务中心", "jinjiang", True],
+    ],
+    "here": ["锦江区党群服务中心", "jinjiang"],
+    "kept": True,
+}
+
 #: Keys whose message is about one request.
 ABOUT_A_REQUEST = [
     key
@@ -308,6 +323,10 @@ EXPECTED_BUTTONS: dict[str, set[str]] = {
 
 #: Buttons whose command names no request: 登记 (the pending text), 更多 (the next page).
 NO_NUMBER = {"register", "inbox"}
+
+# The centre choice: its buttons name centres (切换 CODE, /centres CODE), not requests.
+EXPECTED_BUTTONS["centre.choose"] = {"switch", "browse"}
+NO_NUMBER |= {"switch", "browse"}
 
 
 def test_every_message_with_buttons_is_listed_here() -> None:

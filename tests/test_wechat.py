@@ -43,6 +43,7 @@ from storage.settings import Settings
 from tests.fakes.wechat import Callback, FakeWeChat
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk
+from tests.utils.network import add_network
 from tests.utils.settings import make_settings, wechat_of
 
 #: A request number in a message.
@@ -827,6 +828,112 @@ def test_a_scan_without_a_scene_is_welcomed_back_and_changes_no_scene(
     assert [row.scene for row in wx.inbox()] == [SCENE, None, "X" * wechat.receive.MAX_SCENE]
     assert wx.person().scene == "X" * wechat.receive.MAX_SCENE
     assert wx.desk.requests() == []
+
+
+# --- centres' QR codes: qrscene_CODE on subscribe, CODE on SCAN -------------------------------
+
+
+def test_following_by_a_centres_qr_code_makes_the_resident_one_of_that_centre(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # Given a network of centres
+    network = add_network(runtime.engine)
+
+    # When a resident follows by scanning 春熙路's poster (EventKey qrscene_chunxi)
+    wx.send(fake.event(RESIDENT, "subscribe", key="qrscene_chunxi", ticket="gQH47joAAAAAAAAAAS"))
+
+    # Then the welcome names the centre, the help names 切换, and they belong to it
+    welcome, help_text = wx.texts()
+    assert welcome == catalogue("wechat.welcome_centre", centre="春熙路商圈党群服务中心")
+    assert "切换" in help_text
+    assert wx.person().centre_id == network.chunxi
+    assert wx.person().scene == "chunxi"
+
+    # And their request is filed there with no question
+    wx.say(RESIDENT, "小区门口的路灯坏了")
+    assert [r.centre_id for r in wx.desk.requests()] == [network.chunxi]
+
+
+def test_scanning_another_centres_code_moves_a_follower_for_new_requests_only(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # Given a follower of 春熙路 with a request there
+    network = add_network(runtime.engine)
+    wx.send(fake.event(RESIDENT, "subscribe", key="qrscene_chunxi", ticket="T1"))
+    wx.say(RESIDENT, "小区门口的路灯坏了")
+    before = len(wx.texts())
+
+    # When they scan 书院街's code (SCAN, EventKey shuyuan)
+    wx.send(fake.event(RESIDENT, "SCAN", key="SHUYUAN", ticket="T2"))
+
+    # Then they are welcomed to it; new requests go there, the first stays
+    assert wx.texts()[before:] == [
+        catalogue("wechat.welcome_back_centre", centre="书院街社区党群服务中心")
+    ]
+    wx.say(RESIDENT, "楼道里的垃圾没人清理")
+    assert [r.centre_id for r in wx.desk.requests()] == [network.chunxi, network.shuyuan]
+
+
+@pytest.mark.parametrize("scene", ["nowhere", "x'--", "<a>b</a>"])
+def test_a_qr_code_of_no_centre_is_answered_with_the_choice_without_commands_to_copy(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime, scene: str
+) -> None:
+    # Given a network of centres
+    network = add_network(runtime.engine)
+
+    # When someone follows by a QR code whose scene names no centre
+    wx.send(fake.event(RESIDENT, "subscribe", key=f"qrscene_{scene}", ticket="T1"))
+
+    # Then they are welcomed and told, with the numbered choice (nothing to copy on WeChat)
+    welcome, choice = wx.texts()
+    assert welcome == catalogue("wechat.welcome")
+    assert choice.startswith(catalogue("centre.intro_unknown", typed=scene))
+    assert "2. 锦江区党群服务中心" in choice
+    assert catalogue("wechat.commands") not in choice
+
+    # When they answer by number, twice
+    wx.say(RESIDENT, "2")
+    wx.say(RESIDENT, "3")
+
+    # Then they belong to the centre chosen
+    assert wx.texts()[-1] == catalogue("centre.switched", centre="合江亭社区党群服务中心")
+    assert wx.person().centre_id == network.hejiang
+
+
+def test_a_kept_request_is_filed_in_the_centre_whose_code_is_scanned_next(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # Given a follower of no centre whose request waits for the choice
+    network = add_network(runtime.engine)
+    wx.send(fake.event(RESIDENT, "subscribe"))
+    wx.say(RESIDENT, "小区门口的路灯坏了")
+    assert wx.texts()[-1].startswith(catalogue("centre.intro_kept"))
+    assert wx.desk.requests() == []
+
+    # When they scan 春熙路's poster
+    wx.send(fake.event(RESIDENT, "SCAN", key="chunxi", ticket="T2"))
+
+    # Then the request is filed there, once
+    [request] = wx.desk.requests()
+    assert request.centre_id == network.chunxi
+    assert "已受理登记" in wx.texts()[-1]
+
+
+def test_staff_scanning_a_centres_code_keep_their_centre(
+    wx: WeChatDesk, fake: FakeWeChat, runtime: Runtime
+) -> None:
+    # Given a worker bound on WeChat
+    add_network(runtime.engine)
+    wx.say(RESIDENT, f"绑定 {wx.desk.invite('worker')}")
+    before = wx.person().centre_id
+    sent = len(wx.texts())
+
+    # When they scan a community's code
+    wx.send(fake.event(RESIDENT, "SCAN", key="chunxi", ticket="T2"))
+
+    # Then they are welcomed back as before, and keep the centre of their role
+    assert wx.texts()[sent:] == [catalogue("wechat.welcome_back")]
+    assert wx.person().centre_id == before
 
 
 def test_every_other_event_wechatpy_knows_is_stored_as_done_and_ignored(

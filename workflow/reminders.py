@@ -2,9 +2,11 @@
 requests nobody took, the daily digest, and auto-close of answered requests nobody rated.
 
 `tick` is run by the `tick` actor, which the scheduler enqueues every REDESK_TICK_INTERVAL
-seconds. It looks at every open request, works out what is due by now, and does each thing at
-most once: before acting it claims a key in the `reminders` table (INSERT ... ON CONFLICT DO
-NOTHING) in the same transaction as the notices it writes. A tick that runs twice, or two
+seconds. It reads only the requests whose `tick_at` has come (every change of a request sets
+it to the change's time; the tick sets it to the next instant something falls for the request,
+or None), works out what is due by now, and does each thing at most once: before acting it
+claims a key in the `reminders` table (INSERT ... ON CONFLICT DO NOTHING) in the same
+transaction as the notices it writes. A tick that runs twice, or two
 schedulers racing, find the key taken and do nothing.
 
 What falls when (deadlines are working time on the Chinese calendar, see deadlines.py):
@@ -46,6 +48,10 @@ SOON = 0.75
 #: Requests listed per section of the digest.
 DIGEST_LINES = 20
 
+#: Requests a tick reads per statement (a backlog, e.g. right after an upgrade, comes in
+#: batches, so no statement carries more ids than the database takes).
+TICK_BATCH = 1000
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -58,9 +64,11 @@ class Policy:
 
 @dataclass
 class TickResult:
-    """What one tick did, by kind."""
+    """What one tick did, by kind, and how many requests it read."""
 
     done: dict[str, int]
+    #: Requests read (those whose tick_at had come), whatever was done for them.
+    read: int = 0
 
     def total(self) -> int:
         """Everything done."""
@@ -68,14 +76,42 @@ class TickResult:
 
 
 def tick(tx: Tx, policy: Policy) -> TickResult:
-    """Does everything due by `tx.now` that has not been done yet."""
+    """Does everything due by `tx.now` that has not been done yet.
+
+    Only the requests whose `tick_at` has come are read (by its index, TICK_BATCH at a time): a
+    change of a request sets it to the change's time, and each tick that reads a request sets
+    it to the next instant something falls for it (or None). So a tick costs what is due, not
+    what is open.
+    """
     done: dict[str, int] = {}
-    excluded = [state.value for state in TERMINAL]
-    candidates = list(queries.open_requests(session=tx.session, excluded=excluded))
+    read = 0
+    after: tuple[datetime, int] | None = None
+    while True:
+        batch = list(
+            queries.requests_to_tick(session=tx.session, now=tx.now, limit=TICK_BATCH, after=after)
+        )
+        if not batch:
+            break
+        read += len(batch)
+        last = batch[-1]
+        assert last.tick_at is not None and last.id is not None
+        after = (last.tick_at, last.id)
+        _tick_batch(tx, policy, batch, done)
+        if len(batch) < TICK_BATCH:
+            break
+    if _digest(tx, policy):
+        done["digest"] = 1
+    return TickResult(done, read=read)
+
+
+def _tick_batch(tx: Tx, policy: Policy, batch: list[Request], done: dict[str, int]) -> None:
+    """Does what fell for each request of `batch` and sets when to look at it next."""
+    seen = {r.id: (r.tick_at, r.updated_at) for r in batch}
     taken = queries.reminder_keys(
-        session=tx.session, request_ids=[r.id for r in candidates if r.id is not None]
+        session=tx.session, request_ids=[r.id for r in batch if r.id is not None]
     )
-    for request in candidates:
+    later: list[queries.NextTick] = []
+    for request in batch:
         for kind, due in _due(tx, request, policy):
             key = f"{request.id}:{kind}:{due.isoformat()}"
             if key in taken:
@@ -86,34 +122,72 @@ def tick(tx: Tx, policy: Policy) -> TickResult:
                 continue
             _act(tx, request, kind, policy)
             done[kind] = done.get(kind, 0) + 1
-    if _digest(tx, policy):
-        done["digest"] = 1
-    return TickResult(done)
+        if State(request.state) in TERMINAL:
+            # Ended (auto-closed just now, or before): nothing falls any more.
+            request.tick_at = None
+            tx.session.add(request)
+            continue
+        assert request.id is not None
+        tick_at, updated_at = seen[request.id]
+        assert tick_at is not None
+        later.append(
+            queries.NextTick(
+                request_id=request.id,
+                seen_tick_at=tick_at,
+                seen_updated_at=updated_at,
+                tick_at=_next(tx, request, policy),
+            )
+        )
+    queries.set_next_ticks(session=tx.session, ticks=later)
 
 
-def _due(tx: Tx, request: Request, policy: Policy) -> list[tuple[str, datetime]]:
-    """The (kind, instant) reminders of `request` that have fallen by now, earliest first."""
-    now = tx.now
-    found: list[tuple[str, datetime]] = []
+def _schedule(
+    tx: Tx, request: Request, policy: Policy
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """The (stem, soon, due) instants of `request`'s reminders in its state (soon or due may be
+    None: no such reminder)."""
     state = State(request.state)
+    if state in TERMINAL:
+        return []
     since = request.deadlines_set_at or request.created_at
+    found: list[tuple[str, datetime | None, datetime | None]] = []
     if state == State.NEW:
         unacted = deadlines.add_working_hours(
             since, policy.unacted_minutes / 60, start_hour=tx.workday_start, end_hour=tx.workday_end
         )
-        found += _pair("unacted", None, unacted, now)
-        found += _pair(
-            "response", _soon(tx, since, request.response_due_at), request.response_due_at, now
+        found.append(("unacted", None, unacted))
+        found.append(
+            ("response", _soon(tx, since, request.response_due_at), request.response_due_at)
         )
     if state == State.REPLIED:
         if request.replied_at is not None:
             closes = request.replied_at + timedelta(days=policy.auto_close_days)
-            found += _pair("auto_close", None, closes, now)
+            found.append(("auto_close", None, closes))
         return found
-    found += _pair(
-        "resolution", _soon(tx, since, request.resolution_due_at), request.resolution_due_at, now
+    found.append(
+        ("resolution", _soon(tx, since, request.resolution_due_at), request.resolution_due_at)
     )
     return found
+
+
+def _due(tx: Tx, request: Request, policy: Policy) -> list[tuple[str, datetime]]:
+    """The (kind, instant) reminders of `request` that have fallen by now, earliest first."""
+    found: list[tuple[str, datetime]] = []
+    for stem, soon, due in _schedule(tx, request, policy):
+        found += _pair(stem, soon, due, tx.now)
+    return found
+
+
+def _next(tx: Tx, request: Request, policy: Policy) -> datetime | None:
+    """The earliest instant after now at which one of `request`'s reminders falls (None: none
+    will, unless the request changes)."""
+    instants = [
+        instant
+        for _, soon, due in _schedule(tx, request, policy)
+        for instant in (soon, due)
+        if instant is not None and instant > tx.now
+    ]
+    return min(instants, default=None)
 
 
 def _soon(tx: Tx, since: datetime, due: datetime | None) -> datetime | None:

@@ -769,19 +769,47 @@ def rate(tx: Tx, actor: Person, number: str, solved: bool, satisfaction: str) ->
 
 
 def create_invitation(
-    *, session: Session, role: str, department_name: str | None, now: datetime, days: int = 7
+    *,
+    session: Session,
+    role: str,
+    department_name: str | None,
+    now: datetime,
+    days: int = 7,
+    centre_code: str | None = None,
 ) -> str:
-    """A new one-time invitation code for `role` (department staff name their department).
+    """A new one-time invitation code for `role` in a centre (department staff name their
+    department).
+
+    Args:
+        session: the caller's transaction.
+        role: worker, leader or department.
+        department_name: for department staff: a department owned by the centre or one of its
+            ancestors (the nearest of that name), or by no centre.
+        now: when the code is made.
+        days: how long it is valid.
+        centre_code: the centre of the role; None: the default centre.
 
     Raises:
-        UnknownDepartment: The department does not exist or is inactive.
+        UnknownCentre: No active centre has this code.
+        UnknownDepartment: The department is not there for this centre, or is inactive.
         InvalidInput: The role is not one that can be invited.
     """
     if role not in (Role.WORKER, Role.LEADER, Role.DEPARTMENT):
         raise InvalidInput("role")
+    if centre_code is None:
+        centre = queries.default_centre(session=session)
+    else:
+        found = queries.get_centre_by_code(session=session, code=centre_code)
+        if found is None or not found.active:
+            raise UnknownCentre(centre_code)
+        centre = found
     department_id = None
     if role == Role.DEPARTMENT:
-        department = queries.get_department_by_name(session=session, name=department_name or "")
+        department = queries.department_in_centres(
+            session=session,
+            name=(department_name or "").strip(),
+            centre_ids=[*queries.ancestor_ids(centre), None],
+        )
         if department is None or not department.active:
             raise UnknownDepartment(department_name or "")
         department_id = department.id
@@ -792,6 +820,7 @@ def create_invitation(
         code=invitations.normalise(code),
         role=role,
         department_id=department_id,
+        centre_id=centre.id,
         expires_at=now + timedelta(days=days),
     )
     return code
@@ -842,6 +871,11 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
         unit = queries.get_department(session=tx.session, department_id=invitation.department_id)
         if unit is None or not unit.active:
             reason = "expired"
+    if reason is None and invitation is not None and invitation.centre_id is not None:
+        # A centre deactivated since the code was made takes no new staff.
+        place = queries.get_centre(session=tx.session, centre_id=invitation.centre_id)
+        if place is None or not place.active:
+            reason = "expired"
     if reason is not None or invitation is None:
         reason = reason or "unknown"
         queries.add_bind_failure(
@@ -858,6 +892,8 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
     invitation.used_by_id = person.id
     person.role = invitation.role
     person.department_id = invitation.department_id
+    # The role is in the invitation's centre (codes made before centres: the default one).
+    person.centre_id = invitation.centre_id or queries.default_centre(session=tx.session).id
     tx.session.add(invitation)
     tx.session.add(person)
     department = None

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.handlers import common, department, resident, smalltalk, worker
-from bot.handlers.commands import Command, parse
+from bot.handlers import centres, common, department, resident, smalltalk, worker
+from bot.handlers.commands import Command, parse, start_payload
 from bot.inbound import Inbound
 from bot.texts import describe_attachments
 from storage.models import InboxMessage, Person, Role
@@ -43,6 +43,8 @@ HANDLERS: dict[str, Handler] = {
     "send_back": worker.send_back,
     "take": department.take,
     "return": department.return_,
+    "switch": centres.switch,
+    "browse": centres.browse,
 }
 
 
@@ -95,11 +97,22 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
         if inbound.unsupported:
             common.reply(tx, person, "error.unsupported")
             return Outcome()
+        if inbound.scene is not None and not inbound.text:
+            # The web desk opened by a centre's link (/desk?centre=CODE) for an identity
+            # that exists already.
+            centres.followed_link(tx, person, inbound.scene)
+            return Outcome()
         command = parse(inbound.text)
         if command is not None:
             pending = _pending_text(person)
-            _clear_dialogue(tx, person)
-            if command.name == "register":
+            if not centres.choosing(person) or command.name == "abort":
+                # The centre choice keeps its request through other commands (帮助, 查询, 切换).
+                _clear_dialogue(tx, person)
+            payload = start_payload(inbound.text) if command.name == "help" else None
+            if payload is not None:
+                if not centres.start(tx, person, payload):
+                    common.help_(tx, person)
+            elif command.name == "register":
                 _register(tx, person, command, pending, inbound, natural_key)
             elif command.name == "bind":
                 common.bind(tx, person, command, address=inbound.address)
@@ -107,6 +120,8 @@ def handle(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> Outcom
                 tx, person, inbound, natural_key
             ):
                 _run(tx, person, command)
+            return Outcome()
+        if centres.choosing(person) and centres.answer(tx, person, inbound.text):
             return Outcome()
         if person.dialogue and person.dialogue.get("command") == REGISTER_DIALOGUE:
             pending = _pending_text(person, joinable_at=tx.now)
@@ -175,7 +190,7 @@ def _free_text(tx: Tx, person: Person, inbound: Inbound, pending: str = "") -> N
         tx.session.add(person)
         common.reply(tx, person, "smalltalk.too_short", text=candidate.strip())
         return
-    service.submit(tx, person, candidate, origin=inbound.origin)
+    centres.submit_or_ask(tx, person, candidate, origin=inbound.origin)
 
 
 def _small_talk(tx: Tx, person: Person, kind: smalltalk.Kind) -> None:
@@ -222,7 +237,7 @@ def _register(
         common.reply(tx, person, "error.nothing_to_register")
         return
     if not _flooded(tx, person, inbound, natural_key):
-        service.submit(tx, person, text, origin=inbound.origin)
+        centres.submit_or_ask(tx, person, text, origin=inbound.origin)
 
 
 def _edited(tx: Tx, person: Person, inbound: Inbound) -> None:
@@ -249,12 +264,16 @@ def _media(tx: Tx, person: Person, inbound: Inbound, natural_key: str) -> None:
     described = describe_attachments(inbound.attachments)
     if _flooded(tx, person, inbound, natural_key):
         return
+    text = inbound.text.strip() or described
+    if centres.holding(person):
+        # A request waits for the centre choice: the media join it.
+        centres.keep(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
+        return
     if recent is not None:
         service.supplement(tx, person, recent.number, described, attachments=inbound.attachments)
         common.reply(tx, person, "reply.supplemented", number=recent.number)
         return
-    text = inbound.text.strip() or described
-    service.submit(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
+    centres.submit_or_ask(tx, person, text, attachments=inbound.attachments, origin=inbound.origin)
 
 
 def flood_limit() -> int:

@@ -50,7 +50,13 @@ COMMANDS: dict[str, str] = {
     "/abort": "abort",
     "登记": "register",
     "/register": "register",
+    "切换": "switch",
+    "/switch": "switch",
+    "/centres": "browse",
 }
+
+#: The slash command a Telegram deep link (t.me/<bot>?start=CODE) sends as "/start CODE".
+START = "/start"
 
 
 @dataclass(frozen=True)
@@ -98,3 +104,14 @@ def _split(text: str) -> tuple[str, str]:
     """The first word and the rest (any whitespace, newlines included, separates them)."""
     parts = _WHITESPACE.split(text, maxsplit=1)
     return parts[0], (parts[1].strip() if len(parts) > 1 else "")
+
+
+def start_payload(text: str) -> str | None:
+    """The payload of a "/start <payload>" line (a Telegram deep link), or None.
+
+    `/start` alone, `/start@redesk_bot` and every other line have none.
+    """
+    head, tail = _split(text.strip())
+    if head.split("@", 1)[0].lower() != START:
+        return None
+    return tail.strip() or None

@@ -9,7 +9,7 @@ from bot.handlers.commands import Command
 from bot.texts import action_label, actor_label, buttonless_channels, role_label, state_label
 from storage import queries
 from storage.models import Person, Role
-from workflow import deadlines, service
+from workflow import centres, deadlines, service
 from workflow.errors import (
     BindRefused,
     InvalidInput,
@@ -68,8 +68,12 @@ def reply(tx: Tx, person: Person, key: str, **params: Any) -> None:
 
 
 def help_(tx: Tx, person: Person) -> None:
-    """Sends the help of the person's role."""
-    reply(tx, person, "help", role=person.role, department=department_name(tx, person))
+    """Sends the help of the person's role (a resident's names 切换 while several centres are
+    active)."""
+    extra: dict[str, Any] = {}
+    if person.role == Role.REQUESTER and centres.several_active(tx.session):
+        extra["centres"] = True
+    reply(tx, person, "help", role=person.role, department=department_name(tx, person), **extra)
 
 
 def department_name(tx: Tx, person: Person) -> str:

@@ -25,7 +25,14 @@
     after: "redesk.after",
     name: "redesk.name",
     history: "redesk.history",
+    // The centre code this tab's identity was given (POST /api/web/session or a link later).
+    centreSent: "redesk.centre.sent",
   };
+
+  // localStorage (shared by the browser's tabs): the centre the resident came through by a
+  // /desk?centre=CODE link, so a later visit to /desk makes identities of that centre too.
+  const CENTRE_KEY = "redesk.centre";
+  const CENTRE_MAX = 64;
 
   const STATUS = {
     none: { text: "未创建身份", cls: "status-idle" },
@@ -74,6 +81,37 @@
     } catch (_) {
       /* storage full or disabled: the page still works, just not across reloads */
     }
+  }
+
+  // Read a localStorage value, tolerating disabled storage.
+  function localGet(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // Write (or remove, when value is null) a localStorage value.
+  function localSet(key, value) {
+    try {
+      if (value === null) window.localStorage.removeItem(key);
+      else window.localStorage.setItem(key, value);
+    } catch (_) {
+      /* storage disabled: the link's centre still goes with this page's identity */
+    }
+  }
+
+  // The centre code of the page's link (?centre=CODE), or null.
+  function linkCentre() {
+    let code = null;
+    try {
+      code = new URLSearchParams(window.location.search).get("centre");
+    } catch (_) {
+      code = null;
+    }
+    code = (code || "").trim();
+    return code && code.length <= CENTRE_MAX ? code : null;
   }
 
   // Length in Unicode code points (what the server counts), not UTF-16 units.
@@ -707,12 +745,21 @@
     const name = el.identityInput.value.trim();
     el.identitySubmit.disabled = true;
     el.identityError.hidden = true;
+    const centre = localGet(CENTRE_KEY);
     let res = null;
+    let refused = null; // the server's answer to a centre code it does not know
     try {
-      res = await request("POST", "/api/web/session", {
-        body: name ? { name } : {},
-        timeoutMs: POST_TIMEOUT_MS,
-      });
+      const body = name ? { name } : {};
+      if (centre) body.centre = centre;
+      res = await request("POST", "/api/web/session", { body, timeoutMs: POST_TIMEOUT_MS });
+      if (centre && res.status === 400 && res.data && Array.isArray(res.data.centres)) {
+        // An unknown or inactive centre: forget it and make an identity without one; the
+        // resident is asked to choose when they write their request.
+        refused = errorText(res);
+        localSet(CENTRE_KEY, null);
+        delete body.centre;
+        res = await request("POST", "/api/web/session", { body, timeoutMs: POST_TIMEOUT_MS });
+      }
     } catch (_) {
       res = null;
     }
@@ -727,7 +774,10 @@
     }
     el.returnFocus = null; // switchIdentity focuses the composer itself
     showDialog(false);
-    switchIdentity(res.data.token, name);
+    const entered = res.data.centre && typeof res.data.centre.name === "string" ? res.data.centre : null;
+    switchIdentity(res.data.token, name, entered);
+    storeSet(KEYS.centreSent, centre);
+    if (refused) addNotice(refused);
   }
 
   // Forget the current identity (queue, transcript, cursor) and hold `token` (null: none).
@@ -748,10 +798,11 @@
     renderName();
   }
 
-  // Forget the old identity and adopt a new token.
-  function switchIdentity(token, name) {
+  // Forget the old identity and adopt a new token (`centre`: the centre it belongs to).
+  function switchIdentity(token, name, centre) {
     replaceIdentity(token, name);
-    addNotice(`已创建新身份「${name || "未命名"}」。发送「帮助」可查看可用功能。`);
+    const where = centre ? `，由「${centre.name}」受理您的诉求` : "";
+    addNotice(`已创建新身份「${name || "未命名"}」${where}。发送「帮助」可查看可用功能。`);
     startPolling();
     showTab("chat");
     el.input.focus();
@@ -1001,6 +1052,14 @@
     window.addEventListener("online", () => { if (state.wake) state.wake(); });
   }
 
+  // A centre's link opened for an identity that exists: the server moves it there (for the
+  // requests it files from now on) and answers in the chat. Sent once per code and tab.
+  function followLink(code) {
+    if (!code || storeGet(KEYS.centreSent) === code) return;
+    storeSet(KEYS.centreSent, code);
+    enqueue({ kind: "user", key: `c-${Date.now()}`, payload: { id: newId(), centre: code } });
+  }
+
   // Entry point: restore this tab's identity or ask for a new one.
   function init() {
     cacheElements();
@@ -1010,8 +1069,11 @@
     renderHistory();
     updateCounter();
     updateIntakeCounter();
+    const link = linkCentre();
+    if (link) localSet(CENTRE_KEY, link);
     if (state.token) {
       startPolling();
+      followLink(link);
     } else {
       setStatus("none");
       openIdentityDialog();

@@ -103,7 +103,9 @@ class ReminderDesk:
     # --- the database ---------------------------------------------------------------------
 
     def set_request(self, number: str, **values: Any) -> None:
-        """Updates the request's row (deadlines, timestamps) as if time had passed."""
+        """Updates the request's row (deadlines, timestamps) as if time had passed: the
+        moment the tick was to look at it again (`tick_at`) has come too."""
+        values.setdefault("tick_at", datetime.now(UTC))
         with self.engine.begin() as connection:
             changed = connection.execute(
                 update(Request).where(col(Request.number) == number).values(**values)

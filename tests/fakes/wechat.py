@@ -24,6 +24,9 @@ UTF-8 whatever the Content-Type; answers ``application/json; encoding=utf-8`` li
     POST message/template/send
     POST menu/create   GET menu/get   GET menu/delete
     GET  media/get?media_id=..      the bytes; video media answer {"video_url": ...} like WeChat
+    POST qrcode/create              {"ticket", "url"} (+ "expire_seconds" for temporary codes);
+                                    the same permanent scene gives the same ticket
+    GET  showqrcode?ticket=..       the code's image, a PNG (no access_token, like WeChat)
 
 Pointing wechatpy (1.8.x) at the fake -- ``WeChatClient.fetch_access_token`` and
 ``client.media.get_url`` hard-code https://api.weixin.qq.com, so:
@@ -103,6 +106,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -164,6 +168,7 @@ ERRMSG: dict[int, str] = {
     46003: "menu no exist",
     47001: "data format error",
     47003: "argument invalid!",
+    40097: "invalid args",
 }
 
 #: Custom-service message types accepted by message/custom/send.
@@ -245,7 +250,22 @@ _TEMPLATE_FIELD_RE = re.compile(r"([a-z_]+?)\d+$")
 _API_PREFIX = "/cgi-bin/"
 _TOKEN_PATH = "token"
 _GET_PATHS = frozenset({"token", "media/get", "menu/get", "menu/delete"})
-_POST_PATHS = frozenset({"message/custom/send", "message/template/send", "menu/create"})
+_POST_PATHS = frozenset(
+    {"message/custom/send", "message/template/send", "menu/create", "qrcode/create"}
+)
+#: The first bytes of every PNG file (showqrcode's answer).
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Served without an access token (WeChat shows QR codes to anyone with the ticket).
+_SHOW_QRCODE_PATH = "showqrcode"
+#: QR code types of qrcode/create: permanent ones, and those whose scene is a string.
+QR_ACTIONS = frozenset({"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
+_QR_PERMANENT = frozenset({"QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
+_QR_STRING = frozenset({"QR_STR_SCENE", "QR_LIMIT_STR_SCENE"})
+#: Longest temporary QR code lifetime WeChat accepts (30 days), and its default (30 s).
+QR_MAX_EXPIRE = 2_592_000
+QR_DEFAULT_EXPIRE = 30
+#: Permanent scene ids WeChat allows (1 to 100000).
+QR_MAX_SCENE_ID = 100_000
 _JSON_TYPE = "application/json; encoding=utf-8"
 _SERVER_ERROR_PAGE = (
     b"<html>\r\n<head><title>500 Internal Server Error</title></head>\r\n<body>\r\n"
@@ -349,6 +369,18 @@ class _Answer:
     errcode: int | None = 0
     errmsg: str | None = None
     response: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class QRCode:
+    """A QR code qrcode/create made: its scene (``scene_str`` or ``scene_id``), whether it is
+    permanent, and until when (fake-clock seconds) a temporary one is valid."""
+
+    ticket: str
+    action_name: str
+    scene: str | int
+    url: str
+    expires_at: float | None
 
 
 @dataclass
@@ -506,6 +538,8 @@ class FakeWeChat(FakeServer[Call]):
         self.rid = rid
         #: The last menu created ({"button": [...]}), None before menu/create or after delete.
         self.menu: dict[str, Any] | None = None
+        #: QR codes made by qrcode/create, by ticket.
+        self.qrcodes: dict[str, QRCode] = {}
 
         self._offset = 0.0
         self._tokens: dict[str, _Token] = {}
@@ -527,6 +561,7 @@ class FakeWeChat(FakeServer[Call]):
             "menu/get": self._menu_get,
             "menu/delete": self._menu_delete,
             "media/get": self._media_get,
+            "qrcode/create": self._qrcode_create,
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -1370,6 +1405,8 @@ class FakeWeChat(FakeServer[Call]):
             if verb != "GET":
                 raise _ApiError(43001)
             return self._ok(self._fetch_token(params))
+        if path == _SHOW_QRCODE_PATH:
+            return self._show_qrcode(verb, params)
         handler = self._handlers.get(path)
         if handler is None:
             return _Answer(404, "text/plain", b"Not Found", errcode=None)
@@ -1558,3 +1595,95 @@ class FakeWeChat(FakeServer[Call]):
                 "Cache-Control": "no-cache, must-revalidate",
             },
         )
+
+    def _qrcode_create(self, params: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        action = body.get("action_name")
+        if action not in QR_ACTIONS:
+            raise _ApiError(40097)
+        info = body.get("action_info")
+        scene_info = info.get("scene") if isinstance(info, dict) else None
+        if not isinstance(scene_info, dict):
+            raise _ApiError(40097)
+        scene: str | int
+        if action in _QR_STRING:
+            value = scene_info.get("scene_str")
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                raise _ApiError(40097)
+            scene = value
+        else:
+            number = scene_info.get("scene_id")
+            limit = QR_MAX_SCENE_ID if action in _QR_PERMANENT else 2**32 - 1
+            if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= limit:
+                raise _ApiError(40097)
+            scene = number
+        if action in _QR_PERMANENT:
+            for made in self.qrcodes.values():
+                if made.action_name == action and made.scene == scene:
+                    return {"ticket": made.ticket, "url": made.url}
+            expires_at = None
+        else:
+            seconds = body.get("expire_seconds", QR_DEFAULT_EXPIRE)
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+                raise _ApiError(40097)
+            expires_at = self.now() + min(seconds, QR_MAX_EXPIRE)
+        # WeChat's tickets are base64 and may hold "/", "+" and "=": clients must quote them.
+        ticket = base64.b64encode(b"qr/" + secrets.token_bytes(45)).decode("ascii")
+        code = QRCode(
+            ticket,
+            str(action),
+            scene,
+            f"http://weixin.qq.com/q/{secrets.token_urlsafe(16)}",
+            expires_at,
+        )
+        self.qrcodes[ticket] = code
+        answer: dict[str, Any] = {"ticket": ticket, "url": code.url}
+        if expires_at is not None:
+            answer["expire_seconds"] = min(int(body.get("expire_seconds", 30)), QR_MAX_EXPIRE)
+        return answer
+
+    def _show_qrcode(self, verb: str, params: dict[str, str]) -> _Answer:
+        if verb != "GET":
+            raise _ApiError(43001)
+        code = self.qrcodes.get(params.get("ticket", ""))
+        if code is None or (code.expires_at is not None and self.now() >= code.expires_at):
+            page = b"<html><body>ticket invalid</body></html>"
+            return _Answer(404, "text/html", page, errcode=None)
+        return _Answer(
+            200, "image/png", qrcode_png(code.url), headers={"Cache-Control": "max-age=604800"}
+        )
+
+    def qrcode_of(self, scene: str | int) -> QRCode | None:
+        """The QR code made for ``scene``, if any (the latest)."""
+        with self._cond:
+            found = [code for code in self.qrcodes.values() if code.scene == scene]
+            return found[-1] if found else None
+
+
+def qrcode_png(text: str, modules: int = 25, scale: int = 8) -> bytes:
+    """A real PNG that looks like a QR code (three finder squares and a pattern from ``text``):
+    what showqrcode answers. Each ``text`` gives its own image, so tests can tell codes apart."""
+    from PIL import Image, ImageDraw
+
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    bits = "".join(f"{byte:08b}" for byte in digest) * (modules * modules // 256 + 1)
+    border = 4
+    size = (modules + 2 * border) * scale
+    image = Image.new("1", (size, size), 1)
+    draw = ImageDraw.Draw(image)
+    corners = ((0, 0), (modules - 7, 0), (0, modules - 7))
+    for y in range(modules):
+        for x in range(modules):
+            corner = next(
+                ((ox, oy) for ox, oy in corners if ox <= x < ox + 7 and oy <= y < oy + 7), None
+            )
+            if corner is not None:
+                dx, dy = x - corner[0], y - corner[1]
+                dark = dx in (0, 6) or dy in (0, 6) or (2 <= dx <= 4 and 2 <= dy <= 4)
+            else:
+                dark = bits[y * modules + x] == "1"
+            if dark:
+                left, top = (x + border) * scale, (y + border) * scale
+                draw.rectangle((left, top, left + scale - 1, top + scale - 1), fill=0)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

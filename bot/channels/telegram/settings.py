@@ -39,6 +39,9 @@ class TelegramSettings(ChannelSettings):
     webhook_secret: str | None = None
     #: The committee's group chat id: it receives the committee's cards.
     committee_chat: str | None = None
+    #: The bot's username (without @), for the deep links `redesk centres links` prints;
+    #: unset: asked of Telegram (getMe).
+    bot_username: str | None = None
 
     @field_validator("api_url")
     @classmethod

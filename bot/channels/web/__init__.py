@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bot.channels.base import Channel, Sender
 from bot.channels.web.receive import (
     CHANNEL,
+    MAX_CENTRE,
     MAX_CLIENT_ID,
     BadMessage,
     WebSender,
@@ -45,6 +46,7 @@ class WebChannel(Channel):
 
 __all__ = [
     "CHANNEL",
+    "MAX_CENTRE",
     "MAX_CLIENT_ID",
     "BadMessage",
     "WebChannel",

@@ -23,14 +23,23 @@ CHANNEL = "web"
 #: Longest client message id accepted.
 MAX_CLIENT_ID = 100
 
+#: Longest centre code accepted in a body (longer is no code: 400).
+MAX_CENTRE = 64
+
 
 class BadMessage(ValueError):
     """A web message body that is not of the documented form; the text says which field."""
 
 
-def create_identity(session: Session, *, name: str, days: int) -> str:
-    """A new web chat identity; returns its bearer token (only its digest is stored)."""
-    person = Person(channel=CHANNEL, external_id=uuid.uuid4().hex, display_name=name.strip()[:100])
+def create_identity(session: Session, *, name: str, days: int, centre_id: int | None = None) -> str:
+    """A new web chat identity (a resident of `centre_id`, when they came by a centre's link);
+    returns its bearer token (only its digest is stored)."""
+    person = Person(
+        channel=CHANNEL,
+        external_id=uuid.uuid4().hex,
+        display_name=name.strip()[:100],
+        centre_id=centre_id,
+    )
     session.add(person)
     session.flush()
     assert person.id is not None
@@ -66,11 +75,16 @@ def parse_body(body: Any, max_text: int) -> tuple[str, dict[str, Any]]:
         or len(str(client_id)) > MAX_CLIENT_ID
     ):
         raise BadMessage("id")
-    kinds = [key for key in ("text", "action", "intake") if key in body]
+    kinds = [key for key in ("text", "action", "intake", "centre") if key in body]
     if len(kinds) != 1:
         raise BadMessage("text")
     kind = kinds[0]
     value = body[kind]
+    if kind == "centre":
+        # The desk page opened by a centre's link (/desk?centre=CODE) for this identity.
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_CENTRE:
+            raise BadMessage("centre")
+        return str(client_id), {"centre": value.strip()}
     # Text length is the handlers' business (they answer with the limit); this only bounds it.
     if kind in ("text", "action"):
         if not isinstance(value, str) or len(value) > max_text * 4:
@@ -100,6 +114,8 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
         )
     if "action" in payload:
         return Inbound(channel=CHANNEL, chat_id=chat_id, text=payload["action"], pressed=True)
+    if "centre" in payload:
+        return Inbound(channel=CHANNEL, chat_id=chat_id, scene=str(payload["centre"]))
     return Inbound(
         channel=CHANNEL,
         chat_id=chat_id,

@@ -33,6 +33,11 @@ ERR_OUT_OF_COUNT = 45047
 #: Seconds to wait for WeChat's token endpoint.
 TOKEN_TIMEOUT = 10
 
+#: Where WeChat's own servers show a QR code's image (not under api.weixin.qq.com).
+SHOW_QRCODE_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode"
+#: The API base of WeChat's own servers (REDESK_WECHAT_API_URL's default).
+WECHAT_API_URL = "https://api.weixin.qq.com"
+
 #: Refreshes of the token for one call before giving up.
 MAX_TOKEN_RETRIES = 2
 
@@ -51,6 +56,13 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
         super().__init__(own.app_id, own.app_secret, session=session, timeout=10, auto_retry=True)
         self.API_BASE_URL = f"{own.api_url}/cgi-bin/"
         self._token_url = f"{own.api_url}/cgi-bin/token"
+        # WeChat shows QR codes on mp.weixin.qq.com; any other API base (a proxy, the fake)
+        # serves them too, so that every call goes where REDESK_WECHAT_API_URL says.
+        self._show_qrcode_url = (
+            SHOW_QRCODE_URL
+            if own.api_url == WECHAT_API_URL
+            else f"{own.api_url}/cgi-bin/showqrcode"
+        )
         self._lock = lock
         self._local = threading.local()
 
@@ -101,6 +113,49 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
             self.session.set(self.access_token_key, token, max(expires_in - 60, 60))
             self._local.used = token
             return result
+
+    def permanent_qrcode(self, scene: str) -> dict[str, Any]:
+        """Asks for a permanent QR code whose scan brings `scene` (qrcode/create with
+        QR_LIMIT_STR_SCENE): subscribing through it sends EventKey ``qrscene_<scene>``, a
+        follower's scan sends ``<scene>``. The same scene gives the same code again.
+
+        Returns:
+            WeChat's answer: ``ticket`` (for showqrcode) and ``url`` (what the code encodes).
+
+        Raises:
+            WeChatClientException: WeChat answered an error, or no ticket.
+        """
+        result: dict[str, Any] = self.qrcode.create(
+            {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": scene}}}
+        )
+        if not isinstance(result.get("ticket"), str) or not result["ticket"]:
+            raise WeChatClientException(None, "qrcode/create: no ticket", client=self)
+        return result
+
+    def qrcode_image(self, ticket: str) -> bytes:
+        """The image of a QR code (showqrcode?ticket=...; no access token needed).
+
+        Raises:
+            WeChatClientException: WeChat did not answer with an image.
+        """
+        response = self._http.get(
+            self._show_qrcode_url, params={"ticket": ticket}, timeout=self.timeout
+        )
+        kind = response.headers.get("Content-Type", "")
+        if response.status_code != 200 or not kind.startswith("image/"):
+            errcode = None
+            if "json" in kind or "text" in kind:
+                try:
+                    errcode = response.json().get("errcode")
+                except ValueError:
+                    errcode = None
+            raise WeChatClientException(
+                errcode,
+                f"showqrcode: HTTP {response.status_code} {kind or 'without a type'}",
+                client=self,
+                response=response,
+            )
+        return bytes(response.content)
 
     def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
         """wechatpy's request; its refresh-and-retry on 40001/42001 is bounded here (it would

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from bot.channels.wechat.settings import CHANNEL
-from bot.handlers import Outcome
+from bot.handlers import Outcome, centres
 from bot.inbound import Inbound
 from storage.models import Person
 from workflow.service import Tx
@@ -31,13 +31,28 @@ class WeChatHooks:
             person.scene_at = tx.now
         tx.session.add(person)
         if inbound.rescanned:
-            tx.notify(person, "wechat.welcome_back")
+            # A centre's QR code scanned by a follower: a resident moves to that centre.
+            entry = centres.arrive(tx, person, inbound.scene)
+            if entry.arrival is centres.Arrival.ENTERED and entry.centre is not None:
+                tx.notify(person, "wechat.welcome_back_centre", centre=entry.centre.name)
+                centres.file_kept(tx, person)
+            elif not centres.ask_after_unknown(tx, person, entry):
+                tx.notify(person, "wechat.welcome_back")
             return None
         if inbound.left is True:
             person.unreachable = True
             return None
         if inbound.left is False:
-            tx.notify(person, "wechat.welcome")
+            # Following, plainly or by a centre's QR code (qrscene_CODE).
+            entry = centres.arrive(tx, person, inbound.scene)
+            if entry.arrival is centres.Arrival.ENTERED and entry.centre is not None:
+                tx.notify(person, "wechat.welcome_centre", centre=entry.centre.name)
+                if centres.file_kept(tx, person):
+                    return None
+            else:
+                tx.notify(person, "wechat.welcome")
+                if centres.ask_after_unknown(tx, person, entry):
+                    return None
             return Inbound(channel=CHANNEL, chat_id=inbound.chat_id, text="帮助", pressed=True)
         if inbound.pressed and not inbound.text:
             tx.notify(person, "wechat.report")
