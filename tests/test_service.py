@@ -1922,3 +1922,35 @@ def test_a_referral_is_not_the_first_action_the_response_figures_wait_for(
     request = world.request(number)
     assert request.first_action_at == NOW + timedelta(hours=1)
     assert (request.responded_in_time, request.response_seconds) == (True, 3600)
+
+
+def test_what_a_revoked_worker_held_goes_back_to_their_own_centre_s_workers(
+    tree: Tree, world: World
+) -> None:
+    # Given C1's worker handling a request of C1, and a walk-in they registered
+    number = tree.submit()
+    world.do(service.accept, tree.c1_worker, number)
+    walk_in = world.person(channel=service.DESK_CHANNEL, name="王大爷")
+    desk_request = world.do(
+        service.submit, walk_in, "楼道灯坏了", contact_name="王大爷", registered_by=tree.c1_worker
+    )
+
+    # When their role is revoked (the caller makes them a requester first)
+    def revoke(tx: service.Tx, person: Person) -> service.Released:
+        person.role = "requester"
+        tx.session.add(person)
+        tx.session.flush()
+        return service.release_holdings(tx, person)
+
+    released = world.do(revoke, tree.c1_worker)
+
+    # Then the request is new again for C1, and only C1's other worker and group are told
+    assert released.released == [number] and released.walk_ins == [desk_request.number]
+    keys = _card_keys(world, tree)
+    assert set(keys) == {"c1_worker2", "c1_group"}
+    assert keys["c1_worker2"] == ["card.released", "committee.revoked"]
+
+    # And a notice to the walk-in is relayed to C1's remaining worker, nobody elsewhere
+    world.do(service.accept, tree.c1_worker2, desk_request.number)
+    relays = {name for name, got in _card_keys(world, tree).items() if "desk.relay" in got}
+    assert relays == {"c1_worker2"}
