@@ -303,10 +303,15 @@ def look(engine: Any) -> Look:
 
 
 def reset(engine: Any) -> None:
-    """Deletes every row, children first: each example starts from an empty database."""
+    """Deletes every row but the default centre's, children first: each example starts from
+    an empty database."""
     with session_scope(engine) as session:
         for table in reversed(SQLModel.metadata.sorted_tables):
-            session.execute(delete(table))
+            statement = delete(table)
+            if table.name == "centres":
+                # The default centre stays: it holds every request of a single-centre install.
+                statement = statement.where(table.c.is_default.is_(False))
+            session.execute(statement)
 
 
 # --- the state machine -----------------------------------------------------------------------
