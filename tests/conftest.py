@@ -70,6 +70,13 @@ RESET_CENTRES = (
     "parent_id = NULL, path = '/' || id || '/', active = true, days_off = '[]' WHERE is_default"
 )
 
+#: The default centre, unless there is one.
+MAKE_DEFAULT_CENTRE = (
+    "INSERT INTO centres (code, name, level, parent_id, path, active, is_default, days_off, "
+    "created_at) SELECT 'default', '党群服务中心', '社区', NULL, '/', true, true, '[]', now() "
+    "WHERE NOT EXISTS (SELECT 1 FROM centres WHERE is_default)"
+)
+
 #: Tables without an id sequence.
 NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders", "wechat_nonces"}
 
@@ -191,6 +198,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         # under none of them); any other goes.
         connection.execute(text(RESET_CENTRES))
         connection.execute(text("DELETE FROM centres WHERE NOT is_default"))
+        # A test that emptied every table took the default centre too: it is made again.
+        connection.execute(text(MAKE_DEFAULT_CENTRE))
+        connection.execute(text(RESET_CENTRES))
     return url
 
 
