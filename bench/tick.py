@@ -167,7 +167,7 @@ def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
 
 def measure(url: str, count: int, ticks: int, *, scans: int = 3) -> TickFigures:
     """The ticks of one loaded database (see the module's docstring)."""
-    from sqlalchemy import text, update
+    from sqlalchemy import update
     from sqlmodel import Session, col
 
     from storage import queries
@@ -220,14 +220,39 @@ def measure(url: str, count: int, ticks: int, *, scans: int = 3) -> TickFigures:
     for _ in range(scans):
         elapsed, _due = _timed(scan)
         figures.scan_ms.append(elapsed)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text("EXPLAIN SELECT * FROM requests WHERE tick_at <= :now ORDER BY id"),
-            {"now": at},
-        )
-        figures.plan = " / ".join(str(row[0]).strip() for row in rows)
+    figures.plan = selection_plan(engine, at)
     engine.dispose()
     return figures
+
+
+def selection_plan(engine: Any, now: datetime) -> str:
+    """EXPLAIN ANALYZE of the tick's selection (its first batch) at `now`, on one line."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+    from sqlmodel import Session
+
+    from storage import queries
+    from workflow import reminders
+
+    with Session(engine) as session:
+        captured: list[Any] = []
+        original = session.exec
+
+        def capture(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            captured.append(statement)
+            return original(statement, *args, **kwargs)
+
+        session.exec = capture  # type: ignore[method-assign]
+        queries.requests_to_tick(session=session, now=now, limit=reminders.TICK_BATCH)
+        sql = str(
+            captured[0].compile(
+                dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+                compile_kwargs={"literal_binds": True},
+            )
+        )
+    with engine.connect() as connection:
+        rows = connection.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql))
+        return " / ".join(str(row[0]).strip() for row in rows)
 
 
 def _upgrade(url: str, directory: Path) -> None:
