@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
+from admin_scripts import centres
 from bot.runtime import Runtime
 from storage import queries
 from storage.db import session_scope
@@ -262,3 +263,23 @@ def test_the_next_instant_skips_the_days_off_of_the_requests_centre(
     # Then its 30-minute ping is put off to Wednesday 09:20, past the centre's day off
     assert tick_at(world, number) == datetime(2026, 3, 4, 9, 20, tzinfo=LOCAL_TZ)
     assert tuesday.read == 0 and did(tuesday) == {}
+
+
+def test_a_new_day_off_makes_the_tick_look_again_at_the_centres_open_requests(
+    cast: Cast, world: World, tick: Any
+) -> None:
+    # Given a new request read by a tick and put off to its 30-minute ping
+    number = cast.submit(now=NOW)
+    tick(NOW + timedelta(minutes=1))
+    assert tick_at(world, number) == UNACTED
+
+    # When its centre gets a day off (redesk centres days-off)
+    changed = NOW + timedelta(minutes=2)
+    with session_scope(world.engine) as session:
+        centres.days_off(
+            session=session, code="default", action="add", dates=["2026-03-03"], now=changed
+        )
+
+    # Then the next tick looks at it again
+    assert tick_at(world, number) == changed
+    assert tick(changed + timedelta(seconds=1)).read == 1
