@@ -599,6 +599,14 @@ def days_off(
             at=now,
             detail={"centre": centre.code, "days": changed},
         )
+        # The reminders of the subtree's open requests move with the calendar: the next tick
+        # looks at each again (workflow/reminders.py).
+        queries.look_again(
+            session=session,
+            now=now,
+            excluded=[state.value for state in TERMINAL],
+            condition=queries.subtree_condition(centre),
+        )
     inherited: set[str] = set()
     for ancestor_id in queries.ancestor_ids(centre)[1:]:
         ancestor = queries.get_centre(session=session, centre_id=ancestor_id)

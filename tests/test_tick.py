@@ -8,18 +8,20 @@ tests/test_reminders.py checks that the reminders themselves fall at the same in
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
 
+from admin_scripts import centres
 from bot.runtime import Runtime
 from storage import queries
 from storage.db import session_scope
 from storage.models import Request
 from tests.utils.world import NOW, Cast, World
 from workflow import reminders, service
+from workflow.deadlines import LOCAL_TZ
 from workflow.machine import TERMINAL, State
 from workflow.reminders import Policy, TickResult
 
@@ -240,3 +242,44 @@ def test_a_backlog_is_read_in_batches_within_one_tick(
     assert result.read == 5
     assert {tick_at(world, number) for number in numbers} == {UNACTED}
     assert tick(NOW + timedelta(minutes=2)).read == 0
+
+
+def test_the_next_instant_skips_the_days_off_of_the_requests_centre(
+    cast: Cast, world: World, tick: Any
+) -> None:
+    # Given Tuesday 2026-03-03 a day off of the default centre, and a request received on
+    # Monday at 17:50 (10 working minutes left that day)
+    with session_scope(world.engine) as session:
+        centre = queries.default_centre(session=session)
+        centre.days_off = ["2026-03-03"]
+        session.add(centre)
+    monday_evening = datetime(2026, 3, 2, 17, 50, tzinfo=LOCAL_TZ).astimezone(UTC)
+    number = cast.submit(now=monday_evening)
+
+    # When a tick reads it, and another runs on the Tuesday morning
+    tick(monday_evening + timedelta(minutes=1))
+    tuesday = tick(datetime(2026, 3, 3, 9, 30, tzinfo=LOCAL_TZ).astimezone(UTC))
+
+    # Then its 30-minute ping is put off to Wednesday 09:20, past the centre's day off
+    assert tick_at(world, number) == datetime(2026, 3, 4, 9, 20, tzinfo=LOCAL_TZ)
+    assert tuesday.read == 0 and did(tuesday) == {}
+
+
+def test_a_new_day_off_makes_the_tick_look_again_at_the_centres_open_requests(
+    cast: Cast, world: World, tick: Any
+) -> None:
+    # Given a new request read by a tick and put off to its 30-minute ping
+    number = cast.submit(now=NOW)
+    tick(NOW + timedelta(minutes=1))
+    assert tick_at(world, number) == UNACTED
+
+    # When its centre gets a day off (redesk centres days-off)
+    changed = NOW + timedelta(minutes=2)
+    with session_scope(world.engine) as session:
+        centres.days_off(
+            session=session, code="default", action="add", dates=["2026-03-03"], now=changed
+        )
+
+    # Then the next tick looks at it again
+    assert tick_at(world, number) == changed
+    assert tick(changed + timedelta(seconds=1)).read == 1

@@ -31,7 +31,7 @@ forward to a department with its own deadline, a reopen) to the deadline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlmodel import col
@@ -150,14 +150,24 @@ def _schedule(
     if state in TERMINAL:
         return []
     since = request.deadlines_set_at or request.created_at
+    # The request's calendar: its centre's days off and those of every centre above it.
+    days_off = scope.centre_calendar(tx.session, request.centre_id)
     found: list[tuple[str, datetime | None, datetime | None]] = []
     if state == State.NEW:
         unacted = deadlines.add_working_hours(
-            since, policy.unacted_minutes / 60, start_hour=tx.workday_start, end_hour=tx.workday_end
+            since,
+            policy.unacted_minutes / 60,
+            start_hour=tx.workday_start,
+            end_hour=tx.workday_end,
+            days_off=days_off,
         )
         found.append(("unacted", None, unacted))
         found.append(
-            ("response", _soon(tx, since, request.response_due_at), request.response_due_at)
+            (
+                "response",
+                _soon(tx, since, request.response_due_at, days_off),
+                request.response_due_at,
+            )
         )
     if state == State.REPLIED:
         if request.replied_at is not None:
@@ -165,7 +175,11 @@ def _schedule(
             found.append(("auto_close", None, closes))
         return found
     found.append(
-        ("resolution", _soon(tx, since, request.resolution_due_at), request.resolution_due_at)
+        (
+            "resolution",
+            _soon(tx, since, request.resolution_due_at, days_off),
+            request.resolution_due_at,
+        )
     )
     return found
 
@@ -190,15 +204,20 @@ def _next(tx: Tx, request: Request, policy: Policy) -> datetime | None:
     return min(instants, default=None)
 
 
-def _soon(tx: Tx, since: datetime, due: datetime | None) -> datetime | None:
-    """75 % of the working time from `since` to `due` (so it never falls on a holiday)."""
+def _soon(
+    tx: Tx, since: datetime, due: datetime | None, days_off: frozenset[date] = frozenset()
+) -> datetime | None:
+    """75 % of the working time from `since` to `due` (so it never falls on a holiday, nor on
+    one of the request's centre's `days_off`)."""
     if due is None or due <= since:
         return None
     start, end = tx.workday_start, tx.workday_end
-    total = deadlines.working_seconds(since, due, start_hour=start, end_hour=end)
+    total = deadlines.working_seconds(since, due, start_hour=start, end_hour=end, days_off=days_off)
     if total <= 0:
         return None
-    return deadlines.add_working_hours(since, total * SOON / 3600, start_hour=start, end_hour=end)
+    return deadlines.add_working_hours(
+        since, total * SOON / 3600, start_hour=start, end_hour=end, days_off=days_off
+    )
 
 
 def _pair(
