@@ -267,6 +267,7 @@ TEXTS: dict[str, str] = {
     "centre.only_one": "本平台只有「{centre}」一个党群服务中心，您的诉求均由其受理。",
     "centre.intro_kept": "您的诉求已收到。请先选择受理诉求的党群服务中心，选定后立即为您登记：",
     "centre.intro_switch": "请选择党群服务中心：",
+    "centre.intro_first": "您刚才的诉求还在等待登记，请先选择受理诉求的党群服务中心，再继续其他操作：",
     "centre.intro_unknown": "没有找到「{typed}」党群服务中心（代码或名称有误，或已停用）。请选择党群服务中心：",
     "centre.intro_bad": "没有「{typed}」这一选项。请选择党群服务中心：",
     "centre.intro_children": "「{parent}」下设以下党群服务中心，请选择：",

@@ -204,6 +204,25 @@ def child_centres(
     return session.exec(statement).all()
 
 
+def active_centres_named(*, session: Session, name: str, limit: int) -> Sequence[Centre]:
+    """At most `limit` active centres called exactly `name`, in the order made."""
+    statement = (
+        select(Centre)
+        .where(Centre.name == name, col(Centre.active).is_(True))
+        .order_by(col(Centre.id))
+        .limit(limit)
+    )
+    return session.exec(statement).all()
+
+
+def parents_of_active_centres(*, session: Session, parent_ids: Sequence[int]) -> set[int]:
+    """Those of `parent_ids` that have an active centre right under them (one query)."""
+    statement = select(Centre.parent_id).where(
+        col(Centre.parent_id).in_(list(parent_ids)), col(Centre.active).is_(True)
+    )
+    return {parent for parent in session.exec(statement).all() if parent is not None}
+
+
 def count_active_centres(*, session: Session) -> int:
     """How many centres are active."""
     statement = select(func.count()).select_from(Centre).where(col(Centre.active).is_(True))

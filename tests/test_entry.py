@@ -390,6 +390,34 @@ def test_other_commands_keep_the_choice_and_cancel_drops_it(desk: Desk, network:
     assert len(desk.requests()) == 1
 
 
+def test_a_command_that_asks_for_more_while_a_request_is_kept_asks_for_the_centre_first(
+    desk: Desk, network: Network
+) -> None:
+    # Given a resident with a filed request, whose centre is deactivated since, and a new
+    # request kept for the choice
+    person = resident(desk)
+    person.send("切换 hejiang")
+    person.send("小区门口的路灯坏了")
+    [filed] = desk.requests()
+    deactivate(desk.runtime.engine, "hejiang")
+    person.send("噪音扰民，每晚施工")
+    assert handlers_centres.holding(person.person())
+
+    # When they send 补充 with a number but no text (which would ask for the text)
+    [answer] = person.send(f"补充 {filed.number}")
+
+    # Then the choice is asked again and still holds the new request
+    assert answer.text.startswith(catalogue("centre.intro_first"))
+    assert handlers_centres.holding(person.person())
+    assert len(desk.requests()) == 1
+
+    # And once they choose, the kept request is filed there
+    person.send("shuyuan")
+    assert sorted(r.centre_id for r in desk.requests()) == sorted(
+        [network.hejiang, network.shuyuan]
+    )
+
+
 def test_a_register_while_the_choice_is_open_joins_the_kept_request(
     desk: Desk, network: Network
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from storage import queries
 from storage.models import Centre, Person, Role
@@ -49,9 +49,7 @@ def find_centre(session: Session, typed: str) -> Centre | None:
     found = by_code(session, text)
     if found is not None:
         return found
-    named = session.exec(
-        select(Centre).where(Centre.name == text, col(Centre.active).is_(True)).limit(2)
-    ).all()
+    named = queries.active_centres_named(session=session, name=text, limit=2)
     return named[0] if len(named) == 1 else None
 
 
@@ -125,10 +123,7 @@ def with_children(session: Session, centres: list[Centre]) -> set[int]:
     ids = [centre.id for centre in centres if centre.id is not None]
     if not ids:
         return set()
-    statement = select(Centre.parent_id).where(
-        col(Centre.parent_id).in_(ids), col(Centre.active).is_(True)
-    )
-    return {parent for parent in session.exec(statement).all() if parent is not None}
+    return queries.parents_of_active_centres(session=session, parent_ids=ids)
 
 
 def only_centre(session: Session) -> Centre:

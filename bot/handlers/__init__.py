@@ -342,6 +342,11 @@ def _open_dialogue(tx: Tx, person: Person, command: Command) -> None:
 
     action = Action(command.name)
     request = service.check(tx, person, action, command.first)
+    if centres.holding(person):
+        # The open centre choice holds a request not filed yet: another dialogue would
+        # replace it and the request would be lost, so the choice is asked first.
+        centres.ask(tx, person, dict(person.dialogue or {}), "centre.intro_first")
+        return
     person.dialogue = {"command": command.name, "number": request.number}
     tx.session.add(person)
     common.reply(tx, person, f"ask.{command.name}", number=request.number)
