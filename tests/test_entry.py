@@ -418,6 +418,24 @@ def test_a_command_that_asks_for_more_while_a_request_is_kept_asks_for_the_centr
     )
 
 
+def test_a_resident_of_a_deactivated_centre_files_in_the_one_centre_left_active(
+    desk: Desk, network: Network
+) -> None:
+    # Given a resident of 合江亭, and every centre but the default one deactivated since
+    person = resident(desk)
+    person.send("切换 hejiang")
+    for code in ("hejiang", "shuyuan", "chunxi", "jinjiang"):
+        deactivate(desk.runtime.engine, code)
+
+    # When they write a request
+    person.send("小区门口的路灯坏了")
+
+    # Then it is filed at once in the one active centre, not in the deactivated one
+    [request] = desk.requests()
+    assert request.centre_id == network.default
+    assert not handlers_centres.choosing(person.person())
+
+
 def test_a_register_while_the_choice_is_open_joins_the_kept_request(
     desk: Desk, network: Network
 ) -> None:

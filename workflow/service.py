@@ -274,15 +274,21 @@ def submit(
 
 def _intake_centre(tx: Tx, requester: Person, registered_by: Person | None) -> Centre:
     """Where a new request is held: a walk-in at the registering worker's centre, otherwise
-    the requester's, otherwise (a resident who chose none) the default centre."""
+    the requester's active centre, otherwise (a resident who chose none, or whose centre was
+    deactivated) the one active centre, else the default centre."""
     holder = registered_by if registered_by is not None else requester
     centre_id = holder.centre_id
     if registered_by is not None and centre_id is None:
         centre_id = scope.default_centre_id(tx.session)
     if centre_id is not None:
         centre = queries.get_centre(session=tx.session, centre_id=centre_id)
-        if centre is not None:
+        if centre is not None and (centre.active or registered_by is not None):
             return centre
+    # A resident of no centre, or of one deactivated since, on an install where they are not
+    # asked to choose (one active centre): that centre holds it.
+    active = queries.list_centres(session=tx.session, active_only=True)
+    if len(active) == 1:
+        return active[0]
     return queries.default_centre(session=tx.session)
 
 
