@@ -301,7 +301,7 @@ def net(
         telegram.stop()
 
 
-# --- the tree as the CLI shows it ----------------------------------------------------------------
+# --- the tree as the CLI shows it --------------------------------------------------------------
 
 
 def test_the_centres_list_shows_the_district_over_its_three_centres_with_their_staff(
@@ -320,7 +320,7 @@ def test_the_centres_list_shows_the_district_over_its_three_centres_with_their_s
     assert all(where[DISTRICT] < where[code] for code in (SHUYUAN, HEJIANG, CHUNXI)), listing
 
 
-# --- isolation: each request reaches exactly its centre ------------------------------------------
+# --- isolation: each request reaches exactly its centre ----------------------------------------
 
 
 def test_each_residents_request_reaches_exactly_the_worker_of_the_centre_they_came_through(
@@ -335,7 +335,7 @@ def test_each_residents_request_reaches_exactly_the_worker_of_the_centre_they_ca
     # When each reports a problem
     numbers = {
         SHUYUAN: net.web_submit(web, "书院街12号楼下的路灯坏了，晚上很黑"),
-        HEJIANG: net.tg_submit(tg, "合江亭边的垃圾桶满了好几天没人清理"),
+        HEJIANG: net.tg_submit(tg, "合江亭边的路面坑洼不平，下雨就积水"),
         CHUNXI: net.wx_submit(wx, "春熙路步行街的井盖松动了，行人容易绊倒"),
     }
     net.held.update({number: code for code, number in numbers.items()})
@@ -345,9 +345,11 @@ def test_each_residents_request_reaches_exactly_the_worker_of_the_centre_they_ca
     cards = {
         code: net.workers[code].wait_for(f"【{number}】新诉求") for code, number in numbers.items()
     }
-    assert "路灯坏了" in cards[SHUYUAN].text and "垃圾桶满了" in cards[HEJIANG].text
+    assert "路灯坏了" in cards[SHUYUAN].text and "路面坑洼" in cards[HEJIANG].text
     assert "井盖松动" in cards[CHUNXI].text
-    assert all(card.labels == ["受理", "转单", "驳回", "上报"] for card in cards.values()), cards
+    assert {code: card.labels for code, card in cards.items()} == {
+        code: ["受理", "转单", "驳回", "上报"] for code in numbers
+    }
 
     # And the workers of every other centre (siblings and the district) cannot find it: 查询
     # and 受理 are answered as for a number that does not exist
@@ -374,7 +376,7 @@ def test_each_residents_request_reaches_exactly_the_worker_of_the_centre_they_ca
         net.workers[code].ask(f"查询 {number}", f"【{number}】待受理")
 
 
-# --- 上报: a community sends a request up to the district ------------------------------------------
+# --- 上报: a community sends a request up to the district ----------------------------------------
 
 
 def test_a_community_worker_refers_a_request_up_and_the_district_worker_handles_it(
@@ -419,7 +421,7 @@ def test_a_community_worker_refers_a_request_up_and_the_district_worker_handles_
     assert "是否满意" in result
 
 
-# --- 下派: the district assigns a request down to a community -------------------------------------
+# --- 下派: the district assigns a request down to a community ------------------------------------
 
 
 def test_the_district_worker_assigns_a_request_down_and_the_communitys_worker_holds_it(
@@ -462,7 +464,7 @@ def test_the_district_worker_assigns_a_request_down_and_the_communitys_worker_ho
     community.ask(f"查询 {number}", f"【{number}】办理中（党委做单）")
 
 
-# --- 转单 to the district's department ---------------------------------------------------------------
+# --- 转单 to the district's department -----------------------------------------------------------
 
 
 def test_the_districts_department_serves_a_request_of_the_business_centre_by_forwarding(
@@ -473,8 +475,8 @@ def test_the_districts_department_serves_a_request_of_the_business_centre_by_for
 
     # Given a follower of 春熙路 on WeChat and their request on 春熙路's worker's desk
     resident = net.wx_resident(CHUNXI)
-    number = net.wx_submit(resident, "春熙路步行街有商户长期占道经营，堵住了盲道")
-    card = worker.wait_for(f"【{number}】新诉求", "占道经营")
+    number = net.wx_submit(resident, "春熙路步行街有商户把货架摆到了盲道上")
+    card = worker.wait_for(f"【{number}】新诉求", "盲道")
     net.held[number] = CHUNXI
 
     # When the worker presses 转单: the district's 城管执法 is offered (and no other centre's)
@@ -489,7 +491,7 @@ def test_the_districts_department_serves_a_request_of_the_business_centre_by_for
 
     # Then the resident hears, and the department's staff get the card to take it
     net.wx_wait(resident, says("requester.forwarded", number=number, department=CITY))
-    forwarded = city.wait_for(f"【{number}】转单", "占道经营", action=f"接收 {number}")
+    forwarded = city.wait_for(f"【{number}】转单", "盲道", action=f"接收 {number}")
 
     # When they take it and report the result
     city.press(forwarded.action("接收"))
@@ -504,7 +506,28 @@ def test_the_districts_department_serves_a_request_of_the_business_centre_by_for
     assert f"评价 {number} 已解决 满意" in result
 
 
-# --- the district's leader --------------------------------------------------------------------------
+def test_a_category_sends_a_communitys_request_to_the_districts_department_by_itself(
+    net: Network,
+) -> None:
+    worker, city = net.workers[HEJIANG], net.city
+    assert city is not None
+
+    # When a resident of 合江亭 reports rubbish (市容环境, a category routed to 城管执法)
+    resident = net.web_resident("吴九", HEJIANG)
+    number = net.web_submit(resident, "合江亭小区门口的垃圾堆了好几天没人清理")
+    net.held[number] = HEJIANG
+    net.forwarded.add(number)
+
+    # Then it goes straight to the district's 城管执法, the one of that name serving 合江亭:
+    # its staff get the card to take it, 合江亭's worker a card with 撤回
+    forwarded = city.wait_for(f"【{number}】转单", "垃圾堆了", action=f"接收 {number}")
+    assert forwarded.labels == ["接收", "退单", "办结"], forwarded
+    notice = worker.wait_for(f"【{number}】新诉求", f"已按类别自动转交「{CITY}」")
+    assert notice.labels == ["撤回"], notice
+    resident.wait_for(says("requester.forwarded", number=number, department=CITY))
+
+
+# --- the district's leader ---------------------------------------------------------------------
 
 
 def test_the_district_leader_views_every_request_below_but_acts_on_none_of_a_communitys(
@@ -535,7 +558,7 @@ def test_the_district_leader_views_every_request_below_but_acts_on_none_of_a_com
     leader.ask(f"受理 {elsewhere}", unknown(elsewhere))
 
 
-# --- the figures roll up ----------------------------------------------------------------------------
+# --- the figures roll up -----------------------------------------------------------------------
 
 
 def test_the_districts_figures_have_a_row_per_centre_that_add_up_to_the_total(
