@@ -319,6 +319,13 @@ def test_the_centres_list_shows_the_district_over_its_three_centres_with_their_s
     where = {code: next(i for i, line in enumerate(lines) if code in line) for code in NAMES}
     assert all(where[DISTRICT] < where[code] for code in (SHUYUAN, HEJIANG, CHUNXI)), listing
 
+    # And the staff bound by the invitations count where they were invited: the district's
+    # worker, leader and 城管执法 staff, one worker in each centre below it
+    staff = {code: 3 if code == DISTRICT else 1 for code in NAMES}
+    assert {code: f"人员 {staff[code]}" in lines[where[code]] for code in NAMES} == dict.fromkeys(
+        NAMES, True
+    ), listing
+
 
 # --- isolation: each request reaches exactly its centre ----------------------------------------
 
