@@ -1679,6 +1679,46 @@ def test_of_two_departments_of_one_name_the_nearest_is_chosen(tree: Tree, world:
     assert world.request(number).department_id == own.id
 
 
+def test_a_category_of_no_centre_forwards_to_the_namesake_department_of_the_requests_branch(
+    tree: Tree, world: World
+) -> None:
+    # Given a category of no centre routed to the default centre's 城管执法 (as `redesk demo`
+    # makes it), which serves only the default centre
+    elsewhere = world.department("城管执法")
+    elsewhere_staff = world.person("department", name="默认城管", department=elsewhere)
+    world.category("市容环境", ["垃圾"], department=elsewhere)
+
+    # When a resident of C2 reports rubbish
+    number = tree.submit(tree.c2_resident, "小区门口的垃圾好几天没人清理")
+
+    # Then it goes to the district's 城管执法 (the nearest of that name serving C2), and only
+    # the district's staff and C2's worker hear of it
+    request = world.request(number)
+    assert (request.state, request.department_id) == (State.FORWARDED, tree.d_department.id)
+    assert world.keys_for(tree.d_staff) == ["card.forwarded"]
+    assert world.keys_for(tree.c2_worker) == ["card.auto_forwarded"]
+    assert world.keys_for(elsewhere_staff) == []
+
+
+def test_a_category_routed_to_a_department_outside_the_requests_branch_leaves_it_to_the_committee(
+    tree: Tree, world: World
+) -> None:
+    # Given a category of no centre routed to the default centre's 市场监管 (no namesake in
+    # the district)
+    market = world.department("市场监管")
+    market_staff = world.person("department", name="市场监管小黄", department=market)
+    world.category("消费维权", ["假货"], department=market)
+
+    # When a resident of C2 reports fake goods
+    number = tree.submit(tree.c2_resident, "商场里有店铺卖假货")
+
+    # Then it waits for C2's committee; the default centre's department gets nothing
+    request = world.request(number)
+    assert (request.state, request.department_id) == (State.NEW, None)
+    assert world.keys_for(tree.c2_worker) == ["card.new"]
+    assert world.keys_for(market_staff) == []
+
+
 def test_a_workers_to_do_list_holds_only_its_centre_s_requests(tree: Tree, world: World) -> None:
     # Given a request in C1 and one in C2
     c1_request = tree.submit()

@@ -263,7 +263,7 @@ def submit(
         category=category.name if category else "其他",
         response_due=deadlines.format_local(request.response_due_at),
     )
-    department = _default_department(tx, category)
+    department = _default_department(tx, request, category)
     if department is not None:
         _do_forward(tx, request, None, department, note="按类别自动转单")
     else:
@@ -335,11 +335,23 @@ def departments_for(tx: Tx, request: Request) -> list[Department]:
     return list(chosen.values())
 
 
-def _default_department(tx: Tx, category: Category | None) -> Department | None:
+def _default_department(tx: Tx, request: Request, category: Category | None) -> Department | None:
+    """Where a category sends a new request straight away: the department it names, if that
+    department serves the request's centre, else the nearest one of that name that does;
+    None (the committee decides) when none does or the category goes to the committee.
+
+    A category of no centre applies everywhere but names one centre's department; a request
+    of another branch of the tree goes to a namesake of its own branch, never outside it.
+    """
     if category is None or category.route != "department" or category.department_id is None:
         return None
     department = queries.get_department(session=tx.session, department_id=category.department_id)
-    return department if department is not None and department.active else None
+    if department is None or not department.active:
+        return None
+    offered = departments_for(tx, request)
+    if any(d.id == department.id for d in offered):
+        return department
+    return next((d for d in offered if d.name == department.name), None)
 
 
 # --- committee ----------------------------------------------------------------------------
