@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from enum import IntEnum
 from pathlib import Path
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
 
 from admin_scripts.manage import ManageError
 from storage import queries
@@ -1233,6 +1236,19 @@ def _centre_errors(exc: Exception) -> CliError:
     return CliError(str(exc), Exit.FAILURE)
 
 
+@contextmanager
+def _centre_session(settings: Settings | None = None) -> Iterator[Session]:
+    """A session for a centres verb on the prepared database, committed at the end; the
+    verb's refusals (ManageError) become the CliError of their exit code."""
+    settings = settings or _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            yield session
+        except ManageError as exc:
+            raise _centre_errors(exc) from None
+
+
 @centres_app.command("add")
 def centres_add(
     code: Annotated[
@@ -1257,15 +1273,10 @@ def centres_add(
     """
     from admin_scripts import centres
 
-    settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
-    with session_scope(get_engine(settings.database_url)) as session:
-        try:
-            centre = centres.add(
-                session=session, code=code, name=name, level=level, parent=parent, now=utcnow()
-            )
-        except ManageError as exc:
-            raise _centre_errors(exc) from None
+    with _centre_session() as session:
+        centre = centres.add(
+            session=session, code=code, name=name, level=level, parent=parent, now=utcnow()
+        )
         under = f" under {parent.strip()}" if parent else " at the top"
         say(f"added centre {centres.label(centre)}, {centre.level}{under}")
 
@@ -1339,13 +1350,8 @@ def centres_deactivate(
     """
     from admin_scripts import centres
 
-    settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
-    with session_scope(get_engine(settings.database_url)) as session:
-        try:
-            done = centres.deactivate(session=session, code=code, now=utcnow())
-        except ManageError as exc:
-            raise _centre_errors(exc) from None
+    with _centre_session() as session:
+        done = centres.deactivate(session=session, code=code, now=utcnow())
     if not done.changed:
         say(f"centre {done.name} ({done.code}) is inactive already; nothing changed")
         return
@@ -1374,21 +1380,16 @@ def centres_edit(
     """
     from admin_scripts import centres
 
-    settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
-    with session_scope(get_engine(settings.database_url)) as session:
-        try:
-            done = centres.edit(
-                session=session,
-                code=code,
-                name=name,
-                new_code=new_code,
-                level=level,
-                parent=parent,
-                now=utcnow(),
-            )
-        except ManageError as exc:
-            raise _centre_errors(exc) from None
+    with _centre_session() as session:
+        done = centres.edit(
+            session=session,
+            code=code,
+            name=name,
+            new_code=new_code,
+            level=level,
+            parent=parent,
+            now=utcnow(),
+        )
     if not done.changes:
         say(f"centre {done.code}: nothing changed")
         return
@@ -1411,15 +1412,10 @@ def centres_days_off(
     """
     from admin_scripts import centres
 
-    settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
-    with session_scope(get_engine(settings.database_url)) as session:
-        try:
-            done = centres.days_off(
-                session=session, code=code, action=action, dates=list(dates or []), now=utcnow()
-            )
-        except ManageError as exc:
-            raise _centre_errors(exc) from None
+    with _centre_session() as session:
+        done = centres.days_off(
+            session=session, code=code, action=action, dates=list(dates or []), now=utcnow()
+        )
     if action != "list":
         verb = "added" if action == "add" else "removed"
         say(f"centre {done.code}: {verb} {'、'.join(done.changed) if done.changed else 'nothing'}")
@@ -1440,16 +1436,12 @@ def centres_links(
     Example: redesk centres links chengdong
     """
     from admin_scripts import centres
-
-    settings = _settings()
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     from bot.channels.telegram.client import close_clients
 
-    with session_scope(get_engine(settings.database_url)) as session:
+    settings = _settings()
+    with _centre_session(settings) as session:
         try:
             found = centres.links(session=session, code=code, settings=settings)
-        except ManageError as exc:
-            raise _centre_errors(exc) from None
         finally:
             close_clients()  # the getMe client, if the bot's username was asked for
     say(f"centre {found.name} ({found.code})")

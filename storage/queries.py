@@ -223,6 +223,12 @@ def parents_of_active_centres(*, session: Session, parent_ids: Sequence[int]) ->
     return {parent for parent in session.exec(statement).all() if parent is not None}
 
 
+def sole_active_centre(*, session: Session) -> Centre | None:
+    """The one active centre, if exactly one is active."""
+    active = session.exec(select(Centre).where(col(Centre.active).is_(True)).limit(2)).all()
+    return active[0] if len(active) == 1 else None
+
+
 def count_active_centres(*, session: Session) -> int:
     """How many centres are active."""
     statement = select(func.count()).select_from(Centre).where(col(Centre.active).is_(True))

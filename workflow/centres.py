@@ -128,5 +128,4 @@ def with_children(session: Session, centres: list[Centre]) -> set[int]:
 
 def only_centre(session: Session) -> Centre:
     """The one active centre of a single-centre install (else the default centre)."""
-    active = queries.list_centres(session=session, active_only=True)
-    return active[0] if len(active) == 1 else queries.default_centre(session=session)
+    return queries.sole_active_centre(session=session) or queries.default_centre(session=session)

@@ -18,9 +18,14 @@ from storage.models import Person, Request, Role
 
 
 def default_centre_id(session: Session) -> int:
-    """The id of the default centre (migration 0010 makes it)."""
+    """The id of the default centre (migration 0010 makes it), read once per session: every
+    permission check and audience of a unit of work asks for it."""
+    cached = session.info.get("default_centre_id")
+    if isinstance(cached, int):
+        return cached
     centre_id = queries.default_centre(session=session).id
     assert centre_id is not None
+    session.info["default_centre_id"] = centre_id
     return centre_id
 
 

@@ -286,10 +286,9 @@ def _intake_centre(tx: Tx, requester: Person, registered_by: Person | None) -> C
             return centre
     # A resident of no centre, or of one deactivated since, on an install where they are not
     # asked to choose (one active centre): that centre holds it.
-    active = queries.list_centres(session=tx.session, active_only=True)
-    if len(active) == 1:
-        return active[0]
-    return queries.default_centre(session=tx.session)
+    return queries.sole_active_centre(session=tx.session) or queries.default_centre(
+        session=tx.session
+    )
 
 
 def categories_at(tx: Tx, centre: Centre) -> list[Category]:
