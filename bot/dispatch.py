@@ -33,7 +33,7 @@ from storage.db import read_engine, session_scope
 from storage.models import Attachment, InboxStatus, OutboxMessage, OutboxStatus, Person, utcnow
 from workflow import reminders
 from workflow.cards import REFRESH_KEY
-from workflow.service import DESK_CHANNEL
+from workflow.service import CONSOLE_CHANNEL, DESK_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,12 @@ def process_chat(
                 break
             row.attempts += 1
             tx = runtime.tx(session, f"in:{row.id}")
+            # A chat linked to a staff account acts as the account's person, and what is said
+            # to that person here is answered in this chat.
+            actor = queries.principal_of(session=session, person=person, lock=True)
+            if actor is not person:
+                assert actor.id is not None
+                tx.via[actor.id] = person.id
             try:
                 inbound = _channel(channel).to_inbound(chat_id, row.payload)
             except Exception as exc:  # noqa: BLE001 - a payload the parser cannot model
@@ -158,7 +164,7 @@ def process_chat(
                     prepared = hooks.prepare(tx, person, inbound)
                     if prepared is not None:
                         outcome = handlers.handle(
-                            tx, person, prepared, natural_key=f"{channel}:{row.natural_key}"
+                            tx, actor, prepared, natural_key=f"{channel}:{row.natural_key}"
                         )
                         hooks.finish(tx, person, prepared, outcome)
             except SQLAlchemyError:
@@ -258,7 +264,7 @@ def deliver(runtime: Runtime, outbox_id: int) -> float | None:
 
 
 #: Channels whose "send" is a database write of redesk's own (nothing leaves the process).
-LOCAL_CHANNELS: frozenset[str] = frozenset({web.CHANNEL, DESK_CHANNEL})
+LOCAL_CHANNELS: frozenset[str] = frozenset({web.CHANNEL, DESK_CHANNEL, CONSOLE_CHANNEL})
 
 
 @dataclass
@@ -358,9 +364,10 @@ def _deliver_one(
 ) -> float | None:
     row.attempts += 1
     now = utcnow()
-    if person.channel == DESK_CHANNEL or (person.unreachable and row.key not in NOT_TO_CHAT):
+    no_chat = person.channel in (DESK_CHANNEL, CONSOLE_CHANNEL)
+    if no_chat or (person.unreachable and row.key not in NOT_TO_CHAT):
         row.status = OutboxStatus.SKIPPED
-        row.last_error = "no chat" if person.channel == DESK_CHANNEL else "unreachable"
+        row.last_error = "no chat" if no_chat else "unreachable"
         session.add(row)
         return None
     if row.key == REFRESH_KEY and person.channel not in CARD_CHANNELS:

@@ -57,6 +57,7 @@ ROLE_LABELS: dict[str, str] = {
     "worker": "党务工作者",
     "leader": "党委负责人",
     "department": "部门工作人员",
+    "admin": "管理员",
 }
 
 HELP_REQUESTER = """您好，这里是党群服务中心诉求受理平台。
@@ -186,6 +187,10 @@ TEXTS: dict[str, str] = {
     "reply.completed": "【{number}】已办结，待党委审核后回复群众。",
     "reply.supplemented": "【{number}】补充信息已收到，已转告办理人员。",
     "reply.bound": "绑定成功！您的身份是：{role_label}{department_part}。\n\n{help}",
+    "reply.linked": (
+        "关联成功！此聊天账号已关联到工作台账号 {account}（{role_label}{department_part}），"
+        "在这里的操作与工作台相同。\n\n{help}"
+    ),
     "reply.dialogue_cancelled": "已取消。",
     "reply.phone_saved": "已记录您的手机号 {phone}，办理人员需要时会与您联系。",
     "error.stale_button": "这个按钮已失效，请使用最新消息中的按钮或发送文字指令。",
@@ -251,6 +256,9 @@ TEXTS: dict[str, str] = {
     "error.no_children": "【{number}】本中心没有下级中心，不能下派。",
     "error.unknown_child_centre": "【{number}】「{name}」不是本中心的下级中心。可选：{centres}",
     "error.unknown_centre": "没有名称或代码为「{name}」的服务中心，请核对后重试。",
+    "error.link_refused": (
+        "此聊天账号已有自己的工作身份，不能再关联到其他工作台账号。如需合并，请联系管理员。"
+    ),
     "error.invitation_invalid": "邀请码无效、已使用或已过期，请核对后重试，或向管理员申请新的邀请码。",
     "error.bind_refused": "绑定失败次数过多，请一小时后再试，或向管理员申请新的邀请码。",
     "error.bind_usage": "请发送「绑定 邀请码」，邀请码由管理员提供。",

@@ -136,7 +136,7 @@ class Subscriber:
 
         while not self._stop.is_set():
             client: redis.Redis = redis.Redis.from_url(self._redis_url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 pubsub.subscribe(WAKE_CHANNEL)
                 while not self._stop.is_set():

@@ -69,6 +69,9 @@ class Role(StrEnum):
     #: A committee group chat (e.g. a Telegram group): it receives the committee's cards and
     #: never acts itself; presses in it are checked against the person who pressed.
     GROUP = "group"
+    #: A staff account that administers its centre's subtree from the console (accounts,
+    #: downloads); it reads requests like a leader and takes no action on them.
+    ADMIN = "admin"
 
 
 class CentreLevel(StrEnum):
@@ -217,7 +220,69 @@ class Person(SQLModel, table=True):
     #: The last entry scene they came through (a WeChat parametric QR code's scene), and when.
     scene: str | None = Field(default=None, max_length=64)
     scene_at: datetime | None = ts()
+    #: A chat identity linked to a staff account (关联聊天账号): it acts as that account's
+    #: person, whose role, centre and department are the ones that count.
+    principal_id: int | None = Field(default=None, foreign_key="people.id", index=True)
     created_at: datetime = created()
+
+
+class Account(SQLModel, table=True):
+    """A staff account of the console: a username and password for one person (the
+    principal, a row of people) that any number of chat identities may be linked to."""
+
+    __tablename__ = "accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    #: The person the account is: role, centre, department and history are theirs.
+    person_id: int = Field(foreign_key="people.id", unique=True)
+    #: argon2 hash; None until the one-time setup link is used.
+    password_hash: str | None = Field(default=None, max_length=200)
+    #: SHA-256 of the one-time setup token (`/console/setup?token=`), and its expiry.
+    setup_token_hash: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True, unique=True)
+    )
+    setup_expires_at: datetime | None = ts()
+    active: bool = True
+    #: The chat identity notifications go to (None: the person's own chat, if any).
+    notify_person_id: int | None = Field(default=None, foreign_key="people.id")
+    #: Sessions started before this moment are over ("log out everywhere", a new password).
+    sessions_valid_after: datetime | None = ts()
+    created_at: datetime = created()
+    last_login_at: datetime | None = ts()
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in console session; the cookie holds the token, only its hash is stored."""
+
+    __tablename__ = "console_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    #: The CSRF token the page sends back as X-CSRF-Token (random, per session).
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = created()
+    last_seen_at: datetime = created()
+    #: Where the login came from, for the audit.
+    address: str = Field(default="", max_length=160)
+    ended_at: datetime | None = ts()
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A console login attempt, counted per username and per address to limit guessing."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = created()
+    username: str = Field(max_length=64)
+    address: str = Field(max_length=160)
+    ok: bool = False
 
 
 class WebSession(SQLModel, table=True):
@@ -247,6 +312,8 @@ class Invitation(SQLModel, table=True):
     expires_at: datetime = ts(nullable=False)
     used_at: datetime | None = ts()
     used_by_id: int | None = Field(default=None, foreign_key="people.id")
+    #: A code to link a chat identity to this account (关联聊天账号) instead of a role.
+    account_id: int | None = Field(default=None, foreign_key="accounts.id")
 
 
 class BindFailure(SQLModel, table=True):

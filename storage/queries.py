@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from storage.models import (
+    Account,
     AdminAudit,
     Attachment,
     BindFailure,
@@ -25,11 +27,13 @@ from storage.models import (
     Category,
     Centre,
     ChannelState,
+    ConsoleSession,
     Department,
     Event,
     InboxMessage,
     InboxStatus,
     Invitation,
+    LoginAttempt,
     OutboxMessage,
     OutboxStatus,
     Person,
@@ -586,6 +590,161 @@ def count_requests_by_state(*, session: Session) -> dict[str, int]:
     """How many requests are in each state."""
     rows = session.exec(select(Request.state, func.count()).group_by(Request.state)).all()
     return {state: int(count) for state, count in rows}
+
+
+# --- staff accounts -----------------------------------------------------------------------
+
+
+def principal_of(*, session: Session, person: Person, lock: bool = False) -> Person:
+    """The person a chat identity acts as: the account's person it is linked to (关联聊天账号),
+    else itself. With `lock`, a linked principal is locked too (FOR NO KEY UPDATE, after the
+    identity: always in that order)."""
+    if person.principal_id is None or person.principal_id == person.id:
+        return person
+    principal = get_person(session=session, person_id=person.principal_id, lock=lock)
+    return principal if principal is not None else person
+
+
+def notify_target(*, session: Session, person: Person) -> int:
+    """The id of the chat identity messages to `person` go to: the one their account chose
+    (while it is still linked to them), else the person's own."""
+    assert person.id is not None
+    account = get_account_of(session=session, person_id=person.id)
+    if account is None or account.notify_person_id is None:
+        return person.id
+    chosen = get_person(session=session, person_id=account.notify_person_id)
+    if chosen is None or chosen.principal_id != person.id or chosen.unreachable:
+        return person.id
+    return account.notify_person_id
+
+
+#: Characters a username may hold (after lower-casing).
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+def ensure_account(*, session: Session, person: Person, at: datetime) -> Account:
+    """The person's account, made (without a password) when they have none: the username is
+    `<channel>-<chat id>`, cleaned and made unique."""
+    assert person.id is not None
+    account = get_account_of(session=session, person_id=person.id)
+    if account is not None:
+        return account
+    base = re.sub(r"[^a-z0-9._-]+", "", f"{person.channel}-{person.external_id}".lower())[:48]
+    username = base if USERNAME_PATTERN.match(base) else f"person-{person.id}"
+    if get_account_by_username(session=session, username=username) is not None:
+        username = f"{username}-{person.id}"
+    account = Account(username=username, person_id=person.id, active=True, created_at=at)
+    session.add(account)
+    session.flush()
+    return account
+
+
+def get_account(*, session: Session, account_id: int, lock: bool = False) -> Account | None:
+    """An account by id."""
+    statement = select(Account).where(Account.id == account_id)
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+def get_account_by_username(*, session: Session, username: str) -> Account | None:
+    """An account by its username (already normalised: lower case, stripped)."""
+    return session.exec(select(Account).where(Account.username == username)).first()
+
+
+def get_account_of(*, session: Session, person_id: int) -> Account | None:
+    """The account whose person this is, if any."""
+    return session.exec(select(Account).where(Account.person_id == person_id)).first()
+
+
+def get_account_by_setup_token(*, session: Session, token_hash: str) -> Account | None:
+    """The account a one-time setup token (hashed) belongs to."""
+    return session.exec(
+        select(Account).where(Account.setup_token_hash == token_hash).with_for_update()
+    ).first()
+
+
+def list_accounts(
+    *, session: Session, centre_ids: Sequence[int] | None = None
+) -> list[tuple[Account, Person]]:
+    """Accounts with their persons, by username; `centre_ids` limits them to those centres."""
+    statement = select(Account, Person).join(Person, col(Person.id) == col(Account.person_id))
+    if centre_ids is not None:
+        statement = statement.where(col(Person.centre_id).in_(list(centre_ids)))
+    return [(a, p) for a, p in session.exec(statement.order_by(col(Account.username))).all()]
+
+
+def linked_identities(*, session: Session, principal_id: int) -> list[Person]:
+    """The chat identities linked to a principal, oldest first."""
+    return list(
+        session.exec(
+            select(Person).where(Person.principal_id == principal_id).order_by(col(Person.id))
+        ).all()
+    )
+
+
+def add_console_session(
+    *,
+    session: Session,
+    token_hash: str,
+    account_id: int,
+    csrf_token: str,
+    address: str,
+    at: datetime,
+) -> ConsoleSession:
+    """Records a new console session."""
+    row = ConsoleSession(
+        token_hash=token_hash,
+        account_id=account_id,
+        csrf_token=csrf_token,
+        address=address[:160],
+        created_at=at,
+        last_seen_at=at,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_console_session(*, session: Session, token_hash: str) -> ConsoleSession | None:
+    """A console session by the hash of its cookie token (ended ones too)."""
+    return session.exec(
+        select(ConsoleSession).where(ConsoleSession.token_hash == token_hash)
+    ).first()
+
+
+def end_console_sessions(*, session: Session, account_id: int, at: datetime) -> int:
+    """Ends every open session of an account; how many were open."""
+    result = session.execute(
+        update(ConsoleSession)
+        .where(col(ConsoleSession.account_id) == account_id, col(ConsoleSession.ended_at).is_(None))
+        .values(ended_at=at)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def add_login_attempt(
+    *, session: Session, username: str, address: str, ok: bool, at: datetime
+) -> None:
+    """Records a console login attempt."""
+    session.add(LoginAttempt(username=username[:64], address=address[:160], ok=ok, at=at))
+    session.flush()
+
+
+def count_failed_logins(
+    *, session: Session, since: datetime, username: str | None = None, address: str | None = None
+) -> int:
+    """Failed login attempts since `since`, for a username or an address."""
+    statement = (
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(col(LoginAttempt.at) >= since, col(LoginAttempt.ok).is_(False))
+    )
+    if username is not None:
+        statement = statement.where(LoginAttempt.username == username)
+    if address is not None:
+        statement = statement.where(LoginAttempt.address == address)
+    return int(session.exec(statement).one())
 
 
 # --- invitations --------------------------------------------------------------------------

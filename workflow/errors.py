@@ -73,6 +73,15 @@ class BindRefused(WorkflowError):
         super().__init__("Too many failed binds.")
 
 
+class LinkRefused(WorkflowError):
+    """A chat identity that holds a role of its own, or is an account's person, cannot be
+    linked to another account."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Link refused: {reason}.")
+        self.reason = reason
+
+
 class InvitationInvalid(WorkflowError):
     """The invitation code is unknown, used or expired."""
 

@@ -23,6 +23,7 @@ from storage.models import (
     Category,
     Centre,
     Department,
+    Invitation,
     OutboxMessage,
     Person,
     Request,
@@ -33,6 +34,7 @@ from workflow.errors import (
     BindRefused,
     InvalidInput,
     InvitationInvalid,
+    LinkRefused,
     NotPermitted,
     TransitionNotAllowed,
     UnknownCentre,
@@ -57,6 +59,9 @@ SATISFACTION_LEVELS: tuple[str, ...] = ("满意", "基本满意", "不满意")
 
 #: Channel name of walk-in requesters registered at the reception desk (no chat of their own).
 DESK_CHANNEL = "desk"
+#: Channel of the person of a staff account made for the console (no chat of its own until
+#: one is linked).
+CONSOLE_CHANNEL = "console"
 
 
 @dataclass
@@ -73,24 +78,50 @@ class Tx:
     outbox: list[OutboxMessage] = field(default_factory=list)
     #: State changes made in this unit of work: (number, action, new state, actor id).
     moved: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    #: Where messages to a person go in this unit of work instead of their usual chat: the
+    #: chat identity they are writing from (an account's person answered where they typed),
+    #: or None for nothing at all (an action taken in the console answers on the page).
+    via: dict[int, int | None] = field(default_factory=dict)
+    #: Where messages to each person went so far (their account's chosen chat, or their own).
+    _targets: dict[int, int] = field(default_factory=dict, repr=False)
 
     def notify(
         self, person: Person, key: str, request: Request | None = None, **params: Any
     ) -> None:
-        """Queues the catalogue message `key` for `person`."""
+        """Queues the catalogue message `key` for `person`: in the chat of theirs that
+        `via` names, else in the one their account chose for notifications, else in their
+        own (one message however many chats are linked to them)."""
         assert person.id is not None
+        target = self._target(person)
+        if target is None:
+            return
         if request is not None:
             params.setdefault("number", request.number)
         row = queries.add_outbox(
             session=self.session,
             idempotency_key=f"{self.source}:{len(self.outbox) + 1}",
-            person_id=person.id,
+            person_id=target,
             key=key,
             params=params,
             request_id=request.id if request is not None else None,
             at=self.now,
         )
         self.outbox.append(row)
+
+    def _target(self, person: Person) -> int | None:
+        assert person.id is not None
+        if person.id in self.via:
+            return self.via[person.id]
+        target = self._targets.get(person.id)
+        if target is None:
+            # Residents have no accounts: only staff can have chosen another chat.
+            target = (
+                person.id
+                if person.role == Role.REQUESTER
+                else queries.notify_target(session=self.session, person=person)
+            )
+            self._targets[person.id] = target
+        return target
 
     def outbox_ids(self) -> list[int]:
         """Ids of the queued rows (after flush or commit)."""
@@ -851,7 +882,17 @@ BIND_FAILURE_LIMIT = 5
 BIND_FAILURE_WINDOW = timedelta(hours=1)
 
 
-def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, str | None]:
+@dataclass(frozen=True)
+class Bound:
+    """What a 绑定 did: the role now held (and the department's name for its staff), and for
+    a link to an account (关联聊天账号), the account's username."""
+
+    role: str
+    department: str | None = None
+    account: str | None = None
+
+
+def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> Bound:
     """绑定: a one-time code gives this chat identity its role.
 
     A code that is unknown, used or expired is put on record (bind_failures) with the
@@ -859,11 +900,16 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
     BIND_FAILURE_LIMIT such failures within BIND_FAILURE_WINDOW from either, 绑定 is refused
     before the code is looked up.
 
+    A code from the console's 关联聊天账号 links this chat identity to the account instead:
+    from then on it acts as the account's person.
+
     Returns:
-        The role, and the department's name for department staff.
+        The role, and the department's name for department staff (and the account).
 
     Raises:
         BindRefused: Too many failed 绑定 from this person or address.
+        LinkRefused: The identity holds a role or requests of its own, or is the person
+            of another account.
         InvitationInvalid: "unknown", "used" or "expired" (answered alike).
     """
     assert person.id is not None
@@ -905,6 +951,8 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
             at=tx.now,
         )
         raise InvitationInvalid(reason)
+    if invitation.account_id is not None:
+        return _link(tx, person, invitation)
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
     person.role = invitation.role
@@ -927,7 +975,50 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> tuple[str, 
         note=invitation.role,
         at=tx.now,
     )
-    return invitation.role, department
+    # Everyone with a role is an account (it may get a password with `redesk staff
+    # reset-password`), so that chats can be linked to them later.
+    queries.ensure_account(session=tx.session, person=person, at=tx.now)
+    return Bound(invitation.role, department)
+
+
+def _link(tx: Tx, identity: Person, invitation: Invitation) -> Bound:
+    """Links `identity` to the account of `invitation` (a 关联聊天账号 code)."""
+    assert invitation.account_id is not None and identity.id is not None
+    account = queries.get_account(session=tx.session, account_id=invitation.account_id)
+    principal = (
+        queries.get_person(session=tx.session, person_id=account.person_id)
+        if account is not None and account.active
+        else None
+    )
+    if account is None or principal is None:
+        raise InvitationInvalid("expired")
+    if principal.id != identity.id:
+        if (
+            identity.role != Role.REQUESTER
+            or queries.get_account_of(session=tx.session, person_id=identity.id) is not None
+        ):
+            raise LinkRefused("staff")
+        identity.principal_id = principal.id
+        identity.dialogue = None
+        tx.session.add(identity)
+    invitation.used_at = tx.now
+    invitation.used_by_id = identity.id
+    tx.session.add(invitation)
+    queries.add_event(
+        session=tx.session,
+        request_id=None,
+        actor_id=principal.id,
+        action="link",
+        from_state=None,
+        to_state=None,
+        note=f"{identity.channel}:{identity.id}",
+        at=tx.now,
+    )
+    department = None
+    if principal.department_id is not None:
+        found = queries.get_department(session=tx.session, department_id=principal.department_id)
+        department = found.name if found else None
+    return Bound(principal.role, department, account.username)
 
 
 # --- revocation ---------------------------------------------------------------------------
@@ -1382,6 +1473,7 @@ def _working_days(tx: Tx, days: int, days_off: frozenset[date] = frozenset()) ->
 
 
 __all__ = [
+    "CONSOLE_CHANNEL",
     "DESK_CHANNEL",
     "SATISFACTION_LEVELS",
     "TransitionNotAllowed",

@@ -14,6 +14,7 @@ from workflow.errors import (
     BindRefused,
     InvalidInput,
     InvitationInvalid,
+    LinkRefused,
     NotPermitted,
     TransitionNotAllowed,
     UnknownCentre,
@@ -95,14 +96,15 @@ def bind(tx: Tx, person: Person, command: Command, address: str = "") -> None:
         return
     # A code typed in groups with spaces (7K3M Q9XD 2HRT) arrives split over the arguments.
     code = f"{command.first}{command.rest}"
-    role, department = service.bind(tx, person, code, address=address)
+    bound = service.bind(tx, person, code, address=address)
     reply(
         tx,
         person,
-        "reply.bound",
-        role_label=role_label(role),
-        department_part=f"（{department}）" if department else "",
-        help=_help_text(role, department),
+        "reply.linked" if bound.account else "reply.bound",
+        account=bound.account or "",
+        role_label=role_label(bound.role),
+        department_part=f"（{bound.department}）" if bound.department else "",
+        help=_help_text(bound.role, bound.department),
     )
 
 
@@ -306,6 +308,8 @@ def report_error(tx: Tx, person: Person, error: WorkflowError, command: Command 
         reply(tx, person, "error.invitation_invalid")
     elif isinstance(error, BindRefused):
         reply(tx, person, "error.bind_refused")
+    elif isinstance(error, LinkRefused):
+        reply(tx, person, "error.link_refused")
     elif isinstance(error, InvalidInput):
         if error.what == "too_long":
             reply(tx, person, "error.too_long", **error.params)

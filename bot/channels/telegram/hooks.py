@@ -115,7 +115,7 @@ class TelegramHooks:
             number, action, state, _ = tx.moved[-1]
             line = text(
                 "line.acted",
-                by=person_label(person),
+                by=person_label(queries.principal_of(session=tx.session, person=person)),
                 action=action_label(action),
                 state=state_label(state),
             )
@@ -174,7 +174,7 @@ class TelegramHooks:
         _, action, state, _ = moved[-1]
         line = text(
             "line.acted",
-            by=person_label(person),
+            by=person_label(queries.principal_of(session=tx.session, person=person)),
             action=action_label(action),
             state=state_label(state),
         )

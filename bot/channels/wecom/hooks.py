@@ -77,7 +77,11 @@ class WeComHooks:
             person,
             UPDATE_KEY,
             response_code=code,
-            replace_name=text("wecom.acted", action=action_label(action), by=person_label(person)),
+            replace_name=text(
+                "wecom.acted",
+                action=action_label(action),
+                by=person_label(queries.principal_of(session=tx.session, person=person)),
+            ),
         )
         outbox_id = cards.outbox_of(task)
         card = (
