@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import actors, metrics, scheduler, wake
+from bot import actors, console, metrics, scheduler, wake
 from bot.channels import web
 from bot.channels.registry import CHANNELS
 from bot.http import BodyTooLarge, client_address, read_body, runtime_of
@@ -579,6 +579,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *console.routes(),
     ]
     runtime = runtime or get_runtime()
     # Each channel brings its routes; a channel that is off serves none (404).
