@@ -41,10 +41,11 @@ from workflow.errors import (
     UnknownDepartment,
     UnknownRequest,
 )
-from workflow.machine import TERMINAL, Action, State, transition
+from workflow.machine import RULES, SPEC, TERMINAL, Action, State, Who, transition
 from workflow.permissions import (
     COMMITTEE_ROLES,
     acts_for_walk_in,
+    may_see_contact,
     may_view,
     permitted,
     role_could,
@@ -680,6 +681,46 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
             text=request.text,
         )
     return request
+
+
+# --- staff notes and what a page offers --------------------------------------------------
+
+
+def comment(tx: Tx, actor: Person, number: str, note: str) -> Request:
+    """内部备注: a note on the request that only staff read (a requester's 查询 leaves
+    `comment` events out); nobody is told."""
+    request = _begin(tx, actor, Action.COMMENT, number)
+    note = _required(tx, note, "empty")
+    _move(tx, request, actor, Action.COMMENT, note=note)
+    return request
+
+
+def available(tx: Tx, actor: Person, request: Request) -> list[Action]:
+    """The actions `actor` may take by hand on `request` now, in SPEC order: each rule whose
+    sources hold the request's state and whose permission check the actor passes (nothing is
+    recorded). 办结 of department staff on a request forwarded to them counts: it takes the
+    request first (complete)."""
+    relation = _relation(tx, actor, request)
+    state = State(request.state)
+    found = []
+    for rule in SPEC:
+        if rule.who_at(state) & {Who.SYSTEM, Who.ANYONE}:
+            continue
+        if state in rule.sources and permitted(rule.action, state, **relation):
+            found.append(rule.action)
+        elif (
+            rule.action is Action.COMPLETE
+            and state in RULES[Action.TAKE].sources
+            and permitted(Action.TAKE, state, **relation)
+        ):
+            found.append(rule.action)
+    return found
+
+
+def sees_contact(tx: Tx, actor: Person, request: Request) -> bool:
+    """Whether `actor` reads the requester's name and phone unmasked (permissions
+    .may_see_contact)."""
+    return may_see_contact(**_relation(tx, actor, request))
 
 
 # --- requesters ---------------------------------------------------------------------------
