@@ -299,6 +299,18 @@ TEXTS: dict[str, str] = {
     "api.sessions_limited": "新建会话过于频繁（同一网络每分钟最多 {limit} 个），请稍候再试。",
     "api.too_many_polls": "同时打开的连接过多，请关闭多余的页面后稍候重试。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
+    # console: a request's page (bot/console/request.py)
+    "console.note_label": "内部备注",
+    "console.ask.reason": "原因",
+    "console.ask.result": "办理结果",
+    "console.ask.note": "备注内容（仅工作人员可见）",
+    "console.ask.department": "转交部门",
+    "console.ask.centre": "下派中心",
+    "console.department_required": "请选择要转交的部门。",
+    "console.centre_required": "请选择要下派的下级中心。",
+    "console.unknown_action": "不支持的操作「{action}」。",
+    "console.attachment_gone": "该附件已无法获取（平台已删除或尚未下载）。",
+    "reply.noted": "【{number}】已添加内部备注，仅工作人员可见。",
 }
 
 #: Marks every line of someone else's words in a message to staff: no line of theirs can then

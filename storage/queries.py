@@ -1418,6 +1418,14 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
     return rows
 
 
+# --- console request page -----------------------------------------------------------------
+
+
+def get_attachment(*, session: Session, attachment_id: int) -> Attachment | None:
+    """An attachment by id."""
+    return session.get(Attachment, attachment_id)
+
+
 # --- WeChat callback nonces ---------------------------------------------------------------
 
 
