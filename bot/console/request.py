@@ -50,6 +50,7 @@ from storage import queries
 from storage.db import read_engine, session_scope
 from storage.models import Attachment, Event, Person, Request
 from workflow import service
+from workflow.cards import REFRESH_KEY
 from workflow.errors import (
     InvalidInput,
     NotPermitted,
@@ -152,16 +153,15 @@ class PageTx(Tx):
     def of(cls, tx: Tx, actor_id: int) -> PageTx:
         """`tx` answering `actor_id` on the page."""
         values = {f.name: getattr(tx, f.name) for f in fields(Tx) if f.init}
-        page = cls(**values, actor_id=actor_id)
-        # Nothing to the actor's chats: the page shows the answer.
-        page.via[actor_id] = None
-        return page
+        return cls(**values, actor_id=actor_id)
 
     def notify(
         self, person: Person, key: str, request: Request | None = None, **params: Any
     ) -> None:
-        """Keeps an answer to the actor; queues anyone else's message as usual."""
-        if person.id == self.actor_id:
+        """Keeps an answer to the actor for the page (nothing goes to their chats); queues
+        anyone else's message as usual, and the refresh of the actor's own cards too (a card
+        in their chat that offered the action goes stale like everyone's)."""
+        if person.id == self.actor_id and key != REFRESH_KEY:
             if request is not None:
                 params.setdefault("number", request.number)
             self.answers.append((key, params))

@@ -3,8 +3,6 @@ attachments with stored files, and the cleanup of accounts between PostgreSQL te
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +12,13 @@ import httpx
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
+from bot.console.auth import COOKIE
 from bot.runtime import Runtime
 from storage import queries
 from storage.db import session_scope
 from storage.models import Attachment, Person, Request, utcnow
+from tests.utils.accounts import PASSWORD
+from workflow import accounts
 
 #: The origin the test client's requests come from.
 ORIGIN = "http://testserver"
@@ -36,25 +37,27 @@ class Signed:
 
 
 def sign_in(runtime: Runtime, person: Person) -> Signed:
-    """A live console session of `person`'s account (made without a password if needed)."""
-    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+    """A live console session of `person`'s account: the account (made as every bind makes
+    it) gets a password through its setup link and logs in, as a page would."""
     with session_scope(runtime.engine) as session:
         me = session.get(Person, person.id)
         assert me is not None
         account = queries.ensure_account(session=session, person=me, at=utcnow())
-        assert account.id is not None
-        queries.add_console_session(
-            session=session,
-            token_hash=hashlib.sha256(token.encode()).hexdigest(),
-            account_id=account.id,
-            csrf_token=csrf,
+        link = accounts.issue_setup_link(session, account, now=utcnow())
+        username = account.username
+    with session_scope(runtime.engine) as session:
+        accounts.set_password(session, token=link.token, password=PASSWORD, now=utcnow())
+    with session_scope(runtime.engine) as session:
+        done = accounts.login(
+            session,
+            username=username,
+            password=PASSWORD,
             address="testclient",
-            at=utcnow(),
+            now=utcnow(),
+            limits=accounts.Limits.of(runtime.settings),
         )
-    return Signed(token=token, csrf=csrf)
-
-
-COOKIE = "redesk_console"
+        assert isinstance(done, accounts.LoggedIn)
+        return Signed(token=done.token, csrf=done.console_session.csrf_token)
 
 
 def as_user(client: TestClient, signed: Signed | None) -> TestClient:
