@@ -135,7 +135,7 @@ def test_the_page_is_served_to_a_signed_in_worker(
     page = client.get(f"/console/requests/{number}")
 
     assert page.status_code == 200
-    assert '<script src="/static/console/request.js"></script>' in page.text
+    assert '<script src="/static/console/request.js" defer></script>' in page.text
     assert "<script>" not in page.text and "style=" not in page.text
 
 
