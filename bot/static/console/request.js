@@ -84,7 +84,7 @@
         "div",
         { class: "request-location" },
         item.label ? el("p", { text: item.label }) : null,
-        el("p", {}, "坐标：", el("span", { class: "code", text: coords })),
+        el("p", {}, "坐标：", el("span", { class: "request-coords", text: coords })),
         el("a", { href: item.map_url, target: "_blank", rel: "noopener noreferrer", text: "在地图上查看" })
       );
     }
