@@ -88,7 +88,8 @@ def test_a_worker_reads_a_new_request_with_its_deadlines_history_and_actions(
     assert data["events"][0]["from_label"] is None and data["events"][0]["to_label"] == "待受理"
     # and the actions of a new request for the committee, in SPEC order, with their choices
     actions = {item["action"]: item for item in data["actions"]}
-    assert list(actions) == ["accept", "forward", "reject", "refer", "note"]
+    # (no 上报: the only centre has none above it)
+    assert list(actions) == ["accept", "forward", "reject", "note"]
     assert [d["name"] for d in actions["forward"]["departments"]] == ["城管执法", "市场监管"]
     assert actions["reject"]["field"] == "text" and actions["reject"]["ask"] == "原因"
     assert actions["note"]["label"] == "内部备注"
@@ -313,7 +314,10 @@ def test_refer_goes_up_and_assign_goes_down_the_tree(
     client: TestClient, runtime: Runtime, tree: Tree
 ) -> None:
     number = tree.submit()
-    referred = act(client, sign_in(runtime, tree.c1_worker), number, "refer", text="需区级协调")
+    c1_worker = sign_in(runtime, tree.c1_worker)
+    offered_up = [a["action"] for a in _detail(client, c1_worker, number).json()["actions"]]
+    assert "refer" in offered_up
+    referred = act(client, c1_worker, number, "refer", text="需区级协调")
     assert referred.status_code == 200 and referred.json()["state"] == "new"
     assert tree.held_by(number) == tree.district.id
 

@@ -550,6 +550,11 @@ def child_centres_of(tx: Tx, request: Request) -> list[Centre]:
     )
 
 
+def parent_centre_of(tx: Tx, request: Request) -> Centre | None:
+    """Where 上报 would send a request: the nearest active centre above its centre, if any."""
+    return _parent(tx, _centre(tx, request.centre_id))
+
+
 def centre_name(tx: Tx, centre_id: int) -> str:
     """A centre's name."""
     return _centre(tx, centre_id).name

@@ -309,6 +309,8 @@ def _actions(tx: Tx, actor: Person, request: Request) -> list[dict[str, Any]]:
             if not departments:
                 continue
             item["departments"] = [{"id": d.id, "name": d.name} for d in departments]
+        elif action is Action.REFER and service.parent_centre_of(tx, request) is None:
+            continue
         elif form.field == "centre":
             children = service.child_centres_of(tx, request)
             if not children:
