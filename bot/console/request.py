@@ -110,7 +110,8 @@ def _note(tx: Tx, person: Person, command: Command) -> None:
     common.reply(tx, person, "reply.noted", number=request.number)
 
 
-#: The page's actions by the name the API takes, each the chat command of the same action.
+#: The page's actions by the name the API takes, each taken by the chat command of the same
+#: action (内部备注, which chat has no command for, by _note).
 FORMS: dict[str, Form] = {
     "accept": Form(Action.ACCEPT, "accept", worker.accept),
     "forward": Form(
@@ -133,7 +134,7 @@ FORMS: dict[str, Form] = {
 #: The API name of each action the page offers.
 FORM_OF: dict[Action, str] = {form.action: name for name, form in FORMS.items()}
 
-#: Which field is missing, by the field: its catalogue key.
+#: The answer to a picker left empty, by the field (the chat would ask with a question instead).
 REQUIRED: dict[str, str] = {
     "department": "console.department_required",
     "centre": "console.centre_required",
@@ -178,9 +179,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _unknown(number: str) -> JSONResponse:
-    return _error(
-        404, "unknown_request", text("error.unknown_request", number=number.strip().upper()[:40])
-    )
+    return JSONResponse(_unknown_body(number), status_code=404)
 
 
 def _unit(runtime: Runtime, session: Session, user: ConsoleUser) -> tuple[PageTx, Person] | None:
