@@ -1242,11 +1242,10 @@ def _staff_errors(exc: ManageError) -> CliError:
 
 
 @contextmanager
-def _staff_session(settings: Settings, *, create: bool = False) -> Iterator[Session]:
+def _staff_session(settings: Settings) -> Iterator[Session]:
     """A session for a staff verb on the prepared database, committed at the end; refusals
-    become the CliError of their exit code. With `create`, a missing SQLite file is made (the
-    first admin of a fresh install)."""
-    _prepare_database(settings, auto_upgrade=settings.is_sqlite, create=create)
+    become the CliError of their exit code."""
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
     with session_scope(get_engine(settings.database_url)) as session:
         try:
             yield session
@@ -1271,8 +1270,8 @@ def staff_add(
 ) -> None:
     """Add a staff account and print its one-time link to set the password (valid 24 hours).
 
-    On a fresh install the embedded database is made first, so the first admin can be added
-    before `redesk run`.
+    Like every verb but `run`, `db upgrade` and `demo`, it needs the database: start `redesk
+    run` (or run `redesk db upgrade`) once first.
 
     Checked like `redesk invite`: department staff name a department of the centre or of a
     centre above it. A malformed username or role exits 2, a taken username 1, an unknown
@@ -1286,7 +1285,7 @@ def staff_add(
     if role == "department" and not department:
         raise CliError("Name the department: --department NAME", Exit.USAGE)
     settings = _settings()
-    with _staff_session(settings, create=True) as session:
+    with _staff_session(settings) as session:
         link = staff.add(
             session,
             username=username,

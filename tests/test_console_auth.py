@@ -414,9 +414,13 @@ def test_a_link_code_from_the_console_links_a_web_chat_which_can_be_chosen_and_u
         account = session.exec(select(Account)).one()
         assert account.notify_person_id is None
     actions = audit_actions(runtime.engine, "console:wang")
-    assert {"console_login", "console_link_code", "console_notify", "console_unlink"} <= set(
-        actions
-    )
+    assert {
+        "console_login",
+        "console_link_code",
+        "console_link",
+        "console_notify",
+        "console_unlink",
+    } <= set(actions)
 
 
 def test_another_accounts_chat_cannot_be_unlinked_or_chosen(

@@ -160,9 +160,9 @@ def check_password(password: str, username: str) -> None:
         PasswordRejected: naming the rule.
     """
     if len(password) < MIN_PASSWORD:
-        raise PasswordRejected("too_short", min=MIN_PASSWORD)
+        raise PasswordRejected("too_short", limit=MIN_PASSWORD)
     if len(password) > MAX_PASSWORD:
-        raise PasswordRejected("too_long", max=MAX_PASSWORD)
+        raise PasswordRejected("too_long", limit=MAX_PASSWORD)
     if password.isdigit():
         raise PasswordRejected("all_digits")
     if password.strip().lower() == username.lower():
