@@ -100,13 +100,17 @@ def workers(deployment: Deployment) -> Iterator[tuple[str, str]]:
     yield "wang", "zhao"
 
 
-def _new_request(deployment: Deployment, text_: str) -> str:
-    with deployment.http() as http:
-        resident = WebChat.open(http, "张阿姨")
-        answer = resident.ask(text_, "SQ-")
+def _submit(resident: WebChat, text_: str) -> str:
+    """A resident's new request; its number."""
+    answer = resident.ask(text_, "SQ-")
     found = re.search(r"SQ-\d{8}-\d{4,}", answer.text)
     assert found, answer.text
     return found.group(0)
+
+
+def _new_request(deployment: Deployment, text_: str) -> str:
+    with deployment.http() as http:
+        return _submit(WebChat.open(http, "张阿姨"), text_)
 
 
 def _open(browser: Any, deployment: Deployment, username: str, number: str) -> Any:
@@ -127,7 +131,9 @@ def test_a_worker_opens_a_request_with_a_photo_and_a_location_accepts_and_forwar
     browser: Any, deployment: Deployment, workers: tuple[str, str], tmp_path: Path
 ) -> None:
     # Given a resident's request with a photo and a location
-    number = _new_request(deployment, "小区门口的路灯坏了，晚上很黑")
+    http = deployment.http()
+    resident = WebChat.open(http, "张阿姨")
+    number = _submit(resident, "小区门口的路灯坏了，晚上很黑")
     _with_photo_and_location(deployment, number)
 
     # When the worker opens its page on a phone
@@ -160,6 +166,8 @@ def test_a_worker_opens_a_request_with_a_photo_and_a_location_accepts_and_forwar
         page.locator("#request-state", has_text="办理中").wait_for()
         assert page.locator("#action-accept").count() == 0
         page.screenshot(path=str(tmp_path / "request-accepted.png"), full_page=True)
+        # and the resident is told in their chat, as when the worker accepts in chat
+        resident.wait_for(number, "党委已受理您的诉求")
 
         # When they forward it, choosing the department in the picker
         page.click("#action-forward")
@@ -176,8 +184,10 @@ def test_a_worker_opens_a_request_with_a_photo_and_a_location_accepts_and_forwar
         assert "转单" in page.locator("#history").inner_text()
         assert "城管执法" in page.locator("#request-facts").inner_text()
         page.screenshot(path=str(tmp_path / "request-forwarded.png"), full_page=True)
+        resident.wait_for(number, "已转交「城管执法」")
     finally:
         page.context.close()
+        http.close()
 
 
 def test_an_action_made_impossible_meanwhile_is_refused_with_the_reason(
