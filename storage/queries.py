@@ -747,6 +747,21 @@ def count_failed_logins(
     return int(session.exec(statement).one())
 
 
+def failed_login_times(
+    *, session: Session, since: datetime, username: str | None = None, address: str | None = None
+) -> list[datetime]:
+    """When the failed login attempts after `since` were made, for a username or an address,
+    oldest first."""
+    statement = select(LoginAttempt.at).where(
+        col(LoginAttempt.at) > since, col(LoginAttempt.ok).is_(False)
+    )
+    if username is not None:
+        statement = statement.where(LoginAttempt.username == username)
+    if address is not None:
+        statement = statement.where(LoginAttempt.address == address)
+    return list(session.exec(statement.order_by(col(LoginAttempt.at))).all())
+
+
 # --- invitations --------------------------------------------------------------------------
 
 
@@ -1416,6 +1431,14 @@ def events_of_requests(*, session: Session, request_ids: Sequence[int]) -> Seque
     )
     rows: Sequence[Row[Any]] = session.execute(statement).all()
     return rows
+
+
+# --- console request page -----------------------------------------------------------------
+
+
+def get_attachment(*, session: Session, attachment_id: int) -> Attachment | None:
+    """An attachment by id."""
+    return session.get(Attachment, attachment_id)
 
 
 # --- WeChat callback nonces ---------------------------------------------------------------

@@ -14,6 +14,16 @@ DEPARTMENT_ROLE = "department"
 #: The role that oversees a centre's whole subtree.
 LEADER_ROLE = "leader"
 
+#: Roles that see their centre's whole subtree: leaders, and the console's admins (who read
+#: requests like a leader and take no action on them).
+OVERSEER_ROLES: frozenset[str] = frozenset({LEADER_ROLE, "admin"})
+
+#: Who reads a requester's name and phone as they are: those a request's cards go to in chat
+#: (the committee of the centre that holds it, the staff of the department it is with) and
+#: the requester. Everyone else who may see the request (leaders and admins above it) reads
+#: them masked, as exports show them (workflow.masking).
+CONTACT_VIEWERS: frozenset[Who] = frozenset({Who.COMMITTEE, Who.DEPARTMENT, Who.REQUESTER})
+
 #: Actions only the committee may take (in every state).
 COMMITTEE_ACTIONS: frozenset[Action] = frozenset(
     rule.action for rule in SPEC if rule.everyone() == {Who.COMMITTEE}
@@ -52,7 +62,7 @@ def is_one_of(
     return any(
         kind is Who.ANYONE
         or (kind is Who.COMMITTEE and role in COMMITTEE_ROLES and in_centre)
-        or (kind is Who.OVERSEER and role == LEADER_ROLE and overseeing)
+        or (kind is Who.OVERSEER and role in OVERSEER_ROLES and overseeing)
         or (kind is Who.DEPARTMENT and role == DEPARTMENT_ROLE and in_department)
         or (kind is Who.REQUESTER and is_requester)
         for kind in who
@@ -127,6 +137,20 @@ def may_view(
     )
 
 
+def may_see_contact(
+    *, role: str, is_requester: bool, in_department: bool, in_centre: bool, overseeing: bool
+) -> bool:
+    """Whether an actor reads a request's requester's name and phone unmasked."""
+    return is_one_of(
+        CONTACT_VIEWERS,
+        role=role,
+        is_requester=is_requester,
+        in_department=in_department,
+        in_centre=in_centre,
+        overseeing=overseeing,
+    )
+
+
 def role_could(role: str, action: Action) -> bool:
     """Whether someone of `role` can take `action` on some request, in some state.
 
@@ -147,7 +171,7 @@ def role_could(role: str, action: Action) -> bool:
 #: How each kind of actor is named in the roles table.
 WHO_LABELS: dict[Who, str] = {
     Who.COMMITTEE: "worker or leader of the request's centre",
-    Who.OVERSEER: "leader of the request's centre or of a centre above it",
+    Who.OVERSEER: "leader or admin of the request's centre or of a centre above it",
     Who.DEPARTMENT: "staff of the department the request is forwarded to",
     Who.REQUESTER: "the requester (for a walk-in: the worker who registered it, or any "
     "worker or leader of the request's centre once that worker's role is revoked)",

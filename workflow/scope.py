@@ -52,9 +52,9 @@ def in_centre(person: Person, request: Request) -> bool:
 
 
 def overseen_by(session: Session, person: Person, request: Request) -> bool:
-    """Whether `person` is a leader whose centre is the request's centre or an ancestor of it
-    (a leader oversees their centre's whole subtree)."""
-    if person.role != Role.LEADER:
+    """Whether `person` is a leader (or an admin) whose centre is the request's centre or an
+    ancestor of it (a leader oversees their centre's whole subtree)."""
+    if person.role not in (Role.LEADER, Role.ADMIN):
         return False
     own = centre_of(session, person)
     if own == request.centre_id:

@@ -41,10 +41,11 @@ from workflow.errors import (
     UnknownDepartment,
     UnknownRequest,
 )
-from workflow.machine import TERMINAL, Action, State, transition
+from workflow.machine import RULES, SPEC, TERMINAL, Action, State, Who, transition
 from workflow.permissions import (
     COMMITTEE_ROLES,
     acts_for_walk_in,
+    may_see_contact,
     may_view,
     permitted,
     role_could,
@@ -549,6 +550,11 @@ def child_centres_of(tx: Tx, request: Request) -> list[Centre]:
     )
 
 
+def parent_centre_of(tx: Tx, request: Request) -> Centre | None:
+    """Where 上报 would send a request: the nearest active centre above its centre, if any."""
+    return _parent(tx, _centre(tx, request.centre_id))
+
+
 def centre_name(tx: Tx, centre_id: int) -> str:
     """A centre's name."""
     return _centre(tx, centre_id).name
@@ -680,6 +686,46 @@ def complete(tx: Tx, actor: Person, number: str, result: str) -> Request:
             text=request.text,
         )
     return request
+
+
+# --- staff notes and what a page offers --------------------------------------------------
+
+
+def comment(tx: Tx, actor: Person, number: str, note: str) -> Request:
+    """内部备注: a note on the request that only staff read (a requester's 查询 leaves
+    `comment` events out); nobody is told."""
+    request = _begin(tx, actor, Action.COMMENT, number)
+    note = _required(tx, note, "empty")
+    _move(tx, request, actor, Action.COMMENT, note=note)
+    return request
+
+
+def available(tx: Tx, actor: Person, request: Request) -> list[Action]:
+    """The actions `actor` may take by hand on `request` now, in SPEC order: each rule whose
+    sources hold the request's state and whose permission check the actor passes (nothing is
+    recorded). 办结 of department staff on a request forwarded to them counts: it takes the
+    request first (complete)."""
+    relation = _relation(tx, actor, request)
+    state = State(request.state)
+    found = []
+    for rule in SPEC:
+        if rule.who_at(state) & {Who.SYSTEM, Who.ANYONE}:
+            continue
+        if state in rule.sources and permitted(rule.action, state, **relation):
+            found.append(rule.action)
+        elif (
+            rule.action is Action.COMPLETE
+            and state in RULES[Action.TAKE].sources
+            and permitted(Action.TAKE, state, **relation)
+        ):
+            found.append(rule.action)
+    return found
+
+
+def sees_contact(tx: Tx, actor: Person, request: Request) -> bool:
+    """Whether `actor` reads the requester's name and phone unmasked (permissions
+    .may_see_contact)."""
+    return may_see_contact(**_relation(tx, actor, request))
 
 
 # --- requesters ---------------------------------------------------------------------------
@@ -952,7 +998,7 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> Bound:
         )
         raise InvitationInvalid(reason)
     if invitation.account_id is not None:
-        return _link(tx, person, invitation)
+        return _link(tx, person, invitation, address)
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
     person.role = invitation.role
@@ -981,8 +1027,9 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> Bound:
     return Bound(invitation.role, department)
 
 
-def _link(tx: Tx, identity: Person, invitation: Invitation) -> Bound:
-    """Links `identity` to the account of `invitation` (a 关联聊天账号 code)."""
+def _link(tx: Tx, identity: Person, invitation: Invitation, address: str = "") -> Bound:
+    """Links `identity` to the account of `invitation` (a 关联聊天账号 code), on the admin
+    audit under the account's name."""
     assert invitation.account_id is not None and identity.id is not None
     account = queries.get_account(session=tx.session, account_id=invitation.account_id)
     principal = (
@@ -1012,6 +1059,13 @@ def _link(tx: Tx, identity: Person, invitation: Invitation) -> Bound:
         from_state=None,
         to_state=None,
         note=f"{identity.channel}:{identity.id}",
+        at=tx.now,
+    )
+    queries.audit_admin_action(
+        session=tx.session,
+        actor=f"console:{account.username}",
+        action="console_link",
+        detail={"address": address, "person": identity.id, "channel": identity.channel},
         at=tx.now,
     )
     department = None
