@@ -74,7 +74,7 @@ def fill_district(tree: Tree) -> dict[str, list[str]]:
     numbers: dict[str, list[str]] = {"C1": [], "C2": []}
     for text in ("小区门口的路灯坏了，联系电话13812345678", "楼道里堆满了杂物", "路灯又坏了"):
         numbers["C1"].append(tree.submit(tree.c1_resident, text))
-    for text in ("东风路的路灯不亮", "垃圾没人清运"):
+    for text in ("东风路的路灯不亮", "想了解一下社区活动的报名方式"):
         numbers["C2"].append(tree.submit(tree.c2_resident, text))
     world.do(service.accept, tree.c1_worker, numbers["C1"][0], now=NOW)
     world.do(service.forward, tree.c1_worker, numbers["C1"][1], "城管执法", now=NOW)
