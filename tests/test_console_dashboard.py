@@ -170,6 +170,27 @@ def test_a_district_leader_sees_a_community_within_the_district(
     assert answer.json()["totals"]["rejected"] == 1
 
 
+def test_an_admin_sees_the_figures_of_their_centre_s_subtree(
+    client: TestClient, runtime: Runtime, tree: Tree, fixed_now: datetime
+) -> None:
+    # Given an admin of the district
+    fill_district(tree)
+    make_staff(runtime.engine, "d-admin", "admin", "D")
+    log_in(client, "d-admin")
+
+    # When they ask for the figures by centre
+    answer = client.get("/api/console/stats", params={**MARCH, "by": "centre"})
+
+    # Then they get the district's, one row per community (and the 商圈 holding nothing)
+    assert answer.status_code == 200
+    assert answer.json()["centre"]["code"] == "D"
+    assert {row["centre"]: row["received"] for row in answer.json()["rows"]} == {
+        "C1": 3,
+        "C2": 2,
+        "B": 0,
+    }
+
+
 @pytest.mark.parametrize("role", ["worker", "department"])
 def test_a_worker_or_department_staff_is_refused_everything(
     role: str, client: TestClient, runtime: Runtime, tree: Tree

@@ -254,3 +254,30 @@ def test_a_worker_gets_the_refusal_page(
         raise
     finally:
         context.close()
+
+
+def test_the_page_fits_a_phone(
+    browser: Any, dashboard_deployment: Deployment, tmp_path: Path
+) -> None:
+    # Given a leader on a 375 px wide phone
+    context = browser.new_context(locale="zh-CN", viewport={"width": 375, "height": 800})
+    context.add_init_script(WATCH_CSP)
+    answer = context.request.post(
+        f"{dashboard_deployment.base_url}/api/console/login",
+        data=json.dumps({"username": "d-leader", "password": PASSWORD}),
+        headers={"Content-Type": "application/json", "Origin": dashboard_deployment.base_url},
+    )
+    assert answer.status == 200
+    page = context.new_page()
+    try:
+        # When the dashboard opens
+        open_dashboard(page, dashboard_deployment)
+
+        # Then the page does not scroll sideways (wide tables scroll in their own box)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+        assert page.locator("#trend-chart canvas").count() == 1
+    except BaseException:
+        page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+        raise
+    finally:
+        context.close()
