@@ -1,0 +1,255 @@
+"""One staff account linked from Telegram, WeChat and the web desk is one worker: one card per
+new request (in the chat the account chose), a press answered where it was pressed, events in
+the account's person's name and the same 待办 everywhere. On SQLite and PostgreSQL, through the
+real app, the fake Telegram and WeChat APIs and the chat harnesses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import col, select
+
+from bot import dispatch
+from bot.app import create_app
+from bot.channels import telegram, wechat
+from bot.channels.telegram import TelegramSender
+from bot.runtime import Runtime
+from storage.db import get_engine, session_scope
+from storage.models import OutboxMessage, Person
+from storage.settings import Settings
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.wechat import FakeWeChat
+from tests.utils.accounts import (  # noqa: F401 - clean_accounts is a fixture
+    clean_accounts,
+    logged_in,
+    make_account,
+)
+from tests.utils.app import TestClient
+from tests.utils.harness import NUMBER
+from tests.utils.settings import make_settings
+from tests.utils.telegram import SECRET, QuickLimiter, TelegramDesk, text_of
+
+pytestmark = pytest.mark.usefixtures("clean_accounts")
+
+#: The account's Telegram user, and its WeChat openid.
+TG_USER = 7002
+OPENID = "o6_bmjrPTlm6_2sgVt7hLiShuJi"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
+    """The fake Bot API, limits far looser than the QuickLimiter's spacing."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    server = FakeTelegram(
+        per_chat_interval=0.005, group_per_minute=6000, global_per_second=6000
+    ).start()
+    try:
+        yield server
+    finally:
+        telegram.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def wechat_fake() -> Iterator[FakeWeChat]:
+    """The fake WeChat API; callbacks in safe mode."""
+    server = FakeWeChat(safe=True).start()
+    try:
+        yield server
+    finally:
+        wechat.close_clients()
+        dispatch._lazy_senders.clear()
+        server.stop()
+    assert server.errors == []
+
+
+@pytest.fixture
+def settings(db_url: str, fake: FakeTelegram, wechat_fake: FakeWeChat, tmp_path: Path) -> Settings:
+    """The web desk, Telegram and WeChat on, pointing at the fakes."""
+    env = wechat_fake.settings_env()
+    return make_settings(
+        database_url=db_url,
+        redis_url=None,
+        web_sessions_per_minute=0,
+        telegram_token=fake.token,
+        telegram_api_url=fake.url,
+        telegram_webhook_secret=SECRET,
+        wechat_app_id=env["REDESK_WECHAT_APP_ID"],
+        wechat_app_secret=env["REDESK_WECHAT_APP_SECRET"],
+        wechat_token=env["REDESK_WECHAT_TOKEN"],
+        wechat_aes_key=env["REDESK_WECHAT_AES_KEY"],
+        wechat_api_url=env["REDESK_WECHAT_API_URL"],
+        media_dir=tmp_path / "media",
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """The runtime, its Telegram sender on a quick limiter."""
+    monkeypatch.setitem(
+        dispatch.SENDERS, telegram.CHANNEL, TelegramSender(settings, limiter=QuickLimiter())
+    )
+    return Runtime(settings=settings, engine=get_engine(settings.database_url))
+
+
+class Linked:
+    """An account "li" (李书记, worker) linked from Telegram, WeChat and the web desk."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        fake: FakeTelegram,
+        wechat_fake: FakeWeChat,
+        client: TestClient,
+    ) -> None:
+        self.runtime = runtime
+        self.tg = TelegramDesk(runtime, fake)
+        self.desk = self.tg.desk
+        self.wechat = wechat_fake
+        self.client = client
+        self.person_id = make_account(runtime.engine, "li", name="李书记").person.id
+        self.headers = logged_in(client, "li")
+        self.tg_user = fake.user(TG_USER, "李书记TG")
+        self.tg.say(self.tg_user, f"绑定 {self.code()}")
+        assert "关联成功" in text_of(self.tg.last(TG_USER))
+        self.wechat_says(f"绑定 {self.code()}")
+        assert "关联成功" in wechat_fake.texts(OPENID)[-1]
+        self.web = self.desk.identity("李书记网页")
+        assert any("关联成功" in m.text for m in self.web.send(f"绑定 {self.code()}"))
+
+    def code(self) -> str:
+        made = self.client.post("/api/console/link-code", json={}, headers=self.headers)
+        assert made.status_code == 200, made.text
+        return str(made.json()["code"])
+
+    def wechat_says(self, content: str) -> None:
+        callback = self.wechat.text(OPENID, content)
+        response = self.client.post(
+            "/wechat",
+            params=callback.params,
+            content=callback.body,
+            headers={"Content-Type": "text/xml"},
+        )
+        assert response.status_code == 200, response.text
+        self.desk.work()
+
+    def identities(self) -> dict[str, int]:
+        """The linked chats' person ids by channel."""
+        items = self.client.get("/api/console/identities").json()["items"]
+        return {item["channel"]: item["id"] for item in items}
+
+    def outbox_to(self, people: set[int], after: int) -> list[OutboxMessage]:
+        with session_scope(self.runtime.engine) as session:
+            return list(
+                session.exec(
+                    select(OutboxMessage)
+                    .where(col(OutboxMessage.person_id).in_(people), col(OutboxMessage.id) > after)
+                    .order_by(col(OutboxMessage.id))
+                ).all()
+            )
+
+    def last_outbox_id(self) -> int:
+        return self.tg.last_outbox_id()
+
+
+@pytest.fixture
+def linked(
+    runtime: Runtime,
+    fake: FakeTelegram,
+    wechat_fake: FakeWeChat,
+    stub_broker: Any,
+) -> Iterator[Linked]:
+    with TestClient(create_app(runtime)) as client:
+        yield Linked(runtime, fake, wechat_fake, client)
+
+
+def test_three_linked_chats_act_as_the_accounts_person(linked: Linked) -> None:
+    chats = linked.identities()
+    assert set(chats) == {"telegram", "wechat", "web"}
+    with session_scope(linked.runtime.engine) as session:
+        for person_id in chats.values():
+            person = session.get(Person, person_id)
+            # the chats keep the requester role: the account's person holds the role
+            assert person is not None and person.principal_id == linked.person_id
+            assert person.role == "requester"
+
+
+def test_a_new_request_gives_one_card_in_the_chosen_chat_and_a_press_there_is_answered_there(
+    linked: Linked, fake: FakeTelegram
+) -> None:
+    chats = linked.identities()
+    everyone = {*chats.values(), linked.person_id}
+    # Given the account chose Telegram for notifications
+    chosen = linked.client.post(
+        "/api/console/notify", json={"person_id": chats["telegram"]}, headers=linked.headers
+    )
+    assert chosen.status_code == 200
+    before = linked.last_outbox_id()
+
+    # When a resident writes on the web desk
+    resident = linked.desk.identity("张三")
+    resident.send("小区门口的路灯坏了，晚上很黑")
+    number = resident.last().number
+
+    # Then exactly one card reached the account, in Telegram
+    cards = [row for row in linked.outbox_to(everyone, before) if row.key == "card.new"]
+    assert [row.person_id for row in cards] == [chats["telegram"]]
+    card = linked.tg.last(TG_USER, number)
+    assert "受理" in [
+        b["text"] for row in card.params["reply_markup"]["inline_keyboard"] for b in row
+    ]
+    assert not any(number in text for text in linked.wechat.texts(OPENID))
+
+    # When 受理 is pressed in Telegram
+    before = linked.last_outbox_id()
+    press = linked.tg.press(linked.tg_user, card, "受理")
+
+    # Then the request is the account's, the event names its person, the answer is in Telegram
+    assert str(linked.desk.request(number).state) == "handling"
+    assert linked.desk.request(number).handler_id == linked.person_id
+    assert linked.desk.events(number)[-1].actor_id == linked.person_id
+    assert linked.tg.answer_to(press)
+    assert "李书记" in str(linked.tg.edit_of(card).get("text", ""))
+    to_account = linked.outbox_to(everyone, before)
+    assert to_account and {row.person_id for row in to_account} <= {chats["telegram"]}
+
+
+def test_todo_from_any_linked_chat_is_the_same_list(linked: Linked) -> None:
+    resident = linked.desk.identity("张三")
+    numbers = []
+    for text in ("小区门口的路灯坏了", "楼道里堆满了杂物", "垃圾桶两天没人清运"):
+        resident.send(text)
+        numbers.append(resident.last().number)
+
+    web = "\n".join(m.text for m in linked.web.send("待办"))
+    linked.wechat_says("待办")
+    on_wechat = linked.wechat.texts(OPENID)[-1]
+    linked.tg.say(linked.tg_user, "待办")
+    on_telegram = text_of(linked.tg.last(TG_USER))
+
+    listed = [sorted(set(NUMBER.findall(text))) for text in (web, on_wechat, on_telegram)]
+    assert listed[0] == sorted(numbers)
+    assert listed[0] == listed[1] == listed[2]
+
+
+def test_an_unlinked_chat_is_a_residents_chat_again(linked: Linked) -> None:
+    # While linked, free text from the web chat is staff's: help, no request
+    linked.web.send("我家楼下的水管漏水了")
+    assert linked.desk.requests() == []
+
+    chats = linked.identities()
+    response = linked.client.post(
+        f"/api/console/identities/{chats['web']}/unlink", json={}, headers=linked.headers
+    )
+    assert response.status_code == 200
+    assert set(linked.identities()) == {"telegram", "wechat"}
+
+    # Unlinked, the same text is a resident's new request
+    linked.web.send("我家楼下的水管漏水了")
+    assert len(linked.desk.requests()) == 1
