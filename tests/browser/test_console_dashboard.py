@@ -110,6 +110,11 @@ def test_the_page_shows_the_same_figures_as_redesk_stats(
         assert page.text_content("#scope-name") == "锦江区党群服务中心"
         centres = page.locator("#centre-table tbody th").all_text_contents()
         assert "春熙社区" in centres and "东风社区" in centres
+        # a department's row opens its requests; the committee's own (no queue filter) is text
+        forwarded = page.get_attribute("#department-table tr[data-key='城管执法'] th a", "href")
+        assert query_of(forwarded or "")["department"] == ["城管执法"]
+        assert page.locator("#department-table tr[data-key='党委自办'] th").count() == 1
+        assert page.locator("#department-table tr[data-key='党委自办'] a").count() == 0
         assert page.evaluate("() => window.__csp") == []
     except BaseException:
         page.screenshot(path=str(tmp_path / "dashboard-figures.png"), full_page=True)

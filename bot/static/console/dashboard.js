@@ -11,7 +11,10 @@
   /** What the page shows: the filters and the user's own centre. */
   var view = { from: "", to: "", centre: "", trend: "day", home: null };
   var charts = {};
+  /** Group names of what has no department or category (workflow/stats.py): the queue has
+      no filter for them, so their rows are not links. */
   var COMMITTEE = "党委自办";
+  var NO_CATEGORY = "未分类";
 
   // --- dates -------------------------------------------------------------------------------
 
@@ -77,10 +80,10 @@
       return { centre: row.centre };
     }
     if (by === "department") {
-      return { department: row.key };
+      return row.key === COMMITTEE ? null : { department: row.key };
     }
     if (by === "category") {
-      return { category: row.key };
+      return row.key === NO_CATEGORY ? null : { category: row.key };
     }
     return trendLink(row.key);
   }
@@ -191,18 +194,17 @@
       body.appendChild(el("tr", null, el("td", { colspan: COLUMNS.length + 1, class: "hint", text: "这段时间没有诉求。" })));
     }
     report.rows.forEach(function (row) {
+      var link = rowLink(by, row);
+      var linked = function (text) {
+        return link ? el("a", { href: queueUrl(link), text: text }) : text;
+      };
       body.appendChild(
         el(
           "tr",
           { "data-key": row.key },
-          el("th", { scope: "row" }, el("a", { href: queueUrl(rowLink(by, row)), text: row.key })),
+          el("th", { scope: "row" }, linked(row.key)),
           COLUMNS.map(function (column, index) {
-            var cell = el("td", { class: "is-number", text: column.value(row) });
-            if (index === 0) {
-              cell.textContent = "";
-              cell.appendChild(el("a", { href: queueUrl(rowLink(by, row)), text: column.value(row) }));
-            }
-            return cell;
+            return el("td", { class: "is-number" }, index === 0 ? linked(column.value(row)) : column.value(row));
           })
         )
       );
