@@ -1341,7 +1341,7 @@ def trace_main(argv: list[str]) -> int:
 
 
 def _cohort_of(sql: str) -> str:
-    """Which cohort a statement of admin_scripts/stats.py counts: totals or a grouping."""
+    """Which cohort a statement of workflow/stats.py counts: totals or a grouping."""
     if re.search(r"SELECT ''(::\w+)? AS grp", sql):
         return "totals"
     if "党委自办" in sql:

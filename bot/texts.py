@@ -323,6 +323,19 @@ TEXTS: dict[str, str] = {
     "console.unknown_action": "不支持的操作「{action}」。",
     "console.attachment_gone": "该附件已无法获取（平台已删除或尚未下载）。",
     "reply.noted": "【{number}】已添加内部备注，仅工作人员可见。",
+    # console: the leaders' dashboard and downloads (bot/console/dashboard.py)
+    "dashboard.title": "数据看板 · 工作台",
+    "dashboard.forbidden": "数据看板仅对党委负责人和管理员开放。",
+    "dashboard.back_to_queue": "返回待办队列",
+    "dashboard.bad_date": "日期格式错误（{field}），请使用 YYYY-MM-DD。",
+    "dashboard.bad_period": "结束日期早于开始日期。",
+    "dashboard.bad_by": "分组方式无效，可选：category、department、worker、day、week、month、centre。",
+    "dashboard.bad_trend": "趋势粒度无效，可选：day、week、month。",
+    "dashboard.by_and_trend": "分组方式与趋势粒度不一致，请只指定其中一个。",
+    "dashboard.bad_format": "下载格式无效，可选：csv、xlsx。",
+    "dashboard.no_centre": "没有找到该中心，或不在您的管辖范围内。",
+    "dashboard.unknown_filter": "没有找到该类别或部门。",
+    "dashboard.too_many_rows": "数据超过 Excel 单表行数上限，请缩短时间段或改用 CSV。",
 }
 
 #: Marks every line of someone else's words in a message to staff: no line of theirs can then
