@@ -1178,10 +1178,10 @@ def test_binding_a_department_invitation_gives_the_role_and_department(
     person = world.person(name="新同事")
 
     # When they bind it (in any letter case)
-    role, department = world.do(service.bind, person, f"  {code.lower()} ")
+    bound = world.do(service.bind, person, f"  {code.lower()} ")
 
-    # Then they are that department's staff, and the code is spent
-    assert (role, department) == ("department", "城管执法")
+    # Then they are that department's staff (an account of their own), and the code is spent
+    assert (bound.role, bound.department, bound.account) == ("department", "城管执法", None)
     with Session(world.engine) as session:
         bound = session.get(Person, person.id)
         assert bound is not None
@@ -1200,7 +1200,7 @@ def test_binding_a_department_invitation_gives_the_role_and_department(
 def test_binding_a_committee_invitation_gives_the_role(world: World) -> None:
     for role in ("worker", "leader"):
         person = world.person()
-        assert world.do(service.bind, person, invite(world, role)) == (role, None)
+        assert world.do(service.bind, person, invite(world, role)) == service.Bound(role)
         with Session(world.engine) as session:
             bound = session.get(Person, person.id)
             assert bound is not None and (bound.role, bound.department_id) == (role, None)
@@ -1246,8 +1246,8 @@ def test_an_expired_invitation_is_refused(world: World) -> None:
 def test_an_invitation_is_valid_until_it_expires(world: World) -> None:
     code = invite(world, "worker")  # 7 days from NOW
     person = world.person()
-    role, _ = world.do(service.bind, person, code, now=NOW + timedelta(days=7, seconds=-1))
-    assert role == "worker"
+    bound = world.do(service.bind, person, code, now=NOW + timedelta(days=7, seconds=-1))
+    assert bound.role == "worker"
 
 
 def test_an_unknown_invitation_is_refused(world: World) -> None:

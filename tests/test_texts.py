@@ -57,6 +57,7 @@ TYPICAL: dict[str, Any] = {
     "contact_phone": "13900000000",
     "inner": "requester.accepted",
     "role_label": "党务工作者",
+    "account": "li",
     "department_part": "",
     "help": "帮助说明",
     "length": 2001,

@@ -1527,6 +1527,7 @@ def _working_days(tx: Tx, days: int, days_off: frozenset[date] = frozenset()) ->
 
 
 __all__ = [
+    "Bound",
     "CONSOLE_CHANNEL",
     "DESK_CHANNEL",
     "SATISFACTION_LEVELS",
