@@ -10,11 +10,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dramatiq
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot import runtime as bot_runtime
@@ -40,29 +41,6 @@ PG_ADMIN_URL = os.environ.get(
 #: A Redis database the tests may empty.
 REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-#: Tables emptied between PostgreSQL tests, children first.
-TABLES = [
-    "bind_failures",
-    "card_messages",
-    "web_messages",
-    "web_sessions",
-    "button_tokens",
-    "attachments",
-    "outbox",
-    "inbox",
-    "events",
-    "reminders",
-    "requests",
-    "request_counters",
-    "channel_state",
-    "invitations",
-    "people",
-    "categories",
-    "departments",
-    "admin_audit",
-    "wechat_nonces",
-]
-
 #: The default centre as migration 0010 makes it, whatever a test changed (the other centres
 #: are deleted after it; their ids keep counting).
 RESET_CENTRES = (
@@ -77,8 +55,43 @@ MAKE_DEFAULT_CENTRE = (
     "WHERE NOT EXISTS (SELECT 1 FROM centres WHERE is_default)"
 )
 
-#: Tables without an id sequence.
-NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders", "wechat_nonces"}
+#: Tables a PostgreSQL test does not empty: the centres are reset (above), the schema's version
+#: stays.
+KEPT_TABLES = frozenset({"centres", "alembic_version"})
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a PostgreSQL test empties, read from the upgraded schema (so a migration's new
+    table is emptied too, with no list to keep): the tables, children first, and the id
+    sequences they own."""
+
+    tables: tuple[str, ...]
+    sequences: tuple[str, ...]
+
+
+def read_schema(url: str) -> Schema:
+    """The tables of the database at `url` in the order they can be emptied (children
+    first), without KEPT_TABLES, and the sequences those tables own."""
+    engine = get_engine(url)
+    metadata = MetaData()
+    metadata.reflect(bind=engine)
+    tables = tuple(
+        table.name for table in reversed(metadata.sorted_tables) if table.name not in KEPT_TABLES
+    )
+    with engine.connect() as connection:
+        owned = connection.execute(
+            text(
+                "SELECT s.relname, t.relname FROM pg_class s "
+                "JOIN pg_depend d ON d.objid = s.oid AND d.deptype = 'a' "
+                "JOIN pg_class t ON t.oid = d.refobjid "
+                "WHERE s.relkind = 'S' ORDER BY s.relname"
+            )
+        ).all()
+    return Schema(
+        tables=tables,
+        sequences=tuple(sequence for sequence, table in owned if table in tables),
+    )
 
 
 #: Tiers chosen by where a test lives or what it asks for (`make test-fast` runs the quick
@@ -171,6 +184,12 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def pg_schema(pg_url: str) -> Schema:
+    """The tables and sequences a PostgreSQL test empties and restarts."""
+    return read_schema(pg_url)
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An upgraded SQLite file that each test copies (faster than migrating every time)."""
     path = tmp_path_factory.mktemp("template") / "template.db"
@@ -187,13 +206,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_url")
+    schema: Schema = request.getfixturevalue("pg_schema")
     # DELETE is several times faster than TRUNCATE on tables this small.
     with get_engine(url).begin() as connection:
-        for table in TABLES:
-            connection.execute(text(f"DELETE FROM {table}"))
-        for table in TABLES:
-            if table not in NO_SEQUENCE:
-                connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
+        for table in schema.tables:
+            connection.execute(text(f'DELETE FROM "{table}"'))
+        for sequence in schema.sequences:
+            connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
         # The default centre (migration 0010) stays, as it was made (first, so that it is
         # under none of them); any other goes.
         connection.execute(text(RESET_CENTRES))
