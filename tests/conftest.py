@@ -118,13 +118,56 @@ SERVICE_FIXTURES = frozenset(
 TESTS_DIR = Path(__file__).parent
 
 
+#: The databases a test parametrised over SQLite and PostgreSQL can run on.
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--databases",
+        default=",".join(DATABASES),
+        help=(
+            "comma-separated databases the SQLite/PostgreSQL pairs run on (default both; "
+            "`make test-fast` runs them on sqlite only)"
+        ),
+    )
+
+
+def chosen_databases(config: pytest.Config) -> frozenset[str]:
+    """The databases of --databases; a pytest.UsageError for an unknown one."""
+    chosen = frozenset(part.strip() for part in str(config.getoption("databases")).split(","))
+    unknown = chosen - set(DATABASES)
+    if unknown or not chosen:
+        raise pytest.UsageError(
+            f"--databases takes {','.join(DATABASES)}, not {','.join(sorted(unknown))}"
+        )
+    return chosen
+
+
+def on_database(item: pytest.Item) -> str | None:
+    """The database a test of an SQLite/PostgreSQL pair runs on (a parameter named after
+    it: db_url's and the fixtures like it), or None for a test of neither pair."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    return next((value for value in callspec.params.values() if value in DATABASES), None)
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test outside the slow tiers as unit or db (see pyproject markers).
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselects the pairs' tests on a database --databases leaves out, and marks every test
+    outside the slow tiers as unit or db (see pyproject markers).
 
     It runs first, before `-m` deselects anything and before the tier directories' own
     conftests mark their tests, so a slow test is known by its directory or its own marker.
     """
+    chosen = chosen_databases(config)
+    if chosen != set(DATABASES):
+        left_out = [item for item in items if on_database(item) not in (None, *chosen)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            dropped = {id(item) for item in left_out}
+            items[:] = [item for item in items if id(item) not in dropped]
     for item in items:
         if any(item.get_closest_marker(tier) for tier in SLOW_TIERS) or any(
             item.path.is_relative_to(TESTS_DIR / tier) for tier in SLOW_TIERS

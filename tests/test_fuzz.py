@@ -62,6 +62,9 @@ from tests.utils.app import TestClient
 from tests.utils.settings import make_settings
 from tests.utils.telegram import SECRET
 
+#: Hundreds of generated examples a test: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 #: Examples per endpoint test and database.
 EXAMPLES = {"sqlite": 150, "postgresql": 40}
 
