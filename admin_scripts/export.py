@@ -47,7 +47,7 @@ from storage import queries
 from storage.dates import parse_date
 from storage.db import read_engine, session_scope
 from storage.models import AdminAudit, Role, utcnow
-from workflow.deadlines import LOCAL_TZ
+from workflow.deadlines import LOCAL_TZ, format_local
 
 #: Requests read per round trip (and events fetched per query): memory holds about one batch.
 BATCH_SIZE = 1000
@@ -317,7 +317,8 @@ def parse_options(
 
 
 def _local(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    """A moment as the histories show it (workflow.deadlines.format_local), "" for none."""
+    return format_local(moment, missing="")
 
 
 def _yes_no(value: bool | None) -> str:
