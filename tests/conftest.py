@@ -344,6 +344,15 @@ def tree(world: World) -> Tree:
 
 
 @pytest.fixture
+def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
+    """An empty database named by REDESK_DATABASE_URL, the CLI run from an empty directory:
+    SQLite, then PostgreSQL (db_url)."""
+    isolate_cli(monkeypatch, tmp_path, db_url)
+    yield db_url
+    bot_runtime.reset()
+
+
+@pytest.fixture
 def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
     """A fresh SQLite database named by REDESK_DATABASE_URL, the CLI run from an empty directory."""
     path = tmp_path / "cli.db"
