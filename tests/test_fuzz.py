@@ -256,7 +256,7 @@ def known_telegram_bug(body: Any, backend: str) -> str | None:
         key, chat, _ = telegram.classify(body)
     except (ValueError, RecursionError):
         return None
-    except Exception as exc:  # noqa: BLE001 - that is the bug
+    except Exception as exc:  # that is the bug
         return f"classify() raises {type(exc).__name__} (500)"
     if not _encodable(chat):
         return "a sender id that is not an integer cannot be stored (503)"

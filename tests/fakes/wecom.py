@@ -1368,7 +1368,7 @@ class FakeWeCom(FakeServer[Call]):
                 headers={"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"},
             )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as exc:
             with exc:

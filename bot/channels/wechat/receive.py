@@ -197,7 +197,7 @@ def _parse(xml: str) -> Any:
     """wechatpy's message or event object of an XML body already checked by defusedxml."""
     try:
         return parse_message(xml)
-    except Exception:  # noqa: BLE001 - xmltodict and wechatpy's fields raise many kinds
+    except Exception:  # xmltodict and wechatpy's fields raise many kinds
         raise CallbackRefused(400, "not a WeChat message") from None
 
 
@@ -223,7 +223,7 @@ def decrypt(settings: Settings, encrypted: str) -> str:
         return str(
             PrpCrypto(_aes_key(settings)).decrypt(encrypted, wechat_settings(settings).app_id)
         )
-    except Exception:  # noqa: BLE001 - wechatpy raises anything from bad padding to bad app id
+    except Exception:  # wechatpy raises anything from bad padding to bad app id
         raise CallbackRefused(400, "body does not decrypt") from None
 
 
