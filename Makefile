@@ -21,9 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## The quick tiers (unit and db): everything but the e2e, faults and browser tests.
+## The edit-test loop: the unit and db tiers but the slow tests (generated examples, large
+## exports), the SQLite/PostgreSQL pairs on SQLite only. `make test` runs all of it.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not faults and not browser"
+	$(BIN)/python -m pytest -m "not e2e and not faults and not browser and not slow" \
+		--databases sqlite
 
 ## ruff (rules and formatting) and mypy strict; CI fails on any finding.
 lint: $(STAMP)

@@ -1694,7 +1694,7 @@ def centres_qrcode(
         ) from None
     except centres.NotAnImage as exc:
         raise CliError(str(exc), Exit.FAILURE) from None
-    except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
+    except Exception as exc:  # a network failure, explained in one line
         raise CliError(
             f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})", Exit.UNAVAILABLE
         ) from None

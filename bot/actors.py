@@ -89,7 +89,7 @@ def enqueue_inbound(channel: str, chat_id: str) -> None:
     """Asks a worker to handle a chat's new message; the sweeper covers a failed enqueue."""
     try:
         handle_inbound.send(channel, chat_id)
-    except Exception:  # noqa: BLE001 - the row is stored; the sweeper will enqueue it
+    except Exception:  # the row is stored; the sweeper will enqueue it
         logger.warning("Could not enqueue inbound work for a %s chat", channel, exc_info=True)
 
 
@@ -98,7 +98,7 @@ def enqueue_deliveries(outbox_ids: list[int]) -> None:
     try:
         for outbox_id in dispatch.first_per_person(get_runtime(), outbox_ids):
             deliver.send(outbox_id)
-    except Exception:  # noqa: BLE001 - the rows are stored; the sweeper will enqueue them
+    except Exception:  # the rows are stored; the sweeper will enqueue them
         logger.warning("Could not enqueue %d deliveries", len(outbox_ids), exc_info=True)
 
 

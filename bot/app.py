@@ -522,7 +522,7 @@ async def healthz(request: Request) -> Response:
 
     try:
         status = await asyncio.to_thread(check)
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+    except Exception as exc:  # any failure means unhealthy
         logger.warning("Health check failed: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok", **status})

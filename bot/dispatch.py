@@ -138,7 +138,7 @@ def process_chat(
                 tx.via[actor.id] = person.id
             try:
                 inbound = _channel(channel).to_inbound(chat_id, row.payload)
-            except Exception as exc:  # noqa: BLE001 - a payload the parser cannot model
+            except Exception as exc:  # a payload the parser cannot model
                 # Parsing again gives the same answer: it is kept as failed at once (for
                 # `redesk inbox retry` after an upgrade), and the chat's next messages go on.
                 logger.warning(
@@ -170,7 +170,7 @@ def process_chat(
             except SQLAlchemyError:
                 # The database failed, not the message: roll everything back, retry later.
                 raise
-            except Exception as exc:  # noqa: BLE001 - one bad message must not block the chat
+            except Exception as exc:  # one bad message must not block the chat
                 logger.exception("Handling inbox message %s failed", row.id)
                 failure = exc
                 tx.outbox.clear()
@@ -386,7 +386,7 @@ def _deliver_one(
             sender.send(session, person, render(row.key, row.params), row)
         except (SendError, SQLAlchemyError):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug must not retry one row for ever
+        except Exception as exc:  # a bug must not retry one row for ever
             logger.exception("Sending outbox row %s failed unexpectedly", row.id)
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
     except TransientSendError as exc:

@@ -604,7 +604,7 @@ def redact(text: str) -> str:
 def _redact_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001 - a malformed record is logging's to report
+    except Exception:  # a malformed record is logging's to report
         return
     cleaned = redact(message)
     if cleaned != message:

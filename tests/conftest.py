@@ -10,11 +10,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dramatiq
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot import runtime as bot_runtime
@@ -40,32 +41,6 @@ PG_ADMIN_URL = os.environ.get(
 #: A Redis database the tests may empty.
 REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-#: Tables emptied between PostgreSQL tests, children first.
-TABLES = [
-    "bind_failures",
-    "card_messages",
-    "web_messages",
-    "web_sessions",
-    "button_tokens",
-    "attachments",
-    "outbox",
-    "inbox",
-    "events",
-    "reminders",
-    "requests",
-    "request_counters",
-    "channel_state",
-    "console_sessions",
-    "login_attempts",
-    "invitations",
-    "accounts",
-    "people",
-    "categories",
-    "departments",
-    "admin_audit",
-    "wechat_nonces",
-]
-
 #: The default centre as migration 0010 makes it, whatever a test changed (the other centres
 #: are deleted after it; their ids keep counting).
 RESET_CENTRES = (
@@ -80,8 +55,43 @@ MAKE_DEFAULT_CENTRE = (
     "WHERE NOT EXISTS (SELECT 1 FROM centres WHERE is_default)"
 )
 
-#: Tables without an id sequence.
-NO_SEQUENCE = {"request_counters", "button_tokens", "channel_state", "reminders", "wechat_nonces"}
+#: Tables a PostgreSQL test does not empty: the centres are reset (above), the schema's version
+#: stays.
+KEPT_TABLES = frozenset({"centres", "alembic_version"})
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a PostgreSQL test empties, read from the upgraded schema (so a migration's new
+    table is emptied too, with no list to keep): the tables, children first, and the id
+    sequences they own."""
+
+    tables: tuple[str, ...]
+    sequences: tuple[str, ...]
+
+
+def read_schema(url: str) -> Schema:
+    """The tables of the database at `url` in the order they can be emptied (children
+    first), without KEPT_TABLES, and the sequences those tables own."""
+    engine = get_engine(url)
+    metadata = MetaData()
+    metadata.reflect(bind=engine)
+    tables = tuple(
+        table.name for table in reversed(metadata.sorted_tables) if table.name not in KEPT_TABLES
+    )
+    with engine.connect() as connection:
+        owned = connection.execute(
+            text(
+                "SELECT s.relname, t.relname FROM pg_class s "
+                "JOIN pg_depend d ON d.objid = s.oid AND d.deptype = 'a' "
+                "JOIN pg_class t ON t.oid = d.refobjid "
+                "WHERE s.relkind = 'S' ORDER BY s.relname"
+            )
+        ).all()
+    return Schema(
+        tables=tables,
+        sequences=tuple(sequence for sequence, table in owned if table in tables),
+    )
 
 
 #: Tiers chosen by where a test lives or what it asks for (`make test-fast` runs the quick
@@ -108,13 +118,56 @@ SERVICE_FIXTURES = frozenset(
 TESTS_DIR = Path(__file__).parent
 
 
+#: The databases a test parametrised over SQLite and PostgreSQL can run on.
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--databases",
+        default=",".join(DATABASES),
+        help=(
+            "comma-separated databases the SQLite/PostgreSQL pairs run on (default both; "
+            "`make test-fast` runs them on sqlite only)"
+        ),
+    )
+
+
+def chosen_databases(config: pytest.Config) -> frozenset[str]:
+    """The databases of --databases; a pytest.UsageError for an unknown one."""
+    chosen = frozenset(part.strip() for part in str(config.getoption("databases")).split(","))
+    unknown = chosen - set(DATABASES)
+    if unknown or not chosen:
+        raise pytest.UsageError(
+            f"--databases takes {','.join(DATABASES)}, not {','.join(sorted(unknown))}"
+        )
+    return chosen
+
+
+def on_database(item: pytest.Item) -> str | None:
+    """The database a test of an SQLite/PostgreSQL pair runs on (a parameter named after
+    it: db_url's and the fixtures like it), or None for a test of neither pair."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    return next((value for value in callspec.params.values() if value in DATABASES), None)
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test outside the slow tiers as unit or db (see pyproject markers).
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselects the pairs' tests on a database --databases leaves out, and marks every test
+    outside the slow tiers as unit or db (see pyproject markers).
 
     It runs first, before `-m` deselects anything and before the tier directories' own
     conftests mark their tests, so a slow test is known by its directory or its own marker.
     """
+    chosen = chosen_databases(config)
+    if chosen != set(DATABASES):
+        left_out = [item for item in items if on_database(item) not in (None, *chosen)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            dropped = {id(item) for item in left_out}
+            items[:] = [item for item in items if id(item) not in dropped]
     for item in items:
         if any(item.get_closest_marker(tier) for tier in SLOW_TIERS) or any(
             item.path.is_relative_to(TESTS_DIR / tier) for tier in SLOW_TIERS
@@ -174,6 +227,12 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def pg_schema(pg_url: str) -> Schema:
+    """The tables and sequences a PostgreSQL test empties and restarts."""
+    return read_schema(pg_url)
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An upgraded SQLite file that each test copies (faster than migrating every time)."""
     path = tmp_path_factory.mktemp("template") / "template.db"
@@ -190,13 +249,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_url")
+    schema: Schema = request.getfixturevalue("pg_schema")
     # DELETE is several times faster than TRUNCATE on tables this small.
     with get_engine(url).begin() as connection:
-        for table in TABLES:
-            connection.execute(text(f"DELETE FROM {table}"))
-        for table in TABLES:
-            if table not in NO_SEQUENCE:
-                connection.execute(text(f"ALTER SEQUENCE {table}_id_seq RESTART"))
+        for table in schema.tables:
+            connection.execute(text(f'DELETE FROM "{table}"'))
+        for sequence in schema.sequences:
+            connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
         # The default centre (migration 0010) stays, as it was made (first, so that it is
         # under none of them); any other goes.
         connection.execute(text(RESET_CENTRES))
@@ -282,6 +341,15 @@ def tree(world: World) -> Tree:
     """District D over communities C1, C2 and the 商圈 B, with their people (see
     tests/utils/centres.py)."""
     return make_tree(world)
+
+
+@pytest.fixture
+def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
+    """An empty database named by REDESK_DATABASE_URL, the CLI run from an empty directory:
+    SQLite, then PostgreSQL (db_url)."""
+    isolate_cli(monkeypatch, tmp_path, db_url)
+    yield db_url
+    bot_runtime.reset()
 
 
 @pytest.fixture

@@ -25,18 +25,9 @@ from storage.models import (
     Request,
     Role,
 )
-from tests.utils.cli import desk_on, isolate_cli
+from tests.utils.cli import desk_on
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
-    """A database with only the default centre, named by REDESK_DATABASE_URL: SQLite, then
-    PostgreSQL; the CLI runs from an empty directory."""
-    isolate_cli(monkeypatch, tmp_path, db_url)
-    yield db_url
-    bot_runtime.reset()
 
 
 def run(*words: str) -> int:

@@ -587,6 +587,7 @@ def peak_memory_of_export(args: list[str]) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["csv", "xlsx"])
 def test_memory_does_not_grow_with_the_number_of_rows(
     cli: Path, desk: Desk, monkeypatch: pytest.MonkeyPatch, suffix: str

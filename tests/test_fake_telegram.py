@@ -373,7 +373,7 @@ def test_post_webhook_sends_what_telegram_sends(fake: FakeTelegram) -> None:
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)

@@ -855,7 +855,7 @@ def test_post_callback_sends_what_wechat_sends(fake: FakeWeChat) -> None:
     received: list[tuple[str, dict[str, str], bytes, str]] = []
 
     class Target(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_POST(self) -> None:

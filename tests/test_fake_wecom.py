@@ -783,7 +783,7 @@ class _App(BaseHTTPRequestHandler):
     crypto: WeChatCrypto
     seen: list[tuple[str, dict[str, str], bytes]]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base's name
         pass
 
     def _params(self) -> dict[str, str]:

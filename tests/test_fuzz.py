@@ -62,6 +62,9 @@ from tests.utils.app import TestClient
 from tests.utils.settings import make_settings
 from tests.utils.telegram import SECRET
 
+#: Hundreds of generated examples a test: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 #: Examples per endpoint test and database.
 EXAMPLES = {"sqlite": 150, "postgresql": 40}
 
@@ -253,7 +256,7 @@ def known_telegram_bug(body: Any, backend: str) -> str | None:
         key, chat, _ = telegram.classify(body)
     except (ValueError, RecursionError):
         return None
-    except Exception as exc:  # noqa: BLE001 - that is the bug
+    except Exception as exc:  # that is the bug
         return f"classify() raises {type(exc).__name__} (500)"
     if not _encodable(chat):
         return "a sender id that is not an integer cannot be stored (503)"

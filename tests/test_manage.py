@@ -7,7 +7,6 @@ import os
 import pwd
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from sqlmodel import Session, col, select
 from admin_scripts import cli, manage
 from admin_scripts.cli import Exit, app, main
 from bot import dispatch
-from bot import runtime as bot_runtime
 from bot.app import create_app
 from bot.channels import telegram, web
 from storage import queries
@@ -37,21 +35,13 @@ from storage.models import (
     Role,
 )
 from tests.utils.app import TestClient
-from tests.utils.cli import desk_on, isolate_cli
+from tests.utils.cli import desk_on
 from tests.utils.harness import Desk, Identity
 from workflow import broker as broker_module
 from workflow import deadlines, service
 from workflow.deadlines import LOCAL_TZ, format_local
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def any_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
-    """An empty database named by REDESK_DATABASE_URL: SQLite, then PostgreSQL."""
-    isolate_cli(monkeypatch, tmp_path, db_url)
-    yield db_url
-    bot_runtime.reset()
 
 
 def write(name: str, text: str, *, bom: bool = False) -> str:

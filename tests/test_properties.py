@@ -59,6 +59,9 @@ from workflow.machine import NON_TRANSITIONS, TERMINAL, TRANSITIONS, Action, Sta
 from workflow.permissions import permitted
 from workflow.service import NUMBER_PATTERN, SATISFACTION_LEVELS, Tx
 
+#: Hundreds of generated examples a test: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 #: Monday 2026-03-02, 10:00 in Shanghai: a working morning. Every step is a minute later.
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 

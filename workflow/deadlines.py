@@ -141,8 +141,8 @@ def local_day(moment: datetime) -> date:
     return moment.astimezone(LOCAL_TZ).date()
 
 
-def format_local(moment: datetime | None) -> str:
-    """A moment as people read it: 2026-11-23 18:00 (Asia/Shanghai)."""
+def format_local(moment: datetime | None, missing: str = "—") -> str:
+    """A moment as people read it: 2026-11-23 18:00 (Asia/Shanghai); `missing` for none."""
     if moment is None:
-        return "—"
+        return missing
     return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")

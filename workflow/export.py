@@ -33,7 +33,7 @@ from sqlmodel import Session
 from storage import queries
 from storage.db import read_engine
 from storage.models import Role
-from workflow.deadlines import LOCAL_TZ
+from workflow.deadlines import format_local
 from workflow.errors import WorkflowError
 from workflow.masking import Redactor
 
@@ -130,7 +130,8 @@ class Labels:
 
 
 def _local(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    """A moment as the histories show it (workflow.deadlines.format_local), "" for none."""
+    return format_local(moment, missing="")
 
 
 def _yes_no(value: bool | None) -> str:

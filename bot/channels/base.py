@@ -100,6 +100,18 @@ class ChannelSettings(Section):
         return False
 
 
+def http_url(value: str) -> str:
+    """A platform API's base URL, checked (http:// or https://) and without a trailing slash:
+    the `api_url` validator of the channels' settings (`field_validator("api_url")(http_url)`).
+
+    Raises:
+        ValueError: not an http(s):// URL.
+    """
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s):// URL")
+    return value.rstrip("/")
+
+
 #: What `start` prints through: one line for the operator.
 Say = Callable[[str], None]
 

@@ -15,17 +15,26 @@ scripted faults and delays (``Script``) that a fake takes per call::
             self.record(Call(...))
             return Response.json({"ok": True})
 
-Everything here is standard library. Bugs in a fake (an exception escaping ``handle``) answer
-HTTP 500 and are collected in ``fake.errors``, so a test can assert the fake stayed sound.
+The scaffold also holds the message crypto the WeChat and WeCom fakes share (``sha1_signature``,
+``wx_encrypt``/``wx_decrypt``, ``aes_key_bytes``, ``random_aes_key``), written with
+``cryptography`` directly (not with wechatpy's), so the product's use of wechatpy is checked
+against an independent implementation; the rest is standard library. Bugs in a fake (an
+exception escaping ``handle``) answer HTTP 500 and are collected in ``fake.errors``, so a test
+can assert the fake stayed sound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.parser
 import email.policy
+import hashlib
 import json
+import os
 import socket
+import string
+import struct
 import sys
 import threading
 import time
@@ -35,6 +44,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 CallT = TypeVar("CallT")
 ScriptT = TypeVar("ScriptT", bound="Script")
@@ -183,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base's name
         pass
 
     def setup(self) -> None:
@@ -417,3 +428,76 @@ class FakeServer(Generic[CallT]):
     def pause(self, seconds: float) -> None:
         """Sleeps ``seconds`` unless the fake stops first."""
         self._stopping.wait(seconds)
+
+
+# --------------------------------------------------------------------------- message crypto
+
+#: Letters and digits, of which the platforms' ids and tokens are made.
+ALNUM = string.ascii_letters + string.digits
+
+
+def sha1_signature(*parts: str) -> str:
+    """WeChat's and WeCom's signature: sha1 of the sorted concatenation of ``parts``."""
+    return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()
+
+
+def aes_key_bytes(encoding_aes_key: str) -> bytes:
+    """The 32-byte AES key of a 43-character EncodingAESKey; ValueError for another."""
+    key = base64.b64decode(encoding_aes_key + "=") if len(encoding_aes_key) == 43 else b""
+    if len(key) != 32:
+        raise ValueError("an EncodingAESKey has 43 characters and decodes to 32 bytes")
+    return key
+
+
+def random_aes_key() -> str:
+    """A random 43-character EncodingAESKey."""
+    return base64.b64encode(os.urandom(32)).decode("ascii").rstrip("=")
+
+
+def wx_encrypt(
+    key: bytes, message: bytes | str, receive_id: str, random: bytes | None = None
+) -> str:
+    """base64 of AES-256-CBC (IV = key[:16]) over 16 random bytes + 4-byte big-endian length +
+    message + receive_id (WeChat's appid, WeCom's corp id), PKCS#7-padded to a multiple of 32."""
+    data = message.encode("utf-8") if isinstance(message, str) else message
+    prefix = os.urandom(16) if random is None else random
+    if len(prefix) != 16:
+        raise ValueError("random must be 16 bytes")
+    plain = prefix + struct.pack(">I", len(data)) + data + receive_id.encode("utf-8")
+    pad = 32 - len(plain) % 32
+    plain += bytes([pad]) * pad
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
+
+
+def wx_decrypt(key: bytes, encrypted: str, error: type[Exception]) -> tuple[bytes, bytes]:
+    """(message, receive_id) inside ``encrypted``; ``error`` if it is malformed (bad base64,
+    length or padding) as the platform would refuse it."""
+    try:
+        raw = base64.b64decode(encrypted, validate=True)
+    except ValueError:
+        raise error("Encrypt is not base64") from None
+    if not raw or len(raw) % 16:
+        raise error("Encrypt is not a whole number of AES blocks")
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    plain = decryptor.update(raw) + decryptor.finalize()
+    pad = plain[-1]
+    if not 1 <= pad <= 32 or plain[-pad:] != bytes([pad]) * pad:
+        raise error("bad PKCS#7 padding (the platform pads to 32 bytes)")
+    plain = plain[:-pad]
+    if len(plain) < 20:
+        raise error("decrypted text is too short")
+    (length,) = struct.unpack(">I", plain[16:20])
+    if 20 + length > len(plain):
+        raise error("message length is larger than the decrypted text")
+    return plain[20 : 20 + length], plain[20 + length :]
+
+
+def cdata(value: str) -> str:
+    """``value`` as XML CDATA ("]]>" cannot appear inside one: split over two sections)."""
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def corrupt(value: str) -> str:
+    """``value`` with its first character changed (a signature that does not match)."""
+    return ("0" if value[0] != "0" else "1") + value[1:]

@@ -433,7 +433,7 @@ _MDV2_NAMES = {
 }
 
 
-def _parse_markdown_v2(text: str) -> str:  # noqa: C901 - a small hand-written tokenizer
+def _parse_markdown_v2(text: str) -> str:  # a small hand-written tokenizer
     out: list[str] = []
     stack: list[tuple[str, int]] = []
     i, n = 0, len(text)
@@ -828,7 +828,7 @@ class FakeTelegram(FakeServer[Call]):
         self,
         id: int,
         first_name: str = "Test",
-        username: str | None = None,  # noqa: A002
+        username: str | None = None,
         language_code: str | None = None,
     ) -> dict[str, Any]:
         """A User (and the private chat with them is known from now on)."""
@@ -841,7 +841,7 @@ class FakeTelegram(FakeServer[Call]):
             self._users[int(id)] = user
         return dict(user)
 
-    def group(self, id: int = -1001234567890, title: str = "Test group") -> dict[str, Any]:  # noqa: A002
+    def group(self, id: int = -1001234567890, title: str = "Test group") -> dict[str, Any]:
         """A supergroup Chat (id negative)."""
         if int(id) >= 0:
             raise ValueError("group chat ids are negative")
@@ -850,7 +850,7 @@ class FakeTelegram(FakeServer[Call]):
             self._chats[int(id)] = chat
         return dict(chat)
 
-    def channel(self, id: int = -1009876543210, title: str = "Test channel") -> dict[str, Any]:  # noqa: A002
+    def channel(self, id: int = -1009876543210, title: str = "Test channel") -> dict[str, Any]:
         """A channel Chat."""
         chat = {"id": int(id), "type": "channel", "title": title}
         with self._cond:
@@ -1291,7 +1291,7 @@ class FakeTelegram(FakeServer[Call]):
             target, data=json.dumps(update).encode(), headers=headers, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 status, body = response.status, response.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read().decode("utf-8", "replace")

@@ -109,11 +109,8 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import re
 import secrets
-import string
-import struct
 import time
 import urllib.error
 import urllib.request
@@ -124,9 +121,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from tests.fakes.scaffold import FakeServer, Request, Response, Script, targets
+from tests.fakes.scaffold import (
+    ALNUM,
+    FakeServer,
+    Request,
+    Response,
+    Script,
+    aes_key_bytes,
+    sha1_signature,
+    targets,
+    wx_decrypt,
+    wx_encrypt,
+)
+from tests.fakes.scaffold import cdata as _cdata
+from tests.fakes.scaffold import corrupt as _corrupt
+from tests.fakes.scaffold import random_aes_key as random_aes_key
 
 #: WeChat's errmsg for the codes the fake answers.
 ERRMSG: dict[int, str] = {
@@ -285,7 +294,6 @@ _VOICE_FORMATS = {
     "mp3": (b"ID3\x04", "audio/mpeg"),
     "speex": (b"Speex   ", "audio/speex"),
 }
-_ALNUM = string.ascii_letters + string.digits
 
 
 # --------------------------------------------------------------------------- data
@@ -430,16 +438,7 @@ def _matches(paths: frozenset[str] | None, path: str) -> bool:
 
 def signature(*parts: str) -> str:
     """WeChat's signature: sha1 of the sorted concatenation of ``parts``."""
-    return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()
-
-
-def _corrupt(value: str) -> str:
-    return ("0" if value[0] != "0" else "1") + value[1:]
-
-
-def _cdata(value: str) -> str:
-    # "]]>" cannot appear inside a CDATA section: split it over two sections.
-    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+    return sha1_signature(*parts)
 
 
 def _number(value: float) -> str:
@@ -451,14 +450,9 @@ def _fake_bytes(header: bytes, trailer: bytes, size: int) -> bytes:
     return header + middle + trailer
 
 
-def random_aes_key() -> str:
-    """A random 43-character EncodingAESKey."""
-    return base64.b64encode(os.urandom(32)).decode("ascii").rstrip("=")
-
-
 def new_openid() -> str:
     """A random openid shaped like WeChat's (28 characters, starting with "o")."""
-    return "o" + "".join(secrets.choice(_ALNUM + "-_") for _ in range(27))
+    return "o" + "".join(secrets.choice(ALNUM + "-_") for _ in range(27))
 
 
 def _element_value(element: ElementTree.Element) -> Any:
@@ -520,12 +514,9 @@ class FakeWeChat(FakeServer[Call]):
         super().__init__()
         self.appid = appid or "wx" + secrets.token_hex(8)
         self.app_secret = app_secret or secrets.token_hex(16)
-        self.token = token or "".join(secrets.choice(_ALNUM) for _ in range(32))
+        self.token = token or "".join(secrets.choice(ALNUM) for _ in range(32))
         self.aes_key = aes_key or random_aes_key()
-        key = base64.b64decode(self.aes_key + "=") if len(self.aes_key) == 43 else b""
-        if len(key) != 32:
-            raise ValueError("aes_key must be a 43-character EncodingAESKey")
-        self._key = key
+        self._key = aes_key_bytes(self.aes_key)
         self.account_id = account_id or "gh_" + secrets.token_hex(6)
         self.safe = safe
         self.clock = clock
@@ -771,33 +762,11 @@ class FakeWeChat(FakeServer[Call]):
     def encrypt(self, message: bytes | str) -> str:
         """WeChat's safe-mode encryption of ``message``: base64 of AES-256-CBC (IV = key[:16])
         over 16 random bytes + 4-byte big-endian length + message + appid, PKCS#7 to 32."""
-        data = message.encode("utf-8") if isinstance(message, str) else message
-        plain = os.urandom(16) + struct.pack(">I", len(data)) + data + self.appid.encode("utf-8")
-        pad = 32 - len(plain) % 32
-        plain += bytes([pad]) * pad
-        encryptor = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16])).encryptor()
-        return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
+        return wx_encrypt(self._key, message, self.appid)
 
     def decrypt(self, encrypted: str) -> bytes:
         """The message inside ``encrypted``; ReplyError if padding, length or appid is wrong."""
-        try:
-            raw = base64.b64decode(encrypted, validate=True)
-        except ValueError:
-            raise ReplyError("Encrypt is not base64") from None
-        if not raw or len(raw) % 16:
-            raise ReplyError("Encrypt is not a whole number of AES blocks")
-        decryptor = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16])).decryptor()
-        plain = decryptor.update(raw) + decryptor.finalize()
-        pad = plain[-1]
-        if not 1 <= pad <= 32 or plain[-pad:] != bytes([pad]) * pad:
-            raise ReplyError("bad PKCS#7 padding (WeChat pads to 32 bytes)")
-        plain = plain[:-pad]
-        if len(plain) < 20:
-            raise ReplyError("decrypted text is too short")
-        (length,) = struct.unpack(">I", plain[16:20])
-        if 20 + length > len(plain):
-            raise ReplyError("message length is larger than the decrypted text")
-        message, appid = plain[20 : 20 + length], plain[20 + length :]
+        message, appid = wx_decrypt(self._key, encrypted, ReplyError)
         if appid != self.appid.encode("utf-8"):
             raise ReplyError(f"appid in the reply is {appid!r}, not {self.appid!r}")
         return message

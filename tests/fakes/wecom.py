@@ -103,16 +103,11 @@ Behaviour worth knowing (from WeCom's documentation, see the ``ERRMSG`` table):
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import itertools
 import json
-import os
 import re
 import secrets
-import string
-import struct
 import time
 import urllib.error
 import urllib.request
@@ -123,9 +118,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from tests.fakes.scaffold import BodyError, FakeServer, Request, Response, Script, targets
+from tests.fakes.scaffold import (
+    ALNUM,
+    BodyError,
+    FakeServer,
+    Request,
+    Response,
+    Script,
+    aes_key_bytes,
+    sha1_signature,
+    targets,
+    wx_decrypt,
+    wx_encrypt,
+)
+from tests.fakes.scaffold import cdata as _cdata
+from tests.fakes.scaffold import corrupt as _corrupt
+from tests.fakes.scaffold import random_aes_key as random_aes_key
 
 #: WeCom's errmsg for the codes the fake answers (the global error code page).
 ERRMSG: dict[int, str] = {
@@ -203,7 +211,6 @@ _EXTENSIONS = {
     "application/pdf": "pdf",
     "text/plain": "txt",
 }
-_ALNUM = string.ascii_letters + string.digits
 
 
 # --------------------------------------------------------------------------- crypto
@@ -211,15 +218,7 @@ _ALNUM = string.ascii_letters + string.digits
 
 def msg_signature(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
     """WeCom's msg_signature: sha1 of the sorted concatenation of the four strings."""
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypt])).encode()).hexdigest()
-
-
-def aes_key_bytes(encoding_aes_key: str) -> bytes:
-    """The 32-byte AES key of a 43-character EncodingAESKey."""
-    key = base64.b64decode(encoding_aes_key + "=") if len(encoding_aes_key) == 43 else b""
-    if len(key) != 32:
-        raise ValueError("an EncodingAESKey has 43 characters and decodes to 32 bytes")
-    return key
+    return sha1_signature(token, timestamp, nonce, encrypt)
 
 
 def encrypt(
@@ -228,18 +227,8 @@ def encrypt(
     receive_id: str,
     random: bytes | None = None,
 ) -> str:
-    """base64 of AES-256-CBC (IV = key[:16]) over 16 random bytes + 4-byte big-endian length +
-    message + receive_id, PKCS#7-padded to a multiple of 32."""
-    key = aes_key_bytes(encoding_aes_key)
-    data = message.encode("utf-8") if isinstance(message, str) else message
-    prefix = os.urandom(16) if random is None else random
-    if len(prefix) != 16:
-        raise ValueError("random must be 16 bytes")
-    plain = prefix + struct.pack(">I", len(data)) + data + receive_id.encode("utf-8")
-    pad = 32 - len(plain) % 32
-    plain += bytes([pad]) * pad
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
+    """WeCom's encryption of ``message`` for ``receive_id`` (the scaffold's ``wx_encrypt``)."""
+    return wx_encrypt(aes_key_bytes(encoding_aes_key), message, receive_id, random)
 
 
 class CryptoError(AssertionError):
@@ -248,44 +237,13 @@ class CryptoError(AssertionError):
 
 def decrypt(encoding_aes_key: str, encrypted: str) -> tuple[bytes, str]:
     """(message, receive_id) inside ``encrypted``; CryptoError if it is malformed."""
-    key = aes_key_bytes(encoding_aes_key)
-    try:
-        raw = base64.b64decode(encrypted, validate=True)
-    except ValueError:
-        raise CryptoError("not base64") from None
-    if not raw or len(raw) % 16:
-        raise CryptoError("not a whole number of AES blocks")
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    plain = decryptor.update(raw) + decryptor.finalize()
-    pad = plain[-1]
-    if not 1 <= pad <= 32 or plain[-pad:] != bytes([pad]) * pad:
-        raise CryptoError("bad PKCS#7 padding (WeCom pads to 32 bytes)")
-    plain = plain[:-pad]
-    if len(plain) < 20:
-        raise CryptoError("decrypted text is too short")
-    (length,) = struct.unpack(">I", plain[16:20])
-    if 20 + length > len(plain):
-        raise CryptoError("message length is larger than the decrypted text")
-    return plain[20 : 20 + length], plain[20 + length :].decode("utf-8", "replace")
-
-
-def random_aes_key() -> str:
-    """A random 43-character EncodingAESKey."""
-    return base64.b64encode(os.urandom(32)).decode("ascii").rstrip("=")
+    message, receive_id = wx_decrypt(aes_key_bytes(encoding_aes_key), encrypted, CryptoError)
+    return message, receive_id.decode("utf-8", "replace")
 
 
 def new_userid() -> str:
     """A random member UserID (letters and digits, as WeCom's admins assign them)."""
-    return "u" + "".join(secrets.choice(_ALNUM) for _ in range(11))
-
-
-def _cdata(value: str) -> str:
-    # "]]>" cannot appear inside a CDATA section: split it over two sections.
-    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-
-
-def _corrupt(value: str) -> str:
-    return ("0" if value[0] != "0" else "1") + value[1:]
+    return "u" + "".join(secrets.choice(ALNUM) for _ in range(11))
 
 
 # --------------------------------------------------------------------------- data
@@ -491,9 +449,9 @@ class FakeWeCom(FakeServer[Call]):
     ) -> None:
         super().__init__()
         self.corp_id = corp_id or "ww" + secrets.token_hex(8)
-        self.secret = secret or "".join(secrets.choice(_ALNUM + "-_") for _ in range(43))
+        self.secret = secret or "".join(secrets.choice(ALNUM + "-_") for _ in range(43))
         self.agent_id = agent_id
-        self.token = token or "".join(secrets.choice(_ALNUM) for _ in range(32))
+        self.token = token or "".join(secrets.choice(ALNUM) for _ in range(32))
         self.aes_key = aes_key or random_aes_key()
         aes_key_bytes(self.aes_key)  # refuse a malformed key now, not at the first callback
         self.clock = clock
@@ -1410,7 +1368,7 @@ class FakeWeCom(FakeServer[Call]):
                 headers={"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"},
             )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as exc:
             with exc:

@@ -22,11 +22,11 @@ import os
 # set before python-telegram-bot is imported by the modules below.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-from collections.abc import Callable, Sequence  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from bot.channels.base import Channel, ChannelError, Say, Sender, Stoppable  # noqa: E402
-from bot.channels.telegram.client import (  # noqa: E402
+from bot.channels.base import Channel, ChannelError, Say, Sender, Stoppable
+from bot.channels.telegram.client import (
     ALLOWED_UPDATES,
     POLL_TIMEOUT,
     TelegramClient,
@@ -34,10 +34,10 @@ from bot.channels.telegram.client import (  # noqa: E402
     close_clients,
     get_client,
 )
-from bot.channels.telegram.fetch import fetch_media  # noqa: E402
-from bot.channels.telegram.hooks import OPEN_CARD_KEY, TelegramHooks  # noqa: E402
-from bot.channels.telegram.poll import OFFSET_KEY, Poller, ensure_committee_chat  # noqa: E402
-from bot.channels.telegram.receive import (  # noqa: E402
+from bot.channels.telegram.fetch import fetch_media
+from bot.channels.telegram.hooks import OPEN_CARD_KEY, TelegramHooks
+from bot.channels.telegram.poll import OFFSET_KEY, Poller, ensure_committee_chat
+from bot.channels.telegram.receive import (
     ROUTES,
     WEBHOOK_BODY_LIMIT,
     BadUpdate,
@@ -48,14 +48,14 @@ from bot.channels.telegram.receive import (  # noqa: E402
     store_update,
     to_inbound,
 )
-from bot.channels.telegram.send import MAX_MESSAGE, SkipPart, TelegramSender  # noqa: E402
-from bot.channels.telegram.settings import (  # noqa: E402
+from bot.channels.telegram.send import MAX_MESSAGE, SkipPart, TelegramSender
+from bot.channels.telegram.settings import (
     CHANNEL,
     TelegramSettings,
     telegram_settings,
 )
-from storage.db import session_scope  # noqa: E402
-from storage.settings import Settings  # noqa: E402
+from storage.db import session_scope
+from storage.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute

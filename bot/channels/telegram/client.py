@@ -116,7 +116,7 @@ class TelegramClient:
         """Closes the HTTP connections and stops the loop thread."""
         try:
             self.run(self.bot.shutdown(), timeout=10)
-        except Exception:  # noqa: BLE001 - closing is best effort
+        except Exception:  # closing is best effort
             logger.debug("Telegram client shutdown failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

@@ -54,7 +54,7 @@ class Poller(threading.Thread):
                 )
                 self._store(updates)
                 backoff = 1.0
-            except Exception:  # noqa: BLE001 - the poller must outlive any failure
+            except Exception:  # the poller must outlive any failure
                 logger.warning(
                     "Telegram polling failed; retrying in %.0f s", backoff, exc_info=True
                 )

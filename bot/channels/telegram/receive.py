@@ -85,7 +85,7 @@ def parse_error(data: dict[str, Any]) -> str | None:
     """Why python-telegram-bot cannot model `data` as an Update, or None when it can."""
     try:
         Update.de_json(data, None)
-    except Exception as exc:  # noqa: BLE001 - whatever the library raises is the reason
+    except Exception as exc:  # whatever the library raises is the reason
         return f"{type(exc).__name__}: {exc}"[:500]
     return None
 

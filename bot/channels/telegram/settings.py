@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from bot.channels.base import ChannelSettings
+from bot.channels.base import ChannelSettings, http_url
 from storage.settings import MIN_SECRET_LENGTH, Secret, Settings
 
 #: The channel's name in people and inbox rows.
@@ -43,12 +43,7 @@ class TelegramSettings(ChannelSettings):
     #: unset: asked of Telegram (getMe).
     bot_username: str | None = None
 
-    @field_validator("api_url")
-    @classmethod
-    def _check_api_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s):// URL")
-        return value.rstrip("/")
+    _check_api_url = field_validator("api_url")(http_url)
 
     @property
     def enabled(self) -> bool:

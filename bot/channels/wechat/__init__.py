@@ -20,19 +20,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.channels.base import Channel, Sender
+from bot.channels.callbacks import (
+    NONCE_PREFIX,
+    REPLAY_WINDOW_SECONDS,
+    CallbackRefused,
+    check_nonce,
+)
 from bot.channels.wechat.client import RedeskWeChatClient, close_clients, get_client
 from bot.channels.wechat.fetch import fetch_media
 from bot.channels.wechat.hooks import WeChatHooks
 from bot.channels.wechat.menu import MENU, MENU_HELP, MENU_MINE, MENU_REPORT, commands
 from bot.channels.wechat.receive import (
     CALLBACK_BODY_LIMIT,
-    NONCE_PREFIX,
-    REPLAY_WINDOW_SECONDS,
     ROUTES,
     SUCCESS,
-    CallbackRefused,
     Parsed,
-    check_nonce,
     check_request,
     decrypt,
     parse_callback,

@@ -14,6 +14,7 @@ from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.memorystorage import MemoryStorage
 
+from bot.channels.callbacks import close_redis_clients
 from bot.channels.wechat.settings import wechat_settings
 from storage.settings import Settings
 
@@ -170,22 +171,6 @@ class RedeskWeChatClient(WeChatClient):  # type: ignore[misc]
             self._local.depth = depth
 
 
-_redis_clients: dict[str, Any] = {}
-_redis_lock = threading.Lock()
-
-
-def redis_client(url: str) -> Any:
-    """This process's Redis client for `url` (made once)."""
-    with _redis_lock:
-        client = _redis_clients.get(url)
-        if client is None:
-            import redis
-
-            client = redis.Redis.from_url(url, socket_timeout=5)
-            _redis_clients[url] = client
-        return client
-
-
 @contextmanager
 def _thread_lock(lock: threading.Lock) -> Iterator[None]:
     with lock:
@@ -228,7 +213,4 @@ def close_clients() -> None:
     """Forgets the clients, the API's and those of the nonce memory (tests, shutdown)."""
     with _clients_lock:
         _clients.clear()
-    with _redis_lock:
-        for client in _redis_clients.values():
-            client.close()
-        _redis_clients.clear()
+    close_redis_clients()

@@ -55,7 +55,7 @@ def commands() -> typer.Typer:
             raise CommandFailed(
                 f"WeChat refused the menu: {exc.errcode} {exc.errmsg}", CommandFailed.FAILURE
             ) from None
-        except Exception as exc:  # noqa: BLE001 - a network failure, explained in one line
+        except Exception as exc:  # a network failure, explained in one line
             raise CommandFailed(
                 f"WeChat at REDESK_WECHAT_API_URL could not be reached ({exc})",
                 CommandFailed.UNAVAILABLE,

@@ -3,28 +3,21 @@
 `parse_callback` checks the signature (constant time) and the timestamp (replays older than five
 minutes are refused), refuses XML with a DOCTYPE or entities, decrypts a safe-mode body, and
 returns the message's natural key (MsgId; FromUserName+CreateTime+Event for events), the chat
-(the sender's openid) and the inner XML. `check_nonce` refuses a (timestamp, nonce) already seen
-with another body (the plain-mode signature does not cover the body). The endpoints store the
+(the sender's openid) and the inner XML. The shared nonce memory (bot.channels.callbacks
+`check_nonce`) refuses a (timestamp, nonce) already seen with another body (the plain-mode
+signature does not cover the body). The endpoints (the shared `receive` flow) store the
 message in the inbox and answer "success" at once; everything else goes out later as
 customer-service messages. `to_inbound` turns a stored message into the channel-neutral Inbound.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import hmac
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-from xml.etree.ElementTree import Element
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError
-from defusedxml.ElementTree import fromstring as safe_fromstring
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,14 +43,20 @@ from wechatpy.messages import (
     VoiceMessage,
 )
 
-from bot import metrics
-from bot.channels.wechat.client import redis_client
+from bot.channels.callbacks import (
+    CallbackRefused,
+    check_fresh,
+    field,
+    receive,
+    refused,
+    safe_xml,
+    same,
+)
 from bot.channels.wechat.menu import MENU_HELP, MENU_MINE, MENU_REPORT
 from bot.channels.wechat.settings import CHANNEL, wechat_settings
-from bot.http import BodyTooLarge, enqueue_inbound, read_body, runtime_of
+from bot.http import runtime_of
 from bot.inbound import Inbound
 from storage import queries
-from storage.db import session_scope
 from storage.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -65,18 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: Largest callback body accepted, in bytes.
 CALLBACK_BODY_LIMIT = 1024 * 1024
-
-#: A callback whose timestamp is further than this from now (seconds) is a replay.
-REPLAY_WINDOW_SECONDS = 300
-
-#: Longest nonce and timestamp accepted (WeChat's are about ten digits each); together they
-#: are the key of the callback's remembered nonce.
-MAX_NONCE = 64
-MAX_TIMESTAMP = 20
-
-#: Prefix of the Redis keys remembering callback nonces.
-NONCE_PREFIX = "redesk:wechat:nonce:"
-
 
 #: What WeChat's callback is answered with once the message is stored.
 SUCCESS = "success"
@@ -113,15 +100,6 @@ VOICE_TYPES: dict[str, str] = {
 }
 
 
-class CallbackRefused(Exception):
-    """A callback that is answered with `status` and not processed."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class Parsed:
     """A verified, decrypted callback."""
@@ -142,10 +120,6 @@ def signature(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
 
 
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 def check_request(settings: Settings, params: dict[str, str], *, now: float | None = None) -> None:
     """Checks the plain signature and the timestamp of a callback or verification request.
 
@@ -157,79 +131,9 @@ def check_request(settings: Settings, params: dict[str, str], *, now: float | No
     if not own.enabled or not token:
         raise CallbackRefused(403, "wechat is off")
     timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
-    if not _same(params.get("signature", ""), signature(token, timestamp, nonce)):
+    if not same(params.get("signature", ""), signature(token, timestamp, nonce)):
         raise CallbackRefused(403, "bad signature")
-    if not nonce or len(nonce) > MAX_NONCE:
-        raise CallbackRefused(403, "bad nonce")
-    if not timestamp.isdigit() or len(timestamp) > MAX_TIMESTAMP:
-        raise CallbackRefused(403, "bad timestamp")
-    sent_at = int(timestamp)
-    if abs((time.time() if now is None else now) - sent_at) > REPLAY_WINDOW_SECONDS:
-        raise CallbackRefused(403, "stale timestamp")
-
-
-def check_nonce(
-    settings: Settings,
-    session: Session,
-    params: dict[str, str],
-    body: bytes,
-    *,
-    now: float | None = None,
-) -> None:
-    """Remembers a callback's (timestamp, nonce) with a digest of its body, for as long as
-    its timestamp is accepted, and refuses the pair again with another body.
-
-    The plain-mode signature covers the token, the timestamp and the nonce but not the body:
-    without this, anyone who saw one signed URL could post any message under it for the
-    whole replay window. The same body again is WeChat retrying; the inbox's natural key
-    already makes that harmless, so it passes. In Redis when configured (SET NX, shared by
-    every process), else in the database (a unique key, so of two concurrent posts exactly
-    one is first). Call it after `check_request`, in the transaction that stores the message.
-
-    Raises:
-        CallbackRefused: 403 when the pair was seen with another body.
-    """
-    timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
-    key = f"{timestamp}:{nonce}"
-    digest = hashlib.sha256(body).hexdigest()
-    # Accepted until `timestamp + window` (the window reaches into the future too, for clock
-    # skew), so remembered until then, not for a window from now.
-    expires = int(timestamp) + REPLAY_WINDOW_SECONDS + 1
-    current = time.time() if now is None else now
-    if settings.redis_url:
-        client = redis_client(settings.redis_url)
-        ttl = max(1, expires - int(current))
-        earlier: str | None = None
-        if not client.set(NONCE_PREFIX + key, digest, nx=True, ex=ttl):
-            found = client.get(NONCE_PREFIX + key)
-            # Expired in between: its timestamp is refused by check_request from now on.
-            earlier = found.decode() if found is not None else ""
-    else:
-        earlier = queries.remember_nonce(
-            session=session,
-            key=key,
-            digest=digest,
-            expires_at=datetime.fromtimestamp(expires, UTC),
-            now=datetime.fromtimestamp(current, UTC),
-        )
-    if earlier is not None and not _same(earlier, digest):
-        raise CallbackRefused(403, "nonce reused with another body")
-
-
-def _xml(body: bytes | str) -> Element:
-    """Parses XML with no DOCTYPE, entities or external references allowed."""
-    try:
-        root: Element = safe_fromstring(
-            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
-        )
-        return root
-    except (DefusedXmlException, ParseError, ValueError) as exc:
-        raise CallbackRefused(400, f"malformed XML ({type(exc).__name__})") from None
-
-
-def _field(root: Element, name: str) -> str:
-    child = root.find(name)
-    return (child.text or "").strip() if child is not None else ""
+    check_fresh(params, now=now)
 
 
 def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> Parsed:
@@ -240,21 +144,21 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
             a body that does not decrypt, missing fields).
     """
     check_request(settings, params)
-    root = _xml(body)
+    root = safe_xml(body)
     own = wechat_settings(settings)
     if own.aes_key:
         if params.get("encrypt_type") != "aes":
             raise CallbackRefused(400, "plain body in safe mode")
-        encrypted = _field(root, "Encrypt")
+        encrypted = field(root, "Encrypt")
         if not encrypted:
             raise CallbackRefused(400, "no Encrypt element")
         expected = signature(
             own.token or "", params.get("timestamp", ""), params.get("nonce", ""), encrypted
         )
-        if not _same(params.get("msg_signature", ""), expected):
+        if not same(params.get("msg_signature", ""), expected):
             raise CallbackRefused(403, "bad msg_signature")
         inner = decrypt(settings, encrypted)
-        root = _xml(inner)
+        root = safe_xml(inner)
     else:
         try:
             inner = body.decode("utf-8")
@@ -263,26 +167,26 @@ def parse_callback(settings: Settings, params: dict[str, str], body: bytes) -> P
     if root.tag != "xml":
         raise CallbackRefused(400, "not a WeChat message")
     sender, kind, created = (
-        _field(root, "FromUserName"),
-        _field(root, "MsgType").lower(),
-        _field(root, "CreateTime"),
+        field(root, "FromUserName"),
+        field(root, "MsgType").lower(),
+        field(root, "CreateTime"),
     )
     if not sender or not kind or not created.isdigit() or len(sender) > 128:
         raise CallbackRefused(400, "missing fields")
     scene: str | None = None
     if kind == "event" or kind.startswith("device_"):
         # Device notices (device_text, device_event) are events to wechatpy as well.
-        event = _field(root, "Event").lower() or (kind if kind != "event" else "")
+        event = field(root, "Event").lower() or (kind if kind != "event" else "")
         if not event:
             raise CallbackRefused(400, "missing fields")
         # FromUserName + CreateTime (DESIGN §2), with the event and its key, so that two
         # different menu clicks within one second are two messages (a double tap is one).
-        key = f"{sender}:{created}:{event}:{_field(root, 'EventKey')[:60]}"
+        key = f"{sender}:{created}:{event}:{field(root, 'EventKey')[:60]}"
         message = _parse(inner)
         chat = sender if isinstance(message, HANDLED_EVENTS) else None
         scene = scene_of(message)
     else:
-        msg_id = _field(root, "MsgId")
+        msg_id = field(root, "MsgId")
         if not msg_id.isdigit():
             raise CallbackRefused(400, "missing fields")
         key, chat = msg_id, sender
@@ -293,7 +197,7 @@ def _parse(xml: str) -> Any:
     """wechatpy's message or event object of an XML body already checked by defusedxml."""
     try:
         return parse_message(xml)
-    except Exception:  # noqa: BLE001 - xmltodict and wechatpy's fields raise many kinds
+    except Exception:  # xmltodict and wechatpy's fields raise many kinds
         raise CallbackRefused(400, "not a WeChat message") from None
 
 
@@ -319,7 +223,7 @@ def decrypt(settings: Settings, encrypted: str) -> str:
         return str(
             PrpCrypto(_aes_key(settings)).decrypt(encrypted, wechat_settings(settings).app_id)
         )
-    except Exception:  # noqa: BLE001 - wechatpy raises anything from bad padding to bad app id
+    except Exception:  # wechatpy raises anything from bad padding to bad app id
         raise CallbackRefused(400, "body does not decrypt") from None
 
 
@@ -407,9 +311,7 @@ async def verify(request: Request) -> Response:
     try:
         check_request(runtime.settings, params)
     except CallbackRefused as exc:
-        metrics.INBOUND.labels(CHANNEL, "forbidden").inc()
-        logger.warning("WeChat verification refused: %s", exc.reason)
-        return PlainTextResponse("forbidden", status_code=exc.status)
+        return refused(CHANNEL, "WeChat", "verification", exc)
     return PlainTextResponse(params.get("echostr", "")[:200])
 
 
@@ -422,40 +324,16 @@ async def callback(request: Request) -> Response:
     cannot be stored (WeChat retries). A retry of a stored message is answered "success" and
     changes nothing.
     """
-    runtime = runtime_of(request)
-    params = dict(request.query_params)
-    try:
-        check_request(runtime.settings, params)
-        raw = await read_body(request, CALLBACK_BODY_LIMIT)
-        parsed = parse_callback(runtime.settings, params, raw)
-    except BodyTooLarge:
-        metrics.INBOUND.labels(CHANNEL, "too_large").inc()
-        return PlainTextResponse("body too large", status_code=413)
-    except CallbackRefused as exc:
-        metrics.INBOUND.labels(CHANNEL, "forbidden" if exc.status == 403 else "bad").inc()
-        # The reason only: never the body, which holds personal data.
-        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
-        return PlainTextResponse(exc.reason, status_code=exc.status)
-
-    def store() -> bool:
-        with session_scope(runtime.engine) as session:
-            # In the storing transaction: a refused reuse rolls back with nothing stored.
-            check_nonce(runtime.settings, session, params, raw)
-            return store_callback(session, parsed)
-
-    try:
-        is_new = await asyncio.to_thread(store)
-    except CallbackRefused as exc:
-        metrics.INBOUND.labels(CHANNEL, "forbidden").inc()
-        logger.warning("WeChat callback refused (%d): %s", exc.status, exc.reason)
-        return PlainTextResponse(exc.reason, status_code=exc.status)
-    except Exception:
-        logger.exception("Could not store a WeChat message")
-        return PlainTextResponse("unavailable", status_code=503)
-    metrics.INBOUND.labels(CHANNEL, "stored" if is_new else "duplicate").inc()
-    if parsed.chat is not None and is_new:
-        await enqueue_inbound(CHANNEL, parsed.chat)
-    return PlainTextResponse(SUCCESS)
+    return await receive(
+        request,
+        channel=CHANNEL,
+        label="WeChat",
+        limit=CALLBACK_BODY_LIMIT,
+        check=check_request,
+        parse=parse_callback,
+        store=store_callback,
+        success=SUCCESS,
+    )
 
 
 #: The routes of the WeChat channel.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from bot.channels.base import Channel, ChannelError, Say, Sender, Stoppable
+from bot.channels.callbacks import REPLAY_WINDOW_SECONDS, CallbackRefused
 from bot.channels.wecom.client import (
     ERR_INVALID_CORP,
     ERR_INVALID_SECRET,
@@ -31,9 +32,7 @@ from bot.channels.wecom.fetch import fetch_media
 from bot.channels.wecom.hooks import OPEN_CARD_KEY, WeComHooks
 from bot.channels.wecom.receive import (
     CALLBACK_BODY_LIMIT,
-    REPLAY_WINDOW_SECONDS,
     ROUTES,
-    CallbackRefused,
     Parsed,
     TemplateCardEvent,
     parse_callback,

@@ -5,25 +5,20 @@ checks the msg_signature over the Encrypt element and the timestamp (older or ne
 minutes is a replay), decrypts with wechatpy's WeChatCrypto (which refuses another corp's
 ReceiveId), checks the inner ToUserName is this corp, and returns the message's natural key
 (MsgId; FromUserName+CreateTime+Event+EventKey for events; TaskId+EventKey+presser for a
-template_card_event), the chat (the member's UserID) and the inner XML. The WeChat channel's
-nonce memory refuses a (timestamp, nonce) already seen with another body. The endpoint stores
-the message in the inbox and only then answers "" (WeCom's "no passive reply").
+template_card_event), the chat (the member's UserID) and the inner XML. The shared nonce
+memory (bot.channels.callbacks) refuses a (timestamp, nonce) already seen with another body.
+The endpoint (the shared `receive` flow) stores the message in the inbox and only then
+answers "" (WeCom's "no passive reply").
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
+import dataclasses
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any
-from xml.etree.ElementTree import Element
+from typing import TYPE_CHECKING, Any
 
 import requests
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError
-from defusedxml.ElementTree import fromstring as safe_fromstring
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,16 +30,25 @@ from wechatpy.enterprise.parser import parse_message
 from wechatpy.events import BaseEvent
 from wechatpy.fields import IntegerField, StringField
 
-from bot import metrics
-from bot.channels.wechat.receive import CallbackRefused as NonceRefused
-from bot.channels.wechat.receive import check_nonce
+from bot.channels.callbacks import (
+    CallbackRefused,
+    check_fresh,
+    field,
+    receive,
+    refused,
+    safe_xml,
+    same,
+)
 from bot.channels.wecom.client import NAME_TIMEOUT, ApiError, get_client
 from bot.channels.wecom.settings import CHANNEL, wecom_settings
-from bot.http import BodyTooLarge, enqueue_inbound, read_body, runtime_of
+from bot.http import runtime_of
 from bot.inbound import Callback, Inbound
 from storage import queries
 from storage.db import session_scope
 from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +56,7 @@ logger = logging.getLogger(__name__)
 #: Largest callback body accepted, in bytes.
 CALLBACK_BODY_LIMIT = 256 * 1024
 
-#: A callback whose timestamp is further than this from now (seconds) is a replay.
-REPLAY_WINDOW_SECONDS = 300
-
-#: Longest nonce and timestamp accepted; longest UserID (WeCom's are at most 64 bytes).
-MAX_NONCE = 64
-MAX_TIMESTAMP = 20
+#: Longest UserID (WeCom's are at most 64 bytes).
 MAX_USERID = 64
 
 #: What a callback is answered with once stored (no passive reply).
@@ -79,15 +78,6 @@ class TemplateCardEvent(BaseEvent):  # type: ignore[misc]
     response_code = StringField("ResponseCode")
 
 
-class CallbackRefused(Exception):
-    """A callback that is answered with `status` and not processed."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class Parsed:
     """A verified, decrypted callback."""
@@ -96,10 +86,8 @@ class Parsed:
     #: The member's UserID, or None for what is stored and ignored.
     chat: str | None
     xml: str
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    #: The member's name from user/get, when redesk has none for them yet.
+    name: str = ""
 
 
 def _crypto(settings: Settings) -> WeChatCrypto:
@@ -115,15 +103,9 @@ def check_params(params: dict[str, str], *, now: float | None = None) -> None:
     Raises:
         CallbackRefused: 403 for a missing or malformed nonce or timestamp, or a stale one.
     """
-    timestamp, nonce = params.get("timestamp", ""), params.get("nonce", "")
     if not params.get("msg_signature"):
         raise CallbackRefused(403, "no msg_signature")
-    if not nonce or len(nonce) > MAX_NONCE:
-        raise CallbackRefused(403, "bad nonce")
-    if not timestamp.isdigit() or len(timestamp) > MAX_TIMESTAMP:
-        raise CallbackRefused(403, "bad timestamp")
-    if abs((time.time() if now is None else now) - int(timestamp)) > REPLAY_WINDOW_SECONDS:
-        raise CallbackRefused(403, "stale timestamp")
+    check_fresh(params, now=now)
 
 
 def verify_url(settings: Settings, params: dict[str, str], *, now: float | None = None) -> str:
@@ -138,25 +120,9 @@ def verify_url(settings: Settings, params: dict[str, str], *, now: float | None 
         echo = crypto.check_signature(
             params["msg_signature"], params["timestamp"], params["nonce"], params.get("echostr", "")
         )
-    except Exception:  # noqa: BLE001 - bad signature, bad padding, another corp
+    except Exception:  # bad signature, bad padding, another corp
         raise CallbackRefused(403, "bad msg_signature or echostr") from None
     return str(echo)
-
-
-def _xml(body: bytes | str) -> Element:
-    """Parses XML with no DOCTYPE, entities or external references allowed."""
-    try:
-        root: Element = safe_fromstring(
-            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
-        )
-        return root
-    except (DefusedXmlException, ParseError, ValueError) as exc:
-        raise CallbackRefused(400, f"malformed XML ({type(exc).__name__})") from None
-
-
-def _field(root: Element, name: str) -> str:
-    child = root.find(name)
-    return (child.text or "").strip() if child is not None else ""
 
 
 def parse_callback(
@@ -171,8 +137,8 @@ def parse_callback(
     crypto = _crypto(settings)
     check_params(params, now=now)
     # defusedxml first: wechatpy's own parsing (xmltodict) would expand entities.
-    outer = _xml(body)
-    if outer.tag != "xml" or not _field(outer, "Encrypt"):
+    outer = safe_xml(body)
+    if outer.tag != "xml" or not field(outer, "Encrypt"):
         raise CallbackRefused(400, "no Encrypt element")
     try:
         inner = str(
@@ -182,41 +148,41 @@ def parse_callback(
         )
     except UnicodeDecodeError:
         raise CallbackRefused(400, "not UTF-8") from None
-    except Exception as exc:  # noqa: BLE001 - wechatpy raises many kinds
+    except Exception as exc:  # wechatpy raises many kinds
         name = type(exc).__name__
         if name == "InvalidSignatureException":
             raise CallbackRefused(403, "bad msg_signature") from None
         if name == "InvalidCorpIdException":
             raise CallbackRefused(403, "another corp's message") from None
         raise CallbackRefused(400, "body does not decrypt") from None
-    root = _xml(inner)
+    root = safe_xml(inner)
     own = wecom_settings(settings)
     if root.tag != "xml":
         raise CallbackRefused(400, "not a WeCom message")
-    if not _same(_field(root, "ToUserName"), own.corp_id or ""):
+    if not same(field(root, "ToUserName"), own.corp_id or ""):
         raise CallbackRefused(403, "another corp's message")
     sender, kind, created = (
-        _field(root, "FromUserName"),
-        _field(root, "MsgType").lower(),
-        _field(root, "CreateTime"),
+        field(root, "FromUserName"),
+        field(root, "MsgType").lower(),
+        field(root, "CreateTime"),
     )
     if not sender or not kind or not created.isdigit() or len(sender) > MAX_USERID:
         raise CallbackRefused(400, "missing fields")
     message = _parse(inner)
     if kind == "event":
-        event = _field(root, "Event").lower()
+        event = field(root, "Event").lower()
         if not event:
             raise CallbackRefused(400, "missing fields")
         if isinstance(message, TemplateCardEvent):
-            task_id = _field(root, "TaskId")
+            task_id = field(root, "TaskId")
             if not task_id:
                 raise CallbackRefused(400, "missing fields")
-            key = f"card:{task_id}:{sender}:{_field(root, 'EventKey')[:40]}"
+            key = f"card:{task_id}:{sender}:{field(root, 'EventKey')[:40]}"
         else:
-            key = f"{sender}:{created}:{event}:{_field(root, 'EventKey')[:60]}"
+            key = f"{sender}:{created}:{event}:{field(root, 'EventKey')[:60]}"
         chat = sender if isinstance(message, TemplateCardEvent) else None
     else:
-        msg_id = _field(root, "MsgId")
+        msg_id = field(root, "MsgId")
         if not msg_id.isdigit():
             raise CallbackRefused(400, "missing fields")
         key, chat = msg_id, sender
@@ -227,7 +193,7 @@ def _parse(xml: str) -> Any:
     """wechatpy's message or event object of an XML body already checked by defusedxml."""
     try:
         return parse_message(xml)
-    except Exception:  # noqa: BLE001 - xmltodict and wechatpy's fields raise many kinds
+    except Exception:  # xmltodict and wechatpy's fields raise many kinds
         raise CallbackRefused(400, "not a WeCom message") from None
 
 
@@ -247,9 +213,10 @@ def member_name(settings: Settings, session: Session, userid: str) -> str:
     return str(answer.get("name") or "")[:100]
 
 
-def store_callback(session: Session, parsed: Parsed, name: str = "") -> bool:
-    """Stores a parsed callback in the inbox; False for a repeat (WeCom's retry)."""
-    payload = {"xml": parsed.xml, **({"name": name} if name else {})}
+def store_callback(session: Session, parsed: Parsed) -> bool:
+    """Stores a parsed callback in the inbox (with its member's name, if found); False for a
+    repeat (WeCom's retry)."""
+    payload = {"xml": parsed.xml, **({"name": parsed.name} if parsed.name else {})}
     inbox_id = queries.add_inbox(
         session=session,
         channel=CHANNEL,
@@ -296,11 +263,14 @@ def to_inbound(chat_id: str, payload: dict[str, Any]) -> Inbound:
     return Inbound(**base, unsupported=True)
 
 
-def _refused(exc: CallbackRefused, what: str) -> Response:
-    metrics.INBOUND.labels(CHANNEL, "forbidden" if exc.status == 403 else "bad").inc()
-    # The reason only: never the body, which holds personal data.
-    logger.warning("WeCom %s refused (%d): %s", what, exc.status, exc.reason)
-    return PlainTextResponse(exc.reason, status_code=exc.status)
+def with_name(runtime: Runtime, parsed: Parsed) -> Parsed:
+    """The callback with its member's name (user/get), when it has a member redesk has no
+    name for."""
+    if parsed.chat is None:
+        return parsed
+    with session_scope(runtime.engine) as session:
+        name = member_name(runtime.settings, session, parsed.chat)
+    return dataclasses.replace(parsed, name=name)
 
 
 async def verify(request: Request) -> Response:
@@ -309,7 +279,7 @@ async def verify(request: Request) -> Response:
     try:
         echo = verify_url(runtime.settings, dict(request.query_params))
     except CallbackRefused as exc:
-        return _refused(exc, "verification")
+        return refused(CHANNEL, "WeCom", "verification", exc)
     return PlainTextResponse(echo)
 
 
@@ -319,43 +289,21 @@ async def callback(request: Request) -> Response:
     403 for a bad msg_signature, a replay (stale timestamp, or a timestamp and nonce already
     seen with another body) and another corp's message; 413 over the body limit; 400 for
     malformed or hostile XML; 503 when it cannot be stored (WeCom retries). A retry of a
-    stored message is answered "" and changes nothing.
+    stored message is answered "" and changes nothing. WeCom's nonces have their own space
+    in the nonce memory the WeChat channel shares.
     """
-    runtime = runtime_of(request)
-    params = dict(request.query_params)
-    try:
-        check_params(params)
-        raw = await read_body(request, CALLBACK_BODY_LIMIT)
-        parsed = parse_callback(runtime.settings, params, raw)
-    except BodyTooLarge:
-        metrics.INBOUND.labels(CHANNEL, "too_large").inc()
-        return PlainTextResponse("body too large", status_code=413)
-    except CallbackRefused as exc:
-        return _refused(exc, "callback")
-
-    def store() -> bool:
-        name = ""
-        if parsed.chat is not None:
-            with session_scope(runtime.engine) as session:
-                name = member_name(runtime.settings, session, parsed.chat)
-        with session_scope(runtime.engine) as session:
-            # In the storing transaction: a refused reuse rolls back with nothing stored.
-            check_nonce(
-                runtime.settings, session, {**params, "nonce": f"wecom:{params['nonce']}"}, raw
-            )
-            return store_callback(session, parsed, name)
-
-    try:
-        is_new = await asyncio.to_thread(store)
-    except NonceRefused as exc:
-        return _refused(CallbackRefused(exc.status, exc.reason), "callback")
-    except Exception:
-        logger.exception("Could not store a WeCom message")
-        return PlainTextResponse("unavailable", status_code=503)
-    metrics.INBOUND.labels(CHANNEL, "stored" if is_new else "duplicate").inc()
-    if parsed.chat is not None and is_new:
-        await enqueue_inbound(CHANNEL, parsed.chat)
-    return PlainTextResponse(SUCCESS)
+    return await receive(
+        request,
+        channel=CHANNEL,
+        label="WeCom",
+        limit=CALLBACK_BODY_LIMIT,
+        check=lambda _settings, params: check_params(params),
+        parse=parse_callback,
+        store=store_callback,
+        success=SUCCESS,
+        complete=with_name,
+        nonce_key=lambda nonce: f"wecom:{nonce}",
+    )
 
 
 #: The routes of the WeCom channel.
