@@ -28,7 +28,7 @@ def photographed_on_failure(pages: list[Any], directory: Path) -> Iterator[None]
         for index, page in enumerate(pages):
             try:
                 page.screenshot(path=str(directory / f"failure-{index}.png"), full_page=True)
-            except Exception:
+            except Exception:  # a closed page cannot be photographed
                 pass
         raise
 
