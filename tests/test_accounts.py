@@ -549,3 +549,12 @@ def test_staff_disable_revokes_the_role_releases_held_requests_and_unlinks_chats
         assert row is not None and row.principal_id is None
         actions = [a.action for a in session.exec(select(AdminAudit)).all()]
     assert {"people_revoke", "staff_disable"} <= set(actions)
+
+
+def test_a_person_whose_role_was_revoked_cannot_log_in(world: World) -> None:
+    from admin_scripts.manage import revoke_role
+
+    link = make_account(world.engine, "wang", now=NOW)
+    with session_scope(world.engine) as session:
+        revoke_role(session=session, who=str(link.person.id), role=None, now=NOW)
+    assert isinstance(_login(world, "wang"), accounts.LoginFailed)

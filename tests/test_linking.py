@@ -253,3 +253,21 @@ def test_an_unlinked_chat_is_a_residents_chat_again(linked: Linked) -> None:
     # Unlinked, the same text is a resident's new request
     linked.web.send("我家楼下的水管漏水了")
     assert len(linked.desk.requests()) == 1
+
+
+def test_an_admin_account_linked_on_the_web_desk_gets_help_and_no_request(
+    runtime: Runtime, stub_broker: Any
+) -> None:
+    from tests.utils.harness import Desk
+
+    make_account(runtime.engine, "boss", "admin", name="管理员")
+    with TestClient(create_app(runtime)) as client:
+        headers = logged_in(client, "boss")
+        code = client.post("/api/console/link-code", json={}, headers=headers).json()["code"]
+    desk = Desk(runtime)
+    chat = desk.identity("管理员网页")
+    assert any("关联成功" in m.text and "管理员" in m.text for m in chat.send(f"绑定 {code}"))
+    answer = chat.send("帮助")
+    assert answer and answer[-1].text
+    chat.send("小区门口的路灯坏了")
+    assert desk.requests() == []
