@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -139,3 +140,24 @@ def _setup_login_and_link(
     page.goto(f"{deployment.base_url}/console/account")
     page.wait_for_url("**/console/login?next=*")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_login_never_follows_a_next_that_leaves_the_site(
+    browser: Any, deployment: Deployment, tmp_path: Path
+) -> None:
+    out = deployment.cli("staff", "add", "zhao.wy", "--name", "赵委员", "--role", "leader")
+    shots: list[Any] = []
+    with photographed_on_failure(shots, tmp_path):
+        page = console_page(browser, shots)
+        page.goto(out.strip().splitlines()[-1])
+        page.fill("#new-password", PASSWORD)
+        page.fill("#confirm-password", PASSWORD)
+        page.click("#setup-submit")
+        page.locator("#setup-done").wait_for()
+        for hostile in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):
+            page.goto(f"{deployment.base_url}/console/login?next={quote(hostile, safe='')}")
+            page.fill("#username", "zhao.wy")
+            page.fill("#password", PASSWORD)
+            page.click("#login-submit")
+            page.wait_for_url(f"{deployment.base_url}/console")
+            assert page.url == f"{deployment.base_url}/console"
