@@ -92,7 +92,7 @@ def test_login_sets_an_httponly_samesite_strict_cookie_and_answers_the_csrf_toke
 def test_in_production_the_cookie_is_secure(db_url: str, stub_broker: object) -> None:
     settings = Settings(
         database_url=db_url,
-        redis_url=None,  # type: ignore[call-arg]
+        redis_url=None,
         web_sessions_per_minute=0,
         env="production",
         public_url="https://desk.example.cn",

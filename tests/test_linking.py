@@ -151,7 +151,9 @@ class Linked:
         self.wechat = wechat_fake
         self.wecom = wecom_fake
         self.client = client
-        self.person_id = make_account(runtime.engine, "li", name="李书记").person.id
+        person_id = make_account(runtime.engine, "li", name="李书记").person.id
+        assert person_id is not None
+        self.person_id: int = person_id
         self.headers = logged_in(client, "li")
         self.tg_user = fake.user(TG_USER, "李书记TG")
         self.tg.say(self.tg_user, f"绑定 {self.code()}")

@@ -38,7 +38,7 @@ def console_page(browser: Any, shots: list[Any], width: int = 900) -> Any:
     """A page in a browser context of its own (its own cookies), console errors collected."""
     context = browser.new_context(locale="zh-CN", viewport={"width": width, "height": 900})
     page = context.new_page()
-    page.errors = []  # type: ignore[attr-defined]
+    page.errors = []
     # Script errors and refusals of the CSP; answers 4xx of the API are expected ones.
     page.on(
         "console",
@@ -139,7 +139,7 @@ def _setup_login_and_link(
     page.wait_for_url("**/console/login")
     page.goto(f"{deployment.base_url}/console/account")
     page.wait_for_url("**/console/login?next=*")
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_a_login_never_follows_a_next_that_leaves_the_site(
