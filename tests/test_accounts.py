@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -36,8 +37,14 @@ pytestmark = pytest.mark.usefixtures("clean_accounts")
 
 
 def _login(
-    world: World, username: str, password: str = PASSWORD, *, address: str = "10.0.0.1", now=NOW
-):  # type: ignore[no-untyped-def]
+    world: World,
+    username: str,
+    password: str = PASSWORD,
+    *,
+    address: str = "10.0.0.1",
+    now: datetime = NOW,
+) -> Any:
+    """The cookie token of a login that worked, else the outcome (LoginFailed, LoginLimited)."""
     with session_scope(world.engine) as session:
         outcome = accounts.login(
             session, username=username, password=password, address=address, now=now, limits=LIMITS
@@ -47,7 +54,7 @@ def _login(
         return outcome
 
 
-def _live(world: World, token: str, now=NOW) -> accounts.Live | None:  # type: ignore[no-untyped-def]
+def _live(world: World, token: str, now: datetime = NOW) -> accounts.Live | None:
     with session_scope(world.engine) as session:
         return accounts.session_of(session, token=token, now=now, limits=LIMITS)
 
@@ -269,16 +276,16 @@ def test_logout_everywhere_ends_every_session_and_logout_only_this_one(world: Wo
     make_account(world.engine, "wang", now=NOW)
     first, second, third = (_login(world, "wang") for _ in range(3))
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=first, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=first, now=NOW, limits=LIMITS)
         assert live is not None
         accounts.logout(session, live, everywhere=False, now=NOW)
-    assert _live(world, first) is None  # type: ignore[arg-type]
-    assert _live(world, second) is not None  # type: ignore[arg-type]
+    assert _live(world, first) is None
+    assert _live(world, second) is not None
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=second, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=second, now=NOW, limits=LIMITS)
         assert live is not None
         accounts.logout(session, live, everywhere=True, now=NOW)
-    assert _live(world, third) is None  # type: ignore[arg-type]
+    assert _live(world, third) is None
     assert audit_actions(world.engine, "console:wang").count("console_logout") == 2
 
 
@@ -289,7 +296,7 @@ def test_a_reset_password_ends_sessions_and_the_old_password(world: World) -> No
         link = accounts.reset_password(
             session, accounts.account_named(session, "wang"), now=NOW + timedelta(minutes=1)
         )
-    assert _live(world, token, NOW + timedelta(minutes=2)) is None  # type: ignore[arg-type]
+    assert _live(world, token, NOW + timedelta(minutes=2)) is None
     assert isinstance(_login(world, "wang", now=NOW + timedelta(minutes=2)), accounts.LoginFailed)
     with session_scope(world.engine) as session:
         accounts.set_password(session, token=link.token, password="new-password-9", now=NOW)
@@ -310,7 +317,7 @@ def test_a_disabled_account_cannot_log_in_and_its_sessions_and_chats_end(
         assert accounts.disable(session, accounts.account_named(session, "wang"), now=NOW) == [
             cast.neighbour.id
         ]
-    assert _live(world, token) is None  # type: ignore[arg-type]
+    assert _live(world, token) is None
     assert isinstance(_login(world, "wang"), accounts.LoginFailed)
     with session_scope(world.engine) as session:
         chat = session.get(Person, cast.neighbour.id)
@@ -326,7 +333,7 @@ def test_a_link_code_binds_a_chat_to_the_account_and_unlink_undoes_it(
     make_account(world.engine, "wang", now=NOW)
     token = _login(world, "wang")
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)
         assert live is not None
         made = accounts.new_link_code(session, live, now=NOW, limits=LIMITS)
     assert made.expires_at == NOW + timedelta(minutes=15)
@@ -343,19 +350,19 @@ def test_a_link_code_binds_a_chat_to_the_account_and_unlink_undoes_it(
 
     # The notify choice accepts only a linked chat
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)
         assert live is not None
         with pytest.raises(accounts.UnknownIdentity):
             accounts.set_notify(session, live, cast.worker.id, now=NOW)
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)
         assert live is not None
         accounts.set_notify(session, live, cast.neighbour.id, now=NOW)
     assert _account(world, "wang").notify_person_id == cast.neighbour.id
 
     # Unlink: a plain chat again, the notify choice dropped; unknown ids refused
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)
         assert live is not None
         with pytest.raises(accounts.UnknownIdentity):
             accounts.unlink(session, live, cast.worker.id or 0, now=NOW)
@@ -373,7 +380,7 @@ def test_a_link_code_expires(world: World, cast: Cast) -> None:
     make_account(world.engine, "wang", now=NOW)
     token = _login(world, "wang")
     with session_scope(world.engine) as session:
-        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)  # type: ignore[arg-type]
+        live = accounts.session_of(session, token=token, now=NOW, limits=LIMITS)
         assert live is not None
         made = accounts.new_link_code(session, live, now=NOW, limits=LIMITS)
     world.refused(service.bind, cast.neighbour, made.code, now=NOW + timedelta(minutes=15))
@@ -549,3 +556,12 @@ def test_staff_disable_revokes_the_role_releases_held_requests_and_unlinks_chats
         assert row is not None and row.principal_id is None
         actions = [a.action for a in session.exec(select(AdminAudit)).all()]
     assert {"people_revoke", "staff_disable"} <= set(actions)
+
+
+def test_a_person_whose_role_was_revoked_cannot_log_in(world: World) -> None:
+    from admin_scripts.manage import revoke_role
+
+    link = make_account(world.engine, "wang", now=NOW)
+    with session_scope(world.engine) as session:
+        revoke_role(session=session, who=str(link.person.id), role=None, now=NOW)
+    assert isinstance(_login(world, "wang"), accounts.LoginFailed)

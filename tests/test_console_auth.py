@@ -92,7 +92,7 @@ def test_login_sets_an_httponly_samesite_strict_cookie_and_answers_the_csrf_toke
 def test_in_production_the_cookie_is_secure(db_url: str, stub_broker: object) -> None:
     settings = Settings(
         database_url=db_url,
-        redis_url=None,  # type: ignore[call-arg]
+        redis_url=None,
         web_sessions_per_minute=0,
         env="production",
         public_url="https://desk.example.cn",
@@ -452,3 +452,17 @@ def test_another_accounts_chat_cannot_be_unlinked_or_chosen(
         row = session.get(Person, chat.person_id)
         assert row is not None and row.principal_id == other.person.id
         assert queries.get_account_by_username(session=session, username="zhao") is not None
+
+
+def test_a_login_body_that_is_not_json_or_too_large_is_refused(
+    client: TestClient, runtime: Runtime
+) -> None:
+    make_account(runtime.engine, "wang")
+    headers = {**SAME_SITE, "Content-Type": "application/json"}
+    for body, status in ((b"{not json", 400), (b"[1, 2]", 400), (b"x" * 20_000, 413)):
+        response = client.post("/api/console/login", content=body, headers=headers)
+        assert response.status_code == status
+        assert response.json()["message"]
+    assert client.get("/api/console/me").status_code == 401
+    with session_scope(runtime.engine) as session:
+        assert session.exec(select(ConsoleSession)).all() == []

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -37,7 +38,7 @@ def console_page(browser: Any, shots: list[Any], width: int = 900) -> Any:
     """A page in a browser context of its own (its own cookies), console errors collected."""
     context = browser.new_context(locale="zh-CN", viewport={"width": width, "height": 900})
     page = context.new_page()
-    page.errors = []  # type: ignore[attr-defined]
+    page.errors = []
     # Script errors and refusals of the CSP; answers 4xx of the API are expected ones.
     page.on(
         "console",
@@ -138,4 +139,25 @@ def _setup_login_and_link(
     page.wait_for_url("**/console/login")
     page.goto(f"{deployment.base_url}/console/account")
     page.wait_for_url("**/console/login?next=*")
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
+
+
+def test_a_login_never_follows_a_next_that_leaves_the_site(
+    browser: Any, deployment: Deployment, tmp_path: Path
+) -> None:
+    out = deployment.cli("staff", "add", "zhao.wy", "--name", "赵委员", "--role", "leader")
+    shots: list[Any] = []
+    with photographed_on_failure(shots, tmp_path):
+        page = console_page(browser, shots)
+        page.goto(out.strip().splitlines()[-1])
+        page.fill("#new-password", PASSWORD)
+        page.fill("#confirm-password", PASSWORD)
+        page.click("#setup-submit")
+        page.locator("#setup-done").wait_for()
+        for hostile in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):
+            page.goto(f"{deployment.base_url}/console/login?next={quote(hostile, safe='')}")
+            page.fill("#username", "zhao.wy")
+            page.fill("#password", PASSWORD)
+            page.click("#login-submit")
+            page.wait_for_url(f"{deployment.base_url}/console")
+            assert page.url == f"{deployment.base_url}/console"
