@@ -299,6 +299,37 @@ TEXTS: dict[str, str] = {
     "api.sessions_limited": "新建会话过于频繁（同一网络每分钟最多 {limit} 个），请稍候再试。",
     "api.too_many_polls": "同时打开的连接过多，请关闭多余的页面后稍候重试。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
+    # console queue (/console, /api/console/requests, /api/console/stream)
+    "queue.bad_tab": "没有这个标签页：{value}",
+    "queue.bad_state": "没有这个状态：{value}",
+    "queue.bad_page": "页码应为 1 以上的整数：{value}",
+    "queue.bad_per_page": "每页条数应为 1 到 {limit} 之间的整数：{value}",
+    "queue.bad_date": "日期格式错误（应为 YYYY-MM-DD）：{value}",
+    "queue.bad_range": "开始日期不能晚于结束日期。",
+    "queue.bad_overdue": "超期筛选只能是 1（仅超期）或 0（未超期）：{value}",
+    "queue.bad_channel": "没有这个渠道：{value}",
+    "queue.bad_centre": "没有这个党群服务中心，或它不在您的范围内：{value}",
+    "queue.bad_category": "没有这个类别：{value}",
+    "queue.bad_department": "没有这个部门：{value}",
+    "queue.bad_query": "搜索内容过长（最多 {limit} 个字）。",
+    "queue.no_queue": "您的角色没有待办队列。",
+    "queue.too_many_streams": "同时打开的实时更新连接过多，请关闭多余的页面后稍候重试。",
+}
+
+#: The console queue's tabs: committee (worker, leader, admin) and department staff.
+QUEUE_TAB_LABELS: dict[str, str] = {
+    "todo_accept": "待受理",
+    "review": "待审核回单",
+    "mine": "我在办",
+    "forwarded": "已转单",
+    "overdue": "超期",
+    "all": "全部",
+}
+DEPARTMENT_QUEUE_TAB_LABELS: dict[str, str] = {
+    "forwarded": "待接收",
+    "dept_handling": "办理中",
+    "overdue": "超期",
+    "all": "全部",
 }
 
 #: Marks every line of someone else's words in a message to staff: no line of theirs can then
