@@ -299,6 +299,18 @@ TEXTS: dict[str, str] = {
     "api.sessions_limited": "新建会话过于频繁（同一网络每分钟最多 {limit} 个），请稍候再试。",
     "api.too_many_polls": "同时打开的连接过多，请关闭多余的页面后稍候重试。",
     "api.bad_content_type": "请求格式错误：需要 JSON（Content-Type: application/json）。",
+    # console: staff accounts, login and sessions (bot/console/auth.py)
+    "console.login_required": "请先登录。",
+    "console.csrf": "请求来源无法确认（跨站请求或页面已过期），请刷新页面后重试。",
+    "console.bad_login": "用户名或密码错误。",
+    "console.login_limited": "登录失败次数过多，请在 {minutes} 分钟后再试。",
+    "console.setup_invalid": "设置密码链接无效、已使用或已过期，请向管理员申请新的链接。",
+    "console.password_too_short": "密码至少需要 {min} 个字符。",
+    "console.password_all_digits": "密码不能全是数字。",
+    "console.password_is_username": "密码不能与用户名相同。",
+    "console.password_too_long": "密码不能超过 {max} 个字符。",
+    "console.unknown_identity": "没有找到这个已关联的聊天账号。",
+    "console.not_found": "没有找到该页面或内容。",
     # console queue (/console, /api/console/requests, /api/console/stream)
     "queue.bad_tab": "没有这个标签页：{value}",
     "queue.bad_state": "没有这个状态：{value}",

@@ -747,6 +747,21 @@ def count_failed_logins(
     return int(session.exec(statement).one())
 
 
+def failed_login_times(
+    *, session: Session, since: datetime, username: str | None = None, address: str | None = None
+) -> list[datetime]:
+    """When the failed login attempts since `since` were made, for a username or an address,
+    oldest first."""
+    statement = select(LoginAttempt.at).where(
+        col(LoginAttempt.at) >= since, col(LoginAttempt.ok).is_(False)
+    )
+    if username is not None:
+        statement = statement.where(LoginAttempt.username == username)
+    if address is not None:
+        statement = statement.where(LoginAttempt.address == address)
+    return list(session.exec(statement.order_by(col(LoginAttempt.at))).all())
+
+
 # --- invitations --------------------------------------------------------------------------
 
 

@@ -307,6 +307,17 @@ class Settings(BaseSettings):
     #: A word list of greetings, thanks and acknowledgements replacing the shipped one
     #: (bot/handlers/small_talk.txt); unset: the shipped list.
     small_talk_file: Path | None = None
+    #: Console logins: failed attempts allowed per username, and per client address, within
+    #: REDESK_CONSOLE_LOGIN_WINDOW_MINUTES before further attempts are refused (429).
+    console_login_failures_per_username: int = 5
+    console_login_failures_per_address: int = 20
+    console_login_window_minutes: int = 15
+    #: A console session unused this many minutes is over (idle expiry).
+    console_idle_minutes: int = 30
+    #: A console session is over this many hours after its login, used or not.
+    console_session_hours: int = 12
+    #: How long a 关联聊天账号 code from the console stays valid, in minutes.
+    console_link_minutes: int = 15
 
     @field_validator("data_dir")
     @classmethod
@@ -357,7 +368,16 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1 and 3600 seconds")
         return value
 
-    @field_validator("unacted_minutes", "auto_close_days")
+    @field_validator(
+        "unacted_minutes",
+        "auto_close_days",
+        "console_login_failures_per_username",
+        "console_login_failures_per_address",
+        "console_login_window_minutes",
+        "console_idle_minutes",
+        "console_session_hours",
+        "console_link_minutes",
+    )
     @classmethod
     def _check_positive(cls, value: int) -> int:
         if value < 1:
