@@ -3,16 +3,30 @@ and PostgreSQL, and its API (GET /api/console/requests, /options, /stream)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import timedelta
+from typing import Any
 
+import dramatiq
+import httpx
 import pytest
 from sqlmodel import Session
 
+from bot.app import create_app
+from bot.console import queue as console_queue
+from bot.console.auth import COOKIE
+from bot.runtime import Runtime
 from storage import queries
 from storage.db import session_scope
-from storage.models import Centre
+from storage.models import Centre, Person
+from storage.settings import Settings
+from tests.utils.app import TestClient
 from tests.utils.centres import Tree
-from tests.utils.console_queue import EARLY, Queue, make_queue
+from tests.utils.console_queue import EARLY, ORIGIN, Queue, log_in, make_queue
+from tests.utils.harness import Desk
+from tests.utils.server import serving, wait_until
 from tests.utils.world import NOW, local
 from workflow import service
 
@@ -177,14 +191,13 @@ def test_each_filter_narrows_the_list(tree: Tree, queue: Queue) -> None:
         (queries.QueueFilter(channel="telegram"), {queue.overdue}),
         (queries.QueueFilter(overdue=True), {queue.overdue}),
         (
-            queries.QueueFilter(
-                created_from=local(2026, 1, 26), created_before=local(2026, 1, 27)
-            ),
+            queries.QueueFilter(created_from=local(2026, 1, 26), created_before=local(2026, 1, 27)),
             {queue.overdue},
         ),
-        (queries.QueueFilter(created_from=local(2026, 3, 2)), set(listed(tree, leader)) - {
-            queue.overdue
-        }),
+        (
+            queries.QueueFilter(created_from=local(2026, 3, 2)),
+            set(listed(tree, leader)) - {queue.overdue},
+        ),
     ]
     for filters, expected in checks:
         assert set(listed(tree, leader, "all", filters)) == expected, filters
@@ -219,12 +232,8 @@ def test_the_day_of_receipt_is_read_on_the_shanghai_calendar(tree: Tree, queue: 
     number = tree.submit(text="凌晨的路灯坏了", now=local(2026, 3, 3, 7, 30))
     scope = worker_scope(tree)
     # Then it is of 3 March, not of 2 March
-    march_3 = queries.QueueFilter(
-        created_from=local(2026, 3, 3), created_before=local(2026, 3, 4)
-    )
-    march_2 = queries.QueueFilter(
-        created_from=local(2026, 3, 2), created_before=local(2026, 3, 3)
-    )
+    march_3 = queries.QueueFilter(created_from=local(2026, 3, 3), created_before=local(2026, 3, 4))
+    march_2 = queries.QueueFilter(created_from=local(2026, 3, 2), created_before=local(2026, 3, 3))
     assert listed(tree, scope, "all", march_3) == [number]
     assert number not in listed(tree, scope, "all", march_2)
 
@@ -352,3 +361,413 @@ def test_a_refused_attempt_is_no_change(tree: Tree, queue: Queue) -> None:
 
 def test_the_early_request_was_received_five_weeks_ago(queue: Queue, tree: Tree) -> None:
     assert tree.world.request(queue.overdue).created_at == EARLY
+
+
+# --- the API ------------------------------------------------------------------------------
+
+Opener = Callable[[Person], TestClient]
+
+
+@pytest.fixture
+def console(runtime: Runtime, stub_broker: dramatiq.Broker, queue: Queue) -> Iterator[Opener]:
+    """Opens a test client of the app logged in as a person of the tree."""
+    with ExitStack() as stack:
+
+        def open_as(person: Person) -> TestClient:
+            client = stack.enter_context(TestClient(create_app(runtime)))
+            log_in(client, runtime.engine, person)
+            return client
+
+        yield open_as
+
+
+def get(client: TestClient, **params: str) -> dict[str, Any]:
+    response = client.get("/api/console/requests", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def numbers_of(client: TestClient, **params: str) -> set[str]:
+    body = get(client, per_page="100", **params)
+    assert body["total"] == len(body["items"])
+    return {item["number"] for item in body["items"]}
+
+
+def test_the_queue_s_api_needs_a_console_login(
+    client: TestClient, desk: Desk, queue: Queue
+) -> None:
+    # Given a requester of the web desk with their bearer token
+    token = desk.identity("张三").token
+    for path in ("/api/console/requests", "/api/console/options", "/api/console/stream"):
+        # Then neither nothing nor the requester's web token opens the queue
+        for headers in ({}, {"Authorization": f"Bearer {token}"}):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.json()["error"] == "login_required"
+
+
+def test_the_queue_page_sends_a_visitor_to_the_login_and_serves_a_user(
+    client: TestClient, console: Opener, tree: Tree
+) -> None:
+    response = client.get("/console", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=%2Fconsole"
+    page = console(tree.c1_worker).get("/console")
+    assert page.status_code == 200
+    assert "/static/console/queue.js" in page.text
+    assert "<script>" not in page.text and "style=" not in page.text
+
+
+def test_a_worker_s_counts_equal_their_lists(console: Opener, tree: Tree, queue: Queue) -> None:
+    client = console(tree.c1_worker)
+    body = get(client)
+    assert body["tab"] == "all" and body["page"] == 1 and body["per_page"] == 50
+    assert list(body["counts"]) == ["todo_accept", "review", "mine", "forwarded", "overdue", "all"]
+    for tab, count in body["counts"].items():
+        assert len(numbers_of(client, tab=tab)) == count, tab
+    assert numbers_of(client, tab="mine") == {queue.mine}
+    assert numbers_of(client, tab="todo_accept") == {queue.new, queue.overdue}
+
+
+def test_an_item_says_what_the_page_shows(console: Opener, tree: Tree, queue: Queue) -> None:
+    items = get(console(tree.c1_worker), tab="mine")["items"]
+    assert len(items) == 1
+    item = items[0]
+    assert item["number"] == queue.mine
+    assert item["state"] == "handling" and item["state_label"] == "办理中（党委做单）"
+    assert item["category"] == "市政设施"
+    assert item["centre"] == {"code": "C1", "name": "春熙社区"}
+    assert item["handler"] == "春熙王书记"
+    assert item["channel"] == "web" and item["channel_label"]
+    assert item["summary"] == "门口路灯闪烁"
+    assert item["created_at"].startswith("2026-03-02T02:00:00")
+    assert item["resolution_due_at"] and item["response_due_at"]
+    assert item["acted"] is True
+    # The clock of the API is the real one: a request of March is long overdue.
+    assert item["overdue"] is True
+
+
+def test_every_filter_of_the_api(console: Opener, tree: Tree, queue: Queue) -> None:
+    client = console(tree.d_leader)
+    assert len(numbers_of(client)) == 8
+    assert numbers_of(client, state="forwarded") == {queue.forwarded}
+    assert numbers_of(client, state="review,rejected") == {queue.review, queue.rejected}
+    assert queue.new in numbers_of(client, category="市政设施")
+    assert queue.overdue not in numbers_of(client, category="市政设施")
+    by_name = numbers_of(client, department="城管执法")
+    assert by_name == {queue.forwarded, queue.dept_handling}
+    assert numbers_of(client, department=str(tree.d_department.id)) == by_name
+    assert numbers_of(client, centre="C2") == {queue.c2}
+    assert numbers_of(client, centre="c1") == numbers_of(client) - {queue.c2}
+    assert numbers_of(client, **{"from": "2026-01-26", "to": "2026-01-26"}) == {queue.overdue}
+    assert queue.overdue not in numbers_of(client, **{"from": "2026-03-02"})
+    assert numbers_of(client, to="2026-01-31") == {queue.overdue}
+    assert numbers_of(client, overdue="0") == {queue.rejected}
+    assert numbers_of(client, overdue="1") == numbers_of(client) - {queue.rejected}
+    assert numbers_of(client, channel="telegram") == {queue.overdue}
+    assert numbers_of(client, q="8000") == numbers_of(client, centre="C1") - {queue.overdue}
+    assert numbers_of(client, q=queue.c2) == {queue.c2}
+    assert numbers_of(client, q="  倒了 ") == {queue.forwarded}
+    assert numbers_of(client, tab="todo_accept", centre="C1", channel="web") == {queue.new}
+
+
+def test_counts_follow_the_filters(console: Opener, tree: Tree, queue: Queue) -> None:
+    client = console(tree.d_leader)
+    body = get(client, q="8000", tab="forwarded")
+    assert body["counts"]["forwarded"] == body["total"] == 2
+    for tab, count in body["counts"].items():
+        assert len(numbers_of(client, q="8000", tab=tab)) == count
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("c1_worker", "c1"),
+        ("c1_leader", "c1"),
+        ("d_leader", "everything"),
+        ("c2_worker", "c2"),
+        ("b_worker", "nothing"),
+        ("d_worker", "nothing"),
+        ("d_staff", "department"),
+        ("c1_staff", "nothing"),
+    ],
+)
+def test_each_role_sees_its_scope(
+    console: Opener, tree: Tree, queue: Queue, who: str, expected: str
+) -> None:
+    everything = {
+        queue.new,
+        queue.mine,
+        queue.review,
+        queue.forwarded,
+        queue.dept_handling,
+        queue.rejected,
+        queue.overdue,
+        queue.c2,
+    }
+    sets = {
+        "everything": everything,
+        "c1": everything - {queue.c2},
+        "c2": {queue.c2},
+        "department": {queue.forwarded, queue.dept_handling},
+        "nothing": set(),
+    }
+    assert numbers_of(console(getattr(tree, who))) == sets[expected]
+
+
+def test_an_admin_reads_their_centre_s_subtree(
+    runtime: Runtime, console: Opener, tree: Tree, queue: Queue
+) -> None:
+    with session_scope(runtime.engine) as session:
+        admin = Person(
+            channel="console",
+            external_id="d-admin",
+            display_name="区管理员",
+            role="admin",
+            centre_id=tree.district.id,
+        )
+        session.add(admin)
+        session.flush()
+    assert len(numbers_of(console(admin))) == 8
+
+
+def test_department_staff_have_their_department_s_tabs(
+    console: Opener, tree: Tree, queue: Queue
+) -> None:
+    client = console(tree.d_staff)
+    body = get(client, tab="forwarded")
+    assert list(body["counts"]) == ["forwarded", "dept_handling", "overdue", "all"]
+    assert [item["number"] for item in body["items"]] == [queue.forwarded]
+    assert numbers_of(client, tab="dept_handling") == {queue.dept_handling}
+    refused = client.get("/api/console/requests", params={"tab": "todo_accept"})
+    assert refused.status_code == 400
+
+
+def test_pages_of_the_api(console: Opener, tree: Tree, queue: Queue) -> None:
+    client = console(tree.d_leader)
+    pages = [get(client, per_page="3", page=str(page)) for page in (1, 2, 3, 4)]
+    assert [len(page["items"]) for page in pages] == [3, 3, 2, 0]
+    assert all(page["total"] == 8 and page["pages"] == 3 for page in pages)
+    seen = [item["number"] for page in pages for item in page["items"]]
+    assert len(set(seen)) == 8
+    assert seen == [item["number"] for item in get(client)["items"]]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"tab": "everything"},
+        {"tab": "dept_handling"},
+        {"state": "lost"},
+        {"state": "new,lost"},
+        {"page": "0"},
+        {"page": "-1"},
+        {"page": "abc"},
+        {"page": "１"},
+        {"per_page": "1000"},
+        {"per_page": "0"},
+        {"per_page": "99999999999999999999"},
+        {"from": "2026-13-01"},
+        {"from": "20260101"},
+        {"to": "2026-02-30"},
+        {"from": "2026-03-02", "to": "2026-03-01"},
+        {"overdue": "maybe"},
+        {"channel": "fax"},
+        {"category": "不存在的类别"},
+        {"department": "不存在的部门"},
+        {"centre": "NOPE"},
+        {"centre": "C2"},
+        {"q": "路" * 101},
+    ],
+)
+def test_bad_parameters_get_a_clear_answer_and_change_nothing(
+    console: Opener, tree: Tree, queue: Queue, params: dict[str, str]
+) -> None:
+    # Given C1's worker (C2 is outside their centre)
+    client = console(tree.c1_worker)
+    before = tree.world.snapshot()
+    response = client.get("/api/console/requests", params=params)
+    assert response.status_code == 400, params
+    body = response.json()
+    assert body["error"] == "bad_request"
+    assert any("\u4e00" <= character <= "\u9fff" for character in body["message"])
+    assert tree.world.snapshot() == before
+
+
+def test_a_centre_outside_the_scope_reads_like_an_unknown_one(
+    console: Opener, tree: Tree, queue: Queue
+) -> None:
+    client = console(tree.c1_worker)
+    outside = client.get("/api/console/requests", params={"centre": "C2"}).json()["message"]
+    unknown = client.get("/api/console/requests", params={"centre": "ZZ"}).json()["message"]
+    assert outside.replace("C2", "ZZ") == unknown
+
+
+def test_the_options_offer_what_the_user_may_filter_by(
+    console: Opener, tree: Tree, queue: Queue
+) -> None:
+    leader = console(tree.d_leader).get("/api/console/options").json()
+    assert [centre["code"] for centre in leader["centres"]] == ["D", "C1", "C2", "B"]
+    assert [tab["label"] for tab in leader["tabs"]] == [
+        "待受理",
+        "待审核回单",
+        "我在办",
+        "已转单",
+        "超期",
+        "全部",
+    ]
+    assert {"key": "new", "label": "待受理"} in leader["states"]
+    assert "市政设施" in [category["name"] for category in leader["categories"]]
+    assert "telegram" in [channel["key"] for channel in leader["channels"]]
+    worker = console(tree.c1_worker).get("/api/console/options").json()
+    assert [centre["code"] for centre in worker["centres"]] == ["C1"]
+    # C1's worker may forward to C1's own 社区网格 and to the district's 城管执法.
+    assert {d["name"] for d in worker["departments"]} == {"社区网格", "城管执法"}
+    staff = console(tree.d_staff).get("/api/console/options").json()
+    assert [tab["label"] for tab in staff["tabs"]] == ["待接收", "办理中", "超期", "全部"]
+    assert [d["name"] for d in staff["departments"]] == ["城管执法"]
+
+
+def test_a_role_taken_away_closes_the_queue(
+    runtime: Runtime, console: Opener, tree: Tree, queue: Queue
+) -> None:
+    client = console(tree.c1_worker)
+    with session_scope(runtime.engine) as session:
+        person = session.get(Person, tree.c1_worker.id)
+        assert person is not None
+        person.role = "requester"
+        session.add(person)
+    assert client.get("/api/console/requests").status_code == 401
+
+
+# --- the stream ---------------------------------------------------------------------------
+
+
+#: Lines of a stream read at most while waiting for one (heartbeats come every 0.5 s).
+MAX_LINES = 120
+
+
+def read_events(stream: Iterator[str], until: str) -> list[str]:
+    """The stream's lines until one equal to `until` (the stream must send it soon)."""
+    lines: list[str] = []
+    for line in stream:
+        lines.append(line)
+        if line == until:
+            return lines
+        if len(lines) >= MAX_LINES:
+            break
+    raise AssertionError(f"the stream sent no {until!r}: {lines[-10:]}")
+
+
+@pytest.fixture
+def quick_stream(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setattr(settings, "console_stream_poll", 0.2)
+    monkeypatch.setattr(console_queue, "HEARTBEAT", 0.5)
+    return settings
+
+
+def served_cookie(runtime: Runtime, client: TestClient) -> dict[str, str]:
+    return {COOKIE: client.cookies[COOKIE]}
+
+
+def test_the_stream_tells_of_a_new_request_in_scope(
+    quick_stream: Settings, runtime: Runtime, console: Opener, tree: Tree, queue: Queue
+) -> None:
+    # Given C2's worker watching the stream on a real server
+    cookie = served_cookie(runtime, console(tree.c2_worker))
+    app = create_app(runtime)
+    with serving(app) as base, httpx.Client(base_url=base, cookies=cookie, timeout=30) as http:
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            read_events(stream, ": connected")
+            # When a C1 resident writes (outside C2), then a C2 resident
+            tree.submit(text="春熙路口的路灯坏了", now=NOW + timedelta(hours=1))
+            number = tree.submit(tree.c2_resident, "东风路又黑了", now=NOW + timedelta(hours=1))
+            # Then the stream says something changed, with the newest event's id
+            lines = read_events(stream, "event: changed")
+            data = next(line for line in stream if line.startswith("data: "))
+    newest = max(event.id or 0 for event in tree.world.events(number))
+    assert json.loads(data.removeprefix("data: ")) == {"event_id": newest}
+    assert f"id: {newest}" in lines
+
+
+def test_the_stream_sends_heartbeats_and_ends_with_the_session(
+    quick_stream: Settings, runtime: Runtime, console: Opener, tree: Tree, queue: Queue
+) -> None:
+    client = console(tree.c1_worker)
+    cookie = served_cookie(runtime, client)
+    app = create_app(runtime)
+    with serving(app) as base, httpx.Client(base_url=base, cookies=cookie, timeout=30) as http:
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            read_events(stream, ": heartbeat")
+            # When the user logs out (in another tab)
+            out = client.post(
+                "/api/console/logout", json={}, headers={"Origin": ORIGIN, **csrf_of(client)}
+            )
+            assert out.status_code in (200, 204), out.text
+            # Then the stream ends
+            read_events(stream, "event: ended")
+
+
+def csrf_of(client: TestClient) -> dict[str, str]:
+    me = client.get("/api/console/me").json()
+    return {"X-CSRF-Token": str(me["csrf_token"])}
+
+
+def test_the_stream_ends_when_the_server_stops(
+    quick_stream: Settings, runtime: Runtime, console: Opener, tree: Tree, queue: Queue
+) -> None:
+    cookie = served_cookie(runtime, console(tree.c1_worker))
+    app = create_app(runtime)
+    with serving(app) as base, httpx.Client(base_url=base, cookies=cookie, timeout=30) as http:
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            read_events(stream, ": connected")
+            app.state.stopping = True
+            read_events(stream, "event: ended")
+
+
+def test_an_account_holds_only_so_many_streams(
+    quick_stream: Settings,
+    runtime: Runtime,
+    console: Opener,
+    tree: Tree,
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(quick_stream, "console_streams_per_account", 1)
+    client = console(tree.c1_worker)
+    cookie = served_cookie(runtime, client)
+    app = create_app(runtime)
+    with serving(app) as base, httpx.Client(base_url=base, cookies=cookie, timeout=30) as http:
+        with http.stream("GET", "/api/console/stream") as first:
+            # (The iterator is kept: dropping it would close the connection.)
+            stream = first.iter_lines()
+            read_events(stream, ": connected")
+            second = http.get("/api/console/stream", timeout=5)
+            assert second.status_code == 429
+            assert second.json()["error"] == "too_many_streams"
+            assert second.headers["retry-after"]
+            # Another account is not affected
+            other = console(tree.c1_worker2)
+            with httpx.Client(base_url=base, cookies=served_cookie(runtime, other)) as http2:
+                with http2.stream("GET", "/api/console/stream") as third:
+                    assert third.status_code == 200
+        # Once the first is closed, its slot is free again
+        wait_until(
+            lambda: console_queue.STREAMS.open_streams(account_of(runtime, tree.c1_worker)) == 0,
+            "the closed stream gave its slot back",
+        )
+        with http.stream("GET", "/api/console/stream") as again:
+            assert again.status_code == 200
+
+
+def account_of(runtime: Runtime, person: Person) -> int:
+    with Session(runtime.engine) as session:
+        account = queries.get_account_of(session=session, person_id=person.id or 0)
+        assert account is not None and account.id is not None
+        return account.id

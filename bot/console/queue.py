@@ -28,14 +28,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from bot.console.auth import (
-    ConsoleUser,
-    console_page,
-    current_user,
-    require_page_user,
-    require_user,
-)
+from bot.console.auth import ConsoleUser, console_page, require_page_user, require_user
 from bot.http import runtime_of
+from bot.runtime import Runtime
 from bot.texts import (
     DEPARTMENT_QUEUE_TAB_LABELS,
     QUEUE_TAB_LABELS,
@@ -45,11 +40,13 @@ from bot.texts import (
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import Centre, Role, utcnow
+from storage.models import Centre, ConsoleSession, Role, utcnow
+from workflow import accounts
 from workflow import scope as centre_scope
 from workflow.deadlines import LOCAL_TZ
 from workflow.machine import State
 from workflow.permissions import COMMITTEE_ROLES, DEPARTMENT_ROLE, LEADER_ROLE
+from workflow.service import summary
 
 #: Requests per page unless asked otherwise, and the most one page holds.
 PER_PAGE = 50
@@ -244,8 +241,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _item(row: queries.QueueRow, now: datetime, channels: dict[str, str]) -> dict[str, Any]:
-    from workflow.service import summary
-
     request = row.request
     finished = request.state in ("closed", "rejected", "cancelled")
     overdue = (
@@ -431,6 +426,32 @@ class StreamCounter:
 STREAMS = StreamCounter()
 
 
+def _still_live(runtime: Runtime, user: ConsoleUser) -> bool:
+    """Whether the stream's session is still live, by the rules of workflow.accounts
+    (ended, idle, too old, logged out everywhere, account disabled or its role taken away),
+    read without counting as a use: an open page alone does not keep a session alive."""
+    limits = accounts.Limits.of(runtime.settings)
+    now = utcnow()
+    with session_scope(read_engine(runtime.engine)) as session:
+        row = session.get(ConsoleSession, user.session_id)
+        if row is None or row.ended_at is not None:
+            return False
+        account = queries.get_account(session=session, account_id=row.account_id)
+        if account is None or not account.active or account.password_hash is None:
+            return False
+        person = queries.get_person(session=session, person_id=account.person_id)
+        return (
+            person is not None
+            and person.role in QUEUE_ROLES
+            and row.last_seen_at + limits.idle > now
+            and row.created_at + limits.absolute > now
+            and (
+                account.sessions_valid_after is None
+                or row.created_at >= account.sessions_valid_after
+            )
+        )
+
+
 def _changed(event_id: int) -> str:
     return f"id: {event_id}\nevent: changed\ndata: {json.dumps({'event_id': event_id})}\n\n"
 
@@ -486,7 +507,7 @@ async def api_stream(request: Request) -> Response:
                 yield _changed(upto)
             last = max(last, upto)
             if loop.time() >= beat:
-                if await current_user(request) is None:
+                if not await asyncio.to_thread(_still_live, runtime, user):
                     yield "event: ended\ndata: {}\n\n"
                     return
                 yield ": heartbeat\n\n"

@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Engine
+
+from storage import queries
 from storage.db import session_scope
-from storage.models import Person
+from storage.models import Person, utcnow
+from tests.utils.app import TestClient
 from tests.utils.centres import Tree
 from tests.utils.world import NOW, local
-from workflow import service
+from workflow import accounts, service
+
+#: The password every test account gets.
+PASSWORD = "春熙路灯-2026"
+
+#: The Origin a same-site call of the test client sends.
+ORIGIN = "http://testserver"
 
 #: Five weeks before NOW: a request received then is past its resolution due at NOW.
 EARLY = local(2026, 1, 26, 10)
@@ -86,3 +96,26 @@ def make_queue(tree: Tree) -> Queue:
         act(service.reject, tree.c1_worker, numbers["rejected"], "不属于受理范围")
         numbers["c2"] = submit(tree.c2_resident, "东风路的路灯坏了", NOW + timedelta(minutes=5))
     return Queue(telegram_resident=telegram, **numbers)
+
+
+def give_password(engine: Engine, person: Person) -> str:
+    """Makes `person` an account with PASSWORD (as the setup link would); its username."""
+    with session_scope(engine) as session:
+        found = session.get(Person, person.id)
+        assert found is not None
+        account = queries.ensure_account(session=session, person=found, at=utcnow())
+        account.password_hash = accounts.HASHER.hash(PASSWORD)
+        session.add(account)
+        return account.username
+
+
+def log_in(client: TestClient, engine: Engine, person: Person) -> str:
+    """Logs `client` in as `person` through POST /api/console/login; the CSRF token."""
+    username = give_password(engine, person)
+    response = client.post(
+        "/api/console/login",
+        json={"username": username, "password": PASSWORD},
+        headers={"Origin": ORIGIN},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["csrf_token"])
