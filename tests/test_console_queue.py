@@ -602,6 +602,29 @@ def test_bad_parameters_get_a_clear_answer_and_change_nothing(
     assert tree.world.snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"q": "路灯\x00"}, 200),
+        ({"q": "\x00" * 50}, 200),
+        ({"category": "市政\x00设施"}, 200),
+        ({"department": "\x00"}, 200),
+        ({"centre": "C1\x00"}, 200),
+        ({"q": "'; DROP TABLE requests; --"}, 200),
+        ({"category": "x" * 5000}, 400),
+        ({"from": "２０２６-01-01"}, 400),
+    ],
+)
+def test_hostile_parameters_are_answered_and_change_nothing(
+    console: Opener, tree: Tree, queue: Queue, params: dict[str, str], status: int
+) -> None:
+    client = console(tree.c1_worker)
+    before = tree.world.snapshot()
+    response = client.get("/api/console/requests", params=params)
+    assert response.status_code == status, response.text
+    assert tree.world.snapshot() == before
+
+
 def test_a_centre_outside_the_scope_reads_like_an_unknown_one(
     console: Opener, tree: Tree, queue: Queue
 ) -> None:

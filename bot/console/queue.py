@@ -164,6 +164,8 @@ def parse_query(session: Session, scope: queries.QueueScope, params: dict[str, s
     Raises:
         BadQuery: A parameter is malformed, unknown, or outside the user's scope.
     """
+    # NUL cannot be stored in (or compared with) PostgreSQL text and means nothing to anyone.
+    params = {key: value.replace("\x00", "") for key, value in params.items()}
     tab = params.get("tab") or "all"
     if tab not in scope.tabs:
         raise BadQuery("queue.bad_tab", value=tab)
