@@ -82,6 +82,11 @@ centres_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(centres_app, name="centres")
+staff_app = typer.Typer(
+    help="Staff accounts of the console (/console): add, list, disable, reset a password.",
+    no_args_is_help=True,
+)
+app.add_typer(staff_app, name="staff")
 
 
 class CliError(Exception):
@@ -1220,6 +1225,188 @@ def export_requests(
         f"exported {summary.requests} requests to {where}"
         + (f", {summary.events} events to {options.events}" if options.events else "")
     )
+
+
+# --- staff accounts -------------------------------------------------------------------------
+
+
+def _staff_errors(exc: ManageError) -> CliError:
+    """The exit code of a staff error: 4 not found, 2 a malformed value, else 1."""
+    from admin_scripts import staff
+
+    if isinstance(exc, staff.NoSuchAccount | staff.NoSuchPlace):
+        return CliError(str(exc), Exit.NOT_FOUND)
+    if isinstance(exc, staff.BadStaffValue):
+        return CliError(str(exc), Exit.USAGE)
+    return CliError(str(exc), Exit.FAILURE)
+
+
+@contextmanager
+def _staff_session(settings: Settings) -> Iterator[Session]:
+    """A session for a staff verb on the prepared database, committed at the end; refusals
+    become the CliError of their exit code."""
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            yield session
+        except ManageError as exc:
+            raise _staff_errors(exc) from None
+
+
+@staff_app.command("add")
+def staff_add(
+    username: Annotated[
+        str, typer.Argument(help="2 to 64 of a-z, 0-9, '.', '_' and '-' (stored lower-case)")
+    ],
+    name: Annotated[str, typer.Option(help="the name colleagues know them by, e.g. 李书记")],
+    role: Annotated[str, typer.Option(help="worker, leader, department or admin")],
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the code of the centre the account is in; default: the default centre"),
+    ] = None,
+    department: Annotated[
+        str | None, typer.Option(help="the department (for department staff)")
+    ] = None,
+) -> None:
+    """Add a staff account and print its one-time link to set the password (valid 24 hours).
+
+    Like every verb but `run`, `db upgrade` and `demo`, it needs the database: start `redesk
+    run` (or run `redesk db upgrade`) once first.
+
+    Checked like `redesk invite`: department staff name a department of the centre or of a
+    centre above it. A malformed username or role exits 2, a taken username 1, an unknown
+    centre or department 4.
+
+    Example: redesk staff add admin --name 管理员 --role admin
+    """
+    from admin_scripts import staff
+    from bot.texts import role_label
+
+    if role == "department" and not department:
+        raise CliError("Name the department: --department NAME", Exit.USAGE)
+    settings = _settings()
+    with _staff_session(settings) as session:
+        link = staff.add(
+            session,
+            username=username,
+            name=name,
+            role=role,
+            now=utcnow(),
+            centre=centre,
+            department=department,
+        )
+        where = queries.get_centre(session=session, centre_id=link.person.centre_id or 0)
+        place = f"{where.name} ({where.code})" if where else "—"
+        account = link.account.username
+    say(
+        f"added {role} account {account} ({name.strip()}, "
+        f"{role_label(role, department or '')}) in {place}"
+    )
+    say(
+        f"valid until {staff.local(link.expires_at)} (Beijing time), once; "
+        "open it to set the password:"
+    )
+    print(staff.setup_url(settings, link.token))
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """List staff accounts: username, name, role, centre, department, active, whether a
+    password is set, linked chats and the last login (Beijing time).
+
+    Example: redesk staff list
+    """
+    from rich.text import Text
+
+    from admin_scripts import staff
+
+    settings = _settings()
+    with _staff_session(settings) as session:
+        rows = staff.list_staff(session)
+    table = Table(
+        Column("用户名", no_wrap=True),
+        "名称",
+        "角色",
+        "中心",
+        "部门",
+        "启用",
+        "已设密码",
+        "关联聊天",
+        Column("最近登录", no_wrap=True),
+    )
+    for row in rows:
+        table.add_row(
+            row.username,
+            Text(row.name),
+            row.role,
+            row.centre,
+            Text(row.department),
+            "是" if row.active else "否",
+            "是" if row.password_set else "否",
+            Text(", ".join(row.linked)),
+            row.last_login,
+        )
+    console.print(table)
+    if not rows:
+        console.print("no staff accounts yet (add one with `redesk staff add`)")
+
+
+@staff_app.command("disable")
+def staff_disable(
+    username: Annotated[str, typer.Argument(help="the account's username")],
+) -> None:
+    """Disable an account: it can no longer log in, its sessions end, its linked chats are
+    unlinked and its role is taken away as `redesk people revoke` does (requests it was
+    handling go back to 待受理). An unknown username exits 4.
+
+    Example: redesk staff disable lishuji
+    """
+    from admin_scripts import staff
+
+    settings = _settings()
+    with _staff_session(settings) as session:
+        done = staff.disable(session, username=username, now=utcnow())
+    if not done.changed:
+        say(f"account {done.username} is disabled already; nothing changed")
+        return
+    say(f"disabled account {done.username}: sessions ended, {len(done.unlinked)} chats unlinked")
+    if done.role and done.role != "requester":
+        say(f"revoked {done.role}: now a requester")
+    if done.released:
+        say(
+            f"{len(done.released)} requests they were handling are back in 待受理: "
+            f"{', '.join(done.released)}"
+        )
+    if done.outbox:
+        from workflow import broker
+
+        broker.configure(settings.redis_url)
+        from bot import actors
+
+        actors.enqueue_deliveries(done.outbox)
+
+
+@staff_app.command("reset-password")
+def staff_reset_password(
+    username: Annotated[str, typer.Argument(help="the account's username")],
+) -> None:
+    """Clear an account's password, end its sessions and print a new one-time link to set
+    one (valid 24 hours). An unknown username exits 4, a disabled account 1.
+
+    Example: redesk staff reset-password lishuji
+    """
+    from admin_scripts import staff
+
+    settings = _settings()
+    with _staff_session(settings) as session:
+        link = staff.reset_password(session, username=username, now=utcnow())
+        account = link.account.username
+    say(f"password of {account} cleared, its sessions ended")
+    say(
+        f"valid until {staff.local(link.expires_at)} (Beijing time), once; "
+        "open it to set the password:"
+    )
+    print(staff.setup_url(settings, link.token))
 
 
 # --- centres --------------------------------------------------------------------------------

@@ -305,10 +305,10 @@ TEXTS: dict[str, str] = {
     "console.bad_login": "用户名或密码错误。",
     "console.login_limited": "登录失败次数过多，请在 {minutes} 分钟后再试。",
     "console.setup_invalid": "设置密码链接无效、已使用或已过期，请向管理员申请新的链接。",
-    "console.password_too_short": "密码至少需要 {min} 个字符。",
+    "console.password_too_short": "密码至少需要 {limit} 个字符。",
     "console.password_all_digits": "密码不能全是数字。",
     "console.password_is_username": "密码不能与用户名相同。",
-    "console.password_too_long": "密码不能超过 {max} 个字符。",
+    "console.password_too_long": "密码不能超过 {limit} 个字符。",
     "console.unknown_identity": "没有找到这个已关联的聊天账号。",
     "console.not_found": "没有找到该页面或内容。",
     # console queue (/console, /api/console/requests, /api/console/stream)

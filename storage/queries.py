@@ -750,10 +750,10 @@ def count_failed_logins(
 def failed_login_times(
     *, session: Session, since: datetime, username: str | None = None, address: str | None = None
 ) -> list[datetime]:
-    """When the failed login attempts since `since` were made, for a username or an address,
+    """When the failed login attempts after `since` were made, for a username or an address,
     oldest first."""
     statement = select(LoginAttempt.at).where(
-        col(LoginAttempt.at) >= since, col(LoginAttempt.ok).is_(False)
+        col(LoginAttempt.at) > since, col(LoginAttempt.ok).is_(False)
     )
     if username is not None:
         statement = statement.where(LoginAttempt.username == username)

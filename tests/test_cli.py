@@ -87,6 +87,9 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
     "centres days-off": ["futian", "list"],
     "centres links": ["futian"],
     "centres qrcode": ["futian", "--out", "futian.png"],
+    "staff add": ["wang", "--name", "王书记", "--role", "worker"],
+    "staff disable": ["wang"],
+    "staff reset-password": ["wang"],
 }
 
 

@@ -1,6 +1,7 @@
 """Migration 0010 (centres) on a database with data in every table, on SQLite and PostgreSQL:
 upgrading from 0009 loses nothing and puts everything in the default centre; downgrading gives
-0009's data back."""
+0009's data back. Migration 0011 (staff accounts): every bound staff person becomes an account,
+nothing else changes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlmodel import Session
 from sqlmodel import select as select_models
 
 from storage import queries
-from storage.db import alembic_config, get_engine
+from storage.db import alembic_config, get_engine, session_scope
 from storage.models import Centre, Department
 from tests.conftest import fresh_pg_database
 
@@ -350,3 +351,136 @@ def test_downgrading_0010_gives_back_the_data_of_0009(url_at_0009: str) -> None:
         for constraint in inspector.get_unique_constraints("departments")
     }
     assert ("name",) in uniques
+
+
+# --- 0011: staff accounts ---------------------------------------------------------------------
+
+#: The revision that brings staff accounts.
+ACCOUNTS = "0011"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url_at_0010(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database brought to revision 0010 and no further."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        command.upgrade(alembic_config(url), CENTRES)
+        yield url
+        get_engine(url).dispose()
+        return
+    with fresh_pg_database("redesk_migrate") as url:
+        command.upgrade(alembic_config(url), CENTRES)
+        yield url
+
+
+#: People at 0010: (channel, external_id, role); two Telegram ids clean to the same username.
+STAFF_AT_0010 = [
+    ("telegram", "1001", "worker"),
+    ("wechat", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "leader"),
+    ("web", "Desk Session#7", "department"),
+    ("wecom", "LiSJ", "worker"),
+    ("wecom", "lisj", "worker"),
+    ("telegram", "-1001000000001", "group"),
+    ("web", "resident-1", "requester"),
+]
+
+
+def test_upgrading_to_0011_makes_every_bound_staff_person_an_account_without_a_password(
+    url_at_0010: str,
+) -> None:
+    from storage.models import Account, Person
+    from workflow import accounts
+
+    # Given bound staff, a group chat and a resident at 0010
+    engine = get_engine(url_at_0010)
+    metadata = reflect(engine)
+    ids: dict[str, list[int]] = {}
+    with engine.begin() as connection:
+        ids["centres"] = list(connection.execute(select(metadata.tables["centres"].c.id)).scalars())
+        insert(
+            connection,
+            metadata.tables["people"],
+            ids,
+            [
+                {
+                    "channel": c,
+                    "external_id": e,
+                    "role": r,
+                    "display_name": f"{r}{n}",
+                    "created_at": T0,
+                }
+                for n, (c, e, r) in enumerate(STAFF_AT_0010)
+            ],
+        )
+    old = columns_of(engine)
+    people_before = snapshot(url_at_0010, old)["people"]
+
+    # When it is upgraded
+    command.upgrade(alembic_config(url_at_0010), ACCOUNTS)
+
+    # Then the people are as they were, linked to nobody
+    assert snapshot(url_at_0010, old)["people"] == people_before
+    after = snapshot(url_at_0010, columns_of(engine))["people"]
+    assert [row["principal_id"] for row in after] == [None] * len(STAFF_AT_0010)
+    # And each staff person (not the group, not the resident) is an account of their own,
+    # named after their chat, unique, with no password and no session
+    person_ids = ids["people"]
+    with Session(engine) as session:
+        made = {
+            account.person_id: account for account in session.exec(select_models(Account)).all()
+        }
+        assert set(made) == {person_ids[i] for i in range(5)}
+        names = {pid: made[pid].username for pid in made}
+        assert names[person_ids[0]] == "telegram-1001"
+        assert names[person_ids[1]] == "wechat-o6_bmjrptlm6_2sgvt7hmzopfl2m"
+        assert names[person_ids[2]] == "web-desksession7"
+        assert {names[person_ids[3]], names[person_ids[4]]} == {
+            "wecom-lisj",
+            f"wecom-lisj-{person_ids[4]}",
+        }
+        assert all(queries.USERNAME_PATTERN.match(name) for name in names.values())
+        assert all(a.password_hash is None and a.active for a in made.values())
+
+        # And a migrated account is its chat identity: the same person, shown as its chat
+        account = made[person_ids[0]]
+        person = session.get(Person, account.person_id)
+        assert person is not None and person.channel == "telegram" and person.role == "worker"
+        assert [p.id for p in accounts.identities(session, account)] == [person.id]
+
+    # And its person gets a password through a setup link, as `redesk staff reset-password`
+    # gives one, and logs in
+    with session_scope(engine) as session:
+        link = accounts.reset_password(
+            session, accounts.account_named(session, "telegram-1001"), now=T0
+        )
+        accounts.set_password(session, token=link.token, password="春熙路-lamp-2026", now=T0)
+    with session_scope(engine) as session:
+        outcome = accounts.login(
+            session,
+            username="telegram-1001",
+            password="春熙路-lamp-2026",
+            address="127.0.0.1",
+            now=T0,
+            limits=accounts.Limits(),
+        )
+        assert isinstance(outcome, accounts.LoggedIn)
+
+
+def test_downgrading_0011_drops_the_accounts_and_keeps_the_people(url_at_0010: str) -> None:
+    engine = get_engine(url_at_0010)
+    metadata = reflect(engine)
+    ids: dict[str, list[int]] = {}
+    with engine.begin() as connection:
+        insert(
+            connection,
+            metadata.tables["people"],
+            ids,
+            [{"channel": "telegram", "external_id": "1001", "role": "worker", "created_at": T0}],
+        )
+    before = snapshot(url_at_0010, columns_of(engine))["people"]
+    command.upgrade(alembic_config(url_at_0010), ACCOUNTS)
+    command.downgrade(alembic_config(url_at_0010), CENTRES)
+    tables = set(inspect(engine).get_table_names())
+    assert not tables & {"accounts", "console_sessions", "login_attempts"}
+    assert "principal_id" not in {c["name"] for c in inspect(engine).get_columns("people")}
+    assert snapshot(url_at_0010, columns_of(engine))["people"] == before

@@ -160,9 +160,9 @@ def check_password(password: str, username: str) -> None:
         PasswordRejected: naming the rule.
     """
     if len(password) < MIN_PASSWORD:
-        raise PasswordRejected("too_short", min=MIN_PASSWORD)
+        raise PasswordRejected("too_short", limit=MIN_PASSWORD)
     if len(password) > MAX_PASSWORD:
-        raise PasswordRejected("too_long", max=MAX_PASSWORD)
+        raise PasswordRejected("too_long", limit=MAX_PASSWORD)
     if password.isdigit():
         raise PasswordRejected("all_digits")
     if password.strip().lower() == username.lower():
@@ -393,7 +393,8 @@ def login(
     `limits.failures_per_username`, or an address `limits.failures_per_address`, failures in
     `limits.window`, attempts are refused without checking the password (and not counted, so
     that the wait does not grow). An unknown username, a disabled account, one without a
-    password and a wrong password are one answer, costing the same hash verification.
+    password or without a staff role, and a wrong password are one answer, costing the same
+    hash verification.
     """
     typed = username.strip().lower()[:64]
     since = now - limits.window
@@ -413,7 +414,10 @@ def login(
         if account is not None
         else None
     )
-    stored = account.password_hash if account is not None and account.active else None
+    # A disabled account, and one whose person lost their role (`redesk people revoke`), is
+    # refused like a wrong password.
+    staff = person is not None and person.role in STAFF_ROLES
+    stored = account.password_hash if account is not None and account.active and staff else None
     matched = _verify(stored or _DUMMY_HASH, password) and stored is not None
     if not matched or account is None or person is None or account.id is None:
         queries.add_login_attempt(

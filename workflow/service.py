@@ -952,7 +952,7 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> Bound:
         )
         raise InvitationInvalid(reason)
     if invitation.account_id is not None:
-        return _link(tx, person, invitation)
+        return _link(tx, person, invitation, address)
     invitation.used_at = tx.now
     invitation.used_by_id = person.id
     person.role = invitation.role
@@ -981,8 +981,9 @@ def bind(tx: Tx, person: Person, code: str, *, address: str = "") -> Bound:
     return Bound(invitation.role, department)
 
 
-def _link(tx: Tx, identity: Person, invitation: Invitation) -> Bound:
-    """Links `identity` to the account of `invitation` (a 关联聊天账号 code)."""
+def _link(tx: Tx, identity: Person, invitation: Invitation, address: str = "") -> Bound:
+    """Links `identity` to the account of `invitation` (a 关联聊天账号 code), on the admin
+    audit under the account's name."""
     assert invitation.account_id is not None and identity.id is not None
     account = queries.get_account(session=tx.session, account_id=invitation.account_id)
     principal = (
@@ -1012,6 +1013,13 @@ def _link(tx: Tx, identity: Person, invitation: Invitation) -> Bound:
         from_state=None,
         to_state=None,
         note=f"{identity.channel}:{identity.id}",
+        at=tx.now,
+    )
+    queries.audit_admin_action(
+        session=tx.session,
+        actor=f"console:{account.username}",
+        action="console_link",
+        detail={"address": address, "person": identity.id, "channel": identity.channel},
         at=tx.now,
     )
     department = None

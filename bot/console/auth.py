@@ -295,11 +295,6 @@ async def login(request: Request) -> Response:
                 limits=_limits(runtime),
             )
             if isinstance(outcome, accounts.LoggedIn):
-                if outcome.person.role not in accounts.STAFF_ROLES:
-                    # A person whose role was taken away (people revoke) cannot log in.
-                    outcome.console_session.ended_at = utcnow()
-                    session.add(outcome.console_session)
-                    return accounts.LoginFailed()
                 return outcome.token, outcome.console_session.csrf_token, outcome.account.username
             return outcome
 
