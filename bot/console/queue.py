@@ -55,6 +55,9 @@ MAX_PER_PAGE = 100
 #: Longest search accepted, in characters.
 MAX_QUERY = 100
 
+#: Longest piece of a bad parameter shown back in the error message, in characters.
+ECHO_LIMIT = 40
+
 #: Seconds between two heartbeat comments of a stream (proxies close silent connections).
 HEARTBEAT = 15.0
 
@@ -70,6 +73,10 @@ class BadQuery(Exception):
     def __init__(self, key: str, **params: Any) -> None:
         super().__init__(key)
         self.key = key
+        typed = str(params.get("typed", ""))
+        if len(typed) > ECHO_LIMIT:
+            # What was typed is shown back, but not a page of it.
+            params["typed"] = typed[: ECHO_LIMIT - 1] + "…"
         self.params = params
 
 
@@ -138,11 +145,11 @@ class QueueQuery:
 
 def _day(value: str) -> date:
     if not _DAY.match(value):
-        raise BadQuery("queue.bad_date", value=value)
+        raise BadQuery("queue.bad_date", typed=value)
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise BadQuery("queue.bad_date", value=value) from None
+        raise BadQuery("queue.bad_date", typed=value) from None
 
 
 def _local_midnight(day: date) -> datetime:
@@ -154,7 +161,7 @@ def _positive(value: str | None, default: int, key: str, **params: Any) -> int:
     if value is None or value == "":
         return default
     if not value.isascii() or not value.isdigit() or len(value) > 9:
-        raise BadQuery(key, value=value, **params)
+        raise BadQuery(key, typed=value, **params)
     return int(value)
 
 
@@ -168,31 +175,31 @@ def parse_query(session: Session, scope: queries.QueueScope, params: dict[str, s
     params = {key: value.replace("\x00", "") for key, value in params.items()}
     tab = params.get("tab") or "all"
     if tab not in scope.tabs:
-        raise BadQuery("queue.bad_tab", value=tab)
+        raise BadQuery("queue.bad_tab", typed=tab)
     page = _positive(params.get("page"), 1, "queue.bad_page")
     if page < 1:
-        raise BadQuery("queue.bad_page", value=params.get("page"))
+        raise BadQuery("queue.bad_page", typed=params.get("page"))
     per_page = _positive(params.get("per_page"), PER_PAGE, "queue.bad_per_page", limit=MAX_PER_PAGE)
     if not 1 <= per_page <= MAX_PER_PAGE:
-        raise BadQuery("queue.bad_per_page", value=per_page, limit=MAX_PER_PAGE)
+        raise BadQuery("queue.bad_per_page", typed=per_page, limit=MAX_PER_PAGE)
     states: tuple[str, ...] | None = None
     if params.get("state"):
         wanted = tuple(part.strip() for part in params["state"].split(",") if part.strip())
         for state in wanted:
             if state not in State.__members__.values():
-                raise BadQuery("queue.bad_state", value=state)
+                raise BadQuery("queue.bad_state", typed=state)
         states = wanted or None
     category_ids: tuple[int, ...] | None = None
     if params.get("category"):
         found = queries.categories_named(session=session, key=params["category"].strip())
         if not found:
-            raise BadQuery("queue.bad_category", value=params["category"])
+            raise BadQuery("queue.bad_category", typed=params["category"])
         category_ids = tuple(found)
     department_ids: tuple[int, ...] | None = None
     if params.get("department"):
         found = queries.departments_named(session=session, key=params["department"].strip())
         if not found:
-            raise BadQuery("queue.bad_department", value=params["department"])
+            raise BadQuery("queue.bad_department", typed=params["department"])
         department_ids = tuple(found)
     centre: Centre | None = None
     if params.get("centre"):
@@ -202,7 +209,7 @@ def parse_query(session: Session, scope: queries.QueueScope, params: dict[str, s
         )
         if centre is None:
             # Unknown and outside the scope get the same answer: codes cannot be probed.
-            raise BadQuery("queue.bad_centre", value=code)
+            raise BadQuery("queue.bad_centre", typed=code)
     start = _day(params["from"].strip()) if params.get("from") else None
     end = _day(params["to"].strip()) if params.get("to") else None
     if start is not None and end is not None and start > end:
@@ -211,13 +218,13 @@ def parse_query(session: Session, scope: queries.QueueScope, params: dict[str, s
     if params.get("overdue"):
         value = params["overdue"].strip().lower()
         if value not in ("1", "0", "true", "false"):
-            raise BadQuery("queue.bad_overdue", value=params["overdue"])
+            raise BadQuery("queue.bad_overdue", typed=params["overdue"])
         overdue = value in ("1", "true")
     channel: str | None = None
     if params.get("channel"):
         channel = params["channel"].strip()
         if channel not in channel_labels():
-            raise BadQuery("queue.bad_channel", value=channel)
+            raise BadQuery("queue.bad_channel", typed=channel)
     q = " ".join((params.get("q") or "").split())
     if len(q) > MAX_QUERY:
         raise BadQuery("queue.bad_query", limit=MAX_QUERY)
