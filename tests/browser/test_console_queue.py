@@ -247,3 +247,63 @@ def test_the_queue_page_needs_a_login(browser: Any, deployment: Deployment) -> N
     assert response is not None
     assert "/console/login" in page.url
     made.close()
+
+
+def test_bulk_actions_call_the_action_endpoint_once_per_request_and_show_each_answer(
+    browser: Any, deployment: Deployment, desk: Desk, tmp_path: Path
+) -> None:
+    # Given the worker on the queue, with the actions endpoint answering as the request page's
+    # API does (the first refused, the others done), every call recorded
+    page = logged_in_page(browser, deployment, desk)
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def answer(route: Any) -> None:
+        number = route.request.url.split("/api/console/requests/")[1].split("/")[0]
+        calls.append((number, route.request.post_data_json))
+        assert route.request.headers.get("x-csrf-token")
+        if len(calls) == 1:
+            body = {"error": "transition", "message": f"【{number}】诉求当前状态不能转单。"}
+            route.fulfill(status=409, json=body)
+        else:
+            body = {"state": "forwarded", "state_label": "已转单", "message": f"【{number}】已转单"}
+            route.fulfill(status=200, json=body)
+
+    page.route("**/api/console/requests/*/actions", answer)
+    with shot_on_failure(page, tmp_path / "queue-bulk-failure.png"):
+        page.goto("/console?tab=all&q=4321")
+        wait_rows(page, 2)
+        chosen = rows(page)
+        # When they select both and forward them to a department
+        page.locator("#queue-all").check()
+        page.wait_for_selector("#queue-bulk:not([hidden])")
+        assert page.locator("#queue-selected").text_content() == "已选 2 件"
+        page.click("#bulk-forward")
+        # (no department chosen yet: asked for one, nothing sent)
+        assert "请先选择" in (page.locator("#queue-message").text_content() or "")
+        assert calls == []
+        department = page.locator("#bulk-department option").nth(1).get_attribute("value")
+        assert department
+        page.select_option("#bulk-department", department)
+        page.click("#bulk-forward")
+        # Then one call per request, each with its own answer shown
+        page.wait_for_function(
+            "() => document.querySelectorAll('#queue-results .queue-result').length === 2"
+        )
+        assert [number for number, _ in calls] == chosen
+        assert all(body == {"action": "forward", "department": department} for _, body in calls)
+        refused = page.locator(f".queue-result[data-number='{chosen[0]}']")
+        assert "is-error" in (refused.get_attribute("class") or "")
+        assert "不能转单" in (refused.text_content() or "")
+        done = page.locator(f".queue-result[data-number='{chosen[1]}']")
+        assert "已转单" in (done.text_content() or "")
+        # And the refused one stays selected for another try
+        assert page.locator("#queue-selected").text_content() == "已选 1 件"
+
+        # When they reject it with a reason
+        page.fill("#bulk-reason", "重复诉求")
+        page.click("#bulk-reject")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#queue-results .queue-result').length === 1"
+        )
+        assert calls[-1] == (chosen[0], {"action": "reject", "text": "重复诉求"})
+        page.screenshot(path=str(tmp_path / "queue-bulk.png"), full_page=True)

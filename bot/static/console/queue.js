@@ -289,7 +289,9 @@
             )
           );
           if (answer.ok) {
+            // Done: no longer selected; a refused one stays selected for another try.
             delete state.selected[number];
+            showBulk();
           }
         });
       });
