@@ -336,6 +336,37 @@ TEXTS: dict[str, str] = {
     "dashboard.no_centre": "没有找到该中心，或不在您的管辖范围内。",
     "dashboard.unknown_filter": "没有找到该类别或部门。",
     "dashboard.too_many_rows": "数据超过 Excel 单表行数上限，请缩短时间段或改用 CSV。",
+    # console queue (/console, /api/console/requests, /api/console/stream)
+    "queue.bad_tab": "没有这个标签页：{typed}",
+    "queue.bad_state": "没有这个状态：{typed}",
+    "queue.bad_page": "页码应为 1 以上的整数：{typed}",
+    "queue.bad_per_page": "每页条数应为 1 到 {limit} 之间的整数：{typed}",
+    "queue.bad_date": "日期格式错误（应为 YYYY-MM-DD）：{typed}",
+    "queue.bad_range": "开始日期不能晚于结束日期。",
+    "queue.bad_overdue": "超期筛选只能是 1（仅超期）或 0（未超期）：{typed}",
+    "queue.bad_channel": "没有这个渠道：{typed}",
+    "queue.bad_centre": "没有这个党群服务中心，或它不在您的范围内：{typed}",
+    "queue.bad_category": "没有这个类别：{typed}",
+    "queue.bad_department": "没有这个部门：{typed}",
+    "queue.bad_query": "搜索内容过长（最多 {limit} 个字）。",
+    "queue.no_queue": "您的角色没有待办队列。",
+    "queue.too_many_streams": "同时打开的实时更新连接过多，请关闭多余的页面后稍候重试。",
+}
+
+#: The console queue's tabs: committee (worker, leader, admin) and department staff.
+QUEUE_TAB_LABELS: dict[str, str] = {
+    "todo_accept": "待受理",
+    "review": "待审核回单",
+    "mine": "我在办",
+    "forwarded": "已转单",
+    "overdue": "超期",
+    "all": "全部",
+}
+DEPARTMENT_QUEUE_TAB_LABELS: dict[str, str] = {
+    "forwarded": "待接收",
+    "dept_handling": "办理中",
+    "overdue": "超期",
+    "all": "全部",
 }
 
 #: Marks every line of someone else's words in a message to staff: no line of theirs can then

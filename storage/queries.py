@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, or_, tuple_, update
+from sqlalchemy import Row, bindparam, case, delete, false, func, null, or_, true, tuple_, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -1295,6 +1295,279 @@ def audit_admin_action(
     session.add(audit)
     session.flush()
     return audit
+
+
+# --- console queue ------------------------------------------------------------------------
+
+#: The states in which a request is finished: no deadline is open any more.
+_FINISHED_STATES = ("closed", "rejected", "cancelled")
+
+#: Every queue tab, by the kind of user: committee (worker, leader, admin), department.
+COMMITTEE_TABS: tuple[str, ...] = ("todo_accept", "review", "mine", "forwarded", "overdue", "all")
+DEPARTMENT_TABS: tuple[str, ...] = ("forwarded", "dept_handling", "overdue", "all")
+
+
+@dataclass(frozen=True)
+class QueueScope:
+    """The requests a console user sees: those a centre holds (with `subtree`, also those
+    of every centre below it), or those forwarded to a department."""
+
+    #: The centre (worker: their own; leader, admin: the root of their subtree).
+    centre: Centre | None = None
+    subtree: bool = False
+    #: Department staff: their department (centre is then None).
+    department_id: int | None = None
+    #: The user's person: "mine" is what they handle.
+    person_id: int | None = None
+
+    def condition(self) -> Any:
+        """The scope as a condition on Request (nothing at all when it names nothing)."""
+        if self.department_id is not None:
+            return col(Request.department_id) == self.department_id
+        if self.centre is None:
+            return false()
+        if self.subtree:
+            return subtree_condition(self.centre)
+        return col(Request.centre_id) == self.centre.id
+
+    @property
+    def tabs(self) -> tuple[str, ...]:
+        """The tabs this scope offers, in order."""
+        return DEPARTMENT_TABS if self.department_id is not None else COMMITTEE_TABS
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """The filters of the queue, each None when not asked for."""
+
+    states: tuple[str, ...] | None = None
+    category_ids: tuple[int, ...] | None = None
+    department_ids: tuple[int, ...] | None = None
+    #: Requests held in this centre's subtree (already checked to be in scope).
+    centre: Centre | None = None
+    #: Received in [created_from, created_before) (UTC bounds of Asia/Shanghai days).
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    overdue: bool | None = None
+    channel: str | None = None
+    #: The search: a number, words of the text, or the requester's phone (its last digits).
+    q: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One request of the queue, with the names the page shows."""
+
+    request: Request
+    category: str | None
+    centre_code: str | None
+    centre_name: str | None
+    department: str | None
+    handler: str | None
+
+
+def is_overdue(now: datetime) -> Any:
+    """Overdue now, as the statistics count it: still open and past the resolution due."""
+    return col(Request.state).not_in(_FINISHED_STATES) & (col(Request.resolution_due_at) < now)
+
+
+def nearest_deadline() -> Any:
+    """The request's nearest open deadline: the response due while nobody acted on it, else
+    the resolution due; none for a finished request."""
+    return case(
+        (col(Request.state).in_(_FINISHED_STATES), null()),
+        (
+            col(Request.first_action_at).is_(None) & col(Request.response_due_at).is_not(None),
+            col(Request.response_due_at),
+        ),
+        else_=col(Request.resolution_due_at),
+    )
+
+
+def _tab_condition(tab: str, scope: QueueScope, now: datetime) -> Any:
+    state = col(Request.state)
+    if tab == "todo_accept":
+        return state == "new"
+    if tab == "review":
+        return state == "review"
+    if tab == "mine":
+        return (state == "handling") & (col(Request.handler_id) == scope.person_id)
+    if tab == "forwarded":
+        if scope.department_id is not None:
+            return state == "forwarded"
+        return state.in_(["forwarded", "dept_handling"])
+    if tab == "dept_handling":
+        return state == "dept_handling"
+    if tab == "overdue":
+        return is_overdue(now)
+    if tab == "all":
+        return true()
+    raise ValueError(f"unknown queue tab {tab!r}")
+
+
+def _digits(text: str) -> str:
+    return "".join(character for character in text if character.isdigit())
+
+
+#: A search of digits (and phone separators only) with at least this many digits also
+#: matches the requesters whose phone is, or ends in, those digits.
+PHONE_SUFFIX_DIGITS = 4
+_PHONE_LIKE = re.compile(r"[\d\s+().-]+")
+
+
+def _phone_digits(column: Any) -> Any:
+    """A phone column with the usual separators taken out, in SQL."""
+    for separator in (" ", "-", "+", "(", ")", "."):
+        column = func.replace(column, separator, "")
+    return column
+
+
+def _search_condition(q: str) -> Any:
+    """A number (whole or part), a piece of the text, or the requester's phone (the whole
+    number or its last digits, separators ignored): any of them matches."""
+    conditions: list[Any] = [
+        func.upper(col(Request.number)).contains(q.upper(), autoescape=True),
+        col(Request.text).contains(q, autoescape=True),
+    ]
+    digits = _digits(q)
+    if len(digits) >= PHONE_SUFFIX_DIGITS and _PHONE_LIKE.fullmatch(q):
+        requesters = select_columns(col(Person.id)).where(
+            _phone_digits(col(Person.phone)).endswith(digits, autoescape=True)
+        )
+        conditions.append(col(Request.requester_id).in_(requesters))
+        conditions.append(
+            _phone_digits(col(Request.contact_phone)).endswith(digits, autoescape=True)
+        )
+    return or_(*conditions)
+
+
+def _filter_conditions(scope: QueueScope, filters: QueueFilter, now: datetime) -> list[Any]:
+    conditions: list[Any] = [scope.condition()]
+    if filters.states is not None:
+        conditions.append(col(Request.state).in_(list(filters.states)))
+    if filters.category_ids is not None:
+        conditions.append(col(Request.category_id).in_(list(filters.category_ids)))
+    if filters.department_ids is not None:
+        conditions.append(col(Request.department_id).in_(list(filters.department_ids)))
+    if filters.centre is not None:
+        conditions.append(subtree_condition(filters.centre))
+    if filters.created_from is not None:
+        conditions.append(col(Request.created_at) >= filters.created_from)
+    if filters.created_before is not None:
+        conditions.append(col(Request.created_at) < filters.created_before)
+    if filters.overdue is not None:
+        overdue = is_overdue(now)
+        conditions.append(overdue if filters.overdue else ~overdue)
+    if filters.channel is not None:
+        conditions.append(col(Request.channel) == filters.channel)
+    if filters.q:
+        conditions.append(_search_condition(filters.q))
+    return conditions
+
+
+def queue_counts(
+    *, session: Session, scope: QueueScope, filters: QueueFilter, now: datetime
+) -> dict[str, int]:
+    """How many requests each of the scope's tabs holds under `filters` (one statement)."""
+    tabs = scope.tabs
+    columns = [
+        func.coalesce(func.sum(case((_tab_condition(tab, scope, now), 1), else_=0)), 0).label(tab)
+        for tab in tabs
+    ]
+    row = session.execute(
+        select_columns(*columns)
+        .select_from(Request)
+        .where(*_filter_conditions(scope, filters, now))
+    ).one()
+    return {tab: int(value or 0) for tab, value in zip(tabs, row, strict=True)}
+
+
+def queue_page(
+    *,
+    session: Session,
+    scope: QueueScope,
+    tab: str,
+    filters: QueueFilter,
+    now: datetime,
+    offset: int,
+    limit: int,
+) -> list[QueueRow]:
+    """One page of a tab of the queue, the nearest open deadline first (none last), then the
+    oldest request first; one statement, names of category, centre, department and handler
+    included."""
+    handler = aliased(Person)
+    deadline = nearest_deadline()
+    statement = (
+        select_columns(
+            Request,
+            col(Category.name),
+            col(Centre.code),
+            col(Centre.name),
+            col(Department.name),
+            col(handler.display_name),
+        )
+        .select_from(Request)
+        .outerjoin(Category, col(Category.id) == col(Request.category_id))
+        .outerjoin(Centre, col(Centre.id) == col(Request.centre_id))
+        .outerjoin(Department, col(Department.id) == col(Request.department_id))
+        .outerjoin(handler, col(handler.id) == col(Request.handler_id))
+        .where(_tab_condition(tab, scope, now), *_filter_conditions(scope, filters, now))
+        .order_by(deadline.asc().nulls_last(), col(Request.id))
+        .offset(offset)
+        .limit(limit)
+    )
+    return [
+        QueueRow(
+            request=request,
+            category=category,
+            centre_code=centre_code,
+            centre_name=centre_name,
+            department=department,
+            handler=handler_name,
+        )
+        for request, category, centre_code, centre_name, department, handler_name in (
+            session.execute(statement).all()
+        )
+    ]
+
+
+def categories_named(*, session: Session, key: str) -> list[int]:
+    """The ids of categories whose id is `key` (digits) or whose name is `key`."""
+    where: Any = Category.name == key
+    if key.isdigit():
+        where = or_(where, col(Category.id) == int(key))
+    return [i for i in session.exec(select(Category.id).where(where)).all() if i is not None]
+
+
+def departments_named(*, session: Session, key: str) -> list[int]:
+    """The ids of departments whose id is `key` (digits) or whose name is `key`."""
+    where: Any = Department.name == key
+    if key.isdigit():
+        where = or_(where, col(Department.id) == int(key))
+    return [i for i in session.exec(select(Department.id).where(where)).all() if i is not None]
+
+
+def newest_event_id(*, session: Session) -> int:
+    """The id of the newest event (0: none): a cheap check that anything happened."""
+    return int(session.execute(select_columns(func.max(col(Event.id)))).scalar() or 0)
+
+
+def changed_in_scope(*, session: Session, scope: QueueScope, after: int, upto: int) -> bool:
+    """Whether an event in (after, upto] changed a request of the scope (refused attempts
+    change nothing and do not count)."""
+    statement = (
+        select_columns(col(Event.id))
+        .select_from(Event)
+        .join(Request, col(Request.id) == col(Event.request_id))
+        .where(
+            col(Event.id) > after,
+            col(Event.id) <= upto,
+            col(Event.outcome) == "ok",
+            scope.condition(),
+        )
+        .limit(1)
+    )
+    return session.execute(statement).first() is not None
 
 
 # --- exports ------------------------------------------------------------------------------

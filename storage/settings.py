@@ -296,6 +296,11 @@ class Settings(BaseSettings):
     #: Seconds between two database checks of a waiting long poll that nobody woke: a lost
     #: delivery notification delays an answer by at most this much.
     web_poll_fallback: float = 5.0
+    #: The console's live updates (GET /api/console/stream): seconds between two cheap
+    #: checks of the newest event, and how many streams one account may hold open per
+    #: process (0: any).
+    console_stream_poll: float = 2.0
+    console_streams_per_account: int = 5
     #: Fewest characters (letters and digits, after punctuation and emoji are dropped) a
     #: requester's text needs to become a request; a shorter one is asked about (0: any).
     min_request_length: int = 3
@@ -384,6 +389,20 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _check_flood(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (no limit) or more")
+        return value
+
+    @field_validator("console_stream_poll")
+    @classmethod
+    def _check_console_stream_poll(cls, value: float) -> float:
+        if not 0.2 <= value <= 60:
+            raise ValueError("must be between 0.2 and 60 seconds")
+        return value
+
+    @field_validator("console_streams_per_account")
+    @classmethod
+    def _check_console_streams(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (no limit) or more")
         return value
