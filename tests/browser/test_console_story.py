@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -25,6 +26,7 @@ from tests.e2e.client import WebChat
 from tests.e2e.test_telegram_story import TelegramDesk, number_of, run_desk
 from tests.fakes.telegram import Call, FakeTelegram
 from tests.utils.console import (
+    PATIENCE_MS,
     PATIENCE_S,
     log_in,
     new_page,
@@ -37,6 +39,9 @@ from tests.utils.console import (
 )
 
 pytestmark = pytest.mark.browser
+
+# Playwright's expect waits as long as the other waits of the story (the machine may be loaded).
+expect.set_options(timeout=PATIENCE_MS)
 
 
 #: Passwords that pass every rule.
@@ -123,8 +128,13 @@ def cards_by_number(fake: FakeTelegram, chat_id: int) -> Counter[str]:
 
 
 def test_a_worker_runs_the_day_from_the_console_and_telegram_and_a_leader_reads_the_figures(
-    browser: Any, desk: TelegramDesk, shots: list[Any], tmp_path: Path
+    browser: Any, desk: TelegramDesk, shots: list[Any]
 ) -> None:
+    with desk.deployment.http() as http:
+        _story(browser, desk, shots, http)
+
+
+def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Client) -> None:
     deployment, fake, base = desk.deployment, desk.fake, desk.deployment.base_url
 
     # 1. Given an admin who makes the accounts with the CLI: a worker, a leader, and the staff
@@ -166,7 +176,6 @@ def test_a_worker_runs_the_day_from_the_console_and_telegram_and_a_leader_reads_
     tg_message(desk, WORKER_TG_ID, "关联成功")
 
     # And links a web desk chat too, so that the account has two chats to choose from
-    http = deployment.http()
     worker_web = WebChat.open(http, "李书记的网页")
     worker_web.send(f"绑定 {make_link_code(worker)}")
     wait_web(worker_web, "关联成功")
@@ -238,7 +247,7 @@ def test_a_worker_runs_the_day_from_the_console_and_telegram_and_a_leader_reads_
     assert set(cards) == set(numbers) and set(cards.values()) == {1}, cards
     # and the web desk chat they did not choose gets none
     worker_web.poll()
-    assert not [t for t in worker_web.texts() if "新诉求" in t], worker_web.texts()
+    assert not [t for t in worker_web.texts() if "】新诉求" in t], worker_web.texts()
 
     # And the queue page shows 待受理 30 without being reloaded
     expect(worker.locator("#count-todo_accept")).to_have_text("30")
@@ -397,7 +406,6 @@ def test_a_worker_runs_the_day_from_the_console_and_telegram_and_a_leader_reads_
         )
 
     assert worker.errors == [] and leader.errors == []
-    http.close()
 
 
 def make_link_code(page: Any) -> str:
