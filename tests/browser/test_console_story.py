@@ -124,6 +124,39 @@ def cards_by_number(fake: FakeTelegram, chat_id: int) -> Counter[str]:
     )
 
 
+def card_of(fake: FakeTelegram, number: str) -> Call:
+    """The 新诉求 card of request `number` in the worker's Telegram chat."""
+    return next(
+        call
+        for call in fake.sent(WORKER_TG_ID)
+        if f"【{number}】新诉求" in (call.result.get("text") or "")
+    )
+
+
+def card_edit(desk: TelegramDesk, card: Call, needle: str) -> Call:
+    """The edit of `card` whose text holds `needle` (waited for); a failure shows the edits."""
+    message_id = card.result["message_id"]
+    found: list[Call] = []
+
+    def edited(fake: FakeTelegram) -> bool:
+        found[:] = [
+            call
+            for call in fake.edits(WORKER_TG_ID)
+            if call.params.get("message_id") == message_id
+            and needle in (call.result.get("text") or "")
+        ]
+        return bool(found)
+
+    if not desk.fake.wait_for(edited, PATIENCE_S):
+        texts = [
+            call.result.get("text")
+            for call in desk.fake.edits(WORKER_TG_ID)
+            if call.params.get("message_id") == message_id
+        ]
+        raise AssertionError(f"no edit of card {message_id} with {needle!r}; its edits: {texts}")
+    return found[0]
+
+
 # --- the story -------------------------------------------------------------------------------
 
 
@@ -289,6 +322,14 @@ def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Clien
     assert {results.nth(i).get_attribute("data-number") for i in range(4)} == set(forwarded)
     expect(worker.locator("#count-todo_accept")).to_have_text("26")
     expect(worker.locator("#count-forwarded")).to_have_text("4")
+    # and their cards in the worker's Telegram chat show the new state, without buttons left
+    for number in forwarded:
+        card = card_of(fake, number)
+        card_edit(desk, card, "已转单，待部门接收")
+        now = next(
+            m for m in fake.messages(WORKER_TG_ID) if m["message_id"] == card.result["message_id"]
+        )
+        assert fake.buttons(now) == [], now
 
     # When they 驳回 one with a reason on its page
     rejected = residents[5].numbers[2]  # type: ignore[index]
@@ -313,13 +354,11 @@ def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Clien
 
     # When they press 受理 on a card in Telegram
     pressed = residents[7].numbers[0]  # type: ignore[index]
-    card = next(
-        call
-        for call in fake.sent(WORKER_TG_ID)
-        if f"【{pressed}】新诉求" in (call.result.get("text") or "")
-    )
+    card = card_of(fake, pressed)
     desk.press(worker_tg, card, "受理")
     tg_message(desk, WORKER_TG_ID, f"【{pressed}】已受理")
+    edit = card_edit(desk, card, "李书记 已受理")
+    assert WORKER_TG_NAME not in edit.result["text"]
 
     # Then the console shows it as 我在办, and its history names 李书记 (not the chat's name)
     worker.goto(f"{base}/console")
