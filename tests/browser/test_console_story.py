@@ -47,6 +47,7 @@ expect.set_options(timeout=PATIENCE_MS)
 #: Passwords that pass every rule.
 WORKER_PASSWORD = "锦华路-worker-2026"
 LEADER_PASSWORD = "锦华路-leader-2026"
+DEPARTMENT_PASSWORD = "锦华路-department-2026"
 
 #: The department made for the story (`redesk departments add`) and its staff.
 DEPARTMENT = "社区服务站"
@@ -179,7 +180,7 @@ def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Clien
         deployment.cli("staff", "add", "zhang", "--name", "张主任", "--role", "leader")
     )
     deployment.cli("departments", "add", DEPARTMENT, "--kind", "职能部门")
-    setup_link(
+    department_link = setup_link(
         deployment.cli(
             "staff",
             "add",
@@ -408,6 +409,17 @@ def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Clien
     # and the worker's chosen chat got still one card per request
     assert set(cards_by_number(fake, WORKER_TG_ID).values()) == {1}
 
+    # And the department's staff, logged in through their own link, find exactly the four
+    # forwarded requests waiting for them (待接收), and nothing else of the centre's
+    staff = new_page(browser, shots)
+    set_password(staff, department_link, DEPARTMENT_PASSWORD)
+    log_in(staff, base, "zhao", DEPARTMENT_PASSWORD, then="/console")
+    expect(staff.locator("#count-forwarded")).to_have_text("4")
+    expect(staff.locator("#tab-forwarded")).to_have_attribute("aria-selected", "true")
+    expect(staff.locator("#queue-rows tr.queue-row")).to_have_count(4)
+    assert shown_numbers(staff) == set(forwarded)
+    expect(staff.locator("#count-all")).to_have_text("4")
+
     # 6. When the leader sets their password, logs in and opens 数据看板
     leader = new_page(browser, shots)
     set_password(leader, leader_link, LEADER_PASSWORD)
@@ -444,7 +456,7 @@ def _story(browser: Any, desk: TelegramDesk, shots: list[Any], http: httpx.Clien
             f"{rate['numerator']}/{rate['denominator']}"
         )
 
-    assert worker.errors == [] and leader.errors == []
+    assert worker.errors == [] and staff.errors == [] and leader.errors == []
 
 
 def make_link_code(page: Any) -> str:
