@@ -120,6 +120,7 @@ ABOUT_A_REQUEST = [
         and key
         not in (
             "reply.bound",
+            "reply.linked",
             "reply.dialogue_cancelled",
             "reply.no_requests",
             "reply.empty_todo",

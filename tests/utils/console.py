@@ -58,7 +58,7 @@ class FailurePhotographer:
             path = directory / f"failure-{index}.png"
             try:
                 page.screenshot(path=str(path), full_page=True)
-            except Exception:  # noqa: BLE001 - a closed page cannot be photographed
+            except Exception:  # a closed page cannot be photographed
                 continue
             saved.append(f"{path} ({page.url})")
         if saved:
