@@ -25,7 +25,7 @@ test: $(STAMP)
 ## exports), the SQLite/PostgreSQL pairs on SQLite only. `make test` runs all of it.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not faults and not browser and not slow" \
-		--databases sqlite
+		--databases sqlite -n 2
 
 ## ruff (rules and formatting) and mypy strict; CI fails on any finding.
 lint: $(STAMP)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import pytest
@@ -38,8 +39,23 @@ PG_ADMIN_URL = os.environ.get(
     "REDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
+
+def worker_redis_url(url: str) -> str:
+    """The Redis database this test process may empty: `url`'s, or under pytest-xdist
+    (`make test-fast` runs two processes) the Nth database below it for worker gwN, so that
+    two workers never empty each other's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) - int(worker[2:])
+    if database < 0:
+        raise RuntimeError(f"{url}: no Redis database left for xdist worker {worker}")
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
 #: A Redis database the tests may empty.
-REDIS_URL = os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = worker_redis_url(os.environ.get("REDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
 #: The default centre as migration 0010 makes it, whatever a test changed (the other centres
 #: are deleted after it; their ids keep counting).
