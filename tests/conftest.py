@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -29,6 +30,7 @@ from tests.utils.centres import Tree, make_tree
 from tests.utils.cli import isolate_cli
 from tests.utils.harness import Desk
 from tests.utils.world import Cast, World, make_cast
+from workflow import accounts
 from workflow import broker as broker_module
 
 #: Whether this run is CI's: a missing service fails instead of skipping.
@@ -377,3 +379,16 @@ def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Pat
     isolate_cli(monkeypatch, tmp_path, url)
     yield url
     bot_runtime.reset()
+
+
+#: argon2 at its smallest cost: the tests hash and verify passwords hundreds of times, and
+#: production's cost (argon2-cffi's defaults, 64 MiB per hash) would make that most of the
+#: run's CPU. The code under test is the same; processes started by the e2e and browser tiers
+#: hash at production's cost.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accounts made in the test process hash their passwords with CHEAP_HASHER."""
+    monkeypatch.setattr(accounts, "HASHER", CHEAP_HASHER)
