@@ -415,9 +415,10 @@ def _is(column: Any, value: bool) -> ColumnElement[bool]:
 def _counts_query(
     cohort: Subquery, now: datetime, *, percentiles: bool = False, with_totals: bool = False
 ) -> Select[Any]:
-    """The counts and the duration means of each group; with `percentiles` (PostgreSQL) also
-    every duration's percentiles, so one statement (one scan) gives the whole cohort; with `with_totals`
-    (PostgreSQL) also the totals row, by GROUPING SETS, marked by `is_total`."""
+    """The counts and the duration means of each group; with `percentiles` (PostgreSQL)
+    also every duration's percentiles, so one statement (one scan) gives the whole cohort;
+    with `with_totals` (PostgreSQL) also the totals row, by GROUPING SETS, marked by
+    `is_total`."""
     c = cohort.c
 
     def total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
