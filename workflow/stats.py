@@ -230,7 +230,7 @@ def duration_keys() -> list[str]:
         f"{name}_{label}_{unit}_seconds"
         for name, _, _ in DURATIONS
         for label, _ in MEASURES
-        for unit in ("calendar", "working")
+        for unit in UNITS
     ]
 
 
