@@ -16,7 +16,7 @@ from rich.table import Table
 from admin_scripts.stats import (
     COUNTS,
     DURATIONS,
-    PERCENTILES,
+    MEASURES,
     RATES,
     Figures,
     Report,
@@ -65,10 +65,10 @@ def _totals_table(totals: Figures) -> Table:
     for name, label, _, _ in RATES:
         table.add_row(label, percent(totals.rates[name]))
     for name, label, _ in DURATIONS:
-        for percentile, _ in PERCENTILES:
-            shown = "中位数" if percentile == "median" else "P90"
-            working = totals.durations.get(f"{name}_{percentile}_working_seconds")
-            calendar = totals.durations.get(f"{name}_{percentile}_calendar_seconds")
+        for measure, shown in MEASURES:
+            shown = "中位数" if measure == "median" else shown
+            working = totals.durations.get(f"{name}_{measure}_working_seconds")
+            calendar = totals.durations.get(f"{name}_{measure}_calendar_seconds")
             table.add_row(
                 f"{label}用时{shown}", f"工作 {duration(working)} / 自然 {duration(calendar)}"
             )
@@ -85,11 +85,13 @@ def _rows_table(title: str, rows: Sequence[Figures], *, ranked: bool) -> Table:
     for _, label, _, _ in RATES[:3]:
         table.add_column(label, justify="right")
     table.add_column("回单用时中位（工作时间）", justify="right")
+    table.add_column("回单用时平均（工作时间）", justify="right")
     for index, row in enumerate(rows, start=1):
         cells = [row.key or ""]
         cells += [str(row.counts[name]) for name, _ in COUNTS[:4]]
         cells += [percent(row.rates[name]) for name, _, _, _ in RATES[:3]]
         cells.append(duration(row.durations.get("reply_median_working_seconds")))
+        cells.append(duration(row.durations.get("reply_mean_working_seconds")))
         table.add_row(*([str(index)] if ranked else []), *cells)
     return table
 

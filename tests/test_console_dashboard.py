@@ -101,6 +101,12 @@ def test_the_stats_api_answers_the_json_of_redesk_stats_for_the_same_filters(
     assert answer.json() == expected
     assert expected["totals"]["received"] == 5
     assert expected["centre"]["code"] == "D"
+    # with the mean of each duration beside its median and P90, on the totals and every row
+    for figures in (expected["totals"], *expected["rows"]):
+        for name in ("first_action", "reply"):
+            for unit in ("calendar", "working"):
+                assert f"{name}_mean_{unit}_seconds" in figures
+    assert expected["totals"]["first_action_mean_working_seconds"] is not None
 
 
 def test_trend_is_the_grouping_by_day_or_week(

@@ -316,7 +316,7 @@ def test_the_rates_of_march_with_their_numerators_and_denominators(dataset: str)
     assert totals.rates["response_rate"].value == pytest.approx(6 / 9)
 
 
-def test_the_percentiles_of_march(dataset: str) -> None:
+def test_the_percentiles_and_means_of_march(dataset: str) -> None:
     durations = report(dataset).totals.durations
 
     assert durations == pytest.approx(
@@ -333,6 +333,11 @@ def test_the_percentiles_of_march(dataset: str) -> None:
             # reply, working: 3600 7200 20000 28800 57600
             "reply_median_working_seconds": 20000.0,
             "reply_p90_working_seconds": 46080.0,
+            # the means of the same values
+            "first_action_mean_calendar_seconds": 43560 / 7,
+            "first_action_mean_working_seconds": 21960 / 7,
+            "reply_mean_calendar_seconds": 62000.0,
+            "reply_mean_working_seconds": 23440.0,
         }
     )
 
@@ -524,6 +529,8 @@ def test_json_has_totals_and_rows_with_documented_keys(
     assert totals["received"] == 9 and totals["overdue"] == 1
     assert totals["response_rate"] == {"numerator": 6, "denominator": 9, "value": 0.6667}
     assert totals["reply_median_working_seconds"] == 20000.0
+    assert totals["reply_mean_working_seconds"] == 23440.0
+    assert totals["first_action_mean_calendar_seconds"] == 6222.9  # 43560 / 7
     assert [row["key"] for row in data["rows"]] == ["党委自办", "城管执法", "市场监管"]
     assert data["period"] == {"from": "2026-03-01", "to": "2026-03-31", "timezone": "Asia/Shanghai"}
 

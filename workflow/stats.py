@@ -4,7 +4,7 @@ behind `redesk stats` (admin_scripts/stats.py) and the console's dashboard
 
 Every figure is over one cohort: the requests received in the period (their intake time, as an
 Asia/Shanghai calendar date, between --from and --to inclusive), as they stand now. Counting,
-the 三率 and the percentiles all happen in the database (GROUP BY, window functions, and
+the 三率, the means and the percentiles all happen in the database (GROUP BY, window functions, and
 PostgreSQL's percentile_cont); Python only shapes the rows it gets back, one per group.
 """
 
@@ -90,8 +90,15 @@ DURATIONS: tuple[tuple[str, str, str], ...] = (
     ("reply", "回单", "reply"),
 )
 
+#: Units of every duration figure.
+UNITS: tuple[str, ...] = ("calendar", "working")
+
 #: Percentiles reported for each duration.
 PERCENTILES: tuple[tuple[str, float], ...] = (("median", 0.5), ("p90", 0.9))
+
+#: The figures of each duration, in the order they are shown (key part, Chinese name): the
+#: mean (AVG in SQL) and the PERCENTILES.
+MEASURES: tuple[tuple[str, str], ...] = (("mean", "平均"), ("median", "中位"), ("p90", "P90"))
 
 
 class StatsError(ValueError):
@@ -218,12 +225,22 @@ class CentreScope:
 
 
 def duration_keys() -> list[str]:
-    """The duration figure names: first_action_median_hours, ..."""
+    """The duration figure names: first_action_mean_calendar_seconds, ..."""
     return [
         f"{name}_{label}_{unit}_seconds"
         for name, _, _ in DURATIONS
-        for label, _ in PERCENTILES
-        for unit in ("calendar", "working")
+        for label, _ in MEASURES
+        for unit in UNITS
+    ]
+
+
+def _mean_columns(cohort: Subquery) -> list[Any]:
+    """AVG of every duration column (NULLs, requests without the duration, left out; NULL when
+    no request of the group has it), labelled like the figures."""
+    return [
+        func.avg(cohort.c[column]).label(f"{name}_mean_{unit}_seconds")
+        for name, _, stem in DURATIONS
+        for unit, column in (("calendar", f"{stem}_seconds"), ("working", f"{stem}_work_seconds"))
     ]
 
 
@@ -398,9 +415,10 @@ def _is(column: Any, value: bool) -> ColumnElement[bool]:
 def _counts_query(
     cohort: Subquery, now: datetime, *, percentiles: bool = False, with_totals: bool = False
 ) -> Select[Any]:
-    """The counts of each group; with `percentiles` (PostgreSQL) also every duration's
-    percentiles, so one statement (one scan) gives the whole cohort; with `with_totals`
-    (PostgreSQL) also the totals row, by GROUPING SETS, marked by `is_total`."""
+    """The counts and the duration means of each group; with `percentiles` (PostgreSQL)
+    also every duration's percentiles, so one statement (one scan) gives the whole cohort;
+    with `with_totals` (PostgreSQL) also the totals row, by GROUPING SETS, marked by
+    `is_total`."""
     c = cohort.c
 
     def total(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -423,6 +441,7 @@ def _counts_query(
         total(_is(c.solved, True)).label("solved"),
         total(and_(c.solved.is_not(None), c.satisfaction.in_(SATISFIED))).label("satisfied"),
         total(c.first_replied_at.is_not(None)).label("replied"),
+        *_mean_columns(cohort),
         *(_percentile_columns(cohort) if percentiles else []),
         *([func.grouping(c.grp).label("is_total")] if with_totals else []),
     ).group_by(func.grouping_sets(tuple_(c.grp), tuple_()) if with_totals else c.grp)
@@ -488,7 +507,7 @@ def _cohort_figures(
     """(group, counts row, durations) of every group of a cohort.
 
     PostgreSQL: one statement (counts and percentile_cont together, one scan). SQLite: the
-    counts, then one window-function statement per duration column.
+    counts and means, then one window-function statement per duration column.
     """
     if connection.dialect.name == "postgresql":
         rows = list(
@@ -506,7 +525,16 @@ def _cohort_figures(
         ]
     rows = list(connection.execute(_counts_query(cohort, now)).mappings())
     durations = _durations(connection, cohort)
-    return [(str(row["grp"]), row, durations.get(str(row["grp"]), {})) for row in rows]
+    means = [f"{name}_mean_{unit}_seconds" for name, _, _ in DURATIONS for unit in UNITS]
+    return [
+        (
+            str(row["grp"]),
+            row,
+            durations.get(str(row["grp"]), {})
+            | {key: None if row[key] is None else float(row[key]) for key in means},
+        )
+        for row in rows
+    ]
 
 
 def _figures(
@@ -754,8 +782,7 @@ def table_columns() -> list[str]:
     for _, label, _, _ in RATES:
         columns += [label, f"{label}分子", f"{label}分母"]
     for _name, label, _ in DURATIONS:
-        for percentile, _ in PERCENTILES:
-            shown = "中位" if percentile == "median" else "P90"
+        for _measure, shown in MEASURES:
             columns += [f"{label}{shown}(工作小时)", f"{label}{shown}(自然小时)"]
     return columns
 
@@ -771,9 +798,9 @@ def flat(figures: Figures) -> list[Any]:
             rate.denominator,
         ]
     for name, _, _ in DURATIONS:
-        for percentile, _ in PERCENTILES:
+        for measure, _ in MEASURES:
             for unit in ("working", "calendar"):
-                seconds = figures.durations.get(f"{name}_{percentile}_{unit}_seconds")
+                seconds = figures.durations.get(f"{name}_{measure}_{unit}_seconds")
                 values.append(None if seconds is None else round(seconds / 3600, 2))
     return values
 
@@ -787,6 +814,7 @@ def describe_period(period: Period) -> str:
 
 __all__: Sequence[str] = [
     "GROUPS",
+    "MEASURES",
     "CentreScope",
     "Figures",
     "Period",

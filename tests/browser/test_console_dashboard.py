@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from admin_scripts.stats import duration
 from bot.runtime import Runtime
 from storage.db import get_engine
 from storage.settings import Settings
@@ -106,6 +107,18 @@ def test_the_page_shows_the_same_figures_as_redesk_stats(
             assert value == percent(expected[key])
             rate = expected[key]
             assert detail.endswith(f"{rate['numerator']}/{rate['denominator']}")
+        # And each duration's median, with its mean (平均) and P90 beside it, are the CLI's
+        for key in ("first_action", "reply"):
+            value = page.text_content(f"#figure-{key} .dashboard-figure-value")
+            detail = page.text_content(f"#figure-{key} .dashboard-figure-detail")
+            assert value == duration(expected[f"{key}_median_working_seconds"])
+            assert detail == (
+                f"中位数 · 平均 {duration(expected[f'{key}_mean_working_seconds'])}"
+                f" · P90 {duration(expected[f'{key}_p90_working_seconds'])}"
+            )
+        assert expected["first_action_mean_working_seconds"] is not None
+        heads = page.locator("#department-table thead th").all_text_contents()
+        assert heads[-3:] == ["回单中位（工作时间）", "回单平均", "回单 P90"]
         # And the tables have the district's communities, and the scope is named
         assert page.text_content("#scope-name") == "锦江区党群服务中心"
         centres = page.locator("#centre-table tbody th").all_text_contents()

@@ -143,14 +143,14 @@
         "first_action",
         "首次响应（工作时间）",
         duration(totals.first_action_median_working_seconds),
-        "中位数 · P90 " + duration(totals.first_action_p90_working_seconds),
+        "中位数 · 平均 " + duration(totals.first_action_mean_working_seconds) + " · P90 " + duration(totals.first_action_p90_working_seconds),
         {}
       ),
       figure(
         "reply",
         "回单用时（工作时间）",
         duration(totals.reply_median_working_seconds),
-        "中位数 · P90 " + duration(totals.reply_p90_working_seconds),
+        "中位数 · 平均 " + duration(totals.reply_mean_working_seconds) + " · P90 " + duration(totals.reply_p90_working_seconds),
         {}
       ),
       figure("rating_rate", "评价率", percent(totals.rating_rate), "已评价 " + fraction(totals.rating_rate), {}),
@@ -169,6 +169,7 @@
     { label: "解决率", value: function (row) { return percent(row.resolution_rate) + " (" + fraction(row.resolution_rate) + ")"; } },
     { label: "满意率", value: function (row) { return percent(row.satisfaction_rate) + " (" + fraction(row.satisfaction_rate) + ")"; } },
     { label: "回单中位（工作时间）", value: function (row) { return duration(row.reply_median_working_seconds); } },
+    { label: "回单平均", value: function (row) { return duration(row.reply_mean_working_seconds); } },
     { label: "回单 P90", value: function (row) { return duration(row.reply_p90_working_seconds); } },
   ];
 
