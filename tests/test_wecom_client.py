@@ -168,3 +168,19 @@ def test_a_token_kept_in_the_process_expires_with_its_lifetime(
     client.session.set(client.access_token_key, client.token(), -1)
     client.call("GET", "user/get", params={"userid": WORKER})
     assert fake.token_fetches == 2
+
+
+def test_a_bare_token_left_in_redis_is_fetched_again_and_stored_over(
+    fake: FakeWeCom, redis_url: str
+) -> None:
+    key = f"{TOKEN_PREFIX}{fake.corp_id}:{fake.agent_id}"
+    shared = redis.Redis.from_url(redis_url)
+    made = WeComClient(settings_for(fake, redis_url))
+    try:
+        shared.set(key, "not-json-token", ex=600)
+        assert made.call("GET", "user/get", params={"userid": WORKER})["userid"] == WORKER
+        assert fake.token_fetches == 1
+        assert shared.get(key) != b"not-json-token"
+    finally:
+        made.close()
+        shared.close()

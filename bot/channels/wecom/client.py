@@ -16,6 +16,7 @@ import requests
 from wechatpy.enterprise import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.memorystorage import MemoryStorage
+from wechatpy.session.redisstorage import RedisStorage
 
 from bot.channels.wecom.settings import wecom_settings
 from storage.settings import Settings
@@ -240,10 +241,9 @@ def _token_store(redis_url: str | None) -> tuple[Any, Callable[[], Any]]:
     configured (shared by every process), else in this process."""
     if redis_url:
         import redis
-        from wechatpy.session.redisstorage import RedisStorage
 
         shared = redis.Redis.from_url(redis_url, socket_timeout=5)
-        storage: Any = RedisStorage(shared, prefix=TOKEN_PREFIX.rstrip(":"))
+        storage: Any = _SharedStorage(shared, prefix=TOKEN_PREFIX.rstrip(":"))
 
         def lock() -> Any:
             return shared.lock(f"{TOKEN_PREFIX}lock", timeout=30, blocking_timeout=30)
@@ -255,6 +255,17 @@ def _token_store(redis_url: str | None) -> tuple[Any, Callable[[], Any]]:
         return _thread_lock(local)
 
     return _ExpiringMemory(), thread_lock
+
+
+class _SharedStorage(RedisStorage):  # type: ignore[misc]
+    """wechatpy's Redis storage; a value that is not its JSON (a token stored bare, as redesk
+    did before) counts as none, so it is fetched again and stored over."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return super().get(key, default)
+        except ValueError:
+            return default
 
 
 class _ExpiringMemory(MemoryStorage):  # type: ignore[misc]
