@@ -151,9 +151,9 @@ def test_the_shared_token_is_in_redis_under_redesks_key_without_the_secret(
         made.call("GET", "user/get", params={"userid": WORKER})
     finally:
         made.close()
-    shared = redis.Redis.from_url(redis_url)
+    shared = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        keys = [key.decode() for key in shared.keys(f"{TOKEN_PREFIX}*")]
+        keys = list(shared.keys(f"{TOKEN_PREFIX}*"))
         assert keys == [f"{TOKEN_PREFIX}{fake.corp_id}:{fake.agent_id}"]
         assert shared.ttl(keys[0]) > 0
         assert fake.secret[:10] not in keys[0]
@@ -174,13 +174,36 @@ def test_a_bare_token_left_in_redis_is_fetched_again_and_stored_over(
     fake: FakeWeCom, redis_url: str
 ) -> None:
     key = f"{TOKEN_PREFIX}{fake.corp_id}:{fake.agent_id}"
-    shared = redis.Redis.from_url(redis_url)
+    shared = redis.Redis.from_url(redis_url, decode_responses=True)
     made = WeComClient(settings_for(fake, redis_url))
     try:
         shared.set(key, "not-json-token", ex=600)
         assert made.call("GET", "user/get", params={"userid": WORKER})["userid"] == WORKER
         assert fake.token_fetches == 1
-        assert shared.get(key) != b"not-json-token"
+        assert shared.get(key) == f'"{fake.tokens[-1]}"'
     finally:
         made.close()
         shared.close()
+
+
+def test_processes_refusing_one_stale_token_together_refresh_it_once(
+    fake: FakeWeCom, redis_url: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Given eight processes' clients on one Redis, their shared token revoked
+    made = [WeComClient(settings_for(fake, redis_url)) for _ in range(8)]
+    try:
+        made[0].call("GET", "user/get", params={"userid": WORKER})
+        fake.revoke_tokens()
+        # When all of them call at once
+        with ThreadPoolExecutor(len(made)) as pool:
+            answers = list(
+                pool.map(lambda one: one.call("GET", "user/get", params={"userid": WORKER}), made)
+            )
+        # Then every call worked and one new token was fetched for all
+        assert [answer["userid"] for answer in answers] == [WORKER] * len(made)
+        assert fake.token_fetches == 2
+    finally:
+        for one in made:
+            one.close()
