@@ -5,7 +5,8 @@ desk; residents stay on WeChat, Telegram or the web.
   GET/POST /wecom; `to_inbound`.
 - hooks: pressed card buttons resolved from one-time tokens, the card updated afterwards.
 - cards: messages with buttons as button_interaction template cards.
-- client: the API, its access token shared and refreshed by one process at a time.
+- client: wechatpy's enterprise client on the API, its access token shared and refreshed by one
+  process at a time.
 - send: texts, cards and card updates within the per-member limit.
 - fetch: media downloaded into REDESK_MEDIA_DIR.
 - settings: REDESK_WECOM_*.

@@ -1,6 +1,6 @@
-"""WeCom's API on REDESK_WECOM_API_URL: an access token from gettoken, shared by every process
-(in Redis when there is one) and refreshed by one at a time; a refused token (40014, 42001,
-40001 on a call) is answered by one refresh and one retry.
+"""wechatpy's WeCom client (wechatpy.enterprise) on REDESK_WECOM_API_URL: an access token from
+gettoken, shared by every process (in Redis when there is one) and refreshed by one at a time;
+a refused token (40014, 42001, 40001 on a call) is answered by one refresh and one retry.
 """
 
 from __future__ import annotations
@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import requests
+from wechatpy.enterprise import WeChatClient
+from wechatpy.exceptions import WeChatClientException
+from wechatpy.session.memorystorage import MemoryStorage
+from wechatpy.session.redisstorage import RedisStorage
 
 from bot.channels.wecom.settings import wecom_settings
 from storage.settings import Settings
@@ -32,7 +36,7 @@ ERR_NOBODY_VALID = 81013
 ERR_NO_SUCH_USER = 60111
 ERR_NOT_IN_APP = 60020
 
-#: A call's token was refused: fetched again once.
+#: A call's token was refused: fetched again once (wechatpy's refresh-and-retry codes).
 TOKEN_ERRORS: frozenset[int] = frozenset({ERR_INVALID_SECRET, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED})
 
 #: Seconds to wait for one API answer.
@@ -45,106 +49,109 @@ NAME_TIMEOUT = 2
 TOKEN_PREFIX = "redesk:wecom:token:"
 
 
-class ApiError(Exception):
+class ApiError(WeChatClientException):  # type: ignore[misc]
     """WeCom answered an errcode (`errcode` None: no JSON answer, e.g. an HTTP 5xx)."""
 
     def __init__(
         self, errcode: int | None, errmsg: str, answer: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(f"WeCom {errcode}: {errmsg}")
+        super().__init__(errcode, errmsg)
         self.errcode = errcode
         self.errmsg = errmsg
         self.answer = answer or {}
 
-
-class _Memory:
-    """The token store of one process without Redis."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, tuple[str, float]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> str | None:
-        found = self.values.get(key)
-        if found is None or found[1] <= time.time():
-            return None
-        return found[0]
-
-    def set(self, key: str, value: str, ttl: int) -> None:
-        self.values[key] = (value, time.time() + ttl)
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self.lock:
-            yield
+    def __str__(self) -> str:
+        return f"WeCom {self.errcode}: {self.errmsg}"
 
 
-class _Shared:
-    """The token store in Redis, refreshed under a Redis lock (one process at a time)."""
+class WeComClient(WeChatClient):  # type: ignore[misc]
+    """wechatpy's WeCom client for one corp's app, on REDESK_WECOM_API_URL.
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
-
-    def get(self, key: str) -> str | None:
-        found = self.client.get(key)
-        if found is None:
-            return None
-        return found.decode() if isinstance(found, bytes) else str(found)
-
-    def set(self, key: str, value: str, ttl: int) -> None:
-        self.client.set(key, value, ex=ttl)
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self.client.lock(f"{TOKEN_PREFIX}lock", timeout=30, blocking_timeout=30):
-            yield
-
-
-class WeComClient:
-    """One corp's app on WeCom's API."""
+    wechatpy refreshes the token when WeCom answers 40001/40014/42001 and retries. Several
+    threads or processes seeing the same stale token would each fetch a new one; here a refresh
+    happens under a lock (in Redis when there is one), a caller that finds a newer token than
+    the one it used takes that one, and a call is retried once only. Every error WeCom answers
+    (and an HTTP error status) is an ApiError; a network error stays a requests exception.
+    """
 
     def __init__(self, settings: Settings) -> None:
         own = wecom_settings(settings)
-        self.corp_id = own.corp_id or ""
+        session, self._lock = _token_store(settings.redis_url)
         self.agent_id = own.agent_id or 0
-        self.secret = own.secret or ""
-        self.base = f"{own.api_url}/cgi-bin/"
-        self.store: _Memory | _Shared = (
-            _Shared(settings.redis_url) if settings.redis_url else _Memory()
+        super().__init__(
+            own.corp_id or "", own.secret or "", session=session, timeout=TIMEOUT, auto_retry=True
         )
-        self.key = f"{TOKEN_PREFIX}{self.corp_id}:{self.agent_id}"
-        self.http = requests.Session()
+        self.API_BASE_URL = f"{own.api_url}/cgi-bin/"
+        self._token_url = f"{own.api_url}/cgi-bin/gettoken"
+        self._local = threading.local()
+
+    @property
+    def access_token_key(self) -> str:
+        """The token's key in the store (wechatpy's would carry part of the Secret)."""
+        return f"{self.corp_id}:{self.agent_id}"
+
+    @property
+    def access_token(self) -> str:
+        """The shared token (fetched when there is none); remembered as the one this thread
+        used, so that a refresh can tell whether someone else already replaced it."""
+        token = self.session.get(self.access_token_key)
+        if not token:
+            self.fetch_access_token()
+            token = self.session.get(self.access_token_key)
+        self._local.used = token
+        return str(token)
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """Fetches a new token with gettoken unless another thread or process has just done it.
+
+        Raises:
+            ApiError: gettoken refused the corp id or the Secret, or gave no token.
+            requests.RequestException: WeCom could not be reached.
+        """
+        used = getattr(self._local, "used", None)
+        with self._lock():
+            current = self.session.get(self.access_token_key)
+            if current and current != used:
+                self._local.used = current
+                return {"access_token": current}
+            response = self._http.get(
+                self._token_url,
+                timeout=TIMEOUT,
+                params={"corpid": self.corp_id, "corpsecret": self.secret},
+            )
+            try:
+                result = response.json()
+            except ValueError:
+                raise ApiError(None, f"gettoken: HTTP {response.status_code}") from None
+            if not isinstance(result, dict):
+                raise ApiError(None, f"gettoken: HTTP {response.status_code}: not an object")
+            code = int(result.get("errcode") or 0)
+            if code:
+                raise ApiError(code, str(result.get("errmsg") or ""), result)
+            token = result.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise ApiError(None, "gettoken answered no access_token")
+            expires_in = int(result.get("expires_in") or 7200)
+            # Kept a minute less than WeCom's lifetime, so it is replaced before it expires.
+            self.session.set(self.access_token_key, token, max(expires_in - 60, 60))
+            self._local.used = token
+            return result
 
     def fetch_token(self, used: str | None = None) -> str:
-        """A fresh token, unless another thread or process replaced `used` meanwhile.
+        """A fresh token, unless another thread or process replaced `used` meanwhile (with
+        no `used`: the shared one, fetched when there is none).
 
         Raises:
             ApiError: gettoken refused the corp id or the Secret.
             requests.RequestException: WeCom could not be reached.
         """
-        with self.store.locked():
-            current = self.store.get(self.key)
-            if current and current != used:
-                return current
-            response = self.http.get(
-                f"{self.base}gettoken",
-                timeout=TIMEOUT,
-                params={"corpid": self.corp_id, "corpsecret": self.secret},
-            )
-            answer = _json(response)
-            token = answer.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise ApiError(None, "gettoken answered no access_token")
-            expires_in = int(answer.get("expires_in") or 7200)
-            # Kept a minute less than WeCom's lifetime, so it is replaced before it expires.
-            self.store.set(self.key, token, max(expires_in - 60, 60))
-            return token
+        self._local.used = used
+        self.fetch_access_token()
+        return str(self.session.get(self.access_token_key))
 
     def token(self) -> str:
         """The shared token (fetched when there is none)."""
-        return self.store.get(self.key) or self.fetch_token()
+        return self.access_token
 
     def call(
         self,
@@ -156,7 +163,8 @@ class WeComClient:
         raw: bool = False,
         timeout: float = TIMEOUT,
     ) -> Any:
-        """One API call with the token; a refused token is fetched again once.
+        """One API call through wechatpy's `get`/`post` (for what its API classes lack, e.g.
+        message/update_template_card); a refused token is fetched again once.
 
         Returns:
             The JSON answer (errcode 0), or the requests.Response when `raw` and the answer is
@@ -165,46 +173,130 @@ class WeComClient:
         Raises:
             ApiError, requests.RequestException.
         """
-        token = self.token()
-        for attempt in (1, 2):
-            response = self.http.request(
-                method,
-                f"{self.base}{path}",
-                timeout=timeout,
-                params={**(params or {}), "access_token": token},
-                json=body,
-            )
-            if raw and response.ok and "json" not in response.headers.get("Content-Type", ""):
-                return response
-            try:
-                return _json(response)
-            except ApiError as exc:
-                if exc.errcode in TOKEN_ERRORS and attempt == 1:
-                    logger.info(
-                        "WeCom refused the access token (%s); fetching a new one", exc.errcode
-                    )
-                    token = self.fetch_token(used=token)
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        kwargs: dict[str, Any] = {"params": dict(params or {}), "timeout": timeout}
+        if body is not None:
+            kwargs["data"] = body
+        self._local.raw = raw
+        try:
+            if method.upper() == "GET":
+                return self.get(path, **kwargs)
+            return self.post(path, **kwargs)
+        finally:
+            self._local.raw = False
+
+    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
+        """wechatpy's request, counted (its retry after a refresh happens once), with its
+        HTTP errors as ApiError."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            return super()._request(method, url_or_endpoint, **kwargs)
+        except ApiError:
+            raise
+        except WeChatClientException as exc:
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", None)
+            raise ApiError(exc.errcode, f"HTTP {status}" if status else str(exc)) from None
+        finally:
+            self._local.depth = depth
+
+    def _decode_result(self, res: requests.Response) -> Any:
+        """The JSON answer; a raw call's non-JSON answer (a file) is the response itself."""
+        kind = res.headers.get("Content-Type", "")
+        if getattr(self._local, "raw", False) and res.ok and "json" not in kind:
+            return res
+        return super()._decode_result(res)
+
+    def _handle_result(
+        self,
+        res: Any,
+        method: str | None = None,
+        url: str | None = None,
+        result_processor: Callable[[Any], Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The answer when its errcode is 0; a refused token on the first try goes to
+        wechatpy's refresh and retry, anything else WeCom refuses is an ApiError."""
+        result = res if isinstance(res, dict) else self._decode_result(res)
+        if not isinstance(result, dict):
+            if getattr(self._local, "raw", False) and isinstance(result, requests.Response):
+                return result
+            status = getattr(res, "status_code", "?")
+            raise ApiError(None, f"HTTP {status}: not JSON")
+        code = int(result.get("errcode") or 0)
+        if code in TOKEN_ERRORS and getattr(self._local, "depth", 0) <= 1:
+            logger.info("WeCom refused the access token (%s); fetching a new one", code)
+            return super()._handle_result(result, method, url, result_processor, **kwargs)
+        if code:
+            raise ApiError(code, str(result.get("errmsg") or ""), result)
+        return result if result_processor is None else result_processor(result)
 
     def close(self) -> None:
         """Closes the connection pool."""
-        self.http.close()
+        self._http.close()
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
-    """The answer's JSON when its errcode is 0."""
-    try:
-        answer = response.json()
-    except ValueError:
-        raise ApiError(None, f"HTTP {response.status_code}") from None
-    if not isinstance(answer, dict):
-        raise ApiError(None, f"HTTP {response.status_code}: not an object")
-    code = int(answer.get("errcode") or 0)
-    if code:
-        raise ApiError(code, str(answer.get("errmsg") or ""), answer)
-    return answer
+def _token_store(redis_url: str | None) -> tuple[Any, Callable[[], Any]]:
+    """wechatpy's session storage for the token and the lock of its refresh: in Redis when
+    configured (shared by every process), else in this process."""
+    if redis_url:
+        import redis
+
+        shared = redis.Redis.from_url(redis_url, socket_timeout=5)
+        storage: Any = _SharedStorage(shared, prefix=TOKEN_PREFIX.rstrip(":"))
+
+        def lock() -> Any:
+            return shared.lock(f"{TOKEN_PREFIX}lock", timeout=30, blocking_timeout=30)
+
+        return storage, lock
+    local = threading.Lock()
+
+    def thread_lock() -> Any:
+        return _thread_lock(local)
+
+    return _ExpiringMemory(), thread_lock
+
+
+class _SharedStorage(RedisStorage):  # type: ignore[misc]
+    """wechatpy's Redis storage; a value that is not its JSON (a token stored bare, as redesk
+    did before) counts as none, so it is fetched again and stored over."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return super().get(key, default)
+        except ValueError:
+            return default
+
+
+class _ExpiringMemory(MemoryStorage):  # type: ignore[misc]
+    """wechatpy's memory storage, with its `ttl` kept (wechatpy's ignores it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expiry: dict[str, float] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._expiry.get(key, float("inf")) <= time.monotonic():
+            self.delete(key)
+            return default
+        return super().get(key, default)
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        super().set(key, value, ttl)
+        if ttl:
+            self._expiry[key] = time.monotonic() + ttl
+        else:
+            self._expiry.pop(key, None)
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self._expiry.pop(key, None)
+
+
+@contextmanager
+def _thread_lock(lock: threading.Lock) -> Iterator[None]:
+    with lock:
+        yield
 
 
 _clients: dict[tuple[Any, ...], WeComClient] = {}
