@@ -54,9 +54,11 @@ def _login(
         return outcome
 
 
-def _live(world: World, token: str, now: datetime = NOW) -> accounts.Live | None:
+def _live(
+    world: World, token: str, now: datetime = NOW, *, touch: bool = True
+) -> accounts.Live | None:
     with session_scope(world.engine) as session:
-        return accounts.session_of(session, token=token, now=now, limits=LIMITS)
+        return accounts.session_of(session, token=token, now=now, limits=LIMITS, touch=touch)
 
 
 def _account(world: World, username: str) -> Account:
@@ -270,6 +272,23 @@ def test_a_session_ends_when_idle_too_long_and_when_too_old(world: World) -> Non
     assert _live(world, idle, NOW + timedelta(minutes=30)) is None
     # an ended session does not come back
     assert _live(world, idle, NOW + timedelta(minutes=1)) is None
+
+
+def test_a_check_that_is_no_use_does_not_keep_a_session_alive(world: World) -> None:
+    # Given a session last used at its login
+    make_account(world.engine, "wang", now=NOW)
+    token = _login(world, "wang")
+    assert isinstance(token, str)
+    # When it is only checked (an open page's stream) every 10 minutes
+    for step in (1, 2):
+        assert _live(world, token, NOW + timedelta(minutes=10 * step), touch=False) is not None
+    # Then its last use is still the login's, and it goes idle 30 minutes after that
+    with session_scope(world.engine) as session:
+        row = session.exec(select(ConsoleSession)).one()
+        assert row.last_seen_at == NOW
+    assert _live(world, token, NOW + timedelta(minutes=30), touch=False) is None
+    # (and a check of an expired session ends it, like a use would)
+    assert _live(world, token, NOW + timedelta(minutes=1)) is None
 
 
 def test_logout_everywhere_ends_every_session_and_logout_only_this_one(world: World) -> None:

@@ -460,10 +460,13 @@ class Live:
     person: Person
 
 
-def session_of(session: Session, *, token: str, now: datetime, limits: Limits) -> Live | None:
-    """The live session whose cookie token this is, its last use moved to `now`; None when
-    there is none or it is over (ended, idle too long, too old, before a "log out
-    everywhere", or of a disabled account). An expired session is marked ended."""
+def session_of(
+    session: Session, *, token: str, now: datetime, limits: Limits, touch: bool = True
+) -> Live | None:
+    """The live session whose cookie token this is, its last use moved to `now` (unless
+    `touch` is false: a check that is no use of the session, e.g. an open page's live
+    stream); None when there is none or it is over (ended, idle too long, too old, before a
+    "log out everywhere", or of a disabled account). An expired session is marked ended."""
     if not token or len(token) > 200:
         return None
     row = queries.get_console_session(session=session, token_hash=hash_token(token))
@@ -491,8 +494,9 @@ def session_of(session: Session, *, token: str, now: datetime, limits: Limits) -
         row.ended_at = now
         session.add(row)
         return None
-    row.last_seen_at = now
-    session.add(row)
+    if touch:
+        row.last_seen_at = now
+        session.add(row)
     return Live(row, account, person)
 
 

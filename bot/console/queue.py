@@ -28,9 +28,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from bot.console.auth import ConsoleUser, console_page, require_page_user, require_user
+from bot.console.auth import (
+    ConsoleUser,
+    console_page,
+    current_user,
+    require_page_user,
+    require_user,
+)
 from bot.http import runtime_of
-from bot.runtime import Runtime
 from bot.texts import (
     DEPARTMENT_QUEUE_TAB_LABELS,
     QUEUE_TAB_LABELS,
@@ -40,8 +45,7 @@ from bot.texts import (
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import Centre, ConsoleSession, Role, utcnow
-from workflow import accounts
+from storage.models import Centre, Role, utcnow
 from workflow import scope as centre_scope
 from workflow.deadlines import LOCAL_TZ
 from workflow.machine import State
@@ -435,32 +439,6 @@ class StreamCounter:
 STREAMS = StreamCounter()
 
 
-def _still_live(runtime: Runtime, user: ConsoleUser) -> bool:
-    """Whether the stream's session is still live, by the rules of workflow.accounts
-    (ended, idle, too old, logged out everywhere, account disabled or its role taken away),
-    read without counting as a use: an open page alone does not keep a session alive."""
-    limits = accounts.Limits.of(runtime.settings)
-    now = utcnow()
-    with session_scope(read_engine(runtime.engine)) as session:
-        row = session.get(ConsoleSession, user.session_id)
-        if row is None or row.ended_at is not None:
-            return False
-        account = queries.get_account(session=session, account_id=row.account_id)
-        if account is None or not account.active or account.password_hash is None:
-            return False
-        person = queries.get_person(session=session, person_id=account.person_id)
-        return (
-            person is not None
-            and person.role in QUEUE_ROLES
-            and row.last_seen_at + limits.idle > now
-            and row.created_at + limits.absolute > now
-            and (
-                account.sessions_valid_after is None
-                or row.created_at >= account.sessions_valid_after
-            )
-        )
-
-
 def _changed(event_id: int) -> str:
     return f"id: {event_id}\nevent: changed\ndata: {json.dumps({'event_id': event_id})}\n\n"
 
@@ -516,7 +494,9 @@ async def api_stream(request: Request) -> Response:
                 yield _changed(upto)
             last = max(last, upto)
             if loop.time() >= beat:
-                if not await asyncio.to_thread(_still_live, runtime, user):
+                # Read without counting as a use: an open page alone does not keep a session
+                # alive.
+                if await current_user(request, touch=False) is None:
                     yield "event: ended\ndata: {}\n\n"
                     return
                 yield ": heartbeat\n\n"
