@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -210,6 +210,43 @@ def test_a_wrong_password_an_unknown_user_and_an_account_without_password_fail_a
         failed = session.exec(select(LoginAttempt).where(col(LoginAttempt.ok).is_(False))).all()
         assert sorted(a.username for a in failed) == ["nobody", "wang", "zhao"]
     assert audit_actions(world.engine).count("console_login_failed") == 3
+
+
+class CountingHasher(PasswordHasher):
+    """A PasswordHasher that remembers what it hashed and verified."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.hashed = 0
+        self.verified: list[str] = []
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashed += 1
+        return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+def test_an_unknown_user_costs_a_hash_of_the_hasher_configured_made_once_per_hasher(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for params in (
+        {"time_cost": 2, "memory_cost": 2048, "parallelism": 1},
+        {"time_cost": 1, "memory_cost": 4096, "parallelism": 1},
+    ):
+        # Given a hasher with these parameters
+        hasher = CountingHasher(**params)
+        monkeypatch.setattr(accounts, "HASHER", hasher)
+        # When unknown usernames try to log in, twice
+        for username in ("nobody", "nobody-else"):
+            assert isinstance(_login(world, username), accounts.LoginFailed)
+        # Then each verified a hash of this hasher's parameters, made only once
+        assert len(hasher.verified) == 2
+        assert hasher.verified[0] == hasher.verified[1]
+        assert not hasher.check_needs_rehash(hasher.verified[0])
+        assert hasher.hashed == 1
 
 
 def test_failures_per_username_refuse_even_the_right_password_until_the_window_passes(
