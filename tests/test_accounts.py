@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,26 +12,21 @@ from sqlmodel import col, select
 
 from admin_scripts import cli
 from admin_scripts.cli import Exit, main
-from bot import runtime as bot_runtime
 from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import Account, AdminAudit, ConsoleSession, LoginAttempt, Person, Role
-from tests.utils.accounts import (  # noqa: F401 - clean_accounts is a fixture
+from tests.utils.accounts import (
     PASSWORD,
     audit_actions,
-    clean_accounts,
     make_account,
 )
 from tests.utils.centres import Tree
-from tests.utils.cli import isolate_cli
 from tests.utils.world import NOW, Cast, World
 from workflow import accounts, service
 from workflow.errors import InvalidInput, UnknownCentre, UnknownDepartment
 from workflow.machine import State
 
 LIMITS = accounts.Limits()
-
-pytestmark = pytest.mark.usefixtures("clean_accounts")
 
 
 def _login(
@@ -448,14 +441,6 @@ def test_a_link_code_expires(world: World, cast: Cast) -> None:
 # --- redesk staff ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def staff_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
-    """An empty database named by REDESK_DATABASE_URL: SQLite, then PostgreSQL."""
-    isolate_cli(monkeypatch, tmp_path, db_url)
-    yield db_url
-    bot_runtime.reset()
-
-
 def _token(out: str) -> str:
     link = out.strip().splitlines()[-1]
     parts = urlsplit(link)
@@ -464,13 +449,13 @@ def _token(out: str) -> str:
 
 
 def test_staff_add_prints_a_setup_link_that_sets_the_password(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "Admin", "--name", "管理员", "--role", "admin"]) == Exit.OK
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("http://127.0.0.1:8000/console/setup?token=")
     assert "Beijing time" in out
-    engine = get_engine(staff_db)
+    engine = get_engine(any_db)
     with session_scope(engine) as session:
         accounts.set_password(session, token=_token(out), password=PASSWORD, now=NOW)
         account = queries.get_account_by_username(session=session, username="admin")
@@ -482,7 +467,7 @@ def test_staff_add_prints_a_setup_link_that_sets_the_password(
 
 
 def test_staff_add_uses_the_public_url(
-    staff_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    any_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("REDESK_PUBLIC_URL", "https://desk.example.cn/")
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
@@ -515,18 +500,18 @@ def test_staff_add_uses_the_public_url(
     ],
 )
 def test_staff_verbs_refuse_bad_input_with_the_exit_code_and_change_nothing(
-    staff_db: str, capsys: pytest.CaptureFixture[str], args: list[str], code: Exit, says: str
+    any_db: str, capsys: pytest.CaptureFixture[str], args: list[str], code: Exit, says: str
 ) -> None:
     assert main(args) == code
     captured = capsys.readouterr()
     assert says in captured.err
-    with session_scope(get_engine(staff_db)) as session:
+    with session_scope(get_engine(any_db)) as session:
         assert session.exec(select(Account)).all() == []
         assert session.exec(select(AdminAudit)).all() == []
 
 
 def test_staff_add_refuses_a_taken_username(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
     assert main(["staff", "add", "WANG", "--name", "王二", "--role", "worker"]) == Exit.FAILURE
@@ -534,11 +519,11 @@ def test_staff_add_refuses_a_taken_username(
 
 
 def test_staff_list_shows_each_account(
-    staff_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    any_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王书记", "--role", "worker"]) == Exit.OK
     assert main(["staff", "add", "liu", "--name", "刘主任", "--role", "leader"]) == Exit.OK
-    with session_scope(get_engine(staff_db)) as session:
+    with session_scope(get_engine(any_db)) as session:
         link = accounts.reset_password(session, accounts.account_named(session, "wang"), now=NOW)
         accounts.set_password(session, token=link.token, password=PASSWORD, now=NOW)
     capsys.readouterr()
@@ -555,11 +540,11 @@ def test_staff_list_shows_each_account(
 
 
 def test_staff_reset_password_prints_a_new_link_and_ends_the_old_password(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
     first = _token(capsys.readouterr().out)
-    engine = get_engine(staff_db)
+    engine = get_engine(any_db)
     with session_scope(engine) as session:
         accounts.set_password(session, token=first, password=PASSWORD, now=NOW)
     assert main(["staff", "reset-password", "wang"]) == Exit.OK
@@ -576,13 +561,13 @@ def test_staff_reset_password_prints_a_new_link_and_ends_the_old_password(
 
 
 def test_staff_disable_revokes_the_role_releases_held_requests_and_unlinks_chats(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bot.runtime import Runtime
     from storage.settings import Settings
 
-    engine = get_engine(staff_db)
-    world = World(Runtime(settings=Settings(database_url=staff_db, _env_file=None), engine=engine))
+    engine = get_engine(any_db)
+    world = World(Runtime(settings=Settings(database_url=any_db, _env_file=None), engine=engine))
     assert main(["staff", "add", "wang", "--name", "王书记", "--role", "worker"]) == Exit.OK
     resident = world.person("requester", name="张三")
     chat = world.person("requester", name="王书记的微信", channel="wechat")
