@@ -5,15 +5,18 @@ Who sees what is the chat's rule (workflow/scope.py, workflow/permissions.py): a
 the requests their centre holds, a leader or an admin those of their centre's whole subtree,
 department staff those forwarded to their department.
 
-The stream (GET /api/console/stream) is server-sent events: it reads the newest event id every
-REDESK_CONSOLE_STREAM_POLL seconds (one primary-key lookup) and, when it moved, whether any of
-the new events is of a request in the user's scope; then it sends `event: changed` with that
-id, and the page fetches its counts and rows again.
+The stream (GET /api/console/stream) is server-sent events: it reads the newest event id (one
+primary-key lookup) and, when it moved, whether any of the new events is of a request in the
+user's scope; then it sends `event: changed` with that id, and the page fetches its counts and
+rows again. It reads when a unit of work that changed a request has committed (bot.wake's
+notify_changed: in this process, or in another through Redis), and every
+REDESK_CONSOLE_STREAM_POLL seconds in case a wake-up was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -28,6 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from bot import wake
 from bot.console.auth import (
     ConsoleUser,
     console_page,
@@ -472,6 +476,7 @@ async def api_stream(request: Request) -> Response:
         response.headers["Retry-After"] = "10"
         return response
     poll = runtime.settings.console_stream_poll
+    wake.listen(runtime.settings.redis_url)
 
     def look(after: int) -> tuple[int, bool]:
         with session_scope(engine) as session:
@@ -488,20 +493,27 @@ async def api_stream(request: Request) -> Response:
         yield "retry: 3000\n: connected\n\n"
         loop = asyncio.get_running_loop()
         beat = loop.time() + HEARTBEAT
-        while not request.app.state.stopping:
-            upto, changed = await asyncio.to_thread(look, last)
-            if changed:
-                yield _changed(upto)
-            last = max(last, upto)
-            if loop.time() >= beat:
-                # Read without counting as a use: an open page alone does not keep a session
-                # alive.
-                if await current_user(request, touch=False) is None:
-                    yield "event: ended\ndata: {}\n\n"
-                    return
-                yield ": heartbeat\n\n"
-                beat = loop.time() + HEARTBEAT
-            await asyncio.sleep(poll)
+        with wake.CHANGES.hold(user.account_id, per_identity=0, total=0) as waiter:
+            while not request.app.state.stopping:
+                # Cleared before reading: a change committed after this read sets it.
+                waiter.event.clear()
+                upto, changed = await asyncio.to_thread(look, last)
+                if changed:
+                    yield _changed(upto)
+                last = max(last, upto)
+                if loop.time() >= beat:
+                    # Read without counting as a use: an open page alone does not keep a
+                    # session alive.
+                    if await current_user(request, touch=False) is None:
+                        yield "event: ended\ndata: {}\n\n"
+                        return
+                    yield ": heartbeat\n\n"
+                    beat = loop.time() + HEARTBEAT
+                # No thread is held while waiting: only a timer and the event.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        waiter.event.wait(), timeout=max(0.0, min(poll, beat - loop.time()))
+                    )
         yield "event: ended\ndata: {}\n\n"
 
     return _Stream(events(), release)
