@@ -848,6 +848,43 @@ def test_the_stream_wakes_at_once_when_a_change_is_committed_elsewhere(
         assert (made.requester_id, made.text) == (resident.id, "东风路的路灯又坏了")
 
 
+def test_the_stream_wakes_at_once_when_a_request_is_acted_on_in_the_console(
+    settings: Settings,
+    runtime: Runtime,
+    console: Opener,
+    tree: Tree,
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given C2's worker's stream, its fallback read and heartbeat far away
+    monkeypatch.setattr(settings, "console_stream_poll", 60.0)
+    monkeypatch.setattr(console_queue, "HEARTBEAT", 600.0)
+    client = console(tree.c2_worker)
+    account = account_of(runtime, tree.c2_worker)
+    app = create_app(runtime)
+    with (
+        serving(app) as base,
+        httpx.Client(base_url=base, cookies=served_cookie(runtime, client), timeout=20) as http,
+    ):
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            read_events(stream, ": connected")
+            wait_until(lambda: wake.CHANGES.open_polls(account) == 1, "the stream waits")
+            # When they accept C2's new request in another tab (another app of the process)
+            done = client.post(
+                f"/api/console/requests/{queue.c2}/actions",
+                json={"action": "accept"},
+                headers={"Origin": ORIGIN, **csrf_of(client)},
+            )
+            assert done.status_code == 200, done.text
+            # Then the stream tells of it at once
+            read_events(stream, "event: changed")
+            data = next(line for line in stream if line.startswith("data: "))
+    newest = tree.world.events(queue.c2)[-1]
+    assert newest.to_state == "handling"
+    assert json.loads(data.removeprefix("data: ")) == {"event_id": newest.id}
+
+
 #: The repository's root (the other process imports the packages from there).
 REPO = Path(__file__).resolve().parent.parent
 
