@@ -191,6 +191,9 @@ def process_chat(
             session.add(row)
             session.flush()
             written.extend(tx.outbox_ids())
+        if queries.changed_requests(session):
+            # Committed: the console's live streams may read the change now.
+            wake.notify_changed(runtime.settings.redis_url)
         if failure is not None and row.attempts < MAX_INBOX_ATTEMPTS:
             raise InboxRetry(f"inbox message {row.id} will be retried")
     return written
@@ -488,6 +491,8 @@ def tick(runtime: Runtime) -> list[int]:
         result = reminders.tick(tx, runtime.policy)
         session.flush()
         written = tx.outbox_ids()
+    if queries.changed_requests(session):
+        wake.notify_changed(runtime.settings.redis_url)
     if result.total():
         logger.info("Tick: %s", ", ".join(f"{kind} {n}" for kind, n in sorted(result.done.items())))
     return written

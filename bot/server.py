@@ -54,9 +54,9 @@ def serve(settings: Settings, say: Say) -> None:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Long polls answer now instead of holding the shutdown for up to 30 s.
+            # Long polls and live streams answer now instead of holding the shutdown.
             asgi.state.stopping = True
-            wake.HUB.wake_all()
+            wake.wake_all()
             super().handle_exit(sig, frame)
 
     # proxy_headers=False: the client's address is decided in one place, by

@@ -1,10 +1,14 @@
-"""Long polls of the web API: how many may wait, and waking them when a message is delivered.
+"""Waiting connections and waking them: the web API's long polls, woken when a message is
+delivered to their identity, and the console's live streams, woken when a request changed.
 
-A long poll waits on an asyncio event of its own instead of asking the database again and
-again. The web sender's delivery wakes the polls of its recipient: directly when the worker
-runs in this process (the embedded default), through Redis pub/sub when REDESK_REDIS_URL is
-set, so a `redesk run` process wakes when a `redesk worker` on another machine delivers.
-A notification that gets lost only delays the answer until the poll's fallback check.
+A waiting connection waits on an asyncio event of its own instead of asking the database again
+and again. The web sender's delivery wakes the polls of its recipient (notify); a unit of work
+that changed or created a request wakes every live stream (notify_changed), which then looks
+at the database to see whether the change is one of its user's. Both wake directly when the
+work runs in this process (the embedded default), and through Redis pub/sub when
+REDESK_REDIS_URL is set, so a `redesk run` process wakes when a `redesk worker` on another
+machine commits. A notification that gets lost only delays the answer until the connection's
+fallback check.
 
 The caps on open polls are counted per process: each copy of `redesk run` keeps its own.
 """
@@ -26,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 #: The Redis pub/sub channel delivery notifications go through; the message is a person id.
 WAKE_CHANNEL = "redesk:web:wake"
+
+#: The Redis pub/sub channel of "a request changed" (the message says nothing more).
+CHANGE_CHANNEL = "redesk:requests:changed"
 
 #: Seconds a subscriber waits before connecting again after losing Redis.
 RECONNECT_PAUSE = 1.0
@@ -113,15 +120,26 @@ class PollHub:
 #: The polls of this process: the web routes register here, deliveries wake them.
 HUB = PollHub()
 
+#: The console's live streams of this process, by account id: a changed request wakes all.
+CHANGES = PollHub()
+
+
+def wake_all() -> None:
+    """Wakes every waiting connection of this process (the server is stopping)."""
+    HUB.wake_all()
+    CHANGES.wake_all()
+
 
 class Subscriber:
-    """A daemon thread that turns Redis wake messages into wake-ups of this process's polls."""
+    """A daemon thread that turns Redis wake messages into wake-ups of this process's polls
+    (WAKE_CHANNEL) and streams (CHANGE_CHANNEL)."""
 
-    def __init__(self, redis_url: str, hub: PollHub) -> None:
+    def __init__(self, redis_url: str, hub: PollHub, changes: PollHub) -> None:
         self._redis_url = redis_url
         self._hub = hub
+        self._changes = changes
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="web-wake", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="wake", daemon=True)
 
     def start(self) -> None:
         """Starts listening."""
@@ -138,10 +156,13 @@ class Subscriber:
             client: redis.Redis = redis.Redis.from_url(self._redis_url)
             pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
             try:
-                pubsub.subscribe(WAKE_CHANNEL)
+                pubsub.subscribe(WAKE_CHANNEL, CHANGE_CHANNEL)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is None:
+                        continue
+                    if message.get("channel") in (CHANGE_CHANNEL, CHANGE_CHANNEL.encode()):
+                        self._changes.wake_all()
                         continue
                     data = message.get("data")
                     try:
@@ -150,8 +171,8 @@ class Subscriber:
                         continue
                     self._hub.wake(person_id)
             except redis.RedisError as exc:
-                # Polls fall back to their slow check meanwhile.
-                logger.warning("Web wake subscription lost (%s); reconnecting", type(exc).__name__)
+                # Polls and streams fall back to their slow check meanwhile.
+                logger.warning("Wake subscription lost (%s); reconnecting", type(exc).__name__)
                 self._stop.wait(RECONNECT_PAUSE)
             finally:
                 pubsub.close()
@@ -168,7 +189,7 @@ def listen(redis_url: str | None) -> None:
         return
     with _subscribers_lock:
         if redis_url not in _subscribers:
-            subscriber = Subscriber(redis_url, HUB)
+            subscriber = Subscriber(redis_url, HUB, CHANGES)
             _subscribers[redis_url] = subscriber
             subscriber.start()
 
@@ -183,6 +204,20 @@ def notify(redis_url: str | None, person_id: int) -> None:
     Never raises: a lost notification only delays the polls until their fallback check.
     """
     HUB.wake(person_id)
+    _publish(redis_url, WAKE_CHANNEL, str(person_id))
+
+
+def notify_changed(redis_url: str | None) -> None:
+    """Tells every process that a request changed or was made (after the commit): the
+    console's live streams look whether it is one their user sees.
+
+    Never raises: a lost notification only delays the streams until their fallback check.
+    """
+    CHANGES.wake_all()
+    _publish(redis_url, CHANGE_CHANNEL, "1")
+
+
+def _publish(redis_url: str | None, channel: str, message: str) -> None:
     if not redis_url:
         return
     import redis
@@ -192,6 +227,6 @@ def notify(redis_url: str | None, person_id: int) -> None:
             client = _publishers.get(redis_url)
             if client is None:
                 client = _publishers[redis_url] = redis.Redis.from_url(redis_url, socket_timeout=2)
-        client.publish(WAKE_CHANNEL, str(person_id))
+        client.publish(channel, message)
     except redis.RedisError as exc:
-        logger.warning("Could not publish a web wake-up (%s)", type(exc).__name__)
+        logger.warning("Could not publish a wake-up on %s (%s)", channel, type(exc).__name__)

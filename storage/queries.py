@@ -552,6 +552,17 @@ def todo_page(
     return result
 
 
+#: The key of Session.info set by add_event: this session recorded a change to a request.
+CHANGED_REQUESTS = "redesk.changed_requests"
+
+
+def changed_requests(session: Session) -> bool:
+    """Whether `session` recorded a change to a request (an event that is not a refused
+    attempt). A change rolled back to a savepoint still counts: the only cost is that the
+    console's streams look at the database once for nothing."""
+    return bool(session.info.get(CHANGED_REQUESTS))
+
+
 def add_event(
     *,
     session: Session,
@@ -564,7 +575,10 @@ def add_event(
     outcome: str = "ok",
     at: datetime,
 ) -> Event:
-    """Records one event in a request's history."""
+    """Records one event in a request's history; an event that is not a refused attempt
+    marks the session as one that changed a request (changed_requests)."""
+    if outcome == "ok":
+        session.info[CHANGED_REQUESTS] = True
     event = Event(
         request_id=request_id,
         actor_id=actor_id,

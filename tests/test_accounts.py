@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -14,26 +12,21 @@ from sqlmodel import col, select
 
 from admin_scripts import cli
 from admin_scripts.cli import Exit, main
-from bot import runtime as bot_runtime
 from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import Account, AdminAudit, ConsoleSession, LoginAttempt, Person, Role
-from tests.utils.accounts import (  # noqa: F401 - clean_accounts is a fixture
+from tests.utils.accounts import (
     PASSWORD,
     audit_actions,
-    clean_accounts,
     make_account,
 )
 from tests.utils.centres import Tree
-from tests.utils.cli import isolate_cli
 from tests.utils.world import NOW, Cast, World
 from workflow import accounts, service
 from workflow.errors import InvalidInput, UnknownCentre, UnknownDepartment
 from workflow.machine import State
 
 LIMITS = accounts.Limits()
-
-pytestmark = pytest.mark.usefixtures("clean_accounts")
 
 
 def _login(
@@ -54,9 +47,11 @@ def _login(
         return outcome
 
 
-def _live(world: World, token: str, now: datetime = NOW) -> accounts.Live | None:
+def _live(
+    world: World, token: str, now: datetime = NOW, *, touch: bool = True
+) -> accounts.Live | None:
     with session_scope(world.engine) as session:
-        return accounts.session_of(session, token=token, now=now, limits=LIMITS)
+        return accounts.session_of(session, token=token, now=now, limits=LIMITS, touch=touch)
 
 
 def _account(world: World, username: str) -> Account:
@@ -210,6 +205,43 @@ def test_a_wrong_password_an_unknown_user_and_an_account_without_password_fail_a
     assert audit_actions(world.engine).count("console_login_failed") == 3
 
 
+class CountingHasher(PasswordHasher):
+    """A PasswordHasher that remembers what it hashed and verified."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.hashed = 0
+        self.verified: list[str] = []
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashed += 1
+        return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+def test_an_unknown_user_costs_a_hash_of_the_hasher_configured_made_once_per_hasher(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for params in (
+        {"time_cost": 2, "memory_cost": 2048, "parallelism": 1},
+        {"time_cost": 1, "memory_cost": 4096, "parallelism": 1},
+    ):
+        # Given a hasher with these parameters
+        hasher = CountingHasher(**params)
+        monkeypatch.setattr(accounts, "HASHER", hasher)
+        # When unknown usernames try to log in, twice
+        for username in ("nobody", "nobody-else"):
+            assert isinstance(_login(world, username), accounts.LoginFailed)
+        # Then each verified a hash of this hasher's parameters, made only once
+        assert len(hasher.verified) == 2
+        assert hasher.verified[0] == hasher.verified[1]
+        assert not hasher.check_needs_rehash(hasher.verified[0])
+        assert hasher.hashed == 1
+
+
 def test_failures_per_username_refuse_even_the_right_password_until_the_window_passes(
     world: World,
 ) -> None:
@@ -270,6 +302,23 @@ def test_a_session_ends_when_idle_too_long_and_when_too_old(world: World) -> Non
     assert _live(world, idle, NOW + timedelta(minutes=30)) is None
     # an ended session does not come back
     assert _live(world, idle, NOW + timedelta(minutes=1)) is None
+
+
+def test_a_check_that_is_no_use_does_not_keep_a_session_alive(world: World) -> None:
+    # Given a session last used at its login
+    make_account(world.engine, "wang", now=NOW)
+    token = _login(world, "wang")
+    assert isinstance(token, str)
+    # When it is only checked (an open page's stream) every 10 minutes
+    for step in (1, 2):
+        assert _live(world, token, NOW + timedelta(minutes=10 * step), touch=False) is not None
+    # Then its last use is still the login's, and it goes idle 30 minutes after that
+    with session_scope(world.engine) as session:
+        row = session.exec(select(ConsoleSession)).one()
+        assert row.last_seen_at == NOW
+    assert _live(world, token, NOW + timedelta(minutes=30), touch=False) is None
+    # (and a check of an expired session ends it, like a use would)
+    assert _live(world, token, NOW + timedelta(minutes=1)) is None
 
 
 def test_logout_everywhere_ends_every_session_and_logout_only_this_one(world: World) -> None:
@@ -392,14 +441,6 @@ def test_a_link_code_expires(world: World, cast: Cast) -> None:
 # --- redesk staff ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def staff_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
-    """An empty database named by REDESK_DATABASE_URL: SQLite, then PostgreSQL."""
-    isolate_cli(monkeypatch, tmp_path, db_url)
-    yield db_url
-    bot_runtime.reset()
-
-
 def _token(out: str) -> str:
     link = out.strip().splitlines()[-1]
     parts = urlsplit(link)
@@ -408,13 +449,13 @@ def _token(out: str) -> str:
 
 
 def test_staff_add_prints_a_setup_link_that_sets_the_password(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "Admin", "--name", "管理员", "--role", "admin"]) == Exit.OK
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("http://127.0.0.1:8000/console/setup?token=")
     assert "Beijing time" in out
-    engine = get_engine(staff_db)
+    engine = get_engine(any_db)
     with session_scope(engine) as session:
         accounts.set_password(session, token=_token(out), password=PASSWORD, now=NOW)
         account = queries.get_account_by_username(session=session, username="admin")
@@ -426,7 +467,7 @@ def test_staff_add_prints_a_setup_link_that_sets_the_password(
 
 
 def test_staff_add_uses_the_public_url(
-    staff_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    any_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("REDESK_PUBLIC_URL", "https://desk.example.cn/")
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
@@ -459,18 +500,18 @@ def test_staff_add_uses_the_public_url(
     ],
 )
 def test_staff_verbs_refuse_bad_input_with_the_exit_code_and_change_nothing(
-    staff_db: str, capsys: pytest.CaptureFixture[str], args: list[str], code: Exit, says: str
+    any_db: str, capsys: pytest.CaptureFixture[str], args: list[str], code: Exit, says: str
 ) -> None:
     assert main(args) == code
     captured = capsys.readouterr()
     assert says in captured.err
-    with session_scope(get_engine(staff_db)) as session:
+    with session_scope(get_engine(any_db)) as session:
         assert session.exec(select(Account)).all() == []
         assert session.exec(select(AdminAudit)).all() == []
 
 
 def test_staff_add_refuses_a_taken_username(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
     assert main(["staff", "add", "WANG", "--name", "王二", "--role", "worker"]) == Exit.FAILURE
@@ -478,11 +519,11 @@ def test_staff_add_refuses_a_taken_username(
 
 
 def test_staff_list_shows_each_account(
-    staff_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    any_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王书记", "--role", "worker"]) == Exit.OK
     assert main(["staff", "add", "liu", "--name", "刘主任", "--role", "leader"]) == Exit.OK
-    with session_scope(get_engine(staff_db)) as session:
+    with session_scope(get_engine(any_db)) as session:
         link = accounts.reset_password(session, accounts.account_named(session, "wang"), now=NOW)
         accounts.set_password(session, token=link.token, password=PASSWORD, now=NOW)
     capsys.readouterr()
@@ -499,11 +540,11 @@ def test_staff_list_shows_each_account(
 
 
 def test_staff_reset_password_prints_a_new_link_and_ends_the_old_password(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["staff", "add", "wang", "--name", "王", "--role", "worker"]) == Exit.OK
     first = _token(capsys.readouterr().out)
-    engine = get_engine(staff_db)
+    engine = get_engine(any_db)
     with session_scope(engine) as session:
         accounts.set_password(session, token=first, password=PASSWORD, now=NOW)
     assert main(["staff", "reset-password", "wang"]) == Exit.OK
@@ -520,13 +561,13 @@ def test_staff_reset_password_prints_a_new_link_and_ends_the_old_password(
 
 
 def test_staff_disable_revokes_the_role_releases_held_requests_and_unlinks_chats(
-    staff_db: str, capsys: pytest.CaptureFixture[str]
+    any_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bot.runtime import Runtime
     from storage.settings import Settings
 
-    engine = get_engine(staff_db)
-    world = World(Runtime(settings=Settings(database_url=staff_db, _env_file=None), engine=engine))
+    engine = get_engine(any_db)
+    world = World(Runtime(settings=Settings(database_url=any_db, _env_file=None), engine=engine))
     assert main(["staff", "add", "wang", "--name", "王书记", "--role", "worker"]) == Exit.OK
     resident = world.person("requester", name="张三")
     chat = world.person("requester", name="王书记的微信", channel="wechat")

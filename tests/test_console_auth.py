@@ -17,20 +17,17 @@ from storage import queries
 from storage.db import get_engine, session_scope
 from storage.models import Account, ConsoleSession, Person
 from storage.settings import Settings
-from tests.utils.accounts import (  # noqa: F401 - clean_accounts is a fixture
+from tests.utils.accounts import (
     ORIGIN,
     PASSWORD,
     SAME_SITE,
     audit_actions,
-    clean_accounts,
     logged_in,
     login,
     make_account,
 )
 from tests.utils.app import TestClient
 from tests.utils.harness import Desk
-
-pytestmark = pytest.mark.usefixtures("clean_accounts")
 
 
 def _cookie(response: object) -> SimpleCookie:

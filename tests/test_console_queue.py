@@ -4,9 +4,12 @@ and PostgreSQL, and its API (GET /api/console/requests, /options, /stream)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -14,13 +17,15 @@ import httpx
 import pytest
 from sqlmodel import Session
 
+from bot import dispatch, wake
 from bot.app import create_app
+from bot.channels import web
 from bot.console import queue as console_queue
 from bot.console.auth import COOKIE
 from bot.runtime import Runtime
 from storage import queries
 from storage.db import session_scope
-from storage.models import Centre, Person
+from storage.models import Centre, Person, Request
 from storage.settings import Settings
 from tests.utils.app import TestClient
 from tests.utils.centres import Tree
@@ -762,6 +767,138 @@ def test_the_stream_ends_when_the_server_stops(
             read_events(stream, ": connected")
             app.state.stopping = True
             read_events(stream, "event: ended")
+
+
+#: Handles a chat's pending inbox rows in a process of its own: argv database URL, Redis URL
+#: (empty: none), channel, chat id.
+OTHER_PROCESS = """
+import sys
+from bot import dispatch
+from bot.runtime import Runtime
+from storage.db import get_engine
+from storage.settings import Settings
+url, redis_url, channel, chat_id = sys.argv[1:]
+settings = Settings(database_url=url, redis_url=redis_url or None, _env_file=None)
+dispatch.process_chat(Runtime(settings=settings, engine=get_engine(url)), channel, chat_id)
+"""
+
+
+@pytest.mark.parametrize("where", ["another process, through Redis", "a second runtime"])
+def test_the_stream_wakes_at_once_when_a_change_is_committed_elsewhere(
+    where: str,
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    runtime: Runtime,
+    console: Opener,
+    tree: Tree,
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a stream whose fallback read and heartbeat are further away than the client waits
+    # for a line (so only a wake-up can bring the change in time)
+    monkeypatch.setattr(settings, "console_stream_poll", 60.0)
+    monkeypatch.setattr(console_queue, "HEARTBEAT", 600.0)
+    through_redis = where.startswith("another")
+    redis_url: str | None = request.getfixturevalue("redis_url") if through_redis else None
+    served = Runtime(
+        settings=settings.model_copy(update={"redis_url": redis_url}), engine=runtime.engine
+    )
+    cookie = served_cookie(runtime, console(tree.c2_worker))
+    account = account_of(runtime, tree.c2_worker)
+    # and a message of C2's resident stored, not yet handled
+    resident = tree.c2_resident
+    client_id, payload = web.parse_body({"id": "wake1", "text": "东风路的路灯又坏了"}, 2000)
+    with session_scope(runtime.engine) as session:
+        queries.add_inbox(
+            session=session,
+            channel=web.CHANNEL,
+            natural_key=f"{resident.external_id}:{client_id}",
+            chat_id=resident.external_id,
+            payload=payload,
+        )
+    app = create_app(served)
+    with serving(app) as base, httpx.Client(base_url=base, cookies=cookie, timeout=20) as http:
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            read_events(stream, ": connected")
+            wait_until(lambda: wake.CHANGES.open_polls(account) == 1, "the stream waits")
+            # When the message is handled (a new request in C2) by another process or runtime
+            if through_redis:
+                assert redis_url is not None
+                wait_until(lambda: subscribed(redis_url), "this process listens on Redis")
+                subprocess.run(
+                    [sys.executable, "-c", OTHER_PROCESS, settings.database_url, redis_url]
+                    + [web.CHANNEL, resident.external_id],
+                    check=True,
+                    cwd=REPO,
+                    timeout=120,
+                )
+            else:
+                other = Runtime(settings=settings.model_copy(), engine=runtime.engine)
+                dispatch.process_chat(other, web.CHANNEL, resident.external_id)
+            # Then the stream tells of it at once (a read of the stream would time out
+            # long before its fallback read)
+            read_events(stream, "event: changed")
+            data = next(line for line in stream if line.startswith("data: "))
+    newest = tree.world.events()[-1]
+    assert json.loads(data.removeprefix("data: ")) == {"event_id": newest.id}
+    with Session(runtime.engine) as session:
+        made = session.get(Request, newest.request_id)
+        assert made is not None
+        assert (made.requester_id, made.text) == (resident.id, "东风路的路灯又坏了")
+
+
+def test_the_stream_wakes_at_once_when_a_request_is_acted_on_in_the_console(
+    settings: Settings,
+    runtime: Runtime,
+    console: Opener,
+    tree: Tree,
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given C2's worker's stream, its fallback read and heartbeat far away
+    monkeypatch.setattr(settings, "console_stream_poll", 60.0)
+    monkeypatch.setattr(console_queue, "HEARTBEAT", 600.0)
+    client = console(tree.c2_worker)
+    account = account_of(runtime, tree.c2_worker)
+    app = create_app(runtime)
+    with (
+        serving(app) as base,
+        httpx.Client(base_url=base, cookies=served_cookie(runtime, client), timeout=20) as http,
+    ):
+        with http.stream("GET", "/api/console/stream") as response:
+            stream = response.iter_lines()
+            read_events(stream, ": connected")
+            wait_until(lambda: wake.CHANGES.open_polls(account) == 1, "the stream waits")
+            # When they accept C2's new request in another tab (another app of the process)
+            done = client.post(
+                f"/api/console/requests/{queue.c2}/actions",
+                json={"action": "accept"},
+                headers={"Origin": ORIGIN, **csrf_of(client)},
+            )
+            assert done.status_code == 200, done.text
+            # Then the stream tells of it at once
+            read_events(stream, "event: changed")
+            data = next(line for line in stream if line.startswith("data: "))
+    newest = tree.world.events(queue.c2)[-1]
+    assert newest.to_state == "handling"
+    assert json.loads(data.removeprefix("data: ")) == {"event_id": newest.id}
+
+
+#: The repository's root (the other process imports the packages from there).
+REPO = Path(__file__).resolve().parent.parent
+
+
+def subscribed(redis_url: str) -> bool:
+    """Whether some process listens for request changes on `redis_url`'s server."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        counts = dict(client.pubsub_numsub(wake.CHANGE_CHANNEL))
+    finally:
+        client.close()
+    return bool(counts.get(wake.CHANGE_CHANNEL.encode()) or counts.get(wake.CHANGE_CHANNEL))
 
 
 def test_an_account_holds_only_so_many_streams(

@@ -24,8 +24,7 @@ from storage.settings import Settings
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wechat import FakeWeChat
 from tests.fakes.wecom import FakeWeCom
-from tests.utils.accounts import (  # noqa: F401 - clean_accounts is a fixture
-    clean_accounts,
+from tests.utils.accounts import (
     logged_in,
     make_account,
 )
@@ -33,8 +32,6 @@ from tests.utils.app import TestClient
 from tests.utils.harness import NUMBER
 from tests.utils.settings import make_settings
 from tests.utils.telegram import SECRET, QuickLimiter, TelegramDesk, text_of
-
-pytestmark = pytest.mark.usefixtures("clean_accounts")
 
 #: The account's Telegram user, its WeChat openid and its WeCom member.
 TG_USER = 7002

@@ -49,9 +49,19 @@ MAX_PASSWORD = 256
 #: Longest display name of an account's person (the column's size).
 MAX_NAME = 100
 
-#: A hash verified when the username is unknown, so that an unknown user costs as much time as
-#: a wrong password and the two cannot be told apart.
-_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+#: The hash verified when the username is unknown (see _dummy_hash): made once per HASHER.
+_dummy: str | None = None
+
+
+def _dummy_hash() -> str:
+    """A hash of a random password made with the current HASHER's parameters, verified when
+    the username is unknown, so that an unknown user costs as much time as a wrong password
+    and the two cannot be told apart. Made again only when HASHER's parameters change."""
+    global _dummy
+    made = _dummy
+    if made is None or HASHER.check_needs_rehash(made):
+        made = _dummy = HASHER.hash(secrets.token_urlsafe(16))
+    return made
 
 
 class AccountError(WorkflowError):
@@ -418,7 +428,7 @@ def login(
     # refused like a wrong password.
     staff = person is not None and person.role in STAFF_ROLES
     stored = account.password_hash if account is not None and account.active and staff else None
-    matched = _verify(stored or _DUMMY_HASH, password) and stored is not None
+    matched = _verify(stored or _dummy_hash(), password) and stored is not None
     if not matched or account is None or person is None or account.id is None:
         queries.add_login_attempt(
             session=session, username=typed, address=address, ok=False, at=now
@@ -460,10 +470,13 @@ class Live:
     person: Person
 
 
-def session_of(session: Session, *, token: str, now: datetime, limits: Limits) -> Live | None:
-    """The live session whose cookie token this is, its last use moved to `now`; None when
-    there is none or it is over (ended, idle too long, too old, before a "log out
-    everywhere", or of a disabled account). An expired session is marked ended."""
+def session_of(
+    session: Session, *, token: str, now: datetime, limits: Limits, touch: bool = True
+) -> Live | None:
+    """The live session whose cookie token this is, its last use moved to `now` (unless
+    `touch` is false: a check that is no use of the session, e.g. an open page's live
+    stream); None when there is none or it is over (ended, idle too long, too old, before a
+    "log out everywhere", or of a disabled account). An expired session is marked ended."""
     if not token or len(token) > 200:
         return None
     row = queries.get_console_session(session=session, token_hash=hash_token(token))
@@ -491,8 +504,9 @@ def session_of(session: Session, *, token: str, now: datetime, limits: Limits) -
         row.ended_at = now
         session.add(row)
         return None
-    row.last_seen_at = now
-    session.add(row)
+    if touch:
+        row.last_seen_at = now
+        session.add(row)
     return Live(row, account, person)
 
 

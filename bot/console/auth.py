@@ -96,9 +96,11 @@ def _address(request: Request) -> str:
     return client_address(request, runtime_of(request).settings.trusted_proxy_networks)
 
 
-def _live(runtime: Runtime, token: str) -> ConsoleUser | None:
+def _live(runtime: Runtime, token: str, touch: bool) -> ConsoleUser | None:
     with session_scope(runtime.engine) as session:
-        live = accounts.session_of(session, token=token, now=utcnow(), limits=_limits(runtime))
+        live = accounts.session_of(
+            session, token=token, now=utcnow(), limits=_limits(runtime), touch=touch
+        )
         if live is None or live.person.role not in accounts.STAFF_ROLES:
             return None
         assert live.account.id is not None and live.person.id is not None
@@ -116,13 +118,19 @@ def _live(runtime: Runtime, token: str) -> ConsoleUser | None:
         )
 
 
-async def current_user(request: Request) -> ConsoleUser | None:
-    """The user of the request's session cookie, when the session is live (its last use is
-    moved to now); else None."""
+async def current_user(request: Request, *, touch: bool = True) -> ConsoleUser | None:
+    """The user of the request's session cookie, when the session is live; else None.
+
+    Args:
+        request: The request, with its cookie.
+        touch: Whether this counts as a use of the session (its last use moved to now, which
+            keeps it from going idle). A check that the session is still live while a page
+            merely stays open (the queue's live stream) passes False.
+    """
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    return await asyncio.to_thread(_live, runtime_of(request), token)
+    return await asyncio.to_thread(_live, runtime_of(request), token, touch)
 
 
 async def require_user(request: Request) -> ConsoleUser | Response:

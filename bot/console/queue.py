@@ -5,15 +5,18 @@ Who sees what is the chat's rule (workflow/scope.py, workflow/permissions.py): a
 the requests their centre holds, a leader or an admin those of their centre's whole subtree,
 department staff those forwarded to their department.
 
-The stream (GET /api/console/stream) is server-sent events: it reads the newest event id every
-REDESK_CONSOLE_STREAM_POLL seconds (one primary-key lookup) and, when it moved, whether any of
-the new events is of a request in the user's scope; then it sends `event: changed` with that
-id, and the page fetches its counts and rows again.
+The stream (GET /api/console/stream) is server-sent events: it reads the newest event id (one
+primary-key lookup) and, when it moved, whether any of the new events is of a request in the
+user's scope; then it sends `event: changed` with that id, and the page fetches its counts and
+rows again. It reads when a unit of work that changed a request has committed (bot.wake's
+notify_changed: in this process, or in another through Redis), and every
+REDESK_CONSOLE_STREAM_POLL seconds in case a wake-up was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -28,9 +31,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from bot.console.auth import ConsoleUser, console_page, require_page_user, require_user
+from bot import wake
+from bot.console.auth import (
+    ConsoleUser,
+    console_page,
+    current_user,
+    require_page_user,
+    require_user,
+)
 from bot.http import runtime_of
-from bot.runtime import Runtime
 from bot.texts import (
     DEPARTMENT_QUEUE_TAB_LABELS,
     QUEUE_TAB_LABELS,
@@ -40,8 +49,7 @@ from bot.texts import (
 from bot.texts import text as t
 from storage import queries
 from storage.db import read_engine, session_scope
-from storage.models import Centre, ConsoleSession, Role, utcnow
-from workflow import accounts
+from storage.models import Centre, Role, utcnow
 from workflow import scope as centre_scope
 from workflow.deadlines import LOCAL_TZ
 from workflow.machine import State
@@ -435,32 +443,6 @@ class StreamCounter:
 STREAMS = StreamCounter()
 
 
-def _still_live(runtime: Runtime, user: ConsoleUser) -> bool:
-    """Whether the stream's session is still live, by the rules of workflow.accounts
-    (ended, idle, too old, logged out everywhere, account disabled or its role taken away),
-    read without counting as a use: an open page alone does not keep a session alive."""
-    limits = accounts.Limits.of(runtime.settings)
-    now = utcnow()
-    with session_scope(read_engine(runtime.engine)) as session:
-        row = session.get(ConsoleSession, user.session_id)
-        if row is None or row.ended_at is not None:
-            return False
-        account = queries.get_account(session=session, account_id=row.account_id)
-        if account is None or not account.active or account.password_hash is None:
-            return False
-        person = queries.get_person(session=session, person_id=account.person_id)
-        return (
-            person is not None
-            and person.role in QUEUE_ROLES
-            and row.last_seen_at + limits.idle > now
-            and row.created_at + limits.absolute > now
-            and (
-                account.sessions_valid_after is None
-                or row.created_at >= account.sessions_valid_after
-            )
-        )
-
-
 def _changed(event_id: int) -> str:
     return f"id: {event_id}\nevent: changed\ndata: {json.dumps({'event_id': event_id})}\n\n"
 
@@ -494,6 +476,7 @@ async def api_stream(request: Request) -> Response:
         response.headers["Retry-After"] = "10"
         return response
     poll = runtime.settings.console_stream_poll
+    wake.listen(runtime.settings.redis_url)
 
     def look(after: int) -> tuple[int, bool]:
         with session_scope(engine) as session:
@@ -510,18 +493,27 @@ async def api_stream(request: Request) -> Response:
         yield "retry: 3000\n: connected\n\n"
         loop = asyncio.get_running_loop()
         beat = loop.time() + HEARTBEAT
-        while not request.app.state.stopping:
-            upto, changed = await asyncio.to_thread(look, last)
-            if changed:
-                yield _changed(upto)
-            last = max(last, upto)
-            if loop.time() >= beat:
-                if not await asyncio.to_thread(_still_live, runtime, user):
-                    yield "event: ended\ndata: {}\n\n"
-                    return
-                yield ": heartbeat\n\n"
-                beat = loop.time() + HEARTBEAT
-            await asyncio.sleep(poll)
+        with wake.CHANGES.hold(user.account_id, per_identity=0, total=0) as waiter:
+            while not request.app.state.stopping:
+                # Cleared before reading: a change committed after this read sets it.
+                waiter.event.clear()
+                upto, changed = await asyncio.to_thread(look, last)
+                if changed:
+                    yield _changed(upto)
+                last = max(last, upto)
+                if loop.time() >= beat:
+                    # Read without counting as a use: an open page alone does not keep a
+                    # session alive.
+                    if await current_user(request, touch=False) is None:
+                        yield "event: ended\ndata: {}\n\n"
+                        return
+                    yield ": heartbeat\n\n"
+                    beat = loop.time() + HEARTBEAT
+                # No thread is held while waiting: only a timer and the event.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        waiter.event.wait(), timeout=max(0.0, min(poll, beat - loop.time()))
+                    )
         yield "event: ended\ndata: {}\n\n"
 
     return _Stream(events(), release)

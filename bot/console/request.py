@@ -14,7 +14,7 @@ import asyncio
 import json
 import mimetypes
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot import wake
 from bot.console.auth import (
     ConsoleUser,
     console_page,
@@ -426,6 +427,8 @@ class Outcome:
     status: int
     body: dict[str, Any]
     outbox_ids: list[int] = field(default_factory=list)
+    #: Whether a request changed (the console's live streams are to be woken).
+    changed: bool = False
 
 
 def act(runtime: Runtime, user: ConsoleUser, number: str, name: str, value: str) -> Outcome:
@@ -434,38 +437,46 @@ def act(runtime: Runtime, user: ConsoleUser, number: str, name: str, value: str)
     A refusal is recorded like chat records it (the refused event commits); a request outside
     the user's scope is answered like an unknown number.
     """
-    form = FORMS[name]
     with session_scope(runtime.engine) as session:
-        unit = _unit(runtime, session, user)
-        if unit is None:
-            return Outcome(401, {"error": "login_required", "message": "请先登录"})
-        tx, actor = unit
-        if form.field in REQUIRED and not value.strip():
-            if not _visible(tx, actor, number):
-                return Outcome(404, _unknown_body(number))
-            return Outcome(400, {"error": "invalid_input", "message": text(REQUIRED[form.field])})
-        command = Command(name=form.command, first=number, rest=value.strip())
-        try:
-            form.handler(tx, actor, command)
-        except WorkflowError as error:
-            common.report_error(tx, actor, error, command)
-            status, code = next((s, c) for kind, s, c in REFUSALS if isinstance(error, kind))
-            if status == 404 or not _visible(tx, actor, number):
-                # Outside the user's scope: not even its existence is confirmed.
-                return Outcome(404, _unknown_body(number))
-            if isinstance(error, NotPermitted) and error.reason == "not_yours":
-                code = "not_yours"
-            session.flush()
-            return Outcome(status, {"error": code, "message": tx.said()}, tx.outbox_ids())
+        outcome = _take(runtime, session, user, number, name, value)
+    return replace(outcome, changed=queries.changed_requests(session))
+
+
+def _take(
+    runtime: Runtime, session: Session, user: ConsoleUser, number: str, name: str, value: str
+) -> Outcome:
+    """The action of `act` in `session` (which the caller commits)."""
+    form = FORMS[name]
+    unit = _unit(runtime, session, user)
+    if unit is None:
+        return Outcome(401, {"error": "login_required", "message": "请先登录"})
+    tx, actor = unit
+    if form.field in REQUIRED and not value.strip():
+        if not _visible(tx, actor, number):
+            return Outcome(404, _unknown_body(number))
+        return Outcome(400, {"error": "invalid_input", "message": text(REQUIRED[form.field])})
+    command = Command(name=form.command, first=number, rest=value.strip())
+    try:
+        form.handler(tx, actor, command)
+    except WorkflowError as error:
+        common.report_error(tx, actor, error, command)
+        status, code = next((s, c) for kind, s, c in REFUSALS if isinstance(error, kind))
+        if status == 404 or not _visible(tx, actor, number):
+            # Outside the user's scope: not even its existence is confirmed.
+            return Outcome(404, _unknown_body(number))
+        if isinstance(error, NotPermitted) and error.reason == "not_yours":
+            code = "not_yours"
         session.flush()
-        request = service.load(tx, number, lock=False)
-        body = {
-            "number": request.number,
-            "state": request.state,
-            "state_label": state_label(request.state),
-            "message": tx.said(),
-        }
-        return Outcome(200, body, tx.outbox_ids())
+        return Outcome(status, {"error": code, "message": tx.said()}, tx.outbox_ids())
+    session.flush()
+    request = service.load(tx, number, lock=False)
+    body = {
+        "number": request.number,
+        "state": request.state,
+        "state_label": state_label(request.state),
+        "message": tx.said(),
+    }
+    return Outcome(200, body, tx.outbox_ids())
 
 
 def _unknown_body(number: str) -> dict[str, Any]:
@@ -567,6 +578,9 @@ async def request_action(request: HttpRequest) -> Response:
     outcome = await asyncio.to_thread(
         act, runtime, user, request.path_params["number"], name, value
     )
+    if outcome.changed:
+        # Committed: every console's live stream may read the change now.
+        await asyncio.to_thread(wake.notify_changed, runtime.settings.redis_url)
     if outcome.outbox_ids:
         from bot import actors
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from storage.db import get_engine, session_scope
+from storage.db import session_scope
 from storage.models import AdminAudit, utcnow
 from tests.utils.app import TestClient
 from workflow import accounts
@@ -78,22 +75,3 @@ def audit_actions(engine: Engine, actor: str | None = None) -> list[str]:
         if actor is not None:
             statement = statement.where(AdminAudit.actor == actor)
         return [row.action for row in session.exec(statement).all()]
-
-
-#: The staff accounts' tables, children first, and the columns elsewhere that point at them.
-ACCOUNT_TABLES = ("console_sessions", "login_attempts")
-
-
-@pytest.fixture
-def clean_accounts(db_url: str) -> Iterator[None]:
-    """Empties the staff accounts' tables after a test on PostgreSQL (the shared database's
-    reset, tests/conftest.py, does not know them yet: an account left behind would keep its
-    person from being deleted)."""
-    yield
-    if not db_url.startswith("postgresql"):
-        return
-    with get_engine(db_url).begin() as connection:
-        for table in ACCOUNT_TABLES:
-            connection.execute(text(f"DELETE FROM {table}"))
-        connection.execute(text("UPDATE invitations SET account_id = NULL"))
-        connection.execute(text("DELETE FROM accounts"))

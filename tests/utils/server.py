@@ -48,7 +48,7 @@ def serving(app: Starlette) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         app.state.stopping = True
-        wake.HUB.wake_all()
+        wake.wake_all()
         server.should_exit = True
         thread.join(STOP_TIMEOUT)
 
