@@ -1768,7 +1768,10 @@ def remember_nonce(
 
 
 def hour_account(
-    *, session: Session, centre_id: int | None = None, person_id: int | None = None,
+    *,
+    session: Session,
+    centre_id: int | None = None,
+    person_id: int | None = None,
     lock: bool = False,
 ) -> HourAccount:
     """The time-bank account of a centre or of a person (exactly one of the two), made on first
@@ -1809,9 +1812,7 @@ def account_balance(*, session: Session, account_id: int) -> int:
     outgoing = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
         col(HourMovement.from_account_id) == account_id
     )
-    return int(session.execute(incoming).scalar_one()) - int(
-        session.execute(outgoing).scalar_one()
-    )
+    return int(session.execute(incoming).scalar_one()) - int(session.execute(outgoing).scalar_one())
 
 
 def minutes_received(

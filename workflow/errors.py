@@ -108,9 +108,7 @@ class DailyCapExceeded(TimeBankError):
     """The confirmation would take the person's hours of one day over the cap."""
 
     def __init__(self, cap: int, already: int, asked: int) -> None:
-        super().__init__(
-            f"Day cap of {cap} minutes: {already} already confirmed, {asked} asked."
-        )
+        super().__init__(f"Day cap of {cap} minutes: {already} already confirmed, {asked} asked.")
         #: All three in minutes.
         self.cap = cap
         self.already = already
