@@ -320,7 +320,7 @@ class Settings(BaseSettings):
     console_link_minutes: int = 15
     #: Most hours of service (时间银行) confirmed to one person in one day (Asia/Shanghai);
     #: a confirmation beyond it is refused.
-    hours_per_day_cap: float = 12.0
+    hours_per_day_cap: float = Field(default=12.0, gt=0, le=24)
 
     @field_validator("data_dir")
     @classmethod

@@ -440,3 +440,13 @@ def test_confirmations_at_once_never_pass_the_day_cap(pg_bank: Bank) -> None:
     assert sum(isinstance(o, HourMovement) for o in outcomes) == 6
     assert sum(isinstance(o, DailyCapExceeded) for o in outcomes) == 2
     assert tb.balance_of(bank.engine, bank.volunteer) == 12 * 60
+
+
+@pytest.mark.parametrize("typed", ["0", "-1", "25", "lots"])
+def test_a_day_cap_that_makes_no_sense_is_a_settings_error(typed: str) -> None:
+    from pydantic import ValidationError
+
+    from storage.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(hours_per_day_cap=typed, _env_file=None)  # type: ignore[arg-type]
