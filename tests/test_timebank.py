@@ -450,3 +450,29 @@ def test_a_day_cap_that_makes_no_sense_is_a_settings_error(typed: str) -> None:
 
     with pytest.raises(ValidationError):
         Settings(hours_per_day_cap=typed, _env_file=None)  # type: ignore[arg-type]
+
+
+def test_a_linked_chat_uses_its_principals_account_and_cannot_be_credited_by_them(
+    bank: Bank,
+) -> None:
+    # Given a chat identity linked to the worker's account (关联聊天账号)
+    chat = tb.person(bank.engine, name="王书记的微信")
+    with session_scope(bank.engine) as session:
+        stored = session.get(Person, chat.id)
+        assert stored is not None
+        stored.principal_id = bank.worker.id
+    with Session(bank.engine) as session:
+        chat = session.get(Person, chat.id) or chat
+
+    # Then the worker cannot credit that chat, nor the chat the worker
+    bank.refused(SelfCredit, lambda: bank.confirm(60, to=chat, by=bank.worker))
+    bank.refused(SelfCredit, lambda: bank.confirm(60, to=bank.worker, by=chat))
+
+    # and hours adjusted to the chat are the worker's, as is the redemption
+    bank.run(timebank.adjust, chat, 60, "补录", None)
+    assert tb.balance_of(bank.engine, bank.worker) == 60
+    assert tb.balance_of(bank.engine, chat) == 0
+    cup = tb.reward(bank.engine, bank.centre.id or 0, "保温杯", 60)
+    redemption = bank.run(timebank.redeem, chat, cup)
+    assert redemption.person_id == bank.worker.id
+    assert tb.balance_of(bank.engine, bank.worker) == 0

@@ -112,7 +112,9 @@ def _check_recorder(session: Session, action: str, recorder: Person, centre_id: 
 
 
 def _volunteer_account(session: Session, volunteer: Person) -> HourAccount:
-    """The volunteer's account, locked: movements of one volunteer happen one at a time."""
+    """The volunteer's account, locked: movements of one volunteer happen one at a time. A
+    linked chat (关联聊天账号) has no account of its own: its principal's is used."""
+    volunteer = queries.principal_of(session=session, person=volunteer)
     assert volunteer.id is not None
     return queries.hour_account(session=session, person_id=volunteer.id, lock=True)
 
@@ -294,10 +296,11 @@ def redeem(tx: Tx, volunteer: Person, reward: Reward) -> Redemption:
         target=_centre_account(session, locked.centre_id),
         minutes=locked.minutes,
         kind=MovementKind.REDEEM,
-        recorded_by=volunteer,
+        recorded_by=queries.principal_of(session=session, person=volunteer),
         reason=locked.name,
         reward=locked,
     )
+    volunteer = queries.principal_of(session=session, person=volunteer)
     assert volunteer.id is not None and movement.id is not None
     return queries.add_redemption(
         session=session,
@@ -373,6 +376,7 @@ def statement(session: Session, person: Person, since: datetime) -> Statement:
     """A volunteer's statement (时长): balance, minutes earned and redeemed since `since`
     (year_start(now) for this year's), the last STATEMENT_ENTRIES entries. A person with no
     account has an empty one (nothing is made)."""
+    person = queries.principal_of(session=session, person=person)
     assert person.id is not None
     account = queries.find_hour_account(session=session, person_id=person.id)
     if account is None or account.id is None:
