@@ -1816,28 +1816,32 @@ def account_balance(*, session: Session, account_id: int) -> int:
 
 
 def minutes_received(
-    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime
+    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime | None = None
 ) -> int:
-    """Minutes moved into an account by movements of `kind` made in [start, end)."""
+    """Minutes moved into an account by movements of `kind` made in [start, end) (no end:
+    until now)."""
     statement = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
         col(HourMovement.to_account_id) == account_id,
         col(HourMovement.kind) == kind,
         col(HourMovement.created_at) >= start,
-        col(HourMovement.created_at) < end,
     )
+    if end is not None:
+        statement = statement.where(col(HourMovement.created_at) < end)
     return int(session.execute(statement).scalar_one())
 
 
 def minutes_sent(
-    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime
+    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime | None = None
 ) -> int:
-    """Minutes moved out of an account by movements of `kind` made in [start, end)."""
+    """Minutes moved out of an account by movements of `kind` made in [start, end) (no end:
+    until now)."""
     statement = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
         col(HourMovement.from_account_id) == account_id,
         col(HourMovement.kind) == kind,
         col(HourMovement.created_at) >= start,
-        col(HourMovement.created_at) < end,
     )
+    if end is not None:
+        statement = statement.where(col(HourMovement.created_at) < end)
     return int(session.execute(statement).scalar_one())
 
 

@@ -381,19 +381,16 @@ def statement(session: Session, person: Person, since: datetime) -> Statement:
     account = queries.find_hour_account(session=session, person_id=person.id)
     if account is None or account.id is None:
         return Statement(balance=0, earned=0, redeemed=0, entries=[])
-    far = since + timedelta(days=366 * 1000)
 
     def into(kind: str) -> int:
         assert account is not None and account.id is not None
         return queries.minutes_received(
-            session=session, account_id=account.id, kind=kind, start=since, end=far
+            session=session, account_id=account.id, kind=kind, start=since
         )
 
     def out_of(kind: str) -> int:
         assert account is not None and account.id is not None
-        return queries.minutes_sent(
-            session=session, account_id=account.id, kind=kind, start=since, end=far
-        )
+        return queries.minutes_sent(session=session, account_id=account.id, kind=kind, start=since)
 
     entries = []
     names: dict[int, str] = {}
