@@ -87,6 +87,15 @@ staff_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(staff_app, name="staff")
+hours_app = typer.Typer(
+    help="The time bank (时间银行): corrections of volunteers' hours.", no_args_is_help=True
+)
+app.add_typer(hours_app, name="hours")
+rewards_app = typer.Typer(
+    help="Each centre's rewards catalogue of the time bank: add, list, disable.",
+    no_args_is_help=True,
+)
+app.add_typer(rewards_app, name="rewards")
 
 
 class CliError(Exception):
@@ -1407,6 +1416,132 @@ def staff_reset_password(
         "open it to set the password:"
     )
     print(staff.setup_url(settings, link.token))
+
+
+# --- time bank: hours and rewards ------------------------------------------------------------
+
+
+def _timebank_errors(exc: ManageError) -> CliError:
+    """The exit code of a time-bank error: 4 not found, 2 a malformed value, else 1."""
+    from admin_scripts import timebank
+
+    if isinstance(exc, timebank.NotFound):
+        return CliError(str(exc), Exit.NOT_FOUND)
+    if isinstance(exc, timebank.BadValue):
+        return CliError(str(exc), Exit.USAGE)
+    return CliError(str(exc), Exit.FAILURE)
+
+
+@contextmanager
+def _timebank_session() -> Iterator[Session]:
+    """A session for a time-bank verb on the prepared database, committed at the end; refusals
+    become the CliError of their exit code (and nothing is written)."""
+    settings = _settings()
+    _prepare_database(settings, auto_upgrade=settings.is_sqlite)
+    with session_scope(get_engine(settings.database_url)) as session:
+        try:
+            yield session
+        except ManageError as exc:
+            raise _timebank_errors(exc) from None
+
+
+@hours_app.command(
+    "adjust", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True}
+)
+def hours_adjust(
+    who: Annotated[str, typer.Argument(help="the person's id or exact name")],
+    hours: Annotated[
+        str, typer.Argument(help="hours to add (2, +1.5) or take back (-0.5), whole minutes")
+    ],
+    reason: Annotated[str, typer.Option(help="why (required; kept with the movement)")] = "",
+    centre: Annotated[
+        str | None,
+        typer.Option(help="the centre whose account takes the other side (default: theirs)"),
+    ] = None,
+) -> None:
+    """Correct a person's hours with a compensating movement (never an edit): positive from
+    the centre's account to theirs, negative back. Taking back more than they hold is refused
+    (exit 1). The movement has no recorder; you are on the audit log with its id.
+
+    Example: redesk hours adjust 李四 -1.5 --reason "重复登记"
+    """
+    from admin_scripts import timebank as bank
+    from workflow.timebank import format_hours
+
+    with _timebank_session() as session:
+        done = bank.adjust(
+            session, who=who, hours=hours, reason=reason, now=utcnow(), centre=centre
+        )
+        say(
+            f"adjusted {done.person.display_name or done.person.id} (id {done.person.id}) by "
+            f"{'+' if done.minutes > 0 else ''}{format_hours(done.minutes)} h; "
+            f"balance {format_hours(done.balance)} h (movement {done.movement.id})"
+        )
+
+
+@rewards_app.command("add")
+def rewards_add(
+    name: Annotated[str, typer.Argument(help="what it is, e.g. 保温杯 (unique in the centre)")],
+    hours: Annotated[str, typer.Option(help="what one costs, in hours (e.g. 2 or 1.5)")],
+    stock: Annotated[
+        int | None, typer.Option(help="how many there are (leave out: unlimited)")
+    ] = None,
+    centre: Annotated[
+        str | None, typer.Option(help="the centre's code (default: the default centre)")
+    ] = None,
+) -> None:
+    """Add a reward to a centre's catalogue. A name the centre has already exits 1.
+
+    Example: redesk rewards add 保温杯 --hours 2 --stock 20 --centre chunxi
+    """
+    from admin_scripts import timebank as bank
+
+    with _timebank_session() as session:
+        reward, place = bank.add_reward(
+            session, name=name, hours=hours, stock=stock, centre=centre, now=utcnow()
+        )
+        left = "unlimited" if reward.stock is None else f"{reward.stock} in stock"
+        say(f"added reward {reward.name} to {place.code}: {hours.strip()} h, {left}")
+
+
+@rewards_app.command("list")
+def rewards_list(
+    centre: Annotated[str | None, typer.Option(help="only this centre's (its code)")] = None,
+) -> None:
+    """List rewards: centre, name, hours, stock (unlimited when not counted), active.
+
+    Example: redesk rewards list --centre chunxi
+    """
+    from admin_scripts import timebank as bank
+
+    with _timebank_session() as session:
+        lines = bank.list_rewards(session, centre=centre)
+    if not lines:
+        say("no rewards yet (add one with `redesk rewards add`)")
+        return
+    table = Table("centre", "name", "hours", "stock", "active")
+    for line in lines:
+        stock = "unlimited" if line.stock is None else str(line.stock)
+        table.add_row(line.centre, line.name, line.hours, stock, "yes" if line.active else "no")
+    console.print(table)
+
+
+@rewards_app.command("disable")
+def rewards_disable(
+    name: Annotated[str, typer.Argument(help="the reward's name")],
+    centre: Annotated[
+        str | None, typer.Option(help="the centre's code (default: the default centre)")
+    ] = None,
+) -> None:
+    """Take a reward off the catalogue; redemptions already made stay as they are.
+
+    Example: redesk rewards disable 保温杯 --centre chunxi
+    """
+    from admin_scripts import timebank as bank
+
+    with _timebank_session() as session:
+        reward, changed = bank.disable_reward(session, name=name, centre=centre, now=utcnow())
+    say(f"disabled reward {reward.name}" if changed else f"{reward.name} was disabled already")
 
 
 # --- centres --------------------------------------------------------------------------------

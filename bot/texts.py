@@ -351,6 +351,19 @@ TEXTS: dict[str, str] = {
     "queue.bad_query": "搜索内容过长（最多 {limit} 个字）。",
     "queue.no_queue": "您的角色没有待办队列。",
     "queue.too_many_streams": "同时打开的实时更新连接过多，请关闭多余的页面后稍候重试。",
+    # time bank (时间银行, workflow/timebank.py): its refusals; hours are shown as minutes / 60
+    "timebank.self_credit": "不能为自己记录或调整志愿服务时长（谁记录谁证明）。",
+    "timebank.day_cap": (
+        "超过每日志愿服务时长上限：每人每天最多 {cap} 小时，"
+        "今天已确认 {already} 小时，本次 {asked} 小时。"
+    ),
+    "timebank.balance_short": "时长余额不足：当前余额 {balance} 小时，需要 {needed} 小时。",
+    "timebank.out_of_stock": "“{name}”已兑换完。",
+    "timebank.reward_unavailable": "没有可兑换的“{name}”。",
+    "timebank.already_given": "这次兑换已经发放过了。",
+    "timebank.bad_minutes": "时长应大于 0，且最多 {limit} 小时。",
+    "timebank.reason_required": "请写明调整原因（最多 {limit} 个字）。",
+    "timebank.not_permitted": "只有本中心（或上级中心）的党务工作者可以确认时长或登记发放。",
 }
 
 #: The console queue's tabs: committee (worker, leader, admin) and department staff.

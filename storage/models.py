@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Index,
@@ -598,3 +599,115 @@ class Reminder(SQLModel, table=True):
     request_id: int | None = Field(default=None, foreign_key="requests.id", index=True)
     kind: str = Field(max_length=30)
     at: datetime = created()
+
+
+# --- time bank (时间银行) ----------------------------------------------------------------------
+
+
+class HourAccountKind(StrEnum):
+    """Whose hours an account holds."""
+
+    #: A centre's account: it issues the hours it confirms, so its balance is negative.
+    CENTRE = "centre"
+    VOLUNTEER = "volunteer"
+
+
+class MovementKind(StrEnum):
+    """Why hours moved."""
+
+    #: Hours of service confirmed: centre -> volunteer.
+    CONFIRM = "confirm"
+    #: A reward redeemed: volunteer -> centre.
+    REDEEM = "redeem"
+    #: A correction, a compensating transfer in either direction with its reason.
+    ADJUST = "adjust"
+
+
+class HourAccount(SQLModel, table=True):
+    """An account of the time bank: one per centre, one per volunteer (a person).
+
+    Its balance is never stored: it is the sum of the movements into it less those out of it
+    (storage.queries.account_balance)."""
+
+    __tablename__ = "hour_accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "(kind = 'centre' AND centre_id IS NOT NULL AND person_id IS NULL) OR "
+            "(kind = 'volunteer' AND person_id IS NOT NULL AND centre_id IS NULL)",
+            name="ck_hour_accounts_owner",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: One of HourAccountKind's values.
+    kind: str = Field(max_length=10)
+    centre_id: int | None = Field(default=None, foreign_key="centres.id", unique=True)
+    person_id: int | None = Field(default=None, foreign_key="people.id", unique=True)
+    created_at: datetime = created()
+
+
+class HourMovement(SQLModel, table=True):
+    """A transfer of minutes between two accounts. Rows are never updated (a trigger refuses
+    it) nor deleted by the application: a correction is another movement."""
+
+    __tablename__ = "hour_movements"
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="ck_hour_movements_minutes"),
+        CheckConstraint("from_account_id <> to_account_id", name="ck_hour_movements_accounts"),
+        Index("ix_hour_movements_to_created", "to_account_id", "created_at"),
+        Index("ix_hour_movements_from_created", "from_account_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    from_account_id: int = Field(foreign_key="hour_accounts.id")
+    to_account_id: int = Field(foreign_key="hour_accounts.id")
+    #: Whole minutes, always positive (hours are shown as minutes / 60).
+    minutes: int
+    #: One of MovementKind's values.
+    kind: str = Field(max_length=10)
+    #: The need served (a confirmation), if any.
+    request_id: int | None = Field(default=None, foreign_key="requests.id", index=True)
+    #: The reward bought (a redemption).
+    reward_id: int | None = Field(default=None, foreign_key="rewards.id")
+    #: Who recorded the movement and so certifies it (谁记录谁证明): the worker who confirmed,
+    #: the volunteer who redeemed; None for an adjustment made with `redesk hours adjust`
+    #: (the admin is on the audit log, admin_audit).
+    recorded_by_id: int | None = Field(default=None, foreign_key="people.id")
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = created()
+
+
+class Reward(SQLModel, table=True):
+    """Something a centre gives for hours (礼品、折扣、服务)."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (
+        UniqueConstraint("centre_id", "name", name="uq_rewards_centre_name"),
+        CheckConstraint("minutes > 0", name="ck_rewards_minutes"),
+        CheckConstraint("stock IS NULL OR stock >= 0", name="ck_rewards_stock"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    centre_id: int = Field(foreign_key="centres.id", index=True)
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    #: What one costs, in minutes.
+    minutes: int
+    #: How many are left; None: unlimited.
+    stock: int | None = None
+    active: bool = True
+    created_at: datetime = created()
+
+
+class Redemption(SQLModel, table=True):
+    """A reward redeemed by a person, paid by one movement, handed over later."""
+
+    __tablename__ = "redemptions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reward_id: int = Field(foreign_key="rewards.id", index=True)
+    person_id: int = Field(foreign_key="people.id", index=True)
+    movement_id: int = Field(foreign_key="hour_movements.id", unique=True)
+    created_at: datetime = created()
+    #: When a worker handed it over, and who; None: not yet.
+    given_at: datetime | None = ts()
+    given_by_id: int | None = Field(default=None, foreign_key="people.id")

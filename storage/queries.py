@@ -30,6 +30,9 @@ from storage.models import (
     ConsoleSession,
     Department,
     Event,
+    HourAccount,
+    HourAccountKind,
+    HourMovement,
     InboxMessage,
     InboxStatus,
     Invitation,
@@ -37,9 +40,11 @@ from storage.models import (
     OutboxMessage,
     OutboxStatus,
     Person,
+    Redemption,
     Reminder,
     Request,
     RequestCounter,
+    Reward,
     Role,
     WebMessage,
     WebSession,
@@ -1771,6 +1776,172 @@ def remember_nonce(
     # Deleted in between by another callback's clean-up (it expired): nothing to compare with,
     # and its timestamp is refused by the caller's window check anyway.
     return str(earlier) if earlier is not None else ""
+
+
+# --- time bank (时间银行) ----------------------------------------------------------------------
+
+
+def hour_account(
+    *,
+    session: Session,
+    centre_id: int | None = None,
+    person_id: int | None = None,
+    lock: bool = False,
+) -> HourAccount:
+    """The time-bank account of a centre or of a person (exactly one of the two), made on first
+    use; locked for the rest of the transaction when `lock` (FOR UPDATE: movements into or out
+    of it by others wait)."""
+    if (centre_id is None) == (person_id is None):
+        raise ValueError("an hour account belongs to a centre or to a person")
+    if centre_id is not None:
+        owner: Any = col(HourAccount.centre_id) == centre_id
+        values: dict[str, Any] = {"kind": HourAccountKind.CENTRE, "centre_id": centre_id}
+        key = "centre_id"
+    else:
+        owner = col(HourAccount.person_id) == person_id
+        values = {"kind": HourAccountKind.VOLUNTEER, "person_id": person_id}
+        key = "person_id"
+    # Two first uses at once make one row: the second insert does nothing.
+    session.execute(
+        _insert(session, HourAccount)
+        .values(**values, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[key])
+    )
+    statement = select(HourAccount).where(owner)
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).one()
+
+
+def find_hour_account(*, session: Session, person_id: int) -> HourAccount | None:
+    """A person's time-bank account, if they have one (nothing is made)."""
+    return session.exec(select(HourAccount).where(col(HourAccount.person_id) == person_id)).first()
+
+
+def account_balance(*, session: Session, account_id: int) -> int:
+    """An account's balance in minutes: what moved in less what moved out."""
+    incoming = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
+        col(HourMovement.to_account_id) == account_id
+    )
+    outgoing = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
+        col(HourMovement.from_account_id) == account_id
+    )
+    return int(session.execute(incoming).scalar_one()) - int(session.execute(outgoing).scalar_one())
+
+
+def minutes_received(
+    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime | None = None
+) -> int:
+    """Minutes moved into an account by movements of `kind` made in [start, end) (no end:
+    until now)."""
+    statement = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
+        col(HourMovement.to_account_id) == account_id,
+        col(HourMovement.kind) == kind,
+        col(HourMovement.created_at) >= start,
+    )
+    if end is not None:
+        statement = statement.where(col(HourMovement.created_at) < end)
+    return int(session.execute(statement).scalar_one())
+
+
+def minutes_sent(
+    *, session: Session, account_id: int, kind: str, start: datetime, end: datetime | None = None
+) -> int:
+    """Minutes moved out of an account by movements of `kind` made in [start, end) (no end:
+    until now)."""
+    statement = select_columns(func.coalesce(func.sum(HourMovement.minutes), 0)).where(
+        col(HourMovement.from_account_id) == account_id,
+        col(HourMovement.kind) == kind,
+        col(HourMovement.created_at) >= start,
+    )
+    if end is not None:
+        statement = statement.where(col(HourMovement.created_at) < end)
+    return int(session.execute(statement).scalar_one())
+
+
+def add_movement(*, session: Session, movement: HourMovement) -> HourMovement:
+    """Records a movement (with its id)."""
+    session.add(movement)
+    session.flush()
+    return movement
+
+
+def last_movements(*, session: Session, account_id: int, limit: int) -> Sequence[HourMovement]:
+    """An account's newest movements, in or out, newest first."""
+    return session.exec(
+        select(HourMovement)
+        .where(
+            or_(
+                col(HourMovement.to_account_id) == account_id,
+                col(HourMovement.from_account_id) == account_id,
+            )
+        )
+        .order_by(col(HourMovement.created_at).desc(), col(HourMovement.id).desc())
+        .limit(limit)
+    ).all()
+
+
+def ledger_total(*, session: Session) -> int:
+    """The sum of every account's balance (zero, by construction: each movement takes from one
+    account what it gives another)."""
+    accounts = session.exec(select(HourAccount.id)).all()
+    return sum(
+        account_balance(session=session, account_id=account_id)
+        for account_id in accounts
+        if account_id is not None
+    )
+
+
+def add_reward(*, session: Session, reward: Reward) -> Reward:
+    """Adds a reward to a centre's catalogue (with its id)."""
+    session.add(reward)
+    session.flush()
+    return reward
+
+
+def get_reward(*, session: Session, reward_id: int, lock: bool = False) -> Reward | None:
+    """A reward by id, optionally locked (FOR UPDATE) for the rest of the transaction."""
+    statement = select(Reward).where(col(Reward.id) == reward_id)
+    if lock:
+        # Read again under the lock: the stock another transaction just changed counts.
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return session.exec(statement).first()
+
+
+def reward_named(*, session: Session, centre_id: int, name: str) -> Reward | None:
+    """A centre's reward of this exact name, active or not."""
+    return session.exec(
+        select(Reward).where(col(Reward.centre_id) == centre_id, col(Reward.name) == name)
+    ).first()
+
+
+def list_rewards(
+    *, session: Session, centre_ids: Sequence[int] | None = None, active_only: bool = False
+) -> Sequence[Reward]:
+    """Rewards by centre and name, of some centres (None: all)."""
+    statement = select(Reward)
+    if centre_ids is not None:
+        statement = statement.where(col(Reward.centre_id).in_(list(centre_ids)))
+    if active_only:
+        statement = statement.where(col(Reward.active) == true())
+    return session.exec(statement.order_by(col(Reward.centre_id), col(Reward.name))).all()
+
+
+def add_redemption(*, session: Session, redemption: Redemption) -> Redemption:
+    """Records a redemption (with its id)."""
+    session.add(redemption)
+    session.flush()
+    return redemption
+
+
+def get_redemption(
+    *, session: Session, redemption_id: int, lock: bool = False
+) -> Redemption | None:
+    """A redemption by id, optionally locked for the rest of the transaction."""
+    statement = select(Redemption).where(col(Redemption.id) == redemption_id)
+    if lock:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return session.exec(statement).first()
 
 
 # --- reminders ------------------------------------------------------------------------------

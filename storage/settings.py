@@ -318,6 +318,9 @@ class Settings(BaseSettings):
     console_session_hours: int = 12
     #: How long a 关联聊天账号 code from the console stays valid, in minutes.
     console_link_minutes: int = 15
+    #: Most hours of service (时间银行) confirmed to one person in one day (Asia/Shanghai);
+    #: a confirmation beyond it is refused.
+    hours_per_day_cap: float = Field(default=12.0, gt=0, le=24)
 
     @field_validator("data_dir")
     @classmethod

@@ -90,6 +90,9 @@ SAMPLE_ARGUMENTS: dict[str, list[str]] = {
     "staff add": ["wang", "--name", "王书记", "--role", "worker"],
     "staff disable": ["wang"],
     "staff reset-password": ["wang"],
+    "hours adjust": ["李四", "2", "--reason", "补录"],
+    "rewards add": ["保温杯", "--hours", "2"],
+    "rewards disable": ["保温杯"],
 }
 
 

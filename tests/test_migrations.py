@@ -484,3 +484,89 @@ def test_downgrading_0011_drops_the_accounts_and_keeps_the_people(url_at_0010: s
     assert not tables & {"accounts", "console_sessions", "login_attempts"}
     assert "principal_id" not in {c["name"] for c in inspect(engine).get_columns("people")}
     assert snapshot(url_at_0010, columns_of(engine))["people"] == before
+
+
+# --- 0012: the time bank ---------------------------------------------------------------------
+
+#: The revision that brings the time bank.
+TIME_BANK = "0012"
+
+TIME_BANK_TABLES = {"hour_accounts", "hour_movements", "rewards", "redemptions"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url_at_0011(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database brought to revision 0011 and no further."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        command.upgrade(alembic_config(url), ACCOUNTS)
+        yield url
+        get_engine(url).dispose()
+        return
+    with fresh_pg_database("redesk_migrate") as url:
+        command.upgrade(alembic_config(url), ACCOUNTS)
+        yield url
+
+
+def test_0012_adds_the_time_bank_whose_movements_cannot_be_updated_and_downgrades_cleanly(
+    url_at_0011: str,
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    engine = get_engine(url_at_0011)
+    before = set(inspect(engine).get_table_names())
+
+    # When 0012 is applied
+    command.upgrade(alembic_config(url_at_0011), TIME_BANK)
+
+    # Then the four tables are there, and a movement cannot be changed
+    assert set(inspect(engine).get_table_names()) - before == TIME_BANK_TABLES
+    with engine.begin() as connection:
+        centre = connection.execute(text("SELECT id FROM centres")).scalars().first()
+        connection.execute(
+            text(
+                "INSERT INTO people (channel, external_id, display_name, role, unreachable, "
+                "web_seq, window_sent, created_at) VALUES ('web', 'v', '', 'requester', false, "
+                "0, 0, :at)"
+            ),
+            {"at": T0},
+        )
+        person = connection.execute(text("SELECT id FROM people")).scalars().one()
+        for kind, column, owner in (
+            ("centre", "centre_id", centre),
+            ("volunteer", "person_id", person),
+        ):
+            connection.execute(
+                text(
+                    f"INSERT INTO hour_accounts (kind, {column}, created_at) "
+                    "VALUES (:kind, :owner, :at)"
+                ),
+                {"kind": kind, "owner": owner, "at": T0},
+            )
+        first, second = (
+            connection.execute(text("SELECT id FROM hour_accounts ORDER BY id")).scalars().all()
+        )
+        connection.execute(
+            text(
+                "INSERT INTO hour_movements (from_account_id, to_account_id, minutes, kind, "
+                "reason, created_at) VALUES (:a, :b, 60, 'confirm', '', :at)"
+            ),
+            {"a": first, "b": second, "at": T0},
+        )
+    with pytest.raises(DBAPIError), engine.begin() as connection:
+        connection.execute(text("UPDATE hour_movements SET minutes = 600"))
+    with pytest.raises(DBAPIError), engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO hour_movements (from_account_id, to_account_id, minutes, kind, "
+                "reason, created_at) VALUES (:a, :b, 0, 'confirm', '', :at)"
+            ),
+            {"a": first, "b": second, "at": T0},
+        )
+
+    # And downgrading removes them (trigger and all), and upgrading again works
+    command.downgrade(alembic_config(url_at_0011), ACCOUNTS)
+    assert set(inspect(engine).get_table_names()) == before
+    command.upgrade(alembic_config(url_at_0011), TIME_BANK)
+    assert TIME_BANK_TABLES <= set(inspect(engine).get_table_names())

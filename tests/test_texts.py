@@ -110,6 +110,9 @@ TYPICAL |= {
     "kept": True,
 }
 
+# The time bank's refusals (hours, as format_hours writes them).
+TYPICAL |= {"cap": "12", "already": "11.5", "asked": "1", "balance": "0.5", "needed": "2"}
+
 #: Keys whose message is about one request.
 ABOUT_A_REQUEST = [
     key

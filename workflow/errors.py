@@ -88,3 +88,62 @@ class InvitationInvalid(WorkflowError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Invitation {reason}.")
         self.reason = reason
+
+
+# --- time bank (时间银行) ----------------------------------------------------------------------
+
+
+class TimeBankError(WorkflowError):
+    """Base class of the time bank's refusals: each changes nothing."""
+
+
+class SelfCredit(TimeBankError):
+    """Nobody records hours to, or corrects, their own account."""
+
+    def __init__(self) -> None:
+        super().__init__("Nobody credits themselves.")
+
+
+class DailyCapExceeded(TimeBankError):
+    """The confirmation would take the person's hours of one day over the cap."""
+
+    def __init__(self, cap: int, already: int, asked: int) -> None:
+        super().__init__(f"Day cap of {cap} minutes: {already} already confirmed, {asked} asked.")
+        #: All three in minutes.
+        self.cap = cap
+        self.already = already
+        self.asked = asked
+
+
+class BalanceShort(TimeBankError):
+    """The volunteer's balance does not cover the redemption or the negative adjustment."""
+
+    def __init__(self, balance: int, needed: int) -> None:
+        super().__init__(f"Balance {balance} minutes, {needed} needed.")
+        #: Both in minutes.
+        self.balance = balance
+        self.needed = needed
+
+
+class OutOfStock(TimeBankError):
+    """None of the reward is left."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is out of stock.")
+        self.name = name
+
+
+class RewardUnavailable(TimeBankError):
+    """The reward is disabled, or not in the catalogue at all."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No reward {name!r} on offer.")
+        self.name = name
+
+
+class AlreadyGiven(TimeBankError):
+    """The redemption was handed over already."""
+
+    def __init__(self, redemption_id: int) -> None:
+        super().__init__(f"Redemption {redemption_id} was given already.")
+        self.redemption_id = redemption_id
