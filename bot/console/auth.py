@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -500,22 +501,8 @@ async def notify(request: Request) -> Response:
     chosen = body.get("person_id")
     if chosen is not None and (not isinstance(chosen, int) or isinstance(chosen, bool)):
         return json_error(400, "bad_field", "api.bad_field", field="person_id")
-    runtime = runtime_of(request)
-    address = _address(request)
-
-    def run() -> bool:
-        with session_scope(runtime.engine) as session:
-            live = _live_of(session, runtime, user)
-            try:
-                accounts.set_notify(session, live, chosen, now=utcnow(), address=address)
-            except accounts.UnknownIdentity:
-                session.rollback()
-                return False
-            return True
-
-    if not await asyncio.to_thread(run):
-        return json_error(404, "unknown_identity", "console.unknown_identity")
-    return JSONResponse({"ok": True, "notify_person_id": chosen})
+    refused = await _on_identity(request, user, accounts.set_notify, chosen)
+    return refused or JSONResponse({"ok": True, "notify_person_id": chosen})
 
 
 async def unlink(request: Request) -> Response:
@@ -526,7 +513,15 @@ async def unlink(request: Request) -> Response:
     raw = request.path_params["id"]
     if not raw.isdigit() or len(raw) > 18:
         return json_error(404, "unknown_identity", "console.unknown_identity")
-    person_id = int(raw)
+    refused = await _on_identity(request, user, accounts.unlink, int(raw))
+    return refused or JSONResponse({"ok": True})
+
+
+async def _on_identity(
+    request: Request, user: ConsoleUser, change: Callable[..., Any], person_id: int | None
+) -> Response | None:
+    """Runs `change` (accounts.set_notify or accounts.unlink) on one of the account's linked
+    chats; a 404 when it is not one of them (nothing changed), else None."""
     runtime = runtime_of(request)
     address = _address(request)
 
@@ -534,7 +529,7 @@ async def unlink(request: Request) -> Response:
         with session_scope(runtime.engine) as session:
             live = _live_of(session, runtime, user)
             try:
-                accounts.unlink(session, live, person_id, now=utcnow(), address=address)
+                change(session, live, person_id, now=utcnow(), address=address)
             except accounts.UnknownIdentity:
                 session.rollback()
                 return False
@@ -542,7 +537,7 @@ async def unlink(request: Request) -> Response:
 
     if not await asyncio.to_thread(run):
         return json_error(404, "unknown_identity", "console.unknown_identity")
-    return JSONResponse({"ok": True})
+    return None
 
 
 # --- pages ----------------------------------------------------------------------------------
