@@ -29,7 +29,7 @@ from storage.models import Centre, Person, Request
 from storage.settings import Settings
 from tests.utils.app import TestClient
 from tests.utils.centres import Tree
-from tests.utils.console_queue import EARLY, ORIGIN, Queue, forget_accounts, log_in, make_queue
+from tests.utils.console_queue import EARLY, ORIGIN, Queue, log_in, make_queue
 from tests.utils.harness import Desk
 from tests.utils.server import serving, wait_until
 from tests.utils.world import NOW, local
@@ -41,13 +41,6 @@ NO_FILTER = queries.QueueFilter()
 @pytest.fixture
 def queue(tree: Tree) -> Queue:
     return make_queue(tree)
-
-
-@pytest.fixture(autouse=True)
-def no_accounts_left(runtime: Runtime) -> Iterator[None]:
-    """The accounts a test made go with it."""
-    yield
-    forget_accounts(runtime.engine)
 
 
 def worker_scope(tree: Tree, centre: Centre | None = None) -> queries.QueueScope:

@@ -3,7 +3,6 @@ the chat commands take them, refusals in chat's words, attachments only in scope
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,18 +20,12 @@ from tests.utils.console_request import (
     act,
     as_user,
     attach,
-    forget_accounts,
     sign_in,
     state_of,
 )
 from tests.utils.world import Cast, World
 from workflow import service
 from workflow.machine import State
-
-
-@pytest.fixture(autouse=True)
-def _no_accounts_left(runtime: Runtime) -> Iterator[None]:
-    yield from forget_accounts(runtime)
 
 
 def _detail(client: TestClient, signed: Signed | None, number: str) -> Any:

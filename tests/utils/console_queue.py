@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from storage import queries
 from storage.db import session_scope
@@ -119,13 +119,3 @@ def log_in(client: TestClient, engine: Engine, person: Person) -> str:
     )
     assert response.status_code == 200, response.text
     return str(response.json()["csrf_token"])
-
-
-def forget_accounts(engine: Engine) -> None:
-    """Deletes every account and its sessions (the shared PostgreSQL database of a test run
-    is emptied table by table, and accounts would hold on to their people)."""
-    with session_scope(engine) as session:
-        for table in ("console_sessions", "login_attempts"):
-            session.execute(text(f"DELETE FROM {table}"))
-        session.execute(text("UPDATE invitations SET account_id = NULL"))
-        session.execute(text("DELETE FROM accounts"))

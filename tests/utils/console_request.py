@@ -3,13 +3,11 @@ attachments with stored files, and the cleanup of accounts between PostgreSQL te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from bot.console.auth import COOKIE
@@ -126,12 +124,3 @@ def state_of(runtime: Runtime, number: str) -> str:
         request = queries.get_request_by_number(session=session, number=number)
         assert isinstance(request, Request)
         return request.state
-
-
-def forget_accounts(runtime: Runtime) -> Iterator[None]:
-    """After a test: its console sessions and accounts are removed, so that the next test's
-    reset of the shared PostgreSQL database can empty the people."""
-    yield
-    with runtime.engine.begin() as connection:
-        for table in ("console_sessions", "login_attempts", "accounts"):
-            connection.execute(text(f"DELETE FROM {table}"))
